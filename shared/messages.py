@@ -1,0 +1,136 @@
+"""Typed messages: what travels on streams, what is stored per job, what the API returns."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class JobStatus(str, Enum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    canceled = "canceled"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (JobStatus.succeeded, JobStatus.failed, JobStatus.canceled)
+
+
+class ItemStatus(str, Enum):
+    pending = "pending"
+    succeeded = "succeeded"
+    failed = "failed"
+
+
+class StageKind(str, Enum):
+    preprocess = "preprocess"
+    model = "model"
+    postprocess = "postprocess"
+
+
+class EventType(str, Enum):
+    completed = "job.completed"
+
+
+def now_ms() -> int:
+    return int(datetime.now(timezone.utc).timestamp() * 1000)
+
+
+def ms_to_datetime(value: int | str | bytes | None) -> datetime | None:
+    if value in (None, b"", ""):
+        return None
+    return datetime.fromtimestamp(int(value) / 1000, tz=timezone.utc)
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class WorkItem(BaseModel):
+    """One item of one job, queued for one stage: a stream entry."""
+
+    job_id: str
+    index: int
+    pipeline: str
+    stage: str
+
+    def to_fields(self) -> dict[str, str]:
+        return {"job": self.job_id, "index": str(self.index), "pipeline": self.pipeline, "stage": self.stage}
+
+    @classmethod
+    def from_fields(cls, fields: dict[Any, Any]) -> WorkItem:
+        f = {_text(k): _text(v) for k, v in fields.items()}
+        return cls(job_id=f["job"], index=int(f["index"]), pipeline=f["pipeline"], stage=f["stage"])
+
+
+class ItemOutput(BaseModel):
+    index: int
+    status: ItemStatus
+    result: Any = None
+    error: str | None = None
+
+
+class Progress(BaseModel):
+    done: int
+    total: int
+
+
+class JobView(BaseModel):
+    """A job as `GET /v1/jobs/{id}` returns it and webhooks deliver it."""
+
+    id: str
+    pipeline: str
+    status: JobStatus
+    progress: Progress
+    created_at: datetime
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    outputs: list[ItemOutput] = Field(default_factory=list)
+    error: str | None = None
+    metadata: dict[str, Any] | None = None
+    webhook: str | None = None
+
+
+class JobEvent(BaseModel):
+    """An entry of the events stream, read by the notifier."""
+
+    job_id: str
+    type: EventType
+
+    def to_fields(self) -> dict[str, str]:
+        return {"job": self.job_id, "type": self.type.value}
+
+    @classmethod
+    def from_fields(cls, fields: dict[Any, Any]) -> JobEvent:
+        f = {_text(k): _text(v) for k, v in fields.items()}
+        return cls(job_id=f["job"], type=EventType(f["type"]))
+
+
+def job_view_from_redis(job: dict[Any, Any], outputs: dict[Any, Any]) -> JobView:
+    """Build a JobView from the job hash and its outputs hash (as redis-py returns them)."""
+    f = {_text(k): _text(v) for k, v in job.items()}
+    total = int(f.get("total", 0))
+    done_outputs = {int(_text(k)): ItemOutput.model_validate_json(v) for k, v in outputs.items()}
+    items = [
+        done_outputs.get(i, ItemOutput(index=i, status=ItemStatus.pending)) for i in range(total)
+    ]
+    metadata = json.loads(f["metadata"]) if f.get("metadata") else None
+    return JobView(
+        id=f["id"],
+        pipeline=f["pipeline"],
+        status=JobStatus(f["status"]),
+        progress=Progress(done=int(f.get("done", 0)), total=total),
+        created_at=ms_to_datetime(f["created_at"]),
+        started_at=ms_to_datetime(f.get("started_at")),
+        completed_at=ms_to_datetime(f.get("completed_at")),
+        outputs=items,
+        error=f.get("error") or None,
+        metadata=metadata,
+        webhook=f.get("webhook") or None,
+    )

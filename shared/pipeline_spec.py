@@ -1,0 +1,289 @@
+"""The pipelines file: models, pipelines, and the graph of stages each pipeline runs.
+
+A pipeline is a graph of stages. Each stage names what it needs: `input` (the job's
+original input) and/or earlier stages' outputs; by default it needs the stage listed
+before it (or `input`, for the first). Exactly one stage is final: its output is the
+item's result. The file is validated when it is loaded, with errors that name the
+pipeline and stage.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import re
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from shared import keys
+from shared.messages import StageKind
+
+INPUT = "input"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+_CALLABLE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+
+class PipelineConfigError(ValueError):
+    """The pipelines file is not valid; the message says where and why."""
+
+
+class InputKind(str, Enum):
+    image = "image"
+
+
+class Batching(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    max_batch_size: int = Field(ge=1)
+    max_batch_delay_ms: float = Field(ge=0)
+
+
+class ModelSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    name: str
+    class_path: str = Field(alias="class")
+    params: dict[str, Any] = Field(default_factory=dict)
+    batching: Batching | None = None
+
+
+class StageSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    kind: StageKind
+    fn: str | None = None
+    model: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    needs: list[str] = Field(default_factory=list)
+
+    @property
+    def group(self) -> str:
+        return keys.MODEL_GROUP if self.kind == StageKind.model else keys.CPU_GROUP
+
+
+class PipelineSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    description: str = ""
+    input: InputKind
+    output: dict[str, Any] = Field(default_factory=dict)
+    stages: list[StageSpec]
+
+    def stage(self, name: str) -> StageSpec:
+        for stage in self.stages:
+            if stage.name == name:
+                return stage
+        raise KeyError(f"pipeline {self.name!r} has no stage {name!r}")
+
+    def stream_name(self, stage: StageSpec) -> str:
+        if stage.kind == StageKind.model:
+            return keys.model_stream_name(stage.model or "")
+        return keys.cpu_stream_name(self.name, stage.name)
+
+    def sources(self) -> list[StageSpec]:
+        """Stages that need only the original input: where an item starts."""
+        return [s for s in self.stages if set(s.needs) <= {INPUT}]
+
+    def downstream(self, name: str) -> list[StageSpec]:
+        return [s for s in self.stages if name in s.needs]
+
+    @property
+    def sink(self) -> StageSpec:
+        finals = [s for s in self.stages if not self.downstream(s.name)]
+        return finals[0]
+
+
+class PipelinesConfig(BaseModel):
+    models: dict[str, ModelSpec]
+    pipelines: dict[str, PipelineSpec]
+
+    def cpu_streams(self) -> list[str]:
+        return sorted(
+            p.stream_name(s) for p in self.pipelines.values() for s in p.stages if s.kind != StageKind.model
+        )
+
+    def model_streams(self, models: list[str] | None = None) -> dict[str, str]:
+        """Model name -> stream name, for the models some pipeline uses (or the ones asked for)."""
+        used = {s.model for p in self.pipelines.values() for s in p.stages if s.kind == StageKind.model}
+        names = sorted(m for m in used if m is not None and (models is None or m in models))
+        return {name: keys.model_stream_name(name) for name in names}
+
+
+def _format_validation_error(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(part) for part in err["loc"])
+        lines.append(f"{where}: {err['msg']}")
+    return "; ".join(lines)
+
+
+def _check_stage(pipeline: str, stage: StageSpec, models: dict[str, ModelSpec]) -> None:
+    where = f"pipeline {pipeline!r}, stage {stage.name!r}"
+    if not _NAME.match(stage.name) or stage.name == INPUT:
+        raise PipelineConfigError(f"{where}: invalid stage name (letters, digits, '-', '_'; not 'input')")
+    if stage.kind == StageKind.model:
+        if stage.fn:
+            raise PipelineConfigError(f"{where}: a model stage names a `model`, not a `fn`")
+        if not stage.model:
+            raise PipelineConfigError(f"{where}: a model stage needs `model: <name>`")
+        if stage.model not in models:
+            raise PipelineConfigError(
+                f"{where}: unknown model {stage.model!r} (known: {', '.join(sorted(models)) or 'none'})"
+            )
+        if models[stage.model].batching is None:
+            raise PipelineConfigError(
+                f"{where}: model {stage.model!r} has no batching settings "
+                "(batching: {max_batch_size: N, max_batch_delay_ms: T})"
+            )
+    else:
+        if stage.model:
+            raise PipelineConfigError(f"{where}: a {stage.kind.value} stage names a `fn`, not a `model`")
+        if not stage.fn or not _CALLABLE.match(stage.fn):
+            raise PipelineConfigError(f"{where}: `fn` must be 'package.module:function', got {stage.fn!r}")
+
+
+def _find_cycle(stages: dict[str, StageSpec]) -> list[str] | None:
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(name: str) -> list[str] | None:
+        state[name] = 1
+        path.append(name)
+        for need in stages[name].needs:
+            if need == INPUT:
+                continue
+            if state.get(need) == 1:
+                return path[path.index(need) :] + [need]
+            if need not in state and (found := visit(need)):
+                return found
+        path.pop()
+        state[name] = 2
+        return None
+
+    for name in stages:
+        if name not in state and (found := visit(name)):
+            return found
+    return None
+
+
+def _check_graph(pipeline: PipelineSpec) -> None:
+    name = pipeline.name
+    if not pipeline.stages:
+        raise PipelineConfigError(f"pipeline {name!r}: has no stages")
+    stages: dict[str, StageSpec] = {}
+    for stage in pipeline.stages:
+        if stage.name in stages:
+            raise PipelineConfigError(f"pipeline {name!r}, stage {stage.name!r}: defined twice")
+        stages[stage.name] = stage
+    for stage in pipeline.stages:
+        for need in stage.needs:
+            if need != INPUT and need not in stages:
+                raise PipelineConfigError(
+                    f"pipeline {name!r}, stage {stage.name!r}: needs {need!r}, which no stage makes "
+                    f"(stages: {', '.join(stages)}; or 'input')"
+                )
+    cycle = _find_cycle(stages)
+    if cycle:
+        raise PipelineConfigError(f"pipeline {name!r}: stages form a cycle: {' -> '.join(cycle)}")
+    finals = [s.name for s in pipeline.stages if not pipeline.downstream(s.name)]
+    if len(finals) != 1:
+        raise PipelineConfigError(
+            f"pipeline {name!r}: must end in exactly one final stage, found {len(finals)} "
+            f"({', '.join(finals)}); add a stage that needs them all"
+        )
+    if pipeline.stage(finals[0]).kind == StageKind.model:
+        raise PipelineConfigError(
+            f"pipeline {name!r}, stage {finals[0]!r}: the final stage must be a postprocess stage "
+            "that turns model output into a JSON result"
+        )
+
+
+def parse_pipelines(data: Any) -> PipelinesConfig:
+    """Validate the parsed YAML document and return the config, or raise PipelineConfigError."""
+    if not isinstance(data, dict):
+        raise PipelineConfigError("the pipelines file must be a mapping with `models` and `pipelines`")
+    raw_models = data.get("models") or {}
+    raw_pipelines = data.get("pipelines") or {}
+    if not isinstance(raw_models, dict) or not isinstance(raw_pipelines, dict):
+        raise PipelineConfigError("`models` and `pipelines` must be mappings keyed by name")
+    if not raw_pipelines:
+        raise PipelineConfigError("the pipelines file declares no pipelines")
+    models: dict[str, ModelSpec] = {}
+    for model_name, body in raw_models.items():
+        try:
+            models[model_name] = ModelSpec.model_validate({**(body or {}), "name": model_name})
+        except ValidationError as exc:
+            raise PipelineConfigError(f"model {model_name!r}: {_format_validation_error(exc)}") from None
+        if not _CALLABLE.match(models[model_name].class_path):
+            raise PipelineConfigError(f"model {model_name!r}: `class` must be 'package.module:Class'")
+    pipelines: dict[str, PipelineSpec] = {}
+    for pipeline_name, body in raw_pipelines.items():
+        if not _NAME.match(str(pipeline_name)):
+            raise PipelineConfigError(f"pipeline {pipeline_name!r}: invalid name")
+        body = dict(body or {})
+        stages = body.get("stages")
+        if isinstance(stages, list):  # default `needs`: the stage before, or the input
+            previous = INPUT
+            filled = []
+            for stage in stages:
+                stage = dict(stage) if isinstance(stage, dict) else stage
+                if isinstance(stage, dict):
+                    stage.setdefault("needs", [previous])
+                    previous = stage.get("name", previous)
+                filled.append(stage)
+            body["stages"] = filled
+        try:
+            pipeline = PipelineSpec.model_validate({**body, "name": pipeline_name})
+        except ValidationError as exc:
+            raise PipelineConfigError(f"pipeline {pipeline_name!r}: {_format_validation_error(exc)}") from None
+        for stage in pipeline.stages:
+            _check_stage(pipeline_name, stage, models)
+        _check_graph(pipeline)
+        pipelines[pipeline_name] = pipeline
+    return PipelinesConfig(models=models, pipelines=pipelines)
+
+
+def load_pipelines(path: Path) -> PipelinesConfig:
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise PipelineConfigError(f"cannot read pipelines file {path}: {exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise PipelineConfigError(f"pipelines file {path} is not valid YAML: {exc}") from None
+    return parse_pipelines(data)
+
+
+def resolve(path: str) -> Any:
+    """Import 'package.module:attr' and return the attribute."""
+    module_name, _, attr = path.partition(":")
+    module = importlib.import_module(module_name)
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise PipelineConfigError(f"{module_name!r} has no attribute {attr!r}") from None
+
+
+def check_callables(config: PipelinesConfig, *, import_them: bool) -> None:
+    """Check every stage function and model class exists.
+
+    With import_them=False only the modules are located (no import: the API must not
+    import torch); the workers pass True and import everything they will run.
+    """
+    targets = [(f"model {m.name!r}", m.class_path) for m in config.models.values()]
+    for pipeline in config.pipelines.values():
+        for stage in pipeline.stages:
+            if stage.fn:
+                targets.append((f"pipeline {pipeline.name!r}, stage {stage.name!r}", stage.fn))
+    for where, target in targets:
+        module_name = target.partition(":")[0]
+        try:
+            if import_them:
+                resolve(target)
+            elif importlib.util.find_spec(module_name) is None:
+                raise ModuleNotFoundError(module_name)
+        except (ImportError, PipelineConfigError) as exc:
+            raise PipelineConfigError(f"{where}: cannot load {target!r}: {exc}") from None

@@ -1,0 +1,87 @@
+"""All of dlpipe's configuration: one pydantic-settings class, read from DLPIPE_* variables.
+
+Build it once at an entry point (`Settings()`) and pass it down; nothing here reads the
+environment at import time.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_PIPELINES_FILE = Path(__file__).resolve().parent / "pipelines.yaml"
+
+
+def default_torch_threads() -> int:
+    """Leave one core for the rest of the stack (API, preprocess workers, Redis)."""
+    return max(1, (os.cpu_count() or 1) - 1)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DLPIPE_", extra="ignore")
+
+    # Where things are
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis to use. Unset: `dlpipe up` starts an embedded redis-server.",
+    )
+    pipelines_file: Path = Field(
+        default=DEFAULT_PIPELINES_FILE, description="YAML file declaring models and pipelines."
+    )
+    data_dir: Path = Field(
+        default=Path(".dlpipe"),
+        description="Folder for the embedded Redis's data and logs (`dlpipe up`).",
+    )
+
+    # API
+    host: str = Field(default="127.0.0.1", description="Address the API listens on.")
+    port: int = Field(default=8000, description="Port the API listens on.")
+    max_inputs_per_job: int = Field(default=1000, ge=1, description="Most inputs one job may hold.")
+    max_input_bytes: int = Field(
+        default=20 * 1024 * 1024, ge=1, description="Largest single input (decoded bytes)."
+    )
+
+    # Jobs
+    job_ttl_s: int = Field(
+        default=24 * 3600, ge=60, description="How long job records and results stay in Redis."
+    )
+
+    # Workers
+    preprocess_concurrency: int = Field(
+        default=1, ge=1, description="Processes `dlpipe worker preprocess` runs."
+    )
+    torch_threads: int = Field(
+        default_factory=default_torch_threads,
+        ge=1,
+        description="Intra-op threads of the model worker (default: cores - 1).",
+    )
+    device: str | None = Field(
+        default=None, description="Torch device of the model worker; unset: cuda if available, else cpu."
+    )
+    read_block_ms: int = Field(
+        default=1000, ge=1, description="How long an idle worker blocks on its streams per step."
+    )
+    heartbeat_interval_ms: int = Field(
+        default=2000, ge=100, description="How often workers announce themselves."
+    )
+    worker_ttl_ms: int = Field(
+        default=10000, ge=500, description="A worker unseen for this long is taken as dead."
+    )
+
+    # Notifier
+    webhook_timeout_s: float = Field(default=15.0, gt=0, description="Timeout of one webhook attempt.")
+    webhook_attempts: int = Field(default=3, ge=1, description="Attempts per webhook delivery.")
+
+    log_level: str = Field(default="INFO", description="Logging level of every process.")
+
+    def worker_env(self) -> dict[str, str]:
+        """The DLPIPE_* variables a child process needs to see these settings."""
+        env: dict[str, str] = {}
+        for name, value in self.model_dump().items():
+            if value is None:
+                continue
+            env[f"DLPIPE_{name.upper()}"] = str(value)
+        return env

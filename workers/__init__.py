@@ -1,0 +1,1 @@
+"""dlpipe workers: preprocess (CPU stages), model (batched inference), notifier (webhooks)."""

@@ -1,0 +1,70 @@
+"""Lua scripts: each state change of an item or job happens atomically, in one round trip."""
+
+# Mark a job running when a worker first takes one of its items.
+# KEYS[1] job hash; ARGV[1] now (ms)
+START_JOB = """
+if redis.call('HGET', KEYS[1], 'status') == 'queued' then
+  redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[1])
+end
+return 1
+"""
+
+# Record one stage's result for one item, acknowledge its stream entry, and either queue
+# the downstream stages that are now ready (each exactly once: a join is queued by
+# whichever of its needs arrives last) or, for a final result, complete the item (once)
+# and, with the last item, the job (once), emitting a completion event.
+#
+# KEYS: 1 item hash, 2 job hash, 3 job outputs hash, 4 this stage's stream,
+#       5 events stream, 6.. the downstream stages' streams (in ARGV order)
+# ARGV: 1 group, 2 entry id, 3 item index, 4 now ms, 5 ttl s,
+#       6 output field, 7 output payload (both unused for a final result),
+#       8 final output JSON ('' unless the item is finished), 9 '1' if the item failed,
+#       10 job id, 11 pipeline, 12 completion event type,
+#       13 number of downstream stages, then for each: stage name, n needs, n need fields
+# Returns 0 for a duplicate (already final, or the job is gone), 1 stage recorded,
+# 2 item finished, 3 job finished.
+COMPLETE_STAGE = """
+redis.call('XACK', KEYS[4], ARGV[1], ARGV[2])
+if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
+if redis.call('HEXISTS', KEYS[3], ARGV[3]) == 1 then return 0 end
+if ARGV[8] == '' then
+  if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+  redis.call('HSET', KEYS[1], ARGV[6], ARGV[7])
+  local pos = 14
+  for d = 1, tonumber(ARGV[13]) do
+    local stage = ARGV[pos]
+    local n = tonumber(ARGV[pos + 1])
+    local ready = true
+    for j = 1, n do
+      if redis.call('HEXISTS', KEYS[1], ARGV[pos + 1 + j]) == 0 then ready = false end
+    end
+    if ready and redis.call('HSETNX', KEYS[1], 'enq:' .. stage, '1') == 1 then
+      redis.call('XADD', KEYS[5 + d], '*', 'job', ARGV[10], 'index', ARGV[3],
+                 'pipeline', ARGV[11], 'stage', stage)
+    end
+    pos = pos + 2 + n
+  end
+  return 1
+end
+redis.call('HSET', KEYS[3], ARGV[3], ARGV[8])
+redis.call('DEL', KEYS[1])
+local done = redis.call('HINCRBY', KEYS[2], 'done', 1)
+if ARGV[9] == '1' then redis.call('HINCRBY', KEYS[2], 'failed', 1) end
+local total = tonumber(redis.call('HGET', KEYS[2], 'total'))
+if done < total then return 2 end
+local failed = tonumber(redis.call('HGET', KEYS[2], 'failed') or '0')
+local status = 'succeeded'
+local err = ''
+if failed == total then
+  status = 'failed'
+  err = 'all ' .. total .. ' items failed'
+end
+if redis.call('HGET', KEYS[2], 'started_at') == false then
+  redis.call('HSET', KEYS[2], 'started_at', ARGV[4])
+end
+redis.call('HSET', KEYS[2], 'status', status, 'completed_at', ARGV[4], 'error', err)
+redis.call('EXPIRE', KEYS[2], ARGV[5])
+redis.call('EXPIRE', KEYS[3], ARGV[5])
+redis.call('XADD', KEYS[5], '*', 'job', ARGV[10], 'type', ARGV[12])
+return 3
+"""

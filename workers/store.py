@@ -1,0 +1,172 @@
+"""The workers' side of Redis: read work items, load their inputs, record stage results.
+
+Reads go through consumer groups; an entry is acknowledged only in the same atomic step
+that writes its output (workers/scripts.py), so a worker that dies mid-batch leaves its
+entries pending for another. Each call is one round trip for the whole batch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from shared import codecs, keys
+from shared.messages import EventType, ItemOutput, ItemStatus, WorkItem, now_ms
+from shared.pipeline_spec import INPUT, PipelinesConfig, StageSpec
+from workers import scripts
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A stream entry taken by this worker: where it came from and what it asks for."""
+
+    stream: str  # the stream's key
+    entry_id: str
+    item: WorkItem
+
+
+@dataclass(frozen=True)
+class StageResult:
+    """What one stage made of one entry: a value, or the reason the item failed."""
+
+    entry: Entry
+    value: Any = None
+    error: str | None = None
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _need_field(need: str) -> str:
+    return keys.INPUT_FIELD if need == INPUT else keys.stage_output_field(need)
+
+
+class Store:
+    def __init__(self, client: redis.Redis, config: PipelinesConfig, ttl_s: int) -> None:
+        self.redis = client
+        self.config = config
+        self.ttl_s = ttl_s
+        self._start_job = client.register_script(scripts.START_JOB)
+        self._complete = client.register_script(scripts.COMPLETE_STAGE)
+
+    def stage_of(self, item: WorkItem) -> StageSpec:
+        return self.config.pipelines[item.pipeline].stage(item.stage)
+
+    def ensure_groups(self, streams: list[str], group: str) -> None:
+        """Create the consumer group on each stream (from its start, so nothing queued is missed)."""
+        for name in streams:
+            try:
+                self.redis.xgroup_create(keys.stream(name), group, id="0", mkstream=True)
+            except redis.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+
+    def read(self, group: str, consumer: str, streams: list[str], count: int, block_ms: int | None) -> list[Entry]:
+        """New entries from any of `streams` (names, not keys), at most `count`.
+
+        block_ms=None does not block. Malformed entries (no such pipeline or stage) are
+        acknowledged and logged: there is no job to fail.
+        """
+        reply = self.redis.xreadgroup(
+            group, consumer, {keys.stream(s): ">" for s in streams}, count=count, block=block_ms
+        )
+        entries: list[Entry] = []
+        for stream_key, messages in reply or []:
+            stream_key = _text(stream_key)
+            for entry_id, fields in messages:
+                entry_id = _text(entry_id)
+                try:
+                    item = WorkItem.from_fields(fields)
+                    self.stage_of(item)
+                except (KeyError, ValueError) as exc:
+                    log.error("dropping malformed entry %s on %s: %s", entry_id, stream_key, exc)
+                    self.redis.xack(stream_key, group, entry_id)
+                    continue
+                entries.append(Entry(stream=stream_key, entry_id=entry_id, item=item))
+        return entries
+
+    def load(self, entries: list[Entry]) -> list[list[Any] | None]:
+        """Per entry, the values its stage needs, in `needs` order; None where the item is gone.
+
+        Also marks each job running. Values that cannot be decoded come back as CodecError
+        instances, for the caller to fail the item with.
+        """
+        pipe = self.redis.pipeline(transaction=False)
+        stamp = now_ms()
+        for job_id in {e.item.job_id for e in entries}:
+            self._start_job(keys=[keys.job(job_id)], args=[stamp], client=pipe)
+        for entry in entries:
+            stage = self.stage_of(entry.item)
+            pipe.hmget(keys.item(entry.item.job_id, entry.item.index), [_need_field(n) for n in stage.needs])
+        replies = pipe.execute()[-len(entries) :] if entries else []
+        loaded: list[list[Any] | None] = []
+        for raw_values in replies:
+            if any(v is None for v in raw_values):
+                loaded.append(None)
+                continue
+            try:
+                loaded.append([codecs.decode(v) for v in raw_values])
+            except codecs.CodecError as exc:
+                loaded.append([exc])
+        return loaded
+
+    def complete(self, group: str, results: list[StageResult]) -> list[int]:
+        """Record every result (and acknowledge its entry) in one round trip; see COMPLETE_STAGE."""
+        pipe = self.redis.pipeline(transaction=False)
+        stamp = now_ms()
+        for result in results:
+            self._complete_one(pipe, group, result, stamp)
+        return [int(r) for r in pipe.execute()]
+
+    def _complete_one(self, pipe: Any, group: str, result: StageResult, stamp: int) -> None:
+        item = result.entry.item
+        pipeline = self.config.pipelines[item.pipeline]
+        stage = pipeline.stage(item.stage)
+        final_json, failed, payload = "", "0", b""
+        error = result.error
+        if error is None and stage.name == pipeline.sink.name:
+            try:
+                json.dumps(result.value, allow_nan=False)
+            except (TypeError, ValueError) as exc:
+                error = f"stage {stage.name!r} returned a result that is not JSON: {exc}"
+        if error is None and stage.name != pipeline.sink.name:
+            try:
+                payload = codecs.encode(result.value)
+            except codecs.CodecError as exc:
+                error = f"stage {stage.name!r} returned a value that cannot travel: {exc}"
+        if error is not None:
+            output = ItemOutput(index=item.index, status=ItemStatus.failed, error=error)
+            final_json, failed = output.model_dump_json(), "1"
+        elif stage.name == pipeline.sink.name:
+            output = ItemOutput(index=item.index, status=ItemStatus.succeeded, result=result.value)
+            final_json = output.model_dump_json()
+        downstream = [] if final_json else pipeline.downstream(stage.name)
+        keys_ = [
+            keys.item(item.job_id, item.index),
+            keys.job(item.job_id),
+            keys.job_outputs(item.job_id),
+            result.entry.stream,
+            keys.EVENTS,
+        ] + [keys.stream(pipeline.stream_name(d)) for d in downstream]
+        args: list[Any] = [
+            group, result.entry.entry_id, item.index, stamp, self.ttl_s,
+            keys.stage_output_field(stage.name), payload, final_json, failed,
+            item.job_id, item.pipeline, EventType.completed.value, len(downstream),
+        ]  # fmt: skip
+        for d in downstream:
+            args += [d.name, len(d.needs)] + [_need_field(n) for n in d.needs]
+        self._complete(keys=keys_, args=args, client=pipe)
+
+    def ack_gone(self, group: str, entries: list[Entry]) -> None:
+        """Acknowledge entries whose item no longer exists (finished already, or expired)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for entry in entries:
+            pipe.xack(entry.stream, group, entry.entry_id)
+        pipe.execute()
