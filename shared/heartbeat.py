@@ -1,0 +1,49 @@
+"""Worker heartbeats: how workers announce what they serve, and how /readyz reads it.
+
+A worker writes, every `heartbeat_interval_ms`:
+  ZADD  keys.WORKERS {worker_id: now_ms}
+  HSET  keys.worker(worker_id) kind=<preprocess|model|notifier> streams=<comma-joined stream names>
+        pid=<pid> host=<hostname>
+  PEXPIRE keys.worker(worker_id) <worker_ttl_ms>
+A worker is live while its score is within `worker_ttl_ms` of now. These helpers build the
+commands and read the replies; they work with sync and async redis-py pipelines alike.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any
+
+from shared import keys
+
+
+def add_heartbeat(pipe: Any, worker_id: str, kind: str, streams: list[str], now_ms: int, ttl_ms: int) -> None:
+    pipe.zadd(keys.WORKERS, {worker_id: now_ms})
+    pipe.hset(
+        keys.worker(worker_id),
+        mapping={"kind": kind, "streams": ",".join(streams), "pid": str(os.getpid()), "host": socket.gethostname()},
+    )
+    pipe.pexpire(keys.worker(worker_id), ttl_ms)
+    # Forget workers dead for long (keeps the set small); live ones are refreshed above.
+    pipe.zremrangebyscore(keys.WORKERS, "-inf", now_ms - 10 * ttl_ms)
+
+
+def remove_heartbeat(pipe: Any, worker_id: str) -> None:
+    pipe.zrem(keys.WORKERS, worker_id)
+    pipe.delete(keys.worker(worker_id))
+
+
+def live_since(now_ms: int, ttl_ms: int) -> int:
+    """The oldest heartbeat score that still counts as live."""
+    return now_ms - ttl_ms
+
+
+def served_streams(worker_hashes: list[dict[Any, Any]]) -> set[str]:
+    """Streams served by the given live workers' hashes (as HGETALL returns them)."""
+    served: set[str] = set()
+    for fields in worker_hashes:
+        raw = fields.get(b"streams", fields.get("streams", b""))
+        text = raw.decode() if isinstance(raw, bytes) else raw
+        served.update(s for s in text.split(",") if s)
+    return served
