@@ -132,6 +132,11 @@ def _check_stage(pipeline: str, stage: StageSpec, models: dict[str, ModelSpec]) 
             raise PipelineConfigError(
                 f"{where}: unknown model {stage.model!r} (known: {', '.join(sorted(models)) or 'none'})"
             )
+        if len(stage.needs) != 1:
+            raise PipelineConfigError(
+                f"{where}: a model stage takes exactly one input, needs {stage.needs}; "
+                "join several values in a preprocess stage first"
+            )
         if models[stage.model].batching is None:
             raise PipelineConfigError(
                 f"{where}: model {stage.model!r} has no batching settings "
