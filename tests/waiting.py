@@ -1,0 +1,26 @@
+"""Poll for a condition with a deadline (tests never sleep to wait for things)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def wait_until(check: Callable[[], T], timeout_s: float, what: str, interval_s: float = 0.05) -> T:
+    """Call `check` until it returns something truthy; return that, or fail after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    last_error: Exception | None = None
+    while True:
+        try:
+            result = check()
+            if result:
+                return result
+        except Exception as exc:  # noqa: BLE001 - report the last failure if time runs out
+            last_error = exc
+        if time.monotonic() > deadline:
+            detail = f" (last error: {last_error!r})" if last_error else ""
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}{detail}")
+        time.sleep(interval_s)
