@@ -1,0 +1,111 @@
+"""The FastAPI app: create_app(settings) builds it; nothing is created at import time.
+
+The pipelines file is loaded (and its modules located, never imported: the API image has no
+torch) when the app is created, so a bad file stops the API at start. The lifespan opens one
+async Redis client and closes it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from fastapi import FastAPI
+from redis.asyncio import Redis
+
+from services.api.errors import install_error_handlers
+from services.api.routers import health, jobs, pipelines
+from services.api.schemas import JobRequest
+from shared.pipeline_spec import check_callables, load_pipelines
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+RedisFactory = Callable[[str], Redis]
+
+DESCRIPTION = """\
+Run deep-learning pipelines as jobs. Submit inputs to a pipeline (`POST /v1/pipelines/{name}/jobs`),
+get a job id at once, then poll `GET /v1/jobs/{id}` or receive a webhook when it finishes.
+Preprocessing, batched model inference and postprocessing run in separate workers joined by
+Redis streams; the API itself only validates and queues.
+"""
+
+TAGS = [
+    {"name": "jobs", "description": "Submit jobs and read their status and outputs."},
+    {"name": "pipelines", "description": "The pipelines this deployment runs and how to call them."},
+    {"name": "health", "description": "Liveness and readiness probes."},
+]
+
+
+def _version() -> str:
+    try:
+        return version("dlpipe")
+    except PackageNotFoundError:
+        return "0.0.0"
+
+
+def default_redis_factory(url: str) -> Redis:
+    # Bounded waits: a Redis that stops answering gives 503s, not hung requests.
+    return Redis.from_url(url, socket_connect_timeout=5, socket_timeout=10, health_check_interval=30)
+
+
+def _add_request_models(app: FastAPI) -> None:
+    """Put the JSON job request model in components (the route reads its body itself)."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = generate()
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        request_schema = JobRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+        for name, definition in request_schema.pop("$defs", {}).items():
+            components.setdefault(name, definition)
+        components["JobRequest"] = request_schema
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def create_app(settings: Settings, *, redis_factory: RedisFactory | None = None) -> FastAPI:
+    """Build the API for these settings; `redis_factory(url)` makes the client (tests pass fakes)."""
+    if not settings.redis_url:
+        raise ValueError("settings.redis_url is not set (DLPIPE_REDIS_URL)")
+    redis_url = settings.redis_url
+    config = load_pipelines(settings.pipelines_file)
+    check_callables(config, import_them=False)
+    make_client = redis_factory or default_redis_factory
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        client = make_client(redis_url)
+        app.state.redis = client
+        log.info("api started: pipelines=%s", ",".join(sorted(config.pipelines)))
+        try:
+            yield
+        finally:
+            app.state.redis = None
+            await client.aclose()
+            log.info("api stopped")
+
+    app = FastAPI(
+        title="dlpipe",
+        version=_version(),
+        summary="Deep-learning pipelines as asynchronous jobs.",
+        description=DESCRIPTION,
+        openapi_tags=TAGS,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.config = config
+    app.state.redis = None
+    install_error_handlers(app)
+    app.include_router(jobs.router)
+    app.include_router(pipelines.router)
+    app.include_router(health.router)
+    _add_request_models(app)
+    return app

@@ -1,0 +1,46 @@
+"""FastAPI dependencies: what create_app put on app.state, and pipeline lookup."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Path, Request
+from redis.asyncio import Redis
+
+from shared.errors import NotFound, Unavailable
+from shared.pipeline_spec import PipelinesConfig, PipelineSpec
+from shared.settings import Settings
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_config(request: Request) -> PipelinesConfig:
+    return request.app.state.config
+
+
+def get_redis(request: Request) -> Redis:
+    client = getattr(request.app.state, "redis", None)
+    if client is None:  # only outside the app's lifespan
+        raise Unavailable("redis client not started")
+    return client
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+ConfigDep = Annotated[PipelinesConfig, Depends(get_config)]
+RedisDep = Annotated[Redis, Depends(get_redis)]
+
+
+def get_pipeline(
+    config: ConfigDep,
+    name: Annotated[str, Path(description="The pipeline's name.", examples=["image-classify"])],
+) -> PipelineSpec:
+    pipeline = config.pipelines.get(name)
+    if pipeline is None:
+        known = ", ".join(sorted(config.pipelines))
+        raise NotFound(f"no pipeline {name!r} (known: {known})")
+    return pipeline
+
+
+PipelineDep = Annotated[PipelineSpec, Depends(get_pipeline)]

@@ -1,0 +1,111 @@
+"""The one place errors become HTTP answers: {"detail": <message>, "field": <field or null>}.
+
+shared.errors.NotFound -> 404, InvalidRequest -> 422 (naming the field), UnsupportedMediaType
+-> 415, Unavailable and Redis connection/timeout errors -> 503, FastAPI's own validation
+errors -> 422. Anything else is a bug: logged with its traceback, answered 500 without one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from starlette.exceptions import HTTPException
+
+from shared.errors import DlpipeError, InvalidRequest, NotFound, Unavailable
+
+log = logging.getLogger(__name__)
+
+
+class UnsupportedMediaType(DlpipeError):
+    """A request body of a content type the endpoint does not take (HTTP 415)."""
+
+_LOCATIONS = {"body", "path", "query", "header", "cookie"}
+
+
+def error_response(status: int, detail: str, field: str | None = None, **headers: str) -> JSONResponse:
+    return JSONResponse({"detail": detail, "field": field}, status_code=status, headers=headers or None)
+
+
+def format_loc(loc: Sequence[Any], prefix: str = "") -> str:
+    """('body', 'inputs', 2, 'image_base64') -> 'inputs[2].image_base64'."""
+    parts = list(loc)
+    if parts and parts[0] in _LOCATIONS:
+        parts = parts[1:]
+    out = prefix
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "body"
+
+
+def describe_validation_errors(errors: Iterable[dict[str, Any]], prefix: str = "") -> tuple[str, str]:
+    """Pydantic errors as one readable message, and the first field they name."""
+    lines: list[str] = []
+    first = ""
+    for err in errors:
+        where = format_loc(err.get("loc", ()), prefix)
+        first = first or where
+        message = str(err.get("msg", "invalid"))
+        lines.append(f"{where}: {message[:1].lower()}{message[1:]}")
+    return "; ".join(lines) or "invalid request", first or prefix or "body"
+
+
+async def _not_found(request: Request, exc: Exception) -> JSONResponse:
+    return error_response(404, str(exc))
+
+
+async def _unsupported(request: Request, exc: Exception) -> JSONResponse:
+    return error_response(415, str(exc), "content-type")
+
+
+async def _invalid(request: Request, exc: Exception) -> JSONResponse:
+    field = exc.field if isinstance(exc, InvalidRequest) else None
+    return error_response(422, str(exc), field)
+
+
+async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
+    log.warning("%s %s: unavailable: %s", request.method, request.url.path, exc)
+    return error_response(503, str(exc) or "service unavailable", **{"Retry-After": "5"})
+
+
+async def _redis_down(request: Request, exc: Exception) -> JSONResponse:
+    log.warning("%s %s: redis unavailable: %s", request.method, request.url.path, exc)
+    return error_response(503, "redis unavailable", **{"Retry-After": "5"})
+
+
+async def _request_validation(request: Request, exc: Exception) -> JSONResponse:
+    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+    message, field = describe_validation_errors(errors)
+    return error_response(422, message, field)
+
+
+async def _http(request: Request, exc: Exception) -> JSONResponse:
+    if not isinstance(exc, HTTPException):  # pragma: no cover - registered for HTTPException only
+        raise exc
+    return error_response(exc.status_code, str(exc.detail), **(exc.headers or {}))
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.error("%s %s: unexpected error", request.method, request.url.path, exc_info=exc)
+    return error_response(500, "internal error")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(NotFound, _not_found)
+    app.add_exception_handler(InvalidRequest, _invalid)
+    app.add_exception_handler(UnsupportedMediaType, _unsupported)
+    app.add_exception_handler(Unavailable, _unavailable)
+    app.add_exception_handler(RedisConnectionError, _redis_down)
+    app.add_exception_handler(RedisTimeoutError, _redis_down)
+    app.add_exception_handler(RequestValidationError, _request_validation)
+    app.add_exception_handler(HTTPException, _http)
+    app.add_exception_handler(Exception, _unexpected)

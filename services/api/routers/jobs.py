@@ -1,0 +1,159 @@
+"""Submit jobs and read them back. The API only writes the job and queues its items."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Request, Response
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
+
+from services.api.deps import PipelineDep, RedisDep, SettingsDep
+from services.api.errors import UnsupportedMediaType
+from services.api.inputs import (
+    MAX_METADATA_BYTES,
+    MULTIPART_FILES_FIELD,
+    Limits,
+    ParsedJob,
+    invalid,
+    parse_form,
+    parse_json_body,
+)
+from services.api.schemas import ErrorBody, multipart_job_schema
+from shared import keys
+from shared.errors import NotFound
+from shared.jobs import queue_new_job
+from shared.messages import JobStatus, JobView, job_view_from_redis, now_ms
+from shared.pipeline_spec import PipelineSpec
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/v1", tags=["jobs"])
+
+_JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorBody, "description": "No such pipeline or job."},
+    422: {"model": ErrorBody, "description": "The request is not valid; `field` names what."},
+    503: {"model": ErrorBody, "description": "Redis is unavailable."},
+}
+
+_REQUEST_BODY = {
+    "required": True,
+    "description": "The inputs, as JSON (base64) or as multipart/form-data file uploads.",
+    "content": {
+        "application/json": {"schema": {"$ref": "#/components/schemas/JobRequest"}},
+        "multipart/form-data": {"schema": multipart_job_schema()},
+    },
+}
+
+
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+async def _read_form_job(request: Request, pipeline: PipelineSpec, limits: Limits) -> ParsedJob:
+    try:
+        form = await request.form(
+            max_files=limits.max_inputs + 1, max_fields=16, max_part_size=MAX_METADATA_BYTES + 1024
+        )
+    except (MultiPartException, HTTPException) as exc:
+        message = getattr(exc, "message", None) or getattr(exc, "detail", None) or str(exc)
+        if "Too many files" in message:
+            raise invalid(MULTIPART_FILES_FIELD, f"at most {limits.max_inputs} inputs per job") from None
+        raise invalid("body", f"malformed multipart body: {message}") from None
+    try:
+        return await parse_form(form, pipeline, limits)
+    finally:
+        await form.close()
+
+
+@router.post(
+    "/pipelines/{name}/jobs",
+    status_code=202,
+    response_model=JobView,
+    summary="Submit a job",
+    description=(
+        "Queue one job of one or more inputs on a pipeline and answer at once (202) with the job "
+        "(status `queued`, every output `pending`) and its URL in `Location`. Poll "
+        "`GET /v1/jobs/{id}` or pass a `webhook` to be called when it finishes.\n\n"
+        "Send either `application/json` (`inputs`: a list of objects whose fields depend on the "
+        "pipeline's input kind, e.g. `image_base64`) or `multipart/form-data` (one `files` part per "
+        "input, optional `webhook` and `metadata` (JSON text) fields)."
+    ),
+    response_description="The queued job.",
+    responses={
+        **_ERRORS,
+        202: {"headers": {"Location": {"description": "URL of the job", "schema": {"type": "string"}}}},
+        415: {"model": ErrorBody, "description": "Neither JSON nor multipart/form-data."},
+    },
+    openapi_extra={"requestBody": _REQUEST_BODY},
+)
+async def create_job(
+    request: Request, response: Response, pipeline: PipelineDep, settings: SettingsDep, client: RedisDep
+) -> JobView:
+    limits = Limits(max_inputs=settings.max_inputs_per_job, max_input_bytes=settings.max_input_bytes)
+    media_type = _media_type(request)
+    if media_type == "application/json" or media_type.endswith("+json"):
+        parsed = parse_json_body(await request.body(), pipeline, limits)
+    elif media_type == "multipart/form-data":
+        parsed = await _read_form_job(request, pipeline, limits)
+    else:
+        raise UnsupportedMediaType(
+            f"content-type {media_type or '(none)'!r} is not accepted: send application/json "
+            "or multipart/form-data"
+        )
+    job_id = uuid.uuid4().hex
+    created = now_ms()
+    async with client.pipeline(transaction=True) as pipe:
+        queue_new_job(
+            pipe,
+            job_id=job_id,
+            pipeline=pipeline,
+            inputs=parsed.inputs,
+            webhook=parsed.webhook,
+            metadata=parsed.metadata,
+            ttl_s=settings.job_ttl_s,
+            created_ms=created,
+        )
+        await pipe.execute()
+    log.info("job=%s pipeline=%s accepted n=%d", job_id, pipeline.name, len(parsed.inputs))
+    response.headers["Location"] = f"/v1/jobs/{job_id}"
+    record = {
+        "id": job_id,
+        "pipeline": pipeline.name,
+        "status": JobStatus.queued.value,
+        "created_at": str(created),
+        "total": str(len(parsed.inputs)),
+        "webhook": parsed.webhook or "",
+        "metadata": json.dumps(parsed.metadata) if parsed.metadata is not None else "",
+    }
+    return job_view_from_redis(record, {})
+
+
+@router.get(
+    "/jobs/{job_id}",
+    response_model=JobView,
+    summary="Get a job",
+    description=(
+        "The job's status, progress and outputs (in input order; `pending` until an item is "
+        "done). Jobs are kept for the configured time (`DLPIPE_JOB_TTL_S`) after their last change."
+    ),
+    responses=_ERRORS,
+)
+async def get_job(
+    client: RedisDep,
+    job_id: Annotated[str, Path(description="The id `POST .../jobs` returned.")],
+) -> JobView:
+    if not _JOB_ID.match(job_id):
+        raise NotFound(f"no job {job_id!r}")
+    async with client.pipeline(transaction=True) as pipe:
+        pipe.hgetall(keys.job(job_id))
+        pipe.hgetall(keys.job_outputs(job_id))
+        job, outputs = await pipe.execute()
+    if not job:
+        raise NotFound(f"no job {job_id!r}")
+    return job_view_from_redis(job, outputs)

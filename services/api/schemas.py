@@ -1,0 +1,137 @@
+"""The API's own request and response models (JobView itself lives in shared.messages)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.messages import StageKind
+
+EXAMPLE_IMAGE_BASE64 = "/9j/4AAQSkZJRgABAQAAAQABAAD/2wBDAAgGBgcGBQgHBwcJCQgKDBQNDAsLDBkSEw8U..."
+
+
+class ImageInput(BaseModel):
+    """One input of an `image` pipeline, in a JSON request."""
+
+    model_config = ConfigDict(extra="forbid")
+    image_base64: str = Field(
+        description=(
+            "The image file's bytes (JPEG, PNG, ...), base64-encoded without line breaks. "
+            "A data URL prefix (`data:image/jpeg;base64,`) is accepted."
+        ),
+        examples=[EXAMPLE_IMAGE_BASE64],
+    )
+
+
+class JobRequest(BaseModel):
+    """A new job, as a JSON body. Multipart bodies carry the same fields (see the endpoint)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "inputs": [{"image_base64": EXAMPLE_IMAGE_BASE64}],
+                    "webhook": "https://example.com/hooks/dlpipe",
+                    "metadata": {"request": "abc-123"},
+                }
+            ]
+        },
+    )
+    inputs: list[ImageInput] = Field(
+        min_length=1,
+        description="The job's inputs, in order; the outputs come back in the same order. "
+        "The fields of one input depend on the pipeline's input kind (`GET /v1/pipelines/{name}`).",
+    )
+    webhook: str | None = Field(
+        default=None,
+        description="http(s) URL that receives the finished job (a JobView) by POST.",
+        examples=["https://example.com/hooks/dlpipe"],
+    )
+    metadata: dict[str, Any] | None = Field(
+        default=None,
+        description="Any JSON object; stored with the job and returned unchanged.",
+        examples=[{"request": "abc-123"}],
+    )
+
+
+def multipart_job_schema() -> dict[str, Any]:
+    """JSON schema of a multipart/form-data job request (for OpenAPI)."""
+    return {
+        "type": "object",
+        "required": ["files"],
+        "properties": {
+            "files": {
+                "type": "array",
+                "items": {"type": "string", "format": "binary"},
+                "minItems": 1,
+                "description": "One file per input, in order (repeat the `files` field).",
+            },
+            "webhook": {
+                "type": "string",
+                "description": "http(s) URL that receives the finished job by POST.",
+            },
+            "metadata": {
+                "type": "string",
+                "description": "A JSON object, as text; stored with the job and returned unchanged.",
+                "example": '{"request": "abc-123"}',
+            },
+        },
+    }
+
+
+class ErrorBody(BaseModel):
+    """Every error answer: what is wrong and, for bad requests, which field."""
+
+    detail: str = Field(examples=["inputs[2].image_base64: not valid base64"])
+    field: str | None = Field(default=None, examples=["inputs[2].image_base64"])
+
+
+class InputInfo(BaseModel):
+    kind: str = Field(description="The pipeline's input kind.", examples=["image"])
+    json_fields: list[str] = Field(
+        description="Fields of one element of `inputs` in a JSON request.", examples=[["image_base64"]]
+    )
+    multipart_field: str | None = Field(
+        description="Form field carrying one file per input in a multipart request (null: JSON only).",
+        examples=["files"],
+    )
+    max_inputs: int = Field(description="Most inputs one job may hold.")
+    max_input_bytes: int = Field(description="Largest single input, in decoded bytes.")
+
+
+class BatchingInfo(BaseModel):
+    max_batch_size: int
+    max_batch_delay_ms: float
+
+
+class StageInfo(BaseModel):
+    name: str
+    kind: StageKind
+    needs: list[str] = Field(description="What the stage reads: `input` and/or earlier stages.")
+    fn: str | None = Field(default=None, description="The function of a pre/postprocess stage.")
+    model: str | None = Field(default=None, description="The model of a model stage.")
+    batching: BatchingInfo | None = Field(
+        default=None, description="How the model worker batches this model's items (model stages)."
+    )
+
+
+class PipelineInfo(BaseModel):
+    name: str = Field(examples=["image-classify"])
+    description: str
+    input: InputInfo
+    output: dict[str, Any] = Field(description="What one item's result holds.")
+    stages: list[StageInfo]
+
+
+class Health(BaseModel):
+    status: str = Field(examples=["ok"])
+
+
+class Readiness(BaseModel):
+    status: str = Field(description="`ready` or `unavailable`.", examples=["ready"])
+    reason: str | None = Field(
+        default=None, examples=["no live worker for stream model.efficientnet_lite0"]
+    )
+    workers: int = Field(default=0, description="Live workers seen.")

@@ -1,0 +1,103 @@
+"""Fixtures and helpers shared by the API tests (no tests here).
+
+The app runs in-process: its lifespan is entered by hand and requests go through
+httpx.ASGITransport; Redis is a fakeredis server shared by the app's async client and the
+tests' sync one.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import fakeredis
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from services.api.app import create_app
+from shared.settings import Settings
+
+# Stage functions and the model class only need to be locatable modules (the API never runs them).
+PIPELINES_YAML = """\
+models:
+  m1:
+    class: json:JSONDecoder
+    batching: {max_batch_size: 4, max_batch_delay_ms: 2}
+pipelines:
+  img:
+    description: A test image pipeline.
+    input: image
+    output: {size: "bytes in the image"}
+    stages:
+      - {name: pre, kind: preprocess, fn: "json:dumps"}
+      - {name: m, kind: model, model: m1}
+      - {name: post, kind: postprocess, fn: "json:loads"}
+"""
+
+MAX_INPUTS = 3
+MAX_BYTES = 64
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def write_pipelines(folder: Path, text: str = PIPELINES_YAML) -> Path:
+    path = folder / "pipelines.yaml"
+    path.write_text(text)
+    return path
+
+
+def make_settings(pipelines_file: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "redis_url": "redis://fake.invalid:1/0",
+        "pipelines_file": pipelines_file,
+        "max_inputs_per_job": MAX_INPUTS,
+        "max_input_bytes": MAX_BYTES,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+def fake_factory(server: fakeredis.FakeServer) -> Callable[[str], Any]:
+    return lambda url: fakeredis.FakeAsyncRedis(server=server)
+
+
+@asynccontextmanager
+async def running(app: FastAPI, raise_app_exceptions: bool = True) -> AsyncIterator[httpx.AsyncClient]:
+    """The app with its lifespan entered, and an HTTP client talking to it."""
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=raise_app_exceptions)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            yield client
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return make_settings(write_pipelines(tmp_path))
+
+
+@pytest.fixture
+def fake_server() -> fakeredis.FakeServer:
+    return fakeredis.FakeServer()
+
+
+@pytest.fixture
+def sync_redis(fake_server: fakeredis.FakeServer) -> fakeredis.FakeRedis:
+    return fakeredis.FakeRedis(server=fake_server)
+
+
+@pytest.fixture
+async def api(settings: Settings, fake_server: fakeredis.FakeServer) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings, redis_factory=fake_factory(fake_server))
+    async with running(app) as client:
+        yield client

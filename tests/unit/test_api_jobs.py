@@ -1,0 +1,241 @@
+"""POST /v1/pipelines/{name}/jobs and GET /v1/jobs/{id}, against fakeredis."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import fakeredis
+import httpx
+import pytest
+from redis.asyncio import Redis
+
+from services.api.app import create_app
+from shared import codecs, keys
+from shared.embedded_redis import free_port
+from shared.settings import Settings
+from tests.unit.test_api_fixtures import (  # noqa: F401 - fixtures
+    MAX_BYTES,
+    MAX_INPUTS,
+    anyio_backend,
+    api,
+    b64,
+    fake_server,
+    running,
+    settings,
+    sync_redis,
+)
+
+pytestmark = pytest.mark.anyio
+
+URL = "/v1/pipelines/img/jobs"
+OK = b64(b"\xff\xd8image")
+
+
+def _no_job_written(client: fakeredis.FakeRedis) -> bool:
+    return not client.keys("dlpipe:job:*") and not client.keys("dlpipe:item:*") and not client.keys("dlpipe:stream:*")
+
+
+async def test_json_job_is_queued_with_location_and_pending_outputs(
+    api: httpx.AsyncClient, sync_redis: fakeredis.FakeRedis, settings: Settings
+) -> None:
+    body = {"inputs": [{"image_base64": b64(b"one")}, {"image_base64": b64(b"two!")}], "metadata": {"k": [1]}}
+    response = await api.post(URL, json=body)
+    assert response.status_code == 202, response.text
+    view = response.json()
+    job_id = view["id"]
+    assert response.headers["location"] == f"/v1/jobs/{job_id}"
+    assert view["status"] == "queued" and view["pipeline"] == "img"
+    assert view["progress"] == {"done": 0, "total": 2}
+    assert [(o["index"], o["status"]) for o in view["outputs"]] == [(0, "pending"), (1, "pending")]
+    assert view["metadata"] == {"k": [1]} and view["webhook"] is None
+    # The job is in Redis: record with a TTL, one input per item, one entry per item on the first stage.
+    assert sync_redis.hget(keys.job(job_id), "status") == b"queued"
+    assert 0 < sync_redis.ttl(keys.job(job_id)) <= settings.job_ttl_s
+    for index, raw in enumerate([b"one", b"two!"]):
+        stored = sync_redis.hget(keys.item(job_id, index), keys.INPUT_FIELD)
+        assert codecs.decode(stored) == {"image": raw}
+    assert sync_redis.xlen(keys.stream("cpu.img.pre")) == 2
+    # GET answers the same view.
+    again = await api.get(response.headers["location"])
+    assert again.status_code == 200 and again.json() == view
+
+
+async def test_job_ids_are_unique(api: httpx.AsyncClient) -> None:
+    ids = {(await api.post(URL, json={"inputs": [{"image_base64": OK}]})).json()["id"] for _ in range(3)}
+    assert len(ids) == 3
+
+
+async def test_data_url_prefix_is_accepted(api: httpx.AsyncClient, sync_redis: fakeredis.FakeRedis) -> None:
+    response = await api.post(URL, json={"inputs": [{"image_base64": "data:image/png;base64," + b64(b"png")}]})
+    assert response.status_code == 202, response.text
+    stored = sync_redis.hget(keys.item(response.json()["id"], 0), keys.INPUT_FIELD)
+    assert codecs.decode(stored) == {"image": b"png"}
+
+
+async def test_multipart_two_files_make_two_inputs_in_order(
+    api: httpx.AsyncClient, sync_redis: fakeredis.FakeRedis
+) -> None:
+    files = [("files", ("a.jpg", b"first", "image/jpeg")), ("files", ("b.png", b"second", "image/png"))]
+    data = {"webhook": "https://example.com/hook", "metadata": '{"user": "u1"}'}
+    response = await api.post(URL, files=files, data=data)
+    assert response.status_code == 202, response.text
+    view = response.json()
+    assert view["progress"]["total"] == 2 and len(view["outputs"]) == 2
+    assert view["webhook"] == "https://example.com/hook" and view["metadata"] == {"user": "u1"}
+    job_id = view["id"]
+    inputs = [codecs.decode(sync_redis.hget(keys.item(job_id, i), keys.INPUT_FIELD)) for i in range(2)]
+    assert inputs == [{"image": b"first"}, {"image": b"second"}]
+    assert sync_redis.hget(keys.job(job_id), "webhook") == b"https://example.com/hook"
+
+
+async def test_unknown_routes_answer_the_same_error_shape(api: httpx.AsyncClient) -> None:
+    response = await api.get("/v1/nothing-here")
+    assert response.status_code == 404 and response.json() == {"detail": "Not Found", "field": None}
+    response = await api.delete(URL)
+    assert response.status_code == 405 and response.json()["field"] is None
+
+
+async def test_unknown_pipeline_is_404(api: httpx.AsyncClient, sync_redis: fakeredis.FakeRedis) -> None:
+    response = await api.post("/v1/pipelines/nope/jobs", json={"inputs": [{"image_base64": OK}]})
+    assert response.status_code == 404
+    assert "nope" in response.json()["detail"] and "img" in response.json()["detail"]
+    assert _no_job_written(sync_redis)
+
+
+@pytest.mark.parametrize("job_id", ["0123456789abcdef0123456789abcdef", "bad:id!", "x" * 65])
+async def test_unknown_job_is_404(api: httpx.AsyncClient, job_id: str) -> None:
+    response = await api.get(f"/v1/jobs/{job_id}")
+    assert response.status_code == 404
+    assert response.json()["detail"].startswith("no job")
+
+
+BIG = b64(b"x" * (MAX_BYTES + 1))
+CASES: list[tuple[str, Any, str, str]] = [
+    ("bad base64", {"inputs": [{"image_base64": OK}, {"image_base64": OK}, {"image_base64": "no!"}]},
+     "inputs[2].image_base64", "not valid base64"),
+    ("base64 with a line break", {"inputs": [{"image_base64": OK[:4] + "\n" + OK[4:]}]},
+     "inputs[0].image_base64", "not valid base64"),
+    ("empty base64", {"inputs": [{"image_base64": ""}]}, "inputs[0].image_base64", "empty"),
+    ("input too big", {"inputs": [{"image_base64": BIG}]}, "inputs[0].image_base64", f"{MAX_BYTES} bytes"),
+    ("no inputs", {"inputs": []}, "inputs", "at least one"),
+    ("inputs missing", {"webhook": "https://a.example"}, "inputs", "required"),
+    ("inputs not a list", {"inputs": {"image_base64": OK}}, "inputs", "list"),
+    ("too many inputs", {"inputs": [{"image_base64": OK}] * (MAX_INPUTS + 1)}, "inputs", f"at most {MAX_INPUTS}"),
+    ("input not an object", {"inputs": ["abc"]}, "inputs[0]", "image_base64"),
+    ("wrong input field", {"inputs": [{"image": OK}]}, "inputs[0].image_base64", "required"),
+    ("base64 not a string", {"inputs": [{"image_base64": 5}]}, "inputs[0].image_base64", "string"),
+    ("webhook not http", {"inputs": [{"image_base64": OK}], "webhook": "ftp://example.com/x"}, "webhook", "http"),
+    ("webhook without host", {"inputs": [{"image_base64": OK}], "webhook": "https:///x"}, "webhook", "host"),
+    ("webhook not a string", {"inputs": [{"image_base64": OK}], "webhook": 7}, "webhook", "URL"),
+    ("metadata not an object", {"inputs": [{"image_base64": OK}], "metadata": [1]}, "metadata", "object"),
+    ("unknown top-level field", {"inputs": [{"image_base64": OK}], "callback": "x"}, "callback", "unknown"),
+    ("body not an object", [1, 2], "body", "object"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("body", "field", "fragment"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+async def test_invalid_json_requests_are_422_naming_the_field(
+    api: httpx.AsyncClient, sync_redis: fakeredis.FakeRedis, body: Any, field: str, fragment: str
+) -> None:
+    response = await api.post(URL, json=body)
+    assert response.status_code == 422, response.text
+    error = response.json()
+    assert error["field"] == field
+    assert error["detail"].startswith(f"{field}: ") and fragment in error["detail"]
+    assert _no_job_written(sync_redis)
+
+
+async def test_malformed_json_is_422(api: httpx.AsyncClient) -> None:
+    response = await api.post(URL, content=b'{"inputs": [', headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    assert response.json()["field"] == "body" and "not valid JSON" in response.json()["detail"]
+
+
+Part = tuple[str, str | None, bytes]  # form field name, file name (None: a text field), content
+FILE: Part = ("files", "a.jpg", b"abc")
+
+
+def multipart(parts: list[Part]) -> tuple[bytes, dict[str, str]]:
+    """A multipart/form-data body built by hand (httpx sends text-only forms urlencoded)."""
+    boundary = "testboundary7f3a"
+    chunks = []
+    for name, filename, content in parts:
+        disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
+        chunks.append(f"--{boundary}\r\nContent-Disposition: {disposition}\r\n\r\n".encode() + content + b"\r\n")
+    body = b"".join(chunks) + f"--{boundary}--\r\n".encode()
+    return body, {"content-type": f"multipart/form-data; boundary={boundary}"}
+
+
+FORM_CASES: list[tuple[str, list[Part], str, str]] = [
+    ("no files", [("webhook", None, b"https://a.example")], "files", "at least one"),
+    ("file too big", [FILE, ("files", "b.jpg", b"x" * (MAX_BYTES + 1))], "files[1]", f"{MAX_BYTES} bytes"),
+    ("empty file", [("files", "a.jpg", b"")], "files[0]", "empty"),
+    ("too many files", [FILE] * (MAX_INPUTS + 1), "files", f"at most {MAX_INPUTS}"),
+    ("metadata not JSON", [FILE, ("metadata", None, b"{nope")], "metadata", "not valid JSON"),
+    ("metadata not an object", [FILE, ("metadata", None, b"[1]")], "metadata", "object"),
+    ("metadata as a file", [FILE, ("metadata", "m.json", b"{}")], "metadata", "text field"),
+    ("webhook not http", [FILE, ("webhook", None, b"file:///etc/passwd")], "webhook", "http"),
+    ("webhook twice", [FILE, ("webhook", None, b"https://a.example"), ("webhook", None, b"https://b.example")],
+     "webhook", "more than once"),
+    ("wrong file field", [("file", "a.jpg", b"abc")], "file", "unknown form field"),
+    ("files as text", [("files", None, b"abc")], "files[0]", "file upload"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("parts", "field", "fragment"), [c[1:] for c in FORM_CASES], ids=[c[0] for c in FORM_CASES])
+async def test_invalid_multipart_requests_are_422_naming_the_field(
+    api: httpx.AsyncClient, sync_redis: fakeredis.FakeRedis, parts: list[Part], field: str, fragment: str
+) -> None:
+    body, headers = multipart(parts)
+    response = await api.post(URL, content=body, headers=headers)
+    assert response.status_code == 422, response.text
+    error = response.json()
+    assert error["field"] == field, error
+    assert error["detail"].startswith(f"{field}: ") and fragment in error["detail"]
+    assert _no_job_written(sync_redis)
+
+
+async def test_hand_built_multipart_is_accepted(api: httpx.AsyncClient) -> None:
+    """The helper above builds bodies the endpoint takes, so the 422s are about their content."""
+    body, headers = multipart([FILE, ("files", "b.jpg", b"def"), ("metadata", None, b'{"a": 1}')])
+    response = await api.post(URL, content=body, headers=headers)
+    assert response.status_code == 202, response.text
+    assert response.json()["progress"]["total"] == 2 and response.json()["metadata"] == {"a": 1}
+
+
+async def test_multipart_without_boundary_is_422(api: httpx.AsyncClient) -> None:
+    response = await api.post(URL, content=b"--x--", headers={"content-type": "multipart/form-data"})
+    assert response.status_code == 422
+    assert response.json()["field"] == "body"
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])
+async def test_other_content_types_are_415(api: httpx.AsyncClient, content_type: str | None) -> None:
+    headers = {"content-type": content_type} if content_type else {}
+    response = await api.post(URL, content=b"inputs=1", headers=headers)
+    assert response.status_code == 415
+    assert "application/json" in response.json()["detail"]
+
+
+async def test_redis_down_is_503_not_500(settings: Settings) -> None:
+    port = free_port()  # nothing listens there
+    app = create_app(settings, redis_factory=lambda url: Redis.from_url(f"redis://127.0.0.1:{port}/0"))
+    async with running(app) as client:
+        post = await client.post(URL, json={"inputs": [{"image_base64": OK}]})
+        get = await client.get("/v1/jobs/abc")
+    assert post.status_code == 503 and post.json()["detail"] == "redis unavailable"
+    assert get.status_code == 503 and get.json()["detail"] == "redis unavailable"
+
+
+class _BrokenRedis(fakeredis.FakeAsyncRedis):
+    def pipeline(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("secret internals")
+
+
+async def test_unexpected_errors_are_500_without_a_traceback(settings: Settings) -> None:
+    app = create_app(settings, redis_factory=lambda url: _BrokenRedis())
+    async with running(app, raise_app_exceptions=False) as client:
+        response = await client.post(URL, json={"inputs": [{"image_base64": OK}]})
+    assert response.status_code == 500
+    assert response.json() == {"detail": "internal error", "field": None}
+    assert "secret" not in response.text and "Traceback" not in response.text

@@ -1,0 +1,111 @@
+"""GET /v1/pipelines[/{name}], the OpenAPI document, and FastAPI's own validation errors."""
+
+from __future__ import annotations
+
+import fakeredis
+import httpx
+import pytest
+
+from services.api.app import create_app
+from shared.settings import Settings
+from tests.unit.test_api_fixtures import (  # noqa: F401 - fixtures
+    MAX_BYTES,
+    MAX_INPUTS,
+    anyio_backend,
+    api,
+    fake_factory,
+    fake_server,
+    running,
+    settings,
+)
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_pipeline_description_says_how_to_call_it(api: httpx.AsyncClient) -> None:
+    response = await api.get("/v1/pipelines/img")
+    assert response.status_code == 200
+    info = response.json()
+    assert info["name"] == "img" and info["description"] == "A test image pipeline."
+    assert info["input"] == {
+        "kind": "image",
+        "json_fields": ["image_base64"],
+        "multipart_field": "files",
+        "max_inputs": MAX_INPUTS,
+        "max_input_bytes": MAX_BYTES,
+    }
+    assert info["output"] == {"size": "bytes in the image"}
+    assert [(s["name"], s["kind"], s["needs"]) for s in info["stages"]] == [
+        ("pre", "preprocess", ["input"]),
+        ("m", "model", ["pre"]),
+        ("post", "postprocess", ["m"]),
+    ]
+    pre, model, post = info["stages"]
+    assert pre["fn"] == "json:dumps" and pre["model"] is None and pre["batching"] is None
+    assert model["model"] == "m1" and model["fn"] is None
+    assert model["batching"] == {"max_batch_size": 4, "max_batch_delay_ms": 2}
+    assert post["fn"] == "json:loads"
+
+
+async def test_pipeline_list_holds_every_pipeline(api: httpx.AsyncClient) -> None:
+    response = await api.get("/v1/pipelines")
+    assert response.status_code == 200
+    listed = response.json()
+    assert [p["name"] for p in listed] == ["img"]
+    assert listed[0] == (await api.get("/v1/pipelines/img")).json()
+
+
+async def test_unknown_pipeline_description_is_404(api: httpx.AsyncClient) -> None:
+    response = await api.get("/v1/pipelines/other")
+    assert response.status_code == 404 and "other" in response.json()["detail"]
+
+
+async def test_openapi_documents_both_request_content_types(api: httpx.AsyncClient) -> None:
+    response = await api.get("/openapi.json")
+    assert response.status_code == 200
+    doc = response.json()
+    assert doc["info"]["title"] == "dlpipe" and doc["info"]["version"]
+    assert {t["name"] for t in doc["tags"]} == {"jobs", "pipelines", "health"}
+    post = doc["paths"]["/v1/pipelines/{name}/jobs"]["post"]
+    content = post["requestBody"]["content"]
+    assert set(content) == {"application/json", "multipart/form-data"}
+    assert content["application/json"]["schema"] == {"$ref": "#/components/schemas/JobRequest"}
+    form = content["multipart/form-data"]["schema"]
+    assert form["properties"]["files"]["items"]["format"] == "binary"
+    assert {"webhook", "metadata"} <= set(form["properties"])
+    schemas = doc["components"]["schemas"]
+    job_request = schemas["JobRequest"]
+    assert job_request["properties"]["inputs"]["items"] == {"$ref": "#/components/schemas/ImageInput"}
+    assert "image_base64" in schemas["ImageInput"]["properties"]
+    assert job_request["examples"][0]["inputs"][0]["image_base64"]
+    # Every $ref in the document resolves.
+    text = response.text
+    for name in {part.split('"')[0] for part in text.split('"#/components/schemas/')[1:]}:
+        assert name in schemas, name
+    assert {"202", "404", "415", "422"} <= set(post["responses"])
+    assert "Location" in post["responses"]["202"]["headers"]
+    assert post["description"] and post["tags"] == ["jobs"]
+
+
+async def test_docs_page_is_served(api: httpx.AsyncClient) -> None:
+    response = await api.get("/docs")
+    assert response.status_code == 200 and "openapi.json" in response.text
+
+
+async def test_fastapi_validation_errors_are_422_naming_the_field(
+    settings: Settings, fake_server: fakeredis.FakeServer
+) -> None:
+    app = create_app(settings, redis_factory=fake_factory(fake_server))
+
+    @app.get("/probe")
+    async def probe(limit: int) -> dict[str, int]:  # a route with a typed parameter
+        return {"limit": limit}
+
+    async with running(app) as client:
+        bad = await client.get("/probe", params={"limit": "many"})
+        missing = await client.get("/probe")
+        good = await client.get("/probe", params={"limit": "3"})
+    assert good.status_code == 200
+    assert bad.status_code == 422 and bad.json()["field"] == "limit"
+    assert bad.json()["detail"].startswith("limit: ") and "integer" in bad.json()["detail"]
+    assert missing.status_code == 422 and missing.json()["field"] == "limit"
