@@ -1,0 +1,114 @@
+"""Image preprocessing: untrusted bytes -> a uint8 HxWx3 crop ready for an ImageNet CNN.
+
+Decoding is restricted to a format allow-list and a pixel cap checked from the header,
+before any pixel is decoded. JPEGs are decoded at a reduced scale in the DCT
+(`Image.draft`), which is several times cheaper for camera-sized photos.
+Resizing uses Pillow's antialiased bilinear filter (as torchvision's `Resize`).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from typing import Any
+
+import numpy as np
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+
+from shared.errors import ItemError
+
+log = logging.getLogger(__name__)
+
+ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
+_JPEG_FORMATS = {"JPEG", "MPO"}  # Pillow's JPEG opener reports multi-picture JPEGs as MPO
+
+
+def _mpx(pixels: int) -> str:
+    return f"{pixels / 1e6:.3g} Mpx"
+
+
+def _image_bytes(inp: Any) -> bytes:
+    data = inp.get("image") if isinstance(inp, dict) else None
+    if isinstance(data, (bytearray, memoryview)):
+        data = bytes(data)
+    if not isinstance(data, bytes):
+        raise ItemError("input has no image bytes (expected {'image': <bytes>})")
+    if not data:
+        raise ItemError("the image is empty (0 bytes)")
+    return data
+
+
+def _open(data: bytes, resize: int, max_pixels: int) -> Image.Image:
+    """Open (header only), check the size, then decode; JPEGs at a reduced scale (short side >= resize)."""
+    try:
+        img = Image.open(io.BytesIO(data), formats=list(ALLOWED_FORMATS))
+    except UnidentifiedImageError:
+        allowed = ", ".join(ALLOWED_FORMATS)
+        raise ItemError(f"not a decodable image (cannot identify image file; allowed formats: {allowed})") from None
+    except Image.DecompressionBombError as exc:
+        raise ItemError(f"image is too large: {exc}") from None
+    except Exception as exc:  # a malformed header can raise nearly anything from a plugin
+        raise ItemError(f"not a decodable image ({type(exc).__name__}: {exc})") from None
+    width, height = img.size
+    if width * height > max_pixels:
+        img.close()
+        raise ItemError(
+            f"image is {width}x{height} = {_mpx(width * height)}, over the {_mpx(max_pixels)} cap"
+        )
+    if width < 1 or height < 1:
+        raise ItemError(f"image has no pixels ({width}x{height})")
+    if img.format in _JPEG_FORMATS:
+        # Pillow picks the DCT scale s in {1, 2, 4, 8} with s <= min(w, h) // resize,
+        # so the decoded short side stays >= resize.
+        img.draft("RGB", (resize, resize))
+    try:
+        img.load()
+    except Exception as exc:  # truncated data, bad chunks, decoder errors
+        raise ItemError(f"not a decodable image ({img.format}: {exc})") from None
+    return img
+
+
+def _orient(img: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation tag, if any (a no-op for most images)."""
+    try:
+        orientation = img.getexif().get(ExifTags.Base.Orientation, 1)
+    except Exception:  # unreadable EXIF: keep the pixels as stored
+        log.debug("ignoring unreadable EXIF data")
+        return img
+    if orientation in (None, 1):
+        return img
+    return ImageOps.exif_transpose(img) or img
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode == "RGB":
+        return img
+    if img.mode.startswith("I"):  # 16-bit grayscale (PNG, TIFF): Pillow's convert would clip at 255
+        pixels = np.asarray(img).astype(np.int64) >> 8
+        img = Image.fromarray(pixels.clip(0, 255).astype(np.uint8), "L")
+    elif img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        img = img.convert("RGBA")  # composite onto white rather than letting black show through
+        img = Image.alpha_composite(Image.new("RGBA", img.size, (255, 255, 255, 255)), img)
+    return img.convert("RGB")
+
+
+def decode_resize_crop(
+    inp: dict, resize: int = 256, crop: int = 224, max_pixels: int = 50_000_000
+) -> np.ndarray:
+    """Decode `inp["image"]`, resize its short side to `resize`, center-crop `crop` x `crop`.
+
+    Returns a C-contiguous uint8 array of shape (crop, crop, 3). Raises ItemError for
+    input that is not an allowed, decodable image of at most `max_pixels` pixels.
+    """
+    if crop > resize:
+        raise ValueError(f"crop ({crop}) must not exceed resize ({resize})")
+    img = _open(_image_bytes(inp), resize, max_pixels)
+    img = _to_rgb(_orient(img))
+    width, height = img.size
+    scale = resize / min(width, height)
+    size = (max(resize, round(width * scale)), max(resize, round(height * scale)))
+    if size != img.size:
+        img = img.resize(size, Image.Resampling.BILINEAR)
+    left, top = (size[0] - crop) // 2, (size[1] - crop) // 2
+    img = img.crop((left, top, left + crop, top + crop))
+    return np.array(img, dtype=np.uint8, order="C")  # a writable copy (np.asarray is read-only)
