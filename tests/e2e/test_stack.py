@@ -49,7 +49,7 @@ def top1(output: dict[str, Any]) -> int:
 
 
 def test_a_cat_photo_is_classified_as_a_cat(client: httpx.Client) -> None:
-    job = submit(client, [{"image_base64": b64(photo_bytes("chelsea", size=(1920, 1080)))}])
+    job = submit(client, [{"image_base64": b64(photo_bytes("chelsea.png", size=(1920, 1080)))}])
     assert job["status"] == "queued" and job["progress"] == {"done": 0, "total": 1}
     done = wait_final(client, job["id"])
     assert done["status"] == "succeeded", done
@@ -67,12 +67,12 @@ def test_a_corrupt_image_fails_its_item_with_a_reason_and_the_next_job_succeeds(
     assert bad["status"] == "failed"
     (output,) = bad["outputs"]
     assert output["status"] == "failed" and "image" in output["error"].lower(), output
-    good = wait_final(client, submit(client, [{"image_base64": b64(photo_bytes("coffee"))}])["id"])
+    good = wait_final(client, submit(client, [{"image_base64": b64(photo_bytes("coffee.png"))}])["id"])
     assert good["status"] == "succeeded" and top1(good["outputs"][0]) in COFFEE_CLASSES
 
 
 def test_outputs_keep_input_order_with_mixed_items(client: httpx.Client) -> None:
-    inputs = [photo_bytes("chelsea"), corrupt_bytes(), photo_bytes("coffee"), photo_bytes("chelsea", fmt="PNG")]
+    inputs = [photo_bytes("chelsea.png"), corrupt_bytes(), photo_bytes("coffee.png"), photo_bytes("chelsea.png", fmt="PNG")]
     done = wait_final(client, submit(client, [{"image_base64": b64(x)} for x in inputs])["id"])
     assert done["status"] == "succeeded"
     assert [o["index"] for o in done["outputs"]] == [0, 1, 2, 3]
@@ -82,8 +82,8 @@ def test_outputs_keep_input_order_with_mixed_items(client: httpx.Client) -> None
 
 
 def test_multipart_upload(client: httpx.Client) -> None:
-    files = [("files", ("cat.jpg", photo_bytes("chelsea"), "image/jpeg")),
-             ("files", ("coffee.jpg", photo_bytes("coffee"), "image/jpeg"))]  # fmt: skip
+    files = [("files", ("cat.jpg", photo_bytes("chelsea.png"), "image/jpeg")),
+             ("files", ("coffee.jpg", photo_bytes("coffee.png"), "image/jpeg"))]  # fmt: skip
     response = client.post("/v1/pipelines/image-classify/jobs", files=files, data={"metadata": '{"user": "u1"}'})
     assert response.status_code == 202, response.text
     done = wait_final(client, response.json()["id"])
@@ -129,7 +129,7 @@ def test_the_webhook_receives_the_final_job(client: httpx.Client) -> None:
     thread.start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/hook"
-        job = submit(client, [{"image_base64": b64(photo_bytes("chelsea"))}], webhook=url)
+        job = submit(client, [{"image_base64": b64(photo_bytes("chelsea.png"))}], webhook=url)
         body = wait_until(
             lambda: next((b for b in _Receiver.received if b.get("id") == job["id"]), None),
             timeout_s=60, what="the webhook delivery",
@@ -165,7 +165,7 @@ def test_a_killed_model_worker_is_restarted_and_work_goes_on(stack: Stack, clien
     (pid,) = _children_running(stack, "worker", "model")
     os.kill(pid, signal.SIGKILL)
     wait_until(lambda: _children_running(stack, "worker", "model") - {pid}, timeout_s=60, what="a restarted model worker")
-    done = wait_final(client, submit(client, [{"image_base64": b64(photo_bytes("chelsea"))}])["id"], timeout_s=90)
+    done = wait_final(client, submit(client, [{"image_base64": b64(photo_bytes("chelsea.png"))}])["id"], timeout_s=90)
     assert done["status"] == "succeeded"
     assert "restart" in stack.log().lower()
 
