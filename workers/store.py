@@ -68,22 +68,35 @@ class Store:
                 if "BUSYGROUP" not in str(exc):
                     raise
 
-    def read(self, group: str, consumer: str, streams: list[str], count: int, block_ms: int | None) -> list[Entry]:
-        """New entries from any of `streams` (names, not keys), at most `count`.
+    def read(
+        self,
+        group: str,
+        consumer: str,
+        streams: list[str],
+        count: int,
+        block_ms: int | None,
+        *,
+        pending: bool = False,
+    ) -> list[Entry]:
+        """New entries from any of `streams` (names, not keys), at most `count` per stream.
 
-        block_ms=None does not block. Malformed entries (no such pipeline or stage) are
-        acknowledged and logged: there is no job to fail.
+        block_ms=None does not block. pending=True instead re-reads the entries this
+        consumer was given but has not acknowledged (after an error mid-batch); it never
+        blocks. Malformed entries (no such pipeline or stage, or deleted from the stream
+        while pending) are acknowledged and logged: there is no job to fail.
         """
+        start = "0" if pending else ">"
         reply = self.redis.xreadgroup(
-            group, consumer, {keys.stream(s): ">" for s in streams}, count=count, block=block_ms
-        )
+            group, consumer, {keys.stream(s): start for s in streams}, count=count,
+            block=None if pending else block_ms,
+        )  # fmt: skip
         entries: list[Entry] = []
         for stream_key, messages in reply or []:
             stream_key = _text(stream_key)
             for entry_id, fields in messages:
                 entry_id = _text(entry_id)
                 try:
-                    item = WorkItem.from_fields(fields)
+                    item = WorkItem.from_fields(fields or {})
                     self.stage_of(item)
                 except (KeyError, ValueError) as exc:
                     log.error("dropping malformed entry %s on %s: %s", entry_id, stream_key, exc)

@@ -1,0 +1,346 @@
+"""Worker steps against fakeredis: each test drives run_once() by hand (fakeredis never blocks)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import fakeredis
+import httpx
+import numpy as np
+import pytest
+import redis
+import torch
+
+from shared import codecs, keys
+from shared.messages import JobStatus, JobView
+from shared.pipeline_spec import parse_pipelines
+from shared.settings import Settings
+from tests.conftest import REPO
+from tests.stagefns import job_view, pipelines, queue_job
+from workers import runtime
+from workers.heartbeat import Heartbeat
+from workers.model_worker import ModelWorker, load_models
+from workers.notifier import Delivery, HttpDelivery, Notifier
+from workers.preprocess import PreprocessWorker
+from workers.store import Store
+
+SETTINGS = Settings(redis_url="redis://unused", read_block_ms=1)
+
+
+@pytest.fixture
+def client() -> Iterator[fakeredis.FakeRedis]:
+    fake = fakeredis.FakeRedis()
+    yield fake
+    fake.close()
+
+
+def make_store(client: Any, **options: Any) -> Store:
+    return Store(client, parse_pipelines(pipelines(**options)), ttl_s=3600)
+
+
+def cpu_worker(store: Store) -> PreprocessWorker:
+    worker = PreprocessWorker(store, SETTINGS, "cpu-1")
+    worker.recover()
+    return worker
+
+
+def model_worker(store: Store, names: list[str] | None) -> ModelWorker:
+    worker = ModelWorker(store, SETTINGS, "gpu-1", load_models(store.config, names, torch.device("cpu")))
+    worker.recover()
+    return worker
+
+
+def pending(client: Any, stream_name: str, group: str) -> int:
+    return client.xpending(keys.stream(stream_name), group)["pending"]
+
+
+def drain(*workers: Any) -> None:
+    """Step every worker until none has anything left."""
+    while sum(worker.run_once() for worker in workers):
+        pass
+
+
+# -- preprocess ------------------------------------------------------------------------
+
+
+def test_preprocess_step_runs_stages_and_fails_bad_items_alone(client: Any) -> None:
+    store = make_store(client, prep_params={"size": 3})
+    queue_job(
+        client,
+        store.config.pipelines["sums"],
+        "j1",
+        [{"v": 1}, {"v": 2, "bad": "too dark"}, {"v": 3, "crash": 1}, {"v": 4}],
+    )
+    worker = cpu_worker(store)
+    assert worker.run_once() == 4
+    view = job_view(client, "j1")
+    assert [o.status.value for o in view.outputs] == ["pending", "failed", "failed", "pending"]
+    assert view.outputs[1].error == "bad input: too dark"  # an ItemError's message, as is
+    assert view.outputs[2].error == "prep: ValueError: crash requested"
+    # The good items went on to the model with the stage's params applied.
+    assert client.xlen(keys.stream("model.summer")) == 2
+    value = codecs.decode(client.hget(keys.item("j1", 3), keys.stage_output_field("prep")))
+    np.testing.assert_array_equal(value, np.full((3,), 4.0, dtype=np.float32))
+    assert pending(client, "cpu.sums.prep", keys.CPU_GROUP) == 0
+    assert worker.run_once() == 0
+
+
+def test_preprocess_step_fails_undecodable_input_and_skips_gone_items(client: Any) -> None:
+    store = make_store(client)
+    queue_job(client, store.config.pipelines["sums"], "j2", [{"v": 1}, {"v": 2}, {"v": 3}])
+    client.hset(keys.item("j2", 0), keys.INPUT_FIELD, b"Zjunk")
+    client.delete(keys.item("j2", 1))
+    worker = cpu_worker(store)
+    assert worker.run_once() == 3
+    view = job_view(client, "j2")
+    assert view.outputs[0].status.value == "failed"
+    assert "prep: input cannot be decoded" in view.outputs[0].error
+    assert view.outputs[1].status.value == "pending"  # gone: nothing to record
+    assert client.xlen(keys.stream("model.summer")) == 1
+    assert pending(client, "cpu.sums.prep", keys.CPU_GROUP) == 0  # all acknowledged
+
+
+def test_preprocess_recover_takes_back_unfinished_entries(client: Any) -> None:
+    store = make_store(client)
+    queue_job(client, store.config.pipelines["sums"], "j3", [{"v": 1}, {"v": 2}])
+    worker = cpu_worker(store)
+    # The consumer read the entries, then lost them (an error mid-batch): they are pending.
+    assert len(store.read(keys.CPU_GROUP, worker.consumer, worker.streams, 8, None)) == 2
+    assert worker.run_once() == 0
+    worker.recover()
+    assert worker.run_once() == 2
+    assert client.xlen(keys.stream("model.summer")) == 2
+    assert pending(client, "cpu.sums.prep", keys.CPU_GROUP) == 0
+
+
+def test_preprocess_worker_does_not_import_torch() -> None:
+    code = (
+        "import sys, fakeredis\n"
+        "from shared.pipeline_spec import parse_pipelines\n"
+        "from shared.settings import Settings\n"
+        "from tests.stagefns import pipelines\n"
+        "from workers.preprocess import PreprocessWorker\n"
+        "from workers.store import Store\n"
+        "store = Store(fakeredis.FakeRedis(), parse_pipelines(pipelines()), 60)\n"
+        "worker = PreprocessWorker(store, Settings(read_block_ms=1), 'c')\n"
+        "assert worker.functions, 'stage functions resolved'\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+
+
+# -- model -----------------------------------------------------------------------------
+
+
+def test_model_step_batches_items_and_fails_a_wrong_shape_alone(client: Any) -> None:
+    store = make_store(client)
+    queue_job(client, store.config.pipelines["sums"], "j4", [{"v": 1}, {"v": 2, "n": 3}, {"v": 3}, {"v": 4}])
+    cpu, gpu = cpu_worker(store), model_worker(store, ["summer"])
+    assert cpu.run_once() == 4
+    assert gpu.run_once() == 4  # one batch: everything waiting
+    assert pending(client, "model.summer", keys.MODEL_GROUP) == 0
+    drain(cpu)
+    view = job_view(client, "j4")
+    assert view.status == JobStatus.succeeded
+    assert view.outputs[0].result == {"sum": 2.0, "batch": 3}
+    assert view.outputs[3].result == {"sum": 8.0, "batch": 3}
+    assert view.outputs[1].status.value == "failed"
+    assert "shape (3,)" in view.outputs[1].error and "(2,)" in view.outputs[1].error
+    stats = gpu.stats["summer"]
+    assert (stats.batches, stats.batched_items, stats.items, stats.failed_batches) == (1, 3, 4, 0)
+    assert stats.mean_batch == 3.0
+
+
+def test_a_predict_exception_fails_every_item_of_the_batch(client: Any) -> None:
+    store = make_store(client)
+    queue_job(client, store.config.pipelines["boom"], "j5", [{"v": 1}, {"v": 2}, {"v": 3}])
+    cpu, gpu = cpu_worker(store), model_worker(store, ["exploder"])
+    drain(cpu, gpu)
+    view = job_view(client, "j5")
+    assert view.status == JobStatus.failed
+    assert [o.error for o in view.outputs] == ["infer: RuntimeError: model exploded"] * 3
+    assert gpu.stats["exploder"].failed_batches == 1
+    assert pending(client, "model.exploder", keys.MODEL_GROUP) == 0
+
+
+def test_model_worker_serves_the_model_whose_work_arrived_first(client: Any) -> None:
+    store = make_store(client)
+    cpu, gpu = cpu_worker(store), model_worker(store, None)
+    queue_job(client, store.config.pipelines["tens"], "old", [{"v": 1}, {"v": 2}])
+    assert cpu.run_once() == 2
+    queue_job(client, store.config.pipelines["sums"], "new", [{"v": 1}])
+    assert cpu.run_once() == 1
+    assert gpu.run_once() == 2
+    assert gpu.stats["tenfold"].batches == 1 and gpu.stats["summer"].batches == 0
+    # The newer model's first entry was read while choosing: it is held, not lost.
+    assert pending(client, "model.summer", keys.MODEL_GROUP) == 1
+    assert gpu.run_once() == 1
+    assert gpu.stats["summer"].batches == 1
+    drain(cpu, gpu)
+    assert [o.result["sum"] for o in job_view(client, "old").outputs] == [20.0, 40.0]
+    assert job_view(client, "new").outputs[0].result == {"sum": 2.0, "batch": 1}
+
+
+def test_finish_runs_the_entries_in_hand(client: Any) -> None:
+    store = make_store(client)
+    cpu, gpu = cpu_worker(store), model_worker(store, None)
+    queue_job(client, store.config.pipelines["tens"], "a", [{"v": 1}])
+    cpu.run_once()
+    queue_job(client, store.config.pipelines["sums"], "b", [{"v": 1}, {"v": 2}])
+    cpu.run_once()
+    assert gpu.run_once() == 1
+    assert pending(client, "model.summer", keys.MODEL_GROUP) == 1
+    gpu.finish()
+    assert pending(client, "model.summer", keys.MODEL_GROUP) == 0
+    assert gpu.stats["summer"].items == 1  # only what it held; the other entry is still unread
+    drain(cpu, gpu)
+    assert job_view(client, "b").status == JobStatus.succeeded
+
+
+def test_model_recover_takes_back_unfinished_entries(client: Any) -> None:
+    store = make_store(client)
+    cpu, gpu = cpu_worker(store), model_worker(store, ["summer"])
+    queue_job(client, store.config.pipelines["sums"], "j6", [{"v": 1}, {"v": 2}])
+    cpu.run_once()
+    store.read(keys.MODEL_GROUP, gpu.consumer, ["model.summer"], 8, None)  # read, then "crashed"
+    assert gpu.run_once() == 0
+    gpu.recover()
+    assert gpu.run_once() == 2
+    drain(cpu, gpu)
+    assert job_view(client, "j6").status == JobStatus.succeeded
+
+
+# -- notifier --------------------------------------------------------------------------
+
+
+def test_notifier_delivers_jobs_with_a_webhook_and_acks_every_event(client: Any) -> None:
+    store = make_store(client)
+    queue_job(client, store.config.pipelines["sums"], "hooked", [{"v": 1}], webhook="http://127.0.0.1:9/hook")
+    queue_job(client, store.config.pipelines["sums"], "quiet", [{"v": 2}])
+    drain(cpu_worker(store), model_worker(store, ["summer"]))
+    client.xadd(keys.EVENTS, {"nonsense": "1"})
+    calls: list[tuple[str, JobView]] = []
+
+    def deliver(event_id: str, view: JobView) -> Delivery:
+        calls.append((event_id, view))
+        return Delivery(ok=True, attempts=1, status=204)
+
+    notifier = Notifier(client, SETTINGS, "n-1", deliver)
+    notifier.recover()
+    assert notifier.run_once() == 3
+    assert [view.id for _, view in calls] == ["hooked"]
+    view = calls[0][1]
+    assert view.status == JobStatus.succeeded
+    assert view.outputs[0].result == {"sum": 2.0, "batch": 2}  # batched with the other job's item
+    assert client.xpending(keys.EVENTS, keys.NOTIFIER_GROUP)["pending"] == 0
+
+
+def _view(webhook: str = "http://127.0.0.1:9/hook") -> JobView:
+    return JobView.model_validate(
+        {
+            "id": "j",
+            "pipeline": "p",
+            "status": "succeeded",
+            "progress": {"done": 1, "total": 1},
+            "created_at": "2026-01-01T00:00:00Z",
+            "outputs": [],
+            "webhook": webhook,
+        }
+    )
+
+
+def _delivery(responses: list[Any]) -> tuple[HttpDelivery, list[httpx.Request], list[float]]:
+    requests: list[httpx.Request] = []
+    sleeps: list[float] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        requests.append(request)
+        answer = responses.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return httpx.Response(answer, headers={"location": "http://127.0.0.1:9/elsewhere"})
+
+    client = httpx.Client(transport=httpx.MockTransport(handler), follow_redirects=False)
+    return HttpDelivery(1.0, 3, client=client, sleep=sleeps.append), requests, sleeps
+
+
+def test_http_delivery_retries_server_errors_then_succeeds() -> None:
+    deliver, requests, sleeps = _delivery([503, 200])
+    result = deliver("1-0", _view())
+    assert result == Delivery(ok=True, attempts=2, status=200)
+    assert sleeps == [0.5]
+    assert json.loads(requests[-1].content)["id"] == "j"
+    assert {r.headers["webhook-id"] for r in requests} == {"1-0"}
+    assert requests[-1].headers["content-type"] == "application/json"
+
+
+@pytest.mark.parametrize("status", [404, 302])
+def test_http_delivery_does_not_retry_client_errors_or_follow_redirects(status: int) -> None:
+    deliver, requests, _ = _delivery([status, 200])
+    result = deliver("1-0", _view())
+    assert not result.ok and result.attempts == 1 and result.status == status
+    assert len(requests) == 1
+
+
+def test_http_delivery_gives_up_after_its_attempts() -> None:
+    deliver, requests, sleeps = _delivery([httpx.ConnectError("refused")] * 3)
+    result = deliver("1-0", _view())
+    assert not result.ok and result.attempts == 3 and "ConnectError" in (result.error or "")
+    assert len(requests) == 3 and sleeps == [0.5, 1.0]
+
+
+# -- plumbing --------------------------------------------------------------------------
+
+
+def test_run_loop_survives_errors_and_recovers_before_the_next_step() -> None:
+    stop = threading.Event()
+    outcomes: list[Any] = [redis.ConnectionError("down"), ValueError("bug"), None, None]
+    recovered: list[int] = []
+    steps: list[int] = []
+
+    def step() -> None:
+        steps.append(1)
+        outcome = outcomes.pop(0)
+        if not outcomes:
+            stop.set()
+        if outcome is not None:
+            raise outcome
+
+    runtime.run_loop(
+        "test",
+        step,
+        stop,
+        recover=lambda: recovered.append(len(steps)),
+        backoff=runtime.Backoff(initial_s=0.001, max_s=0.002),
+    )
+    assert len(steps) == 4
+    assert recovered == [0, 1, 2]  # at the start, then after each failed step
+
+
+def test_heartbeat_announces_the_worker_and_removes_it_on_stop(client: Any) -> None:
+    beat = Heartbeat(client, "w-1", "model", ["model.summer"], interval_ms=60_000, ttl_ms=10_000).start()
+    assert client.zscore(keys.WORKERS, "w-1") is not None
+    assert client.hgetall(keys.worker("w-1"))[b"kind"] == b"model"
+    assert client.hgetall(keys.worker("w-1"))[b"streams"] == b"model.summer"
+    beat.stop()
+    assert client.zscore(keys.WORKERS, "w-1") is None and not client.exists(keys.worker("w-1"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_model_step_moves_batches_to_cuda(client: Any) -> None:
+    store = make_store(client)
+    queue_job(client, store.config.pipelines["sums"], "c1", [{"v": 1}, {"v": 2}])
+    device = torch.device("cuda")
+    gpu = ModelWorker(store, SETTINGS, "gpu-1", load_models(store.config, ["summer"], device), device)
+    gpu.recover()
+    drain(cpu_worker(store), gpu)  # SumModel.predict asserts its batch is on the model's device
+    assert [o.result for o in job_view(client, "c1").outputs] == [
+        {"sum": 2.0, "batch": 2},
+        {"sum": 4.0, "batch": 2},
+    ]

@@ -1,0 +1,204 @@
+"""`dlpipe worker preprocess`: the CPU stages (preprocess and postprocess) of every pipeline.
+
+`main` supervises N child processes (`python -m workers.preprocess --child`), each
+running one PreprocessWorker over all CPU streams, and restarts one that dies. Children
+get one native thread each (OMP/BLAS). The parent turns its first SIGTERM/SIGINT into one
+SIGTERM per child (warm shutdown for all; children ignore SIGINT, which a terminal sends
+to the whole group); a second signal makes everyone exit at once. A child whose parent
+is gone stops by itself. This module and what it imports must not import torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from shared import keys
+from shared.codecs import CodecError
+from shared.errors import ItemError
+from shared.logs import setup_logging
+from shared.settings import Settings
+from workers import runtime
+from workers.heartbeat import Heartbeat
+from workers.store import Entry, StageResult, Store
+
+log = logging.getLogger("workers.preprocess")  # not __main__ under `python -m`
+
+READ_COUNT = 8  # entries per stream per step: small, so a slow item holds few others back
+RESTART_DELAY_S = 1.0
+
+
+class PreprocessWorker:
+    kind = "preprocess"
+
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        consumer: str,
+        functions: dict[str, Callable[..., Any]] | None = None,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.consumer = consumer
+        self.streams = store.config.cpu_streams()
+        self.functions = functions if functions is not None else runtime.resolve_stage_functions(store.config)
+        self._backlog: list[Entry] = []  # entries taken back after an error, run before new ones
+
+    def setup(self) -> None:
+        self.store.ensure_groups(self.streams, keys.CPU_GROUP)
+
+    def recover(self) -> None:
+        """Make the groups, and take back what this consumer read but did not finish."""
+        self.setup()
+        self._backlog = self.store.read(
+            keys.CPU_GROUP, self.consumer, self.streams, 10_000, None, pending=True
+        )
+        if self._backlog:
+            log.info("consumer=%s re-running %d unfinished entries", self.consumer, len(self._backlog))
+
+    def run_once(self, block_ms: int | None = None) -> int:
+        """Read one small batch, run each entry's stage, record all results. Returns entries handled."""
+        if self._backlog:
+            entries, self._backlog = self._backlog[:READ_COUNT], self._backlog[READ_COUNT:]
+        else:
+            block = self.settings.read_block_ms if block_ms is None else block_ms
+            entries = self.store.read(keys.CPU_GROUP, self.consumer, self.streams, READ_COUNT, block)
+        if entries:
+            self.process(entries)
+        return len(entries)
+
+    def process(self, entries: list[Entry]) -> None:
+        loaded = self.store.load(entries)
+        pairs = list(zip(entries, loaded, strict=True))
+        gone = [entry for entry, values in pairs if values is None]
+        results = [self.run_stage(entry, values) for entry, values in pairs if values is not None]
+        if gone:
+            for entry in gone:
+                log.info(
+                    "job=%s stage=%s index=%d item is gone; skipped",
+                    entry.item.job_id,
+                    entry.item.stage,
+                    entry.item.index,
+                )
+            self.store.ack_gone(keys.CPU_GROUP, gone)
+        if results:
+            self.store.complete(keys.CPU_GROUP, results)
+
+    def run_stage(self, entry: Entry, values: list[Any]) -> StageResult:
+        """One stage on one item: fn(*needs, **params); any failure fails only this item."""
+        item = entry.item
+        stage = self.store.stage_of(item)
+        where = f"job={item.job_id} stage={stage.name} index={item.index}"
+        undecodable = next((v for v in values if isinstance(v, CodecError)), None)
+        if undecodable is not None:
+            log.warning("%s input cannot be decoded: %s", where, undecodable)
+            return StageResult(entry, error=f"{stage.name}: input cannot be decoded: {undecodable}")
+        fn = self.functions[stage.fn or ""]
+        try:
+            value = fn(*values, **stage.params)
+        except ItemError as exc:
+            log.info("%s item failed: %s", where, exc)
+            return StageResult(entry, error=str(exc) or type(exc).__name__)
+        except Exception as exc:
+            log.exception("%s stage function raised", where)
+            return StageResult(entry, error=f"{stage.name}: {type(exc).__name__}: {exc}")
+        return StageResult(entry, value=value)
+
+    def run(self, stop: threading.Event) -> None:
+        """Steps until `stop`; the step in hand always finishes and is acknowledged."""
+        heartbeat = Heartbeat(
+            self.store.redis,
+            self.consumer,
+            self.kind,
+            self.streams,
+            self.settings.heartbeat_interval_ms,
+            self.settings.worker_ttl_ms,
+        )
+        with heartbeat:
+            log.info("consumer=%s serving %d CPU streams", self.consumer, len(self.streams))
+            runtime.run_loop(f"preprocess {self.consumer}", self.run_once, stop, recover=self.recover)
+        runtime.retire_consumer(
+            self.store.redis, keys.CPU_GROUP, self.consumer, [keys.stream(s) for s in self.streams]
+        )
+        log.info("consumer=%s stopped", self.consumer)
+
+
+def run_child(settings: Settings) -> int:
+    """One preprocess process: a PreprocessWorker until SIGTERM/SIGINT (or its parent dies)."""
+    setup_logging(settings.log_level, "preprocess")
+    stop = threading.Event()
+    # SIGTERM comes from the parent, once. A terminal's Ctrl-C reaches the whole process
+    # group: the parent forwards it as SIGTERM, so a child ignores its own SIGINT.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    runtime.install_stop_signals(stop, signals=(signal.SIGTERM,))
+    runtime.watch_parent(stop, os.getppid())
+    config = runtime.load_config(settings)
+    store = Store(runtime.redis_client(settings), config, settings.job_ttl_s)
+    PreprocessWorker(store, settings, runtime.new_consumer_id()).run(stop)
+    return 0
+
+
+def child_env(settings: Settings) -> dict[str, str]:
+    return {**os.environ, **settings.worker_env(), **runtime.SINGLE_THREAD_ENV}
+
+
+def _start_child(settings: Settings, slot: int) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen([sys.executable, "-m", "workers.preprocess", "--child"], env=child_env(settings))
+    log.info("started preprocess process %d (slot %d)", proc.pid, slot)
+    return proc
+
+
+def main(settings: Settings, concurrency: int) -> int:
+    """Run `concurrency` preprocess processes until SIGTERM/SIGINT; 0 if all exit cleanly."""
+    setup_logging(settings.log_level, "preprocess-main")
+    runtime.redis_client(settings).close()  # DLPIPE_REDIS_URL must be set; Redis itself may come later
+    config = runtime.load_config(settings)
+    runtime.resolve_stage_functions(config)  # fail here, once, rather than in every child
+    stop = threading.Event()
+    children: list[subprocess.Popen[bytes]] = []
+
+    def kill_children_now() -> None:  # second signal: the children exit at once on theirs
+        for proc in children:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+
+    runtime.install_stop_signals(stop, on_second=kill_children_now)
+    children.extend(_start_child(settings, slot) for slot in range(concurrency))
+    while not stop.wait(0.2):
+        for slot, proc in enumerate(children):
+            if proc.poll() is None:
+                continue
+            log.error("preprocess process %d exited with code %s; restarting it", proc.pid, proc.returncode)
+            if stop.wait(RESTART_DELAY_S):
+                break
+            children[slot] = _start_child(settings, slot)
+    log.info("stopping %d preprocess processes (warm shutdown)", len(children))
+    for proc in children:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    codes = [proc.wait() for proc in children]
+    log.info("preprocess processes exited: %s", codes)
+    return 0 if all(code == 0 for code in codes) else 1
+
+
+def _cli(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m workers.preprocess")
+    parser.add_argument("--concurrency", type=int, default=None)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    settings = Settings()
+    if args.child:
+        return run_child(settings)
+    return main(settings, args.concurrency or settings.preprocess_concurrency)
+
+
+if __name__ == "__main__":
+    sys.exit(_cli())
