@@ -51,9 +51,15 @@ def model_stream_name(model: str) -> str:
 
 
 EVENTS = f"{PREFIX}:events"  # stream of job events for the notifier
+DEADLETTER = f"{PREFIX}:deadletter"  # stream of entries given up after too many deliveries
 WORKERS = f"{PREFIX}:workers"  # sorted set: worker id -> last heartbeat (ms)
 
 
 def worker(worker_id: str) -> str:
     """Hash: what a live worker serves (kind, streams, pid, host)."""
     return f"{PREFIX}:worker:{worker_id}"
+
+
+def model_stats(model: str) -> str:
+    """Hash: counters a model worker adds per batch (batches, items, forward_ms)."""
+    return f"{PREFIX}:stats:model:{model}"

@@ -71,6 +71,22 @@ class Settings(BaseSettings):
         default=10000, ge=500, description="A worker unseen for this long is taken as dead."
     )
 
+    lease_ms: int = Field(
+        default=60000,
+        ge=100,
+        description="An entry taken by a worker and not acknowledged for this long is reclaimed by another.",
+    )
+    max_deliveries: int = Field(
+        default=3,
+        ge=1,
+        description="Deliveries after which an item that keeps failing or killing its worker is given up.",
+    )
+    shutdown_grace_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="How long `dlpipe up` gives its children to stop after SIGTERM before killing them.",
+    )
+
     # Notifier
     webhook_timeout_s: float = Field(default=15.0, gt=0, description="Timeout of one webhook attempt.")
     webhook_attempts: int = Field(default=3, ge=1, description="Attempts per webhook delivery.")
