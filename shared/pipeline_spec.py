@@ -33,6 +33,7 @@ class PipelineConfigError(ValueError):
 
 class InputKind(str, Enum):
     image = "image"
+    text = "text"
 
 
 class Batching(BaseModel):

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.datastructures import FormData, UploadFile
 
 from services.api.errors import describe_validation_errors
-from services.api.schemas import ImageInput
+from services.api.schemas import ImageInput, TextInput
 from shared.errors import InvalidRequest
 from shared.pipeline_spec import InputKind, PipelineSpec
 
@@ -51,7 +51,7 @@ class InputFormat:
 
     json_model: type[BaseModel]  # one element of `inputs` in a JSON body
     from_json: Callable[[Any, str, Limits], dict[str, Any]]  # (validated model, field path, limits)
-    from_file: Callable[[bytes], dict[str, Any]] | None  # one uploaded file; None: JSON only
+    from_file: Callable[[bytes, str, Limits], dict[str, Any]] | None  # (one uploaded file, field, limits)
 
     @property
     def json_fields(self) -> list[str]:
@@ -82,12 +82,41 @@ def _image_from_json(item: ImageInput, field: str, limits: Limits) -> dict[str, 
     return {"image": decode_base64(item.image_base64, f"{field}.image_base64", limits.max_input_bytes)}
 
 
-def _image_from_file(data: bytes) -> dict[str, Any]:
+def _image_from_file(data: bytes, field: str, limits: Limits) -> dict[str, Any]:
     return {"image": data}
+
+
+def check_text(text: str, field: str, max_bytes: int) -> str:
+    """Text that is not blank and at most `max_bytes` once UTF-8 encoded."""
+    if not text.strip():
+        raise invalid(field, "empty text (or only whitespace)")
+    if len(text) > max_bytes:  # every character is at least one byte: no need to encode
+        raise invalid(field, f"text is larger than {max_bytes} bytes in UTF-8")
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError as exc:  # JSON allows lone surrogates ("\ud800"); UTF-8 does not
+        raise invalid(field, f"not valid Unicode text (lone surrogate at character {exc.start})") from None
+    if size > max_bytes:
+        raise invalid(field, f"text is larger than {max_bytes} bytes in UTF-8")
+    return text
+
+
+def _text_from_json(item: TextInput, field: str, limits: Limits) -> dict[str, Any]:
+    return {"text": check_text(item.text, f"{field}.text", limits.max_input_bytes)}
+
+
+def _text_from_file(data: bytes, field: str, limits: Limits) -> dict[str, Any]:
+    """An uploaded text file (text/plain): its UTF-8 text, a leading byte-order mark dropped."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise invalid(field, f"not valid UTF-8 text (bad byte at offset {exc.start})") from None
+    return {"text": check_text(text, field, limits.max_input_bytes)}
 
 
 INPUT_FORMATS: dict[InputKind, InputFormat] = {
     InputKind.image: InputFormat(json_model=ImageInput, from_json=_image_from_json, from_file=_image_from_file),
+    InputKind.text: InputFormat(json_model=TextInput, from_json=_text_from_json, from_file=_text_from_file),
 }
 
 
@@ -210,5 +239,5 @@ async def parse_form(form: FormData, pipeline: PipelineSpec, limits: Limits) -> 
             raise invalid(field, f"input is larger than {limits.max_input_bytes} bytes")
         if not data:
             raise invalid(field, "empty file")
-        inputs.append(fmt.from_file(data))
+        inputs.append(fmt.from_file(data, field, limits))
     return ParsedJob(inputs=inputs, webhook=webhook, metadata=metadata)

@@ -24,6 +24,16 @@ class ImageInput(BaseModel):
     )
 
 
+class TextInput(BaseModel):
+    """One input of a `text` pipeline, in a JSON request."""
+
+    model_config = ConfigDict(extra="forbid")
+    text: str = Field(
+        description="The text, as a JSON string (not empty; at most the API's max_input_bytes in UTF-8).",
+        examples=["a photo of a cat"],
+    )
+
+
 class JobRequest(BaseModel):
     """A new job, as a JSON body. Multipart bodies carry the same fields (see the endpoint)."""
 
@@ -35,11 +45,12 @@ class JobRequest(BaseModel):
                     "inputs": [{"image_base64": EXAMPLE_IMAGE_BASE64}],
                     "webhook": "https://example.com/hooks/dlpipe",
                     "metadata": {"request": "abc-123"},
-                }
+                },
+                {"inputs": [{"text": "a photo of a cat"}, {"text": "quarterly tax filing deadline"}]},
             ]
         },
     )
-    inputs: list[ImageInput] = Field(
+    inputs: list[ImageInput | TextInput] = Field(
         min_length=1,
         description="The job's inputs, in order; the outputs come back in the same order. "
         "The fields of one input depend on the pipeline's input kind (`GET /v1/pipelines/{name}`).",

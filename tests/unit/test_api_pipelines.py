@@ -75,9 +75,13 @@ async def test_openapi_documents_both_request_content_types(api: httpx.AsyncClie
     assert {"webhook", "metadata"} <= set(form["properties"])
     schemas = doc["components"]["schemas"]
     job_request = schemas["JobRequest"]
-    assert job_request["properties"]["inputs"]["items"] == {"$ref": "#/components/schemas/ImageInput"}
+    assert job_request["properties"]["inputs"]["items"] == {
+        "anyOf": [{"$ref": "#/components/schemas/ImageInput"}, {"$ref": "#/components/schemas/TextInput"}]
+    }
     assert "image_base64" in schemas["ImageInput"]["properties"]
+    assert "text" in schemas["TextInput"]["properties"]
     assert job_request["examples"][0]["inputs"][0]["image_base64"]
+    assert job_request["examples"][1]["inputs"][0]["text"]
     # Every $ref in the document resolves.
     text = response.text
     for name in {part.split('"')[0] for part in text.split('"#/components/schemas/')[1:]}:

@@ -81,8 +81,9 @@ async def _read_form_job(request: Request, pipeline: PipelineSpec, limits: Limit
         "(status `queued`, every output `pending`) and its URL in `Location`. Poll "
         "`GET /v1/jobs/{id}` or pass a `webhook` to be called when it finishes.\n\n"
         "Send either `application/json` (`inputs`: a list of objects whose fields depend on the "
-        "pipeline's input kind, e.g. `image_base64`) or `multipart/form-data` (one `files` part per "
-        "input, optional `webhook` and `metadata` (JSON text) fields)."
+        "pipeline's input kind: `image_base64` for `image`, `text` for `text`) or "
+        "`multipart/form-data` (one `files` part per input, a UTF-8 text file for `text`; "
+        "optional `webhook` and `metadata` (JSON text) fields)."
     ),
     response_description="The queued job.",
     responses={

