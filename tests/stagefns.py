@@ -9,7 +9,9 @@ as a preprocess worker does to resolve its stage functions, must not import torc
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,7 +22,7 @@ from shared.jobs import queue_new_job
 from shared.messages import JobView, job_view_from_redis, now_ms
 from shared.pipeline_spec import PipelineSpec
 
-MODEL_CLASSES = ("SumModel", "ExplodingModel", "SlowSumModel")
+MODEL_CLASSES = ("SumModel", "ExplodingModel", "SlowSumModel", "GatedSumModel")
 
 
 def to_vector(value: dict[str, Any], *, size: int = 2) -> np.ndarray:
@@ -36,6 +38,30 @@ def to_vector(value: dict[str, Any], *, size: int = 2) -> np.ndarray:
 def slow_vector(value: dict[str, Any], *, size: int = 2, seconds: float = 0.2) -> np.ndarray:
     """to_vector, taking `seconds` of work per item (warm-shutdown tests need work in hand)."""
     time.sleep(seconds)
+    return to_vector(value, size=size)
+
+
+def wait_for_gate(gate: str, timeout_s: float = 120.0) -> None:
+    """Block (in the worker) until the file `gate` exists: work held in hand, unacknowledged."""
+    deadline = time.monotonic() + timeout_s
+    while not Path(gate).exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"gate {gate} never opened")
+        time.sleep(0.01)
+
+
+def gated_vector(value: dict[str, Any], *, gate: str, size: int = 2) -> np.ndarray:
+    """to_vector once the file `gate` exists."""
+    wait_for_gate(gate)
+    return to_vector(value, size=size)
+
+
+def vector_or_die(value: dict[str, Any], *, log: str, size: int = 2) -> np.ndarray:
+    """to_vector, first noting {"v"} in the file `log`; an input with "die" kills the process."""
+    with open(log, "a") as notes:
+        notes.write(f"{value['v']}\n")
+    if value.get("die"):
+        os._exit(13)  # as an OOM kill or a segfault would: no cleanup, nothing acknowledged
     return to_vector(value, size=size)
 
 
@@ -73,10 +99,16 @@ def _build_models() -> dict[str, type]:
             time.sleep(float(self.params.get("seconds", 0.2)))
             return super().predict(batch)
 
+    class GatedSumModel(SumModel):
+        def predict(self, batch: torch.Tensor) -> torch.Tensor:
+            wait_for_gate(str(self.params["gate"]))
+            return super().predict(batch)
+
     classes: dict[str, type] = {
         "SumModel": SumModel,
         "ExplodingModel": ExplodingModel,
         "SlowSumModel": SlowSumModel,
+        "GatedSumModel": GatedSumModel,
     }
     for name, cls in classes.items():
         cls.__qualname__ = name

@@ -35,6 +35,7 @@ from workers import runtime
 from workers.batching import collect_batch
 from workers.heartbeat import Heartbeat
 from workers.models.base import Model
+from workers.reclaim import Reclaimer, take_work
 from workers.store import Entry, StageResult, Store
 
 log = logging.getLogger("workers.model_worker")  # not __main__ under `python -m`
@@ -119,6 +120,16 @@ class ModelWorker:
         self.streams = store.config.model_streams(list(models))  # model -> stream name
         self._model_of = {keys.stream(stream): name for name, stream in self.streams.items()}
         self._held: dict[str, list[Entry]] = {name: [] for name in self.streams}  # read, not yet batched
+        self._suspect: Entry | None = None  # the entry taken back that is held, if any
+        self.reclaimer = Reclaimer(
+            store.redis,
+            keys.MODEL_GROUP,
+            consumer,
+            [keys.stream(s) for s in self.streams.values()],
+            settings.lease_ms,
+            settings.max_deliveries,
+            clock,
+        )
         self._shape: dict[str, Shape] = {}  # model -> the last (shape, dtype) that ran
         self.stats: dict[str, ModelStats] = defaultdict(ModelStats)
         self._logged: dict[str, ModelStats] = {}
@@ -128,12 +139,31 @@ class ModelWorker:
     # -- the step ---------------------------------------------------------------------
 
     def run_once(self, block_ms: int | None = None) -> int:
-        """Pick a model, fill its batch, run it. Returns the entries handled."""
+        """Take back a suspect entry (if due), pick a model, fill its batch, run it.
+        Returns the entries handled."""
+        given_up = self.take_suspect()
         batch = self.next_batch(self.settings.read_block_ms if block_ms is None else block_ms)
         if batch is not None:
             self.run_batch(*batch)
         self.log_stats()
-        return len(batch[1]) if batch else 0
+        return given_up + (len(batch[1]) if batch else 0)
+
+    def take_suspect(self) -> int:
+        """Hold one entry taken back (own unfinished, or idle under a dead worker): it joins
+        the next batch of its model like a new one. One at a time, so a poison entry that
+        kills this process is charged the deliveries, not a batch of others with it.
+        Returns the entries given up."""
+        held_ids = {e.entry_id for held in self._held.values() for e in held}
+        if self._suspect is not None and self._suspect.entry_id in held_ids:
+            return 0
+        self._suspect = None
+        suspects, handled = take_work(self.reclaimer, self.store)
+        for entry in suspects:
+            if entry.entry_id in held_ids:  # read by this worker already, not batched yet
+                continue
+            self._held[self._model_of[entry.stream]].insert(0, entry)
+            self._suspect = entry
+        return handled - len(suspects)
 
     def next_batch(self, block_ms: int) -> tuple[str, list[Entry]] | None:
         """The model whose oldest waiting entry arrived first, and a batch of its entries."""
@@ -265,13 +295,13 @@ class ModelWorker:
         self.store.ensure_groups(list(self.streams.values()), keys.MODEL_GROUP)
 
     def recover(self) -> None:
-        """Make the groups; take back every entry this consumer read but did not finish."""
+        """Make the groups; queue every entry this consumer read but did not finish to be taken
+        back, one per step (each a delivery more: one that keeps failing is given up)."""
         self.setup()
         for held in self._held.values():
             held.clear()
-        streams = list(self.streams.values())
-        for entry in self.store.read(keys.MODEL_GROUP, self.consumer, streams, 10_000, None, pending=True):
-            self._held[self._model_of[entry.stream]].append(entry)
+        self._suspect = None
+        self.reclaimer.adopt_own()
 
     def finish(self) -> None:
         """Warm shutdown: run the entries already read, so none stay pending for this consumer."""

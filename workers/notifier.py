@@ -27,6 +27,7 @@ from shared.messages import EventType, JobEvent, JobView, job_view_from_redis
 from shared.settings import Settings
 from workers import runtime
 from workers.heartbeat import Heartbeat
+from workers.reclaim import Reclaimer, give_up_reason
 
 log = logging.getLogger("workers.notifier")  # not __main__ under `python -m`
 
@@ -102,7 +103,9 @@ class Notifier:
         self.settings = settings
         self.consumer = consumer
         self.deliver = deliver
-        self._backlog: list[tuple[str, dict[Any, Any]]] = []
+        self.reclaimer = Reclaimer(
+            client, keys.NOTIFIER_GROUP, consumer, [keys.EVENTS], settings.lease_ms, settings.max_deliveries
+        )
 
     def setup(self) -> None:
         try:
@@ -112,9 +115,9 @@ class Notifier:
                 raise
 
     def recover(self) -> None:
-        """Make the group; take back the events this consumer read but did not ack."""
+        """Make the group; queue the events this consumer read but did not ack to be taken back."""
         self.setup()
-        self._backlog = self._read("0", 10_000, None)
+        self.reclaimer.adopt_own()
 
     def _read(self, start: str, count: int, block_ms: int | None) -> list[tuple[str, dict[Any, Any]]]:
         reply: Any = self.redis.xreadgroup(
@@ -125,16 +128,23 @@ class Notifier:
         ]
 
     def run_once(self, block_ms: int | None = None) -> int:
-        """Handle a few events, acking each once handled. Returns the events handled."""
-        if self._backlog:
-            events, self._backlog = self._backlog[:READ_COUNT], self._backlog[READ_COUNT:]
-        else:
+        """Handle an event taken back (own unacked, or idle under a dead notifier) alone, or a
+        few new events; ack each once handled. Returns the events handled."""
+        taken = self.reclaimer.take()
+        for claimed in taken.give_up:
+            reason = give_up_reason(claimed.deliveries, "notifier", "event")
+            log.error(
+                "job=%s event %s %s; dead-lettered", claimed.fields.get("job", "?"), claimed.entry_id, reason
+            )
+            self.reclaimer.dead_letter(claimed, reason)
+        events: list[tuple[str, dict[Any, Any]]] = [(c.entry_id, c.fields) for c in taken.run]
+        if not events:
             block = self.settings.read_block_ms if block_ms is None else block_ms
             events = self._read(">", READ_COUNT, block)
         for event_id, fields in events:
             self.handle(event_id, fields)
             self.redis.xack(keys.EVENTS, keys.NOTIFIER_GROUP, event_id)
-        return len(events)
+        return len(taken.give_up) + len(events)
 
     def handle(self, event_id: str, fields: dict[Any, Any]) -> Delivery | None:
         try:

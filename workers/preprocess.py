@@ -27,6 +27,7 @@ from shared.logs import setup_logging
 from shared.settings import Settings
 from workers import runtime
 from workers.heartbeat import Heartbeat
+from workers.reclaim import Reclaimer, take_work
 from workers.store import Entry, StageResult, Store
 
 log = logging.getLogger("workers.preprocess")  # not __main__ under `python -m`
@@ -50,30 +51,35 @@ class PreprocessWorker:
         self.consumer = consumer
         self.streams = store.config.cpu_streams()
         self.functions = functions if functions is not None else runtime.resolve_stage_functions(store.config)
-        self._backlog: list[Entry] = []  # entries taken back after an error, run before new ones
+        self.reclaimer = Reclaimer(
+            store.redis,
+            keys.CPU_GROUP,
+            consumer,
+            [keys.stream(s) for s in self.streams],
+            settings.lease_ms,
+            settings.max_deliveries,
+        )
 
     def setup(self) -> None:
         self.store.ensure_groups(self.streams, keys.CPU_GROUP)
 
     def recover(self) -> None:
-        """Make the groups, and take back what this consumer read but did not finish."""
+        """Make the groups, and queue what this consumer read but did not finish to be taken back."""
         self.setup()
-        self._backlog = self.store.read(
-            keys.CPU_GROUP, self.consumer, self.streams, 10_000, None, pending=True
-        )
-        if self._backlog:
-            log.info("consumer=%s re-running %d unfinished entries", self.consumer, len(self._backlog))
+        self.reclaimer.adopt_own()
 
     def run_once(self, block_ms: int | None = None) -> int:
-        """Read one small batch, run each entry's stage, record all results. Returns entries handled."""
-        if self._backlog:
-            entries, self._backlog = self._backlog[:READ_COUNT], self._backlog[READ_COUNT:]
-        else:
-            block = self.settings.read_block_ms if block_ms is None else block_ms
-            entries = self.store.read(keys.CPU_GROUP, self.consumer, self.streams, READ_COUNT, block)
+        """Run one entry taken back (own unfinished, or idle under a dead worker) alone, or
+        read one small batch; run each entry's stage, record all results. Returns entries handled."""
+        suspects, handled = take_work(self.reclaimer, self.store)
+        if suspects:  # alone: if it kills this process, no other entry is charged a delivery
+            self.process(suspects)
+            return handled
+        block = self.settings.read_block_ms if block_ms is None else block_ms
+        entries = self.store.read(keys.CPU_GROUP, self.consumer, self.streams, READ_COUNT, block)
         if entries:
             self.process(entries)
-        return len(entries)
+        return handled + len(entries)
 
     def process(self, entries: list[Entry]) -> None:
         loaded = self.store.load(entries)

@@ -38,6 +38,8 @@ class StageResult:
     entry: Entry
     value: Any = None
     error: str | None = None
+    # Given up after too many deliveries: fields of its dead-letter entry (needs `error`)
+    dead_letter: dict[str, str] | None = None
 
 
 def _text(value: str | bytes) -> str:
@@ -92,18 +94,22 @@ class Store:
         )  # fmt: skip
         entries: list[Entry] = []
         for stream_key, messages in reply or []:
-            stream_key = _text(stream_key)
             for entry_id, fields in messages:
-                entry_id = _text(entry_id)
-                try:
-                    item = WorkItem.from_fields(fields or {})
-                    self.stage_of(item)
-                except (KeyError, ValueError) as exc:
-                    log.error("dropping malformed entry %s on %s: %s", entry_id, stream_key, exc)
-                    self.redis.xack(stream_key, group, entry_id)
-                    continue
-                entries.append(Entry(stream=stream_key, entry_id=entry_id, item=item))
+                entry = self.entry(group, _text(stream_key), _text(entry_id), fields or {})
+                if entry is not None:
+                    entries.append(entry)
         return entries
+
+    def entry(self, group: str, stream_key: str, entry_id: str, fields: dict[Any, Any]) -> Entry | None:
+        """The Entry for a stream entry's fields; None (acknowledged, logged) if malformed."""
+        try:
+            item = WorkItem.from_fields(fields)
+            self.stage_of(item)
+        except (KeyError, ValueError) as exc:
+            log.error("dropping malformed entry %s on %s: %s", entry_id, stream_key, exc)
+            self.redis.xack(stream_key, group, entry_id)
+            return None
+        return Entry(stream=stream_key, entry_id=entry_id, item=item)
 
     def load(self, entries: list[Entry]) -> list[list[Any] | None]:
         """Per entry, the values its stage needs, in `needs` order; None where the item is gone.
@@ -175,6 +181,11 @@ class Store:
         ]  # fmt: skip
         for d in downstream:
             args += [d.name, len(d.needs)] + [_need_field(n) for n in d.needs]
+        if result.dead_letter:
+            assert result.error is not None, "an entry given up fails its item"
+            keys_.append(keys.DEADLETTER)
+            for name, value in result.dead_letter.items():
+                args += [name, value]
         self._complete(keys=keys_, args=args, client=pipe)
 
     def ack_gone(self, group: str, entries: list[Entry]) -> None:

@@ -113,9 +113,12 @@ def test_preprocess_recover_takes_back_unfinished_entries(client: Any) -> None:
     assert len(store.read(keys.CPU_GROUP, worker.consumer, worker.streams, 8, None)) == 2
     assert worker.run_once() == 0
     worker.recover()
-    assert worker.run_once() == 2
+    assert worker.run_once() == 1  # taken back one at a time: each runs alone
+    assert client.xlen(keys.stream("model.summer")) == 1
+    assert worker.run_once() == 1
     assert client.xlen(keys.stream("model.summer")) == 2
     assert pending(client, "cpu.sums.prep", keys.CPU_GROUP) == 0
+    assert worker.run_once() == 0
 
 
 def test_preprocess_worker_does_not_import_torch() -> None:
@@ -211,7 +214,9 @@ def test_model_recover_takes_back_unfinished_entries(client: Any) -> None:
     store.read(keys.MODEL_GROUP, gpu.consumer, ["model.summer"], 8, None)  # read, then "crashed"
     assert gpu.run_once() == 0
     gpu.recover()
-    assert gpu.run_once() == 2
+    assert gpu.run_once() == 1  # taken back one at a time, each into a batch
+    assert gpu.run_once() == 1
+    assert pending(client, "model.summer", keys.MODEL_GROUP) == 0
     drain(cpu, gpu)
     assert job_view(client, "j6").status == JobStatus.succeeded
 

@@ -1,0 +1,241 @@
+"""Taking back stream entries whose worker died, and giving up the ones that keep failing.
+
+An entry read through a consumer group stays pending under its consumer until it is
+acknowledged. If that worker is SIGKILLed or OOM-killed, nobody else would ever run it.
+So every worker, once at start and then every `lease_ms / 2`, claims the entries of its
+group idle for longer than `lease_ms` (XAUTOCLAIM) and runs them like new ones. After an
+error in its own step it takes back its own unfinished entries the same way.
+
+Each claim counts as a delivery (Redis keeps the count per pending entry). An entry
+already delivered `max_deliveries` times is not run again: its item fails with the
+reason and the entry is copied to the dead-letter stream, in one atomic step.
+
+Suspect entries are claimed and run one at a time. A delivery is counted for every entry
+a worker holds when it dies, not only for the one that killed it; one at a time, an
+innocent entry that shared a batch with a poison one is charged one delivery more than
+that, not one per crash. (Hence max_deliveries >= 2 in practice.)
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from shared import keys
+from workers import scripts
+from workers.store import Entry, StageResult, Store
+
+log = logging.getLogger(__name__)
+
+MAX_CLAIMS_PER_STEP = 16  # claim calls one step may make looking for an entry to run
+ADOPT_LIMIT = 10_000  # own pending entries taken back after an error, per stream
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """An entry this consumer now holds, and how often it was delivered before this claim."""
+
+    stream: str  # the stream's key
+    entry_id: str
+    deliveries: int
+    fields: dict[str, str]
+
+
+@dataclass
+class Taken:
+    """What one reclaim step found: entries to run (at most one) and entries to give up."""
+
+    run: list[Claimed] = field(default_factory=list)
+    give_up: list[Claimed] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.run) + len(self.give_up)
+
+
+# -- pure decisions --------------------------------------------------------------------
+
+
+def must_give_up(deliveries: int, max_deliveries: int) -> bool:
+    """An entry delivered `max_deliveries` times already is not delivered again."""
+    return deliveries >= max_deliveries
+
+
+def give_up_reason(deliveries: int, where: str, subject: str = "item") -> str:
+    return f"given up after {deliveries} deliveries: the {subject} kept failing or killing its worker ({where})"
+
+
+def dead_letter_fields(claimed: Claimed, group: str, reason: str) -> dict[str, str]:
+    """The dead-letter entry: the original fields, then where it came from and why."""
+    return {
+        **claimed.fields,
+        "stream": claimed.stream,
+        "entry_id": claimed.entry_id,
+        "group": group,
+        "deliveries": str(claimed.deliveries),
+        "reason": reason,
+    }
+
+
+def parse_claim_reply(stream: str, reply: Sequence[Any]) -> tuple[str, list[Claimed], list[str]]:
+    """RECLAIM's answer -> (next cursor, claimed entries, ids deleted from the stream)."""
+    cursor = _text(reply[0])
+    claimed: list[Claimed] = []
+    for raw_id, deliveries, flat in reply[1] or []:
+        values = [_text(v) for v in flat or []]
+        fields = dict(zip(values[::2], values[1::2], strict=True))
+        claimed.append(Claimed(stream, _text(raw_id), int(deliveries), fields))
+    deleted = [_text(i) for i in (reply[2] if len(reply) > 2 else None) or []]
+    return cursor, claimed, deleted
+
+
+def split(claimed: list[Claimed], max_deliveries: int) -> Taken:
+    taken = Taken()
+    for c in claimed:
+        (taken.give_up if must_give_up(c.deliveries, max_deliveries) else taken.run).append(c)
+    return taken
+
+
+class Schedule:
+    """When the next scan for idle entries is due: at once, then every `interval_s` once a
+    scan has found nothing more to claim."""
+
+    def __init__(self, interval_s: float, clock: Callable[[], float]) -> None:
+        self.interval_s = interval_s
+        self.clock = clock
+        self._next = clock()  # the first scan: at start
+
+    def due(self) -> bool:
+        return self.clock() >= self._next
+
+    def scanned(self) -> None:
+        self._next = self.clock() + self.interval_s
+
+
+# -- claiming --------------------------------------------------------------------------
+
+
+class Reclaimer:
+    """Claims suspect entries of one group on some streams for one consumer."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        group: str,
+        consumer: str,
+        stream_keys: list[str],
+        lease_ms: int,
+        max_deliveries: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.redis = client
+        self.group = group
+        self.consumer = consumer
+        self.stream_keys = list(stream_keys)
+        self.lease_ms = lease_ms
+        self.max_deliveries = max_deliveries
+        self.schedule = Schedule(lease_ms / 2000, clock)
+        self._script = client.register_script(scripts.RECLAIM)
+        self._dead_letter = client.register_script(scripts.DEAD_LETTER)
+        self._scan: deque[tuple[str, str]] = deque()  # (stream, cursor) left in this scan
+        self._own: deque[tuple[str, str]] = deque()  # own unfinished entries: (stream, id)
+
+    def adopt_own(self) -> int:
+        """After an error, with nothing in hand: queue this consumer's pending entries to be
+        taken back (each one a delivery more). Returns how many."""
+        self._own.clear()
+        for stream in self.stream_keys:
+            rows = self.redis.xpending_range(
+                stream, self.group, min="-", max="+", count=ADOPT_LIMIT, consumername=self.consumer
+            )
+            self._own.extend((stream, _text(row["message_id"])) for row in rows)
+        if self._own:
+            log.info("consumer=%s taking back %d unfinished entries", self.consumer, len(self._own))
+        return len(self._own)
+
+    def take(self) -> Taken:
+        """Claim until one entry is found to run (or nothing is left for now); entries past
+        max_deliveries come back as give-ups, for the caller to fail."""
+        taken = Taken()
+        may_start = True  # one scan's worth per call at most: an entry is claimed once per call
+        for _ in range(MAX_CLAIMS_PER_STEP):
+            if self._own:
+                stream, entry_id = self._own.popleft()
+                claimed = self._claim(stream, "", [entry_id])
+            elif self._scan or (may_start and self.schedule.due()):
+                if not self._scan:
+                    self._scan.extend((stream, "0-0") for stream in self.stream_keys)
+                may_start = False
+                stream, cursor = self._scan.popleft()
+                claimed = self._claim(stream, cursor, [])
+                if not self._scan:
+                    self.schedule.scanned()
+            else:
+                break
+            found = split(claimed, self.max_deliveries)
+            taken.run += found.run
+            taken.give_up += found.give_up
+            if taken.run:
+                break
+        for c in taken.run:
+            log.warning(
+                "job=%s stage=%s reclaimed entry %s of %s (delivery %d)",
+                c.fields.get("job", "?"), c.fields.get("stage", self.group),
+                c.entry_id, c.stream, c.deliveries + 1,
+            )  # fmt: skip
+        return taken
+
+    def _claim(self, stream: str, cursor: str, ids: list[str]) -> list[Claimed]:
+        reply = self._script(
+            keys=[stream], args=[self.group, self.consumer, self.lease_ms, cursor, 1, *ids]
+        )
+        next_cursor, claimed, deleted = parse_claim_reply(stream, reply)
+        if cursor and next_cursor != "0-0":  # more of this stream to scan: next in line
+            self._scan.appendleft((stream, next_cursor))
+        for entry_id in deleted:
+            log.info("entry %s of %s was deleted while pending; acknowledged", entry_id, stream)
+        return claimed
+
+    def dead_letter(self, claimed: Claimed, reason: str) -> bool:
+        """Acknowledge an entry that has no item to fail, copying it to the dead-letter stream."""
+        flat: list[str] = []
+        for name, value in dead_letter_fields(claimed, self.group, reason).items():
+            flat += [name, value]
+        done = self._dead_letter(
+            keys=[claimed.stream, keys.DEADLETTER], args=[self.group, claimed.entry_id, *flat]
+        )
+        return bool(done)
+
+
+# -- work items (preprocess and model workers) -----------------------------------------
+
+
+def take_work(reclaimer: Reclaimer, store: Store) -> tuple[list[Entry], int]:
+    """Claim suspect work items: fail (and dead-letter) the ones given up, in one round trip;
+    return the entries to run (at most one) and how many entries were handled in all."""
+    taken = reclaimer.take()
+    group = reclaimer.group
+    results: list[StageResult] = []
+    for c in taken.give_up:
+        entry = store.entry(group, c.stream, c.entry_id, c.fields)
+        if entry is None:
+            continue
+        reason = give_up_reason(c.deliveries, f"stage {entry.item.stage!r}")
+        log.error(
+            "job=%s stage=%s index=%d %s; dead-lettered entry %s",
+            entry.item.job_id, entry.item.stage, entry.item.index, reason, c.entry_id,
+        )  # fmt: skip
+        results.append(StageResult(entry, error=reason, dead_letter=dead_letter_fields(c, group, reason)))
+    if results:
+        store.complete(group, results)
+    run = [e for c in taken.run if (e := store.entry(group, c.stream, c.entry_id, c.fields))]
+    return run, len(taken)
