@@ -74,6 +74,14 @@ class ItemOutput(BaseModel):
     status: ItemStatus
     result: Any = None
     error: str | None = None
+    source: str | None = Field(
+        default=None,
+        description=(
+            "Where the input came from, when it has a name: the path under the data root "
+            "(`path` inputs, one per file of a folder), the uploaded file's name (multipart), "
+            "the URL (`image_url`); null for inputs sent inline."
+        ),
+    )
 
 
 class Progress(BaseModel):
@@ -120,6 +128,9 @@ def job_view_from_redis(job: dict[Any, Any], outputs: dict[Any, Any]) -> JobView
     items = [
         done_outputs.get(i, ItemOutput(index=i, status=ItemStatus.pending)) for i in range(total)
     ]
+    sources = json.loads(f["sources"]) if f.get("sources") else []
+    for item, source in zip(items, sources):
+        item.source = source
     metadata = json.loads(f["metadata"]) if f.get("metadata") else None
     return JobView(
         id=f["id"],

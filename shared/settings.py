@@ -44,6 +44,27 @@ class Settings(BaseSettings):
         default=20 * 1024 * 1024, ge=1, description="Largest single input (decoded bytes)."
     )
 
+    # Inputs given by reference (image pipelines)
+    data_root: Path | None = Field(
+        default=None,
+        description=(
+            "Folder whose files and subfolders jobs may name as `path` inputs; unset: `path` inputs are refused."
+        ),
+    )
+    fetch_timeout_s: float = Field(
+        default=10.0, gt=0, description="Deadline of one `image_url` fetch, redirects and body included."
+    )
+    fetch_allow_private: bool = Field(
+        default=False,
+        description="Let `image_url` reach loopback, private, link-local and other internal addresses.",
+    )
+    fetch_max_redirects: int = Field(
+        default=3,
+        ge=0,
+        le=10,
+        description="Redirects an `image_url` fetch follows, each checked again (0: none).",
+    )
+
     # Jobs
     job_ttl_s: int = Field(
         default=24 * 3600, ge=60, description="How long job records and results stay in Redis."

@@ -1,9 +1,14 @@
 """Turn a job request (JSON or multipart) into the normalised inputs a pipeline's stages get.
 
 Each input kind has one `InputFormat` in `INPUT_FORMATS`: the JSON fields of one input,
-how they become the normalised dict (for `image`: {"image": <bytes>}) and, when files may
-be uploaded, how one uploaded file does. A new kind (text, video, image_url, path) adds
-its model and functions here; nothing else in the API changes.
+how they become normalised inputs and, when files may be uploaded, how one uploaded file
+does. A new kind adds its model and functions here; nothing else in the API changes.
+
+An `image` input becomes {"image": <bytes>} (base64 or an upload), {"image_url": <url>}
+(only its syntax is checked here: the preprocess worker fetches it) or {"path": <path
+relative to the data root>} (checked here, read by the worker; a folder becomes one input
+per image in it). Each input may carry a `source` (file name, path or URL) that the job
+keeps and each output shows.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -22,11 +29,14 @@ from starlette.datastructures import FormData, UploadFile
 
 from services.api.errors import describe_validation_errors
 from services.api.schemas import ImageInput, TextInput
+from shared import datapaths
 from shared.errors import InvalidRequest
 from shared.pipeline_spec import InputKind, PipelineSpec
 
 MULTIPART_FILES_FIELD = "files"
 MAX_WEBHOOK_CHARS = 2048
+MAX_URL_CHARS = 2048
+MAX_SOURCE_CHARS = 1024
 MAX_METADATA_BYTES = 64 * 1024
 _DATA_URL = re.compile(r"^data:[\w.+-]+/[\w.+-]+(?:;[\w.+-]+=[\w.+-]+)*;base64,", re.IGNORECASE)
 _JSON_FIELDS = ("inputs", "webhook", "metadata")
@@ -36,6 +46,15 @@ _JSON_FIELDS = ("inputs", "webhook", "metadata")
 class Limits:
     max_inputs: int
     max_input_bytes: int
+    data_root: Path | None = None  # where `path` inputs may point (None: they are refused)
+
+
+@dataclass(frozen=True)
+class ParsedInput:
+    """One normalised input, and where it came from (shown in its output), if it has a name."""
+
+    value: dict[str, Any]
+    source: str | None = None
 
 
 @dataclass(frozen=True)
@@ -43,6 +62,11 @@ class ParsedJob:
     inputs: list[dict[str, Any]]
     webhook: str | None
     metadata: dict[str, Any] | None
+    sources: list[str | None] = dataclass_field(default_factory=list)  # one per input, or empty: none
+
+
+# (validated model, field path, limits, inputs the job may still take) -> the inputs it stands for
+FromJson = Callable[[Any, str, Limits, int], list[ParsedInput]]
 
 
 @dataclass(frozen=True)
@@ -50,7 +74,7 @@ class InputFormat:
     """How requests carry the inputs of one input kind."""
 
     json_model: type[BaseModel]  # one element of `inputs` in a JSON body
-    from_json: Callable[[Any, str, Limits], dict[str, Any]]  # (validated model, field path, limits)
+    from_json: FromJson
     from_file: Callable[[bytes, str, Limits], dict[str, Any]] | None  # (one uploaded file, field, limits)
 
     @property
@@ -78,8 +102,64 @@ def decode_base64(text: str, field: str, max_bytes: int) -> bytes:
     return data
 
 
-def _image_from_json(item: ImageInput, field: str, limits: Limits) -> dict[str, Any]:
-    return {"image": decode_base64(item.image_base64, f"{field}.image_base64", limits.max_input_bytes)}
+def check_http_url(value: Any, field: str, max_chars: int, *, credentials: bool = True) -> str:
+    """An absolute http(s) URL with a host (syntax only: nothing is resolved or fetched)."""
+    if not isinstance(value, str):
+        raise invalid(field, "must be an http(s) URL string")
+    if len(value) > max_chars:
+        raise invalid(field, f"longer than {max_chars} characters")
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in value):
+        raise invalid(field, "URL contains whitespace or control characters")
+    try:
+        parts = urlsplit(value)
+        hostname = parts.hostname
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise invalid(field, "not a valid URL") from None
+    if parts.scheme not in ("http", "https"):
+        raise invalid(field, "must be an http or https URL")
+    if not hostname:
+        raise invalid(field, "URL has no host")
+    if not credentials and (parts.username is not None or parts.password is not None):
+        raise invalid(field, "credentials in the URL are not accepted")
+    return value
+
+
+def expand_path(value: str, field: str, limits: Limits, room: int) -> list[ParsedInput]:
+    """A `path` input: one input for a file, one per image for a folder (at most `room`)."""
+    try:
+        full, rel = datapaths.resolve_under(limits.data_root, value)
+    except datapaths.PathRefused as exc:
+        raise invalid(field, str(exc)) from None
+    if full.is_file():
+        return [ParsedInput({"path": rel}, source=rel)]
+    if not full.is_dir():
+        raise invalid(field, "neither a file nor a folder")
+    assert limits.data_root is not None  # resolve_under refuses paths without a root
+    try:
+        found = datapaths.list_images(limits.data_root, rel, room)
+    except datapaths.PathRefused as exc:
+        raise invalid(field, str(exc)) from None
+    if not found:
+        kinds = ", ".join(ext.lstrip(".") for ext in datapaths.IMAGE_EXTENSIONS)
+        raise invalid(field, f"the folder holds no images ({kinds}; subfolders are not read)")
+    if len(found) > room:
+        raise invalid(
+            field,
+            f"the folder holds more images than this job can take (at most {limits.max_inputs} inputs per job)",
+        )
+    return [ParsedInput({"path": name}, source=name) for name in found]
+
+
+def _image_from_json(item: ImageInput, field: str, limits: Limits, room: int) -> list[ParsedInput]:
+    if item.image_url is not None:
+        url = check_http_url(item.image_url, f"{field}.image_url", MAX_URL_CHARS, credentials=False)
+        return [ParsedInput({"image_url": url}, source=url)]
+    if item.path is not None:
+        return expand_path(item.path, f"{field}.path", limits, room)
+    assert item.image_base64 is not None  # the model takes exactly one of the three
+    data = decode_base64(item.image_base64, f"{field}.image_base64", limits.max_input_bytes)
+    return [ParsedInput({"image": data})]
 
 
 def _image_from_file(data: bytes, field: str, limits: Limits) -> dict[str, Any]:
@@ -101,8 +181,8 @@ def check_text(text: str, field: str, max_bytes: int) -> str:
     return text
 
 
-def _text_from_json(item: TextInput, field: str, limits: Limits) -> dict[str, Any]:
-    return {"text": check_text(item.text, f"{field}.text", limits.max_input_bytes)}
+def _text_from_json(item: TextInput, field: str, limits: Limits, room: int) -> list[ParsedInput]:
+    return [ParsedInput({"text": check_text(item.text, f"{field}.text", limits.max_input_bytes)})]
 
 
 def _text_from_file(data: bytes, field: str, limits: Limits) -> dict[str, Any]:
@@ -130,21 +210,7 @@ def input_format(kind: InputKind) -> InputFormat:
 def check_webhook(value: Any, field: str = "webhook") -> str | None:
     if value is None or value == "":
         return None
-    if not isinstance(value, str):
-        raise invalid(field, "must be an http(s) URL string")
-    if len(value) > MAX_WEBHOOK_CHARS:
-        raise invalid(field, f"longer than {MAX_WEBHOOK_CHARS} characters")
-    try:
-        parts = urlsplit(value)
-        hostname = parts.hostname
-        parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError:
-        raise invalid(field, "not a valid URL") from None
-    if parts.scheme not in ("http", "https"):
-        raise invalid(field, "must be an http or https URL")
-    if not hostname:
-        raise invalid(field, "URL has no host")
-    return value
+    return check_http_url(value, field, MAX_WEBHOOK_CHARS)
 
 
 def check_metadata(value: Any, field: str = "metadata") -> dict[str, Any] | None:
@@ -182,18 +248,31 @@ def parse_json_body(body: bytes, pipeline: PipelineSpec, limits: Limits) -> Pars
     webhook = check_webhook(data.get("webhook"))
     metadata = check_metadata(data.get("metadata"))
     fmt = input_format(pipeline.input)
-    inputs = []
+    parsed: list[ParsedInput] = []
     for index, raw in enumerate(raw_inputs):
-        field = f"inputs[{index}]"
+        where = f"inputs[{index}]"
         if not isinstance(raw, dict):
-            raise invalid(field, f"must be an object with {', '.join(fmt.json_fields)}")
+            raise invalid(where, f"must be an object with {', '.join(fmt.json_fields)}")
         try:
             item = fmt.json_model.model_validate(raw)
         except ValidationError as exc:
-            message, where = describe_validation_errors(exc.errors(), prefix=field)
-            raise InvalidRequest(message, field=where) from None
-        inputs.append(fmt.from_json(item, field, limits))
-    return ParsedJob(inputs=inputs, webhook=webhook, metadata=metadata)
+            message, first = describe_validation_errors(exc.errors(), prefix=where)
+            raise InvalidRequest(message, field=first) from None
+        # Room left: what the cap allows, less what is taken and what the inputs still to come need.
+        room = limits.max_inputs - len(parsed) - (len(raw_inputs) - index - 1)
+        parsed.extend(fmt.from_json(item, where, limits, room))
+    _check_count(len(parsed), "inputs", limits)
+    return _job(parsed, webhook, metadata)
+
+
+def _job(parsed: list[ParsedInput], webhook: str | None, metadata: dict[str, Any] | None) -> ParsedJob:
+    sources = [p.source for p in parsed]
+    return ParsedJob(
+        inputs=[p.value for p in parsed],
+        webhook=webhook,
+        metadata=metadata,
+        sources=sources if any(s is not None for s in sources) else [],
+    )
 
 
 def _single_text(form: FormData, name: str) -> str | None:
@@ -227,17 +306,18 @@ async def parse_form(form: FormData, pipeline: PipelineSpec, limits: Limits) -> 
         except ValueError as exc:
             raise invalid("metadata", f"not valid JSON ({exc})") from None
         metadata = check_metadata(metadata)
-    inputs = []
+    parsed: list[ParsedInput] = []
     for index, upload in enumerate(uploads):
-        field = f"{MULTIPART_FILES_FIELD}[{index}]"
+        where = f"{MULTIPART_FILES_FIELD}[{index}]"
         if not isinstance(upload, UploadFile):
-            raise invalid(field, "must be a file upload (filename and content), not a text field")
+            raise invalid(where, "must be a file upload (filename and content), not a text field")
         if upload.size is not None and upload.size > limits.max_input_bytes:
-            raise invalid(field, f"input is larger than {limits.max_input_bytes} bytes")
+            raise invalid(where, f"input is larger than {limits.max_input_bytes} bytes")
         data = await upload.read(limits.max_input_bytes + 1)
         if len(data) > limits.max_input_bytes:
-            raise invalid(field, f"input is larger than {limits.max_input_bytes} bytes")
+            raise invalid(where, f"input is larger than {limits.max_input_bytes} bytes")
         if not data:
-            raise invalid(field, "empty file")
-        inputs.append(fmt.from_file(data, field, limits))
-    return ParsedJob(inputs=inputs, webhook=webhook, metadata=metadata)
+            raise invalid(where, "empty file")
+        source = upload.filename[:MAX_SOURCE_CHARS] if upload.filename else None
+        parsed.append(ParsedInput(fmt.from_file(data, where, limits), source=source))
+    return _job(parsed, webhook, metadata)

@@ -4,24 +4,74 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
 
 from shared.messages import StageKind
 
 EXAMPLE_IMAGE_BASE64 = "/9j/4AAQSkZJRgABAQAAAQABAAD/2wBDAAgGBgcGBQgHBwcJCQgKDBQNDAsLDBkSEw8U..."
 
 
-class ImageInput(BaseModel):
-    """One input of an `image` pipeline, in a JSON request."""
+IMAGE_INPUT_FIELDS = ("image_base64", "image_url", "path")
 
-    model_config = ConfigDict(extra="forbid")
-    image_base64: str = Field(
+
+def _image_input_schema(schema: dict[str, Any]) -> None:
+    """Each field is a plain string in the schema (null is only the default), and exactly one is given."""
+    for name in IMAGE_INPUT_FIELDS:
+        prop = schema["properties"][name]
+        prop.pop("anyOf", None)
+        prop.pop("default", None)
+        prop["type"] = "string"
+    schema["oneOf"] = [{"required": [name]} for name in IMAGE_INPUT_FIELDS]
+
+
+class ImageInput(BaseModel):
+    """One input of an `image` pipeline, in a JSON request: exactly one of `image_base64`,
+    `image_url` or `path` (none or several: 422)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_image_input_schema)
+    image_base64: str | None = Field(
+        default=None,
         description=(
             "The image file's bytes (JPEG, PNG, ...), base64-encoded without line breaks. "
             "A data URL prefix (`data:image/jpeg;base64,`) is accepted."
         ),
         examples=[EXAMPLE_IMAGE_BASE64],
     )
+    image_url: str | None = Field(
+        default=None,
+        description=(
+            "An http(s) URL the preprocess worker fetches the image from (no credentials in it; at "
+            "most 2048 characters). The fetch must answer 2xx with an `image/*` content type within "
+            "`DLPIPE_FETCH_TIMEOUT_S`, at most `DLPIPE_MAX_INPUT_BYTES`, following at most "
+            "`DLPIPE_FETCH_MAX_REDIRECTS` redirects; hosts that resolve to loopback, private, "
+            "link-local or other internal addresses are refused (unless `DLPIPE_FETCH_ALLOW_PRIVATE`). "
+            "Otherwise that output fails with the reason."
+        ),
+        examples=["https://example.com/photos/cat.jpg"],
+    )
+    path: str | None = Field(
+        default=None,
+        description=(
+            "A file or folder on the server, relative to its data root (`DLPIPE_DATA_ROOT`; unset: "
+            "refused), never outside it. A folder means every image directly in it (jpg, jpeg, png, "
+            "webp, bmp, gif, tif, tiff; by name; not subfolders), one output each, with its path in "
+            "the output's `source`."
+        ),
+        examples=["photos/cat.jpg", "photos/"],
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ImageInput:
+        given = [name for name in IMAGE_INPUT_FIELDS if getattr(self, name) is not None]
+        if len(given) != 1:
+            found = f"got {', '.join(given)}" if given else "got none"
+            raise PydanticCustomError(
+                "image_input_fields",
+                "exactly one of image_base64, image_url or path is required ({found})",
+                {"found": found},
+            )
+        return self
 
 
 class TextInput(BaseModel):
@@ -47,6 +97,7 @@ class JobRequest(BaseModel):
                     "metadata": {"request": "abc-123"},
                 },
                 {"inputs": [{"text": "a photo of a cat"}, {"text": "quarterly tax filing deadline"}]},
+                {"inputs": [{"image_url": "https://example.com/photos/cat.jpg"}, {"path": "photos/"}]},
             ]
         },
     )

@@ -24,6 +24,7 @@ class Stack:
     base_url: str
     proc: subprocess.Popen
     log_path: Path
+    data_root: Path | None = None  # DLPIPE_DATA_ROOT: where `path` inputs may point
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -54,7 +55,9 @@ def start_stack(tmp: Path, extra_env: dict[str, str] | None = None) -> Stack:
             [*dlpipe_command(), "up"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
-    stack = Stack(base_url=f"http://127.0.0.1:{port}", proc=proc, log_path=log_path)
+    root = env.get("DLPIPE_DATA_ROOT")
+    stack = Stack(base_url=f"http://127.0.0.1:{port}", proc=proc, log_path=log_path,
+                  data_root=Path(root) if root else None)  # fmt: skip
 
     def ready() -> bool:
         if proc.poll() is not None:
@@ -83,7 +86,15 @@ def stop_stack(stack: Stack, timeout_s: float = 60) -> int:
 @pytest.fixture(scope="package")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("stack")
-    running = start_stack(tmp, {"DLPIPE_WEBHOOK_ATTEMPTS": "2"})
+    data_root = tmp / "inputs"
+    data_root.mkdir()
+    # `path` inputs under <tmp>/inputs; `image_url` may reach the tests' servers on 127.0.0.1.
+    extra = {
+        "DLPIPE_WEBHOOK_ATTEMPTS": "2",
+        "DLPIPE_DATA_ROOT": str(data_root),
+        "DLPIPE_FETCH_ALLOW_PRIVATE": "true",
+    }
+    running = start_stack(tmp, extra)
     try:
         yield running
     finally:

@@ -103,7 +103,8 @@ async def test_a_job_submitted_through_the_api_is_run_by_the_stages(
     view = response.json()
     assert view["status"] == "succeeded" and view["progress"] == {"done": 3, "total": 3}
     assert view["outputs"] == [
-        {"index": i, "status": "succeeded", "result": {"score": len(image) * 10, "index": i}, "error": None}
+        {"index": i, "status": "succeeded", "result": {"score": len(image) * 10, "index": i}, "error": None,
+         "source": None}
         for i, image in enumerate(IMAGES)
     ]
     assert view["metadata"] == {"t": 1} and view["completed_at"] is not None

@@ -29,7 +29,7 @@ async def test_pipeline_description_says_how_to_call_it(api: httpx.AsyncClient) 
     assert info["name"] == "img" and info["description"] == "A test image pipeline."
     assert info["input"] == {
         "kind": "image",
-        "json_fields": ["image_base64"],
+        "json_fields": ["image_base64", "image_url", "path"],
         "multipart_field": "files",
         "max_inputs": MAX_INPUTS,
         "max_input_bytes": MAX_BYTES,

@@ -1,5 +1,11 @@
 """Image preprocessing: untrusted bytes -> a uint8 HxWx3 crop ready for an ImageNet CNN.
 
+An image input is `{"image": <bytes>}`, `{"image_url": <http(s) URL>}` (fetched here,
+through workers.fetch: SSRF guard, deadline, size cap) or `{"path": <path under the data
+root>}` (read here, checked again under DLPIPE_DATA_ROOT). `load_image_bytes` turns any
+of them into bytes; every image stage function should start with it. The settings it
+needs are read from the environment (DLPIPE_*) on first use, or given by `configure`.
+
 Decoding is restricted to a format allow-list and a pixel cap checked from the header,
 before any pixel is decoded. JPEGs are decoded at a reduced scale in the DCT
 (`Image.draft`), which is several times cheaper for camera-sized photos.
@@ -10,12 +16,17 @@ from __future__ import annotations
 
 import io
 import logging
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
+from shared import datapaths, netguard
 from shared.errors import ItemError
+from shared.settings import Settings
+from workers.fetch import FetchPolicy, fetch
 
 log = logging.getLogger(__name__)
 
@@ -27,12 +38,64 @@ def _mpx(pixels: int) -> str:
     return f"{pixels / 1e6:.3g} Mpx"
 
 
-def _image_bytes(inp: Any) -> bytes:
-    data = inp.get("image") if isinstance(inp, dict) else None
-    if isinstance(data, (bytearray, memoryview)):
-        data = bytes(data)
-    if not isinstance(data, bytes):
-        raise ItemError("input has no image bytes (expected {'image': <bytes>})")
+@dataclass(frozen=True)
+class InputConfig:
+    """How image inputs given by reference are read: URLs fetched, paths under the data root."""
+
+    fetch: FetchPolicy = field(default_factory=FetchPolicy)
+    data_root: Path | None = None
+    max_bytes: int = 20 * 1024 * 1024
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> InputConfig:
+        policy = FetchPolicy(
+            timeout_s=settings.fetch_timeout_s,
+            max_bytes=settings.max_input_bytes,
+            max_redirects=settings.fetch_max_redirects,
+            address=netguard.AddressPolicy(allow_private=settings.fetch_allow_private),
+        )
+        return cls(fetch=policy, data_root=settings.data_root, max_bytes=settings.max_input_bytes)
+
+
+_config: InputConfig | None = None
+
+
+def configure(config: InputConfig | Settings | None) -> None:
+    """Use these settings for image inputs in this process (None: read DLPIPE_* again on next use)."""
+    global _config
+    _config = InputConfig.from_settings(config) if isinstance(config, Settings) else config
+
+
+def input_config() -> InputConfig:
+    global _config
+    if _config is None:
+        _config = InputConfig.from_settings(Settings())
+    return _config
+
+
+def load_image_bytes(inp: Any, config: InputConfig | None = None) -> bytes:
+    """The image's bytes, whichever way the input gives them; ItemError if it cannot be had."""
+    if not isinstance(inp, dict):
+        raise ItemError(f"input has no image bytes, image_url or path (got a {type(inp).__name__})")
+    if "image" in inp:
+        data = inp["image"]
+        if isinstance(data, (bytearray, memoryview)):
+            data = bytes(data)
+        if not isinstance(data, bytes):
+            raise ItemError("input has no image bytes (expected {'image': <bytes>})")
+    elif isinstance(inp.get("image_url"), str):
+        config = config or input_config()
+        data = fetch(inp["image_url"], config.fetch, label="image_url", kind="an image")
+    elif isinstance(inp.get("path"), str):
+        config = config or input_config()
+        try:
+            data = datapaths.read_file(config.data_root, inp["path"], config.max_bytes)
+        except datapaths.PathRefused as exc:
+            if config.data_root is None:
+                raise ItemError(str(exc)) from None
+            raise ItemError(f"path {inp['path']}: {exc}") from None
+    else:
+        raise ItemError("input has no image bytes, image_url or path")
     if not data:
         raise ItemError("the image is empty (0 bytes)")
     return data
@@ -95,14 +158,15 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 def decode_resize_crop(
     inp: dict, resize: int = 256, crop: int = 224, max_pixels: int = 50_000_000
 ) -> np.ndarray:
-    """Decode `inp["image"]`, resize its short side to `resize`, center-crop `crop` x `crop`.
+    """Load the input's image (bytes, URL or path: `load_image_bytes`) and decode it, resize its
+    short side to `resize`, center-crop `crop` x `crop`.
 
     Returns a C-contiguous uint8 array of shape (crop, crop, 3). Raises ItemError for
     input that is not an allowed, decodable image of at most `max_pixels` pixels.
     """
     if crop > resize:
         raise ValueError(f"crop ({crop}) must not exceed resize ({resize})")
-    img = _open(_image_bytes(inp), resize, max_pixels)
+    img = _open(load_image_bytes(inp), resize, max_pixels)
     img = _to_rgb(_orient(img))
     width, height = img.size
     scale = resize / min(width, height)

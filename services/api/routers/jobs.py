@@ -9,6 +9,7 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request, Response
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 
@@ -81,9 +82,12 @@ async def _read_form_job(request: Request, pipeline: PipelineSpec, limits: Limit
         "(status `queued`, every output `pending`) and its URL in `Location`. Poll "
         "`GET /v1/jobs/{id}` or pass a `webhook` to be called when it finishes.\n\n"
         "Send either `application/json` (`inputs`: a list of objects whose fields depend on the "
-        "pipeline's input kind: `image_base64` for `image`, `text` for `text`) or "
+        "pipeline's input kind: for `image` exactly one of `image_base64`, `image_url` (fetched by "
+        "the workers) or `path` (a file or folder under the server's `DLPIPE_DATA_ROOT`; a folder "
+        "means one input per image in it); `text` for `text`) or "
         "`multipart/form-data` (one `files` part per input, a UTF-8 text file for `text`; "
-        "optional `webhook` and `metadata` (JSON text) fields)."
+        "optional `webhook` and `metadata` (JSON text) fields). Each output's `source` names "
+        "its file, path or URL."
     ),
     response_description="The queued job.",
     responses={
@@ -96,10 +100,15 @@ async def _read_form_job(request: Request, pipeline: PipelineSpec, limits: Limit
 async def create_job(
     request: Request, response: Response, pipeline: PipelineDep, settings: SettingsDep, client: RedisDep
 ) -> JobView:
-    limits = Limits(max_inputs=settings.max_inputs_per_job, max_input_bytes=settings.max_input_bytes)
+    limits = Limits(
+        max_inputs=settings.max_inputs_per_job,
+        max_input_bytes=settings.max_input_bytes,
+        data_root=settings.data_root,
+    )
     media_type = _media_type(request)
     if media_type == "application/json" or media_type.endswith("+json"):
-        parsed = parse_json_body(await request.body(), pipeline, limits)
+        # In a thread: large bodies take a while to parse, and `path` inputs touch the file system.
+        parsed = await run_in_threadpool(parse_json_body, await request.body(), pipeline, limits)
     elif media_type == "multipart/form-data":
         parsed = await _read_form_job(request, pipeline, limits)
     else:
@@ -119,6 +128,7 @@ async def create_job(
             metadata=parsed.metadata,
             ttl_s=settings.job_ttl_s,
             created_ms=created,
+            sources=parsed.sources or None,
         )
         await pipe.execute()
     log.info("job=%s pipeline=%s accepted n=%d", job_id, pipeline.name, len(parsed.inputs))
@@ -131,6 +141,7 @@ async def create_job(
         "total": str(len(parsed.inputs)),
         "webhook": parsed.webhook or "",
         "metadata": json.dumps(parsed.metadata) if parsed.metadata is not None else "",
+        "sources": json.dumps(parsed.sources) if parsed.sources else "",
     }
     return job_view_from_redis(record, {})
 
