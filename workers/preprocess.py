@@ -51,6 +51,7 @@ class PreprocessWorker:
         self.consumer = consumer
         self.streams = store.config.cpu_streams()
         self.functions = functions if functions is not None else runtime.resolve_stage_functions(store.config)
+        runtime.configure_stage_modules(self.functions, settings)
         self.reclaimer = Reclaimer(
             store.redis,
             keys.CPU_GROUP,

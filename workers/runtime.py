@@ -143,6 +143,18 @@ def resolve_stage_functions(config: PipelinesConfig) -> dict[str, Callable[..., 
     return functions
 
 
+def configure_stage_modules(functions: dict[str, Callable[..., Any]], settings: Settings) -> None:
+    """Give each stage module that wants them this worker's settings.
+
+    A module holding stage functions may define `configure(settings)`; it is called once,
+    at worker start (workers/transforms/image.py uses it for fetch and data-root limits).
+    """
+    for module_name in sorted({path.partition(":")[0] for path in functions}):
+        configure = getattr(sys.modules.get(module_name), "configure", None)
+        if callable(configure):
+            configure(settings)
+
+
 @dataclass
 class Backoff:
     """Growing waits between retries: initial, doubled each time, capped."""

@@ -21,7 +21,9 @@ import pytest
 
 from shared import netguard
 from shared.errors import ItemError
+from shared.settings import Settings
 from tests.photos import photo_bytes
+from workers import runtime
 from workers.fetch import FetchPolicy, fetch, human_bytes
 from workers.transforms import image
 from workers.transforms.image import InputConfig, decode_resize_crop, load_image_bytes
@@ -139,18 +141,16 @@ def test_the_decode_stage_fetches_an_image_url(server: Server, configured: Calla
     assert len(server.requests) == 1
 
 
-def test_without_configuration_the_stage_reads_the_environment(
-    server: Server, configured: Callable[[InputConfig], None], monkeypatch: pytest.MonkeyPatch
+def test_the_preprocess_worker_configures_the_stage_with_its_settings(
+    server: Server, configured: Callable[[InputConfig], None]
 ) -> None:
     url = server.image("/cat.jpg")
-    configured(None)
-    monkeypatch.setenv("DLPIPE_FETCH_ALLOW_PRIVATE", "true")
-    monkeypatch.setenv("DLPIPE_FETCH_TIMEOUT_S", "7.5")
+    configured(None)  # unconfigured: the defaults refuse private addresses
+    assert "refused" in failure(lambda: load_image_bytes({"image_url": url}))
+    functions = {"workers.transforms.image:decode_resize_crop": decode_resize_crop}
+    runtime.configure_stage_modules(functions, Settings(fetch_allow_private=True, fetch_timeout_s=7.5))
     assert load_image_bytes({"image_url": url}) == CAT
     assert image.input_config().fetch.timeout_s == 7.5 and image.input_config().fetch.address.allow_private
-    configured(None)
-    monkeypatch.setenv("DLPIPE_FETCH_ALLOW_PRIVATE", "false")
-    assert "refused" in failure(lambda: load_image_bytes({"image_url": url}))
 
 
 def test_a_missing_image_fails_with_the_status(server: Server) -> None:

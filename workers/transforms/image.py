@@ -4,7 +4,8 @@ An image input is `{"image": <bytes>}`, `{"image_url": <http(s) URL>}` (fetched 
 through workers.fetch: SSRF guard, deadline, size cap) or `{"path": <path under the data
 root>}` (read here, checked again under DLPIPE_DATA_ROOT). `load_image_bytes` turns any
 of them into bytes; every image stage function should start with it. The settings it
-needs are read from the environment (DLPIPE_*) on first use, or given by `configure`.
+needs come from the worker's settings through `configure` (the preprocess worker calls it at
+start); unconfigured, the defaults apply: no data root, private addresses refused.
 
 Decoding is restricted to a format allow-list and a pixel cap checked from the header,
 before any pixel is decoded. JPEGs are decoded at a reduced scale in the DCT
@@ -61,7 +62,7 @@ _config: InputConfig | None = None
 
 
 def configure(config: InputConfig | Settings | None) -> None:
-    """Use these settings for image inputs in this process (None: read DLPIPE_* again on next use)."""
+    """Use these settings for image inputs in this process (None: back to the defaults)."""
     global _config
     _config = InputConfig.from_settings(config) if isinstance(config, Settings) else config
 
@@ -69,7 +70,7 @@ def configure(config: InputConfig | Settings | None) -> None:
 def input_config() -> InputConfig:
     global _config
     if _config is None:
-        _config = InputConfig.from_settings(Settings())
+        _config = InputConfig()
     return _config
 
 
