@@ -4,7 +4,12 @@ One process owns the device. Each step: pick the model whose waiting entry is ol
 fill a batch for it (collect_batch: up to max_batch_size, at most max_batch_delay_ms
 after the first entry), then load -> collate -> device -> predict -> split -> complete.
 An item that cannot join the batch (undecodable, wrong shape) fails alone; an exception
-in collate/predict/split fails every item of the batch with the reason.
+in collate/predict/split fails every item of the batch with the reason. The compute
+(device, model loading, shape checks, the forward pass) is in workers/inference.py.
+
+Each batch's counters go to the model's stats hash in Redis (keys.model_stats: batches,
+items, forward_ms, failed_batches) in the same round trip as its results, so other
+processes (benchmarks, metrics) can read them; this process also logs them every ~30 s.
 
 `next_batch()` (pick + fill) and `run_batch()` (compute + record) are separate so a
 later change can fill the next batch while one runs.
@@ -17,23 +22,20 @@ import logging
 import sys
 import threading
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
-from typing import Any
 
-import numpy as np
 import torch
 
 from shared import keys
 from shared.codecs import CodecError
 from shared.logs import setup_logging
-from shared.pipeline_spec import PipelineConfigError, PipelinesConfig, resolve
 from shared.settings import Settings
 from workers import runtime
 from workers.batching import collect_batch
 from workers.heartbeat import Heartbeat
+from workers.inference import ModelStats, Ready, Shape, check_shapes, forward, load_models, pick_device
 from workers.models.base import Model
 from workers.reclaim import Reclaimer, take_work
 from workers.store import Entry, StageResult, Store
@@ -41,57 +43,6 @@ from workers.store import Entry, StageResult, Store
 log = logging.getLogger("workers.model_worker")  # not __main__ under `python -m`
 
 STATS_LOG_INTERVAL_S = 30.0
-
-Shape = tuple[tuple[int, ...], str]  # an input array's shape and dtype
-
-
-@dataclass
-class ModelStats:
-    batches: int = 0  # forward passes run (failed ones included)
-    failed_batches: int = 0
-    items: int = 0  # entries handled, including items failed before the forward pass
-    batched_items: int = 0  # sum of forward batch sizes
-    busy_s: float = 0.0  # time in collate + device copy + predict + split
-
-    @property
-    def mean_batch(self) -> float:
-        return self.batched_items / self.batches if self.batches else 0.0
-
-    def minus(self, other: ModelStats) -> ModelStats:
-        return ModelStats(*(getattr(self, f) - getattr(other, f) for f in self.__dataclass_fields__))
-
-
-def pick_device(settings: Settings) -> torch.device:
-    return torch.device(settings.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-
-
-def load_models(config: PipelinesConfig, names: list[str] | None, device: torch.device) -> dict[str, Model]:
-    """Build and load each model a pipeline uses (only `names`, if given)."""
-    unknown = sorted(set(names or []) - set(config.models))
-    if unknown:
-        raise PipelineConfigError(
-            f"unknown models: {', '.join(unknown)} (known: {', '.join(sorted(config.models))})"
-        )
-    models: dict[str, Model] = {}
-    for name in config.model_streams(names):
-        spec = config.models[name]
-        started = time.monotonic()
-        model = resolve(spec.class_path)(**spec.params)
-        model.load(device)
-        models[name] = model
-        log.info("model=%s loaded on %s in %.1fs", name, device, time.monotonic() - started)
-    return models
-
-
-def to_device(batch: Any, device: torch.device) -> Any:
-    """A tensor or a dict of tensors onto `device` (pinned, non-blocking copies on CUDA)."""
-    if isinstance(batch, dict):
-        return {key: to_device(value, device) for key, value in batch.items()}
-    if not isinstance(batch, torch.Tensor) or batch.device == device:
-        return batch
-    if device.type == "cuda":
-        return batch.pin_memory().to(device, non_blocking=True)
-    return batch.to(device)
 
 
 def _entry_order(entry: Entry) -> tuple[int, int]:
@@ -184,11 +135,12 @@ class ModelWorker:
         return name, entries
 
     def run_batch(self, name: str, entries: list[Entry]) -> None:
-        """Load the batch's values, run what can run, record every result in one round trip."""
+        """Load the batch's values, run what can run, record every result (and the model's
+        counters, if the forward pass ran) in one round trip."""
         loaded = self.store.load(entries)
         gone = [entry for entry, values in zip(entries, loaded, strict=True) if values is None]
         results: list[StageResult] = []
-        ready: list[tuple[Entry, Any]] = []
+        ready: Ready = []
         for entry, values in zip(entries, loaded, strict=True):
             if values is None:
                 continue
@@ -201,13 +153,17 @@ class ModelWorker:
                 ready.append((entry, values[0] if len(values) == 1 else values))
         ready, rejected = self._check_shapes(name, ready)
         results += rejected
+        counters: dict[str, dict[str, int | float]] = {}
         if ready:
-            results += self._forward(name, ready)
+            run = forward(name, self.models[name], ready, self.device, self.clock)
+            results += run.results
+            self.stats[name].add(run)
+            counters[keys.model_stats(name)] = run.counters()
         self.stats[name].items += len(entries)
         if gone:
             self.store.ack_gone(keys.MODEL_GROUP, gone)
         if results:
-            self.store.complete(keys.MODEL_GROUP, results)
+            self.store.complete(keys.MODEL_GROUP, results, counters)
 
     # -- reading ----------------------------------------------------------------------
 
@@ -230,64 +186,12 @@ class ModelWorker:
 
     # -- computing --------------------------------------------------------------------
 
-    def _check_shapes(
-        self, name: str, ready: list[tuple[Entry, Any]]
-    ) -> tuple[list[tuple[Entry, Any]], list[StageResult]]:
-        """With the default (stacking) collate, items must be arrays of one shape and dtype.
-
-        The batch's shape is the last one that ran, else the most common; the others fail
-        alone. Models with their own collate (padding, dicts) check their own inputs.
-        """
-        if type(self.models[name]).collate is not Model.collate or not ready:
-            return ready, []
-        kinds: list[Shape | None] = [
-            (v.shape, v.dtype.str) if isinstance(v, np.ndarray) else None for _, v in ready
-        ]
-        counts = Counter(k for k in kinds if k is not None)
-        expected = self._shape.get(name)
-        if expected not in counts and counts:
-            expected = counts.most_common(1)[0][0]
-        keep, rejected = [], []
-        for (entry, value), kind in zip(ready, kinds, strict=True):
-            if kind is not None and kind == expected:
-                keep.append((entry, value))
-                continue
-            if kind is None or expected is None:
-                reason = f"{entry.item.stage}: model {name} takes arrays, got {type(value).__name__}"
-            else:
-                reason = (
-                    f"{entry.item.stage}: input of shape {kind[0]} {kind[1]} does not match "
-                    f"the batch's {expected[0]} {expected[1]}"
-                )
-            item = entry.item
-            log.info("job=%s stage=%s index=%d rejected: %s", item.job_id, item.stage, item.index, reason)
-            rejected.append(StageResult(entry, error=reason))
-        if keep and expected is not None:
-            self._shape[name] = expected
-        return keep, rejected
-
-    def _forward(self, name: str, ready: list[tuple[Entry, Any]]) -> list[StageResult]:
-        model, stats = self.models[name], self.stats[name]
-        entries = [entry for entry, _ in ready]
-        started = self.clock()
-        try:
-            with torch.inference_mode():
-                batch = to_device(model.collate([value for _, value in ready]), self.device)
-                output = model.predict(batch)
-                rows = model.split(output)
-            if len(rows) != len(entries):
-                raise RuntimeError(f"split() returned {len(rows)} rows for {len(entries)} items")
-        except Exception as exc:
-            jobs = ",".join(sorted({e.item.job_id for e in entries}))
-            log.exception("model=%s batch of %d failed (jobs=%s)", name, len(entries), jobs)
-            stats.failed_batches += 1
-            reason = f"{entries[0].item.stage}: {type(exc).__name__}: {exc}"
-            return [StageResult(entry, error=reason) for entry in entries]
-        finally:
-            stats.busy_s += self.clock() - started
-            stats.batches += 1
-            stats.batched_items += len(entries)
-        return [StageResult(entry, value=row) for entry, row in zip(entries, rows, strict=True)]
+    def _check_shapes(self, name: str, ready: Ready) -> tuple[Ready, list[StageResult]]:
+        """Fail alone the items that cannot be stacked with the rest (inference.check_shapes)."""
+        ready, rejected, shape = check_shapes(name, self.models[name], ready, self._shape.get(name))
+        if shape is not None:
+            self._shape[name] = shape
+        return ready, rejected
 
     # -- lifecycle --------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -136,13 +137,28 @@ class Store:
                 loaded.append([exc])
         return loaded
 
-    def complete(self, group: str, results: list[StageResult]) -> list[int]:
-        """Record every result (and acknowledge its entry) in one round trip; see COMPLETE_STAGE."""
+    def complete(
+        self,
+        group: str,
+        results: list[StageResult],
+        counters: Mapping[str, Mapping[str, int | float]] | None = None,
+    ) -> list[int]:
+        """Record every result (and acknowledge its entry) in one round trip; see COMPLETE_STAGE.
+
+        `counters` (hash key -> field -> increment) are added in the same round trip, after
+        the results: HINCRBY for an int, HINCRBYFLOAT for a float. Returns the results' replies.
+        """
         pipe = self.redis.pipeline(transaction=False)
         stamp = now_ms()
         for result in results:
             self._complete_one(pipe, group, result, stamp)
-        return [int(r) for r in pipe.execute()]
+        for key, fields in (counters or {}).items():
+            for name, amount in fields.items():
+                if isinstance(amount, float):
+                    pipe.hincrbyfloat(key, name, amount)
+                else:
+                    pipe.hincrby(key, name, amount)
+        return [int(r) for r in pipe.execute()[: len(results)]]
 
     def _complete_one(self, pipe: Any, group: str, result: StageResult, stamp: int) -> None:
         item = result.entry.item

@@ -17,7 +17,7 @@ from shared.messages import StageKind
 from shared.pipeline_spec import INPUT, PipelinesConfig, load_pipelines, resolve
 from shared.settings import Settings
 from tests.photos import photo_bytes
-from workers.model_worker import load_models, to_device
+from workers.inference import load_models, to_device
 from workers.models.base import Model
 
 PHOTOS = {"chelsea.png": "animal", "motorcycle_left.png": "vehicle", "coffee.png": "food and drink"}

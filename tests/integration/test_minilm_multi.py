@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from workers.model_worker import to_device
+from workers.inference import to_device
 from workers.models.minilm import HIDDEN, MiniLM
 from workers.transforms.tagging import DEFAULT_TAXONOMY, label_text
 from workers.transforms.text import tokenize, tokenize_texts

@@ -24,7 +24,8 @@ import pytest
 import redis
 
 from services import cli
-from services.supervisor import CHILD_COMMANDS, Child, Supervisor
+from services.children import Child, Supervisor
+from services.supervisor import CHILD_COMMANDS
 from shared import heartbeat
 from shared.embedded_redis import free_port
 
@@ -69,7 +70,7 @@ class FakeClock:
 
 
 def test_child_that_dies_is_logged_and_restarted_with_backoff(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level("INFO", logger="services.supervisor")
+    caplog.set_level("INFO", logger="services.children")
     clock = FakeClock()
     dies = Child("dies", [PY, "-c", "import sys; sys.exit(3)"])
     stays = Child("stays", LOOP)
@@ -136,7 +137,7 @@ def test_run_loop_restarts_until_stopped() -> None:
 
 
 def test_stop_kills_a_child_that_ignores_sigterm(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level("INFO", logger="services.supervisor")
+    caplog.set_level("INFO", logger="services.children")
     stubborn = Child(
         "stubborn",
         _py(

@@ -229,6 +229,9 @@ def test_batches_fill_when_work_is_waiting(redis_client: redis.Redis, redis_url:
     stats = model.stats["summer"]
     assert stats.batched_items == 20 and stats.mean_batch > 1
     assert max(sizes) == 8 and stats.batches == 3, (sizes, stats)
+    counters = {k.decode(): float(v) for k, v in redis_client.hgetall(keys.model_stats("summer")).items()}
+    assert (counters["batches"], counters["items"], counters["failed_batches"]) == (3, 20, 0)
+    assert counters["forward_ms"] == pytest.approx(stats.busy_s * 1000)
 
 
 def test_a_loop_outlives_a_redis_restart(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

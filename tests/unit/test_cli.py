@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from services import cli, supervisor
-from services.supervisor import CHILD_COMMANDS, restart_delay
+from services import children, cli, supervisor
+from services.children import restart_delay
+from services.supervisor import CHILD_COMMANDS
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -268,8 +269,8 @@ def test_redact_url_and_describe_exit() -> None:
     assert supervisor.redact_url("redis://:s3cret@db:6380/1") == "redis://:***@db:6380/1"
     assert supervisor.redact_url("redis://user:pw@db/0") == "redis://user:***@db/0"
     assert supervisor.redact_url("redis://127.0.0.1:7000/0") == "redis://127.0.0.1:7000/0"
-    assert supervisor.describe_exit(3) == "exit code 3"
-    assert supervisor.describe_exit(-int(signal.SIGKILL)) == "killed by SIGKILL"
+    assert children.describe_exit(3) == "exit code 3"
+    assert children.describe_exit(-int(signal.SIGKILL)) == "killed by SIGKILL"
 
 
 def test_child_env_carries_settings_and_redis_url(monkeypatch: pytest.MonkeyPatch) -> None:

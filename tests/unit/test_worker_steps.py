@@ -172,6 +172,45 @@ def test_a_predict_exception_fails_every_item_of_the_batch(client: Any) -> None:
     assert pending(client, "model.exploder", keys.MODEL_GROUP) == 0
 
 
+def model_counters(client: Any, model: str) -> dict[str, float]:
+    return {k.decode(): float(v) for k, v in client.hgetall(keys.model_stats(model)).items()}
+
+
+def test_model_counters_reach_redis_and_add_up(client: Any) -> None:
+    """Each batch adds to the model's stats hash (what benchmarks read across processes):
+    `items` counts the forward batch, not the items failed before it."""
+    store = make_store(client)
+    items = [{"v": 1}, {"v": 2, "n": 3}, {"v": 3}, {"v": 4}]
+    queue_job(client, store.config.pipelines["sums"], "c1", items)
+    cpu, gpu = cpu_worker(store), model_worker(store, ["summer"])
+    assert cpu.run_once() == 4
+    assert gpu.run_once() == 4  # one batch of 3; the wrong shape failed alone
+    first = model_counters(client, "summer")
+    assert sorted(first) == ["batches", "failed_batches", "forward_ms", "items"]
+    assert (first["batches"], first["items"], first["failed_batches"]) == (1, 3, 0)
+    assert first["forward_ms"] > 0
+    drain(cpu)
+    queue_job(client, store.config.pipelines["sums"], "c2", [{"v": 5}, {"v": 6}])
+    assert cpu.run_once() == 2
+    assert gpu.run_once() == 2
+    stats, total = gpu.stats["summer"], model_counters(client, "summer")
+    assert (total["batches"], total["items"], total["failed_batches"]) == (2, 5, 0)
+    assert (stats.batches, stats.batched_items) == (2, 5)
+    assert total["forward_ms"] == pytest.approx(stats.busy_s * 1000)
+    assert total["forward_ms"] > first["forward_ms"]
+
+
+def test_a_failed_batch_is_counted_in_redis(client: Any) -> None:
+    store = make_store(client)
+    queue_job(client, store.config.pipelines["boom"], "c3", [{"v": 1}, {"v": 2}, {"v": 3}])
+    cpu, gpu = cpu_worker(store), model_worker(store, ["exploder"])
+    assert cpu.run_once() == 3
+    assert gpu.run_once() == 3
+    counters = model_counters(client, "exploder")
+    assert (counters["batches"], counters["items"], counters["failed_batches"]) == (1, 3, 1)
+    assert pending(client, "model.exploder", keys.MODEL_GROUP) == 0
+
+
 def test_model_worker_serves_the_model_whose_work_arrived_first(client: Any) -> None:
     store = make_store(client)
     cpu, gpu = cpu_worker(store), model_worker(store, None)

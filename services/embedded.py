@@ -1,0 +1,48 @@
+"""The embedded Redis of `dlpipe up` (when no DLPIPE_REDIS_URL is set): a redis-server child
+on a free loopback port, AOF on, its data in a folder that one `dlpipe up` at a time may use.
+"""
+
+from __future__ import annotations
+
+import fcntl
+from pathlib import Path
+from typing import IO
+
+from services.children import Child, Supervisor
+from shared.embedded_redis import find_redis_server, free_port, redis_command, wait_for_redis
+
+REDIS_GRACE_S = 10.0  # how long the embedded Redis gets to flush its AOF and exit
+
+
+def lock_data_dir(path: Path) -> IO[bytes]:
+    """Hold a lock on the embedded Redis's folder, so two `dlpipe up` never share one."""
+    path.mkdir(parents=True, exist_ok=True)
+    handle = open(path / "dlpipe-up.lock", "wb")  # noqa: SIM115 - held until `up` returns
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise SystemExit(f"dlpipe up: another `dlpipe up` is using {path}") from None
+    return handle
+
+
+def start_embedded_redis(data_dir: Path, supervisor_kwargs: dict) -> tuple[Supervisor, str]:
+    """Start redis-server on a free loopback port with its data in `data_dir`; wait for PING."""
+    binary = find_redis_server()
+    last_error: Exception | None = None
+    for _ in range(3):  # a free port can be taken between choosing and binding it
+        port = free_port()
+        child = Child("redis", redis_command(binary, port, data_dir.resolve()))
+        redis_sup = Supervisor([child], **supervisor_kwargs)
+        redis_sup.start()
+        url = f"redis://127.0.0.1:{port}/0"
+        try:
+            wait_for_redis(url, timeout_s=15.0, proc=child.proc)
+        except (RuntimeError, TimeoutError) as exc:
+            last_error = exc
+            redis_sup.stop(REDIS_GRACE_S)
+            continue
+        return redis_sup, url
+    raise SystemExit(
+        f"dlpipe up: embedded redis-server did not start ({last_error}); see {data_dir}/redis.log"
+    )

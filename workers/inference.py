@@ -1,0 +1,170 @@
+"""The model worker's compute: the device, loading the models, and one batch's forward pass.
+
+No Redis and no stream bookkeeping here: ModelWorker (workers/model_worker.py) chooses what
+to batch and records what comes out. `check_shapes` keeps items that cannot be stacked out
+of a batch (they fail alone); `forward` runs collate -> device -> predict -> split for the
+rest, and any exception in it fails every item of the batch with the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from shared.pipeline_spec import PipelineConfigError, PipelinesConfig, resolve
+from shared.settings import Settings
+from workers.models.base import Model
+from workers.store import Entry, StageResult
+
+log = logging.getLogger(__name__)
+
+Shape = tuple[tuple[int, ...], str]  # an input array's shape and dtype
+Ready = list[tuple[Entry, Any]]  # entries that can join a batch, each with its decoded input
+
+
+@dataclass(frozen=True)
+class ForwardPass:
+    """What one forward pass made of a batch: a result per item, and what it cost."""
+
+    results: list[StageResult]
+    seconds: float  # collate + device copy + predict + split
+    failed: bool  # it raised: every result is that error
+
+    def counters(self) -> dict[str, int | float]:
+        """Its increments of the model's stats hash in Redis (keys.model_stats), which
+        benchmarks/e2e_throughput.py reads across processes."""
+        return {
+            "batches": 1,
+            "items": len(self.results),  # the forward batch size
+            "forward_ms": self.seconds * 1000.0,
+            "failed_batches": int(self.failed),
+        }
+
+
+@dataclass
+class ModelStats:
+    """One model's counters in this process, for the periodic stats log line."""
+
+    batches: int = 0  # forward passes run (failed ones included)
+    failed_batches: int = 0
+    items: int = 0  # entries handled, including items failed before the forward pass
+    batched_items: int = 0  # sum of forward batch sizes
+    busy_s: float = 0.0  # time in collate + device copy + predict + split
+
+    @property
+    def mean_batch(self) -> float:
+        return self.batched_items / self.batches if self.batches else 0.0
+
+    def add(self, run: ForwardPass) -> None:
+        self.batches += 1
+        self.failed_batches += int(run.failed)
+        self.batched_items += len(run.results)
+        self.busy_s += run.seconds
+
+    def minus(self, other: ModelStats) -> ModelStats:
+        return ModelStats(*(getattr(self, f) - getattr(other, f) for f in self.__dataclass_fields__))
+
+
+def pick_device(settings: Settings) -> torch.device:
+    return torch.device(settings.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def load_models(config: PipelinesConfig, names: list[str] | None, device: torch.device) -> dict[str, Model]:
+    """Build and load each model a pipeline uses (only `names`, if given)."""
+    unknown = sorted(set(names or []) - set(config.models))
+    if unknown:
+        raise PipelineConfigError(
+            f"unknown models: {', '.join(unknown)} (known: {', '.join(sorted(config.models))})"
+        )
+    models: dict[str, Model] = {}
+    for name in config.model_streams(names):
+        spec = config.models[name]
+        started = time.monotonic()
+        model = resolve(spec.class_path)(**spec.params)
+        model.load(device)
+        models[name] = model
+        log.info("model=%s loaded on %s in %.1fs", name, device, time.monotonic() - started)
+    return models
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    """A tensor or a dict of tensors onto `device` (pinned, non-blocking copies on CUDA)."""
+    if isinstance(batch, dict):
+        return {key: to_device(value, device) for key, value in batch.items()}
+    if not isinstance(batch, torch.Tensor) or batch.device == device:
+        return batch
+    if device.type == "cuda":
+        return batch.pin_memory().to(device, non_blocking=True)
+    return batch.to(device)
+
+
+def check_shapes(
+    name: str, model: Model, ready: Ready, last: Shape | None
+) -> tuple[Ready, list[StageResult], Shape | None]:
+    """With the default (stacking) collate, items must be arrays of one shape and dtype.
+
+    The batch's shape is `last` (the last one that ran) if some item has it, else the most
+    common; the others fail alone. Models with their own collate (padding, dicts) check their
+    own inputs. Returns the items kept, the ones failed, and the shape to remember as `last`
+    (None: keep the one before).
+    """
+    if type(model).collate is not Model.collate or not ready:
+        return ready, [], None
+    kinds: list[Shape | None] = [
+        (v.shape, v.dtype.str) if isinstance(v, np.ndarray) else None for _, v in ready
+    ]
+    counts = Counter(k for k in kinds if k is not None)
+    expected = last
+    if expected not in counts and counts:
+        expected = counts.most_common(1)[0][0]
+    keep, rejected = [], []
+    for (entry, value), kind in zip(ready, kinds, strict=True):
+        if kind is not None and kind == expected:
+            keep.append((entry, value))
+            continue
+        if kind is None or expected is None:
+            reason = f"{entry.item.stage}: model {name} takes arrays, got {type(value).__name__}"
+        else:
+            reason = (
+                f"{entry.item.stage}: input of shape {kind[0]} {kind[1]} does not match "
+                f"the batch's {expected[0]} {expected[1]}"
+            )
+        item = entry.item
+        log.info("job=%s stage=%s index=%d rejected: %s", item.job_id, item.stage, item.index, reason)
+        rejected.append(StageResult(entry, error=reason))
+    return keep, rejected, expected if keep else None
+
+
+def forward(
+    name: str,
+    model: Model,
+    ready: Ready,
+    device: torch.device,
+    clock: Callable[[], float] = time.monotonic,
+) -> ForwardPass:
+    """collate -> device -> predict -> split over `ready` (not empty): a result per item."""
+    entries = [entry for entry, _ in ready]
+    started = clock()
+    try:
+        with torch.inference_mode():
+            batch = to_device(model.collate([value for _, value in ready]), device)
+            output = model.predict(batch)
+            rows = model.split(output)
+        if len(rows) != len(entries):
+            raise RuntimeError(f"split() returned {len(rows)} rows for {len(entries)} items")
+    except Exception as exc:
+        jobs = ",".join(sorted({e.item.job_id for e in entries}))
+        log.exception("model=%s batch of %d failed (jobs=%s)", name, len(entries), jobs)
+        reason = f"{entries[0].item.stage}: {type(exc).__name__}: {exc}"
+        failed = [StageResult(entry, error=reason) for entry in entries]
+        return ForwardPass(failed, clock() - started, failed=True)
+    seconds = clock() - started
+    results = [StageResult(entry, value=row) for entry, row in zip(entries, rows, strict=True)]
+    return ForwardPass(results, seconds, failed=False)
