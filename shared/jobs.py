@@ -3,11 +3,42 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from shared import codecs, keys
 from shared.messages import JobStatus, WorkItem
 from shared.pipeline_spec import PipelineSpec
+
+
+@dataclass(frozen=True)
+class InputGroup:
+    """One input that runs as several items (a video: one item per frame time).
+
+    Its items are the len(keys) consecutive ones from `first` on; the job view shows them as
+    the input's one output, `{field: {key: item result}, ...}` (messages.group_outputs).
+    """
+
+    first: int
+    keys: list[str]
+    field: str
+
+
+def groups_record(groups: list[InputGroup], n_items: int) -> list[dict[str, Any]]:
+    """The job hash's `groups`, checked: in order, not overlapping, inside the items."""
+    record, end, folded = [], 0, 0  # folded: items beyond the first of each group so far
+    for group in groups:
+        if not group.keys or group.first < end or group.first + len(group.keys) > n_items:
+            raise ValueError(
+                f"group of {len(group.keys)} items at {group.first} does not fit {n_items} items"
+            )
+        record.append(
+            {"input": group.first - folded, "first": group.first, "count": len(group.keys),
+             "keys": list(group.keys), "field": group.field}
+        )  # fmt: skip
+        end = group.first + len(group.keys)
+        folded += len(group.keys) - 1
+    return record
 
 
 def queue_new_job(
@@ -21,16 +52,32 @@ def queue_new_job(
     ttl_s: int,
     created_ms: int,
     sources: list[str | None] | None = None,
+    groups: list[InputGroup] | None = None,
+    blobs: list[bytes] | None = None,
+    item_blobs: list[int | None] | None = None,
 ) -> None:
     """Add to a (MULTI) pipeline the commands that create a job and queue its items.
 
     Each item's original input is stored once, in its item hash; the stream entries
-    carry only references. `sources` (one per input: a file name, path or URL, or None)
-    go in the job hash as a JSON list, `sources`, when any is given. The caller executes
-    the pipeline.
+    carry only references. `inputs` are the items; `groups` (in order) gather consecutive
+    items that stand for one input (a video's frames), recorded in the job hash as JSON
+    `groups` so that the job view shows one output per input. `sources` (one per output,
+    that is per input: a file name, path or URL, or None) go in the job hash as a JSON list,
+    `sources`, when any is given.
+
+    `blobs` are stored once each, as the job's blob keys (keys.job_blob, with the job's TTL);
+    `item_blobs` (one per item, None: none) names the blob an item reads, in its hash's
+    `blob` field (Store.load hands the bytes to the item's stages). The caller executes the
+    pipeline.
     """
-    if sources is not None and len(sources) != len(inputs):
-        raise ValueError(f"{len(sources)} sources for {len(inputs)} inputs")
+    groups_json = groups_record(groups or [], len(inputs))
+    n_outputs = len(inputs) - sum(g["count"] - 1 for g in groups_json)
+    if sources is not None and len(sources) != n_outputs:
+        raise ValueError(f"{len(sources)} sources for {n_outputs} inputs")
+    if item_blobs is not None and len(item_blobs) != len(inputs):
+        raise ValueError(f"{len(item_blobs)} blob references for {len(inputs)} items")
+    if any(n is not None and not 0 <= n < len(blobs or []) for n in item_blobs or []):
+        raise ValueError("an item refers to a blob that is not given")
     job_key = keys.job(job_id)
     record = {
         "id": job_id,
@@ -47,6 +94,10 @@ def queue_new_job(
         record["metadata"] = json.dumps(metadata, separators=(",", ":"))
     if sources and any(s is not None for s in sources):
         record["sources"] = json.dumps(sources, separators=(",", ":"), ensure_ascii=False)
+    if groups_json:
+        record["groups"] = json.dumps(groups_json, separators=(",", ":"), ensure_ascii=False)
+    for n, blob in enumerate(blobs or []):
+        pipe.set(keys.job_blob(job_id, n), blob, ex=ttl_s)
     pipe.hset(job_key, mapping=record)
     pipe.expire(job_key, ttl_s)
     first_stages = pipeline.sources()
@@ -54,6 +105,8 @@ def queue_new_job(
         item_key = keys.item(job_id, index)
         fields: dict[str, bytes | str] = {keys.INPUT_FIELD: codecs.encode(value)}
         fields.update({keys.stage_enqueued_field(s.name): "1" for s in first_stages})
+        if item_blobs is not None and item_blobs[index] is not None:
+            fields[keys.BLOB_FIELD] = keys.job_blob(job_id, item_blobs[index])
         pipe.hset(item_key, mapping=fields)
         pipe.expire(item_key, ttl_s)
         for stage in first_stages:

@@ -11,6 +11,9 @@ NOTIFIER_GROUP = "notifier"  # the events stream, read by `dlpipe worker notifie
 
 # Hash fields of an item
 INPUT_FIELD = "in"  # the original input, stored once per item
+# Optional: the key of a job blob (job_blob) the item reads; Store.load puts its bytes in the
+# item's input dict under "blob". An upload several items share (a video) is stored once.
+BLOB_FIELD = "blob"
 
 
 def job(job_id: str) -> str:
@@ -21,6 +24,12 @@ def job(job_id: str) -> str:
 def job_outputs(job_id: str) -> str:
     """Hash: input index -> the item's final output (JSON)."""
     return f"{PREFIX}:job:{job_id}:outputs"
+
+
+def job_blob(job_id: str, n: int) -> str:
+    """String: the job's n-th stored original (an uploaded video), read by every item whose
+    `blob` field names it; expires with the job's TTL."""
+    return f"{PREFIX}:job:{job_id}:blob:{n}"
 
 
 def item(job_id: str, index: int) -> str:

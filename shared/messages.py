@@ -78,7 +78,7 @@ class ItemOutput(BaseModel):
         default=None,
         description=(
             "Where the input came from, when it has a name: the path under the data root "
-            "(`path` inputs, one per file of a folder), the uploaded file's name (multipart), "
+            "(`path` inputs, one per file of a folder; `video_path`), the uploaded file's name (multipart), "
             "the URL (`image_url`); null for inputs sent inline."
         ),
     )
@@ -120,6 +120,43 @@ class JobEvent(BaseModel):
         return cls(job_id=f["job"], type=EventType(f["type"]))
 
 
+def group_outputs(items: list[ItemOutput], groups: list[dict[str, Any]]) -> list[ItemOutput]:
+    """Item outputs -> one output per input, for a job whose record has `groups` (shared/jobs.py).
+
+    A group is an input that ran as `count` items from `first` on (a video: one per frame),
+    each with its key (the frame time, "0.500"). Its output is pending until every item is
+    done; then its result is `{field: {key: item result}, "errors": {key: reason}}` (the
+    items that succeeded, the ones that failed), and it succeeded if any item did, else it
+    failed. Items of no group stay as they are. `index` is the input's index either way.
+    """
+    starts = {int(g["first"]): g for g in groups}
+    grouped: list[ItemOutput] = []
+    position = 0
+    while position < len(items):
+        index = len(grouped)
+        group = starts.get(position)
+        if group is None:
+            grouped.append(items[position].model_copy(update={"index": index}))
+            position += 1
+            continue
+        count, field = int(group["count"]), str(group.get("field") or "items")
+        members = list(zip(group["keys"], items[position : position + count]))
+        position += count
+        if any(item.status == ItemStatus.pending for _, item in members):
+            grouped.append(ItemOutput(index=index, status=ItemStatus.pending))
+            continue
+        results = {key: item.result for key, item in members if item.status == ItemStatus.succeeded}
+        errors = {key: item.error or "failed" for key, item in members if item.status == ItemStatus.failed}
+        result = {field: results, "errors": errors}
+        if results:
+            grouped.append(ItemOutput(index=index, status=ItemStatus.succeeded, result=result))
+        else:
+            first_key, first_error = next(iter(errors.items()))
+            error = f"all {count} {field} failed ({first_key}: {first_error})"
+            grouped.append(ItemOutput(index=index, status=ItemStatus.failed, result=result, error=error))
+    return grouped
+
+
 def job_view_from_redis(job: dict[Any, Any], outputs: dict[Any, Any]) -> JobView:
     """Build a JobView from the job hash and its outputs hash (as redis-py returns them)."""
     f = {_text(k): _text(v) for k, v in job.items()}
@@ -128,7 +165,9 @@ def job_view_from_redis(job: dict[Any, Any], outputs: dict[Any, Any]) -> JobView
     items = [
         done_outputs.get(i, ItemOutput(index=i, status=ItemStatus.pending)) for i in range(total)
     ]
-    sources = json.loads(f["sources"]) if f.get("sources") else []
+    if f.get("groups"):  # inputs that ran as several items (a video's frames): one output each
+        items = group_outputs(items, json.loads(f["groups"]))
+    sources = json.loads(f["sources"]) if f.get("sources") else []  # one per output
     for item, source in zip(items, sources):
         item.source = source
     metadata = json.loads(f["metadata"]) if f.get("metadata") else None

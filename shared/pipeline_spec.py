@@ -34,6 +34,7 @@ class PipelineConfigError(ValueError):
 class InputKind(str, Enum):
     image = "image"
     text = "text"
+    video = "video"  # one item per frame time (shared/video.py); one output per video
 
 
 class Batching(BaseModel):

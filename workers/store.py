@@ -116,7 +116,10 @@ class Store:
         """Per entry, the values its stage needs, in `needs` order; None where the item is gone.
 
         Also marks each job running. Values that cannot be decoded come back as CodecError
-        instances, for the caller to fail the item with.
+        instances, for the caller to fail the item with. An item whose hash has a `blob`
+        field (keys.BLOB_FIELD: a job blob, such as the uploaded video a video's frames
+        share) gets that blob's bytes in its input dict, under "blob", for stages that need
+        `input`: one more round trip, each blob read once, only when some item has one.
         """
         pipe = self.redis.pipeline(transaction=False)
         stamp = now_ms()
@@ -124,18 +127,41 @@ class Store:
             self._start_job(keys=[keys.job(job_id)], args=[stamp], client=pipe)
         for entry in entries:
             stage = self.stage_of(entry.item)
-            pipe.hmget(keys.item(entry.item.job_id, entry.item.index), [_need_field(n) for n in stage.needs])
+            fields = [_need_field(n) for n in stage.needs]
+            if INPUT in stage.needs:
+                fields.append(keys.BLOB_FIELD)
+            pipe.hmget(keys.item(entry.item.job_id, entry.item.index), fields)
         replies = pipe.execute()[-len(entries) :] if entries else []
         loaded: list[list[Any] | None] = []
-        for raw_values in replies:
+        blob_refs: list[tuple[dict[str, Any], str]] = []  # (an input dict, the blob key it reads)
+        for entry, raw_values in zip(entries, replies):
+            needs = self.stage_of(entry.item).needs
+            blob_key = raw_values.pop() if INPUT in needs else None
             if any(v is None for v in raw_values):
                 loaded.append(None)
                 continue
             try:
-                loaded.append([codecs.decode(v) for v in raw_values])
+                values = [codecs.decode(v) for v in raw_values]
             except codecs.CodecError as exc:
                 loaded.append([exc])
+                continue
+            loaded.append(values)
+            if blob_key is not None and isinstance(values[needs.index(INPUT)], dict):
+                blob_refs.append((values[needs.index(INPUT)], _text(blob_key)))
+        if blob_refs:
+            self._attach_blobs(blob_refs)
         return loaded
+
+    def _attach_blobs(self, refs: list[tuple[dict[str, Any], str]]) -> None:
+        """Read each job blob once and put its bytes in the input dicts that name it, as "blob".
+        A blob that is gone (expired) comes as None: the stage fails the item, saying so."""
+        names = sorted({key for _, key in refs})
+        pipe = self.redis.pipeline(transaction=False)
+        for name in names:
+            pipe.get(name)
+        found = dict(zip(names, pipe.execute(), strict=True))
+        for inp, key in refs:
+            inp[keys.BLOB_FIELD] = found[key]
 
     def complete(
         self,

@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 
 from services.api.errors import install_error_handlers
 from services.api.routers import health, jobs, pipelines
-from services.api.schemas import JobRequest
+from services.api.schemas import JobRequest, VideoOptions
 from shared.pipeline_spec import check_callables, load_pipelines
 from shared.settings import Settings
 
@@ -53,7 +53,8 @@ def default_redis_factory(url: str) -> Redis:
 
 
 def _add_request_models(app: FastAPI) -> None:
-    """Put the JSON job request model in components (the route reads its body itself)."""
+    """Put the JSON job request model (and the multipart `options` of video pipelines) in
+    components (the route reads its body itself)."""
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -61,10 +62,11 @@ def _add_request_models(app: FastAPI) -> None:
             return app.openapi_schema
         schema = generate()
         components = schema.setdefault("components", {}).setdefault("schemas", {})
-        request_schema = JobRequest.model_json_schema(ref_template="#/components/schemas/{model}")
-        for name, definition in request_schema.pop("$defs", {}).items():
-            components.setdefault(name, definition)
-        components["JobRequest"] = request_schema
+        for model in (JobRequest, VideoOptions):
+            model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            for name, definition in model_schema.pop("$defs", {}).items():
+                components.setdefault(name, definition)
+            components[model.__name__] = model_schema
         app.openapi_schema = schema
         return schema
 

@@ -9,12 +9,21 @@ An `image` input becomes {"image": <bytes>} (base64 or an upload), {"image_url":
 relative to the data root>} (checked here, read by the worker; a folder becomes one input
 per image in it). Each input may carry a `source` (file name, path or URL) that the job
 keeps and each output shows.
+
+A `video` input ({"video_path": ..., "interval": ..., "fps": ...} or an uploaded file, with
+the form field `options` holding {"interval": ..., "fps": ...} as JSON) is probed here
+(shared/video.py: a readable container with a video stream, and its length) and becomes
+one item per frame time, {"video_path": <rel>, "t": <s>} or {"t": <s>} reading the upload,
+which is stored once for the job (a job blob). The items form one group: the job shows
+one output per video, `{"frames": {"0.500": <that frame's result>, ...}}`. Every frame
+counts toward the job's limit of inputs.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import io
 import json
 import re
 from collections.abc import Callable
@@ -25,15 +34,18 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ValidationError
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
 
 from services.api.errors import describe_validation_errors
-from services.api.schemas import ImageInput, TextInput
-from shared import datapaths
+from services.api.schemas import ImageInput, Interval, TextInput, VideoInput, VideoOptions
+from shared import datapaths, video
 from shared.errors import InvalidRequest
+from shared.jobs import InputGroup
 from shared.pipeline_spec import InputKind, PipelineSpec
 
 MULTIPART_FILES_FIELD = "files"
+MULTIPART_OPTIONS_FIELD = "options"
 MAX_WEBHOOK_CHARS = 2048
 MAX_URL_CHARS = 2048
 MAX_SOURCE_CHARS = 1024
@@ -51,35 +63,80 @@ class Limits:
 
 @dataclass(frozen=True)
 class ParsedInput:
-    """One normalised input, and where it came from (shown in its output), if it has a name."""
+    """One normalised input, and where it came from (shown in its output), if it has a name.
+
+    An input that runs as several items (a video: one per frame) gives their inputs in
+    `items`, the keys their results go under in the input's one output (`keys`) and the
+    result field that holds them (`field`); `value` is then what they share. `blob` is
+    stored once for the job and read by each of the input's items (as "blob").
+    """
 
     value: dict[str, Any]
     source: str | None = None
+    items: list[dict[str, Any]] | None = None
+    keys: list[str] | None = None
+    field: str = "items"
+    blob: bytes | None = None
+
+    @property
+    def count(self) -> int:
+        """How many items (of the job's max_inputs) it takes."""
+        return len(self.items) if self.items is not None else 1
 
 
 @dataclass(frozen=True)
 class ParsedJob:
-    inputs: list[dict[str, Any]]
+    inputs: list[dict[str, Any]]  # one per item
     webhook: str | None
     metadata: dict[str, Any] | None
     sources: list[str | None] = dataclass_field(default_factory=list)  # one per input, or empty: none
+    groups: list[InputGroup] = dataclass_field(default_factory=list)  # inputs of several items
+    blobs: list[bytes] = dataclass_field(default_factory=list)  # stored once each (job blobs)
+    item_blobs: list[int | None] = dataclass_field(default_factory=list)  # per item, or empty: none
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One uploaded file of a multipart request, with the request's validated `options`."""
+
+    data: bytes
+    filename: str | None
+    options: BaseModel | None = None
 
 
 # (validated model, field path, limits, inputs the job may still take) -> the inputs it stands for
 FromJson = Callable[[Any, str, Limits, int], list[ParsedInput]]
+# (one uploaded file, field path, limits, inputs the job may still take) -> the input it stands for
+FromUpload = Callable[[Upload, str, Limits, int], ParsedInput]
 
 
 @dataclass(frozen=True)
 class InputFormat:
-    """How requests carry the inputs of one input kind."""
+    """How requests carry the inputs of one input kind.
+
+    Uploads go through `from_upload` when it is set (it sees the file's name, the request's
+    `options` and the room left), else through `from_file` (the bytes alone: one item).
+    """
 
     json_model: type[BaseModel]  # one element of `inputs` in a JSON body
     from_json: FromJson
     from_file: Callable[[bytes, str, Limits], dict[str, Any]] | None  # (one uploaded file, field, limits)
+    from_upload: FromUpload | None = None
+    options_model: type[BaseModel] | None = None  # the multipart `options` field (JSON text), if taken
 
     @property
     def json_fields(self) -> list[str]:
         return list(self.json_model.model_fields)
+
+    @property
+    def takes_files(self) -> bool:
+        return self.from_upload is not None or self.from_file is not None
+
+    def upload(self, upload: Upload, field: str, limits: Limits, room: int) -> ParsedInput:
+        if self.from_upload is not None:
+            return self.from_upload(upload, field, limits, room)
+        assert self.from_file is not None
+        return ParsedInput(self.from_file(upload.data, field, limits), source=upload.filename)
 
 
 def invalid(field: str, message: str) -> InvalidRequest:
@@ -194,9 +251,92 @@ def _text_from_file(data: bytes, field: str, limits: Limits) -> dict[str, Any]:
     return {"text": check_text(text, field, limits.max_input_bytes)}
 
 
+def _frame_times(
+    info: video.VideoInfo, options: VideoInput | VideoOptions, options_field: str, room: int, limits: Limits,
+    label: str = "",
+) -> list[float]:
+    """The frame times of a probed video: start, start + 1/fps, ... before the interval's end
+    (default: the video's) and the video's end; 422 (naming `options_field`.interval or .fps,
+    the message starting with `label`) when there are none or too many."""
+    interval = options.interval or Interval()
+    start, end, fps = interval.start, interval.end, options.fps
+    length = info.duration_s
+    if length is None and end is None:
+        raise invalid(
+            f"{options_field}.interval", f"{label}the video does not say how long it is; give interval.end"
+        )
+    if length is not None and start >= length:
+        raise invalid(
+            f"{options_field}.interval",
+            f"{label}interval starts at {start:g} s, at or after the video's end ({length:.3f} s)",
+        )
+    stop = min(x for x in (end, length) if x is not None)
+    count = video.frame_count(start, stop, fps)
+    if count == 0:
+        raise invalid(f"{options_field}.interval", f"{label}no frame time falls in the interval")
+    if count > room:
+        raise invalid(
+            f"{options_field}.fps",
+            f"{label}{count} frames ({stop - start:.3f} s at {fps:g} fps), more than this job can take "
+            f"(at most {limits.max_inputs} inputs per job, each frame counts): lower fps or shorten "
+            "the interval",
+        )
+    return video.frame_times(start, stop, fps)
+
+
+def _probe(file: Any, field: str) -> video.VideoInfo:
+    try:
+        return video.probe(file)
+    except video.VideoError as exc:
+        raise invalid(field, f"not a readable video ({exc})") from None
+
+
+def _frames_input(
+    base: dict[str, Any], times: list[float], source: str | None, blob: bytes | None = None
+) -> ParsedInput:
+    return ParsedInput(
+        base,
+        source=source,
+        items=[{**base, "t": t} for t in times],
+        keys=[video.frame_key(t) for t in times],
+        field=video.FRAMES_FIELD,
+        blob=blob,
+    )
+
+
+def _video_from_json(item: VideoInput, field: str, limits: Limits, room: int) -> list[ParsedInput]:
+    """A `video_path` under the data root: probed here, read again by the worker per frame."""
+    path_field = f"{field}.video_path"
+    try:
+        full, rel = datapaths.resolve_under(limits.data_root, item.video_path)
+    except datapaths.PathRefused as exc:
+        raise invalid(path_field, str(exc)) from None
+    if not full.is_file():
+        raise invalid(path_field, "not a file (video_path names one video file)")
+    try:
+        with open(full, "rb") as handle:
+            info = _probe(handle, path_field)
+    except OSError as exc:
+        raise invalid(path_field, f"cannot read the file ({exc.strerror or type(exc).__name__})") from None
+    times = _frame_times(info, item, field, room, limits)
+    return [_frames_input({"video_path": rel}, times, rel)]
+
+
+def _video_from_upload(upload: Upload, field: str, limits: Limits, room: int) -> ParsedInput:
+    """An uploaded video: probed here, stored once for the job; its frames read it (as "blob")."""
+    info = _probe(io.BytesIO(upload.data), field)
+    options = upload.options if isinstance(upload.options, VideoOptions) else VideoOptions()
+    times = _frame_times(info, options, MULTIPART_OPTIONS_FIELD, room, limits, label=f"{field}: ")
+    return _frames_input({}, times, upload.filename, blob=upload.data)
+
+
 INPUT_FORMATS: dict[InputKind, InputFormat] = {
     InputKind.image: InputFormat(json_model=ImageInput, from_json=_image_from_json, from_file=_image_from_file),
     InputKind.text: InputFormat(json_model=TextInput, from_json=_text_from_json, from_file=_text_from_file),
+    InputKind.video: InputFormat(
+        json_model=VideoInput, from_json=_video_from_json, from_file=None, from_upload=_video_from_upload,
+        options_model=VideoOptions,
+    ),  # fmt: skip
 }
 
 
@@ -249,6 +389,7 @@ def parse_json_body(body: bytes, pipeline: PipelineSpec, limits: Limits) -> Pars
     metadata = check_metadata(data.get("metadata"))
     fmt = input_format(pipeline.input)
     parsed: list[ParsedInput] = []
+    taken = 0  # items so far (a video takes one per frame)
     for index, raw in enumerate(raw_inputs):
         where = f"inputs[{index}]"
         if not isinstance(raw, dict):
@@ -259,19 +400,40 @@ def parse_json_body(body: bytes, pipeline: PipelineSpec, limits: Limits) -> Pars
             message, first = describe_validation_errors(exc.errors(), prefix=where)
             raise InvalidRequest(message, field=first) from None
         # Room left: what the cap allows, less what is taken and what the inputs still to come need.
-        room = limits.max_inputs - len(parsed) - (len(raw_inputs) - index - 1)
-        parsed.extend(fmt.from_json(item, where, limits, room))
-    _check_count(len(parsed), "inputs", limits)
+        room = limits.max_inputs - taken - (len(raw_inputs) - index - 1)
+        new = fmt.from_json(item, where, limits, room)
+        taken += sum(p.count for p in new)
+        parsed.extend(new)
+    _check_count(taken, "inputs", limits)
     return _job(parsed, webhook, metadata)
 
 
 def _job(parsed: list[ParsedInput], webhook: str | None, metadata: dict[str, Any] | None) -> ParsedJob:
+    """The job's items: an input of several items becomes a group of them; blobs are listed once."""
+    inputs: list[dict[str, Any]] = []
+    groups: list[InputGroup] = []
+    blobs: list[bytes] = []
+    item_blobs: list[int | None] = []
+    for p in parsed:
+        blob = None
+        if p.blob is not None:
+            blob = len(blobs)
+            blobs.append(p.blob)
+        if p.items is None:
+            inputs.append(p.value)
+        else:
+            groups.append(InputGroup(first=len(inputs), keys=list(p.keys or []), field=p.field))
+            inputs.extend(p.items)
+        item_blobs.extend([blob] * p.count)
     sources = [p.source for p in parsed]
     return ParsedJob(
-        inputs=[p.value for p in parsed],
+        inputs=inputs,
         webhook=webhook,
         metadata=metadata,
         sources=sources if any(s is not None for s in sources) else [],
+        groups=groups,
+        blobs=blobs,
+        item_blobs=item_blobs if blobs else [],
     )
 
 
@@ -287,11 +449,14 @@ def _single_text(form: FormData, name: str) -> str | None:
 
 
 async def parse_form(form: FormData, pipeline: PipelineSpec, limits: Limits) -> ParsedJob:
-    """A multipart job request: files in `files` (one per input), optional `webhook`, `metadata`."""
+    """A multipart job request: files in `files` (one per input), optional `webhook`, `metadata`
+    and, for kinds that take them (video), `options` (JSON text, for every file)."""
     fmt = input_format(pipeline.input)
-    if fmt.from_file is None:
+    if not fmt.takes_files:
         raise invalid(MULTIPART_FILES_FIELD, f"pipeline {pipeline.name!r} takes JSON inputs only")
     allowed = {MULTIPART_FILES_FIELD, "webhook", "metadata"}
+    if fmt.options_model is not None:
+        allowed.add(MULTIPART_OPTIONS_FIELD)
     unknown = sorted({key for key in form.keys() if key not in allowed})
     if unknown:
         raise invalid(unknown[0], f"unknown form field (accepted: {', '.join(sorted(allowed))})")
@@ -306,7 +471,9 @@ async def parse_form(form: FormData, pipeline: PipelineSpec, limits: Limits) -> 
         except ValueError as exc:
             raise invalid("metadata", f"not valid JSON ({exc})") from None
         metadata = check_metadata(metadata)
+    options = _form_options(form, fmt)
     parsed: list[ParsedInput] = []
+    taken = 0
     for index, upload in enumerate(uploads):
         where = f"{MULTIPART_FILES_FIELD}[{index}]"
         if not isinstance(upload, UploadFile):
@@ -319,5 +486,29 @@ async def parse_form(form: FormData, pipeline: PipelineSpec, limits: Limits) -> 
         if not data:
             raise invalid(where, "empty file")
         source = upload.filename[:MAX_SOURCE_CHARS] if upload.filename else None
-        parsed.append(ParsedInput(fmt.from_file(data, where, limits), source=source))
+        room = limits.max_inputs - taken - (len(uploads) - index - 1)
+        # In a thread: probing a video (or decoding a large text) must not hold up the event loop.
+        one = await run_in_threadpool(fmt.upload, Upload(data, source, options), where, limits, room)
+        taken += one.count
+        parsed.append(one)
     return _job(parsed, webhook, metadata)
+
+
+def _form_options(form: FormData, fmt: InputFormat) -> BaseModel | None:
+    """The `options` form field, validated by the input kind's options model (absent: its defaults)."""
+    if fmt.options_model is None:
+        return None
+    text = _single_text(form, MULTIPART_OPTIONS_FIELD)
+    if text is None or not text.strip():
+        return fmt.options_model()
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise invalid(MULTIPART_OPTIONS_FIELD, f"not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise invalid(MULTIPART_OPTIONS_FIELD, "must be a JSON object")
+    try:
+        return fmt.options_model.model_validate(data)
+    except ValidationError as exc:
+        message, first = describe_validation_errors(exc.errors(), prefix=MULTIPART_OPTIONS_FIELD)
+        raise InvalidRequest(message, field=first) from None

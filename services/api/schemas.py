@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from shared.messages import StageKind
+from shared.video import DEFAULT_FPS, MAX_FPS
 
 EXAMPLE_IMAGE_BASE64 = "/9j/4AAQSkZJRgABAQAAAQABAAD/2wBDAAgGBgcGBQgHBwcJCQgKDBQNDAsLDBkSEw8U..."
 
@@ -84,6 +85,62 @@ class TextInput(BaseModel):
     )
 
 
+class Interval(BaseModel):
+    """The part of a video to take frames from, in seconds from its start."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    start: float = Field(default=0.0, ge=0, description="The first frame's time (default 0).", examples=[0.0])
+    end: float | None = Field(
+        default=None,
+        gt=0,
+        description="No frame at or after this time (exclusive; default: the video's end).",
+        examples=[2.0],
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Interval:
+        if self.end is not None and self.end <= self.start:
+            raise PydanticCustomError(
+                "interval_order",
+                "end ({end}) must be greater than start ({start})",
+                {"end": self.end, "start": self.start},
+            )
+        return self
+
+
+_INTERVAL_DESCRIPTION = "Where to take frames from (default: the whole video)."
+_FPS_DESCRIPTION = (
+    f"Frames per second to take (default {DEFAULT_FPS:g}, at most {MAX_FPS:g}): at start, "
+    "start + 1/fps, ... before the interval's end and the video's. Each frame counts as one "
+    "input toward the job's limit."
+)
+
+
+class VideoOptions(BaseModel):
+    """The `options` form field of a multipart request to a video pipeline (JSON text): how
+    frames are taken from every uploaded video."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    interval: Interval | None = Field(default=None, description=_INTERVAL_DESCRIPTION)
+    fps: float = Field(default=DEFAULT_FPS, gt=0, le=MAX_FPS, description=_FPS_DESCRIPTION, examples=[2])
+
+
+class VideoInput(BaseModel):
+    """One input of a `video` pipeline, in a JSON request: a video file on the server and
+    which frames to take. (Upload a video with multipart/form-data instead.)"""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    video_path: str = Field(
+        description=(
+            "A video file on the server, relative to its data root (`DLPIPE_DATA_ROOT`; unset: "
+            "refused), never outside it: MP4/MOV, Matroska/WebM or AVI. The output's `source`."
+        ),
+        examples=["clips/cat.mp4"],
+    )
+    interval: Interval | None = Field(default=None, description=_INTERVAL_DESCRIPTION)
+    fps: float = Field(default=DEFAULT_FPS, gt=0, le=MAX_FPS, description=_FPS_DESCRIPTION, examples=[2])
+
+
 class JobRequest(BaseModel):
     """A new job, as a JSON body. Multipart bodies carry the same fields (see the endpoint)."""
 
@@ -98,10 +155,11 @@ class JobRequest(BaseModel):
                 },
                 {"inputs": [{"text": "a photo of a cat"}, {"text": "quarterly tax filing deadline"}]},
                 {"inputs": [{"image_url": "https://example.com/photos/cat.jpg"}, {"path": "photos/"}]},
+                {"inputs": [{"video_path": "clips/cat.mp4", "interval": {"start": 0, "end": 2}, "fps": 2}]},
             ]
         },
     )
-    inputs: list[ImageInput | TextInput] = Field(
+    inputs: list[ImageInput | TextInput | VideoInput] = Field(
         min_length=1,
         description="The job's inputs, in order; the outputs come back in the same order. "
         "The fields of one input depend on the pipeline's input kind (`GET /v1/pipelines/{name}`).",
@@ -139,6 +197,16 @@ def multipart_job_schema() -> dict[str, Any]:
                 "description": "A JSON object, as text; stored with the job and returned unchanged.",
                 "example": '{"request": "abc-123"}',
             },
+            "options": {
+                "type": "string",
+                "contentMediaType": "application/json",
+                "contentSchema": {"$ref": "#/components/schemas/VideoOptions"},
+                "description": (
+                    "Video pipelines only: how to take frames from every uploaded video, as JSON "
+                    "text (the VideoOptions schema: `interval`, `fps`)."
+                ),
+                "example": '{"interval": {"start": 0, "end": 2}, "fps": 2}',
+            },
         },
     }
 
@@ -159,7 +227,12 @@ class InputInfo(BaseModel):
         description="Form field carrying one file per input in a multipart request (null: JSON only).",
         examples=["files"],
     )
-    max_inputs: int = Field(description="Most inputs one job may hold.")
+    options_field: str | None = Field(
+        default=None,
+        description="Form field of a multipart request holding options as JSON text (video: interval, fps).",
+        examples=["options"],
+    )
+    max_inputs: int = Field(description="Most inputs one job may hold (a video: each frame counts).")
     max_input_bytes: int = Field(description="Largest single input, in decoded bytes.")
 
 

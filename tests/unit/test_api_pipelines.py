@@ -31,6 +31,7 @@ async def test_pipeline_description_says_how_to_call_it(api: httpx.AsyncClient) 
         "kind": "image",
         "json_fields": ["image_base64", "image_url", "path"],
         "multipart_field": "files",
+        "options_field": None,
         "max_inputs": MAX_INPUTS,
         "max_input_bytes": MAX_BYTES,
     }
@@ -76,7 +77,11 @@ async def test_openapi_documents_both_request_content_types(api: httpx.AsyncClie
     schemas = doc["components"]["schemas"]
     job_request = schemas["JobRequest"]
     assert job_request["properties"]["inputs"]["items"] == {
-        "anyOf": [{"$ref": "#/components/schemas/ImageInput"}, {"$ref": "#/components/schemas/TextInput"}]
+        "anyOf": [
+            {"$ref": "#/components/schemas/ImageInput"},
+            {"$ref": "#/components/schemas/TextInput"},
+            {"$ref": "#/components/schemas/VideoInput"},
+        ]
     }
     assert "image_base64" in schemas["ImageInput"]["properties"]
     assert "text" in schemas["TextInput"]["properties"]

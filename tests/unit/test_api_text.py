@@ -105,6 +105,7 @@ async def test_the_pipeline_description_names_the_text_field(api: httpx.AsyncCli
         "kind": "text",
         "json_fields": ["text"],
         "multipart_field": "files",
+        "options_field": None,
         "max_inputs": MAX_INPUTS,
         "max_input_bytes": MAX_BYTES,
     }

@@ -168,7 +168,17 @@ def decode_resize_crop(
     if crop > resize:
         raise ValueError(f"crop ({crop}) must not exceed resize ({resize})")
     img = _open(load_image_bytes(inp), resize, max_pixels)
-    img = _to_rgb(_orient(img))
+    return resize_crop(_to_rgb(_orient(img)), resize, crop)
+
+
+def resize_crop(img: Image.Image, resize: int = 256, crop: int = 224) -> np.ndarray:
+    """An RGB image, short side resized to `resize` (antialiased bilinear), center-cropped to
+    `crop` x `crop`: a C-contiguous, writable uint8 array of shape (crop, crop, 3).
+
+    Every image-like input (photos, video frames) goes through this same step.
+    """
+    if crop > resize:
+        raise ValueError(f"crop ({crop}) must not exceed resize ({resize})")
     width, height = img.size
     scale = resize / min(width, height)
     size = (max(resize, round(width * scale)), max(resize, round(height * scale)))

@@ -27,7 +27,7 @@ from services.api.inputs import (
 from services.api.schemas import ErrorBody, multipart_job_schema
 from shared import keys
 from shared.errors import NotFound
-from shared.jobs import queue_new_job
+from shared.jobs import groups_record, queue_new_job
 from shared.messages import JobStatus, JobView, job_view_from_redis, now_ms
 from shared.pipeline_spec import PipelineSpec
 
@@ -84,10 +84,13 @@ async def _read_form_job(request: Request, pipeline: PipelineSpec, limits: Limit
         "Send either `application/json` (`inputs`: a list of objects whose fields depend on the "
         "pipeline's input kind: for `image` exactly one of `image_base64`, `image_url` (fetched by "
         "the workers) or `path` (a file or folder under the server's `DLPIPE_DATA_ROOT`; a folder "
-        "means one input per image in it); `text` for `text`) or "
+        "means one input per image in it); `text` for `text`; for `video` `video_path` (a video "
+        "file under the data root) with optional `interval` and `fps`) or "
         "`multipart/form-data` (one `files` part per input, a UTF-8 text file for `text`; "
-        "optional `webhook` and `metadata` (JSON text) fields). Each output's `source` names "
-        "its file, path or URL."
+        "optional `webhook` and `metadata` (JSON text) fields, and for `video` `options` (JSON "
+        "text: `interval`, `fps`, for every file)). Each output's `source` names its file, path "
+        "or URL. A video runs as one item per frame (progress counts frames) and has one output: "
+        "`{\"frames\": {\"0.500\": <that frame's result>, ...}, \"errors\": {...}}`."
     ),
     response_description="The queued job.",
     responses={
@@ -129,6 +132,9 @@ async def create_job(
             ttl_s=settings.job_ttl_s,
             created_ms=created,
             sources=parsed.sources or None,
+            groups=parsed.groups or None,
+            blobs=parsed.blobs or None,
+            item_blobs=parsed.item_blobs or None,
         )
         await pipe.execute()
     log.info("job=%s pipeline=%s accepted n=%d", job_id, pipeline.name, len(parsed.inputs))
@@ -142,6 +148,7 @@ async def create_job(
         "webhook": parsed.webhook or "",
         "metadata": json.dumps(parsed.metadata) if parsed.metadata is not None else "",
         "sources": json.dumps(parsed.sources) if parsed.sources else "",
+        "groups": json.dumps(groups_record(parsed.groups, len(parsed.inputs))) if parsed.groups else "",
     }
     return job_view_from_redis(record, {})
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from services.api.deps import ConfigDep, PipelineDep, SettingsDep
-from services.api.inputs import INPUT_FORMATS, MULTIPART_FILES_FIELD
+from services.api.inputs import INPUT_FORMATS, MULTIPART_FILES_FIELD, MULTIPART_OPTIONS_FIELD
 from services.api.schemas import BatchingInfo, ErrorBody, InputInfo, PipelineInfo, StageInfo
 from shared.pipeline_spec import PipelinesConfig, PipelineSpec
 from shared.settings import Settings
@@ -31,7 +31,8 @@ def describe_pipeline(pipeline: PipelineSpec, config: PipelinesConfig, settings:
         input=InputInfo(
             kind=pipeline.input.value,
             json_fields=fmt.json_fields if fmt else [],
-            multipart_field=MULTIPART_FILES_FIELD if fmt and fmt.from_file else None,
+            multipart_field=MULTIPART_FILES_FIELD if fmt and fmt.takes_files else None,
+            options_field=MULTIPART_OPTIONS_FIELD if fmt and fmt.options_model else None,
             max_inputs=settings.max_inputs_per_job,
             max_input_bytes=settings.max_input_bytes,
         ),
