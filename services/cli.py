@@ -7,6 +7,7 @@
     dlpipe worker notifier                     webhooks for finished jobs
     dlpipe check [--no-import]                 validate the pipelines file
     dlpipe healthcheck api|preprocess|model|notifier   for container healthchecks
+    dlpipe bench [flags]                       benchmark against the limit, the ceiling, peers (-h)
 
 Settings come from DLPIPE_* variables (see README); flags override them. Settings are built
 once, here, and passed down. The API and worker modules are imported only inside their
@@ -122,6 +123,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_health.add_argument("service", choices=("api", *WORKER_KINDS))
     p_health.add_argument("--timeout-s", type=float, default=3.0, help="give up after this long")
+
+    # Its flags belong to the bench package (`dlpipe bench -h`), passed on as they are.
+    p_bench = sub.add_parser(
+        "bench",
+        help="benchmark against the model-only limit, the ceiling and peers (`dlpipe bench -h`)",
+        add_help=False,
+        prefix_chars="+",
+    )
+    p_bench.add_argument("bench_args", nargs=argparse.REMAINDER)
     return parser
 
 
@@ -239,12 +249,19 @@ def cmd_healthcheck(settings: Settings, args: argparse.Namespace) -> int:
     return 1
 
 
+def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
+    from bench.cli import main as bench_main  # noqa: PLC0415 - bench-only code, loaded only here
+
+    return bench_main(args.bench_args)
+
+
 COMMANDS = {
     "up": cmd_up,
     "api": cmd_api,
     "worker": cmd_worker,
     "check": cmd_check,
     "healthcheck": cmd_healthcheck,
+    "bench": cmd_bench,
 }
 
 

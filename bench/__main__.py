@@ -1,0 +1,7 @@
+"""`python -m bench`: the same as `dlpipe bench`."""
+
+import sys
+
+from bench.cli import main
+
+sys.exit(main())

@@ -1,0 +1,152 @@
+"""`dlpipe bench` (also `python -m bench`): the flags, then one run, its files and its table.
+
+dlpipe bench                                   # everything, 3 repeats, 30 s windows
+dlpipe bench --repeats 1 --duration-s 5 --warmup-s 2      # a smoke run
+dlpipe bench --systems limit,stages,dlpipe,baseline --concurrency 4,8
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+log = logging.getLogger("bench")
+
+SYSTEMS = ("limit", "stages", "dlpipe", "baseline", "litserve", "ray")
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected whole numbers separated by commas, got {text!r}"
+        ) from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive whole numbers, got {text!r}")
+    return values
+
+
+def _names(allowed: Sequence[str] | None) -> Callable[[str], list[str]]:
+    def parse(text: str) -> list[str]:
+        names = [x.strip() for x in text.split(",") if x.strip()]
+        unknown = sorted(set(names) - set(allowed)) if allowed else []
+        if not names or unknown:
+            raise argparse.ArgumentTypeError(
+                f"unknown {unknown or text!r}; choose from {', '.join(allowed or [])}"
+            )
+        return names
+
+    return parse
+
+
+def _env_pair(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.startswith("DLPIPE_"):
+        raise argparse.ArgumentTypeError(f"expected DLPIPE_NAME=value, got {text!r}")
+    return key, value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    cores = os.cpu_count() or 1
+    p = argparse.ArgumentParser(
+        prog="dlpipe bench",
+        description="Benchmark dlpipe on this machine against the model-only limit, the work-conserving "
+        "ceiling, a classical one-process server and peers (LitServe, Ray Serve), interleaved.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--repeats", type=int, default=3, help="rounds of every system (A B C A B C ...)")
+    p.add_argument("--duration-s", type=float, default=30.0, help="measured window per workload and turn")
+    p.add_argument(
+        "--requests", type=int, help="instead of --duration-s: measure this many completed requests"
+    )
+    p.add_argument("--warmup-s", type=float, default=5.0, help="load before each measured window")
+    p.add_argument("--concurrency", type=_ints, default=[8], help="concurrent clients, e.g. 4,8 to sweep")
+    p.add_argument(
+        "--poll-interval-ms", type=float, default=10.0, help="how often a client polls a dlpipe job"
+    )
+    p.add_argument("--workloads", type=_names(("image-classify", "image-tag")),
+                   default=["image-classify", "image-tag"], help="pipelines to load")  # fmt: skip
+    p.add_argument("--systems", type=_names(SYSTEMS), default=list(SYSTEMS), help="what to measure")
+    p.add_argument("--out-dir", type=Path, default=Path("docs/benchmarks"), help="where the JSON and PNG go")
+    p.add_argument("--name", help="file name stem (default bench-<UTC time>)")
+    p.add_argument(
+        "--cache-dir", type=Path, default=Path(".dlpipe/bench-venvs"), help="the peers' virtualenvs"
+    )
+    p.add_argument("--run-dir", type=Path, default=Path(".dlpipe/bench-runs"), help="servers' logs and data")
+    p.add_argument(
+        "--no-install", action="store_true", help="do not create missing peer venvs (skip the peer)"
+    )
+    p.add_argument(
+        "--base-port", type=int, default=18100, help="dlpipe, baseline, litserve, ray: this port + 0..3"
+    )
+    p.add_argument(
+        "--limit-batches", type=_ints, default=[1, 2, 4, 8, 16], help="model-only limit: batch sizes"
+    )
+    p.add_argument(
+        "--limit-threads", type=_ints, default=list(range(1, cores + 1)), help="model-only: threads"
+    )
+    p.add_argument("--limit-seconds", type=float, default=2.0, help="model-only: seconds per configuration")
+    p.add_argument(
+        "--stage-seconds", type=float, default=3.0, help="stage costs: seconds per workload, batch"
+    )
+    p.add_argument("--peer-threads", type=int, default=cores, help="torch threads of the baseline and peers")
+    p.add_argument(
+        "--max-batch-size", type=int, help="peers' batching (default: the pipelines file's, as dlpipe)"
+    )
+    p.add_argument("--batch-timeout-ms", type=float, help="peers' batch wait (default: the pipelines file's)")
+    p.add_argument("--dlpipe-env", type=_env_pair, action="append", default=[], metavar="DLPIPE_X=V",
+                   help="a setting for `dlpipe up`, e.g. DLPIPE_TORCH_THREADS=1 (repeatable)")  # fmt: skip
+    return p
+
+
+def _pipeline_batching(workload: str) -> tuple[int, float]:
+    """The first model's batching in the pipelines file dlpipe runs: what the peers get too."""
+    from shared.pipeline_spec import load_pipelines  # noqa: PLC0415
+    from shared.settings import Settings  # noqa: PLC0415
+
+    config = load_pipelines(Settings().pipelines_file)
+    model = next(s.model for s in config.pipelines[workload].stages if s.model)
+    batching = config.models[model or ""].batching
+    return (batching.max_batch_size, batching.max_batch_delay_ms) if batching else (1, 0.0)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if not logging.getLogger().handlers:  # `python -m bench`; `dlpipe bench` has set up logging
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request otherwise
+    from bench import aggregate, orchestrate, report  # noqa: PLC0415
+
+    size, delay = _pipeline_batching(args.workloads[0])
+    opts = orchestrate.Options(
+        repeats=args.repeats, duration_s=args.duration_s, warmup_s=args.warmup_s, requests=args.requests,
+        concurrency=args.concurrency, poll_interval_ms=args.poll_interval_ms, workloads=args.workloads,
+        systems=[s for s in SYSTEMS if s in args.systems], out_dir=args.out_dir, cache_dir=args.cache_dir,
+        run_dir=args.run_dir, base_port=args.base_port, limit_batches=args.limit_batches,
+        limit_threads=args.limit_threads, limit_seconds=args.limit_seconds, stage_seconds=args.stage_seconds,
+        peer_threads=args.peer_threads, max_batch_size=args.max_batch_size or size,
+        batch_timeout_ms=args.batch_timeout_ms if args.batch_timeout_ms is not None else delay,
+        dlpipe_env=dict(args.dlpipe_env), install_peers=not args.no_install,
+    )  # fmt: skip
+    result = orchestrate.run(opts)
+    options = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(opts).items()}
+    summary = aggregate.summarize(result["turns"], os.cpu_count() or 1)
+    doc = report.build(options, result, summary)
+    problems = report.validate(doc)
+    if problems:
+        log.error("the result does not match its schema: %s", problems)
+    stem = args.name or "bench-" + datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    json_path, png_path = report.write(doc, args.out_dir, stem)
+    print(report.table(doc))
+    print(f"\nwrote {json_path}" + (f" and {png_path}" if png_path else "") + f" in {result['wall_s']:.0f} s")
+    return 1 if problems or summary["failed_turns"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

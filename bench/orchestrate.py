@@ -1,0 +1,199 @@
+"""One bench run: the turns in interleaved order (limit, stages, then each HTTP system, once per
+repeat), each turn's servers started, measured and stopped by process id before the next."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench import peers, procs, systems
+from bench.client import Load, run_load
+from bench.photos import fhd_jpegs, request_body
+from bench.stats import counters_delta, latency_summary, model_activity, turn_order
+
+log = logging.getLogger(__name__)
+
+REPO = Path(__file__).resolve().parent.parent
+MEASUREMENTS = ("limit", "stages")
+ALL_SYSTEMS = (*MEASUREMENTS, *systems.HTTP_SYSTEMS)
+
+
+@dataclass
+class Options:
+    repeats: int = 3
+    duration_s: float = 30.0
+    warmup_s: float = 5.0
+    requests: int | None = None
+    concurrency: list[int] = field(default_factory=lambda: [8])
+    poll_interval_ms: float = 10.0
+    workloads: list[str] = field(default_factory=lambda: ["image-classify", "image-tag"])
+    systems: list[str] = field(default_factory=lambda: list(ALL_SYSTEMS))
+    out_dir: Path = Path("docs/benchmarks")
+    cache_dir: Path = Path(".dlpipe/bench-venvs")
+    run_dir: Path = Path(".dlpipe/bench-runs")
+    base_port: int = 18100
+    limit_batches: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16])
+    limit_threads: list[int] = field(default_factory=lambda: list(range(1, (os.cpu_count() or 1) + 1)))
+    limit_seconds: float = 2.0
+    stage_seconds: float = 3.0
+    peer_threads: int = os.cpu_count() or 1
+    max_batch_size: int = 4
+    batch_timeout_ms: float = 2.0
+    dlpipe_env: dict[str, str] = field(default_factory=dict)
+    install_peers: bool = True
+
+
+def dlpipe_settings(opts: Options) -> dict[str, Any]:
+    """The settings `dlpipe up` will run with (this environment plus --dlpipe-env)."""
+    from shared.settings import Settings  # noqa: PLC0415
+
+    old = {k: os.environ.get(k) for k in opts.dlpipe_env}
+    os.environ.update(opts.dlpipe_env)
+    try:
+        s = Settings()
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return {"torch_threads": s.torch_threads, "preprocess_concurrency": s.preprocess_concurrency,
+            "pipelines_file": str(s.pipelines_file)}  # fmt: skip
+
+
+def run(opts: Options) -> dict[str, Any]:
+    started = time.monotonic()
+    run_dir = (opts.run_dir / datetime.now(UTC).strftime("%Y%m%d-%H%M%S")).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cores = os.cpu_count() or 1
+    dl_settings = dlpipe_settings(opts)
+    peer_envs, peer_info = _prepare_peers(opts)
+    setup = systems.Setup(run_dir=run_dir, workloads=opts.workloads, cores=cores, peer_threads=opts.peer_threads,
+                          max_batch_size=opts.max_batch_size, batch_timeout_ms=opts.batch_timeout_ms,
+                          dlpipe_env=opts.dlpipe_env, peers=peer_envs)  # fmt: skip
+    bodies = [request_body(jpeg) for jpeg in fhd_jpegs()]
+    ports = {name: opts.base_port + i for i, name in enumerate(systems.HTTP_SYSTEMS)}
+    turns: list[dict[str, Any]] = []
+    order = [
+        (r, s)
+        for r, s in turn_order(opts.systems, opts.repeats)
+        if s not in peer_info or "error" not in peer_info[s]
+    ]
+    for n, (repeat, system) in enumerate(order, 1):
+        log.info("turn %d/%d: repeat %d, %s", n, len(order), repeat + 1, system)
+        turn: dict[str, Any] = {"repeat": repeat, "system": system, "load_avg_before": os.getloadavg()[0]}
+        t0 = time.monotonic()
+        try:
+            if system == "limit":
+                turn["limit"] = _measure(["limit", "--batches", _csv(opts.limit_batches), "--threads",
+                                          _csv(opts.limit_threads), "--seconds", str(opts.limit_seconds)])  # fmt: skip
+            elif system == "stages":
+                turn["stages"] = _measure(["stages", "--workloads", ",".join(opts.workloads), "--threads",
+                                           str(dl_settings["torch_threads"]), "--seconds", str(opts.stage_seconds)])  # fmt: skip
+            else:
+                turn.update(_http_turn(system, setup, ports[system], bodies, opts))
+        except Exception as exc:  # noqa: BLE001 - one failed turn is recorded, the run goes on
+            log.error("turn %s (repeat %d) failed: %s", system, repeat + 1, exc)
+            turn["error"] = f"{type(exc).__name__}: {exc}"[:2000]
+        turn["turn_s"] = round(time.monotonic() - t0, 1)
+        turns.append(turn)
+    return {
+        "run_dir": str(run_dir),
+        "wall_s": round(time.monotonic() - started, 1),
+        "dlpipe_settings": dl_settings,
+        "peers": peer_info,
+        "turns": turns,
+    }
+
+
+def _csv(values: list[int]) -> str:
+    return ",".join(str(v) for v in values)
+
+
+def _prepare_peers(opts: Options) -> tuple[dict[str, peers.PeerEnv], dict[str, dict[str, Any]]]:
+    envs: dict[str, peers.PeerEnv] = {}
+    info: dict[str, dict[str, Any]] = {}
+    for name in peers.PEERS:
+        if name not in opts.systems:
+            continue
+        try:
+            envs[name] = peers.ensure(name, opts.cache_dir, install=opts.install_peers)
+            info[name] = envs[name].as_dict()
+        except Exception as exc:  # noqa: BLE001 - a peer that cannot be installed is reported, not fatal
+            log.error("peer %s unavailable: %s", name, exc)
+            info[name] = {"error": f"{type(exc).__name__}: {exc}"[:2000]}
+    return envs, info
+
+
+def _measure(args: list[str], timeout_s: float = 900.0) -> dict[str, Any]:
+    """`python -m bench.measure ARGS` in a child process; its JSON line."""
+    done = subprocess.run([sys.executable, "-m", "bench.measure", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout_s, check=False)  # fmt: skip
+    if done.returncode != 0:
+        raise RuntimeError(f"bench.measure {args[0]} exited {done.returncode}: {done.stderr[-1500:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _http_turn(
+    system: str, setup: systems.Setup, port: int, bodies: list[bytes], opts: Options
+) -> dict[str, Any]:
+    t0 = time.monotonic()
+    turn = systems.start(system, setup, port)
+    out: dict[str, Any] = {"start_s": round(time.monotonic() - t0, 1), "windows": []}
+    try:
+        for workload in opts.workloads:
+            for concurrency in opts.concurrency:
+                out["windows"].append(_window(turn, workload, concurrency, bodies, opts))
+    finally:
+        t1 = time.monotonic()
+        systems.stop(turn, port)
+        out["stop_s"] = round(time.monotonic() - t1, 1)
+    return out
+
+
+def _window(
+    turn: systems.Turn, workload: str, concurrency: int, bodies: list[bytes], opts: Options
+) -> dict[str, Any]:
+    load = Load(path=f"/v1/pipelines/{workload}/jobs", bodies=bodies, concurrency=concurrency,
+                warmup_s=opts.warmup_s, duration_s=opts.duration_s, requests=opts.requests,
+                poll_interval_s=opts.poll_interval_ms / 1000.0)  # fmt: skip
+    marks: dict[str, tuple[procs.CpuSnapshot, dict[str, dict[str, float]] | None]] = {}
+
+    def on_mark(which: str) -> None:
+        marks[which] = (procs.cpu_snapshot(turn.processes(), turn.role), turn.counters(workload))
+
+    window = asyncio.run(run_load(turn.base_url, load, on_mark))
+    n = window.completed
+    cpu = procs.cpu_by_role(marks["start"][0], marks["end"][0])
+    models = None
+    if marks["end"][1] is not None:
+        delta = counters_delta(marks["start"][1] or {}, marks["end"][1])
+        models = {name: model_activity(d, window.wall_s) for name, d in sorted(delta.items())}
+    latency = latency_summary(window.latencies_s)
+    result: dict[str, Any] = {
+        "workload": workload,
+        "concurrency": concurrency,
+        "completed": n,
+        "errors": window.errors,
+        "error_samples": window.error_samples,
+        "wall_s": round(window.wall_s, 3),
+        "jobs_per_s": round(n / window.wall_s, 3) if window.wall_s > 0 else None,
+        "latency": latency,
+        "polls_per_job": round(window.polls / n, 2) if n else None,
+        "cpu_s_per_job": {role: round(v / n, 5) for role, v in sorted(cpu.items())} if n else None,
+        "cpu_s_per_job_total": round(sum(cpu.values()) / n, 5) if n else None,
+        "client_cpu_s_per_job": round(window.client_cpu_s / n, 5) if n else None,
+        "models": models,
+    }
+    log.info("%s %s c=%d: %.2f jobs/s, p50 %s ms, p99 %s ms, %d errors", turn.system, workload, concurrency,
+             result["jobs_per_s"] or 0, result["latency"]["p50_ms"], result["latency"]["p99_ms"], window.errors)  # fmt: skip
+    return result
