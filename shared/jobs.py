@@ -41,6 +41,11 @@ def groups_record(groups: list[InputGroup], n_items: int) -> list[dict[str, Any]
     return record
 
 
+def deadline_ms(created_ms: int, timeout_s: float) -> int:
+    """When a job created at `created_ms` with `timeout_s` expires (ms)."""
+    return created_ms + int(round(timeout_s * 1000))
+
+
 def queue_new_job(
     pipe: Any,
     *,
@@ -55,6 +60,8 @@ def queue_new_job(
     groups: list[InputGroup] | None = None,
     blobs: list[bytes] | None = None,
     item_blobs: list[int | None] | None = None,
+    timeout_s: float | None = None,
+    admission: str | None = None,
 ) -> None:
     """Add to a (MULTI) pipeline the commands that create a job and queue its items.
 
@@ -69,6 +76,12 @@ def queue_new_job(
     `item_blobs` (one per item, None: none) names the blob an item reads, in its hash's
     `blob` field (Store.load hands the bytes to the item's stages). The caller executes the
     pipeline.
+
+    `timeout_s`: the job's items not finished `timeout_s` after `created_ms` fail as expired
+    (the job hash keeps `timeout_s` and `deadline`, in ms; workers check it as they take an
+    item). The pipeline's backlog counter (keys.backlog) grows by the number of items in the
+    same transaction; `admission` names the grant (keys.admissions) the API took for this job,
+    removed here as the job starts counting in the backlog itself.
     """
     groups_json = groups_record(groups or [], len(inputs))
     n_outputs = len(inputs) - sum(g["count"] - 1 for g in groups_json)
@@ -96,10 +109,16 @@ def queue_new_job(
         record["sources"] = json.dumps(sources, separators=(",", ":"), ensure_ascii=False)
     if groups_json:
         record["groups"] = json.dumps(groups_json, separators=(",", ":"), ensure_ascii=False)
+    if timeout_s is not None:
+        record["timeout_s"] = f"{timeout_s:g}"
+        record["deadline"] = str(deadline_ms(created_ms, timeout_s))
     for n, blob in enumerate(blobs or []):
         pipe.set(keys.job_blob(job_id, n), blob, ex=ttl_s)
     pipe.hset(job_key, mapping=record)
     pipe.expire(job_key, ttl_s)
+    pipe.incrby(keys.backlog(pipeline.name), len(inputs))
+    if admission is not None:
+        pipe.zrem(keys.admissions(pipeline.name), admission)
     first_stages = pipeline.sources()
     for index, value in enumerate(inputs):
         item_key = keys.item(job_id, index)

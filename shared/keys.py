@@ -32,6 +32,29 @@ def job_blob(job_id: str, n: int) -> str:
     return f"{PREFIX}:job:{job_id}:blob:{n}"
 
 
+def backlog(pipeline: str) -> str:
+    """String (integer): the pipeline's items accepted and not finished. +n in the job's MULTI
+    (shared/jobs.py), -1 as an item finishes (COMPLETE_STAGE), -(unfinished) on cancel."""
+    return f"{PREFIX}:backlog:{pipeline}"
+
+
+def admissions(pipeline: str) -> str:
+    """Sorted set: admissions granted but whose job is not written yet, `<id>:<items>` scored by
+    when the grant lapses (ms); they count toward the backlog until the job's MULTI removes them."""
+    return f"{PREFIX}:admissions:{pipeline}"
+
+
+def idempotency(caller: str, key_digest: str) -> str:
+    """String (JSON): what one `Idempotency-Key` of one caller maps to (request hash, job id, response)."""
+    return f"{PREFIX}:idem:{caller}:{key_digest}"
+
+
+def stream_group(stream_key: str) -> str:
+    """The consumer group that works a stream of work items (its key): cpu.* -> cpu, model.* -> model."""
+    name = stream_key.removeprefix(f"{PREFIX}:stream:")
+    return MODEL_GROUP if name.startswith("model.") else CPU_GROUP
+
+
 def item(job_id: str, index: int) -> str:
     """Hash: one item's original input and the outputs of its stages, while it is in flight."""
     return f"{PREFIX}:item:{job_id}:{index}"

@@ -26,6 +26,7 @@ class ItemStatus(str, Enum):
     pending = "pending"
     succeeded = "succeeded"
     failed = "failed"
+    canceled = "canceled"  # never ran: its job was canceled first
 
 
 class StageKind(str, Enum):
@@ -99,6 +100,12 @@ class JobView(BaseModel):
     created_at: datetime
     started_at: datetime | None = None
     completed_at: datetime | None = None
+    deadline_at: datetime | None = Field(
+        default=None,
+        description=(
+            "created_at + the job's `timeout_s` (null: none): items not finished by then fail as expired."
+        ),
+    )
     outputs: list[ItemOutput] = Field(default_factory=list)
     error: str | None = None
     metadata: dict[str, Any] | None = None
@@ -145,6 +152,9 @@ def group_outputs(items: list[ItemOutput], groups: list[dict[str, Any]]) -> list
         if any(item.status == ItemStatus.pending for _, item in members):
             grouped.append(ItemOutput(index=index, status=ItemStatus.pending))
             continue
+        if any(item.status == ItemStatus.canceled for _, item in members):
+            grouped.append(ItemOutput(index=index, status=ItemStatus.canceled))
+            continue
         results = {key: item.result for key, item in members if item.status == ItemStatus.succeeded}
         errors = {key: item.error or "failed" for key, item in members if item.status == ItemStatus.failed}
         result = {field: results, "errors": errors}
@@ -162,9 +172,9 @@ def job_view_from_redis(job: dict[Any, Any], outputs: dict[Any, Any]) -> JobView
     f = {_text(k): _text(v) for k, v in job.items()}
     total = int(f.get("total", 0))
     done_outputs = {int(_text(k)): ItemOutput.model_validate_json(v) for k, v in outputs.items()}
-    items = [
-        done_outputs.get(i, ItemOutput(index=i, status=ItemStatus.pending)) for i in range(total)
-    ]
+    # An item of a canceled job that has no output never will: it shows `canceled`, not `pending`.
+    unfinished = ItemStatus.canceled if f["status"] == JobStatus.canceled.value else ItemStatus.pending
+    items = [done_outputs.get(i, ItemOutput(index=i, status=unfinished)) for i in range(total)]
     if f.get("groups"):  # inputs that ran as several items (a video's frames): one output each
         items = group_outputs(items, json.loads(f["groups"]))
     sources = json.loads(f["sources"]) if f.get("sources") else []  # one per output
@@ -179,6 +189,7 @@ def job_view_from_redis(job: dict[Any, Any], outputs: dict[Any, Any]) -> JobView
         created_at=ms_to_datetime(f["created_at"]),
         started_at=ms_to_datetime(f.get("started_at")),
         completed_at=ms_to_datetime(f.get("completed_at")),
+        deadline_at=ms_to_datetime(f.get("deadline")),
         outputs=items,
         error=f.get("error") or None,
         metadata=metadata,

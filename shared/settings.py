@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_PIPELINES_FILE = Path(__file__).resolve().parent / "pipelines.yaml"
@@ -42,6 +42,31 @@ class Settings(BaseSettings):
     max_inputs_per_job: int = Field(default=1000, ge=1, description="Most inputs one job may hold.")
     max_input_bytes: int = Field(
         default=20 * 1024 * 1024, ge=1, description="Largest single input (decoded bytes)."
+    )
+    max_body_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=1024,
+        description="Largest request body the API reads (413 above it), counted as it arrives.",
+    )
+    max_backlog: int = Field(
+        default=10000,
+        ge=1,
+        description=(
+            "Items a pipeline may hold accepted but not finished; new jobs get 429 with "
+            "`Retry-After` while it is at or over this."
+        ),
+    )
+    idempotency_ttl_s: int = Field(
+        default=24 * 3600,
+        ge=24 * 3600,
+        description="How long an `Idempotency-Key` is remembered (the same request gets the same job).",
+    )
+    api_keys: SecretStr | None = Field(
+        default=None,
+        description=(
+            "Comma-separated API keys; set, every /v1 call needs `Authorization: Bearer <key>` "
+            "(else 401). Unset: no authentication."
+        ),
     )
 
     # Inputs given by reference (image pipelines)

@@ -25,8 +25,11 @@ return 1
 #       are added to the dead-letter stream, KEYS[6 + number of downstream stages], in the
 #       same step that acknowledges the entry (an entry given up after too many
 #       deliveries); giving up an entry someone acknowledged already changes nothing
-# Returns 0 for a duplicate (already final, or the job is gone), 1 stage recorded,
-# 2 item finished, 3 job finished.
+# Optionally one more key, last: the pipeline's backlog counter (keys.backlog), less one
+# when the item finishes (never below 0).
+# Returns 0 for a duplicate (already final, or the job is gone) or an item of a canceled
+# job (acknowledged, nothing recorded, nothing queued), 1 stage recorded, 2 item finished,
+# 3 job finished.
 COMPLETE_STAGE = """
 local acked = redis.call('XACK', KEYS[4], ARGV[1], ARGV[2])
 local tail = 14
@@ -36,6 +39,7 @@ if tail < #ARGV then
   redis.call('XADD', KEYS[6 + tonumber(ARGV[13])], '*', unpack(ARGV, tail, #ARGV))
 end
 if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
+if redis.call('HGET', KEYS[2], 'status') == 'canceled' then return 0 end
 if redis.call('HEXISTS', KEYS[3], ARGV[3]) == 1 then return 0 end
 if ARGV[8] == '' then
   if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
@@ -58,6 +62,9 @@ if ARGV[8] == '' then
 end
 redis.call('HSET', KEYS[3], ARGV[3], ARGV[8])
 redis.call('DEL', KEYS[1])
+local named = 5 + tonumber(ARGV[13])
+if tail < #ARGV then named = named + 1 end
+if #KEYS > named and redis.call('DECR', KEYS[#KEYS]) < 0 then redis.call('SET', KEYS[#KEYS], 0) end
 local done = redis.call('HINCRBY', KEYS[2], 'done', 1)
 if ARGV[9] == '1' then redis.call('HINCRBY', KEYS[2], 'failed', 1) end
 local total = tonumber(redis.call('HGET', KEYS[2], 'total'))
@@ -77,6 +84,49 @@ redis.call('EXPIRE', KEYS[2], ARGV[5])
 redis.call('EXPIRE', KEYS[3], ARGV[5])
 redis.call('XADD', KEYS[5], '*', 'job', ARGV[10], 'type', ARGV[12])
 return 3
+"""
+
+# Cancel a job that has not ended: status `canceled`, completed_at, an error saying how many
+# items had not finished, the backlog counter less those items, and one job.completed event;
+# workers then skip its items (Store.load, COMPLETE_STAGE). A job that has ended already is
+# left as it is.
+# KEYS: 1 job hash, 2 job outputs hash, 3 events stream, 4 the pipeline's backlog counter
+# ARGV: 1 now ms, 2 ttl s, 3 job id
+# Returns {1, 'canceled'}, {0, status} if the job had ended already, {-1, ''} if there is no job.
+CANCEL_JOB = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return {-1, ''} end
+if status ~= 'queued' and status ~= 'running' then return {0, status} end
+local total = tonumber(redis.call('HGET', KEYS[1], 'total') or '0')
+local left = total - tonumber(redis.call('HGET', KEYS[1], 'done') or '0')
+redis.call('HSET', KEYS[1], 'status', 'canceled', 'completed_at', ARGV[1],
+           'error', 'canceled: ' .. left .. ' of ' .. total .. ' items had not finished')
+if left > 0 and redis.call('DECRBY', KEYS[4], left) < 0 then redis.call('SET', KEYS[4], 0) end
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+redis.call('XADD', KEYS[3], '*', 'job', ARGV[3], 'type', 'job.completed', 'at', ARGV[1])
+return {1, 'canceled'}
+"""
+
+# Admission control: grant a new job of a pipeline its place, or refuse it, atomically. The
+# backlog is the counter (items accepted and not finished) plus the grants still open (taken
+# by requests whose job is not written yet: members `<id>:<items>` scored by when they lapse,
+# so a request that dies between grant and write frees its place by itself). Refused when the
+# backlog is at or over the cap: a job admitted just under the cap may take it over by at
+# most its own items, never more (no two requests see the same room).
+# KEYS: 1 backlog counter, 2 grants sorted set. ARGV: 1 now ms, 2 grant life ms, 3 cap,
+# 4 grant id, 5 the job's items
+# Returns {1, backlog before it} granted, {0, backlog} refused.
+ADMIT = """
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
+local backlog = math.max(0, tonumber(redis.call('GET', KEYS[1]) or '0'))
+for _, member in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+  backlog = backlog + tonumber(string.match(member, ':(%d+)$') or '0')
+end
+if backlog >= tonumber(ARGV[3]) then return {0, backlog} end
+redis.call('ZADD', KEYS[2], tonumber(ARGV[1]) + tonumber(ARGV[2]), ARGV[4] .. ':' .. ARGV[5])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+return {1, backlog}
 """
 
 # Claim entries of a consumer group for one consumer, each with the number of times it

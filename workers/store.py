@@ -16,7 +16,7 @@ from typing import Any
 import redis
 
 from shared import codecs, keys
-from shared.messages import EventType, ItemOutput, ItemStatus, WorkItem, now_ms
+from shared.messages import EventType, ItemOutput, ItemStatus, JobStatus, WorkItem, now_ms
 from shared.pipeline_spec import INPUT, PipelinesConfig, StageSpec
 from workers import scripts
 
@@ -113,9 +113,13 @@ class Store:
         return Entry(stream=stream_key, entry_id=entry_id, item=item)
 
     def load(self, entries: list[Entry]) -> list[list[Any] | None]:
-        """Per entry, the values its stage needs, in `needs` order; None where the item is gone.
+        """Per entry, the values its stage needs, in `needs` order; None where there is nothing to
+        run: the item is gone, its job was canceled, or its job's deadline (`timeout_s`) passed.
 
-        Also marks each job running. Values that cannot be decoded come back as CodecError
+        Also marks each job running, and reads each job's status and deadline in the same round
+        trip: entries of a canceled job are acknowledged, items past their job's deadline fail
+        as expired (through COMPLETE_STAGE, like any failure), both here, before any of their
+        work is done; they come back as None. Values that cannot be decoded come back as CodecError
         instances, for the caller to fail the item with. An item whose hash has a `blob`
         field (keys.BLOB_FIELD: a job blob, such as the uploaded video a video's frames
         share) gets that blob's bytes in its input dict, under "blob", for stages that need
@@ -123,7 +127,8 @@ class Store:
         """
         pipe = self.redis.pipeline(transaction=False)
         stamp = now_ms()
-        for job_id in {e.item.job_id for e in entries}:
+        job_ids = list(dict.fromkeys(e.item.job_id for e in entries))
+        for job_id in job_ids:
             self._start_job(keys=[keys.job(job_id)], args=[stamp], client=pipe)
         for entry in entries:
             stage = self.stage_of(entry.item)
@@ -131,15 +136,26 @@ class Store:
             if INPUT in stage.needs:
                 fields.append(keys.BLOB_FIELD)
             pipe.hmget(keys.item(entry.item.job_id, entry.item.index), fields)
-        replies = pipe.execute()[-len(entries) :] if entries else []
+        for job_id in job_ids:
+            pipe.hmget(keys.job(job_id), ["status", "deadline", "timeout_s"])
+        if not entries:
+            return []
+        replies = pipe.execute()[len(job_ids) :]
+        items, jobs = replies[: len(entries)], dict(zip(job_ids, replies[len(entries) :], strict=True))
+        # The item is there when every value its stage needs is (the blob reference is optional).
+        present = [
+            all(v is not None for v in raw[: len(self.stage_of(e.item).needs)])
+            for e, raw in zip(entries, items, strict=True)
+        ]
+        skipped = self._skip_stopped(entries, present, jobs, stamp)
         loaded: list[list[Any] | None] = []
         blob_refs: list[tuple[dict[str, Any], str]] = []  # (an input dict, the blob key it reads)
-        for entry, raw_values in zip(entries, replies):
-            needs = self.stage_of(entry.item).needs
-            blob_key = raw_values.pop() if INPUT in needs else None
-            if any(v is None for v in raw_values):
+        for entry, raw_values, here in zip(entries, items, present, strict=True):
+            if not here or (entry.stream, entry.entry_id) in skipped:
                 loaded.append(None)
                 continue
+            needs = self.stage_of(entry.item).needs
+            blob_key = raw_values.pop() if INPUT in needs else None
             try:
                 values = [codecs.decode(v) for v in raw_values]
             except codecs.CodecError as exc:
@@ -151,6 +167,39 @@ class Store:
         if blob_refs:
             self._attach_blobs(blob_refs)
         return loaded
+
+    def _skip_stopped(
+        self, entries: list[Entry], present: list[bool], jobs: dict[str, list[Any]], stamp: int
+    ) -> set[tuple[str, str]]:
+        """Settle, in one round trip, the entries whose job was canceled (acknowledged) or whose
+        job's deadline has passed (the item, if still there, fails as expired); returns their
+        (stream, entry id)."""
+        canceled: list[Entry] = []
+        expired: list[StageResult] = []
+        for entry, here in zip(entries, present, strict=True):
+            status, deadline, timeout_s = jobs[entry.item.job_id]
+            if status is not None and _text(status) == JobStatus.canceled.value:
+                canceled.append(entry)
+            elif here and deadline is not None and stamp > int(deadline):
+                reason = f"expired: the job's timeout_s of {_text(timeout_s or b'?')} s passed"
+                expired.append(StageResult(entry, error=reason))
+        if not canceled and not expired:
+            return set()
+        pipe = self.redis.pipeline(transaction=False)
+        for entry in canceled:
+            pipe.xack(entry.stream, keys.stream_group(entry.stream), entry.entry_id)
+        for result in expired:
+            self._complete_one(pipe, keys.stream_group(result.entry.stream), result, stamp)
+        pipe.execute()
+        for job_id in dict.fromkeys(e.item.job_id for e in canceled):
+            count = sum(e.item.job_id == job_id for e in canceled)
+            log.info("job=%s canceled: skipped %d entries", job_id, count)
+        for result in expired:
+            item = result.entry.item
+            log.info("job=%s stage=%s index=%d %s", item.job_id, item.stage, item.index, result.error)
+        return {(e.stream, e.entry_id) for e in canceled} | {
+            (r.entry.stream, r.entry.entry_id) for r in expired
+        }
 
     def _attach_blobs(self, refs: list[tuple[dict[str, Any], str]]) -> None:
         """Read each job blob once and put its bytes in the input dicts that name it, as "blob".
@@ -216,6 +265,7 @@ class Store:
             result.entry.stream,
             keys.EVENTS,
         ] + [keys.stream(pipeline.stream_name(d)) for d in downstream]
+        backlog = keys.backlog(item.pipeline)  # last, after the dead-letter stream if any
         args: list[Any] = [
             group, result.entry.entry_id, item.index, stamp, self.ttl_s,
             keys.stage_output_field(stage.name), payload, final_json, failed,
@@ -228,7 +278,7 @@ class Store:
             keys_.append(keys.DEADLETTER)
             for name, value in result.dead_letter.items():
                 args += [name, value]
-        self._complete(keys=keys_, args=args, client=pipe)
+        self._complete(keys=[*keys_, backlog], args=args, client=pipe)
 
     def ack_gone(self, group: str, entries: list[Entry]) -> None:
         """Acknowledge entries whose item no longer exists (finished already, or expired)."""

@@ -13,12 +13,14 @@ from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from redis.asyncio import Redis
 
+from services.api.auth import key_digests, require_api_key
 from services.api.errors import install_error_handlers
+from services.api.limits import BodySizeLimit
 from services.api.routers import health, jobs, pipelines
-from services.api.schemas import JobRequest, VideoOptions
+from services.api.schemas import ErrorBody, JobRequest, VideoOptions
 from shared.pipeline_spec import check_callables, load_pipelines
 from shared.settings import Settings
 
@@ -105,9 +107,17 @@ def create_app(settings: Settings, *, redis_factory: RedisFactory | None = None)
     app.state.settings = settings
     app.state.config = config
     app.state.redis = None
+    # Who may call: with DLPIPE_API_KEYS set, every /v1 route needs a key (services/api/auth.py);
+    # /healthz, /readyz, /docs and /openapi.json stay open.
+    app.state.api_key_digests = key_digests(settings)
+    authenticated: dict[str, Any] = {
+        "dependencies": [Depends(require_api_key)],
+        "responses": {401: {"model": ErrorBody, "description": "No API key or a wrong one (keys are set)."}},
+    }
     install_error_handlers(app)
-    app.include_router(jobs.router)
-    app.include_router(pipelines.router)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.include_router(jobs.router, **authenticated)
+    app.include_router(pipelines.router, **authenticated)
     app.include_router(health.router)
     _add_request_models(app)
     return app

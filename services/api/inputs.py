@@ -25,9 +25,10 @@ import base64
 import binascii
 import io
 import json
+import math
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from dataclasses import field as dataclass_field
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,8 @@ MAX_URL_CHARS = 2048
 MAX_SOURCE_CHARS = 1024
 MAX_METADATA_BYTES = 64 * 1024
 _DATA_URL = re.compile(r"^data:[\w.+-]+/[\w.+-]+(?:;[\w.+-]+=[\w.+-]+)*;base64,", re.IGNORECASE)
-_JSON_FIELDS = ("inputs", "webhook", "metadata")
+_JSON_FIELDS = ("inputs", "webhook", "metadata", "timeout_s")
+TIMEOUT_FIELD = "timeout_s"
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,7 @@ class Limits:
     max_inputs: int
     max_input_bytes: int
     data_root: Path | None = None  # where `path` inputs may point (None: they are refused)
+    max_timeout_s: float = 86400.0  # the longest `timeout_s` a job may ask for (the job TTL)
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,7 @@ class ParsedJob:
     groups: list[InputGroup] = dataclass_field(default_factory=list)  # inputs of several items
     blobs: list[bytes] = dataclass_field(default_factory=list)  # stored once each (job blobs)
     item_blobs: list[int | None] = dataclass_field(default_factory=list)  # per item, or empty: none
+    timeout_s: float | None = None  # the job's deadline, from its creation (None: none)
 
 
 @dataclass(frozen=True)
@@ -363,6 +367,25 @@ def check_metadata(value: Any, field: str = "metadata") -> dict[str, Any] | None
     return value
 
 
+def check_timeout(value: Any, limits: Limits, field: str = TIMEOUT_FIELD) -> float | None:
+    """`timeout_s`: seconds (> 0, at most the job TTL) after which the job's unfinished items
+    fail as expired; None: no deadline. A multipart field gives it as text."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            raise invalid(field, f"must be a number of seconds, got {value[:40]!r}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise invalid(field, "must be a number of seconds")
+    if not math.isfinite(value) or value <= 0:
+        raise invalid(field, f"must be more than 0 seconds, got {value}")
+    if value > limits.max_timeout_s:
+        raise invalid(field, f"at most {limits.max_timeout_s:g} seconds (the job TTL), got {value:g}")
+    return float(value)
+
+
 def _check_count(count: int, field: str, limits: Limits) -> None:
     if count == 0:
         raise invalid(field, "must hold at least one input")
@@ -387,6 +410,7 @@ def parse_json_body(body: bytes, pipeline: PipelineSpec, limits: Limits) -> Pars
     _check_count(len(raw_inputs), "inputs", limits)
     webhook = check_webhook(data.get("webhook"))
     metadata = check_metadata(data.get("metadata"))
+    timeout_s = check_timeout(data.get(TIMEOUT_FIELD), limits)
     fmt = input_format(pipeline.input)
     parsed: list[ParsedInput] = []
     taken = 0  # items so far (a video takes one per frame)
@@ -405,7 +429,7 @@ def parse_json_body(body: bytes, pipeline: PipelineSpec, limits: Limits) -> Pars
         taken += sum(p.count for p in new)
         parsed.extend(new)
     _check_count(taken, "inputs", limits)
-    return _job(parsed, webhook, metadata)
+    return replace(_job(parsed, webhook, metadata), timeout_s=timeout_s)
 
 
 def _job(parsed: list[ParsedInput], webhook: str | None, metadata: dict[str, Any] | None) -> ParsedJob:
@@ -454,7 +478,7 @@ async def parse_form(form: FormData, pipeline: PipelineSpec, limits: Limits) -> 
     fmt = input_format(pipeline.input)
     if not fmt.takes_files:
         raise invalid(MULTIPART_FILES_FIELD, f"pipeline {pipeline.name!r} takes JSON inputs only")
-    allowed = {MULTIPART_FILES_FIELD, "webhook", "metadata"}
+    allowed = {MULTIPART_FILES_FIELD, "webhook", "metadata", TIMEOUT_FIELD}
     if fmt.options_model is not None:
         allowed.add(MULTIPART_OPTIONS_FIELD)
     unknown = sorted({key for key in form.keys() if key not in allowed})
@@ -471,6 +495,7 @@ async def parse_form(form: FormData, pipeline: PipelineSpec, limits: Limits) -> 
         except ValueError as exc:
             raise invalid("metadata", f"not valid JSON ({exc})") from None
         metadata = check_metadata(metadata)
+    timeout_s = check_timeout(_single_text(form, TIMEOUT_FIELD), limits)
     options = _form_options(form, fmt)
     parsed: list[ParsedInput] = []
     taken = 0
@@ -491,7 +516,7 @@ async def parse_form(form: FormData, pipeline: PipelineSpec, limits: Limits) -> 
         one = await run_in_threadpool(fmt.upload, Upload(data, source, options), where, limits, room)
         taken += one.count
         parsed.append(one)
-    return _job(parsed, webhook, metadata)
+    return replace(_job(parsed, webhook, metadata), timeout_s=timeout_s)
 
 
 def _form_options(form: FormData, fmt: InputFormat) -> BaseModel | None:

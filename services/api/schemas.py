@@ -174,6 +174,16 @@ class JobRequest(BaseModel):
         description="Any JSON object; stored with the job and returned unchanged.",
         examples=[{"request": "abc-123"}],
     )
+    timeout_s: float | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "Seconds from submission after which the job's items that have not finished fail as "
+            "`expired` (the job then ends as usual); at most the server's job TTL. Default: no deadline."
+        ),
+        examples=[30],
+    )
+
 
 
 def multipart_job_schema() -> dict[str, Any]:
@@ -196,6 +206,11 @@ def multipart_job_schema() -> dict[str, Any]:
                 "type": "string",
                 "description": "A JSON object, as text; stored with the job and returned unchanged.",
                 "example": '{"request": "abc-123"}',
+            },
+            "timeout_s": {
+                "type": "string",
+                "description": "Seconds after which unfinished items fail as `expired` (a number, as text).",
+                "example": "30",
             },
             "options": {
                 "type": "string",

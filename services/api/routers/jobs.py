@@ -9,10 +9,13 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request, Response
+from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 
+from services.api import admission
+from services.api.auth import caller_of
 from services.api.deps import PipelineDep, RedisDep, SettingsDep
 from services.api.errors import UnsupportedMediaType
 from services.api.inputs import (
@@ -27,9 +30,10 @@ from services.api.inputs import (
 from services.api.schemas import ErrorBody, multipart_job_schema
 from shared import keys
 from shared.errors import NotFound
-from shared.jobs import groups_record, queue_new_job
+from shared.jobs import deadline_ms, groups_record, queue_new_job
 from shared.messages import JobStatus, JobView, job_view_from_redis, now_ms
 from shared.pipeline_spec import PipelineSpec
+from workers import scripts
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +44,17 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorBody, "description": "No such pipeline or job."},
     422: {"model": ErrorBody, "description": "The request is not valid; `field` names what."},
     503: {"model": ErrorBody, "description": "Redis is unavailable."},
+}
+_SUBMIT_ERRORS: dict[int | str, dict[str, Any]] = {
+    **_ERRORS,
+    409: {"model": ErrorBody, "description": "A request with this `Idempotency-Key` is still in progress."},
+    413: {"model": ErrorBody, "description": "The body is larger than `DLPIPE_MAX_BODY_BYTES`."},
+    415: {"model": ErrorBody, "description": "Neither JSON nor multipart/form-data."},
+    429: {
+        "model": ErrorBody,
+        "description": "The pipeline's backlog is at `DLPIPE_MAX_BACKLOG`: retry after `Retry-After` s.",
+        "headers": {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}},
+    },
 }
 
 _REQUEST_BODY = {
@@ -90,15 +105,33 @@ async def _read_form_job(request: Request, pipeline: PipelineSpec, limits: Limit
         "optional `webhook` and `metadata` (JSON text) fields, and for `video` `options` (JSON "
         "text: `interval`, `fps`, for every file)). Each output's `source` names its file, path "
         "or URL. A video runs as one item per frame (progress counts frames) and has one output: "
-        "`{\"frames\": {\"0.500\": <that frame's result>, ...}, \"errors\": {...}}`."
+        "`{\"frames\": {\"0.500\": <that frame's result>, ...}, \"errors\": {...}}`.\n\n"
+        "`timeout_s` (optional) sets a deadline: items not finished that many seconds after "
+        "submission fail as `expired`. An `Idempotency-Key` header makes retries safe: the same "
+        "key with the same request answers the first job again (202, same id and body, "
+        "`Idempotent-Replayed: true`), with another request 422. While the pipeline's backlog is "
+        "at `DLPIPE_MAX_BACKLOG` items, new jobs get 429 with `Retry-After`."
     ),
     response_description="The queued job.",
     responses={
-        **_ERRORS,
+        **_SUBMIT_ERRORS,
         202: {"headers": {"Location": {"description": "URL of the job", "schema": {"type": "string"}}}},
-        415: {"model": ErrorBody, "description": "Neither JSON nor multipart/form-data."},
     },
-    openapi_extra={"requestBody": _REQUEST_BODY},
+    openapi_extra={
+        "requestBody": _REQUEST_BODY,
+        "parameters": [
+            {
+                "name": admission.IDEMPOTENCY_HEADER,
+                "in": "header",
+                "required": False,
+                "description": (
+                    "Any unique string (1-255 printable ASCII characters, e.g. a UUID) that makes "
+                    "the submit safe to retry: kept DLPIPE_IDEMPOTENCY_TTL_S."
+                ),
+                "schema": {"type": "string", "maxLength": 255},
+            }
+        ],
+    },
 )
 async def create_job(
     request: Request, response: Response, pipeline: PipelineDep, settings: SettingsDep, client: RedisDep
@@ -107,7 +140,13 @@ async def create_job(
         max_inputs=settings.max_inputs_per_job,
         max_input_bytes=settings.max_input_bytes,
         data_root=settings.data_root,
+        max_timeout_s=settings.job_ttl_s,
     )
+    idempotency_key = request.headers.get(admission.IDEMPOTENCY_HEADER)
+    body = b""
+    if idempotency_key is not None:
+        admission.check_key(idempotency_key)
+        body = await request.body()  # the fingerprint's; kept for the parsers (JSON or multipart)
     media_type = _media_type(request)
     if media_type == "application/json" or media_type.endswith("+json"):
         # In a thread: large bodies take a while to parse, and `path` inputs touch the file system.
@@ -120,7 +159,65 @@ async def create_job(
             "or multipart/form-data"
         )
     job_id = uuid.uuid4().hex
+    claim: admission.Claim | None = None
+    if idempotency_key is not None:
+        mark = admission.fingerprint(pipeline.name, request.headers.get("content-type", ""), body)
+        held = await admission.claim(client, caller_of(request), idempotency_key, mark, job_id)
+        if isinstance(held, admission.Replay):
+            log.info("job=%s replayed for its Idempotency-Key", held.job_id)
+            return JSONResponse(  # type: ignore[return-value]
+                held.response,
+                status_code=202,
+                headers={"Location": f"/v1/jobs/{held.job_id}", "Idempotent-Replayed": "true"},
+            )
+        claim = held
+    grant: str | None = None
+    try:
+        grant = await admission.admit(client, pipeline.name, len(parsed.inputs), settings.max_backlog)
+        return await _write_job(response, client, settings, pipeline, parsed, job_id, grant, claim)
+    except BaseException:
+        # Nothing was written (or we cannot tell): give the key and the grant back, best effort;
+        # both lapse by themselves if Redis is not there to hear it.
+        if claim is not None:
+            await _quietly(admission.release(client, claim))
+        if grant is not None:
+            await _quietly(admission.drop_grant(client, pipeline.name, grant))
+        raise
+
+
+async def _quietly(step: Any) -> None:
+    try:
+        await step
+    except Exception as exc:  # the original error is what the client must see
+        log.warning("cleanup after a failed submit failed: %s", exc)
+
+
+async def _write_job(
+    response: Response,
+    client: Any,
+    settings: Any,
+    pipeline: PipelineSpec,
+    parsed: ParsedJob,
+    job_id: str,
+    grant: str,
+    claim: admission.Claim | None,
+) -> JobView:
+    """Write the job (and the Idempotency-Key's final record) in one transaction; its 202 body."""
     created = now_ms()
+    record = {
+        "id": job_id,
+        "pipeline": pipeline.name,
+        "status": JobStatus.queued.value,
+        "created_at": str(created),
+        "total": str(len(parsed.inputs)),
+        "webhook": parsed.webhook or "",
+        "metadata": json.dumps(parsed.metadata) if parsed.metadata is not None else "",
+        "sources": json.dumps(parsed.sources) if parsed.sources else "",
+        "groups": json.dumps(groups_record(parsed.groups, len(parsed.inputs))) if parsed.groups else "",
+    }
+    if parsed.timeout_s is not None:
+        record["deadline"] = str(deadline_ms(created, parsed.timeout_s))
+    view = job_view_from_redis(record, {})
     async with client.pipeline(transaction=True) as pipe:
         queue_new_job(
             pipe,
@@ -135,22 +232,15 @@ async def create_job(
             groups=parsed.groups or None,
             blobs=parsed.blobs or None,
             item_blobs=parsed.item_blobs or None,
+            timeout_s=parsed.timeout_s,
+            admission=grant,
         )
+        if claim is not None:
+            claim.record(pipe, view.model_dump(mode="json"), settings.idempotency_ttl_s)
         await pipe.execute()
     log.info("job=%s pipeline=%s accepted n=%d", job_id, pipeline.name, len(parsed.inputs))
     response.headers["Location"] = f"/v1/jobs/{job_id}"
-    record = {
-        "id": job_id,
-        "pipeline": pipeline.name,
-        "status": JobStatus.queued.value,
-        "created_at": str(created),
-        "total": str(len(parsed.inputs)),
-        "webhook": parsed.webhook or "",
-        "metadata": json.dumps(parsed.metadata) if parsed.metadata is not None else "",
-        "sources": json.dumps(parsed.sources) if parsed.sources else "",
-        "groups": json.dumps(groups_record(parsed.groups, len(parsed.inputs))) if parsed.groups else "",
-    }
-    return job_view_from_redis(record, {})
+    return view
 
 
 @router.get(
@@ -176,3 +266,52 @@ async def get_job(
     if not job:
         raise NotFound(f"no job {job_id!r}")
     return job_view_from_redis(job, outputs)
+
+
+@router.post(
+    "/jobs/{job_id}/cancel",
+    response_model=JobView,
+    summary="Cancel a job",
+    description=(
+        "Stop a job that has not ended: it ends at once as `canceled` (`completed_at` set, "
+        "`error` saying how many items had not finished), its webhook gets one `job.completed` "
+        "event, and the workers skip its items that have not run (an item already in a stage "
+        "finishes that stage, and its result is dropped). Outputs that had finished keep their "
+        "results; the others show `canceled`. 409 if the job had ended already (its status is "
+        "in `detail`)."
+    ),
+    responses={
+        **_ERRORS,
+        409: {"model": ErrorBody, "description": "The job had ended already (succeeded, failed, canceled)."},
+    },
+)
+async def cancel_job(
+    client: RedisDep,
+    settings: SettingsDep,
+    job_id: Annotated[str, Path(description="The id `POST .../jobs` returned.")],
+) -> JobView:
+    if not _JOB_ID.match(job_id):
+        raise NotFound(f"no job {job_id!r}")
+    pipeline, total = await client.hmget(keys.job(job_id), ["pipeline", "total"])
+    if pipeline is None:
+        raise NotFound(f"no job {job_id!r}")
+    script = client.register_script(scripts.CANCEL_JOB)
+    outcome, status = await script(
+        keys=[keys.job(job_id), keys.job_outputs(job_id), keys.EVENTS, keys.backlog(_text(pipeline))],
+        args=[now_ms(), settings.job_ttl_s, job_id],
+    )
+    if int(outcome) == -1:
+        raise NotFound(f"no job {job_id!r}")
+    if int(outcome) == 0:
+        raise HTTPException(409, f"job {job_id!r} has already ended: {_text(status)}")
+    # The inputs of items that will never run: free them now rather than at the job's TTL.
+    async with client.pipeline(transaction=False) as pipe:
+        for index in range(int(total or 0)):
+            pipe.unlink(keys.item(job_id, index))
+        await pipe.execute()
+    log.info("job=%s canceled", job_id)
+    return await get_job(client, job_id)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -1,0 +1,168 @@
+"""Before a job is written: admission control (the pipeline's backlog) and `Idempotency-Key`.
+
+Admission. Each pipeline's backlog is a counter in Redis (keys.backlog: items accepted and
+not finished; +n in the job's own MULTI, -1 as each item finishes, the rest on cancel). A
+new job first takes a grant (scripts.ADMIT, one atomic check-and-reserve): refused (429,
+`Retry-After`) while counter + open grants is at or over DLPIPE_MAX_BACKLOG, so a job
+admitted just under the cap overshoots it by at most its own items. The job's MULTI adds
+its items to the counter and drops the grant; a request that dies in between leaves a
+grant that lapses by itself (GRANT_MS), never a counter that stays up.
+
+Idempotency. `Idempotency-Key: <key>` (1-255 printable ASCII characters) on a submit maps,
+per caller (API key), to the request's fingerprint (pipeline + body, the multipart boundary
+left out) and the job. The first request claims the key (SET NX, a pending record that
+lapses after PENDING_S if the request dies) before the job is written, and the job's own
+MULTI turns the claim into the final record (the job id and its 202 body, kept
+DLPIPE_IDEMPOTENCY_TTL_S): so the job exists exactly when its record does. A request with
+the same key and fingerprint replays that 202 (same id, same body); one with another
+fingerprint gets 422 naming the header. One that arrives while the first is still in
+flight waits for it (polling, up to WAIT_S), then replays; only if it is still not done
+then does it get 409. Fifty at once make one job and fifty 202s with its id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import re
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+from starlette.exceptions import HTTPException
+
+from shared import keys
+from shared.errors import InvalidRequest
+from shared.messages import now_ms
+from workers import scripts
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+RETRY_AFTER_S = 5  # the 429's Retry-After: a fixed hint (the backlog drains at the workers' pace)
+GRANT_MS = 60_000  # how long an admission grant holds its place if its job is never written
+PENDING_S = 60  # how long a claimed key stays claimed if its request dies before the job exists
+WAIT_S = 10.0  # how long a request waits for another one with its key to finish
+_KEY = re.compile(r"^[\x21-\x7e][\x20-\x7e]{0,254}$")
+_BOUNDARY = re.compile(r'boundary="?([^";]+)"?', re.IGNORECASE)
+
+# Delete a claim only while it is still the pending claim this request made.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+# -- admission ------------------------------------------------------------------------------
+
+
+async def admit(client: Redis, pipeline: str, items: int, max_backlog: int) -> str:
+    """Take a grant for a job of `items` items, or raise 429; returns the grant (for queue_new_job)."""
+    grant = uuid.uuid4().hex
+    script = client.register_script(scripts.ADMIT)
+    granted, backlog = await script(
+        keys=[keys.backlog(pipeline), keys.admissions(pipeline)],
+        args=[now_ms(), GRANT_MS, max_backlog, grant, items],
+    )
+    if not int(granted):
+        raise HTTPException(
+            429,
+            f"pipeline {pipeline!r} is at capacity: {int(backlog)} items accepted and not finished, "
+            f"at most {max_backlog} (DLPIPE_MAX_BACKLOG); retry after {RETRY_AFTER_S} s",
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+        )
+    return f"{grant}:{items}"
+
+
+async def drop_grant(client: Redis, pipeline: str, grant: str) -> None:
+    """Give a grant back at once (the job was not written); it would lapse by itself anyway."""
+    await client.zrem(keys.admissions(pipeline), grant)
+
+
+# -- idempotency ----------------------------------------------------------------------------
+
+
+def check_key(value: str) -> str:
+    if not _KEY.match(value):
+        raise InvalidRequest(
+            f"{IDEMPOTENCY_HEADER} must be 1 to 255 printable ASCII characters", field=IDEMPOTENCY_HEADER
+        )
+    return value
+
+
+def fingerprint(pipeline: str, content_type: str, body: bytes) -> str:
+    """SHA-256 of what the request asks: the pipeline, the media type and the body, with a
+    multipart body's boundary (random per request in most clients) taken out."""
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    if media_type == "multipart/form-data":
+        found = _BOUNDARY.search(content_type)
+        if found:
+            body = body.replace(b"--" + found.group(1).encode("latin-1"), b"--")
+    digest = hashlib.sha256()
+    for part in (pipeline.encode(), b"\0", media_type.encode(), b"\0", body):
+        digest.update(part)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Claim:
+    """This request holds the key: it writes the job, and the final record with it."""
+
+    redis_key: str
+    fingerprint: str
+    job_id: str
+    pending: str  # the exact pending record it wrote
+
+    def record(self, pipe: Any, response: dict[str, Any], ttl_s: int) -> None:
+        """Add to the job's MULTI: the key's final record (the job and its 202 body)."""
+        final = {"fingerprint": self.fingerprint, "job": self.job_id, "response": response}
+        pipe.set(self.redis_key, json.dumps(final, separators=(",", ":")), ex=ttl_s)
+
+
+@dataclass(frozen=True)
+class Replay:
+    """Another request with this key made the job: answer what it answered."""
+
+    job_id: str
+    response: dict[str, Any]
+
+
+async def claim(
+    client: Redis, caller: str, key: str, fingerprint: str, job_id: str, wait_s: float = WAIT_S
+) -> Claim | Replay:
+    """Claim the key for a job about to be written, or the replay of the job it already made.
+    422 if the key was used with another request; 409 if its first request is still in flight
+    after `wait_s`."""
+    key_digest = hashlib.sha256(key.encode()).hexdigest()
+    redis_key = keys.idempotency(caller, key_digest)
+    pending = json.dumps({"fingerprint": fingerprint, "job": job_id, "state": "pending"})
+    deadline = time.monotonic() + wait_s
+    delay = 0.005
+    while True:
+        if await client.set(redis_key, pending, nx=True, ex=PENDING_S):
+            return Claim(redis_key, fingerprint, job_id, pending)
+        raw = await client.get(redis_key)
+        if raw is not None:
+            record = json.loads(raw)
+            if record.get("fingerprint") != fingerprint:
+                raise InvalidRequest(
+                    f"{IDEMPOTENCY_HEADER} {key!r} was already used for a different request "
+                    "(another pipeline or body); use a new key for a new request",
+                    field=IDEMPOTENCY_HEADER,
+                )
+            if "response" in record:
+                return Replay(str(record["job"]), record["response"])
+        # The first request with this key is writing its job (or the claim just lapsed): wait.
+        if time.monotonic() >= deadline:
+            raise HTTPException(
+                409, f"a request with {IDEMPOTENCY_HEADER} {key!r} is still in progress; retry it shortly"
+            )
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.1)
+
+
+async def release(client: Redis, held: Claim) -> None:
+    """Give the key up (the job was not written), if it still holds this request's claim."""
+    script = client.register_script(_RELEASE)
+    await script(keys=[held.redis_key], args=[held.pending])
