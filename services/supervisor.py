@@ -34,6 +34,7 @@ from urllib.parse import urlsplit, urlunsplit
 from services.children import BACKOFF_BASE_S, DEFAULT_GRACE_S, Child, Supervisor
 from services.embedded import REDIS_GRACE_S, lock_data_dir, start_embedded_redis
 from shared.settings import Settings
+from workers.webhooks.signing import secret_env
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +147,7 @@ def up(
                 redis_url, redis_sup.children[0].pid, redis_dir.resolve(),
             )  # fmt: skip
         env = child_env(settings, redis_url)
+        env.update(secret_env(settings))  # webhooks are signed: a secret of its own when none is set
         sup = Supervisor([Child(name, list(argv), env) for name, argv in commands.items()], **sup_kwargs)
         sup.start()
         base = f"http://{_display_host(settings.host)}:{settings.port}"

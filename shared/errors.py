@@ -19,6 +19,10 @@ class InvalidRequest(DlpipeError):
         self.field = field
 
 
+class Conflict(DlpipeError):
+    """A request that clashes with the current state, e.g. a delivery still in flight (HTTP 409)."""
+
+
 class Unavailable(DlpipeError):
     """A dependency (Redis, workers) is not there (HTTP 503)."""
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared import codecs, keys
-from shared.messages import JobStatus, WorkItem
+from shared.messages import DEFAULT_WEBHOOK_EVENTS, JobStatus, WorkItem
 from shared.pipeline_spec import PipelineSpec
 
 
@@ -60,6 +60,7 @@ def queue_new_job(
     groups: list[InputGroup] | None = None,
     blobs: list[bytes] | None = None,
     item_blobs: list[int | None] | None = None,
+    webhook_events: list[str] | None = None,
     timeout_s: float | None = None,
     admission: str | None = None,
 ) -> None:
@@ -103,6 +104,9 @@ def queue_new_job(
     }
     if webhook:
         record["webhook"] = webhook
+        # Which events it gets ('started,progress,completed'): the workers' scripts read it
+        # to decide, cheaply, whether to emit job.started / job.progress at all.
+        record["webhook_events"] = ",".join(webhook_events or DEFAULT_WEBHOOK_EVENTS)
     if metadata is not None:
         record["metadata"] = json.dumps(metadata, separators=(",", ":"))
     if sources and any(s is not None for s in sources):

@@ -92,6 +92,25 @@ def worker(worker_id: str) -> str:
     return f"{PREFIX}:worker:{worker_id}"
 
 
+# Webhook deliveries (the notifier; shared/webhooks.py holds their state machine)
+WEBHOOK_QUEUE = "dlpipe-webhooks"  # the rq queue of delivery jobs (rq's own keys: rq:queue:...)
+
+
+def webhook(delivery_id: str) -> str:
+    """Hash: one webhook delivery (one event of one job): state, round, last outcome, next attempt."""
+    return f"{PREFIX}:webhook:{delivery_id}"
+
+
+def webhook_attempts(delivery_id: str) -> str:
+    """List: the delivery's attempts, oldest first, each a JSON object (time, status or error, duration)."""
+    return f"{PREFIX}:webhook:{delivery_id}:attempts"
+
+
+def job_webhook(job_id: str) -> str:
+    """Hash: a job's deliveries: `latest` and `completed` (delivery ids), `gone` (the receiver said 410)."""
+    return f"{PREFIX}:job:{job_id}:webhook"
+
+
 def model_stats(model: str) -> str:
     """Hash: counters a model worker adds per batch (batches, items, forward_ms)."""
     return f"{PREFIX}:stats:model:{model}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 from enum import Enum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -36,7 +36,37 @@ class StageKind(str, Enum):
 
 
 class EventType(str, Enum):
+    """Job events: the events stream carries them, webhooks deliver them (`webhook_events`)."""
+
+    started = "job.started"
+    progress = "job.progress"
     completed = "job.completed"
+
+    @property
+    def short(self) -> str:
+        """The name a job's `webhook_events` uses: 'started', 'progress', 'completed'."""
+        return self.value.split(".", 1)[1]
+
+
+WebhookEventName = Literal["started", "progress", "completed"]
+WEBHOOK_EVENT_NAMES: tuple[str, ...] = ("started", "progress", "completed")
+DEFAULT_WEBHOOK_EVENTS: tuple[str, ...] = ("completed",)
+
+
+def parse_webhook_events(text: str | None) -> list[str]:
+    """A job record's `webhook_events` ('started,completed') as a list, in canonical order."""
+    if not text:
+        return list(DEFAULT_WEBHOOK_EVENTS)
+    named = set(text.split(","))
+    return [name for name in WEBHOOK_EVENT_NAMES if name in named]
+
+
+class WebhookState(str, Enum):
+    pending = "pending"  # queued, no attempt made yet (or redelivery requested)
+    delivering = "delivering"  # an attempt is in flight
+    succeeded = "succeeded"  # the receiver answered 2xx
+    failed = "failed"  # the last attempt failed; the next one is due at `next_attempt_at`
+    dead = "dead"  # given up: no attempt left, 410 Gone, or refused; `redeliver` sends it again
 
 
 def now_ms() -> int:
@@ -90,6 +120,28 @@ class Progress(BaseModel):
     total: int
 
 
+class WebhookAttempt(BaseModel):
+    at: datetime = Field(description="When the attempt started.")
+    status_code: int | None = Field(default=None, description="The receiver's HTTP status (null: no answer).")
+    error: str | None = Field(default=None, description="Why it failed; null when it succeeded.")
+    duration_ms: int | None = Field(description="How long the attempt took (null: cut short, unknown).")
+
+
+class WebhookView(BaseModel):
+    """Where a job's webhook goes, which events it wants, and how its latest delivery went: the
+    job.completed one once the job has finished (the delivery fields are null until an event is sent)."""
+
+    url: str = Field(description="The http(s) URL events are POSTed to.")
+    events: list[WebhookEventName] = Field(description="The events it receives.")
+    event: EventType | None = Field(default=None, description="The event of the delivery shown.")
+    id: str | None = Field(default=None, description="That delivery's `webhook-id` header.")
+    state: WebhookState | None = Field(default=None, description="How that delivery stands.")
+    attempts: list[WebhookAttempt] = Field(default_factory=list, description="Its attempts, oldest first.")
+    last_status_code: int | None = Field(default=None, description="The last attempt's HTTP status.")
+    last_error: str | None = Field(default=None, description="Why the last attempt failed.")
+    next_attempt_at: datetime | None = Field(default=None, description="When the next attempt is due.")
+
+
 class JobView(BaseModel):
     """A job as `GET /v1/jobs/{id}` returns it and webhooks deliver it."""
 
@@ -109,7 +161,9 @@ class JobView(BaseModel):
     outputs: list[ItemOutput] = Field(default_factory=list)
     error: str | None = None
     metadata: dict[str, Any] | None = None
-    webhook: str | None = None
+    webhook: WebhookView | None = Field(
+        default=None, description="The job's webhook and how its latest delivery went (null: none)."
+    )
 
 
 class JobEvent(BaseModel):
@@ -117,14 +171,19 @@ class JobEvent(BaseModel):
 
     job_id: str
     type: EventType
+    at_ms: int | None = None  # when it happened (the scripts that emit events add it)
 
     def to_fields(self) -> dict[str, str]:
-        return {"job": self.job_id, "type": self.type.value}
+        fields = {"job": self.job_id, "type": self.type.value}
+        if self.at_ms is not None:
+            fields["at"] = str(self.at_ms)
+        return fields
 
     @classmethod
     def from_fields(cls, fields: dict[Any, Any]) -> JobEvent:
         f = {_text(k): _text(v) for k, v in fields.items()}
-        return cls(job_id=f["job"], type=EventType(f["type"]))
+        at = int(f["at"]) if f.get("at") else None
+        return cls(job_id=f["job"], type=EventType(f["type"]), at_ms=at)
 
 
 def group_outputs(items: list[ItemOutput], groups: list[dict[str, Any]]) -> list[ItemOutput]:
@@ -193,5 +252,12 @@ def job_view_from_redis(job: dict[Any, Any], outputs: dict[Any, Any]) -> JobView
         outputs=items,
         error=f.get("error") or None,
         metadata=metadata,
-        webhook=f.get("webhook") or None,
+        webhook=(
+            WebhookView(
+                url=f["webhook"],
+                events=parse_webhook_events(f.get("webhook_events")),  # type: ignore[arg-type]
+            )
+            if f.get("webhook")
+            else None
+        ),
     )

@@ -1,10 +1,10 @@
 """Which network addresses dlpipe may connect to on a user's behalf (SSRF guard).
 
-A user-given URL (an `image_url` input; later, webhooks) must not make dlpipe reach into
+A user-given URL (an `image_url` input, a webhook's URL) must not make dlpipe reach into
 its own network: loopback, private ranges, link-local (cloud metadata at 169.254.169.254),
 carrier-grade NAT, multicast, reserved and unspecified addresses are refused, and so are
 IPv6 forms that embed an IPv4 address (IPv4-mapped `::ffff:a.b.c.d`, NAT64, 6to4, Teredo),
-unless the caller allows private addresses (DLPIPE_FETCH_ALLOW_PRIVATE).
+unless the caller allows private addresses (DLPIPE_FETCH_ALLOW_PRIVATE, DLPIPE_WEBHOOK_ALLOW_PRIVATE).
 
 Pure: no I/O except through the `resolver` callable (the system's getaddrinfo by default;
 tests pass a fake one). Every address a host resolves to is checked, and the caller must
@@ -84,6 +84,8 @@ class AddressPolicy:
 
     allow_private: bool = False
     allowed: tuple[IPNetwork, ...] = ()
+    # The setting that lifts the guard, named in refusals (webhooks: DLPIPE_WEBHOOK_ALLOW_PRIVATE)
+    override: str = "DLPIPE_FETCH_ALLOW_PRIVATE"
 
 
 def refusal_reason(address: IPAddress) -> str | None:
@@ -111,7 +113,7 @@ def check_address(address: IPAddress, host: str, policy: AddressPolicy) -> IPAdd
         return address
     shown = host if host == str(address) else f"{host} ({address})"
     raise AddressRefused(
-        f"{shown} is a {reason} address, which is refused (DLPIPE_FETCH_ALLOW_PRIVATE=true allows it)",
+        f"{shown} is a {reason} address, which is refused ({policy.override}=true allows it)",
         host=host,
         address=str(address),
     )

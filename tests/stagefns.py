@@ -162,7 +162,12 @@ def pipelines(
 
 
 def queue_job(
-    client: Any, pipeline: PipelineSpec, job_id: str, inputs: list[Any], webhook: str | None = None
+    client: Any,
+    pipeline: PipelineSpec,
+    job_id: str,
+    inputs: list[Any],
+    webhook: str | None = None,
+    webhook_events: list[str] | None = None,
 ) -> None:
     pipe = client.pipeline()
     queue_new_job(
@@ -171,6 +176,7 @@ def queue_job(
         pipeline=pipeline,
         inputs=inputs,
         webhook=webhook,
+        webhook_events=webhook_events,
         metadata=None,
         ttl_s=3600,
         created_ms=now_ms(),

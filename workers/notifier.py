@@ -1,11 +1,20 @@
-"""`dlpipe worker notifier`: POST each completed job to its webhook.
+"""`dlpipe worker notifier`: job events become signed webhook deliveries, run as rq jobs.
 
-Reads the events stream with its own consumer group. For a `job.completed` event whose
-job has a webhook, it POSTs the job (the same JSON as `GET /v1/jobs/{id}`) and acks the
-event whatever the outcome: delivery is at most `webhook_attempts` tries, in this
-process, with short waits between them. The seam for durable retries, signing and
-dead-lettering is `Notifier.deliver` (any `Deliver` callable): replace it to enqueue a
-delivery job instead of sending inline.
+One process, three parts, each a thread:
+
+- the events consumer reads the events stream with its consumer group, taking back the
+  events of a notifier that died as the other workers do (workers/reclaim.py). For each
+  event its job's webhook wants (job.started, job.progress, job.completed; see
+  `webhook_events`) it creates the delivery (shared/webhooks.py; its id is the `webhook-id`)
+  and queues its first attempt as an rq job; a `webhook.redeliver` entry (from the API)
+  queues a delivery's next round. It acknowledges each event once that is done: an event
+  handled twice (a crash in between) finds its delivery and rq job already there.
+- `DLPIPE_WEBHOOK_CONCURRENCY` rq workers run the deliveries (workers/webhooks/attempt.py),
+  each attempt signed, guarded against internal addresses and cut at its deadline;
+- rq's scheduler moves retries whose delay has passed back to the queue.
+
+The main thread owns the signals: the first SIGTERM/SIGINT stops the consumer after its
+batch and each rq worker after the delivery in hand; a second one exits at once.
 """
 
 from __future__ import annotations
@@ -13,99 +22,46 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import redis
 
 from shared import keys
+from shared import webhooks as state
 from shared.logs import setup_logging
-from shared.messages import EventType, JobEvent, JobView, job_view_from_redis
+from shared.messages import JobEvent, now_ms, parse_webhook_events
+from shared.netguard import AddressPolicy
 from shared.settings import Settings
 from workers import runtime
 from workers.heartbeat import Heartbeat
 from workers.reclaim import Reclaimer, give_up_reason
+from workers.webhooks import attempt, rqthreads, signing
+from workers.webhooks.delivery import Sender
 
 log = logging.getLogger("workers.notifier")  # not __main__ under `python -m`
 
 READ_COUNT = 16
-RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0)  # waits before the 2nd, 3rd, ... attempt
-RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
-USER_AGENT = "dlpipe-webhook/0.1"
+JOIN_S = 60.0  # how long the main thread waits for a thread to finish its work at a stop
 
-
-@dataclass(frozen=True)
-class Delivery:
-    """How a webhook delivery ended."""
-
-    ok: bool
-    attempts: int
-    status: int | None = None  # the last HTTP status, if a response came
-    error: str | None = None  # why it failed
-
-
-Deliver = Callable[[str, JobView], Delivery]  # (event id, job) -> outcome
-
-
-class HttpDelivery:
-    """POST a job's JSON to its webhook: 2xx succeeds; no redirects followed; retries network
-    errors, timeouts and 408/425/429/5xx up to `attempts` times."""
-
-    def __init__(
-        self,
-        timeout_s: float,
-        attempts: int,
-        client: httpx.Client | None = None,
-        sleep: Callable[[float], Any] = time.sleep,
-    ) -> None:
-        self.attempts = attempts
-        self.client = client or httpx.Client(timeout=timeout_s, follow_redirects=False)
-        self.sleep = sleep
-
-    def __call__(self, event_id: str, view: JobView) -> Delivery:
-        assert view.webhook is not None
-        body = view.model_dump_json().encode()
-        headers = {
-            "content-type": "application/json",
-            "user-agent": USER_AGENT,
-            "webhook-id": event_id,  # the same on every attempt: receivers can deduplicate
-        }
-        status: int | None = None
-        error = "no attempt made"
-        for attempt in range(1, self.attempts + 1):
-            if attempt > 1:
-                self.sleep(RETRY_DELAYS_S[min(attempt - 2, len(RETRY_DELAYS_S) - 1)])
-            try:
-                response = self.client.post(view.webhook, content=body, headers=headers)
-            except httpx.HTTPError as exc:
-                status, error = None, f"{type(exc).__name__}: {exc}"
-                continue
-            status = response.status_code
-            if 200 <= status < 300:
-                return Delivery(ok=True, attempts=attempt, status=status)
-            error = f"HTTP {status}"
-            if status not in RETRYABLE_STATUS:
-                return Delivery(ok=False, attempts=attempt, status=status, error=error)
-        return Delivery(ok=False, attempts=self.attempts, status=status, error=error)
-
-    def close(self) -> None:
-        self.client.close()
+# (job id, delivery id, round, delay in seconds) -> queued (False: it was queued already)
+Enqueue = Callable[[str, str, int, float], bool]
 
 
 class Notifier:
+    """The events consumer: one step reads a few events and queues their deliveries."""
+
     kind = "notifier"
 
-    def __init__(self, client: redis.Redis, settings: Settings, consumer: str, deliver: Deliver) -> None:
+    def __init__(self, client: redis.Redis, settings: Settings, consumer: str, enqueue: Enqueue) -> None:
         self.redis = client
         self.settings = settings
         self.consumer = consumer
-        self.deliver = deliver
+        self.enqueue = enqueue
         self.reclaimer = Reclaimer(
             client, keys.NOTIFIER_GROUP, consumer, [keys.EVENTS], settings.lease_ms, settings.max_deliveries
         )
+        self._create = client.register_script(state.CREATE)
 
     def setup(self) -> None:
         try:
@@ -146,47 +102,53 @@ class Notifier:
             self.redis.xack(keys.EVENTS, keys.NOTIFIER_GROUP, event_id)
         return len(taken.give_up) + len(events)
 
-    def handle(self, event_id: str, fields: dict[Any, Any]) -> Delivery | None:
+    def handle(self, event_id: str, fields: dict[Any, Any]) -> str:
+        """Queue what an event asks for; returns what was done (for logs and tests)."""
+        f = {_text(k): _text(v) for k, v in fields.items()}
+        if f.get("type") == state.REDELIVER_EVENT:
+            try:
+                job_id, delivery, round_ = f["job"], f["delivery"], int(f["round"])
+            except (KeyError, ValueError) as exc:
+                log.error("dropping malformed redelivery %s: %s", event_id, exc)
+                return "malformed"
+            queued = self.enqueue(job_id, delivery, round_, 0.0)
+            log.info("job=%s webhook %s round %d queued (redelivery)", job_id, delivery, round_)
+            return "queued" if queued else "queued already"
         try:
             event = JobEvent.from_fields(fields)
         except (KeyError, ValueError) as exc:
             log.error("dropping malformed event %s: %s", event_id, exc)
-            return None
-        if event.type != EventType.completed:
-            return None
-        view = self.load_job(event.job_id)
-        if view is None:
-            log.warning("job=%s is gone (expired?) before its completion event was handled", event.job_id)
-            return None
-        if not view.webhook:
-            return None
-        started = time.monotonic()
-        delivery = self.deliver(event_id, view)
-        took = time.monotonic() - started
-        if delivery.ok:
-            log.info(
-                "job=%s webhook delivered (HTTP %s, attempt %d, %.2fs)",
-                view.id,
-                delivery.status,
-                delivery.attempts,
-                took,
-            )
-        else:
-            log.error(
-                "job=%s webhook delivery failed after %d attempts (%.2fs): %s; giving up",
-                view.id,
-                delivery.attempts,
-                took,
-                delivery.error,
-            )
-        return delivery
-
-    def load_job(self, job_id: str) -> JobView | None:
+            return "malformed"
         pipe = self.redis.pipeline(transaction=False)
-        pipe.hgetall(keys.job(job_id))
-        pipe.hgetall(keys.job_outputs(job_id))
-        job, outputs = pipe.execute()
-        return job_view_from_redis(job, outputs) if job else None
+        pipe.hmget(keys.job(event.job_id), ["webhook", "webhook_events"])
+        pipe.hget(keys.job_webhook(event.job_id), "gone")
+        (url, wanted), gone = pipe.execute()
+        if url is None:
+            if event.type.short == "completed":
+                log.debug("job=%s has no webhook (or is gone)", event.job_id)
+            return "no webhook"
+        if event.type.short not in parse_webhook_events(_text(wanted) if wanted else None):
+            return "not wanted"
+        if gone:
+            log.info("job=%s %s not sent: %s", event.job_id, event.type.value, _text(gone))
+            return "receiver gone"
+        delivery = state.delivery_id(event.job_id, event_id)
+        at_ms = event.at_ms or int(event_id.split("-", 1)[0])
+        delay = self.settings.webhook_delays_s[0]
+        now = now_ms()
+        due_ms = int(attempt.due_at(delay, now / 1000) * 1000)
+        completed = "1" if event.type.short == "completed" else "0"
+        created, round_ = self._create(
+            keys=[keys.webhook(delivery), keys.job_webhook(event.job_id)],
+            args=[
+                delivery, event.job_id, event.type.value, at_ms, now, self.settings.job_ttl_s,
+                due_ms, completed,
+            ],
+        )  # fmt: skip
+        queued = self.enqueue(event.job_id, delivery, int(round_), delay)
+        if created:
+            log.info("job=%s webhook %s %s queued", event.job_id, event.type.value, delivery)
+        return "queued" if queued or created else "queued already"
 
     def run(self, stop: threading.Event) -> None:
         heartbeat = Heartbeat(
@@ -198,7 +160,7 @@ class Notifier:
             self.settings.worker_ttl_ms,
         )
         with heartbeat:
-            log.info("consumer=%s delivering webhooks", self.consumer)
+            log.info("consumer=%s reading job events", self.consumer)
             runtime.run_loop(f"notifier {self.consumer}", self.run_once, stop, recover=self.recover)
         runtime.retire_consumer(self.redis, keys.NOTIFIER_GROUP, self.consumer, [keys.EVENTS])
         log.info("consumer=%s stopped", self.consumer)
@@ -208,18 +170,77 @@ def _text(value: str | bytes) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def signing_key(settings: Settings) -> bytes | None:
+    """The HMAC key of DLPIPE_WEBHOOK_SECRET; None (loudly) when it is not set."""
+    if settings.webhook_secret is None:
+        log.error(
+            "DLPIPE_WEBHOOK_SECRET is not set: no webhook will be sent (each delivery is dead-lettered "
+            "with the reason; redeliver once a secret is set). `dlpipe up` makes one in its data dir."
+        )
+        return None
+    return signing.secret_key(settings.webhook_secret.get_secret_value())
+
+
+def address_policy(settings: Settings) -> AddressPolicy:
+    if settings.webhook_allow_private:
+        log.warning("DLPIPE_WEBHOOK_ALLOW_PRIVATE=true: webhooks may reach internal addresses")
+    return AddressPolicy(
+        allow_private=settings.webhook_allow_private, override="DLPIPE_WEBHOOK_ALLOW_PRIVATE"
+    )
+
+
+def serve(settings: Settings, stop: threading.Event, consumer: str | None = None) -> None:
+    """Run the events consumer, the rq scheduler and the rq workers as threads until `stop`
+    (or until one of them dies), then let each finish what it holds."""
+    consumer = consumer or runtime.new_consumer_id()
+    events_client = runtime.redis_client(settings)
+    rq_client = runtime.redis_client(settings)  # rq raises its own client's socket timeout
+    sender = Sender(settings.webhook_timeout_s, address_policy(settings))
+    attempt.configure(attempt.Context(rq_client, settings, sender, signing_key(settings)))
+    queue = rqthreads.delivery_queue(rq_client)
+
+    def enqueue(job_id: str, delivery: str, round_: int, delay_s: float) -> bool:
+        return rqthreads.enqueue(
+            queue, job_id, delivery, round_, delay_s, settings.webhook_timeout_s, settings.job_ttl_s
+        )
+
+    notifier = Notifier(events_client, settings, consumer, enqueue)
+    threads = [
+        threading.Thread(target=notifier.run, args=(stop,), name="events"),
+        threading.Thread(target=rqthreads.run_scheduler, args=(rq_client, stop), name="rq-scheduler"),
+    ]
+    for n in range(settings.webhook_concurrency):
+        name = f"{consumer}-{n}"
+        threads.append(threading.Thread(target=rqthreads.run_worker, args=(queue, name, stop), name=name))
+    for thread in threads:
+        thread.start()
+    log.info(
+        "consumer=%s delivering webhooks: %d rq workers on queue %s, retry schedule %s s",
+        consumer, settings.webhook_concurrency, keys.WEBHOOK_QUEUE, settings.webhook_retry_schedule_s,
+    )  # fmt: skip
+    try:
+        while not stop.wait(1.0):
+            if not all(thread.is_alive() for thread in threads):
+                log.error("a notifier thread died; stopping")
+                stop.set()
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(JOIN_S)
+        attempt.configure(None)
+        sender.close()
+        events_client.close()
+        rq_client.close()
+
+
 def main(settings: Settings) -> int:
     setup_logging(settings.log_level, "notifier")
-    logging.getLogger("httpx").setLevel(
-        logging.WARNING
-    )  # its INFO lines print webhook URLs (may hold tokens)
+    # httpx's INFO lines print webhook URLs (they may hold tokens)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    rqthreads.quiet_rq()
     stop = threading.Event()
     runtime.install_stop_signals(stop)
-    deliver = HttpDelivery(settings.webhook_timeout_s, settings.webhook_attempts)
-    try:
-        Notifier(runtime.redis_client(settings), settings, runtime.new_consumer_id(), deliver).run(stop)
-    finally:
-        deliver.close()
+    serve(settings, stop)
     return 0
 
 

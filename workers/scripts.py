@@ -1,10 +1,20 @@
 """Lua scripts: each state change of an item or job happens atomically, in one round trip."""
 
-# Mark a job running when a worker first takes one of its items.
-# KEYS[1] job hash; ARGV[1] now (ms)
+# Job events for webhooks: job.completed is always emitted (the notifier drops the ones no
+# webhook wants); job.started and job.progress only when the job's `webhook_events` (set
+# only with a webhook) names them: one HGET and a substring test. job.progress at most once
+# a second per job: `progress_event_at` in the job hash holds the time of the last one.
+# Every event carries its time, `at` (ms).
+
+# Mark a job running when a worker first takes one of its items (emitting job.started).
+# KEYS[1] job hash, KEYS[2] events stream; ARGV[1] now (ms), ARGV[2] job id
 START_JOB = """
 if redis.call('HGET', KEYS[1], 'status') == 'queued' then
   redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[1])
+  local wants = redis.call('HGET', KEYS[1], 'webhook_events')
+  if wants and string.find(wants, 'started', 1, true) then
+    redis.call('XADD', KEYS[2], '*', 'job', ARGV[2], 'type', 'job.started', 'at', ARGV[1])
+  end
 end
 return 1
 """
@@ -12,7 +22,8 @@ return 1
 # Record one stage's result for one item, acknowledge its stream entry, and either queue
 # the downstream stages that are now ready (each exactly once: a join is queued by
 # whichever of its needs arrives last) or, for a final result, complete the item (once)
-# and, with the last item, the job (once), emitting a completion event.
+# and, with the last item, the job (once), emitting a completion event (and, when the job's
+# webhook asks for them, a throttled progress event per finished item; see above).
 #
 # KEYS: 1 item hash, 2 job hash, 3 job outputs hash, 4 this stage's stream,
 #       5 events stream, 6.. the downstream stages' streams (in ARGV order)
@@ -68,7 +79,17 @@ if #KEYS > named and redis.call('DECR', KEYS[#KEYS]) < 0 then redis.call('SET', 
 local done = redis.call('HINCRBY', KEYS[2], 'done', 1)
 if ARGV[9] == '1' then redis.call('HINCRBY', KEYS[2], 'failed', 1) end
 local total = tonumber(redis.call('HGET', KEYS[2], 'total'))
-if done < total then return 2 end
+local wants = redis.call('HGET', KEYS[2], 'webhook_events') or ''
+if done < total then
+  if string.find(wants, 'progress', 1, true) then
+    local last = tonumber(redis.call('HGET', KEYS[2], 'progress_event_at') or '0')
+    if tonumber(ARGV[4]) - last >= 1000 then
+      redis.call('HSET', KEYS[2], 'progress_event_at', ARGV[4])
+      redis.call('XADD', KEYS[5], '*', 'job', ARGV[10], 'type', 'job.progress', 'at', ARGV[4])
+    end
+  end
+  return 2
+end
 local failed = tonumber(redis.call('HGET', KEYS[2], 'failed') or '0')
 local status = 'succeeded'
 local err = ''
@@ -78,11 +99,14 @@ if failed == total then
 end
 if redis.call('HGET', KEYS[2], 'started_at') == false then
   redis.call('HSET', KEYS[2], 'started_at', ARGV[4])
+  if string.find(wants, 'started', 1, true) then
+    redis.call('XADD', KEYS[5], '*', 'job', ARGV[10], 'type', 'job.started', 'at', ARGV[4])
+  end
 end
 redis.call('HSET', KEYS[2], 'status', status, 'completed_at', ARGV[4], 'error', err)
 redis.call('EXPIRE', KEYS[2], ARGV[5])
 redis.call('EXPIRE', KEYS[3], ARGV[5])
-redis.call('XADD', KEYS[5], '*', 'job', ARGV[10], 'type', ARGV[12])
+redis.call('XADD', KEYS[5], '*', 'job', ARGV[10], 'type', ARGV[12], 'at', ARGV[4])
 return 3
 """
 

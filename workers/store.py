@@ -129,7 +129,7 @@ class Store:
         stamp = now_ms()
         job_ids = list(dict.fromkeys(e.item.job_id for e in entries))
         for job_id in job_ids:
-            self._start_job(keys=[keys.job(job_id)], args=[stamp], client=pipe)
+            self._start_job(keys=[keys.job(job_id), keys.EVENTS], args=[stamp, job_id], client=pipe)
         for entry in entries:
             stage = self.stage_of(entry.item)
             fields = [_need_field(n) for n in stage.needs]

@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 from services.api.auth import key_digests, require_api_key
 from services.api.errors import install_error_handlers
 from services.api.limits import BodySizeLimit
-from services.api.routers import health, jobs, pipelines
+from services.api.routers import health, jobs, pipelines, webhooks
 from services.api.schemas import ErrorBody, JobRequest, VideoOptions
 from shared.pipeline_spec import check_callables, load_pipelines
 from shared.settings import Settings
@@ -117,6 +117,7 @@ def create_app(settings: Settings, *, redis_factory: RedisFactory | None = None)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.include_router(jobs.router, **authenticated)
+    app.include_router(webhooks.router, **authenticated)
     app.include_router(pipelines.router, **authenticated)
     app.include_router(health.router)
     _add_request_models(app)

@@ -1,8 +1,9 @@
 """The one place errors become HTTP answers: {"detail": <message>, "field": <field or null>}.
 
-shared.errors.NotFound -> 404, InvalidRequest -> 422 (naming the field), UnsupportedMediaType
--> 415, Unavailable and Redis connection/timeout errors -> 503, FastAPI's own validation
-errors -> 422. Anything else is a bug: logged with its traceback, answered 500 without one.
+shared.errors.NotFound -> 404, InvalidRequest -> 422 (naming the field), Conflict -> 409,
+UnsupportedMediaType -> 415, Unavailable and Redis connection/timeout errors -> 503, FastAPI's
+own validation errors -> 422. Anything else is a bug: logged with its traceback, answered 500
+without one.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException
 
-from shared.errors import DlpipeError, InvalidRequest, NotFound, Unavailable
+from shared.errors import Conflict, DlpipeError, InvalidRequest, NotFound, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,10 @@ async def _not_found(request: Request, exc: Exception) -> JSONResponse:
     return error_response(404, str(exc))
 
 
+async def _conflict(request: Request, exc: Exception) -> JSONResponse:
+    return error_response(409, str(exc))
+
+
 async def _unsupported(request: Request, exc: Exception) -> JSONResponse:
     return error_response(415, str(exc), "content-type")
 
@@ -102,6 +107,7 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(NotFound, _not_found)
     app.add_exception_handler(InvalidRequest, _invalid)
+    app.add_exception_handler(Conflict, _conflict)
     app.add_exception_handler(UnsupportedMediaType, _unsupported)
     app.add_exception_handler(Unavailable, _unavailable)
     app.add_exception_handler(RedisConnectionError, _redis_down)

@@ -40,9 +40,10 @@ from starlette.datastructures import FormData, UploadFile
 
 from services.api.errors import describe_validation_errors
 from services.api.schemas import ImageInput, Interval, TextInput, VideoInput, VideoOptions
-from shared import datapaths, video
+from shared import datapaths, netguard, video
 from shared.errors import InvalidRequest
 from shared.jobs import InputGroup
+from shared.messages import WEBHOOK_EVENT_NAMES
 from shared.pipeline_spec import InputKind, PipelineSpec
 
 MULTIPART_FILES_FIELD = "files"
@@ -52,7 +53,8 @@ MAX_URL_CHARS = 2048
 MAX_SOURCE_CHARS = 1024
 MAX_METADATA_BYTES = 64 * 1024
 _DATA_URL = re.compile(r"^data:[\w.+-]+/[\w.+-]+(?:;[\w.+-]+=[\w.+-]+)*;base64,", re.IGNORECASE)
-_JSON_FIELDS = ("inputs", "webhook", "metadata", "timeout_s")
+_JSON_FIELDS = ("inputs", "webhook", "webhook_events", "metadata", "timeout_s")
+WEBHOOK_EVENTS_FIELD = "webhook_events"
 TIMEOUT_FIELD = "timeout_s"
 
 
@@ -62,6 +64,7 @@ class Limits:
     max_input_bytes: int
     data_root: Path | None = None  # where `path` inputs may point (None: they are refused)
     max_timeout_s: float = 86400.0  # the longest `timeout_s` a job may ask for (the job TTL)
+    webhook_allow_private: bool = False  # DLPIPE_WEBHOOK_ALLOW_PRIVATE: internal webhook addresses allowed
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,7 @@ class ParsedJob:
     groups: list[InputGroup] = dataclass_field(default_factory=list)  # inputs of several items
     blobs: list[bytes] = dataclass_field(default_factory=list)  # stored once each (job blobs)
     item_blobs: list[int | None] = dataclass_field(default_factory=list)  # per item, or empty: none
+    webhook_events: list[str] = dataclass_field(default_factory=list)  # empty: the default (completed)
     timeout_s: float | None = None  # the job's deadline, from its creation (None: none)
 
 
@@ -351,10 +355,47 @@ def input_format(kind: InputKind) -> InputFormat:
         raise InvalidRequest(f"input kind {kind.value!r} is not supported by this API", field="inputs") from None
 
 
-def check_webhook(value: Any, field: str = "webhook") -> str | None:
+def check_webhook(value: Any, field: str = "webhook", *, allow_private: bool = False) -> str | None:
+    """An http(s) URL. A host that is an IP address in any spelling (`127.1`, `0x7f000001`,
+    `[::ffff:10.0.0.1]`) or `localhost` is checked here against the SSRF guard; names are
+    resolved and checked by the notifier at each attempt."""
     if value is None or value == "":
         return None
-    return check_http_url(value, field, MAX_WEBHOOK_CHARS)
+    url = check_http_url(value, field, MAX_WEBHOOK_CHARS)
+    host = urlsplit(url).hostname or ""
+    if allow_private:
+        return url
+    if host == "localhost" or host.endswith(".localhost"):
+        allow = f"{WEBHOOK_POLICY.override}=true allows it"
+        raise invalid(field, f"{host} is a loopback name, which is refused ({allow})")
+    try:
+        literal = netguard.parse_literal(host)
+        if literal is not None:
+            netguard.check_address(literal, host, WEBHOOK_POLICY)
+    except netguard.AddressRefused as exc:
+        raise invalid(field, str(exc)) from None
+    except ValueError as exc:
+        raise invalid(field, str(exc)) from None
+    return url
+
+
+WEBHOOK_POLICY = netguard.AddressPolicy(override="DLPIPE_WEBHOOK_ALLOW_PRIVATE")
+
+
+def check_webhook_events(value: Any, webhook: str | None, field: str = WEBHOOK_EVENTS_FIELD) -> list[str]:
+    """`webhook_events`: a list of "started", "progress", "completed"; None: the default
+    (["completed"], stored as an empty list here). Needs a webhook."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or not value:
+        raise invalid(field, f"must be a non-empty list of {', '.join(WEBHOOK_EVENT_NAMES)}")
+    for index, name in enumerate(value):
+        if name not in WEBHOOK_EVENT_NAMES:
+            choices = ", ".join(WEBHOOK_EVENT_NAMES)
+            raise invalid(f"{field}[{index}]", f"{name!r} is not an event (choose from {choices})")
+    if webhook is None:
+        raise invalid(field, "given without a webhook")
+    return [name for name in WEBHOOK_EVENT_NAMES if name in value]
 
 
 def check_metadata(value: Any, field: str = "metadata") -> dict[str, Any] | None:
@@ -408,7 +449,8 @@ def parse_json_body(body: bytes, pipeline: PipelineSpec, limits: Limits) -> Pars
     if not isinstance(raw_inputs, list):
         raise invalid("inputs", "required, a list of inputs")
     _check_count(len(raw_inputs), "inputs", limits)
-    webhook = check_webhook(data.get("webhook"))
+    webhook = check_webhook(data.get("webhook"), allow_private=limits.webhook_allow_private)
+    events = check_webhook_events(data.get(WEBHOOK_EVENTS_FIELD), webhook)
     metadata = check_metadata(data.get("metadata"))
     timeout_s = check_timeout(data.get(TIMEOUT_FIELD), limits)
     fmt = input_format(pipeline.input)
@@ -429,7 +471,7 @@ def parse_json_body(body: bytes, pipeline: PipelineSpec, limits: Limits) -> Pars
         taken += sum(p.count for p in new)
         parsed.extend(new)
     _check_count(taken, "inputs", limits)
-    return replace(_job(parsed, webhook, metadata), timeout_s=timeout_s)
+    return replace(_job(parsed, webhook, metadata), webhook_events=events, timeout_s=timeout_s)
 
 
 def _job(parsed: list[ParsedInput], webhook: str | None, metadata: dict[str, Any] | None) -> ParsedJob:
@@ -478,7 +520,7 @@ async def parse_form(form: FormData, pipeline: PipelineSpec, limits: Limits) -> 
     fmt = input_format(pipeline.input)
     if not fmt.takes_files:
         raise invalid(MULTIPART_FILES_FIELD, f"pipeline {pipeline.name!r} takes JSON inputs only")
-    allowed = {MULTIPART_FILES_FIELD, "webhook", "metadata", TIMEOUT_FIELD}
+    allowed = {MULTIPART_FILES_FIELD, "webhook", WEBHOOK_EVENTS_FIELD, "metadata", TIMEOUT_FIELD}
     if fmt.options_model is not None:
         allowed.add(MULTIPART_OPTIONS_FIELD)
     unknown = sorted({key for key in form.keys() if key not in allowed})
@@ -486,7 +528,13 @@ async def parse_form(form: FormData, pipeline: PipelineSpec, limits: Limits) -> 
         raise invalid(unknown[0], f"unknown form field (accepted: {', '.join(sorted(allowed))})")
     uploads = form.getlist(MULTIPART_FILES_FIELD)
     _check_count(len(uploads), MULTIPART_FILES_FIELD, limits)
-    webhook = check_webhook(_single_text(form, "webhook"))
+    webhook = check_webhook(_single_text(form, "webhook"), allow_private=limits.webhook_allow_private)
+    event_texts = form.getlist(WEBHOOK_EVENTS_FIELD)
+    if any(not isinstance(t, str) for t in event_texts):
+        raise invalid(WEBHOOK_EVENTS_FIELD, "must be a text field, not a file")
+    # One field, comma-separated ("started,completed"), or the field repeated.
+    names = [part.strip() for text in event_texts for part in str(text).split(",") if part.strip()]
+    events = check_webhook_events(names if event_texts else None, webhook)
     metadata_text = _single_text(form, "metadata")
     metadata = None
     if metadata_text is not None and metadata_text.strip():
@@ -516,7 +564,7 @@ async def parse_form(form: FormData, pipeline: PipelineSpec, limits: Limits) -> 
         one = await run_in_threadpool(fmt.upload, Upload(data, source, options), where, limits, room)
         taken += one.count
         parsed.append(one)
-    return replace(_job(parsed, webhook, metadata), timeout_s=timeout_s)
+    return replace(_job(parsed, webhook, metadata), webhook_events=events, timeout_s=timeout_s)
 
 
 def _form_options(form: FormData, fmt: InputFormat) -> BaseModel | None:

@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
-from shared.messages import StageKind
+from shared.messages import StageKind, WebhookEventName
 from shared.video import DEFAULT_FPS, MAX_FPS
 
 EXAMPLE_IMAGE_BASE64 = "/9j/4AAQSkZJRgABAQAAAQABAAD/2wBDAAgGBgcGBQgHBwcJCQgKDBQNDAsLDBkSEw8U..."
@@ -166,8 +166,22 @@ class JobRequest(BaseModel):
     )
     webhook: str | None = Field(
         default=None,
-        description="http(s) URL that receives the finished job (a JobView) by POST.",
+        description=(
+            "http(s) URL that receives the job's events by POST, signed (Standard Webhooks): "
+            '`{"type": "job.completed", "timestamp": ..., "data": <the job>}`. Hosts that are, or '
+            "resolve to, internal addresses are refused."
+        ),
         examples=["https://example.com/hooks/dlpipe"],
+    )
+    webhook_events: list[WebhookEventName] | None = Field(
+        default=None,
+        min_length=1,
+        description=(
+            "Which events the webhook receives: `started` (a worker took the job), `progress` (items "
+            "finished; at most one a second), `completed` (the job ended, whatever its status). "
+            'Default: `["completed"]`. Needs `webhook`.'
+        ),
+        examples=[["started", "progress", "completed"]],
     )
     metadata: dict[str, Any] | None = Field(
         default=None,
@@ -200,7 +214,15 @@ def multipart_job_schema() -> dict[str, Any]:
             },
             "webhook": {
                 "type": "string",
-                "description": "http(s) URL that receives the finished job by POST.",
+                "description": "http(s) URL that receives the job's events by POST (signed).",
+            },
+            "webhook_events": {
+                "type": "string",
+                "description": (
+                    "Which events the webhook receives, comma-separated: started, progress, completed "
+                    "(default: completed)."
+                ),
+                "example": "started,completed",
             },
             "metadata": {
                 "type": "string",

@@ -90,7 +90,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     data_root.mkdir()
     # `path` inputs under <tmp>/inputs; `image_url` may reach the tests' servers on 127.0.0.1.
     extra = {
-        "DLPIPE_WEBHOOK_ATTEMPTS": "2",
+        "DLPIPE_WEBHOOK_ALLOW_PRIVATE": "true",  # the tests' receivers listen on 127.0.0.1
         "DLPIPE_DATA_ROOT": str(data_root),
         "DLPIPE_FETCH_ALLOW_PRIVATE": "true",
     }

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from standardwebhooks.webhooks import Webhook
 
 from shared.embedded_redis import free_port
 from tests.e2e.conftest import Stack
@@ -111,11 +112,11 @@ def test_docs_pipelines_and_health(client: httpx.Client) -> None:
 
 
 class _Receiver(BaseHTTPRequestHandler):
-    received: list[dict[str, Any]] = []
+    received: list[tuple[dict[str, str], bytes]] = []
 
     def do_POST(self) -> None:  # noqa: N802 - http.server's name
         body = self.rfile.read(int(self.headers["content-length"]))
-        type(self).received.append(json.loads(body))
+        type(self).received.append((dict(self.headers), body))
         self.send_response(204)
         self.end_headers()
 
@@ -123,17 +124,22 @@ class _Receiver(BaseHTTPRequestHandler):
         pass
 
 
-def test_the_webhook_receives_the_final_job(client: httpx.Client) -> None:
+def test_the_webhook_receives_the_final_job_signed(stack: Stack, client: httpx.Client) -> None:
     server = ThreadingHTTPServer(("127.0.0.1", free_port()), _Receiver)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
+    # No DLPIPE_WEBHOOK_SECRET given: `dlpipe up` made one in its data dir.
+    secret = (stack.log_path.parent / "data" / "webhook-secret").read_text().strip()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/hook"
         job = submit(client, [{"image_base64": b64(photo_bytes("chelsea.png"))}], webhook=url)
-        body = wait_until(
-            lambda: next((b for b in _Receiver.received if b.get("id") == job["id"]), None),
-            timeout_s=60, what="the webhook delivery",
-        )  # fmt: skip
+        def delivered() -> tuple[dict[str, str], bytes] | None:
+            return next((r for r in _Receiver.received if json.loads(r[1])["data"]["id"] == job["id"]), None)
+
+        headers, raw = wait_until(delivered, timeout_s=60, what="the webhook delivery")
+        message = Webhook(secret).verify(raw, headers)
+        body = message["data"]
+        assert message["type"] == "job.completed"
         assert body["status"] == "succeeded" and top1(body["outputs"][0]) in CAT_CLASSES
         # The job's final state was visible before the webhook went out.
         assert client.get(f"/v1/jobs/{job['id']}").json()["status"] == "succeeded"

@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import json
 import signal
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -21,18 +18,19 @@ from shared import keys
 from shared.messages import JobStatus
 from shared.pipeline_spec import load_pipelines
 from shared.settings import Settings
-from tests.integration.test_workers import (  # noqa: F401 - `procs` is a fixture
+from tests.integration.test_workers import (  # noqa: F401 - `procs` and `receiver` are fixtures
     Procs,
+    Receiver,
     is_final,
     make_settings,
     pending,
     procs,
+    receiver,
     running,
     thread_workers,
 )
 from tests.stagefns import job_view, pipelines, queue_job
 from tests.waiting import wait_until
-from workers.notifier import HttpDelivery, Notifier
 from workers.preprocess import PreprocessWorker
 from workers.reclaim import Reclaimer
 from workers.store import Store
@@ -182,67 +180,22 @@ def test_a_poison_item_is_given_up_after_max_deliveries_and_the_rest_go_on(
 # -- the notifier ----------------------------------------------------------------------
 
 
-class HoldingReceiver:
-    """A webhook receiver on 127.0.0.1 that holds its first POST until `release` is set."""
-
-    def __init__(self) -> None:
-        self.posts: list[tuple[dict[str, str], bytes]] = []
-        self.first_arrived = threading.Event()
-        self.release = threading.Event()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("content-length", 0)))
-                if not receiver.first_arrived.is_set():
-                    receiver.first_arrived.set()
-                    receiver.release.wait(30)
-                    return  # no answer: the sender died waiting
-                receiver.posts.append((dict(self.headers), body))
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def holding_receiver() -> Iterator[HoldingReceiver]:
-    receiver = HoldingReceiver()
-    yield receiver
-    receiver.close()
-
-
-def test_an_event_held_by_a_killed_notifier_is_delivered(
-    redis_client: redis.Redis,
-    redis_url: str,
-    tmp_path: Path,
-    procs: Procs,
-    holding_receiver: HoldingReceiver,
+def test_an_event_held_by_a_dead_notifier_is_delivered_by_the_next(
+    redis_client: redis.Redis, redis_url: str, tmp_path: Path, procs: Procs, receiver: Receiver
 ) -> None:
-    settings = make_settings(redis_url, tmp_path, pipelines())
-    first = procs.start(settings, "workers.notifier")
+    settings = short_lease(make_settings(redis_url, tmp_path, pipelines()))
     store, cpu, model = thread_workers(redis_client, settings)
     with running(cpu, model):
-        queue_job(redis_client, store.config.pipelines["sums"], "e1", [{"v": 1}], webhook=holding_receiver.url)
-        wait_until(holding_receiver.first_arrived.is_set, 60, f"the first POST\n{procs.logs()}")
-    sigkill(first)  # mid-delivery: the event is pending under a dead notifier
-    holding_receiver.release.set()
+        queue_job(redis_client, store.config.pipelines["sums"], "e1", [{"v": 1}], webhook=receiver.url)
+        wait_until(lambda: is_final(redis_client, "e1"), 30, "job e1 to finish")
+    # A notifier took the completion event and died before it queued the delivery.
+    redis_client.xgroup_create(keys.EVENTS, keys.NOTIFIER_GROUP, id="0")
+    redis_client.xreadgroup(keys.NOTIFIER_GROUP, "n-dead", {keys.EVENTS: ">"})
     assert events_pending(redis_client) == 1
-    later = short_lease(settings)
-    with running(Notifier(redis_client, later, "n-later", HttpDelivery(5, 1))):
-        wait_until(lambda: holding_receiver.posts, 30, "the event delivered by the second notifier")
-        wait_until(lambda: events_pending(redis_client) == 0, 10, "the event acked")
-    [(headers, body)] = holding_receiver.posts
-    assert json.loads(body)["id"] == "e1" and json.loads(body)["status"] == "succeeded"
+    procs.start(settings, "workers.notifier")
+    wait_until(lambda: receiver.posts, 30, f"the event delivered by the next notifier\n{procs.logs()}")
+    wait_until(lambda: events_pending(redis_client) == 0, 10, "the event acked")
+    [(_, headers, body)] = receiver.posts
+    assert json.loads(body)["data"]["id"] == "e1" and json.loads(body)["data"]["status"] == "succeeded"
     [(event_id, _)] = redis_client.xrange(keys.EVENTS)
-    assert headers["webhook-id"] == event_id.decode()  # the same event, delivered again
+    assert headers["webhook-id"] == f"msg_e1_{event_id.decode()}"  # the event's own delivery

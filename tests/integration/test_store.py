@@ -127,7 +127,7 @@ def test_all_items_failed_fails_the_job(redis_client: redis.Redis) -> None:
     view = _view(redis_client, "j3")
     assert view.status == JobStatus.failed
     assert view.error == "all 1 items failed"
-    assert view.webhook == "http://127.0.0.1:9/x"
+    assert view.webhook is not None and view.webhook.url == "http://127.0.0.1:9/x"
 
 
 @pytest.mark.parametrize("value", [object(), float("nan")])

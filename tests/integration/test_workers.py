@@ -24,6 +24,7 @@ import pytest
 import redis
 import torch
 import yaml
+from standardwebhooks.webhooks import Webhook
 
 from shared import keys
 from shared.embedded_redis import free_port, start_redis
@@ -32,8 +33,9 @@ from shared.pipeline_spec import load_pipelines
 from shared.settings import Settings
 from tests.conftest import REPO
 from tests.stagefns import job_view, pipelines, queue_job
+from tests.unit.test_webhook_signing import SECRET as WEBHOOK_SECRET
 from workers.model_worker import ModelWorker, load_models
-from workers.notifier import HttpDelivery, Notifier
+from workers.notifier import serve as serve_notifier
 from workers.preprocess import PreprocessWorker
 from workers.store import Store
 
@@ -60,8 +62,23 @@ def make_settings(redis_url: str, tmp_path: Path, doc: dict[str, Any]) -> Settin
         torch_threads=1,
         device="cpu",
         webhook_timeout_s=5,
+        webhook_secret=WEBHOOK_SECRET,
+        webhook_allow_private=True,  # the receivers listen on 127.0.0.1
+        webhook_retry_schedule_s="0,1,1",
         log_level="INFO",
     )
+
+
+class NotifierThreads:
+    """The whole notifier (events consumer, rq scheduler, rq workers) in this process, as a loop."""
+
+    kind = "notifier"
+
+    def __init__(self, settings: Settings, consumer: str) -> None:
+        self.settings, self.consumer = settings, consumer
+
+    def run(self, stop: threading.Event) -> None:
+        serve_notifier(self.settings, stop, self.consumer)
 
 
 def pending(client: redis.Redis, stream_name: str, group: str) -> int:
@@ -291,13 +308,17 @@ def test_worker_processes_run_a_job_and_deliver_its_webhook(
     )
     wait_for(lambda: receiver.posts, 30, f"the webhook\n{procs.logs()}")
     path, headers, body = receiver.posts[0]
-    sent = json.loads(body)
+    message = Webhook(WEBHOOK_SECRET).verify(body, headers)
+    sent = message["data"]
     assert path == "/hook" and headers["content-type"] == "application/json"
-    assert sent["id"] == "p1" and sent["status"] == "succeeded" and sent["webhook"] == receiver.url
+    assert message["type"] == "job.completed" and headers["webhook-id"].startswith("msg_p1_")
+    assert sent["id"] == "p1" and sent["status"] == "succeeded"
+    assert sent["webhook"] == {"url": receiver.url, "events": ["completed"]}
     assert [o["status"] for o in sent["outputs"]] == ["succeeded", "succeeded", "failed"]
     assert sent["outputs"][1]["result"]["sum"] == 4.0
     assert sent["outputs"][2]["error"] == "prep: ValueError: crash requested"
-    assert sent == json.loads(job_view(redis_client, "p1").model_dump_json())
+    stored = json.loads(job_view(redis_client, "p1").model_dump_json())
+    assert sent == {**stored, "webhook": sent["webhook"]}
     for proc in (pre, model, notifier):
         assert procs.stop(proc) == 0, procs.logs()
     assert redis_client.zcard(keys.WORKERS) == 0  # every worker removed its heartbeat
@@ -373,8 +394,7 @@ def test_the_notifier_loop_posts_to_a_local_receiver(
 ) -> None:
     settings = make_settings(redis_url, tmp_path, pipelines())
     store, cpu, model = thread_workers(redis_client, settings)
-    notifier = Notifier(redis_client, settings, "n-t", HttpDelivery(5, 2))
-    with running(cpu, model, notifier):
+    with running(cpu, model, NotifierThreads(settings, "n-t")):
         for job_id in ("n1", "n2"):
             queue_job(redis_client, store.config.pipelines["sums"], job_id, [{"v": 1}], webhook=receiver.url)
         queue_job(redis_client, store.config.pipelines["sums"], "n3", [{"v": 1}])
@@ -387,4 +407,4 @@ def test_the_notifier_loop_posts_to_a_local_receiver(
             10,
             "all three events acked",
         )
-    assert sorted(json.loads(body)["id"] for _, _, body in receiver.posts) == ["n1", "n2"]
+    assert sorted(json.loads(body)["data"]["id"] for _, _, body in receiver.posts) == ["n1", "n2"]

@@ -42,10 +42,15 @@ def test_invalid_base64_is_rejected_naming_the_field(text: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "url", ["http://example.com/x", "https://10.0.0.1:8443/hook?a=1", "https://[::1]/h", None, ""]
+    "url", ["http://example.com/x", "https://93.184.216.34:8443/hook?a=1", "https://[2606:4700::1]/h", None, ""]
 )
 def test_http_webhooks_are_accepted(url: str | None) -> None:
     assert check_webhook(url) == (url or None)
+
+
+@pytest.mark.parametrize("url", ["https://10.0.0.1:8443/hook?a=1", "https://[::1]/h", "http://localhost:9/h"])
+def test_internal_webhooks_are_accepted_when_private_addresses_are_allowed(url: str) -> None:
+    assert check_webhook(url, allow_private=True) == url
 
 
 @pytest.mark.parametrize(

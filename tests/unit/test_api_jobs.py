@@ -81,7 +81,8 @@ async def test_multipart_two_files_make_two_inputs_in_order(
     assert response.status_code == 202, response.text
     view = response.json()
     assert view["progress"]["total"] == 2 and len(view["outputs"]) == 2
-    assert view["webhook"] == "https://example.com/hook" and view["metadata"] == {"user": "u1"}
+    assert view["webhook"]["url"] == "https://example.com/hook" and view["metadata"] == {"user": "u1"}
+    assert view["webhook"]["events"] == ["completed"] and view["webhook"]["state"] is None
     job_id = view["id"]
     inputs = [codecs.decode(sync_redis.hget(keys.item(job_id, i), keys.INPUT_FIELD)) for i in range(2)]
     assert inputs == [{"image": b"first"}, {"image": b"second"}]

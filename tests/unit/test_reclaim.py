@@ -15,13 +15,13 @@ import pytest
 import torch
 
 from shared import keys
-from shared.messages import JobStatus, JobView
+from shared.messages import JobStatus
 from shared.pipeline_spec import parse_pipelines
 from shared.settings import Settings
 from tests.stagefns import job_view, pipelines, queue_job
 from workers import runtime
 from workers.model_worker import ModelWorker, load_models
-from workers.notifier import Delivery, Notifier
+from workers.notifier import Notifier
 from workers.preprocess import PreprocessWorker
 from workers.reclaim import (
     Claimed,
@@ -269,18 +269,18 @@ def test_the_notifier_delivers_an_event_a_dead_notifier_held(client: Any) -> Non
         pass
     calls: list[str] = []
 
-    def deliver(event_id: str, view: JobView) -> Delivery:
-        calls.append(view.id)
-        return Delivery(ok=True, attempts=1, status=204)
+    def enqueue(job_id: str, delivery: str, round_: int, delay_s: float) -> bool:
+        calls.append(job_id)
+        return True
 
-    notifier = no_lease(Notifier(client, SETTINGS, "n-alive", deliver))
+    notifier = no_lease(Notifier(client, SETTINGS, "n-alive", enqueue))
     notifier.setup()
     held, poison = deliver_to(client, keys.EVENTS, keys.NOTIFIER_GROUP, "n-dead")
     client.xclaim(keys.EVENTS, keys.NOTIFIER_GROUP, "n-dead", 0, [poison])  # delivered twice
     notifier.recover()
     while notifier.run_once():
         pass
-    assert calls == ["n1"]  # the held event delivered; the one delivered max_deliveries times not
+    assert calls == ["n1"]  # the held event's delivery queued; the one delivered max_deliveries times not
     assert client.xpending(keys.EVENTS, keys.NOTIFIER_GROUP)["pending"] == 0
     [(_, letter)] = client.xrange(keys.DEADLETTER)
     assert letter[b"job"] == b"n2" and letter[b"entry_id"] == poison.encode()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import threading
@@ -10,14 +9,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import fakeredis
-import httpx
 import numpy as np
 import pytest
 import redis
 import torch
 
 from shared import codecs, keys
-from shared.messages import JobStatus, JobView
+from shared.messages import JobStatus
 from shared.pipeline_spec import parse_pipelines
 from shared.settings import Settings
 from tests.conftest import REPO
@@ -25,7 +23,7 @@ from tests.stagefns import job_view, pipelines, queue_job
 from workers import runtime
 from workers.heartbeat import Heartbeat
 from workers.model_worker import ModelWorker, load_models
-from workers.notifier import Delivery, HttpDelivery, Notifier
+from workers.notifier import Notifier
 from workers.preprocess import PreprocessWorker
 from workers.store import Store
 
@@ -263,80 +261,40 @@ def test_model_recover_takes_back_unfinished_entries(client: Any) -> None:
 # -- notifier --------------------------------------------------------------------------
 
 
-def test_notifier_delivers_jobs_with_a_webhook_and_acks_every_event(client: Any) -> None:
+def test_notifier_queues_a_delivery_per_wanted_event_and_acks_every_event(client: Any) -> None:
     store = make_store(client)
     queue_job(client, store.config.pipelines["sums"], "hooked", [{"v": 1}], webhook="http://127.0.0.1:9/hook")
     queue_job(client, store.config.pipelines["sums"], "quiet", [{"v": 2}])
+    queue_job(client, store.config.pipelines["sums"], "started-only", [{"v": 3}],
+              webhook="http://127.0.0.1:9/hook", webhook_events=["started"])  # fmt: skip
     drain(cpu_worker(store), model_worker(store, ["summer"]))
     client.xadd(keys.EVENTS, {"nonsense": "1"})
-    calls: list[tuple[str, JobView]] = []
+    queued: list[tuple[str, str, int, float]] = []
 
-    def deliver(event_id: str, view: JobView) -> Delivery:
-        calls.append((event_id, view))
-        return Delivery(ok=True, attempts=1, status=204)
+    def enqueue(job_id: str, delivery: str, round_: int, delay_s: float) -> bool:
+        queued.append((job_id, delivery, round_, delay_s))
+        return True
 
-    notifier = Notifier(client, SETTINGS, "n-1", deliver)
+    notifier = Notifier(client, SETTINGS, "n-1", enqueue)
     notifier.recover()
-    assert notifier.run_once() == 3
-    assert [view.id for _, view in calls] == ["hooked"]
-    view = calls[0][1]
-    assert view.status == JobStatus.succeeded
-    assert view.outputs[0].result == {"sum": 2.0, "batch": 2}  # batched with the other job's item
+    # 3 completions, 1 start (started-only asked for it), the nonsense entry
+    assert notifier.run_once() == 5
+    assert sorted((job, round_, delay) for job, _, round_, delay in queued) == [
+        ("hooked", 1, 0.0), ("started-only", 1, 0.0)
+    ]
+    by_job = {job: delivery for job, delivery, *_ in queued}
+    started_hash = client.hgetall(keys.webhook(by_job["started-only"]))
+    started = {k.decode(): v.decode() for k, v in started_hash.items()}
+    assert started["event"] == "job.started" and started["state"] == "pending" and started["round"] == "1"
+    hooked = {k.decode(): v.decode() for k, v in client.hgetall(keys.webhook(by_job["hooked"])).items()}
+    assert hooked["event"] == "job.completed" and hooked["job"] == "hooked"
+    assert client.hget(keys.job_webhook("hooked"), "completed").decode() == by_job["hooked"]
     assert client.xpending(keys.EVENTS, keys.NOTIFIER_GROUP)["pending"] == 0
-
-
-def _view(webhook: str = "http://127.0.0.1:9/hook") -> JobView:
-    return JobView.model_validate(
-        {
-            "id": "j",
-            "pipeline": "p",
-            "status": "succeeded",
-            "progress": {"done": 1, "total": 1},
-            "created_at": "2026-01-01T00:00:00Z",
-            "outputs": [],
-            "webhook": webhook,
-        }
-    )
-
-
-def _delivery(responses: list[Any]) -> tuple[HttpDelivery, list[httpx.Request], list[float]]:
-    requests: list[httpx.Request] = []
-    sleeps: list[float] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        requests.append(request)
-        answer = responses.pop(0)
-        if isinstance(answer, Exception):
-            raise answer
-        return httpx.Response(answer, headers={"location": "http://127.0.0.1:9/elsewhere"})
-
-    client = httpx.Client(transport=httpx.MockTransport(handler), follow_redirects=False)
-    return HttpDelivery(1.0, 3, client=client, sleep=sleeps.append), requests, sleeps
-
-
-def test_http_delivery_retries_server_errors_then_succeeds() -> None:
-    deliver, requests, sleeps = _delivery([503, 200])
-    result = deliver("1-0", _view())
-    assert result == Delivery(ok=True, attempts=2, status=200)
-    assert sleeps == [0.5]
-    assert json.loads(requests[-1].content)["id"] == "j"
-    assert {r.headers["webhook-id"] for r in requests} == {"1-0"}
-    assert requests[-1].headers["content-type"] == "application/json"
-
-
-@pytest.mark.parametrize("status", [404, 302])
-def test_http_delivery_does_not_retry_client_errors_or_follow_redirects(status: int) -> None:
-    deliver, requests, _ = _delivery([status, 200])
-    result = deliver("1-0", _view())
-    assert not result.ok and result.attempts == 1 and result.status == status
-    assert len(requests) == 1
-
-
-def test_http_delivery_gives_up_after_its_attempts() -> None:
-    deliver, requests, sleeps = _delivery([httpx.ConnectError("refused")] * 3)
-    result = deliver("1-0", _view())
-    assert not result.ok and result.attempts == 3 and "ConnectError" in (result.error or "")
-    assert len(requests) == 3 and sleeps == [0.5, 1.0]
+    # The same event handled again (a crash before its ack) finds its delivery: no second one.
+    [(event_id, fields)] = [e for e in client.xrange(keys.EVENTS) if e[1].get(b"job") == b"hooked"]
+    assert notifier.handle(event_id.decode(), fields) == "queued"
+    assert queued[-1][:3] == ("hooked", by_job["hooked"], 1)
+    assert client.hget(keys.webhook(by_job["hooked"]), "round") == b"1"
 
 
 # -- plumbing --------------------------------------------------------------------------

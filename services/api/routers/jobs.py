@@ -27,6 +27,7 @@ from services.api.inputs import (
     parse_form,
     parse_json_body,
 )
+from services.api.routers.webhooks import with_delivery_state
 from services.api.schemas import ErrorBody, multipart_job_schema
 from shared import keys
 from shared.errors import NotFound
@@ -140,6 +141,7 @@ async def create_job(
         max_inputs=settings.max_inputs_per_job,
         max_input_bytes=settings.max_input_bytes,
         data_root=settings.data_root,
+        webhook_allow_private=settings.webhook_allow_private,
         max_timeout_s=settings.job_ttl_s,
     )
     idempotency_key = request.headers.get(admission.IDEMPOTENCY_HEADER)
@@ -211,6 +213,7 @@ async def _write_job(
         "created_at": str(created),
         "total": str(len(parsed.inputs)),
         "webhook": parsed.webhook or "",
+        "webhook_events": ",".join(parsed.webhook_events),
         "metadata": json.dumps(parsed.metadata) if parsed.metadata is not None else "",
         "sources": json.dumps(parsed.sources) if parsed.sources else "",
         "groups": json.dumps(groups_record(parsed.groups, len(parsed.inputs))) if parsed.groups else "",
@@ -225,6 +228,7 @@ async def _write_job(
             pipeline=pipeline,
             inputs=parsed.inputs,
             webhook=parsed.webhook,
+            webhook_events=parsed.webhook_events or None,
             metadata=parsed.metadata,
             ttl_s=settings.job_ttl_s,
             created_ms=created,
@@ -262,10 +266,11 @@ async def get_job(
     async with client.pipeline(transaction=True) as pipe:
         pipe.hgetall(keys.job(job_id))
         pipe.hgetall(keys.job_outputs(job_id))
-        job, outputs = await pipe.execute()
+        pipe.hgetall(keys.job_webhook(job_id))
+        job, outputs, deliveries = await pipe.execute()
     if not job:
         raise NotFound(f"no job {job_id!r}")
-    return job_view_from_redis(job, outputs)
+    return await with_delivery_state(client, job_view_from_redis(job, outputs), deliveries)
 
 
 @router.post(
