@@ -193,6 +193,12 @@ class Settings(BaseSettings):
         parse_delays(value)
         return value
 
+    @field_validator("webhook_secret", mode="before")
+    @classmethod
+    def _empty_secret_is_unset(cls, value: object) -> object:
+        """`DLPIPE_WEBHOOK_SECRET=` (as compose passes an unset host variable) means no secret."""
+        return None if value == "" else value
+
     @field_validator("webhook_secret")
     @classmethod
     def _check_secret(cls, value: SecretStr | None) -> SecretStr | None:
