@@ -26,13 +26,16 @@ def lock_data_dir(path: Path) -> IO[bytes]:
     return handle
 
 
-def start_embedded_redis(data_dir: Path, supervisor_kwargs: dict) -> tuple[Supervisor, str]:
-    """Start redis-server on a free loopback port with its data in `data_dir`; wait for PING."""
+def start_embedded_redis(
+    data_dir: Path, supervisor_kwargs: dict, appendfsync: str = "everysec"
+) -> tuple[Supervisor, str]:
+    """Start redis-server on a free loopback port with its data in `data_dir`; wait for PING.
+    `appendfsync`: everysec or always (settings.redis_appendfsync)."""
     binary = find_redis_server()
     last_error: Exception | None = None
     for _ in range(3):  # a free port can be taken between choosing and binding it
         port = free_port()
-        child = Child("redis", redis_command(binary, port, data_dir.resolve()))
+        child = Child("redis", redis_command(binary, port, data_dir.resolve(), appendfsync))
         redis_sup = Supervisor([child], **supervisor_kwargs)
         redis_sup.start()
         url = f"redis://127.0.0.1:{port}/0"

@@ -31,8 +31,11 @@ from pathlib import Path
 from typing import IO
 from urllib.parse import urlsplit, urlunsplit
 
+import redis
+
 from services.children import BACKOFF_BASE_S, DEFAULT_GRACE_S, Child, Supervisor
 from services.embedded import REDIS_GRACE_S, lock_data_dir, start_embedded_redis
+from shared.redis_checks import check_redis
 from shared.settings import Settings
 from workers.webhooks.signing import secret_env
 
@@ -74,6 +77,18 @@ def child_env(settings: Settings, redis_url: str) -> dict[str, str]:
     env["DLPIPE_REDIS_URL"] = redis_url
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
+
+
+def check_redis_config(redis_url: str) -> None:
+    """Warn loudly if the Redis in use can evict keys or keeps nothing on disk (shared/redis_checks.py).
+    Best effort: a Redis not answering yet is checked by the API and each worker when it does."""
+    client = redis.Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=2)
+    try:
+        check_redis(client, log, f"at {redact_url(redis_url)}")
+    except redis.RedisError as exc:
+        log.warning("Redis at %s does not answer yet (%s)", redact_url(redis_url), exc)
+    finally:
+        client.close()
 
 
 def _display_host(host: str) -> str:
@@ -141,11 +156,12 @@ def up(
         else:
             redis_dir = settings.data_dir / f"redis-{settings.port}"
             lock = lock_data_dir(redis_dir)
-            redis_sup, redis_url = start_embedded_redis(redis_dir, sup_kwargs)
+            redis_sup, redis_url = start_embedded_redis(redis_dir, sup_kwargs, settings.redis_appendfsync)
             log.info(
-                "Redis: %s (embedded redis-server pid=%d, AOF on, data and redis.log in %s)",
-                redis_url, redis_sup.children[0].pid, redis_dir.resolve(),
+                "Redis: %s (embedded redis-server pid=%d, AOF on, appendfsync %s, data and redis.log in %s)",
+                redis_url, redis_sup.children[0].pid, settings.redis_appendfsync, redis_dir.resolve(),
             )  # fmt: skip
+        check_redis_config(redis_url)
         env = child_env(settings, redis_url)
         env.update(secret_env(settings))  # webhooks are signed: a secret of its own when none is set
         sup = Supervisor([Child(name, list(argv), env) for name, argv in commands.items()], **sup_kwargs)

@@ -33,15 +33,18 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
-def redis_command(binary: str, port: int, data_dir: Path) -> list[str]:
-    """A redis-server on loopback that keeps its data on disk (AOF, fsync every second) and never evicts."""
+def redis_command(binary: str, port: int, data_dir: Path, appendfsync: str = "everysec") -> list[str]:
+    """A redis-server on loopback that keeps its data on disk (AOF, fsync `appendfsync`: every
+    second or on every write) and never evicts."""
+    if appendfsync not in ("everysec", "always"):
+        raise ValueError(f"appendfsync must be everysec or always, not {appendfsync!r}")
     return [
         binary,
         "--port", str(port),
         "--bind", "127.0.0.1",
         "--dir", str(data_dir),
         "--appendonly", "yes",
-        "--appendfsync", "everysec",
+        "--appendfsync", appendfsync,
         "--maxmemory-policy", "noeviction",
         "--save", "",
         "--protected-mode", "yes",
@@ -49,11 +52,13 @@ def redis_command(binary: str, port: int, data_dir: Path) -> list[str]:
     ]  # fmt: skip
 
 
-def start_redis(data_dir: Path, port: int | None = None) -> tuple[subprocess.Popen, int]:
+def start_redis(
+    data_dir: Path, port: int | None = None, appendfsync: str = "everysec"
+) -> tuple[subprocess.Popen, int]:
     """Start redis-server with its data in `data_dir`; wait until it answers PING."""
     data_dir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
-    proc = subprocess.Popen(redis_command(find_redis_server(), port, data_dir.resolve()))
+    proc = subprocess.Popen(redis_command(find_redis_server(), port, data_dir.resolve(), appendfsync))
     wait_for_redis(f"redis://127.0.0.1:{port}/0", timeout_s=10.0, proc=proc)
     return proc, port
 

@@ -10,6 +10,7 @@ import base64
 import binascii
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -65,6 +66,13 @@ class Settings(BaseSettings):
     data_dir: Path = Field(
         default=Path(".dlpipe"),
         description="Folder for the embedded Redis's data and logs (`dlpipe up`).",
+    )
+    redis_appendfsync: Literal["everysec", "always"] = Field(
+        default="everysec",
+        description=(
+            "When the embedded Redis (`dlpipe up`) fsyncs its AOF: `everysec` (a power loss may lose "
+            "the last second or two of accepted jobs) or `always` (every job is on disk before its 202)."
+        ),
     )
 
     # API
@@ -157,6 +165,14 @@ class Settings(BaseSettings):
         default=3,
         ge=1,
         description="Deliveries after which an item that keeps failing or killing its worker is given up.",
+    )
+    stream_trim_interval_s: float = Field(
+        default=60.0,
+        gt=0,
+        description=(
+            "How often each worker trims the entries every consumer group is done with from its "
+            "streams (never one pending or not yet read)."
+        ),
     )
     shutdown_grace_s: float = Field(
         default=30.0,

@@ -4,6 +4,10 @@ A thread rather than a call per step, so a long model batch does not make a busy
 look dead. Redis errors are logged and retried at the next beat; they never stop the
 thread. `stop()` (or leaving the `with` block) removes the worker's entry: a clean exit
 is visible at once instead of after `worker_ttl_ms`.
+
+The first beat that reaches Redis also checks, once, that this Redis is safe for queues
+(shared/redis_checks.py: no eviction, something on disk) and warns loudly if not: every
+worker process says so in its own log, whenever Redis first becomes reachable.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import redis
 
 from shared.heartbeat import add_heartbeat, remove_heartbeat
 from shared.messages import now_ms
+from shared.redis_checks import check_redis
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +47,7 @@ class Heartbeat:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._failing = False
+        self._checked = False  # this Redis's configuration checked (shared/redis_checks.py)
 
     def beat(self) -> bool:
         """Write one heartbeat; True if it reached Redis."""
@@ -57,6 +63,12 @@ class Heartbeat:
         if self._failing:
             log.info("worker=%s heartbeat restored", self.worker_id)
         self._failing = False
+        if not self._checked:
+            try:
+                check_redis(self.client, log, f"(seen by {self.kind} worker {self.worker_id})")
+                self._checked = True
+            except redis.RedisError as exc:  # checked again at the next beat
+                log.debug("worker=%s could not check redis yet: %s", self.worker_id, exc)
         return True
 
     def start(self) -> Heartbeat:

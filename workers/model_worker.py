@@ -80,6 +80,7 @@ class ModelWorker:
             settings.lease_ms,
             settings.max_deliveries,
             clock,
+            trim_interval_s=settings.stream_trim_interval_s,
         )
         self._shape: dict[str, Shape] = {}  # model -> the last (shape, dtype) that ran
         self.stats: dict[str, ModelStats] = defaultdict(ModelStats)

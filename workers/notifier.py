@@ -59,8 +59,9 @@ class Notifier:
         self.consumer = consumer
         self.enqueue = enqueue
         self.reclaimer = Reclaimer(
-            client, keys.NOTIFIER_GROUP, consumer, [keys.EVENTS], settings.lease_ms, settings.max_deliveries
-        )
+            client, keys.NOTIFIER_GROUP, consumer, [keys.EVENTS], settings.lease_ms, settings.max_deliveries,
+            trim_interval_s=settings.stream_trim_interval_s,
+        )  # fmt: skip
         self._create = client.register_script(state.CREATE)
 
     def setup(self) -> None:

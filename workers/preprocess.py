@@ -59,6 +59,7 @@ class PreprocessWorker:
             [keys.stream(s) for s in self.streams],
             settings.lease_ms,
             settings.max_deliveries,
+            trim_interval_s=settings.stream_trim_interval_s,
         )
 
     def setup(self) -> None:

@@ -14,6 +14,12 @@ Suspect entries are claimed and run one at a time. A delivery is counted for eve
 a worker holds when it dies, not only for the one that killed it; one at a time, an
 innocent entry that shared a batch with a poison one is charged one delivery more than
 that, not one per crash. (Hence max_deliveries >= 2 in practice.)
+
+Acknowledged entries stay in a stream until something trims it. Every `trim_interval_s`
+(DLPIPE_STREAM_TRIM_INTERVAL_S; the first time one interval after start) the reclaimer
+also trims each of its streams below the oldest entry some consumer group of that stream
+still needs, pending or not yet read (scripts.TRIM_STREAM): the streams stay as long as
+the work in flight, and no entry anyone still needs is ever dropped.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from workers.store import Entry, StageResult, Store
 log = logging.getLogger(__name__)
 
 MAX_CLAIMS_PER_STEP = 16  # claim calls one step may make looking for an entry to run
+DEFAULT_TRIM_INTERVAL_S = 60.0  # Settings.stream_trim_interval_s
 ADOPT_LIMIT = 10_000  # own pending entries taken back after an error, per stream
 
 
@@ -120,6 +127,13 @@ class Schedule:
     def scanned(self) -> None:
         self._next = self.clock() + self.interval_s
 
+    @classmethod
+    def after_one_interval(cls, interval_s: float, clock: Callable[[], float]) -> Schedule:
+        """A schedule whose first run is one interval from now, not at once."""
+        schedule = cls(interval_s, clock)
+        schedule.scanned()
+        return schedule
+
 
 # -- claiming --------------------------------------------------------------------------
 
@@ -136,6 +150,8 @@ class Reclaimer:
         lease_ms: int,
         max_deliveries: int,
         clock: Callable[[], float] = time.monotonic,
+        *,
+        trim_interval_s: float = DEFAULT_TRIM_INTERVAL_S,
     ) -> None:
         self.redis = client
         self.group = group
@@ -146,6 +162,8 @@ class Reclaimer:
         self.schedule = Schedule(lease_ms / 2000, clock)
         self._script = client.register_script(scripts.RECLAIM)
         self._dead_letter = client.register_script(scripts.DEAD_LETTER)
+        self._trim = client.register_script(scripts.TRIM_STREAM)
+        self.trim_schedule = Schedule.after_one_interval(trim_interval_s, clock)
         self._scan: deque[tuple[str, str]] = deque()  # (stream, cursor) left in this scan
         self._own: deque[tuple[str, str]] = deque()  # own unfinished entries: (stream, id)
 
@@ -165,6 +183,8 @@ class Reclaimer:
     def take(self) -> Taken:
         """Claim until one entry is found to run (or nothing is left for now); entries past
         max_deliveries come back as give-ups, for the caller to fail."""
+        if self.trim_schedule.due():
+            self.trim()
         taken = Taken()
         may_start = True  # one scan's worth per call at most: an entry is claimed once per call
         for _ in range(MAX_CLAIMS_PER_STEP):
@@ -193,6 +213,18 @@ class Reclaimer:
                 c.entry_id, c.stream, c.deliveries + 1,
             )  # fmt: skip
         return taken
+
+    def trim(self) -> int:
+        """Trim each stream below the oldest entry any of its groups still needs (pending or not
+        yet read); returns the entries removed."""
+        removed = 0
+        for stream in self.stream_keys:
+            floor, count = self._trim(keys=[stream])
+            if int(count):
+                log.debug("trimmed %d entries of %s below %s", int(count), stream, _text(floor))
+            removed += int(count)
+        self.trim_schedule.scanned()
+        return removed
 
     def _claim(self, stream: str, cursor: str, ids: list[str]) -> list[Claimed]:
         reply = self._script(

@@ -7,6 +7,7 @@ async Redis client and closes it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -15,6 +16,7 @@ from typing import Any
 
 from fastapi import Depends, FastAPI
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from services.api.auth import key_digests, require_api_key
 from services.api.errors import install_error_handlers
@@ -22,6 +24,7 @@ from services.api.limits import BodySizeLimit
 from services.api.routers import health, jobs, pipelines, webhooks
 from services.api.schemas import ErrorBody, JobRequest, VideoOptions
 from shared.pipeline_spec import check_callables, load_pipelines
+from shared.redis_checks import check_redis_async
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -47,6 +50,22 @@ def _version() -> str:
         return version("dlpipe")
     except PackageNotFoundError:
         return "0.0.0"
+
+
+async def _check_redis_when_reachable(
+    client: Redis, first_delay_s: float = 0.5, max_delay_s: float = 30.0
+) -> None:
+    """Warn loudly, once, if this Redis can evict keys or keeps nothing on disk
+    (shared/redis_checks.py); Redis may come up after the API, so retry with a growing delay."""
+    delay = first_delay_s
+    while True:
+        try:
+            await check_redis_async(client, log, "(seen by the api)")
+            return
+        except (RedisError, OSError) as exc:
+            log.debug("could not check redis yet: %s", exc)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, max_delay_s)
 
 
 def default_redis_factory(url: str) -> Redis:
@@ -89,9 +108,11 @@ def create_app(settings: Settings, *, redis_factory: RedisFactory | None = None)
         client = make_client(redis_url)
         app.state.redis = client
         log.info("api started: pipelines=%s", ",".join(sorted(config.pipelines)))
+        checking = asyncio.create_task(_check_redis_when_reachable(client))
         try:
             yield
         finally:
+            checking.cancel()
             app.state.redis = None
             await client.aclose()
             log.info("api stopped")

@@ -167,15 +167,18 @@ def run_worker(queue: Queue, name: str, stop: threading.Event) -> None:
     replaced, under a new name, after a growing delay."""
     next_delay = Backoff().delays()
     for generation in itertools.count():
-        worker = ThreadWorker([queue], name=f"{name}.{generation}", connection=queue.connection, stop=stop)
+        worker_name = f"{name}.{generation}"
         try:
+            # Inside the try: making an rq worker talks to Redis (CLIENT SETNAME), and a thread
+            # that died of a Redis outage here would stop the whole notifier.
+            worker = ThreadWorker([queue], name=worker_name, connection=queue.connection, stop=stop)
             worker.work(logging_level=None)
         except Exception as exc:  # noqa: BLE001 - logged; the thread goes on
-            log.warning("rq worker %s: %s: %s", worker.name, type(exc).__name__, exc)
+            log.warning("rq worker %s: %s: %s", worker_name, type(exc).__name__, exc)
         if stop.is_set():
             return
         delay = next_delay()
-        log.warning("rq worker %s stopped; a new one in %.1fs", worker.name, delay)
+        log.warning("rq worker %s stopped; a new one in %.1fs", worker_name, delay)
         stop.wait(delay)
 
 

@@ -1,0 +1,171 @@
+"""Redis is SIGKILLed mid-run and started again on the same port and data: no job that got a
+202 is lost, every process of the stack rides out the outage (same pids after it), /readyz
+says 503 while Redis is away and a submission gets 503, not 500.
+
+The stack uses a Redis this test starts (DLPIPE_REDIS_URL) with `appendfsync always`: every
+write, a job's included, is fsynced before Redis answers, so a 202 means the job is on disk
+(README: Durability). Jobs are submitted all along by a client that retries what is refused.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import signal
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from shared.embedded_redis import start_redis
+from tests.e2e.chaos import (
+    Receiver,
+    Submitted,
+    check,
+    delivery_state,
+    retry_pending,
+    finished,
+    image_classify_only,
+    processes,
+    submit_jobs,
+    tiny_jpegs,
+    unfinished_entries,
+)
+from tests.e2e.conftest import Stack, start_stack, stop_stack
+from tests.waiting import wait_until
+
+pytestmark = pytest.mark.e2e
+
+log = logging.getLogger("tests.redis_restart")
+
+JOBS = 200
+KILL_AFTER = 60  # accepted jobs before Redis is killed
+CHILDREN = [("api",), ("worker", "preprocess"), ("worker", "model"), ("worker", "notifier")]
+
+
+def stack_pids(stack: Stack) -> dict[str, set[int]]:
+    pids = {" ".join(tail): processes(stack.proc.pid, *tail) for tail in CHILDREN}
+    (parent,) = pids["worker preprocess"]
+    pids["preprocess child"] = processes(parent, "workers.preprocess", "--child")
+    return pids
+
+
+RETRY_LINE = r"{role}\[\d+\] workers\.runtime: .*redis unavailable.*retrying in ([\d.]+)s"
+
+
+def backed_off(log_text: str, retries: int) -> bool:
+    """Has each worker kind logged at least `retries` Redis retries, each after a longer wait
+    (workers/runtime.py run_loop; redis-py itself retries a command for a few seconds first)?"""
+    for role in ("preprocess", "model", "notifier"):
+        delays = [float(d) for d in re.findall(RETRY_LINE.format(role=role), log_text)]
+        if len(delays) < retries or delays[:retries] != sorted(delays[:retries]):
+            return False
+    return True
+
+
+def readyz(stack: Stack) -> int:
+    return httpx.get(f"{stack.base_url}/readyz", timeout=10).status_code
+
+
+def test_no_accepted_job_is_lost_when_redis_is_killed_and_restarted(tmp_path: Path) -> None:
+    data = tmp_path / "redis"
+    proc, port = start_redis(data, appendfsync="always")
+    url = f"redis://127.0.0.1:{port}/0"
+    env = {
+        "DLPIPE_REDIS_URL": url,
+        "DLPIPE_PIPELINES_FILE": str(image_classify_only(tmp_path / "pipelines.yaml")),
+        "DLPIPE_LEASE_MS": "1500",
+        "DLPIPE_WORKER_TTL_MS": "2000",
+        "DLPIPE_HEARTBEAT_INTERVAL_MS": "250",
+        "DLPIPE_TORCH_THREADS": "1",
+        "DLPIPE_WEBHOOK_ALLOW_PRIVATE": "true",
+        "DLPIPE_WEBHOOK_RETRY_SCHEDULE_S": "0,1,1,2",
+        "DLPIPE_WEBHOOK_TIMEOUT_S": "5",
+    }
+    client = redis.Redis.from_url(url)
+    stack: Stack | None = None
+    stop = threading.Event()  # set: the submitting client gives up what is refused
+    try:
+        with Receiver() as receiver:
+            stack = start_stack(tmp_path, env)
+            before = stack_pids(stack)
+            submitted = Submitted()
+
+            def retry(tries: int) -> bool:  # a client that retries a refused job every 0.1 s
+                return not stop.wait(0.1)
+
+            submitter = threading.Thread(
+                target=submit_jobs,
+                args=(stack.base_url, JOBS, tiny_jpegs(), receiver.url, 2, submitted, retry),
+            )
+            submitter.start()
+            wait_until(lambda: len(submitted.accepted) >= KILL_AFTER, 60, f"{KILL_AFTER} jobs accepted")
+
+            log_offset = len(stack.log())
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+            killed_at = time.monotonic()
+            wait_until(lambda: readyz(stack) == 503, 10, "/readyz 503 while redis is away")
+            wait_until(lambda: submitted.refused["503"] > 0, 10, "a submission refused with 503")
+            accepted_before = len(submitted.accepted)  # answers in flight at the kill are in
+            # Every worker notices and retries with a growing delay (Redis stays away until each
+            # worker has retried three times).
+            try:
+                wait_until(lambda: backed_off(stack.log()[log_offset:], 3), 60, "every worker to back off")
+            except AssertionError as exc:
+                lines = [x for x in stack.log()[log_offset:].splitlines() if "runtime" in x or "Error" in x]
+                raise AssertionError(f"{exc}\n" + "\n".join(lines[-60:])) from None
+            assert len(submitted.accepted) == accepted_before, "a 202 while redis was away"
+            assert readyz(stack) == 503
+            outage_s = time.monotonic() - killed_at
+
+            proc, _ = start_redis(data, port=port, appendfsync="always")  # same port, same AOF
+            restarted_at = time.monotonic()
+            wait_until(lambda: readyz(stack) == 200, 60, "/readyz 200 again")
+            ready_again_s = time.monotonic() - restarted_at
+            submitter.join(120)
+            assert not submitter.is_alive()
+            job_ids = list(submitted.accepted)
+            assert len(job_ids) == JOBS
+            assert set(submitted.refused) <= {"503"}, submitted.refused  # never a 500
+
+            wait_until(lambda: finished(client, job_ids) == JOBS, 120, "every accepted job to finish")
+            drained_s = time.monotonic() - restarted_at
+            try:
+                wait_until(lambda: {h.job_id for h in receiver.completed()} >= set(job_ids), 15, "")
+            except AssertionError:
+                pass  # counted below
+            wait_until(lambda: not any(unfinished_entries(client).values()), 30, "every entry acknowledged")
+            verdict = check(stack.base_url, client, job_ids, receiver.hooks)
+            late = {j: delivery_state(client, j) for j in verdict.without_webhook}
+            missing = Counter(late.values())
+            after = stack_pids(stack)
+        summary = (
+            f"redis restart: {verdict.summary()}; {accepted_before} accepted before the kill, "
+            f"{sum(submitted.refused.values())} submissions refused (503) during a {outage_s:.1f}s "
+            f"outage (readyz 503, every worker backing off); ready again "
+            f"{ready_again_s:.1f}s and drained {drained_s:.1f}s after the restart; completion webhooks "
+            f"not received within the run, by delivery state: {dict(missing)}"
+        )
+        log.warning(summary)
+        print(summary)  # noqa: T201
+        assert after == before, f"a process died with redis: {before} -> {after}"  # none restarted
+        assert stack.proc.poll() is None, "dlpipe up died"
+        assert "a notifier thread died" not in stack.log()
+        assert verdict.delivered == JOBS and verdict.lost == [] and verdict.duplicated == [], summary
+        assert verdict.failed_outputs == {}, summary
+        assert verdict.distinct_events_over_one == [] and verdict.unknown_hooks == 0, summary
+        # Each completion webhook arrived, or its attempt was cut by the outage and rq holds it
+        # to run again (retried once the abandoned job's heartbeat lapses): late, not lost.
+        assert all(retry_pending(state) for state in late.values()), summary
+    finally:
+        stop.set()
+        if stack is not None:
+            stop_stack(stack)
+        client.close()
+        proc.kill()
+        proc.wait()
