@@ -1,0 +1,93 @@
+"""The job-level fields of a request, whatever its input kind: `webhook`, `webhook_events`,
+`metadata` and `timeout_s`."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+from urllib.parse import urlsplit
+
+from services.api.inputs.common import (
+    MAX_METADATA_BYTES,
+    MAX_WEBHOOK_CHARS,
+    TIMEOUT_FIELD,
+    WEBHOOK_EVENTS_FIELD,
+    Limits,
+    check_http_url,
+    invalid,
+)
+from shared import netguard
+from shared.messages import WEBHOOK_EVENT_NAMES
+
+
+def check_webhook(value: Any, field: str = "webhook", *, allow_private: bool = False) -> str | None:
+    """An http(s) URL. A host that is an IP address in any spelling (`127.1`, `0x7f000001`,
+    `[::ffff:10.0.0.1]`) or `localhost` is checked here against the SSRF guard; names are
+    resolved and checked by the notifier at each attempt."""
+    if value is None or value == "":
+        return None
+    url = check_http_url(value, field, MAX_WEBHOOK_CHARS)
+    host = urlsplit(url).hostname or ""
+    if allow_private:
+        return url
+    if host == "localhost" or host.endswith(".localhost"):
+        allow = f"{WEBHOOK_POLICY.override}=true allows it"
+        raise invalid(field, f"{host} is a loopback name, which is refused ({allow})")
+    try:
+        literal = netguard.parse_literal(host)
+        if literal is not None:
+            netguard.check_address(literal, host, WEBHOOK_POLICY)
+    except netguard.AddressRefused as exc:
+        raise invalid(field, str(exc)) from None
+    except ValueError as exc:
+        raise invalid(field, str(exc)) from None
+    return url
+
+
+WEBHOOK_POLICY = netguard.AddressPolicy(override="DLPIPE_WEBHOOK_ALLOW_PRIVATE")
+
+
+def check_webhook_events(value: Any, webhook: str | None, field: str = WEBHOOK_EVENTS_FIELD) -> list[str]:
+    """`webhook_events`: a list of "started", "progress", "completed"; None: the default
+    (["completed"], stored as an empty list here). Needs a webhook."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or not value:
+        raise invalid(field, f"must be a non-empty list of {', '.join(WEBHOOK_EVENT_NAMES)}")
+    for index, name in enumerate(value):
+        if name not in WEBHOOK_EVENT_NAMES:
+            choices = ", ".join(WEBHOOK_EVENT_NAMES)
+            raise invalid(f"{field}[{index}]", f"{name!r} is not an event (choose from {choices})")
+    if webhook is None:
+        raise invalid(field, "given without a webhook")
+    return [name for name in WEBHOOK_EVENT_NAMES if name in value]
+
+
+def check_metadata(value: Any, field: str = "metadata") -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise invalid(field, "must be a JSON object")
+    if len(json.dumps(value, separators=(",", ":"))) > MAX_METADATA_BYTES:
+        raise invalid(field, f"larger than {MAX_METADATA_BYTES} bytes as JSON")
+    return value
+
+
+def check_timeout(value: Any, limits: Limits, field: str = TIMEOUT_FIELD) -> float | None:
+    """`timeout_s`: seconds (> 0, at most the job TTL) after which the job's unfinished items
+    fail as expired; None: no deadline. A multipart field gives it as text."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            raise invalid(field, f"must be a number of seconds, got {value[:40]!r}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise invalid(field, "must be a number of seconds")
+    if not math.isfinite(value) or value <= 0:
+        raise invalid(field, f"must be more than 0 seconds, got {value}")
+    if value > limits.max_timeout_s:
+        raise invalid(field, f"at most {limits.max_timeout_s:g} seconds (the job TTL), got {value:g}")
+    return float(value)

@@ -1,0 +1,213 @@
+"""A whole job request, JSON body or multipart form, into a `ParsedJob`: the input kinds'
+formats (`INPUT_FORMATS`), the count limits and the job-level fields."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData, UploadFile
+
+from services.api.errors import describe_validation_errors
+from services.api.inputs.common import (
+    _JSON_FIELDS,
+    MAX_SOURCE_CHARS,
+    MULTIPART_FILES_FIELD,
+    MULTIPART_OPTIONS_FIELD,
+    TIMEOUT_FIELD,
+    WEBHOOK_EVENTS_FIELD,
+    InputFormat,
+    Limits,
+    ParsedInput,
+    ParsedJob,
+    Upload,
+    invalid,
+)
+from services.api.inputs.fields import check_metadata, check_timeout, check_webhook, check_webhook_events
+from services.api.inputs.image import _image_from_file, _image_from_json
+from services.api.inputs.text import _text_from_file, _text_from_json
+from services.api.inputs.video import _video_from_json, _video_from_upload
+from services.api.schemas import ImageInput, TextInput, VideoInput, VideoOptions
+from shared.errors import InvalidRequest
+from shared.jobs import InputGroup
+from shared.pipeline_spec import InputKind, PipelineSpec
+
+
+INPUT_FORMATS: dict[InputKind, InputFormat] = {
+    InputKind.image: InputFormat(json_model=ImageInput, from_json=_image_from_json, from_file=_image_from_file),
+    InputKind.text: InputFormat(json_model=TextInput, from_json=_text_from_json, from_file=_text_from_file),
+    InputKind.video: InputFormat(
+        json_model=VideoInput, from_json=_video_from_json, from_file=None, from_upload=_video_from_upload,
+        options_model=VideoOptions,
+    ),  # fmt: skip
+}
+
+
+def input_format(kind: InputKind) -> InputFormat:
+    try:
+        return INPUT_FORMATS[kind]
+    except KeyError:
+        raise InvalidRequest(f"input kind {kind.value!r} is not supported by this API", field="inputs") from None
+
+
+def _check_count(count: int, field: str, limits: Limits) -> None:
+    if count == 0:
+        raise invalid(field, "must hold at least one input")
+    if count > limits.max_inputs:
+        raise invalid(field, f"{count} inputs, at most {limits.max_inputs} per job")
+
+
+def parse_json_body(body: bytes, pipeline: PipelineSpec, limits: Limits) -> ParsedJob:
+    """A JSON job request: {"inputs": [...], "webhook": ..., "metadata": {...}}."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise invalid("body", f"not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise invalid("body", "must be a JSON object with `inputs`")
+    unknown = sorted(set(data) - set(_JSON_FIELDS))
+    if unknown:
+        raise invalid(unknown[0], f"unknown field (accepted: {', '.join(_JSON_FIELDS)})")
+    raw_inputs = data.get("inputs")
+    if not isinstance(raw_inputs, list):
+        raise invalid("inputs", "required, a list of inputs")
+    _check_count(len(raw_inputs), "inputs", limits)
+    webhook = check_webhook(data.get("webhook"), allow_private=limits.webhook_allow_private)
+    events = check_webhook_events(data.get(WEBHOOK_EVENTS_FIELD), webhook)
+    metadata = check_metadata(data.get("metadata"))
+    timeout_s = check_timeout(data.get(TIMEOUT_FIELD), limits)
+    fmt = input_format(pipeline.input)
+    parsed: list[ParsedInput] = []
+    taken = 0  # items so far (a video takes one per frame)
+    for index, raw in enumerate(raw_inputs):
+        where = f"inputs[{index}]"
+        if not isinstance(raw, dict):
+            raise invalid(where, f"must be an object with {', '.join(fmt.json_fields)}")
+        try:
+            item = fmt.json_model.model_validate(raw)
+        except ValidationError as exc:
+            message, first = describe_validation_errors(exc.errors(), prefix=where)
+            raise InvalidRequest(message, field=first) from None
+        # Room left: what the cap allows, less what is taken and what the inputs still to come need.
+        room = limits.max_inputs - taken - (len(raw_inputs) - index - 1)
+        new = fmt.from_json(item, where, limits, room)
+        taken += sum(p.count for p in new)
+        parsed.extend(new)
+    _check_count(taken, "inputs", limits)
+    return replace(_job(parsed, webhook, metadata), webhook_events=events, timeout_s=timeout_s)
+
+
+def _job(parsed: list[ParsedInput], webhook: str | None, metadata: dict[str, Any] | None) -> ParsedJob:
+    """The job's items: an input of several items becomes a group of them; blobs are listed once."""
+    inputs: list[dict[str, Any]] = []
+    groups: list[InputGroup] = []
+    blobs: list[bytes] = []
+    item_blobs: list[int | None] = []
+    for p in parsed:
+        blob = None
+        if p.blob is not None:
+            blob = len(blobs)
+            blobs.append(p.blob)
+        if p.items is None:
+            inputs.append(p.value)
+        else:
+            groups.append(InputGroup(first=len(inputs), keys=list(p.keys or []), field=p.field))
+            inputs.extend(p.items)
+        item_blobs.extend([blob] * p.count)
+    sources = [p.source for p in parsed]
+    return ParsedJob(
+        inputs=inputs,
+        webhook=webhook,
+        metadata=metadata,
+        sources=sources if any(s is not None for s in sources) else [],
+        groups=groups,
+        blobs=blobs,
+        item_blobs=item_blobs if blobs else [],
+    )
+
+
+def _single_text(form: FormData, name: str) -> str | None:
+    values = form.getlist(name)
+    if len(values) > 1:
+        raise invalid(name, "given more than once")
+    if not values:
+        return None
+    if not isinstance(values[0], str):
+        raise invalid(name, "must be a text field, not a file")
+    return values[0]
+
+
+async def parse_form(form: FormData, pipeline: PipelineSpec, limits: Limits) -> ParsedJob:
+    """A multipart job request: files in `files` (one per input), optional `webhook`, `metadata`
+    and, for kinds that take them (video), `options` (JSON text, for every file)."""
+    fmt = input_format(pipeline.input)
+    if not fmt.takes_files:
+        raise invalid(MULTIPART_FILES_FIELD, f"pipeline {pipeline.name!r} takes JSON inputs only")
+    allowed = {MULTIPART_FILES_FIELD, "webhook", WEBHOOK_EVENTS_FIELD, "metadata", TIMEOUT_FIELD}
+    if fmt.options_model is not None:
+        allowed.add(MULTIPART_OPTIONS_FIELD)
+    unknown = sorted({key for key in form.keys() if key not in allowed})
+    if unknown:
+        raise invalid(unknown[0], f"unknown form field (accepted: {', '.join(sorted(allowed))})")
+    uploads = form.getlist(MULTIPART_FILES_FIELD)
+    _check_count(len(uploads), MULTIPART_FILES_FIELD, limits)
+    webhook = check_webhook(_single_text(form, "webhook"), allow_private=limits.webhook_allow_private)
+    event_texts = form.getlist(WEBHOOK_EVENTS_FIELD)
+    if any(not isinstance(t, str) for t in event_texts):
+        raise invalid(WEBHOOK_EVENTS_FIELD, "must be a text field, not a file")
+    # One field, comma-separated ("started,completed"), or the field repeated.
+    names = [part.strip() for text in event_texts for part in str(text).split(",") if part.strip()]
+    events = check_webhook_events(names if event_texts else None, webhook)
+    metadata_text = _single_text(form, "metadata")
+    metadata = None
+    if metadata_text is not None and metadata_text.strip():
+        try:
+            metadata = json.loads(metadata_text)
+        except ValueError as exc:
+            raise invalid("metadata", f"not valid JSON ({exc})") from None
+        metadata = check_metadata(metadata)
+    timeout_s = check_timeout(_single_text(form, TIMEOUT_FIELD), limits)
+    options = _form_options(form, fmt)
+    parsed: list[ParsedInput] = []
+    taken = 0
+    for index, upload in enumerate(uploads):
+        where = f"{MULTIPART_FILES_FIELD}[{index}]"
+        if not isinstance(upload, UploadFile):
+            raise invalid(where, "must be a file upload (filename and content), not a text field")
+        if upload.size is not None and upload.size > limits.max_input_bytes:
+            raise invalid(where, f"input is larger than {limits.max_input_bytes} bytes")
+        data = await upload.read(limits.max_input_bytes + 1)
+        if len(data) > limits.max_input_bytes:
+            raise invalid(where, f"input is larger than {limits.max_input_bytes} bytes")
+        if not data:
+            raise invalid(where, "empty file")
+        source = upload.filename[:MAX_SOURCE_CHARS] if upload.filename else None
+        room = limits.max_inputs - taken - (len(uploads) - index - 1)
+        # In a thread: probing a video (or decoding a large text) must not hold up the event loop.
+        one = await run_in_threadpool(fmt.upload, Upload(data, source, options), where, limits, room)
+        taken += one.count
+        parsed.append(one)
+    return replace(_job(parsed, webhook, metadata), webhook_events=events, timeout_s=timeout_s)
+
+
+def _form_options(form: FormData, fmt: InputFormat) -> BaseModel | None:
+    """The `options` form field, validated by the input kind's options model (absent: its defaults)."""
+    if fmt.options_model is None:
+        return None
+    text = _single_text(form, MULTIPART_OPTIONS_FIELD)
+    if text is None or not text.strip():
+        return fmt.options_model()
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise invalid(MULTIPART_OPTIONS_FIELD, f"not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise invalid(MULTIPART_OPTIONS_FIELD, "must be a JSON object")
+    try:
+        return fmt.options_model.model_validate(data)
+    except ValidationError as exc:
+        message, first = describe_validation_errors(exc.errors(), prefix=MULTIPART_OPTIONS_FIELD)
+        raise InvalidRequest(message, field=first) from None
