@@ -56,6 +56,9 @@ log = logging.getLogger("tests.chaos")
 
 JOBS = int(os.environ.get("DLPIPE_CHAOS_JOBS", "500"))
 WEBHOOK_WAIT_S = float(os.environ.get("DLPIPE_CHAOS_WEBHOOK_WAIT_S", "15"))
+# Set (seconds) to also wait for rq to retry the deliveries cut by notifier kills, and count
+# the duplicate POSTs that follows (minutes: rq retries an abandoned job once its heartbeat lapses).
+AWAIT_REDELIVERY_S = float(os.environ.get("DLPIPE_CHAOS_AWAIT_REDELIVERY_S", "0"))
 RECEIVER_DELAY_S = 0.25  # each webhook answered after this: a notifier kill finds some in flight
 WORKER_TTL_MS = 2000
 MODEL = "efficientnet_lite0"
@@ -177,6 +180,17 @@ def run_chaos(stack: Stack, receiver: Receiver, started: float) -> None:
         verdict = check(stack.base_url, client, job_ids, receiver.hooks)
         late = {j: delivery_state(client, j) for j in verdict.without_webhook}
         in_doubt = deliveries_in_doubt(client, job_ids, receiver)
+        if AWAIT_REDELIVERY_S and in_doubt[0]:
+            t_wait = time.monotonic()
+            try:
+                wait_until(lambda: deliveries_in_doubt(client, job_ids, receiver)[0] == 0, AWAIT_REDELIVERY_S, "")
+            except AssertionError:
+                pass
+            log.warning(
+                "chaos: after %.0fs more: %s; still in doubt: %s",
+                time.monotonic() - t_wait, check(stack.base_url, client, job_ids, receiver.hooks).summary(),
+                deliveries_in_doubt(client, job_ids, receiver),
+            )  # fmt: skip
     finally:
         client.close()
     per_kind = Counter(k.kind for k in kills)
