@@ -183,7 +183,8 @@ def run_chaos(stack: Stack, receiver: Receiver, started: float) -> None:
         if AWAIT_REDELIVERY_S and in_doubt[0]:
             t_wait = time.monotonic()
             try:
-                wait_until(lambda: deliveries_in_doubt(client, job_ids, receiver)[0] == 0, AWAIT_REDELIVERY_S, "")
+                settled = lambda: deliveries_in_doubt(client, job_ids, receiver)[0] == 0  # noqa: E731
+                wait_until(settled, AWAIT_REDELIVERY_S, "")
             except AssertionError:
                 pass
             log.warning(
