@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 from fastapi import Depends, Path, Request
@@ -44,3 +45,13 @@ def get_pipeline(
 
 
 PipelineDep = Annotated[PipelineSpec, Depends(get_pipeline)]
+
+_JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # what a job id can look like (POST .../jobs makes them)
+
+JobIdPath = Annotated[str, Path(description="The id `POST .../jobs` returned.")]
+
+
+def check_job_id(job_id: str) -> None:
+    """404 for an id no job can have, before asking Redis."""
+    if not _JOB_ID.match(job_id):
+        raise NotFound(f"no job {job_id!r}")

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import uuid
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Path, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -16,7 +15,7 @@ from starlette.formparsers import MultiPartException
 
 from services.api import admission
 from services.api.auth import caller_of
-from services.api.deps import PipelineDep, RedisDep, SettingsDep
+from services.api.deps import JobIdPath, PipelineDep, RedisDep, SettingsDep, check_job_id
 from services.api.errors import UnsupportedMediaType
 from services.api.inputs import (
     MAX_METADATA_BYTES,
@@ -40,7 +39,6 @@ log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
 
-_JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorBody, "description": "No such pipeline or job."},
     422: {"model": ErrorBody, "description": "The request is not valid; `field` names what."},
@@ -259,10 +257,9 @@ async def _write_job(
 )
 async def get_job(
     client: RedisDep,
-    job_id: Annotated[str, Path(description="The id `POST .../jobs` returned.")],
+    job_id: JobIdPath,
 ) -> JobView:
-    if not _JOB_ID.match(job_id):
-        raise NotFound(f"no job {job_id!r}")
+    check_job_id(job_id)
     async with client.pipeline(transaction=True) as pipe:
         pipe.hgetall(keys.job(job_id))
         pipe.hgetall(keys.job_outputs(job_id))
@@ -293,10 +290,9 @@ async def get_job(
 async def cancel_job(
     client: RedisDep,
     settings: SettingsDep,
-    job_id: Annotated[str, Path(description="The id `POST .../jobs` returned.")],
+    job_id: JobIdPath,
 ) -> JobView:
-    if not _JOB_ID.match(job_id):
-        raise NotFound(f"no job {job_id!r}")
+    check_job_id(job_id)
     pipeline, total = await client.hmget(keys.job(job_id), ["pipeline", "total"])
     if pipeline is None:
         raise NotFound(f"no job {job_id!r}")

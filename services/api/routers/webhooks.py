@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import logging
-import re
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter
 from redis.asyncio import Redis
 
-from services.api.deps import RedisDep, SettingsDep
+from services.api.deps import JobIdPath, RedisDep, SettingsDep, check_job_id
 from services.api.schemas import ErrorBody
 from shared import keys
 from shared import webhooks as state
@@ -19,8 +18,6 @@ from shared.messages import JobView, WebhookView, job_view_from_redis, now_ms
 log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
-
-_JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 async def with_delivery_state(client: Redis, view: JobView, deliveries: dict[Any, Any]) -> JobView:
@@ -60,10 +57,9 @@ async def with_delivery_state(client: Redis, view: JobView, deliveries: dict[Any
 async def redeliver(
     client: RedisDep,
     settings: SettingsDep,
-    job_id: Annotated[str, Path(description="The id `POST .../jobs` returned.")],
+    job_id: JobIdPath,
 ) -> WebhookView:
-    if not _JOB_ID.match(job_id):
-        raise NotFound(f"no job {job_id!r}")
+    check_job_id(job_id)
     async with client.pipeline(transaction=True) as pipe:
         pipe.hgetall(keys.job(job_id))
         pipe.hgetall(keys.job_webhook(job_id))
