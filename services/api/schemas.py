@@ -199,7 +199,6 @@ class JobRequest(BaseModel):
     )
 
 
-
 def multipart_job_schema() -> dict[str, Any]:
     """JSON schema of a multipart/form-data job request (for OpenAPI)."""
     return {

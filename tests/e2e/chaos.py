@@ -77,6 +77,7 @@ class Hook:
     type: str  # job.completed, ...
     status: str  # the job's status in the body
     at: float  # time.monotonic() when it arrived
+    k: int | None = None  # the submitter's job number (metadata.k), if the body carries it
 
 
 class Receiver:
@@ -99,6 +100,7 @@ class Receiver:
                     type=str(body.get("type", "job.completed")),
                     status=str(job.get("status", "")),
                     at=time.monotonic(),
+                    k=(job.get("metadata") or {}).get("k"),
                 )
                 with receiver._lock:
                     receiver.hooks.append(hook)
@@ -138,6 +140,10 @@ class Receiver:
 class Submitted:
     accepted: list[str] = field(default_factory=list)  # job ids answered 202
     refused: Counter[str] = field(default_factory=Counter)  # other answers (status or error), counted
+    # Job numbers (metadata.k) whose submission met an error or a non-202 at least once: the
+    # client cannot know whether such an attempt created a job (a reply lost with Redis, say),
+    # so its retry may make a second one. Idempotency-Key is the cure; these tests retry without.
+    uncertain: set[int] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -173,6 +179,7 @@ def submit_jobs(
                 what = type(exc).__name__
             with done.lock:
                 done.refused[what] += 1
+                done.uncertain.add(k)
             if not retry(tries):
                 return
 
@@ -271,6 +278,7 @@ class Verdict:
     distinct_events_over_one: list[str] = field(default_factory=list)  # >1 completion event (webhook-id)
     redelivered_posts: int = 0  # POSTs beyond the first of one webhook-id (at-least-once retries)
     unknown_hooks: int = 0  # POSTs for jobs nobody submitted
+    ambiguous_hooks: int = 0  # POSTs for jobs made by an attempt whose answer the client never got
 
     def summary(self) -> str:
         return (
@@ -278,12 +286,18 @@ class Verdict:
             f"duplicated={len(self.duplicated)} failed_outputs={len(self.failed_outputs)} "
             f"webhooks: missing={len(self.without_webhook)} "
             f"jobs_with_more_than_one_completion_event={len(self.distinct_events_over_one)} "
-            f"redelivered_posts(same webhook-id)={self.redelivered_posts} unknown={self.unknown_hooks}"
+            f"redelivered_posts(same webhook-id)={self.redelivered_posts} unknown={self.unknown_hooks} "
+            f"ambiguous_retries={self.ambiguous_hooks}"
         )
 
 
-def check(base_url: str, client: redis.Redis, job_ids: list[str], hooks: list[Hook]) -> Verdict:
-    """Judge every accepted job by what a user sees (GET /v1/jobs/{id}) and by what Redis holds."""
+def check(
+    base_url: str, client: redis.Redis, job_ids: list[str], hooks: list[Hook], uncertain: set[int] | None = None
+) -> Verdict:
+    """Judge every accepted job by what a user sees (GET /v1/jobs/{id}) and by what Redis holds.
+
+    A hook for a job nobody got a 202 for is `ambiguous` when its job number is in `uncertain`
+    (an attempt whose answer was lost, then retried), else `unknown`."""
     verdict = Verdict(jobs=len(job_ids))
     states = dict(zip(job_ids, job_states(client, job_ids), strict=True))
     with httpx.Client(base_url=base_url, timeout=30) as http:
@@ -317,7 +331,10 @@ def check(base_url: str, client: redis.Redis, job_ids: list[str], hooks: list[Ho
         if hook.type != "job.completed":
             continue
         if hook.job_id not in wanted:
-            verdict.unknown_hooks += 1
+            if hook.k is not None and hook.k in (uncertain or set()):
+                verdict.ambiguous_hooks += 1
+            else:
+                verdict.unknown_hooks += 1
             continue
         events[hook.job_id].add(hook.webhook_id)
         posts[(hook.job_id, hook.webhook_id)] += 1

@@ -140,7 +140,7 @@ def test_no_accepted_job_is_lost_when_redis_is_killed_and_restarted(tmp_path: Pa
             except AssertionError:
                 pass  # counted below
             wait_until(lambda: not any(unfinished_entries(client).values()), 30, "every entry acknowledged")
-            verdict = check(stack.base_url, client, job_ids, receiver.hooks)
+            verdict = check(stack.base_url, client, job_ids, receiver.hooks, submitted.uncertain)
             late = {j: delivery_state(client, j) for j in verdict.without_webhook}
             missing = Counter(late.values())
             after = stack_pids(stack)
