@@ -22,21 +22,27 @@ from services.api.app import create_app
 from shared.settings import Settings
 
 # Stage functions and the model class only need to be locatable modules (the API never runs them).
-PIPELINES_YAML = """\
+def pipelines_yaml(name: str = "img", input_kind: str = "image", description: str = "A test image pipeline.",
+                   output: str = '{size: "bytes in the image"}') -> str:
+    """A pipelines file with one three-stage pipeline (preprocess -> model -> postprocess)."""
+    return f"""\
 models:
   m1:
     class: json:JSONDecoder
-    batching: {max_batch_size: 4, max_batch_delay_ms: 2}
+    batching: {{max_batch_size: 4, max_batch_delay_ms: 2}}
 pipelines:
-  img:
-    description: A test image pipeline.
-    input: image
-    output: {size: "bytes in the image"}
+  {name}:
+    description: {description}
+    input: {input_kind}
+    output: {output}
     stages:
-      - {name: pre, kind: preprocess, fn: "json:dumps"}
-      - {name: m, kind: model, model: m1}
-      - {name: post, kind: postprocess, fn: "json:loads"}
-"""
+      - {{name: pre, kind: preprocess, fn: "json:dumps"}}
+      - {{name: m, kind: model, model: m1}}
+      - {{name: post, kind: postprocess, fn: "json:loads"}}
+"""  # fmt: skip
+
+
+PIPELINES_YAML = pipelines_yaml()
 
 MAX_INPUTS = 3
 MAX_BYTES = 64

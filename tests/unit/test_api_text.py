@@ -22,6 +22,7 @@ from tests.unit.test_api_fixtures import (  # noqa: F401 - fixtures
     fake_factory,
     fake_server,
     make_settings,
+    pipelines_yaml,
     running,
     sync_redis,
     write_pipelines,
@@ -30,21 +31,7 @@ from tests.unit.test_api_jobs import _no_job_written, multipart
 
 pytestmark = pytest.mark.anyio
 
-TEXT_PIPELINES_YAML = """\
-models:
-  m1:
-    class: json:JSONDecoder
-    batching: {max_batch_size: 4, max_batch_delay_ms: 2}
-pipelines:
-  txt:
-    description: A test text pipeline.
-    input: text
-    output: {embedding: "numbers"}
-    stages:
-      - {name: pre, kind: preprocess, fn: "json:dumps"}
-      - {name: m, kind: model, model: m1}
-      - {name: post, kind: postprocess, fn: "json:loads"}
-"""
+TEXT_PIPELINES_YAML = pipelines_yaml("txt", "text", "A test text pipeline.", '{embedding: "numbers"}')
 URL = "/v1/pipelines/txt/jobs"
 
 
