@@ -68,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup-s", type=float, default=5.0, help="load before each measured window")
     p.add_argument("--concurrency", type=_ints, default=[8], help="concurrent clients, e.g. 4,8 to sweep")
     p.add_argument(
-        "--poll-interval-ms", type=float, default=10.0, help="how often a client polls a dlpipe job"
+        "--poll-interval-ms", type=float, default=None,
+        help="poll dlpipe jobs at this interval instead of waiting for them (Prefer: wait, long polls)",
     )
     p.add_argument("--workloads", type=_names(("image-classify", "image-tag")),
                    default=["image-classify", "image-tag"], help="pipelines to load")  # fmt: skip

@@ -1,8 +1,11 @@
 """The one load client every HTTP system gets: N concurrent clients in one asyncio loop.
 
-Each client POSTs a job (the same JSON body for every system) and, for an asynchronous system
-(dlpipe answers 202 with a job), polls GET /v1/jobs/{id} every `poll_interval_s` until the job is
-final; a synchronous system answers with the result. Load is continuous: a warmup period, then the
+Each client POSTs a job (the same JSON body for every system); a synchronous system answers
+with the result. dlpipe is asynchronous: by default the POST carries `Prefer: wait=<timeout>`, so
+dlpipe answers 200 with the final job when it ends in time (one request per job, as the others),
+and a job still running then is long-polled (GET /v1/jobs/{id}?wait_s=). With `poll_interval_s`
+set, the client instead takes the 202 and polls GET /v1/jobs/{id} at that interval until the job
+is final (what a client without either feature costs the stack). Load is continuous: a warmup period, then the
 measured window (a duration, or until `requests` more have completed), then the clients stop
 submitting and the requests in flight finish uncounted. A request counts if it completed within
 the window; its latency runs from just before its POST to the moment the client saw it final.
@@ -35,7 +38,7 @@ class Load:
     warmup_s: float = 5.0
     duration_s: float = 30.0
     requests: int | None = None  # instead of duration_s: measure until this many have completed
-    poll_interval_s: float = 0.01
+    poll_interval_s: float | None = None  # None: Prefer: wait and long polls
     timeout_s: float = 120.0
 
 
@@ -75,6 +78,9 @@ async def run_load(base_url: str, load: Load, on_mark: Callable[[str], None] | N
         max_connections=load.concurrency * 2, max_keepalive_connections=load.concurrency * 2
     )
     headers = {"Content-Type": "application/json"}
+    long_poll = load.poll_interval_s is None
+    if long_poll:
+        headers["Prefer"] = f"wait={load.timeout_s:g}"
     async with httpx.AsyncClient(base_url=base_url, timeout=load.timeout_s, limits=limits) as http:
 
         async def one_request() -> tuple[float, str | None]:
@@ -83,10 +89,12 @@ async def run_load(base_url: str, load: Load, on_mark: Callable[[str], None] | N
             if response.status_code == 202:  # asynchronous: poll the job until final
                 job = response.json()
                 while job.get("status") not in FINAL:
-                    await asyncio.sleep(load.poll_interval_s)
+                    if not long_poll:
+                        await asyncio.sleep(load.poll_interval_s or 0)
                     if state["measuring"]:
                         window.polls += 1
-                    polled = await http.get(f"/v1/jobs/{job['id']}")
+                    params = {"wait_s": f"{load.timeout_s:g}"} if long_poll else None
+                    polled = await http.get(f"/v1/jobs/{job['id']}", params=params)
                     polled.raise_for_status()
                     job = polled.json()
             elif response.status_code != 200:

@@ -34,7 +34,7 @@ class Options:
     warmup_s: float = 5.0
     requests: int | None = None
     concurrency: list[int] = field(default_factory=lambda: [8])
-    poll_interval_ms: float = 10.0
+    poll_interval_ms: float | None = None  # None: dlpipe's clients wait (Prefer: wait, long polls)
     workloads: list[str] = field(default_factory=lambda: ["image-classify", "image-tag"])
     systems: list[str] = field(default_factory=lambda: list(ALL_SYSTEMS))
     out_dir: Path = Path("docs/benchmarks")
@@ -165,7 +165,7 @@ def _window(
 ) -> dict[str, Any]:
     load = Load(path=f"/v1/pipelines/{workload}/jobs", bodies=bodies, concurrency=concurrency,
                 warmup_s=opts.warmup_s, duration_s=opts.duration_s, requests=opts.requests,
-                poll_interval_s=opts.poll_interval_ms / 1000.0)  # fmt: skip
+                poll_interval_s=None if opts.poll_interval_ms is None else opts.poll_interval_ms / 1000.0)  # fmt: skip
     marks: dict[str, tuple[procs.CpuSnapshot, dict[str, dict[str, float]] | None]] = {}
 
     def on_mark(which: str) -> None:

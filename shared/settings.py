@@ -100,6 +100,15 @@ class Settings(BaseSettings):
         ge=24 * 3600,
         description="How long an `Idempotency-Key` is remembered (the same request gets the same job).",
     )
+    max_wait_s: float = Field(
+        default=60.0,
+        ge=0,
+        le=3600,
+        description=(
+            "Longest a request may wait for its job to end: `GET /v1/jobs/{id}?wait_s=` and "
+            "`Prefer: wait=` on submit (longer asks are cut to this)."
+        ),
+    )
     api_keys: SecretStr | None = Field(
         default=None,
         description=(

@@ -2,7 +2,7 @@
 
 The pipelines file is loaded (and its modules located, never imported: the API image has no
 torch) when the app is created, so a bad file stops the API at start. The lifespan opens one
-async Redis client and closes it.
+async Redis client (and the job waiters that follow its events stream) and closes them.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from services.api.errors import install_error_handlers
 from services.api.limits import BodySizeLimit
 from services.api.routers import health, jobs, pipelines, webhooks
 from services.api.schemas import ErrorBody, JobRequest, VideoOptions
+from services.api.waiters import JobWaiters
 from shared.pipeline_spec import check_callables, load_pipelines
 from shared.redis_checks import check_redis_async
 from shared.settings import Settings
@@ -107,12 +108,14 @@ def create_app(settings: Settings, *, redis_factory: RedisFactory | None = None)
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         client = make_client(redis_url)
         app.state.redis = client
+        app.state.waiters = JobWaiters(client)
         log.info("api started: pipelines=%s", ",".join(sorted(config.pipelines)))
         checking = asyncio.create_task(_check_redis_when_reachable(client))
         try:
             yield
         finally:
             checking.cancel()
+            await app.state.waiters.stop()
             app.state.redis = None
             await client.aclose()
             log.info("api stopped")
@@ -128,6 +131,7 @@ def create_app(settings: Settings, *, redis_factory: RedisFactory | None = None)
     app.state.settings = settings
     app.state.config = config
     app.state.redis = None
+    app.state.waiters = None
     # Who may call: with DLPIPE_API_KEYS set, every /v1 route needs a key (services/api/auth.py);
     # /healthz, /readyz, /docs and /openapi.json stay open.
     app.state.api_key_digests = key_digests(settings)

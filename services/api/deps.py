@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Path, Request
 from redis.asyncio import Redis
 
+from services.api.waiters import JobWaiters
 from shared.errors import NotFound, Unavailable
 from shared.pipeline_spec import PipelinesConfig, PipelineSpec
 from shared.settings import Settings
@@ -28,9 +29,17 @@ def get_redis(request: Request) -> Redis:
     return client
 
 
+def get_waiters(request: Request) -> JobWaiters:
+    waiters = getattr(request.app.state, "waiters", None)
+    if waiters is None:  # only outside the app's lifespan
+        raise Unavailable("redis client not started")
+    return waiters
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ConfigDep = Annotated[PipelinesConfig, Depends(get_config)]
 RedisDep = Annotated[Redis, Depends(get_redis)]
+WaitersDep = Annotated[JobWaiters, Depends(get_waiters)]
 
 
 def get_pipeline(

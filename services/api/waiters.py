@@ -1,0 +1,144 @@
+"""Requests that wait for their job to end: `GET /v1/jobs/{id}?wait_s=N` (a long poll) and
+`POST .../jobs` with `Prefer: wait=N` (an answer with the final job when it ends in time).
+
+One task per API process follows the events stream with a plain XREAD (no consumer group: it
+takes nothing from the notifier) and wakes the requests waiting for the jobs whose
+`job.completed` event passes (every final state emits one: succeeded, failed, canceled). A
+waiting request registers first, then reads its job, so an end between the two still wakes it.
+Nothing can hang on a missed event (the stream trimmed past the reader, Redis restarted without
+its data): every waiter reads its job again at least every `recheck_s`, and the reader wakes
+everyone after it loses Redis. The reader starts with the first waiter and runs until the app
+stops; while no one waits it costs one blocking XREAD per `block_ms`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from shared import keys
+from shared.messages import EventType, JobView
+
+log = logging.getLogger(__name__)
+
+READ_COUNT = 512
+RETRY_DELAY_S = 0.5
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def parse_prefer_wait(header: str | None, max_wait_s: float) -> float | None:
+    """The `wait` preference of a `Prefer` header (RFC 7240), in seconds, capped at `max_wait_s`;
+    None when there is none or it is not a number >= 0 (an unknown preference is ignored, as the
+    RFC asks)."""
+    if not header:
+        return None
+    for preference in header.split(","):
+        token, _, value = preference.split(";", 1)[0].strip().partition("=")
+        if token.strip().lower() != "wait":
+            continue
+        try:
+            seconds = float(value.strip().strip('"'))
+        except ValueError:
+            return None
+        if not seconds >= 0 or seconds == float("inf"):  # also NaN
+            return None
+        return min(seconds, max_wait_s)
+    return None
+
+
+class JobWaiters:
+    def __init__(self, client: Redis, *, block_ms: int = 1000, recheck_s: float = 2.0) -> None:
+        self._client = client
+        self._block_ms = block_ms
+        self.recheck_s = recheck_s
+        self._waiting: dict[str, set[asyncio.Event]] = {}
+        self._positioned = asyncio.Event()  # the reader knows where the stream ends
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def waiting(self) -> int:
+        return sum(len(events) for events in self._waiting.values())
+
+    async def read_until_final(
+        self, job_id: str, timeout_s: float, read: Callable[[], Awaitable[JobView]]
+    ) -> JobView:
+        """`read()` the job until it is final or `timeout_s` has passed; the last view read."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        event = asyncio.Event()
+        self._waiting.setdefault(job_id, set()).add(event)
+        try:
+            self._start()
+            # Read only once the reader is past the events already in the stream: an end after
+            # our read is then an event it will see. Redis away: go on, the rechecks cover it.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._positioned.wait(), max(0.0, min(timeout_s, self.recheck_s)))
+            while True:
+                event.clear()
+                view = await read()
+                left = deadline - loop.time()
+                if view.status.is_final or left <= 0:
+                    return view
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(event.wait(), min(left, self.recheck_s))
+        finally:
+            events = self._waiting.get(job_id)
+            if events is not None:
+                events.discard(event)
+                if not events:
+                    del self._waiting[job_id]
+
+    def _start(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._follow(), name="job-waiters")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def _wake(self, job_id: str) -> None:
+        for event in self._waiting.get(job_id, ()):
+            event.set()
+
+    def _wake_all(self) -> None:
+        for events in self._waiting.values():
+            for event in events:
+                event.set()
+
+    async def _follow(self) -> None:
+        last: str | None = None
+        while True:
+            try:
+                if last is None:
+                    newest = await self._client.xrevrange(keys.EVENTS, count=1)
+                    last = _text(newest[0][0]) if newest else "0-0"
+                    self._positioned.set()
+                    self._wake_all()  # (again) after an outage: whatever ended meanwhile is read now
+                started = asyncio.get_running_loop().time()
+                reply = await self._client.xread({keys.EVENTS: last}, count=READ_COUNT, block=self._block_ms)
+                if not reply and asyncio.get_running_loop().time() - started < self._block_ms / 10000:
+                    await asyncio.sleep(self._block_ms / 1000)  # a server that does not block: never spin
+            except (RedisError, OSError) as exc:
+                log.warning("job waiters: cannot follow the events stream (%s); retrying", exc)
+                last = None
+                self._positioned.clear()
+                await asyncio.sleep(RETRY_DELAY_S)
+                continue
+            for _stream, entries in reply or []:
+                for entry_id, fields in entries:
+                    last = _text(entry_id)
+                    kind = fields.get(b"type", fields.get("type"))
+                    if kind is not None and _text(kind) == EventType.completed.value:
+                        self._wake(_text(fields.get(b"job", fields.get("job", b""))))
