@@ -19,6 +19,7 @@ from shared import codecs, keys
 from shared.messages import EventType, ItemOutput, ItemStatus, JobStatus, WorkItem, now_ms
 from shared.pipeline_spec import INPUT, PipelinesConfig, StageSpec
 from workers import scripts
+from workers.scripted_pipeline import ScriptedPipeline
 
 log = logging.getLogger(__name__)
 
@@ -125,19 +126,19 @@ class Store:
         share) gets that blob's bytes in its input dict, under "blob", for stages that need
         `input`: one more round trip, each blob read once, only when some item has one.
         """
-        pipe = self.redis.pipeline(transaction=False)
+        pipe = ScriptedPipeline(self.redis)
         stamp = now_ms()
         job_ids = list(dict.fromkeys(e.item.job_id for e in entries))
         for job_id in job_ids:
-            self._start_job(keys=[keys.job(job_id), keys.EVENTS], args=[stamp, job_id], client=pipe)
+            pipe.script(self._start_job, [keys.job(job_id), keys.EVENTS], [stamp, job_id])
         for entry in entries:
             stage = self.stage_of(entry.item)
             fields = [_need_field(n) for n in stage.needs]
             if INPUT in stage.needs:
                 fields.append(keys.BLOB_FIELD)
-            pipe.hmget(keys.item(entry.item.job_id, entry.item.index), fields)
+            pipe.pipe.hmget(keys.item(entry.item.job_id, entry.item.index), fields)
         for job_id in job_ids:
-            pipe.hmget(keys.job(job_id), ["status", "deadline", "timeout_s"])
+            pipe.pipe.hmget(keys.job(job_id), ["status", "deadline", "timeout_s"])
         if not entries:
             return []
         replies = pipe.execute()[len(job_ids) :]
@@ -185,9 +186,9 @@ class Store:
                 expired.append(StageResult(entry, error=reason))
         if not canceled and not expired:
             return set()
-        pipe = self.redis.pipeline(transaction=False)
+        pipe = ScriptedPipeline(self.redis)
         for entry in canceled:
-            pipe.xack(entry.stream, keys.stream_group(entry.stream), entry.entry_id)
+            pipe.pipe.xack(entry.stream, keys.stream_group(entry.stream), entry.entry_id)
         for result in expired:
             self._complete_one(pipe, keys.stream_group(result.entry.stream), result, stamp)
         pipe.execute()
@@ -223,19 +224,19 @@ class Store:
         `counters` (hash key -> field -> increment) are added in the same round trip, after
         the results: HINCRBY for an int, HINCRBYFLOAT for a float. Returns the results' replies.
         """
-        pipe = self.redis.pipeline(transaction=False)
+        pipe = ScriptedPipeline(self.redis)
         stamp = now_ms()
         for result in results:
             self._complete_one(pipe, group, result, stamp)
         for key, fields in (counters or {}).items():
             for name, amount in fields.items():
                 if isinstance(amount, float):
-                    pipe.hincrbyfloat(key, name, amount)
+                    pipe.pipe.hincrbyfloat(key, name, amount)
                 else:
-                    pipe.hincrby(key, name, amount)
+                    pipe.pipe.hincrby(key, name, amount)
         return [int(r) for r in pipe.execute()[: len(results)]]
 
-    def _complete_one(self, pipe: Any, group: str, result: StageResult, stamp: int) -> None:
+    def _complete_one(self, pipe: ScriptedPipeline, group: str, result: StageResult, stamp: int) -> None:
         item = result.entry.item
         pipeline = self.config.pipelines[item.pipeline]
         stage = pipeline.stage(item.stage)
@@ -278,7 +279,7 @@ class Store:
             keys_.append(keys.DEADLETTER)
             for name, value in result.dead_letter.items():
                 args += [name, value]
-        self._complete(keys=[*keys_, backlog], args=args, client=pipe)
+        pipe.script(self._complete, [*keys_, backlog], args)
 
     def ack_gone(self, group: str, entries: list[Entry]) -> None:
         """Acknowledge entries whose item no longer exists (finished already, or expired)."""

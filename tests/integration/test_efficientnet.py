@@ -43,10 +43,29 @@ def classify(model: EfficientNetLite0, image: np.ndarray) -> dict:
 def test_weights_load_strictly_into_the_architecture(model: EfficientNetLite0) -> None:
     state = torch.load(default_weights_path(), map_location="cpu", weights_only=True)
     assert len(state) == 296
-    assert set(state) == set(model.net.state_dict())
-    assert sum(p.numel() for p in model.net.parameters()) == 4_652_008
+    net = EfficientNetLite0Net()
+    net.load_state_dict(state, strict=True)
+    assert set(state) == set(net.state_dict())
+    assert sum(p.numel() for p in net.parameters()) == 4_652_008
     assert sum(v.numel() for v in state.values()) == 4_694_073  # + BatchNorm running stats
     assert not model.net.training
+
+
+def test_folding_the_batchnorms_keeps_the_outputs(model: EfficientNetLite0) -> None:
+    """The served net has every BatchNorm folded into its convolution: same probabilities."""
+    state = torch.load(default_weights_path(), map_location="cpu", weights_only=True)
+    unfolded = EfficientNetLite0Net()
+    unfolded.load_state_dict(state, strict=True)
+    unfolded.eval()
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.net.modules())
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in unfolded.modules()) == 49
+    crops = [crop(name) for name in ("chelsea.png", "coffee.png")]
+    batch = model.collate(crops)
+    with torch.inference_mode():
+        served = model.predict(batch)
+        x = (batch.permute(0, 3, 1, 2).float() - 127.0) / 128.0
+        reference = torch.softmax(unfolded(x), dim=1)
+    torch.testing.assert_close(served, reference, atol=1e-5, rtol=0)
 
 
 def test_a_state_dict_with_a_missing_tensor_is_refused(tmp_path: Path) -> None:
