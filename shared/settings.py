@@ -152,6 +152,13 @@ class Settings(BaseSettings):
         ge=1,
         description="Intra-op threads of the model worker (default: cores - 1).",
     )
+    model_overlap: bool = Field(
+        default=True,
+        description=(
+            "Model worker: take and collate the next batch, and record the last, in threads of their "
+            "own while the device runs one (false: one step after the other)."
+        ),
+    )
     device: str | None = Field(
         default=None, description="Torch device of the model worker; unset: cuda if available, else cpu."
     )

@@ -2,8 +2,9 @@
 
 No Redis and no stream bookkeeping here: ModelWorker (workers/model_worker.py) chooses what
 to batch and records what comes out. `check_shapes` keeps items that cannot be stacked out
-of a batch (they fail alone); `forward` runs collate -> device -> predict -> split for the
-rest, and any exception in it fails every item of the batch with the reason.
+of a batch (they fail alone); `collate` makes the rest one batch (a `Prepared` one, made off
+the model's thread while the previous batch runs); `forward` runs device copy -> predict ->
+split. An exception in collate or forward fails every item of the batch with the reason.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -34,7 +35,7 @@ class ForwardPass:
     """What one forward pass made of a batch: a result per item, and what it cost."""
 
     results: list[StageResult]
-    seconds: float  # collate + device copy + predict + split
+    seconds: float  # device copy + predict + split
     failed: bool  # it raised: every result is that error
 
     def counters(self) -> dict[str, int | float]:
@@ -56,7 +57,7 @@ class ModelStats:
     failed_batches: int = 0
     items: int = 0  # entries handled, including items failed before the forward pass
     batched_items: int = 0  # sum of forward batch sizes
-    busy_s: float = 0.0  # time in collate + device copy + predict + split
+    busy_s: float = 0.0  # time in device copy + predict + split
 
     @property
     def mean_batch(self) -> float:
@@ -95,13 +96,16 @@ def load_models(config: PipelinesConfig, names: list[str] | None, device: torch.
 
 
 def to_device(batch: Any, device: torch.device) -> Any:
-    """A tensor or a dict of tensors onto `device` (pinned, non-blocking copies on CUDA)."""
+    """A tensor or a dict of tensors onto `device` (non-blocking copies on CUDA: from pinned
+    memory, see `pin`, they overlap the work queued before them)."""
     if isinstance(batch, dict):
         return {key: to_device(value, device) for key, value in batch.items()}
     if not isinstance(batch, torch.Tensor) or batch.device == device:
         return batch
     if device.type == "cuda":
-        return batch.pin_memory().to(device, non_blocking=True)
+        if not batch.is_pinned():
+            batch = batch.pin_memory()
+        return batch.to(device, non_blocking=True)
     return batch.to(device)
 
 
@@ -142,29 +146,64 @@ def check_shapes(
     return keep, rejected, expected if keep else None
 
 
+@dataclass
+class Prepared:
+    """A batch made ready for the forward pass, off the model's thread: its entries' values
+    loaded and decoded, the ones that cannot run failed, the rest collated into one CPU batch
+    (pinned on CUDA, so its copy to the device does not block)."""
+
+    name: str  # the model
+    entries: list[Entry]  # every entry of the batch
+    gone: list[Entry] = field(default_factory=list)  # nothing to run: the item is gone or stopped
+    failed: list[StageResult] = field(default_factory=list)  # failed alone, before the forward pass
+    ready: list[Entry] = field(default_factory=list)  # the entries in `batch`, in order
+    batch: Any = None  # model.collate() of their values
+
+
+def collate(name: str, model: Model, ready: Ready, device: torch.device) -> tuple[Any, list[StageResult]]:
+    """The batch of `ready` (not empty) for the device, or (None, every item failed with why)."""
+    try:
+        batch = model.collate([value for _, value in ready])
+        if device.type == "cuda":
+            batch = pin(batch)
+        return batch, []
+    except Exception as exc:
+        return None, _fail_batch(name, [entry for entry, _ in ready], exc)
+
+
+def pin(batch: Any) -> Any:
+    """A CPU tensor (or a dict's tensors) in page-locked memory: its copy to the GPU can overlap."""
+    if isinstance(batch, dict):
+        return {key: pin(value) for key, value in batch.items()}
+    return batch.pin_memory() if isinstance(batch, torch.Tensor) and batch.device.type == "cpu" else batch
+
+
 def forward(
     name: str,
     model: Model,
-    ready: Ready,
+    entries: list[Entry],
+    batch: Any,
     device: torch.device,
     clock: Callable[[], float] = time.monotonic,
 ) -> ForwardPass:
-    """collate -> device -> predict -> split over `ready` (not empty): a result per item."""
-    entries = [entry for entry, _ in ready]
+    """device copy -> predict -> split of a collated batch (not empty): a result per entry."""
     started = clock()
     try:
         with torch.inference_mode():
-            batch = to_device(model.collate([value for _, value in ready]), device)
-            output = model.predict(batch)
+            output = model.predict(to_device(batch, device))
             rows = model.split(output)
         if len(rows) != len(entries):
             raise RuntimeError(f"split() returned {len(rows)} rows for {len(entries)} items")
     except Exception as exc:
-        jobs = ",".join(sorted({e.item.job_id for e in entries}))
-        log.exception("model=%s batch of %d failed (jobs=%s)", name, len(entries), jobs)
-        reason = f"{entries[0].item.stage}: {type(exc).__name__}: {exc}"
-        failed = [StageResult(entry, error=reason) for entry in entries]
-        return ForwardPass(failed, clock() - started, failed=True)
+        return ForwardPass(_fail_batch(name, entries, exc), clock() - started, failed=True)
     seconds = clock() - started
     results = [StageResult(entry, value=row) for entry, row in zip(entries, rows, strict=True)]
     return ForwardPass(results, seconds, failed=False)
+
+
+def _fail_batch(name: str, entries: list[Entry], exc: Exception) -> list[StageResult]:
+    """Every item of a batch that raised fails with the reason."""
+    jobs = ",".join(sorted({e.item.job_id for e in entries}))
+    log.error("model=%s batch of %d failed (jobs=%s)", name, len(entries), jobs, exc_info=exc)
+    reason = f"{entries[0].item.stage}: {type(exc).__name__}: {exc}"
+    return [StageResult(entry, error=reason) for entry in entries]

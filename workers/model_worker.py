@@ -1,18 +1,24 @@
 """`dlpipe worker model`: batched inference for every model some pipeline uses.
 
-One process owns the device. Each step: pick the model whose waiting entry is oldest,
-fill a batch for it (collect_batch: up to max_batch_size, at most max_batch_delay_ms
-after the first entry), then load -> collate -> device -> predict -> split -> complete.
-An item that cannot join the batch (undecodable, wrong shape) fails alone; an exception
-in collate/predict/split fails every item of the batch with the reason. The compute
-(device, model loading, shape checks, the forward pass) is in workers/inference.py.
+One process owns the device. A step has three parts:
+
+- `take_batch()`: pick the model whose waiting entry is oldest, fill a batch for it
+  (collect_batch: up to max_batch_size, at most max_batch_delay_ms after the first entry),
+  load its values, fail alone the items that cannot join it (undecodable, wrong shape), and
+  collate the rest into one CPU batch (pinned on CUDA);
+- `compute()`: device copy -> predict -> split (an exception fails every item of the batch);
+- `record()`: write every result, acknowledge the entries, add the model's counters, in one
+  round trip.
+
+`run_once()` runs the three in turn (tests drive it). The process runs them overlapped
+(workers/model_loop.py): while the device runs one batch, a thread takes and collates the
+next and another records the last, so the model never waits for Redis or decoding
+(DLPIPE_MODEL_OVERLAP=false runs plain steps). The compute itself (device, loading models,
+shape checks, the forward pass) is in workers/inference.py.
 
 Each batch's counters go to the model's stats hash in Redis (keys.model_stats: batches,
 items, forward_ms, failed_batches) in the same round trip as its results, so other
 processes (benchmarks, metrics) can read them; this process also logs them every ~30 s.
-
-`next_batch()` (pick + fill) and `run_batch()` (compute + record) are separate so a
-later change can fill the next batch while one runs.
 """
 
 from __future__ import annotations
@@ -35,7 +41,18 @@ from shared.settings import Settings
 from workers import runtime
 from workers.batching import collect_batch
 from workers.heartbeat import Heartbeat
-from workers.inference import ModelStats, Ready, Shape, check_shapes, forward, load_models, pick_device
+from workers.inference import (
+    ModelStats,
+    Prepared,
+    Ready,
+    Shape,
+    check_shapes,
+    collate,
+    forward,
+    load_models,
+    pick_device,
+)
+from workers.model_loop import Computed, run_overlapped
 from workers.models.base import Model
 from workers.reclaim import Reclaimer, take_work
 from workers.store import Entry, StageResult, Store
@@ -91,14 +108,21 @@ class ModelWorker:
     # -- the step ---------------------------------------------------------------------
 
     def run_once(self, block_ms: int | None = None) -> int:
-        """Take back a suspect entry (if due), pick a model, fill its batch, run it.
-        Returns the entries handled."""
+        """Take a batch, compute it, record it. Returns the entries handled."""
+        handled, prepared = self.take_batch(block_ms)
+        if prepared is not None:
+            self.record(self.compute(prepared))
+        self.log_stats()
+        return handled
+
+    def take_batch(self, block_ms: int | None = None) -> tuple[int, Prepared | None]:
+        """Take back a suspect entry (if due), pick a model, fill its batch and make it ready for
+        the forward pass. Returns the entries handled (given up ones too) and the batch."""
         given_up = self.take_suspect()
         batch = self.next_batch(self.settings.read_block_ms if block_ms is None else block_ms)
-        if batch is not None:
-            self.run_batch(*batch)
-        self.log_stats()
-        return given_up + (len(batch[1]) if batch else 0)
+        if batch is None:
+            return given_up, None
+        return given_up + len(batch[1]), self.prepare(*batch)
 
     def take_suspect(self) -> int:
         """Hold one entry taken back (own unfinished, or idle under a dead worker): it joins
@@ -135,34 +159,47 @@ class ModelWorker:
         )
         return name, entries
 
-    def run_batch(self, name: str, entries: list[Entry]) -> None:
-        """Load the batch's values, run what can run, record every result (and the model's
-        counters, if the forward pass ran) in one round trip."""
-        loaded = self.store.load(entries)
-        gone = [entry for entry, values in zip(entries, loaded, strict=True) if values is None]
-        results: list[StageResult] = []
+    def prepare(self, name: str, entries: list[Entry]) -> Prepared:
+        """Load the batch's values; fail alone what cannot join it; collate the rest."""
+        prepared = Prepared(name, entries)
         ready: Ready = []
-        for entry, values in zip(entries, loaded, strict=True):
+        for entry, values in zip(entries, self.store.load(entries), strict=True):
             if values is None:
+                prepared.gone.append(entry)
                 continue
             bad = next((v for v in values if isinstance(v, CodecError)), None)
             if bad is not None:
-                results.append(
-                    StageResult(entry, error=f"{entry.item.stage}: input cannot be decoded: {bad}")
-                )
+                error = f"{entry.item.stage}: input cannot be decoded: {bad}"
+                prepared.failed.append(StageResult(entry, error=error))
             else:
                 ready.append((entry, values[0] if len(values) == 1 else values))
         ready, rejected = self._check_shapes(name, ready)
-        results += rejected
-        counters: dict[str, dict[str, int | float]] = {}
+        prepared.failed += rejected
         if ready:
-            run = forward(name, self.models[name], ready, self.device, self.clock)
-            results += run.results
-            self.stats[name].add(run)
-            counters[keys.model_stats(name)] = run.counters()
-        self.stats[name].items += len(entries)
-        if gone:
-            self.store.ack_gone(keys.MODEL_GROUP, gone)
+            prepared.batch, failed = collate(name, self.models[name], ready, self.device)
+            if failed:
+                prepared.failed += failed
+            else:
+                prepared.ready = [entry for entry, _ in ready]
+        return prepared
+
+    def compute(self, prepared: Prepared) -> Computed:
+        """The forward pass over the batch, if anything is left to run."""
+        name = prepared.name
+        self.stats[name].items += len(prepared.entries)
+        if not prepared.ready:
+            return Computed(prepared, None)
+        run = forward(name, self.models[name], prepared.ready, prepared.batch, self.device, self.clock)
+        self.stats[name].add(run)
+        return Computed(prepared, run)
+
+    def record(self, computed: Computed) -> None:
+        """Every result (and the model's counters, if the forward pass ran) in one round trip."""
+        prepared, run = computed.prepared, computed.run
+        results = prepared.failed + (run.results if run is not None else [])
+        counters = {keys.model_stats(prepared.name): run.counters()} if run is not None else {}
+        if prepared.gone:
+            self.store.ack_gone(keys.MODEL_GROUP, prepared.gone)
         if results:
             self.store.complete(keys.MODEL_GROUP, results, counters)
 
@@ -215,7 +252,7 @@ class ModelWorker:
             while held:
                 entries = held[:size]
                 del held[:size]
-                self.run_batch(name, entries)
+                self.record(self.compute(self.prepare(name, entries)))
 
     def log_stats(self, force: bool = False) -> None:
         """Every ~30 s, one line per model that ran: batches, mean batch size, duty cycle."""
@@ -251,7 +288,10 @@ class ModelWorker:
             log.info(
                 "consumer=%s serving models %s on %s", self.consumer, ", ".join(self.streams), self.device
             )
-            runtime.run_loop(f"model {self.consumer}", self.run_once, stop, recover=self.recover)
+            if self.settings.model_overlap:
+                run_overlapped(self, stop)
+            else:
+                runtime.run_loop(f"model {self.consumer}", self.run_once, stop, recover=self.recover)
             try:
                 self.finish()
             except Exception:
