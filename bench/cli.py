@@ -17,7 +17,7 @@ from pathlib import Path
 
 log = logging.getLogger("bench")
 
-SYSTEMS = ("limit", "stages", "dlpipe", "baseline", "litserve", "ray")
+SYSTEMS = ("limit", "stages", "dlpipe", "baseline", "litserve", "ray", "api")
 
 
 def _ints(text: str) -> list[int]:
@@ -67,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--warmup-s", type=float, default=5.0, help="load before each measured window")
     p.add_argument("--concurrency", type=_ints, default=[8], help="concurrent clients, e.g. 4,8 to sweep")
+    p.add_argument("--api-concurrency", type=_ints, default=[4, 8],
+                   help="the API-alone turn (`api`: no-op jobs, no workers): connections")  # fmt: skip
     p.add_argument(
         "--poll-interval-ms", type=float, default=None,
         help="poll dlpipe jobs at this interval instead of waiting for them (Prefer: wait, long polls)",
@@ -84,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-install", action="store_true", help="do not create missing peer venvs (skip the peer)"
     )
     p.add_argument(
-        "--base-port", type=int, default=18100, help="dlpipe, baseline, litserve, ray: this port + 0..3"
+        "--base-port", type=int, default=18100, help="dlpipe, baseline, litserve, ray, api: this port + 0..4"
     )
     p.add_argument(
         "--limit-batches", type=_ints, default=[1, 2, 4, 8, 16], help="model-only limit: batch sizes"
@@ -113,7 +115,7 @@ def _pipeline_batching(workload: str) -> tuple[int, float]:
 
     config = load_pipelines(Settings().pipelines_file)
     model = next(s.model for s in config.pipelines[workload].stages if s.model)
-    batching = config.models[model or ""].batching
+    batching = config.models[model or ""].batching_for("cpu")  # the bench's systems run on the CPU
     return (batching.max_batch_size, batching.max_batch_delay_ms) if batching else (1, 0.0)
 
 
@@ -127,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     size, delay = _pipeline_batching(args.workloads[0])
     opts = orchestrate.Options(
         repeats=args.repeats, duration_s=args.duration_s, warmup_s=args.warmup_s, requests=args.requests,
-        concurrency=args.concurrency, poll_interval_ms=args.poll_interval_ms, workloads=args.workloads,
+        concurrency=args.concurrency, api_concurrency=args.api_concurrency, poll_interval_ms=args.poll_interval_ms, workloads=args.workloads,
         systems=[s for s in SYSTEMS if s in args.systems], out_dir=args.out_dir, cache_dir=args.cache_dir,
         run_dir=args.run_dir, base_port=args.base_port, limit_batches=args.limit_batches,
         limit_threads=args.limit_threads, limit_seconds=args.limit_seconds, stage_seconds=args.stage_seconds,

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import peers, procs, systems
+from bench import noop, peers, procs, rawload, systems
 from bench.client import Load, run_load
 from bench.photos import fhd_jpegs, request_body
 from bench.stats import counters_delta, latency_summary, model_activity, turn_order
@@ -34,6 +34,7 @@ class Options:
     warmup_s: float = 5.0
     requests: int | None = None
     concurrency: list[int] = field(default_factory=lambda: [8])
+    api_concurrency: list[int] = field(default_factory=lambda: [4, 8])  # the API-alone turn's clients
     poll_interval_ms: float | None = None  # None: dlpipe's clients wait (Prefer: wait, long polls)
     workloads: list[str] = field(default_factory=lambda: ["image-classify", "image-tag"])
     systems: list[str] = field(default_factory=lambda: list(ALL_SYSTEMS))
@@ -150,7 +151,10 @@ def _http_turn(
     turn = systems.start(system, setup, port)
     out: dict[str, Any] = {"start_s": round(time.monotonic() - t0, 1), "windows": []}
     try:
-        for workload in opts.workloads:
+        if system == "api":
+            for concurrency in opts.api_concurrency:
+                out["windows"].append(_api_window(turn, port, concurrency, opts))
+        for workload in opts.workloads if system != "api" else []:
             for concurrency in opts.concurrency:
                 out["windows"].append(_window(turn, workload, concurrency, bodies, opts))
     finally:
@@ -172,6 +176,32 @@ def _window(
         marks[which] = (procs.cpu_snapshot(turn.processes(), turn.role), turn.counters(workload))
 
     window = asyncio.run(run_load(turn.base_url, load, on_mark))
+    return _record(turn, workload, concurrency, window, marks)
+
+
+def _api_window(turn: systems.Turn, port: int, concurrency: int, opts: Options) -> dict[str, Any]:
+    """The API alone: no-op jobs (bench/noop.py) from a lean client, answered 202 or counted as errors."""
+    marks: dict[str, tuple[procs.CpuSnapshot, dict[str, dict[str, float]] | None]] = {}
+
+    def on_mark(which: str) -> None:
+        marks[which] = (procs.cpu_snapshot(turn.processes(), turn.role), None)
+
+    request = rawload.request_bytes("127.0.0.1", port, f"/v1/pipelines/{noop.PIPELINE}/jobs", noop.BODY)
+    window = asyncio.run(rawload.run("127.0.0.1", port, request, concurrency, opts.warmup_s, opts.duration_s,
+                                     on_mark=on_mark))  # fmt: skip
+    record = _record(turn, noop.PIPELINE, concurrency, window, marks)
+    record["statuses"] = {str(k): v for k, v in sorted(window.statuses.items())}
+    return record
+
+
+def _record(
+    turn: systems.Turn,
+    workload: str,
+    concurrency: int,
+    window: Any,
+    marks: dict[str, tuple[procs.CpuSnapshot, dict[str, dict[str, float]] | None]],
+) -> dict[str, Any]:
+    """A measured window as the run's JSON keeps it."""
     n = window.completed
     cpu = procs.cpu_by_role(marks["start"][0], marks["end"][0])
     models = None
@@ -188,7 +218,7 @@ def _window(
         "wall_s": round(window.wall_s, 3),
         "jobs_per_s": round(n / window.wall_s, 3) if window.wall_s > 0 else None,
         "latency": latency,
-        "polls_per_job": round(window.polls / n, 2) if n else None,
+        "polls_per_job": round(getattr(window, "polls", 0) / n, 2) if n else None,
         "cpu_s_per_job": {role: round(v / n, 5) for role, v in sorted(cpu.items())} if n else None,
         "cpu_s_per_job_total": round(sum(cpu.values()) / n, 5) if n else None,
         "client_cpu_s_per_job": round(window.client_cpu_s / n, 5) if n else None,

@@ -117,7 +117,7 @@ class PipelineRunner:
 
     def batch_size(self, model: str) -> int:
         """The model's max_batch_size in the pipelines file (what dlpipe's model worker fills)."""
-        batching = self.config.models[model].batching
+        batching = self.config.models[model].batching_for("cpu")  # the runner loads its models on the CPU
         return batching.max_batch_size if batching else 1
 
     # -- running ------------------------------------------------------------------------

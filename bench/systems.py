@@ -27,7 +27,7 @@ from bench.runner import read_counters
 log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parent.parent
-HTTP_SYSTEMS = ("dlpipe", "baseline", "litserve", "ray")
+HTTP_SYSTEMS = ("dlpipe", "baseline", "litserve", "ray", "api")
 
 
 @dataclass
@@ -65,6 +65,8 @@ def start(system: str, setup: Setup, port: int) -> Turn:
         raise RuntimeError(f"port {port} is in use: not starting {system}")
     if system == "dlpipe":
         return _start_dlpipe(setup, port)
+    if system == "api":
+        return _start_api(setup, port)
     return _start_served(system, setup, port)
 
 
@@ -96,24 +98,33 @@ def dlpipe_role(p: psutil.Process) -> str:
     return name
 
 
+def _start_redis(data: Path) -> tuple[procs.Server, str]:
+    """A fresh redis-server of the turn's own (shared.embedded_redis), data in `data`/redis."""
+    from shared.embedded_redis import start_redis  # noqa: PLC0415
+
+    if data.exists():
+        shutil.rmtree(data)
+    redis_proc, redis_port = start_redis(data / "redis")
+    return procs.Server("redis", redis_proc, data / "redis" / "redis.log"), f"redis://127.0.0.1:{redis_port}/0"
+
+
+def _dlpipe_argv(command: str) -> list[str]:
+    dlpipe = Path(sys.executable).with_name("dlpipe")
+    return [str(dlpipe), command] if dlpipe.exists() else [sys.executable, "-m", "services.cli", command]
+
+
 def _start_dlpipe(setup: Setup, port: int) -> Turn:
     import redis  # noqa: PLC0415
 
     from shared import keys  # noqa: PLC0415
-    from shared.embedded_redis import start_redis  # noqa: PLC0415
 
     data = setup.run_dir / "dlpipe"
-    if data.exists():
-        shutil.rmtree(data)
-    redis_proc, redis_port = start_redis(data / "redis")
-    redis_server = procs.Server("redis", redis_proc, data / "redis" / "redis.log")
-    redis_url = f"redis://127.0.0.1:{redis_port}/0"
+    redis_server, redis_url = _start_redis(data)
     env = {**os.environ, "DLPIPE_LOG_LEVEL": "WARNING", **setup.dlpipe_env, "DLPIPE_REDIS_URL": redis_url,
            "DLPIPE_PORT": str(port), "DLPIPE_HOST": "127.0.0.1", "DLPIPE_DATA_DIR": str(data)}  # fmt: skip
-    dlpipe = Path(sys.executable).with_name("dlpipe")
-    argv = [str(dlpipe), "up"] if dlpipe.exists() else [sys.executable, "-m", "services.cli", "up"]
     try:
-        stack = procs.start("dlpipe", argv, env=env, cwd=REPO, log_path=setup.run_dir / "logs" / "dlpipe.log")
+        stack = procs.start("dlpipe", _dlpipe_argv("up"), env=env, cwd=REPO,
+                            log_path=setup.run_dir / "logs" / "dlpipe.log")  # fmt: skip
     except Exception:
         procs.stop(redis_server)
         raise
@@ -134,6 +145,31 @@ def _start_dlpipe(setup: Setup, port: int) -> Turn:
         procs.wait_until(
             stack, lambda: procs.http_ok(f"{base_url}/readyz", timeout_s=5), setup.ready_timeout_s
         )
+    except Exception:
+        stop(turn, port)
+        raise
+    return turn
+
+
+def _start_api(setup: Setup, port: int) -> Turn:
+    """`dlpipe api` alone on the no-op pipeline (bench/noop.py), with its own Redis: the API's
+    own cost of taking a job. The backlog cap is lifted (no worker drains it)."""
+    from bench.noop import PIPELINES_FILE  # noqa: PLC0415
+
+    data = setup.run_dir / "api"
+    redis_server, redis_url = _start_redis(data)
+    env = {**os.environ, "DLPIPE_LOG_LEVEL": "WARNING", **setup.dlpipe_env, "DLPIPE_REDIS_URL": redis_url,
+           "DLPIPE_PORT": str(port), "DLPIPE_HOST": "127.0.0.1", "DLPIPE_PIPELINES_FILE": str(PIPELINES_FILE),
+           "DLPIPE_MAX_BACKLOG": str(10**12)}  # fmt: skip
+    try:
+        api = procs.start("api", _dlpipe_argv("api"), env=env, cwd=REPO, log_path=setup.run_dir / "logs" / "api.log")
+    except Exception:
+        procs.stop(redis_server)
+        raise
+    base_url = f"http://127.0.0.1:{port}"
+    turn = Turn("api", base_url, [redis_server, api], dlpipe_role, lambda workload: None)
+    try:
+        procs.wait_until(api, lambda: procs.http_ok(f"{base_url}/healthz", timeout_s=5), setup.ready_timeout_s)
     except Exception:
         stop(turn, port)
         raise

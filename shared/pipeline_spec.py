@@ -43,12 +43,22 @@ class Batching(BaseModel):
     max_batch_delay_ms: float = Field(ge=0)
 
 
+DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")
+
+
 class ModelSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
     name: str
     class_path: str = Field(alias="class")
     params: dict[str, Any] = Field(default_factory=dict)
     batching: Batching | None = None
+    # Batching that pays on a GPU can cost on a CPU (the bench's model-only table shows where):
+    # a device type named here batches its own way, any other as `batching` says.
+    batching_by_device: dict[str, Batching] = Field(default_factory=dict)
+
+    def batching_for(self, device_type: str) -> Batching | None:
+        """How the model worker batches this model on a device of this type."""
+        return self.batching_by_device.get(device_type, self.batching)
 
 
 class StageSpec(BaseModel):
@@ -139,10 +149,17 @@ def _check_stage(pipeline: str, stage: StageSpec, models: dict[str, ModelSpec]) 
                 f"{where}: a model stage takes exactly one input, needs {stage.needs}; "
                 "join several values in a preprocess stage first"
             )
-        if models[stage.model].batching is None:
+        model = models[stage.model]
+        if model.batching is None:
             raise PipelineConfigError(
                 f"{where}: model {stage.model!r} has no batching settings "
                 "(batching: {max_batch_size: N, max_batch_delay_ms: T})"
+            )
+        unknown = sorted(set(model.batching_by_device) - set(DEVICE_TYPES))
+        if unknown:
+            raise PipelineConfigError(
+                f"{where}: model {stage.model!r}: batching_by_device names unknown device types "
+                f"{', '.join(unknown)} (known: {', '.join(DEVICE_TYPES)})"
             )
     else:
         if stage.model:

@@ -37,6 +37,7 @@ import torch
 from shared import keys
 from shared.codecs import CodecError
 from shared.logs import setup_logging
+from shared.pipeline_spec import Batching, PipelineConfigError, PipelinesConfig
 from shared.settings import Settings
 from workers import runtime
 from workers.batching import collect_batch
@@ -60,6 +61,17 @@ from workers.store import Entry, StageResult, Store
 log = logging.getLogger("workers.model_worker")  # not __main__ under `python -m`
 
 STATS_LOG_INTERVAL_S = 30.0
+
+
+def model_batching(config: PipelinesConfig, models: list[str], device: torch.device) -> dict[str, Batching]:
+    """Each model's batching on this device (the pipelines file may give one per device type)."""
+    out = {}
+    for name in models:
+        batching = config.models[name].batching_for(device.type)
+        if batching is None:  # the config loader requires it for models a pipeline uses
+            raise PipelineConfigError(f"model {name!r} has no batching settings")
+        out[name] = batching
+    return out
 
 
 def _entry_order(entry: Entry) -> tuple[int, int]:
@@ -86,6 +98,7 @@ class ModelWorker:
         self.device = device or torch.device("cpu")
         self.clock = clock
         self.streams = store.config.model_streams(list(models))  # model -> stream name
+        self.batching = model_batching(store.config, list(self.streams), self.device)
         self._model_of = {keys.stream(stream): name for name, stream in self.streams.items()}
         self._held: dict[str, list[Entry]] = {name: [] for name in self.streams}  # read, not yet batched
         self._suspect: Entry | None = None  # the entry taken back that is held, if any
@@ -148,8 +161,7 @@ class ModelWorker:
         if not waiting:
             return None
         name = min(waiting, key=lambda n: _entry_order(self._held[n][0]))
-        batching = self.store.config.models[name].batching
-        assert batching is not None  # the config loader requires it for used models
+        batching = self.batching[name]
         entries = collect_batch(
             partial(self._read_for, name),
             self.clock,
@@ -248,7 +260,7 @@ class ModelWorker:
     def finish(self) -> None:
         """Warm shutdown: run the entries already read, so none stay pending for this consumer."""
         for name, held in self._held.items():
-            size = self.store.config.models[name].batching.max_batch_size  # type: ignore[union-attr]
+            size = self.batching[name].max_batch_size
             while held:
                 entries = held[:size]
                 del held[:size]
@@ -319,7 +331,7 @@ def main(settings: Settings, models: list[str] | None = None) -> int:
             "no model to serve (asked for %s; pipelines use %s)", models, ", ".join(config.model_streams())
         )
         return 2
-    longest = max(b.max_batch_delay_ms for m in loaded if (b := config.models[m].batching) is not None)
+    longest = max(b.max_batch_delay_ms for b in model_batching(config, list(loaded), device).values())
     store = Store(runtime.redis_client(settings, longest), config, settings.job_ttl_s)
     ModelWorker(store, settings, runtime.new_consumer_id(), loaded, device).run(stop)
     return 0

@@ -286,6 +286,12 @@ class StageInfo(BaseModel):
     batching: BatchingInfo | None = Field(
         default=None, description="How the model worker batches this model's items (model stages)."
     )
+    batching_by_device: dict[str, BatchingInfo] | None = Field(
+        default=None,
+        description=(
+            "Device types (`cuda`, ...) on which the model worker batches otherwise than `batching` says."
+        ),
+    )
 
 
 class PipelineInfo(BaseModel):

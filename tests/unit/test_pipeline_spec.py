@@ -54,6 +54,21 @@ def test_a_good_file_parses_into_a_graph() -> None:
     assert config.model_streams(["other"]) == {}
 
 
+def test_a_device_type_may_batch_its_own_way() -> None:
+    gpu = {"max_batch_size": 64, "max_batch_delay_ms": 8}
+    config = parse_pipelines(with_changes(_set(["models", "m1", "batching_by_device"], {"cuda": gpu})))
+    m1 = config.models["m1"]
+    assert (m1.batching_for("cuda").max_batch_size, m1.batching_for("cuda").max_batch_delay_ms) == (64, 8)
+    assert m1.batching_for("cpu") == m1.batching_for("mps") == m1.batching  # the others: `batching`
+    assert m1.batching.max_batch_size == 8
+
+
+def test_the_shipped_models_batch_small_on_a_cpu_and_big_on_a_gpu() -> None:
+    models = load_pipelines(DEFAULT_PIPELINES_FILE).models
+    cnn = models["efficientnet_lite0"]
+    assert cnn.batching_for("cpu").max_batch_size < cnn.batching_for("cuda").max_batch_size
+
+
 def test_fan_out_and_join() -> None:
     def change(d: dict[str, Any]) -> None:
         stages(d)[:] = [
@@ -114,6 +129,14 @@ ST = ["pipelines", "p", "stages"]
         (_set(["pipelines", "p", "input"], "smell"), "pipeline 'p': input: Input should be"),
         (_set(["pipelines", "p", "extra"], 1), "pipeline 'p': extra: Extra inputs are not permitted"),
         (_set(["models", "m1", "batching", "max_batch_size"], 0), "model 'm1': batching.max_batch_size"),
+        (
+            _set(["models", "m1", "batching_by_device"], {"tpu": {"max_batch_size": 8, "max_batch_delay_ms": 1}}),
+            "model 'm1': batching_by_device names unknown device types tpu",
+        ),
+        (
+            _set(["models", "m1", "batching_by_device"], {"cuda": {"max_batch_size": 8}}),
+            "model 'm1': batching_by_device.cuda.max_batch_delay_ms: Field required",
+        ),
         (_set(["models", "m1", "class"], "NoModule"), "model 'm1': `class` must be 'package.module:Class'"),
         (_set(["pipelines"], {}), "declares no pipelines"),
     ],

@@ -346,3 +346,15 @@ def test_model_step_moves_batches_to_cuda(client: Any) -> None:
         {"sum": 2.0, "batch": 2},
         {"sum": 4.0, "batch": 2},
     ]
+
+
+def test_the_model_worker_batches_as_its_device_type_says() -> None:
+    from workers.model_worker import model_batching  # noqa: PLC0415
+
+    data = pipelines()
+    data["models"]["tenfold"]["batching_by_device"] = {"cuda": {"max_batch_size": 64, "max_batch_delay_ms": 9}}
+    config = parse_pipelines(data)
+    on_gpu = model_batching(config, ["tenfold", "exploder"], torch.device("cuda"))
+    on_cpu = model_batching(config, ["tenfold", "exploder"], torch.device("cpu"))
+    assert (on_gpu["tenfold"].max_batch_size, on_gpu["tenfold"].max_batch_delay_ms) == (64, 9)
+    assert on_cpu["tenfold"] == on_cpu["exploder"] == on_gpu["exploder"] == config.models["tenfold"].batching

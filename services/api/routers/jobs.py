@@ -34,12 +34,14 @@ from shared import keys
 from shared.errors import NotFound
 from shared.jobs import deadline_ms, groups_record, queue_new_job
 from shared.messages import JobStatus, JobView, job_view_from_redis, now_ms
-from shared.pipeline_spec import PipelineSpec
+from shared.pipeline_spec import InputKind, PipelineSpec
 from workers import scripts
 
 log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
+
+INLINE_PARSE_BYTES = 64 * 1024  # a text job's body up to this is parsed on the event loop
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorBody, "description": "No such pipeline or job."},
@@ -174,8 +176,11 @@ async def create_job(
         body = await request.body()  # the fingerprint's; kept for the parsers (JSON or multipart)
     media_type = _media_type(request)
     if media_type == "application/json" or media_type.endswith("+json"):
-        # In a thread: large bodies take a while to parse, and `path` inputs touch the file system.
-        parsed = await run_in_threadpool(parse_json_body, await request.body(), pipeline, limits)
+        raw = await request.body()
+        if len(raw) <= INLINE_PARSE_BYTES and pipeline.input is InputKind.text:
+            parsed = parse_json_body(raw, pipeline, limits)  # microseconds: a thread would cost more
+        else:  # large bodies take a while to parse; `path` inputs touch the file system
+            parsed = await run_in_threadpool(parse_json_body, raw, pipeline, limits)
     elif media_type == "multipart/form-data":
         parsed = await _read_form_job(request, pipeline, limits)
     else:

@@ -19,10 +19,15 @@ def describe_pipeline(pipeline: PipelineSpec, config: PipelinesConfig, settings:
     for stage in pipeline.stages:
         model = config.models.get(stage.model) if stage.model else None
         batching = BatchingInfo(**model.batching.model_dump()) if model and model.batching else None
+        by_device = (
+            {device: BatchingInfo(**b.model_dump()) for device, b in model.batching_by_device.items()}
+            if model and model.batching_by_device
+            else None
+        )
         stages.append(
             StageInfo(
                 name=stage.name, kind=stage.kind, needs=stage.needs, fn=stage.fn, model=stage.model,
-                batching=batching,
+                batching=batching, batching_by_device=by_device,
             )  # fmt: skip
         )
     return PipelineInfo(
