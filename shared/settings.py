@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.cores import available_cores, gpu_expected, split_cores
 
 DEFAULT_PIPELINES_FILE = Path(__file__).resolve().parent / "pipelines.yaml"
 
@@ -47,9 +48,9 @@ def check_webhook_secret(value: str) -> str:
     return value
 
 
-def default_torch_threads() -> int:
-    """Leave one core for the rest of the stack (API, preprocess workers, Redis)."""
-    return max(1, (os.cpu_count() or 1) - 1)
+def _default_split(data: dict[str, Any]) -> tuple[int, int]:
+    """(torch threads, preprocess processes) for this machine's cores (shared/cores.py)."""
+    return split_cores(available_cores(), gpu_expected(data.get("device")))
 
 
 class Settings(BaseSettings):
@@ -144,13 +145,24 @@ class Settings(BaseSettings):
     )
 
     # Workers
+    device: str | None = Field(
+        default=None, description="Torch device of the model worker; unset: cuda if available, else cpu."
+    )
     preprocess_concurrency: int = Field(
-        default=1, ge=1, description="Processes `dlpipe worker preprocess` runs."
+        default_factory=lambda data: _default_split(data)[1],
+        ge=1,
+        description=(
+            "Processes `dlpipe worker preprocess` runs (default: a fifth of the cores, at least 1; "
+            "with a GPU all but 2)."
+        ),
     )
     torch_threads: int = Field(
-        default_factory=default_torch_threads,
+        default_factory=lambda data: _default_split(data)[0],
         ge=1,
-        description="Intra-op threads of the model worker (default: cores - 1).",
+        description=(
+            "Intra-op threads of the model worker (default: the cores the preprocess processes and "
+            "one for the API and Redis leave, at least 1; with a GPU 1)."
+        ),
     )
     model_overlap: bool = Field(
         default=True,
@@ -158,9 +170,6 @@ class Settings(BaseSettings):
             "Model worker: take and collate the next batch, and record the last, in threads of their "
             "own while the device runs one (false: one step after the other)."
         ),
-    )
-    device: str | None = Field(
-        default=None, description="Torch device of the model worker; unset: cuda if available, else cpu."
     )
     read_block_ms: int = Field(
         default=1000, ge=1, description="How long an idle worker blocks on its streams per step."

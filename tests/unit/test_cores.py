@@ -1,0 +1,52 @@
+"""The default split of a machine's cores between the model's threads and the preprocess processes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from shared.cores import available_cores, gpu_expected, split_cores
+from shared.settings import Settings
+
+
+@pytest.mark.parametrize(
+    ("cores", "gpu", "expected"),
+    [
+        (1, False, (1, 1)),
+        (2, False, (1, 1)),  # this machine: a core for the model, one for the rest
+        (4, False, (2, 1)),
+        (8, False, (5, 2)),
+        (16, False, (12, 3)),
+        (2, True, (1, 1)),
+        (8, True, (1, 6)),
+        (32, True, (1, 30)),
+    ],
+)
+def test_split_cores(cores: int, gpu: bool, expected: tuple[int, int]) -> None:
+    assert split_cores(cores, gpu) == expected
+    torch_threads, preprocess = expected
+    if cores > 2:  # busy threads never outnumber the cores: one left for the API and Redis
+        assert torch_threads + preprocess <= cores - 1
+
+
+def test_a_cpu_quota_caps_the_cores(tmp_path: Path) -> None:
+    cpu_max = tmp_path / "cpu.max"
+    cpu_max.write_text("150000 100000\n")  # --cpus 1.5
+    assert available_cores(cpu_max) == min(2, available_cores(tmp_path / "none"))
+    cpu_max.write_text("max 100000\n")
+    assert available_cores(cpu_max) == available_cores(tmp_path / "none") >= 1
+
+
+def test_gpu_expected_from_the_device_setting() -> None:
+    assert gpu_expected("cuda:1") and not gpu_expected("cpu")
+
+
+def test_settings_take_the_split_unless_told(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("shared.settings.available_cores", lambda: 16)
+    s = Settings(device="cpu")
+    assert (s.torch_threads, s.preprocess_concurrency) == (12, 3)
+    s = Settings(device="cuda")
+    assert (s.torch_threads, s.preprocess_concurrency) == (1, 14)
+    monkeypatch.setenv("DLPIPE_TORCH_THREADS", "4")
+    assert Settings(device="cpu").torch_threads == 4
