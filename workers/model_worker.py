@@ -36,6 +36,7 @@ from workers import runtime
 from workers.batching import collect_batch
 from workers.heartbeat import Heartbeat
 from workers.inference import ModelStats, Ready, Shape, check_shapes, forward, load_models, pick_device
+from workers.metrics import StageMetrics
 from workers.models.base import Model
 from workers.reclaim import Reclaimer, take_work
 from workers.store import Entry, StageResult, Store
@@ -84,6 +85,7 @@ class ModelWorker:
         )
         self._shape: dict[str, Shape] = {}  # model -> the last (shape, dtype) that ran
         self.stats: dict[str, ModelStats] = defaultdict(ModelStats)
+        self.metrics = StageMetrics()  # sent with each batch's results (GET /metrics)
         self._logged: dict[str, ModelStats] = {}
         self._next_log = clock() + STATS_LOG_INTERVAL_S
         self._log_window_start = clock()
@@ -138,6 +140,7 @@ class ModelWorker:
     def run_batch(self, name: str, entries: list[Entry]) -> None:
         """Load the batch's values, run what can run, record every result (and the model's
         counters, if the forward pass ran) in one round trip."""
+        self.metrics.waited(entries)
         loaded = self.store.load(entries)
         gone = [entry for entry, values in zip(entries, loaded, strict=True) if values is None]
         results: list[StageResult] = []
@@ -160,11 +163,12 @@ class ModelWorker:
             results += run.results
             self.stats[name].add(run)
             counters[keys.model_stats(name)] = run.counters()
+            self.metrics.forward(name, run.results, run.seconds)
         self.stats[name].items += len(entries)
         if gone:
             self.store.ack_gone(keys.MODEL_GROUP, gone)
         if results:
-            self.store.complete(keys.MODEL_GROUP, results, counters)
+            self.store.complete(keys.MODEL_GROUP, results, {**counters, **self.metrics.take()})
 
     # -- reading ----------------------------------------------------------------------
 

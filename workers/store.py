@@ -278,7 +278,7 @@ class Store:
             keys_.append(keys.DEADLETTER)
             for name, value in result.dead_letter.items():
                 args += [name, value]
-        self._complete(keys=[*keys_, backlog], args=args, client=pipe)
+        self._complete(keys=[*keys_, keys.METRICS, backlog], args=args, client=pipe)  # counts final statuses
 
     def ack_gone(self, group: str, entries: list[Entry]) -> None:
         """Acknowledge entries whose item no longer exists (finished already, or expired)."""
