@@ -4,15 +4,20 @@ the API renders it (checked with prometheus_client's own parsers)."""
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import SecretStr
 
+from services.api.app import create_app
 from services.api.metrics import Snapshot, StreamBacklog, render
 from shared import keys, metrics
 from shared.messages import WorkItem
+from shared.settings import Settings
+from tests.conftest import REPO
 from workers.metrics import StageMetrics, entry_ms
 from workers.store import Entry, StageResult
 
@@ -189,3 +194,22 @@ def test_an_empty_stack_renders_zeros_not_errors() -> None:
     found = samples(body.decode())
     assert value(found, "dlpipe_jobs_total", pipeline="img", status="canceled") == 0
     assert value(found, "dlpipe_workers", kind="model") == 0
+
+
+def test_the_schema_documents_metrics_as_open_text() -> None:
+    app = create_app(Settings(redis_url="redis://unused", api_keys=SecretStr("a-key")))
+    operation = app.openapi()["paths"]["/metrics"]["get"]
+    assert "security" not in operation  # API keys guard /v1 only (README: Security)
+    assert set(operation["responses"]["200"]["content"]) == {"text/plain", "application/openmetrics-text"}
+    assert operation["tags"] == ["metrics"]
+
+
+def test_the_readme_lists_every_metric_and_no_other() -> None:
+    rendered = {
+        family.name + ("_total" if family.type == "counter" else "")
+        for family in text_string_to_metric_families(render(snapshot(), None)[0].decode())
+    }
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("\n## Metrics\n", 1)[1].split("\n## ", 1)[0]
+    listed = set(re.findall(r"^\| `(dlpipe_\w+)` \|", section, re.MULTILINE))
+    assert rendered == listed
