@@ -144,7 +144,9 @@ def redis_cost(client: redis.Redis, rounds: int, batch: int) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rounds", type=int, default=400, help="jobs per variant")
     parser.add_argument("--batch", type=int, default=8, help="items per step (preprocess READ_COUNT is 8)")
     parser.add_argument("--loops", type=int, default=20000, help="loops of the Python-side timing")

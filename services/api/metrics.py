@@ -96,7 +96,9 @@ def _counter(family: metrics.Family, values: dict[tuple[str, ...], float]) -> Co
     return metric
 
 
-def _histogram(family: metrics.Family, values: dict[tuple[str, ...], metrics.Histogram]) -> HistogramMetricFamily:
+def _histogram(
+    family: metrics.Family, values: dict[tuple[str, ...], metrics.Histogram]
+) -> HistogramMetricFamily:
     metric = HistogramMetricFamily(family.name, family.help, labels=list(family.labels))
     for labels, histogram in sorted(values.items()):
         buckets = [(floatToGoString(le), n) for le, n in histogram.cumulative(family.buckets)]
@@ -137,7 +139,9 @@ def families(snapshot: Snapshot) -> Iterator[Metric]:
         labels=["model"],
     )
     failed = CounterMetricFamily(
-        "dlpipe_model_failed_batches", "Forward passes that raised (every item of them failed).", labels=["model"]
+        "dlpipe_model_failed_batches",
+        "Forward passes that raised (every item of them failed).",
+        labels=["model"],
     )
     for model, stats in sorted(snapshot.models.items()):
         busy.add_metric([model], stats.get("forward_ms", 0.0) / 1000)

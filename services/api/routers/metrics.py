@@ -36,7 +36,9 @@ _TEXT = {"schema": {"type": "string"}}
         503: {"model": ErrorBody, "description": "Redis unavailable."},
     },
 )
-async def get_metrics(request: Request, client: RedisDep, config: ConfigDep, settings: SettingsDep) -> Response:
+async def get_metrics(
+    request: Request, client: RedisDep, config: ConfigDep, settings: SettingsDep
+) -> Response:
     snapshot = await read_snapshot(client, config, settings.worker_ttl_ms)
     body, content_type = render(snapshot, request.headers.get("accept"))
     return Response(body, media_type=content_type)
