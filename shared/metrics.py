@@ -197,13 +197,21 @@ def parse(fields: Mapping[Any, Any]) -> Parsed:
         labels = tuple(label_text.split(SEP, len(family.labels) - 1))
         if len(labels) != len(family.labels):
             continue
+        bound = _bound(suffix)
+        if bound is None and suffix != SUM:
+            continue
         histogram = out.histograms[family].setdefault(labels, Histogram())
-        if suffix == SUM:
+        if bound is None:
             histogram.sum += value
-            continue
-        try:
-            bound = float(suffix)  # "+Inf" parses to inf
-        except ValueError:
-            continue
-        histogram.buckets[bound] = histogram.buckets.get(bound, 0.0) + value
+        else:
+            histogram.buckets[bound] = histogram.buckets.get(bound, 0.0) + value
     return out
+
+
+def _bound(suffix: str) -> float | None:
+    """A bucket field's upper bound ("+Inf" is inf); None if it is not one."""
+    try:
+        bound = float(suffix)
+    except ValueError:
+        return None
+    return None if math.isnan(bound) else bound

@@ -109,10 +109,17 @@ def test_parse_reads_back_what_was_written_and_skips_the_rest() -> None:
     tally.observe(metrics.BATCH_SIZE, ("odd|model",), 300)
     tally.add(metrics.JOBS, ("p", "failed"))
     stored = {k.encode(): str(v).encode() for k, v in tally.take()[keys.METRICS].items()}
-    stored |= {b"nosuch|x": b"1", b"jobs|only-one-label": b"1", b"batch|m|wide": b"1", b"items|p|ok": b"NaN"}
+    stored |= {
+        b"nosuch|x": b"1",
+        b"jobs|only-one-label": b"1",
+        b"batch|m|wide": b"1",
+        b"batch|m|nan": b"1",
+        b"items|p|ok": b"NaN",
+    }
     parsed = metrics.parse(stored)
     assert parsed.counters[metrics.JOBS] == {("p", "failed"): 1.0}
     assert parsed.counters[metrics.ITEMS] == {}
+    assert list(parsed.histograms[metrics.BATCH_SIZE]) == [("odd|model",)]  # not ("m",): no valid field
     histogram = parsed.histograms[metrics.BATCH_SIZE][("odd|model",)]  # a model name may hold `|`
     assert histogram.buckets == {4.0: 1.0, math.inf: 1.0} and histogram.sum == 303.0
     cumulative = dict(histogram.cumulative(metrics.BATCH_BUCKETS))
