@@ -114,3 +114,8 @@ def job_webhook(job_id: str) -> str:
 def model_stats(model: str) -> str:
     """Hash: counters a model worker adds per batch (batches, items, forward_ms)."""
     return f"{PREFIX}:stats:model:{model}"
+
+
+# Hash: every metric counter the workers and the Lua scripts push (field per family, labels
+# and bucket; shared/metrics.py), read by GET /metrics. Never expires: counters outlive restarts.
+METRICS = f"{PREFIX}:metrics"

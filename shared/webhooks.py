@@ -86,6 +86,8 @@ return {'go', tonumber(redis.call('HGET', KEYS[1], 'tries')), d[4], d[5], d[6] o
 # An attempt ended. KEYS: 1 delivery, 2 attempts, 3 job's webhook index, 4 job hash, 5 job
 # outputs. ARGV: 1 round, 2 new state, 3 the attempt (JSON), 4 status ('' none), 5 error ('' none),
 # 6 next attempt at ('' none), 7 ttl, 8 now, 9 gone reason ('' none: else set on the job's index).
+# Metrics: optionally KEYS[6], keys.METRICS, and ARGV[10], the attempt's field there
+# (shared/metrics.py webhook_field), which gets 1 more (not for a stale round).
 # The job and its outputs live at least `ttl` more (an attempt is a change of the job: a retry
 # hours later still finds it). Returns 0 if stale.
 FINISH = """
@@ -97,6 +99,7 @@ redis.call('HINCRBY', KEYS[1], 'tries', 1)
 redis.call('HSET', KEYS[1], 'state', ARGV[2], 'last_status', ARGV[4], 'last_error', ARGV[5],
            'next_attempt_at', ARGV[6], 'last_attempt_at', ARGV[8])
 redis.call('HDEL', KEYS[1], 'started_at')
+if KEYS[6] then redis.call('HINCRBY', KEYS[6], ARGV[10], 1) end  -- metrics
 redis.call('EXPIRE', KEYS[1], ARGV[7])
 redis.call('EXPIRE', KEYS[2], ARGV[7])
 if ARGV[9] ~= '' then

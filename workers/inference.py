@@ -21,6 +21,7 @@ import torch
 
 from shared.pipeline_spec import PipelineConfigError, PipelinesConfig, resolve
 from shared.settings import Settings
+from workers.metrics import StageMetrics
 from workers.models.base import Model
 from workers.store import Entry, StageResult
 
@@ -158,6 +159,9 @@ class Prepared:
     failed: list[StageResult] = field(default_factory=list)  # failed alone, before the forward pass
     ready: list[Entry] = field(default_factory=list)  # the entries in `batch`, in order
     batch: Any = None  # model.collate() of their values
+    # What GET /metrics learns of this batch (queue waits, forward time, size): it travels with
+    # the batch through the threads and is sent with its results (Store.complete).
+    metrics: StageMetrics = field(default_factory=StageMetrics)
 
 
 def collate(name: str, model: Model, ready: Ready, device: torch.device) -> tuple[Any, list[StageResult]]:

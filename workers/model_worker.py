@@ -174,6 +174,7 @@ class ModelWorker:
     def prepare(self, name: str, entries: list[Entry]) -> Prepared:
         """Load the batch's values; fail alone what cannot join it; collate the rest."""
         prepared = Prepared(name, entries)
+        prepared.metrics.waited(entries)
         ready: Ready = []
         for entry, values in zip(entries, self.store.load(entries), strict=True):
             if values is None:
@@ -203,6 +204,7 @@ class ModelWorker:
             return Computed(prepared, None)
         run = forward(name, self.models[name], prepared.ready, prepared.batch, self.device, self.clock)
         self.stats[name].add(run)
+        prepared.metrics.forward(name, run.results, run.seconds)
         return Computed(prepared, run)
 
     def record(self, computed: Computed) -> None:
@@ -213,7 +215,7 @@ class ModelWorker:
         if prepared.gone:
             self.store.ack_gone(keys.MODEL_GROUP, prepared.gone)
         if results:
-            self.store.complete(keys.MODEL_GROUP, results, counters)
+            self.store.complete(keys.MODEL_GROUP, results, {**counters, **prepared.metrics.take()})
 
     # -- reading ----------------------------------------------------------------------
 

@@ -27,6 +27,7 @@ from shared.logs import setup_logging
 from shared.settings import Settings
 from workers import runtime
 from workers.heartbeat import Heartbeat
+from workers.metrics import StageMetrics
 from workers.reclaim import Reclaimer, take_work
 from workers.store import Entry, StageResult, Store
 
@@ -61,6 +62,7 @@ class PreprocessWorker:
             settings.max_deliveries,
             trim_interval_s=settings.stream_trim_interval_s,
         )
+        self.metrics = StageMetrics()  # sent with each step's results (GET /metrics)
 
     def setup(self) -> None:
         self.store.ensure_groups(self.streams, keys.CPU_GROUP)
@@ -84,10 +86,11 @@ class PreprocessWorker:
         return handled + len(entries)
 
     def process(self, entries: list[Entry]) -> None:
+        self.metrics.waited(entries)
         loaded = self.store.load(entries)
         pairs = list(zip(entries, loaded, strict=True))
         gone = [entry for entry, values in pairs if values is None]
-        results = [self.run_stage(entry, values) for entry, values in pairs if values is not None]
+        results = [self.metrics.timed(self.run_stage, e, values) for e, values in pairs if values is not None]
         if gone:
             for entry in gone:
                 log.info(
@@ -98,7 +101,7 @@ class PreprocessWorker:
                 )
             self.store.ack_gone(keys.CPU_GROUP, gone)
         if results:
-            self.store.complete(keys.CPU_GROUP, results)
+            self.store.complete(keys.CPU_GROUP, results, self.metrics.take())
 
     def run_stage(self, entry: Entry, values: list[Any]) -> StageResult:
         """One stage on one item: fn(*needs, **params); any failure fails only this item."""

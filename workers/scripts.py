@@ -38,6 +38,9 @@ return 1
 #       deliveries); giving up an entry someone acknowledged already changes nothing
 # Optionally one more key, last: the pipeline's backlog counter (keys.backlog), less one
 # when the item finishes (never below 0).
+# Metrics: optionally, just before the backlog counter, keys.METRICS: the item's final status
+# (`items|<pipeline>|succeeded|failed`) and the job's (`jobs|<pipeline>|<status>`) are counted
+# there (shared/metrics.py), once each, in the step that makes them final.
 # Returns 0 for a duplicate (already final, or the job is gone) or an item of a canceled
 # job (acknowledged, nothing recorded, nothing queued), 1 stage recorded, 2 item finished,
 # 3 job finished.
@@ -76,6 +79,15 @@ redis.call('DEL', KEYS[1])
 local named = 5 + tonumber(ARGV[13])
 if tail < #ARGV then named = named + 1 end
 if #KEYS > named and redis.call('DECR', KEYS[#KEYS]) < 0 then redis.call('SET', KEYS[#KEYS], 0) end
+-- metrics: the item's final status
+local metrics = false
+if #KEYS > named + 1 then metrics = KEYS[named + 1] end
+if metrics then
+  local item_status = 'succeeded'
+  if ARGV[9] == '1' then item_status = 'failed' end
+  redis.call('HINCRBY', metrics, 'items|' .. ARGV[11] .. '|' .. item_status, 1)
+end
+-- (end metrics)
 local done = redis.call('HINCRBY', KEYS[2], 'done', 1)
 if ARGV[9] == '1' then redis.call('HINCRBY', KEYS[2], 'failed', 1) end
 local total = tonumber(redis.call('HGET', KEYS[2], 'total'))
@@ -104,6 +116,7 @@ if redis.call('HGET', KEYS[2], 'started_at') == false then
   end
 end
 redis.call('HSET', KEYS[2], 'status', status, 'completed_at', ARGV[4], 'error', err)
+if metrics then redis.call('HINCRBY', metrics, 'jobs|' .. ARGV[11] .. '|' .. status, 1) end
 redis.call('EXPIRE', KEYS[2], ARGV[5])
 redis.call('EXPIRE', KEYS[3], ARGV[5])
 redis.call('XADD', KEYS[5], '*', 'job', ARGV[10], 'type', ARGV[12], 'at', ARGV[4])
@@ -114,7 +127,8 @@ return 3
 # items had not finished, the backlog counter less those items, and one job.completed event;
 # workers then skip its items (Store.load, COMPLETE_STAGE). A job that has ended already is
 # left as it is.
-# KEYS: 1 job hash, 2 job outputs hash, 3 events stream, 4 the pipeline's backlog counter
+# KEYS: 1 job hash, 2 job outputs hash, 3 events stream, 4 the pipeline's backlog counter,
+#       5 (optional) keys.METRICS: the job and its unfinished items counted as canceled
 # ARGV: 1 now ms, 2 ttl s, 3 job id
 # Returns {1, 'canceled'}, {0, status} if the job had ended already, {-1, ''} if there is no job.
 CANCEL_JOB = """
@@ -126,6 +140,13 @@ local left = total - tonumber(redis.call('HGET', KEYS[1], 'done') or '0')
 redis.call('HSET', KEYS[1], 'status', 'canceled', 'completed_at', ARGV[1],
            'error', 'canceled: ' .. left .. ' of ' .. total .. ' items had not finished')
 if left > 0 and redis.call('DECRBY', KEYS[4], left) < 0 then redis.call('SET', KEYS[4], 0) end
+-- metrics: the job and its unfinished items, canceled
+if KEYS[5] then
+  local pipeline = redis.call('HGET', KEYS[1], 'pipeline') or '?'
+  redis.call('HINCRBY', KEYS[5], 'jobs|' .. pipeline .. '|canceled', 1)
+  if left > 0 then redis.call('HINCRBY', KEYS[5], 'items|' .. pipeline .. '|canceled', left) end
+end
+-- (end metrics)
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('EXPIRE', KEYS[2], ARGV[2])
 redis.call('XADD', KEYS[3], '*', 'job', ARGV[3], 'type', 'job.completed', 'at', ARGV[1])
@@ -235,4 +256,39 @@ for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
 end
 if floor == nil then return {'', 0} end
 return {floor, redis.call('XTRIM', KEYS[1], 'MINID', floor)}
+"""
+
+# Metrics (GET /metrics): the backlog of streams, each for the consumer group that works it,
+# read in one step: {lag, pending}. `pending`: entries delivered to a consumer and not
+# acknowledged; lag: entries not delivered yet. Lag is XINFO GROUPS's `lag` (Redis >= 7.0) when
+# Redis knows it; else 0 when the group has read up to the last entry, else the entries after
+# its last-delivered id, counted up to ARGV[1] (Redis 6.2 has no `lag`: bounded work at scrape).
+# A stream with no such group yet (no worker has started) has every entry waiting: lag = XLEN.
+# KEYS: the streams. ARGV: 1 the most entries counted per stream, 2.. the group of each stream.
+STREAM_BACKLOG = """
+local out = {}
+for k = 1, #KEYS do
+  local lag, pending = redis.call('XLEN', KEYS[k]), 0
+  if lag > 0 or redis.call('EXISTS', KEYS[k]) == 1 then
+    for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[k])) do
+      local info = {}
+      for i = 1, #g, 2 do info[g[i]] = g[i + 1] end
+      if info['name'] == ARGV[k + 1] then
+        pending, lag = info['pending'], info['lag']
+        if type(lag) ~= 'number' then
+          local last = nil
+          local s = redis.call('XINFO', 'STREAM', KEYS[k])
+          for i = 1, #s, 2 do if s[i] == 'last-generated-id' then last = s[i + 1] end end
+          if info['last-delivered-id'] == last then
+            lag = 0
+          else
+            lag = #redis.call('XRANGE', KEYS[k], '(' .. info['last-delivered-id'], '+', 'COUNT', ARGV[1])
+          end
+        end
+      end
+    end
+  end
+  out[k] = {lag, pending}
+end
+return out
 """

@@ -279,7 +279,7 @@ class Store:
             keys_.append(keys.DEADLETTER)
             for name, value in result.dead_letter.items():
                 args += [name, value]
-        pipe.script(self._complete, [*keys_, backlog], args)
+        pipe.script(self._complete, [*keys_, keys.METRICS, backlog], args)  # METRICS: counts final statuses
 
     def ack_gone(self, group: str, entries: list[Entry]) -> None:
         """Acknowledge entries whose item no longer exists (finished already, or expired)."""

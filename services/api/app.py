@@ -21,7 +21,7 @@ from redis.exceptions import RedisError
 from services.api.auth import key_digests, require_api_key
 from services.api.errors import install_error_handlers
 from services.api.limits import BodySizeLimit
-from services.api.routers import health, jobs, pipelines, webhooks
+from services.api.routers import health, jobs, metrics, pipelines, webhooks
 from services.api.schemas import ErrorBody, JobRequest, VideoOptions
 from services.api.waiters import JobWaiters
 from shared.pipeline_spec import check_callables, load_pipelines
@@ -43,6 +43,7 @@ TAGS = [
     {"name": "jobs", "description": "Submit jobs and read their status and outputs."},
     {"name": "pipelines", "description": "The pipelines this deployment runs and how to call them."},
     {"name": "health", "description": "Liveness and readiness probes."},
+    {"name": "metrics", "description": "The whole stack's metrics, for Prometheus (no API key)."},
 ]
 
 
@@ -133,7 +134,7 @@ def create_app(settings: Settings, *, redis_factory: RedisFactory | None = None)
     app.state.redis = None
     app.state.waiters = None
     # Who may call: with DLPIPE_API_KEYS set, every /v1 route needs a key (services/api/auth.py);
-    # /healthz, /readyz, /docs and /openapi.json stay open.
+    # /healthz, /readyz, /metrics, /docs and /openapi.json stay open.
     app.state.api_key_digests = key_digests(settings)
     authenticated: dict[str, Any] = {
         "dependencies": [Depends(require_api_key)],
@@ -145,5 +146,6 @@ def create_app(settings: Settings, *, redis_factory: RedisFactory | None = None)
     app.include_router(webhooks.router, **authenticated)
     app.include_router(pipelines.router, **authenticated)
     app.include_router(health.router)
+    app.include_router(metrics.router)
     _add_request_models(app)
     return app

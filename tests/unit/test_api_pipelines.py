@@ -66,7 +66,7 @@ async def test_openapi_documents_both_request_content_types(api: httpx.AsyncClie
     assert response.status_code == 200
     doc = response.json()
     assert doc["info"]["title"] == "dlpipe" and doc["info"]["version"]
-    assert {t["name"] for t in doc["tags"]} == {"jobs", "pipelines", "health"}
+    assert {t["name"] for t in doc["tags"]} == {"jobs", "pipelines", "health", "metrics"}
     post = doc["paths"]["/v1/pipelines/{name}/jobs"]["post"]
     content = post["requestBody"]["content"]
     assert set(content) == {"application/json", "multipart/form-data"}

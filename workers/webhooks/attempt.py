@@ -29,7 +29,7 @@ from typing import Any
 import redis
 from rq import Retry, get_current_job
 
-from shared import keys
+from shared import keys, metrics
 from shared import webhooks as state
 from shared.messages import EventType, WebhookState, job_view_from_redis
 from shared.settings import Settings
@@ -124,7 +124,8 @@ def run_delivery(job_id: str, delivery: str, round_: int) -> Any:
     error = "" if outcome.ok else (outcome.error or "")
     status = "" if outcome.status_code is None else outcome.status_code
     args = [round_, decision.state.value, record.to_json(), status, error, next_at, ttl, _ms(), gone_reason]
-    ctx.finish(keys=[*dkeys, keys.job(job_id), keys.job_outputs(job_id)], args=args)
+    metric = metrics.webhook_field(event.short, decision.state.value, outcome.status_code)
+    ctx.finish(keys=[*dkeys, keys.job(job_id), keys.job_outputs(job_id), keys.METRICS], args=[*args, metric])
     what = f"job={job_id} webhook {event.value} {delivery} attempt {tries}"
     shown = f"HTTP {outcome.status_code}" if outcome.ok else outcome.error
     if decision.state == WebhookState.succeeded:

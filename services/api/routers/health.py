@@ -36,7 +36,7 @@ async def healthz() -> Health:
     return Health(status="ok")
 
 
-async def _live_workers(client: Any, ttl_ms: int) -> list[dict[Any, Any]]:
+async def live_workers(client: Any, ttl_ms: int) -> list[dict[Any, Any]]:
     """HGETALL of every worker whose heartbeat is recent (PING first, so a dead Redis says so)."""
     await client.ping()
     ids = await client.zrangebyscore(keys.WORKERS, live_since(now_ms(), ttl_ms), "+inf")
@@ -70,7 +70,7 @@ def _missing(workers: list[dict[Any, Any]], needed: list[str]) -> list[str]:
 )
 async def readyz(client: RedisDep, config: ConfigDep, settings: SettingsDep) -> JSONResponse:
     try:
-        workers = await _live_workers(client, settings.worker_ttl_ms)
+        workers = await live_workers(client, settings.worker_ttl_ms)
     except (RedisError, OSError) as exc:
         reason = f"redis unreachable: {exc}"
         log.warning("not ready: %s", reason)

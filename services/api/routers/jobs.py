@@ -360,7 +360,13 @@ async def cancel_job(
         raise NotFound(f"no job {job_id!r}")
     script = client.register_script(scripts.CANCEL_JOB)
     outcome, status = await script(
-        keys=[keys.job(job_id), keys.job_outputs(job_id), keys.EVENTS, keys.backlog(_text(pipeline))],
+        keys=[
+            keys.job(job_id),
+            keys.job_outputs(job_id),
+            keys.EVENTS,
+            keys.backlog(_text(pipeline)),
+            keys.METRICS,  # counts the job and its unfinished items as canceled
+        ],
         args=[now_ms(), settings.job_ttl_s, job_id],
     )
     if int(outcome) == -1:
