@@ -182,8 +182,11 @@ def resize_crop(img: Image.Image, resize: int = 256, crop: int = 224) -> np.ndar
     width, height = img.size
     scale = resize / min(width, height)
     size = (max(resize, round(width * scale)), max(resize, round(height * scale)))
-    if size != img.size:
-        img = img.resize(size, Image.Resampling.BILINEAR)
     left, top = (size[0] - crop) // 2, (size[1] - crop) // 2
-    img = img.crop((left, top, left + crop, top + crop))
+    if size == img.size:
+        img = img.crop((left, top, left + crop, top + crop))
+    else:  # resize only the part the crop keeps: the crop's box in the source's coordinates
+        sx, sy = width / size[0], height / size[1]
+        box = (left * sx, top * sy, (left + crop) * sx, (top + crop) * sy)
+        img = img.resize((crop, crop), Image.Resampling.BILINEAR, box=box)
     return np.array(img, dtype=np.uint8, order="C")  # a writable copy (np.asarray is read-only)
