@@ -1,4 +1,8 @@
-"""FastAPI dependencies: what create_app put on app.state, and pipeline lookup."""
+"""FastAPI dependencies: what create_app put on app.state, and pipeline lookup.
+
+All `async def`: FastAPI runs a plain `def` dependency in its thread pool, a hop that costs
+more than these lookups many times over (it was most of a small submit's CPU time).
+"""
 
 from __future__ import annotations
 
@@ -14,22 +18,22 @@ from shared.pipeline_spec import PipelinesConfig, PipelineSpec
 from shared.settings import Settings
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_config(request: Request) -> PipelinesConfig:
+async def get_config(request: Request) -> PipelinesConfig:
     return request.app.state.config
 
 
-def get_redis(request: Request) -> Redis:
+async def get_redis(request: Request) -> Redis:
     client = getattr(request.app.state, "redis", None)
     if client is None:  # only outside the app's lifespan
         raise Unavailable("redis client not started")
     return client
 
 
-def get_waiters(request: Request) -> JobWaiters:
+async def get_waiters(request: Request) -> JobWaiters:
     waiters = getattr(request.app.state, "waiters", None)
     if waiters is None:  # only outside the app's lifespan
         raise Unavailable("redis client not started")
@@ -42,7 +46,7 @@ RedisDep = Annotated[Redis, Depends(get_redis)]
 WaitersDep = Annotated[JobWaiters, Depends(get_waiters)]
 
 
-def get_pipeline(
+async def get_pipeline(
     config: ConfigDep,
     name: Annotated[str, Path(description="The pipeline's name.", examples=["image-classify"])],
 ) -> PipelineSpec:
