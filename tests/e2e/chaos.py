@@ -3,7 +3,9 @@ JPEGs, concurrent submission, the stack's processes by command line, and the che
 
 The checker follows Jepsen's queue checker: after a full drain, every job that got a 202 is
 counted as delivered (final, every output present once, one completion event), lost (not
-final, or an output missing) or duplicated (an output or a completion recorded twice).
+final, or an output missing) or duplicated (an output or a completion recorded twice). Its
+webhooks are judged by what the receiver saw: one distinct completion `webhook-id` a job, at
+least one POST of it answered 2xx, and the duplicate POSTs (the same `webhook-id` again), counted.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import io
 import json
 import os
 import re
+import socket
 import threading
 import time
 from collections import Counter, defaultdict
@@ -68,7 +71,7 @@ def image_classify_only(path: Path) -> Path:
 # -- the webhook receiver ----------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass
 class Hook:
     """One POST the receiver got."""
 
@@ -78,12 +81,14 @@ class Hook:
     status: str  # the job's status in the body
     at: float  # time.monotonic() when it arrived
     k: int | None = None  # the submitter's job number (metadata.k), if the body carries it
+    answered: bool = False  # answered 2xx on a connection its sender still held open
 
 
 class Receiver:
     """An HTTP server on 127.0.0.1 that records every webhook POST and answers 204, after
     `delay_s` (a receiver that takes its time: a notifier killed meanwhile has sent the
-    webhook but not recorded it)."""
+    webhook but not recorded it). A POST whose sender closed the connection meanwhile (its
+    process died) gets no answer: it is not `answered`."""
 
     def __init__(self, delay_s: float = 0.0) -> None:
         self.hooks: list[Hook] = []
@@ -106,8 +111,15 @@ class Receiver:
                     receiver.hooks.append(hook)
                 if delay_s:
                     time.sleep(delay_s)  # the receiver's own latency, not a wait for something
-                self.send_response(204)
-                self.end_headers()
+                if peer_closed(self.connection):
+                    return
+                try:
+                    self.send_response(204)
+                    self.end_headers()
+                except OSError:
+                    return
+                with receiver._lock:
+                    hook.answered = True
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -131,6 +143,20 @@ class Receiver:
     def completed(self) -> list[Hook]:
         with self._lock:
             return [h for h in self.hooks if h.type == "job.completed"]
+
+    def answered_jobs(self) -> set[str]:
+        """Jobs with a completion webhook answered 2xx."""
+        return {h.job_id for h in self.completed() if h.answered}
+
+
+def peer_closed(sock: socket.socket) -> bool:
+    """Has the other end closed this connection (nothing left to read, not even a byte)?"""
+    try:
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False  # open, nothing sent
+    except OSError:
+        return True  # reset
 
 
 # -- submitting ----------------------------------------------------------------------------
@@ -274,9 +300,10 @@ class Verdict:
     lost: list[str] = field(default_factory=list)  # not final, or an output missing
     duplicated: list[str] = field(default_factory=list)  # an output or completion recorded twice
     failed_outputs: dict[str, str] = field(default_factory=dict)  # job -> error (final, but failed)
-    without_webhook: list[str] = field(default_factory=list)  # no completion webhook received
+    without_webhook: list[str] = field(default_factory=list)  # no completion webhook answered 2xx
     distinct_events_over_one: list[str] = field(default_factory=list)  # >1 completion event (webhook-id)
     redelivered_posts: int = 0  # POSTs beyond the first of one webhook-id (at-least-once retries)
+    duplicates: dict[str, int] = field(default_factory=dict)  # webhook-id -> its POSTs beyond the first
     unknown_hooks: int = 0  # POSTs for jobs nobody submitted
     ambiguous_hooks: int = 0  # POSTs for jobs made by an attempt whose answer the client never got
 
@@ -286,7 +313,8 @@ class Verdict:
             f"duplicated={len(self.duplicated)} failed_outputs={len(self.failed_outputs)} "
             f"webhooks: missing={len(self.without_webhook)} "
             f"jobs_with_more_than_one_completion_event={len(self.distinct_events_over_one)} "
-            f"redelivered_posts(same webhook-id)={self.redelivered_posts} unknown={self.unknown_hooks} "
+            f"duplicate_posts(same webhook-id)={self.redelivered_posts} "
+            f"unknown={self.unknown_hooks} "
             f"ambiguous_retries={self.ambiguous_hooks}"
         )
 
@@ -325,6 +353,7 @@ def check(
             if failed:
                 verdict.failed_outputs[job_id] = str(failed[0].get("error"))
     events: dict[str, set[str]] = defaultdict(set)
+    answered: set[str] = set()
     posts: Counter[tuple[str, str]] = Counter()
     wanted = set(job_ids)
     for hook in hooks:
@@ -338,9 +367,12 @@ def check(
             continue
         events[hook.job_id].add(hook.webhook_id)
         posts[(hook.job_id, hook.webhook_id)] += 1
-    verdict.without_webhook = [j for j in job_ids if not events.get(j)]
+        if hook.answered:
+            answered.add(hook.job_id)
+    verdict.without_webhook = [j for j in job_ids if j not in answered]
     verdict.distinct_events_over_one = [j for j, ids in events.items() if len(ids) > 1]
-    verdict.redelivered_posts = sum(n - 1 for n in posts.values())
+    verdict.duplicates = {webhook_id: n - 1 for (_, webhook_id), n in posts.items() if n > 1}
+    verdict.redelivered_posts = sum(verdict.duplicates.values())
     return verdict
 
 
@@ -370,8 +402,9 @@ RETRY_PENDING = ("queued", "started", "scheduled", "deferred")  # rq will (re)ru
 
 def delivery_state(client: redis.Redis, job_id: str) -> str:
     """Where a job's completion webhook is: its delivery's state, then what rq holds of it
-    (`rq started (abandoned)`: in the started registry of a worker that is gone; rq's
-    maintenance retries it once its heartbeat lapses)."""
+    (`rq started (abandoned)`: in the started registry of a worker that is gone; a notifier's
+    recovery queues it again once its notifier's heartbeat lapses, rq's maintenance once the
+    execution's does)."""
     delivery = client.hget(keys.job_webhook(job_id), "completed")
     if delivery is None:
         return "no delivery"
