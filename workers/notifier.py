@@ -1,6 +1,6 @@
 """`dlpipe worker notifier`: job events become signed webhook deliveries, run as rq jobs.
 
-One process, three parts, each a thread:
+One process, four parts, each a thread (or several):
 
 - the events consumer reads the events stream with its consumer group, taking back the
   events of a notifier that died as the other workers do (workers/reclaim.py). For each
