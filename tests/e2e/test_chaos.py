@@ -45,7 +45,6 @@ from shared import keys
 from shared import webhooks as state
 from shared.settings import Settings
 from tests.e2e.chaos import (
-    Receiver,
     check,
     delivery_state,
     finished,
@@ -59,6 +58,7 @@ from tests.e2e.chaos import (
     unfinished_entries,
 )
 from tests.e2e.conftest import Stack, start_stack, stop_stack
+from tests.e2e.receiver import Receiver
 from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.chaos]

@@ -23,7 +23,6 @@ import redis
 
 from shared.embedded_redis import start_redis
 from tests.e2e.chaos import (
-    Receiver,
     Submitted,
     check,
     delivery_state,
@@ -36,6 +35,7 @@ from tests.e2e.chaos import (
     unfinished_entries,
 )
 from tests.e2e.conftest import Stack, start_stack, stop_stack
+from tests.e2e.receiver import Receiver
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
