@@ -54,15 +54,21 @@ def stack_pids(stack: Stack) -> dict[str, set[int]]:
     return pids
 
 
-RETRY_LINE = r"{role}\[\d+\] workers\.runtime: .*redis unavailable.*retrying in ([\d.]+)s"
+RETRY_LINE = r"{role}\[\d+\] workers\.runtime: (.*?): redis unavailable.*retrying in ([\d.]+)s"
 
 
 def backed_off(log_text: str, retries: int) -> bool:
-    """Has each worker kind logged at least `retries` Redis retries, each after a longer wait
-    (workers/runtime.py run_loop; redis-py itself retries a command for a few seconds first)?"""
+    """Has each worker kind logged at least `retries` Redis retries of a loop, each after a
+    longer wait (workers/runtime.py run_loop; redis-py itself retries a command for a few
+    seconds first)? A process may run several loops (the notifier: its events and its
+    recovery), each with its own backoff."""
     for role in ("preprocess", "model", "notifier"):
-        delays = [float(d) for d in re.findall(RETRY_LINE.format(role=role), log_text)]
-        if len(delays) < retries or delays[:retries] != sorted(delays[:retries]):
+        loops: dict[str, list[float]] = {}
+        for loop, delay in re.findall(RETRY_LINE.format(role=role), log_text):
+            loops.setdefault(loop, []).append(float(delay))
+        if not any(len(d) >= retries for d in loops.values()):
+            return False
+        if any(d[:retries] != sorted(d[:retries]) for d in loops.values()):
             return False
     return True
 
