@@ -60,8 +60,21 @@ redis.call('EXPIRE', KEYS[2], ARGV[6])
 return {1, 1}
 """
 
+# What an attempt cut short by the death of its notifier shows (its `error`; no answer, no duration).
+INTERRUPTED = "interrupted: the notifier died during this attempt"
+# Lua: record the attempt in flight, begun at `started` (ms), as INTERRUPTED (KEYS: 1 delivery,
+# 2 attempts).
+_PUSH_INTERRUPTED = """
+  redis.call('RPUSH', KEYS[2], '{"at":' .. started .. ',"status_code":null,"duration_ms":null,' ..
+             '"error":ERROR}')
+  redis.call('LTRIM', KEYS[2], -MAX_KEPT, -1)
+  redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+  redis.call('HINCRBY', KEYS[1], 'tries', 1)
+""".replace("ERROR", json.dumps(INTERRUPTED)).replace("MAX_KEPT", str(MAX_ATTEMPTS_KEPT))
+
 # An attempt starts. KEYS: 1 delivery, 2 attempts, 3 job's webhook index. ARGV: 1 round, 2 now, 3 ttl.
-# An attempt found in flight was cut short (the notifier died): it is recorded as such.
+# An attempt found in flight was cut short (its notifier died and rq ran the job again): it is
+# recorded as such.
 # Returns {'gone'} | {'stale'} (another round now) | {'done', state} |
 # {'go', attempts before this one in this round, job id, event, event at, gone reason or ''}.
 BEGIN = """
@@ -70,18 +83,43 @@ local d = redis.call('HMGET', KEYS[1], 'round', 'state', 'started_at', 'job', 'e
 if d[1] ~= ARGV[1] then return {'stale'} end
 if d[2] == 'succeeded' or d[2] == 'dead' then return {'done', d[2]} end
 if d[2] == 'delivering' and d[3] then
-  redis.call('RPUSH', KEYS[2], '{"at":' .. d[3] .. ',"status_code":null,"duration_ms":null,' ..
-             '"error":"interrupted: the notifier stopped during this attempt"}')
-  redis.call('LTRIM', KEYS[2], -MAX_KEPT, -1)
-  redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-  redis.call('HINCRBY', KEYS[1], 'tries', 1)
+  local started = d[3]
+PUSH_INTERRUPTED
 end
 redis.call('HSET', KEYS[1], 'state', 'delivering', 'started_at', ARGV[2], 'next_attempt_at', '')
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[3])
 local gone = redis.call('HGET', KEYS[3], 'gone') or ''
 return {'go', tonumber(redis.call('HGET', KEYS[1], 'tries')), d[4], d[5], d[6] or '', gone}
-""".replace("MAX_KEPT", str(MAX_ATTEMPTS_KEPT))
+""".replace("PUSH_INTERRUPTED", _PUSH_INTERRUPTED)
+
+# The notifier that ran an attempt died; its rq job is queued again at once (in the same
+# transaction: workers/webhooks/orphans.py). KEYS: 1 delivery, 2 attempts. ARGV: 1 round, 2 now,
+# 3 ttl, 4 '1' when rq gives the job up (its crash retries are spent): the delivery is dead.
+# The attempt in flight, if any, is recorded as INTERRUPTED and the delivery is `pending` again
+# (its next attempt is due now), or `dead`. Returns 1 if an attempt was in flight, else 0 (the
+# notifier died before the attempt began, or after it was recorded: nothing to add).
+INTERRUPT = """
+if redis.call('HGET', KEYS[1], 'round') ~= ARGV[1] then return 0 end
+local d = redis.call('HMGET', KEYS[1], 'state', 'started_at')
+local cut = 0
+if d[1] == 'delivering' and d[2] then
+  local started = d[2]
+PUSH_INTERRUPTED
+  redis.call('HSET', KEYS[1], 'last_status', '', 'last_attempt_at', ARGV[2])
+  redis.call('HSET', KEYS[1], 'last_error', ERROR)
+  redis.call('HDEL', KEYS[1], 'started_at')
+  cut = 1
+end
+if ARGV[4] == '1' and d[1] ~= 'succeeded' and d[1] ~= 'dead' then
+  redis.call('HSET', KEYS[1], 'state', 'dead', 'next_attempt_at', '')
+elseif cut == 1 then
+  redis.call('HSET', KEYS[1], 'state', 'pending', 'next_attempt_at', ARGV[2])
+end
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+return cut
+""".replace("PUSH_INTERRUPTED", _PUSH_INTERRUPTED).replace("ERROR", json.dumps(INTERRUPTED))
 
 # An attempt ended. KEYS: 1 delivery, 2 attempts, 3 job's webhook index, 4 job hash, 5 job
 # outputs. ARGV: 1 round, 2 new state, 3 the attempt (JSON), 4 status ('' none), 5 error ('' none),

@@ -1,6 +1,6 @@
 """`dlpipe worker notifier`: job events become signed webhook deliveries, run as rq jobs.
 
-One process, three parts, each a thread:
+One process, four parts, each a thread (or several):
 
 - the events consumer reads the events stream with its consumer group, taking back the
   events of a notifier that died as the other workers do (workers/reclaim.py). For each
@@ -11,10 +11,16 @@ One process, three parts, each a thread:
   handled twice (a crash in between) finds its delivery and rq job already there.
 - `DLPIPE_WEBHOOK_CONCURRENCY` rq workers run the deliveries (workers/webhooks/attempt.py),
   each attempt signed, guarded against internal addresses and cut at its deadline;
-- rq's scheduler moves retries whose delay has passed back to the queue.
+- rq's scheduler moves retries whose delay has passed back to the queue;
+- the recovery (workers/webhooks/orphans.py) queues again, within seconds, the deliveries a
+  notifier that died was making.
 
-The main thread owns the signals: the first SIGTERM/SIGINT stops the consumer after its
-batch and each rq worker after the delivery in hand; a second one exits at once.
+The main thread owns the signals and the process's heartbeat (which the recovery of other
+notifiers reads: it lasts until every thread is done): the first SIGTERM/SIGINT stops the
+consumer after its batch and each rq worker after the delivery in hand; a second one exits at
+once. A thread that dies (an error none of them expects) fails the whole process fast: the
+others get FAIL_GRACE_S to finish what they hold, then it exits 1 and its supervisor
+(`dlpipe up`, Compose) starts a new one, instead of one that lingers delivering nothing.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from __future__ import annotations
 import logging
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -38,11 +45,14 @@ from workers.heartbeat import Heartbeat
 from workers.reclaim import Reclaimer, give_up_reason
 from workers.webhooks import attempt, rqthreads, signing
 from workers.webhooks.delivery import Sender
+from workers.webhooks.orphans import Recovery
 
 log = logging.getLogger("workers.notifier")  # not __main__ under `python -m`
 
 READ_COUNT = 16
-JOIN_S = 60.0  # how long the main thread waits for a thread to finish its work at a stop
+JOIN_S = 60.0  # how long the main thread waits for the threads to finish their work at a stop
+FAIL_GRACE_S = 5.0  # a thread died: how long the others get to finish theirs before the exit
+WATCH_S = 0.5  # how often the main thread looks at its threads
 
 # (job id, delivery id, round, delay in seconds) -> queued (False: it was queued already)
 Enqueue = Callable[[str, str, int, float], bool]
@@ -152,17 +162,8 @@ class Notifier:
         return "queued" if queued or created else "queued already"
 
     def run(self, stop: threading.Event) -> None:
-        heartbeat = Heartbeat(
-            self.redis,
-            self.consumer,
-            self.kind,
-            [],
-            self.settings.heartbeat_interval_ms,
-            self.settings.worker_ttl_ms,
-        )
-        with heartbeat:
-            log.info("consumer=%s reading job events", self.consumer)
-            runtime.run_loop(f"notifier {self.consumer}", self.run_once, stop, recover=self.recover)
+        log.info("consumer=%s reading job events", self.consumer)
+        runtime.run_loop(f"notifier {self.consumer}", self.run_once, stop, recover=self.recover)
         runtime.retire_consumer(self.redis, keys.NOTIFIER_GROUP, self.consumer, [keys.EVENTS])
         log.info("consumer=%s stopped", self.consumer)
 
@@ -190,9 +191,10 @@ def address_policy(settings: Settings) -> AddressPolicy:
     )
 
 
-def serve(settings: Settings, stop: threading.Event, consumer: str | None = None) -> None:
-    """Run the events consumer, the rq scheduler and the rq workers as threads until `stop`
-    (or until one of them dies), then let each finish what it holds."""
+def serve(settings: Settings, stop: threading.Event, consumer: str | None = None) -> int:
+    """Run the events consumer, the rq scheduler, the recovery and the rq workers as threads
+    until `stop`, then let each finish what it holds: 0. Or until one of them dies: 1, within
+    WATCH_S + FAIL_GRACE_S (threads still busy then are left to die with the process)."""
     consumer = consumer or runtime.new_consumer_id()
     events_client = runtime.redis_client(settings)
     rq_client = runtime.redis_client(settings)  # rq raises its own client's socket timeout
@@ -206,32 +208,59 @@ def serve(settings: Settings, stop: threading.Event, consumer: str | None = None
         )
 
     notifier = Notifier(events_client, settings, consumer, enqueue)
-    threads = [
-        threading.Thread(target=notifier.run, args=(stop,), name="events"),
-        threading.Thread(target=rqthreads.run_scheduler, args=(rq_client, stop), name="rq-scheduler"),
-    ]
+    recovery = Recovery(rq_client, queue, settings)
+    targets: dict[str, Callable[[], None]] = {
+        "events": lambda: notifier.run(stop),
+        "rq-scheduler": lambda: rqthreads.run_scheduler(rq_client, stop),
+        "webhook-recovery": lambda: recovery.run(stop),
+    }
     for n in range(settings.webhook_concurrency):
-        name = f"{consumer}-{n}"
-        threads.append(threading.Thread(target=rqthreads.run_worker, args=(queue, name, stop), name=name))
+        targets[f"rq-worker-{n}"] = lambda n=n: rqthreads.run_worker(queue, consumer, n, stop)
+    heartbeat = Heartbeat(
+        events_client, consumer, Notifier.kind, [], settings.heartbeat_interval_ms, settings.worker_ttl_ms
+    ).start()
+    threads = [
+        threading.Thread(target=_logged, args=(target,), name=name, daemon=True)
+        for name, target in targets.items()
+    ]
     for thread in threads:
         thread.start()
     log.info(
         "consumer=%s delivering webhooks: %d rq workers on queue %s, retry schedule %s s",
         consumer, settings.webhook_concurrency, keys.WEBHOOK_QUEUE, settings.webhook_retry_schedule_s,
     )  # fmt: skip
+    died: list[str] = []
     try:
-        while not stop.wait(1.0):
-            if not all(thread.is_alive() for thread in threads):
-                log.error("a notifier thread died; stopping")
-                stop.set()
+        while not stop.wait(WATCH_S):
+            died = [thread.name for thread in threads if not thread.is_alive()]
+            if died:
+                log.error(
+                    "consumer=%s notifier thread %s died; exiting 1 within %gs so that it is restarted",
+                    consumer, ", ".join(died), FAIL_GRACE_S,
+                )  # fmt: skip
+                break
     finally:
         stop.set()
+        deadline = time.monotonic() + (FAIL_GRACE_S if died else JOIN_S)
         for thread in threads:
-            thread.join(JOIN_S)
+            thread.join(max(0.0, deadline - time.monotonic()))
+        busy = [thread.name for thread in threads if thread.is_alive()]
+        if busy:
+            log.error("consumer=%s threads still busy, left to die with the process: %s", consumer, busy)
+        heartbeat.stop()
         attempt.configure(None)
         sender.close()
         events_client.close()
         rq_client.close()
+    return 1 if died else 0
+
+
+def _logged(target: Callable[[], None]) -> None:
+    """A thread's body: an error that ends it is logged (the main thread then stops the process)."""
+    try:
+        target()
+    except BaseException:  # noqa: BLE001 - logged here; the thread ends and the process with it
+        log.exception("thread %s died", threading.current_thread().name)
 
 
 def main(settings: Settings) -> int:
@@ -241,8 +270,7 @@ def main(settings: Settings) -> int:
     rqthreads.quiet_rq()
     stop = threading.Event()
     runtime.install_stop_signals(stop)
-    serve(settings, stop)
-    return 0
+    return serve(settings, stop)
 
 
 if __name__ == "__main__":

@@ -1,16 +1,17 @@
-"""What the tests that kill things share: a webhook receiver that counts, small generated
-JPEGs, concurrent submission, the stack's processes by command line, and the checker.
+"""What the tests that kill things share: small generated JPEGs, concurrent submission, the
+stack's processes by command line, and the checker (their webhook receiver: receiver.py).
 
 The checker follows Jepsen's queue checker: after a full drain, every job that got a 202 is
 counted as delivered (final, every output present once, one completion event), lost (not
-final, or an output missing) or duplicated (an output or a completion recorded twice).
+final, or an output missing) or duplicated (an output or a completion recorded twice). Its
+webhooks are judged by what the receiver saw: one distinct completion `webhook-id` a job, at
+least one POST of it answered 2xx, and the duplicate POSTs (the same `webhook-id` again), counted.
 """
 
 from __future__ import annotations
 
 import base64
 import io
-import json
 import os
 import re
 import threading
@@ -19,7 +20,6 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +29,8 @@ import yaml
 from PIL import Image
 
 from shared import keys
-from shared.embedded_redis import free_port
 from shared.settings import DEFAULT_PIPELINES_FILE
+from tests.e2e.receiver import Hook
 
 FINAL = ("succeeded", "failed", "canceled")
 PIPELINE = "image-classify"
@@ -63,74 +63,6 @@ def image_classify_only(path: Path) -> Path:
     small = {"models": {m: doc["models"][m] for m in used}, "pipelines": {PIPELINE: pipeline}}
     path.write_text(yaml.safe_dump(small))
     return path
-
-
-# -- the webhook receiver ----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Hook:
-    """One POST the receiver got."""
-
-    job_id: str
-    webhook_id: str  # the `webhook-id` header ('' if none): the same on every retry of one event
-    type: str  # job.completed, ...
-    status: str  # the job's status in the body
-    at: float  # time.monotonic() when it arrived
-    k: int | None = None  # the submitter's job number (metadata.k), if the body carries it
-
-
-class Receiver:
-    """An HTTP server on 127.0.0.1 that records every webhook POST and answers 204, after
-    `delay_s` (a receiver that takes its time: a notifier killed meanwhile has sent the
-    webhook but not recorded it)."""
-
-    def __init__(self, delay_s: float = 0.0) -> None:
-        self.hooks: list[Hook] = []
-        self._lock = threading.Lock()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
-                body = json.loads(self.rfile.read(int(self.headers.get("content-length", "0"))) or b"{}")
-                job = body.get("data", body)  # {"type", "timestamp", "data": job}, or the bare job
-                hook = Hook(
-                    job_id=str(job.get("id", "")),
-                    webhook_id=self.headers.get("webhook-id", ""),
-                    type=str(body.get("type", "job.completed")),
-                    status=str(job.get("status", "")),
-                    at=time.monotonic(),
-                    k=(job.get("metadata") or {}).get("k"),
-                )
-                with receiver._lock:
-                    receiver.hooks.append(hook)
-                if delay_s:
-                    time.sleep(delay_s)  # the receiver's own latency, not a wait for something
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> Receiver:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-    def count(self) -> int:
-        with self._lock:
-            return len(self.hooks)
-
-    def completed(self) -> list[Hook]:
-        with self._lock:
-            return [h for h in self.hooks if h.type == "job.completed"]
 
 
 # -- submitting ----------------------------------------------------------------------------
@@ -274,9 +206,10 @@ class Verdict:
     lost: list[str] = field(default_factory=list)  # not final, or an output missing
     duplicated: list[str] = field(default_factory=list)  # an output or completion recorded twice
     failed_outputs: dict[str, str] = field(default_factory=dict)  # job -> error (final, but failed)
-    without_webhook: list[str] = field(default_factory=list)  # no completion webhook received
+    without_webhook: list[str] = field(default_factory=list)  # no completion webhook answered 2xx
     distinct_events_over_one: list[str] = field(default_factory=list)  # >1 completion event (webhook-id)
     redelivered_posts: int = 0  # POSTs beyond the first of one webhook-id (at-least-once retries)
+    duplicates: dict[str, int] = field(default_factory=dict)  # webhook-id -> its POSTs beyond the first
     unknown_hooks: int = 0  # POSTs for jobs nobody submitted
     ambiguous_hooks: int = 0  # POSTs for jobs made by an attempt whose answer the client never got
 
@@ -286,7 +219,8 @@ class Verdict:
             f"duplicated={len(self.duplicated)} failed_outputs={len(self.failed_outputs)} "
             f"webhooks: missing={len(self.without_webhook)} "
             f"jobs_with_more_than_one_completion_event={len(self.distinct_events_over_one)} "
-            f"redelivered_posts(same webhook-id)={self.redelivered_posts} unknown={self.unknown_hooks} "
+            f"duplicate_posts(same webhook-id)={self.redelivered_posts} "
+            f"unknown={self.unknown_hooks} "
             f"ambiguous_retries={self.ambiguous_hooks}"
         )
 
@@ -325,6 +259,7 @@ def check(
             if failed:
                 verdict.failed_outputs[job_id] = str(failed[0].get("error"))
     events: dict[str, set[str]] = defaultdict(set)
+    answered: set[str] = set()
     posts: Counter[tuple[str, str]] = Counter()
     wanted = set(job_ids)
     for hook in hooks:
@@ -338,9 +273,12 @@ def check(
             continue
         events[hook.job_id].add(hook.webhook_id)
         posts[(hook.job_id, hook.webhook_id)] += 1
-    verdict.without_webhook = [j for j in job_ids if not events.get(j)]
+        if hook.answered:
+            answered.add(hook.job_id)
+    verdict.without_webhook = [j for j in job_ids if j not in answered]
     verdict.distinct_events_over_one = [j for j, ids in events.items() if len(ids) > 1]
-    verdict.redelivered_posts = sum(n - 1 for n in posts.values())
+    verdict.duplicates = {webhook_id: n - 1 for (_, webhook_id), n in posts.items() if n > 1}
+    verdict.redelivered_posts = sum(verdict.duplicates.values())
     return verdict
 
 
@@ -370,8 +308,9 @@ RETRY_PENDING = ("queued", "started", "scheduled", "deferred")  # rq will (re)ru
 
 def delivery_state(client: redis.Redis, job_id: str) -> str:
     """Where a job's completion webhook is: its delivery's state, then what rq holds of it
-    (`rq started (abandoned)`: in the started registry of a worker that is gone; rq's
-    maintenance retries it once its heartbeat lapses)."""
+    (`rq started (abandoned)`: in the started registry of a worker that is gone; a notifier's
+    recovery queues it again once its notifier's heartbeat lapses, rq's maintenance once the
+    execution's does)."""
     delivery = client.hget(keys.job_webhook(job_id), "completed")
     if delivery is None:
         return "no delivery"

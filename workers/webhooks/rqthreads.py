@@ -39,12 +39,14 @@ from workers.webhooks.attempt import FUNCTION, DeliveryDead, due_at
 log = logging.getLogger("workers.webhooks")
 
 POLL_S = 1  # how long an idle worker thread blocks on the queue before looking at its stop flag
+NOTIFIER_FIELD = "notifier"  # in an rq worker's hash: the notifier (heartbeat id) it is a thread of
 RESULT_TTL_S = 600  # how long rq keeps a finished delivery job (`rq info`, dashboards)
 THROTTLE_S = 1.0  # at most one rq heartbeat and one `rq suspend` check per worker per second
 SCHEDULER_INTERVAL_S = 0.5
 MAINTENANCE_INTERVAL_S = 30  # rq's clean-up: jobs of a worker that died are retried from here
 # rq's own retries of one round: after an unexpected error in the job (Redis gone) or when the
-# notifier died mid-attempt (rq finds the job abandoned); delivery failures use returned Retry.
+# notifier died mid-attempt (workers/webhooks/orphans.py queues it again at once, rq's clean-up
+# after its interval); delivery failures use returned Retry.
 CRASH_RETRY = Retry(max=5, interval=[10, 30, 60, 300, 600])
 RQ_LOGGERS = ("rq.worker", "rq.job", "rq.queue", "rq.scheduler", "rq.registry", "rq.results")
 
@@ -108,13 +110,20 @@ class ThreadWorker(SimpleWorker):
     death_penalty_class = AttemptDeadline
     log_result_lifespan = False
 
-    def __init__(self, *args: Any, stop: threading.Event, **kwargs: Any) -> None:
-        """`stop` set: finish the delivery in hand, then leave `work()` (within POLL_S when idle)."""
+    def __init__(self, *args: Any, stop: threading.Event, notifier: str, **kwargs: Any) -> None:
+        """`stop` set: finish the delivery in hand, then leave `work()` (within POLL_S when idle).
+        `notifier`: the heartbeat id of the notifier process this worker is a thread of."""
         kwargs.setdefault("serializer", JSONSerializer)
         kwargs.setdefault("maintenance_interval", MAINTENANCE_INTERVAL_S)
         self.stop = stop
+        self.notifier = notifier
         self._beat_at = self._suspension_at = float("-inf")
         super().__init__(*args, **kwargs)
+
+    def serialize(self) -> dict[str, Any]:
+        """rq's worker hash, naming its notifier: a worker whose notifier's heartbeat lapsed is
+        dead, and its deliveries are queued again (workers/webhooks/orphans.py)."""
+        return {**super().serialize(), NOTIFIER_FIELD: self.notifier}
 
     # rq announces the worker (3 commands) ~5 times and checks `rq suspend` once per job: the
     # bulk of its cost for a short job. Once a second is plenty for a worker whose TTL is minutes.
@@ -162,16 +171,19 @@ class ThreadWorker(SimpleWorker):
         super().handle_exception(job, *exc_info)
 
 
-def run_worker(queue: Queue, name: str, stop: threading.Event) -> None:
-    """One rq worker thread until `stop`; a worker that quits on an error (Redis gone) is
-    replaced, under a new name, after a growing delay."""
+def run_worker(queue: Queue, notifier: str, n: int, stop: threading.Event) -> None:
+    """rq worker number `n` of a notifier, as a thread, until `stop`; a worker that quits on an
+    error (Redis gone) is replaced, under a new name, after a growing delay."""
+    name = f"{notifier}-{n}"
     next_delay = Backoff().delays()
     for generation in itertools.count():
         worker_name = f"{name}.{generation}"
         try:
             # Inside the try: making an rq worker talks to Redis (CLIENT SETNAME), and a thread
             # that died of a Redis outage here would stop the whole notifier.
-            worker = ThreadWorker([queue], name=worker_name, connection=queue.connection, stop=stop)
+            worker = ThreadWorker(
+                [queue], name=worker_name, connection=queue.connection, stop=stop, notifier=notifier
+            )
             worker.work(logging_level=None)
         except Exception as exc:  # noqa: BLE001 - logged; the thread goes on
             log.warning("rq worker %s: %s: %s", worker_name, type(exc).__name__, exc)
