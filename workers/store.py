@@ -16,6 +16,7 @@ from typing import Any
 import redis
 
 from shared import codecs, keys
+from shared.jobs import expired_reason
 from shared.messages import EventType, ItemOutput, ItemStatus, JobStatus, WorkItem, now_ms
 from shared.pipeline_spec import INPUT, PipelinesConfig, StageSpec
 from workers import scripts
@@ -41,6 +42,9 @@ class StageResult:
     error: str | None = None
     # Given up after too many deliveries: fields of its dead-letter entry (needs `error`)
     dead_letter: dict[str, str] | None = None
+
+
+_OPEN = (JobStatus.queued.value, JobStatus.running.value)  # a job in any other status has ended
 
 
 def _text(value: str | bytes) -> str:
@@ -114,10 +118,11 @@ class Store:
 
     def load(self, entries: list[Entry]) -> list[list[Any] | None]:
         """Per entry, the values its stage needs, in `needs` order; None where there is nothing to
-        run: the item is gone, its job was canceled, or its job's deadline (`timeout_s`) passed.
+        run: the item is gone, its job has ended (canceled, expired), or its job's deadline
+        (`timeout_s`) passed.
 
         Also marks each job running, and reads each job's status and deadline in the same round
-        trip: entries of a canceled job are acknowledged, items past their job's deadline fail
+        trip: entries of an ended job are acknowledged, items past their job's deadline fail
         as expired (through COMPLETE_STAGE, like any failure), both here, before any of their
         work is done; they come back as None. Values that cannot be decoded come back as CodecError
         instances, for the caller to fail the item with. An item whose hash has a `blob`
@@ -171,33 +176,33 @@ class Store:
     def _skip_stopped(
         self, entries: list[Entry], present: list[bool], jobs: dict[str, list[Any]], stamp: int
     ) -> set[tuple[str, str]]:
-        """Settle, in one round trip, the entries whose job was canceled (acknowledged) or whose
-        job's deadline has passed (the item, if still there, fails as expired); returns their
-        (stream, entry id)."""
-        canceled: list[Entry] = []
+        """Settle, in one round trip, the entries whose job has ended (canceled, or ended by the
+        deadline sweep: acknowledged) or whose job's deadline has passed (the item, if still
+        there, fails as expired); returns their (stream, entry id)."""
+        ended: list[Entry] = []
         expired: list[StageResult] = []
         for entry, here in zip(entries, present, strict=True):
             status, deadline, timeout_s = jobs[entry.item.job_id]
-            if status is not None and _text(status) == JobStatus.canceled.value:
-                canceled.append(entry)
+            if status is not None and _text(status) not in _OPEN:
+                ended.append(entry)
             elif here and deadline is not None and stamp > int(deadline):
-                reason = f"expired: the job's timeout_s of {_text(timeout_s or b'?')} s passed"
+                reason = expired_reason(_text(timeout_s or b"?"))
                 expired.append(StageResult(entry, error=reason))
-        if not canceled and not expired:
+        if not ended and not expired:
             return set()
         pipe = self.redis.pipeline(transaction=False)
-        for entry in canceled:
+        for entry in ended:
             pipe.xack(entry.stream, keys.stream_group(entry.stream), entry.entry_id)
         for result in expired:
             self._complete_one(pipe, keys.stream_group(result.entry.stream), result, stamp)
         pipe.execute()
-        for job_id in dict.fromkeys(e.item.job_id for e in canceled):
-            count = sum(e.item.job_id == job_id for e in canceled)
-            log.info("job=%s canceled: skipped %d entries", job_id, count)
+        for job_id in dict.fromkeys(e.item.job_id for e in ended):
+            count = sum(e.item.job_id == job_id for e in ended)
+            log.info("job=%s has ended (%s): skipped %d entries", job_id, _text(jobs[job_id][0]), count)
         for result in expired:
             item = result.entry.item
             log.info("job=%s stage=%s index=%d %s", item.job_id, item.stage, item.index, result.error)
-        return {(e.stream, e.entry_id) for e in canceled} | {
+        return {(e.stream, e.entry_id) for e in ended} | {
             (r.entry.stream, r.entry.entry_id) for r in expired
         }
 
@@ -265,7 +270,8 @@ class Store:
             result.entry.stream,
             keys.EVENTS,
         ] + [keys.stream(pipeline.stream_name(d)) for d in downstream]
-        backlog = keys.backlog(item.pipeline)  # last, after the dead-letter stream if any
+        # Last, after the dead-letter stream if any: the pipeline's counters and deadlines set.
+        tail = [keys.backlog(item.pipeline), keys.drained(item.pipeline), keys.deadlines(item.pipeline)]
         args: list[Any] = [
             group, result.entry.entry_id, item.index, stamp, self.ttl_s,
             keys.stage_output_field(stage.name), payload, final_json, failed,
@@ -278,7 +284,7 @@ class Store:
             keys_.append(keys.DEADLETTER)
             for name, value in result.dead_letter.items():
                 args += [name, value]
-        self._complete(keys=[*keys_, backlog], args=args, client=pipe)
+        self._complete(keys=[*keys_, *tail], args=args, client=pipe)
 
     def ack_gone(self, group: str, entries: list[Entry]) -> None:
         """Acknowledge entries whose item no longer exists (finished already, or expired)."""

@@ -6,7 +6,8 @@ new job first takes a grant (scripts.ADMIT, one atomic check-and-reserve): refus
 `Retry-After`) while counter + open grants is at or over DLPIPE_MAX_BACKLOG, so a job
 admitted just under the cap overshoots it by at most its own items. The job's MULTI adds
 its items to the counter and drops the grant; a request that dies in between leaves a
-grant that lapses by itself (GRANT_MS), never a counter that stays up.
+grant that lapses by itself (GRANT_MS), never a counter that stays up. A refusal's
+`Retry-After` comes from the pipeline's drain rate (services/api/drain.py).
 
 Idempotency. `Idempotency-Key: <key>` (1-255 printable ASCII characters) on a submit maps,
 per caller (API key), to the request's fingerprint (pipeline + body, the multipart boundary
@@ -34,13 +35,13 @@ from typing import Any
 from redis.asyncio import Redis
 from starlette.exceptions import HTTPException
 
+from services.api.drain import retry_after_s
 from shared import keys
 from shared.errors import InvalidRequest
 from shared.messages import now_ms
 from workers import scripts
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
-RETRY_AFTER_S = 5  # the 429's Retry-After: a fixed hint (the backlog drains at the workers' pace)
 GRANT_MS = 60_000  # how long an admission grant holds its place if its job is never written
 PENDING_S = 60  # how long a claimed key stays claimed if its request dies before the job exists
 WAIT_S = 10.0  # how long a request waits for another one with its key to finish
@@ -57,8 +58,11 @@ return 0
 # -- admission ------------------------------------------------------------------------------
 
 
-async def admit(client: Redis, pipeline: str, items: int, max_backlog: int) -> str:
-    """Take a grant for a job of `items` items, or raise 429; returns the grant (for queue_new_job)."""
+async def admit(
+    client: Redis, pipeline: str, items: int, max_backlog: int, drain_per_s: float | None = None
+) -> str:
+    """Take a grant for a job of `items` items, or raise 429 (`Retry-After` from the pipeline's
+    drain rate, `drain_per_s` items/s, None: unknown); returns the grant (for queue_new_job)."""
     grant = uuid.uuid4().hex
     script = client.register_script(scripts.ADMIT)
     granted, backlog = await script(
@@ -66,11 +70,12 @@ async def admit(client: Redis, pipeline: str, items: int, max_backlog: int) -> s
         args=[now_ms(), GRANT_MS, max_backlog, grant, items],
     )
     if not int(granted):
+        wait_s = retry_after_s(int(backlog), max_backlog, drain_per_s)
         raise HTTPException(
             429,
             f"pipeline {pipeline!r} is at capacity: {int(backlog)} items accepted and not finished, "
-            f"at most {max_backlog} (DLPIPE_MAX_BACKLOG); retry after {RETRY_AFTER_S} s",
-            headers={"Retry-After": str(RETRY_AFTER_S)},
+            f"at most {max_backlog} (DLPIPE_MAX_BACKLOG); retry after {wait_s} s",
+            headers={"Retry-After": str(wait_s)},
         )
     return f"{grant}:{items}"
 

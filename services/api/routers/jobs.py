@@ -30,7 +30,7 @@ from services.api.routers.webhooks import with_delivery_state
 from services.api.schemas import ErrorBody, multipart_job_schema
 from shared import keys
 from shared.errors import NotFound
-from shared.jobs import deadline_ms, groups_record, queue_new_job
+from shared.jobs import deadline_ms, drop_items, groups_record, queue_new_job
 from shared.messages import JobStatus, JobView, job_view_from_redis, now_ms
 from shared.pipeline_spec import PipelineSpec
 from workers import scripts
@@ -173,7 +173,8 @@ async def create_job(
         claim = held
     grant: str | None = None
     try:
-        grant = await admission.admit(client, pipeline.name, len(parsed.inputs), settings.max_backlog)
+        rate = request.app.state.drain_rates.rate(pipeline.name)
+        grant = await admission.admit(client, pipeline.name, len(parsed.inputs), settings.max_backlog, rate)
         return await _write_job(response, client, settings, pipeline, parsed, job_id, grant, claim)
     except BaseException:
         # Nothing was written (or we cannot tell): give the key and the grant back, best effort;
@@ -297,8 +298,9 @@ async def cancel_job(
     if pipeline is None:
         raise NotFound(f"no job {job_id!r}")
     script = client.register_script(scripts.CANCEL_JOB)
+    name = _text(pipeline)
     outcome, status = await script(
-        keys=[keys.job(job_id), keys.job_outputs(job_id), keys.EVENTS, keys.backlog(_text(pipeline))],
+        keys=[keys.job(job_id), keys.job_outputs(job_id), keys.EVENTS, keys.backlog(name), keys.deadlines(name)],
         args=[now_ms(), settings.job_ttl_s, job_id],
     )
     if int(outcome) == -1:
@@ -307,8 +309,7 @@ async def cancel_job(
         raise HTTPException(409, f"job {job_id!r} has already ended: {_text(status)}")
     # The inputs of items that will never run: free them now rather than at the job's TTL.
     async with client.pipeline(transaction=False) as pipe:
-        for index in range(int(total or 0)):
-            pipe.unlink(keys.item(job_id, index))
+        drop_items(pipe, job_id, int(total or 0))
         await pipe.execute()
     log.info("job=%s canceled", job_id)
     return await get_job(client, job_id)
