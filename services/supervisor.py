@@ -5,8 +5,9 @@ Without DLPIPE_REDIS_URL it starts an embedded redis-server (loopback only, AOF 
 API and one of each worker as child processes, with the same command lines docker-compose.yml
 runs (`dlpipe api`, `dlpipe worker preprocess`, ...), so `ps` shows what each one is.
 
-A child that exits is logged with its exit code and restarted after a backoff (1 s doubling to
-30 s; reset once it has stayed up a while); so is the embedded Redis, on the same port and data. On SIGINT/SIGTERM/SIGHUP every child gets SIGTERM
+A child that exits is logged with its exit code and restarted after a backoff (1 s doubling
+to 30 s; reset once it has stayed up a while); so is the embedded Redis, on the same port and
+data folder. On SIGINT/SIGTERM/SIGHUP every child gets SIGTERM
 (warm shutdown) and up to a grace period to exit, then SIGKILL; the embedded Redis is stopped
 last, once no child can still be writing to it. A second signal during shutdown kills at once.
 
