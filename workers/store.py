@@ -176,14 +176,14 @@ class Store:
     def _skip_stopped(
         self, entries: list[Entry], present: list[bool], jobs: dict[str, list[Any]], stamp: int
     ) -> set[tuple[str, str]]:
-        """Settle, in one round trip, the entries whose job has ended (canceled, or ended by the
-        deadline sweep: acknowledged) or whose job's deadline has passed (the item, if still
-        there, fails as expired); returns their (stream, entry id)."""
+        """Settle, in one round trip, the entries whose job has ended (canceled, or by the deadline
+        sweep) or is gone (acknowledged unrun), or whose job's deadline has passed (the item, if
+        still there, fails as expired); returns their (stream, entry id)."""
         ended: list[Entry] = []
         expired: list[StageResult] = []
         for entry, here in zip(entries, present, strict=True):
             status, deadline, timeout_s = jobs[entry.item.job_id]
-            if status is not None and _text(status) not in _OPEN:
+            if status is None or _text(status) not in _OPEN:  # ended, or gone (its record expired)
                 ended.append(entry)
             elif here and deadline is not None and stamp > int(deadline):
                 reason = expired_reason(_text(timeout_s or b"?"))
@@ -198,7 +198,9 @@ class Store:
         pipe.execute()
         for job_id in dict.fromkeys(e.item.job_id for e in ended):
             count = sum(e.item.job_id == job_id for e in ended)
-            log.info("job=%s has ended (%s): skipped %d entries", job_id, _text(jobs[job_id][0]), count)
+            status = jobs[job_id][0]
+            why = f"has ended ({_text(status)})" if status is not None else "is gone"
+            log.info("job=%s %s: skipped %d entries", job_id, why, count)
         for result in expired:
             item = result.entry.item
             log.info("job=%s stage=%s index=%d %s", item.job_id, item.stage, item.index, result.error)
