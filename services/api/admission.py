@@ -14,7 +14,11 @@ per caller (API key), to the request's fingerprint (pipeline + body, the multipa
 left out) and the job. The first request claims the key (SET NX, a pending record that
 lapses after PENDING_S if the request dies) before the job is written, and the job's own
 MULTI turns the claim into the final record (the job id and its 202 body, kept
-DLPIPE_IDEMPOTENCY_TTL_S): so the job exists exactly when its record does. A request with
+DLPIPE_IDEMPOTENCY_TTL_S): so the job exists exactly when its record does. That MULTI runs
+only while the key still holds this request's claim (WATCH, Claim.fence): a claim that
+lapsed (its request slow, or its API process killed) and was taken by a retry can never
+make a second job, so the lapse can be short, and a retry after a killed API waits seconds,
+not a minute. A request with
 the same key and fingerprint replays that 202 (same id, same body); one with another
 fingerprint gets 422 naming the header. One that arrives while the first is still in
 flight waits for it (polling, up to WAIT_S), then replays; only if it is still not done
@@ -43,8 +47,8 @@ from workers import scripts
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 GRANT_MS = 60_000  # how long an admission grant holds its place if its job is never written
-PENDING_S = 60  # how long a claimed key stays claimed if its request dies before the job exists
-WAIT_S = 10.0  # how long a request waits for another one with its key to finish
+PENDING_S = 10  # how long a claimed key stays claimed if its request dies before the job exists
+WAIT_S = 12.0  # how long a request waits for another one with its key (longer: a dead claim lapses)
 _KEY = re.compile(r"^[\x21-\x7e][\x20-\x7e]{0,254}$")
 _BOUNDARY = re.compile(r'boundary="?([^";]+)"?', re.IGNORECASE)
 
@@ -118,6 +122,23 @@ class Claim:
     fingerprint: str
     job_id: str
     pending: str  # the exact pending record it wrote
+
+    async def fence(self, pipe: Any) -> None:
+        """Start the job's transaction on `pipe` (MULTI) only while the key holds this claim,
+        watched till EXEC, which then fails (WatchError) if a retry took the key over meanwhile;
+        409 if one has already."""
+        await pipe.watch(self.redis_key)
+        current = await pipe.get(self.redis_key)
+        if current is None or (current.decode() if isinstance(current, bytes) else current) != self.pending:
+            await pipe.reset()
+            raise self.taken_over()
+        pipe.multi()
+
+    def taken_over(self) -> HTTPException:
+        return HTTPException(
+            409, f"this request's claim on its {IDEMPOTENCY_HEADER} lapsed and a retry took it over; "
+            "retry it to get that request's job",
+        )  # fmt: skip
 
     def record(self, pipe: Any, response: dict[str, Any], ttl_s: int) -> None:
         """Add to the job's MULTI: the key's final record (the job and its 202 body)."""

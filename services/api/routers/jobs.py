@@ -11,6 +11,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from redis.exceptions import WatchError
 from starlette.formparsers import MultiPartException
 
 from services.api import admission
@@ -221,6 +222,8 @@ async def _write_job(
         record["deadline"] = str(deadline_ms(created, parsed.timeout_s))
     view = job_view_from_redis(record, {})
     async with client.pipeline(transaction=True) as pipe:
+        if claim is not None:
+            await claim.fence(pipe)
         queue_new_job(
             pipe,
             job_id=job_id,
@@ -240,7 +243,11 @@ async def _write_job(
         )
         if claim is not None:
             claim.record(pipe, view.model_dump(mode="json"), settings.idempotency_ttl_s)
-        await pipe.execute()
+        try:
+            await pipe.execute()
+        except WatchError:
+            assert claim is not None  # only a claim's key is watched
+            raise claim.taken_over() from None
     log.info("job=%s pipeline=%s accepted n=%d", job_id, pipeline.name, len(parsed.inputs))
     response.headers["Location"] = f"/v1/jobs/{job_id}"
     return view
@@ -300,7 +307,8 @@ async def cancel_job(
     script = client.register_script(scripts.CANCEL_JOB)
     name = _text(pipeline)
     outcome, status = await script(
-        keys=[keys.job(job_id), keys.job_outputs(job_id), keys.EVENTS, keys.backlog(name), keys.deadlines(name)],
+        keys=[keys.job(job_id), keys.job_outputs(job_id), keys.EVENTS, keys.backlog(name),
+              keys.deadlines(name)],
         args=[now_ms(), settings.job_ttl_s, job_id],
     )
     if int(outcome) == -1:
