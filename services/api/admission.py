@@ -18,11 +18,11 @@ DLPIPE_IDEMPOTENCY_TTL_S): so the job exists exactly when its record does. That 
 only while the key still holds this request's claim (WATCH, Claim.fence): a claim that
 lapsed (its request slow, or its API process killed) and was taken by a retry can never
 make a second job, so the lapse can be short, and a retry after a killed API waits seconds,
-not a minute. A request with
-the same key and fingerprint replays that 202 (same id, same body); one with another
-fingerprint gets 422 naming the header. One that arrives while the first is still in
-flight waits for it (polling, up to WAIT_S), then replays; only if it is still not done
-then does it get 409. Fifty at once make one job and fifty 202s with its id.
+not a minute. A request with the same key and fingerprint replays that 202 (same id, same
+body); one with another fingerprint gets 422 naming the header. One that arrives while the
+first is still in flight waits for it (polling, up to WAIT_S, longer than PENDING_S: by then
+the first has written its job or its claim has lapsed and this one takes the key), then
+replays or writes. Fifty at once make one job and fifty 202s with its id.
 """
 
 from __future__ import annotations

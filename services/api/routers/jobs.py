@@ -9,9 +9,9 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
+from redis.exceptions import WatchError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from redis.exceptions import WatchError
 from starlette.formparsers import MultiPartException
 
 from services.api import admission
