@@ -92,14 +92,8 @@ def python_cost(batch: int, loops: int) -> dict[str, float]:
 class WithoutMetrics(Store):
     """Store.complete as it was before metrics: no keys.METRICS for COMPLETE_STAGE, no counters."""
 
-    def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
-        complete = self._complete
-
-        def without(keys: list[str], args: list[Any], client: Any) -> Any:
-            return complete(keys=[k for k in keys if k != METRICS_KEY], args=args, client=client)
-
-        self._complete = without  # type: ignore[assignment]
+    def _tail_keys(self, pipeline: str) -> list[str]:
+        return [k for k in super()._tail_keys(pipeline) if k != METRICS_KEY]
 
 
 METRICS_KEY = keys.METRICS

@@ -1,17 +1,55 @@
 """The embedded Redis of `dlpipe up` (when no DLPIPE_REDIS_URL is set): a redis-server child
 on a free loopback port, AOF on, its data in a folder that one `dlpipe up` at a time may use.
+
+If it dies it is restarted like any child (backoff: 1 s doubling to 30 s), with the same
+command line: the same port, so the API and the workers reconnect by themselves, and the same
+folder, so it replays its AOF (the jobs, results, streams and consumer groups it had). Its
+death and its return are logged as errors: the stack serves nothing while it is away.
 """
 
 from __future__ import annotations
 
 import fcntl
+import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 from services.children import Child, Supervisor
 from shared.embedded_redis import find_redis_server, free_port, redis_command, wait_for_redis
 
+log = logging.getLogger(__name__)
+
 REDIS_GRACE_S = 10.0  # how long the embedded Redis gets to flush its AOF and exit
+
+
+@dataclass
+class EmbeddedRedis:
+    """The embedded redis-server under its own Supervisor, which restarts it when it dies."""
+
+    sup: Supervisor
+    url: str
+    data_dir: Path
+
+    @property
+    def pid(self) -> int | None:
+        return self.sup.children[0].pid
+
+    def run_once(self) -> None:
+        """One supervision step: reap it if it died, restart it once its backoff is over; say so loudly."""
+        child = self.sup.children[0]
+        pid, restarts = child.pid, child.restarts
+        self.sup.run_once()
+        if child.restarts > restarts:
+            log.error(
+                "EMBEDDED REDIS DIED (redis-server pid %s): the API answers 503 and the workers wait; "
+                "restarting it on %s with its AOF in %s", pid, self.url, self.data_dir,
+            )  # fmt: skip
+        elif child.pid is not None and child.pid != pid:
+            log.error(
+                "EMBEDDED REDIS RESTARTED: redis-server pid=%d on %s (restart %d), replaying its AOF",
+                child.pid, self.url, child.restarts,
+            )  # fmt: skip
 
 
 def lock_data_dir(path: Path) -> IO[bytes]:
@@ -28,7 +66,7 @@ def lock_data_dir(path: Path) -> IO[bytes]:
 
 def start_embedded_redis(
     data_dir: Path, supervisor_kwargs: dict, appendfsync: str = "everysec"
-) -> tuple[Supervisor, str]:
+) -> EmbeddedRedis:
     """Start redis-server on a free loopback port with its data in `data_dir`; wait for PING.
     `appendfsync`: everysec or always (settings.redis_appendfsync)."""
     binary = find_redis_server()
@@ -45,7 +83,7 @@ def start_embedded_redis(
             last_error = exc
             redis_sup.stop(REDIS_GRACE_S)
             continue
-        return redis_sup, url
+        return EmbeddedRedis(redis_sup, url, data_dir.resolve())
     raise SystemExit(
         f"dlpipe up: embedded redis-server did not start ({last_error}); see {data_dir}/redis.log"
     )

@@ -5,8 +5,9 @@ Without DLPIPE_REDIS_URL it starts an embedded redis-server (loopback only, AOF 
 API and one of each worker as child processes, with the same command lines docker-compose.yml
 runs (`dlpipe api`, `dlpipe worker preprocess`, ...), so `ps` shows what each one is.
 
-A child that exits is logged with its exit code and restarted after a backoff (1 s doubling to
-30 s; reset once it has stayed up a while). On SIGINT/SIGTERM/SIGHUP every child gets SIGTERM
+A child that exits is logged with its exit code and restarted after a backoff (1 s doubling
+to 30 s; reset once it has stayed up a while); so is the embedded Redis, on the same port and
+data folder. On SIGINT/SIGTERM/SIGHUP every child gets SIGTERM
 (warm shutdown) and up to a grace period to exit, then SIGKILL; the embedded Redis is stopped
 last, once no child can still be writing to it. A second signal during shutdown kills at once.
 
@@ -34,7 +35,7 @@ from urllib.parse import urlsplit, urlunsplit
 import redis
 
 from services.children import BACKOFF_BASE_S, DEFAULT_GRACE_S, Child, Supervisor
-from services.embedded import REDIS_GRACE_S, lock_data_dir, start_embedded_redis
+from services.embedded import REDIS_GRACE_S, EmbeddedRedis, lock_data_dir, start_embedded_redis
 from shared.redis_checks import check_redis
 from shared.settings import Settings
 from workers.webhooks.signing import secret_env
@@ -145,7 +146,7 @@ def up(
             previous[signum] = signal.signal(signum, on_signal)
 
     sup_kwargs = {"backoff_base_s": backoff_base_s}
-    redis_sup: Supervisor | None = None
+    embedded: EmbeddedRedis | None = None
     lock: IO[bytes] | None = None
     sup: Supervisor | None = None
     try:
@@ -156,10 +157,11 @@ def up(
         else:
             redis_dir = settings.data_dir / f"redis-{settings.port}"
             lock = lock_data_dir(redis_dir)
-            redis_sup, redis_url = start_embedded_redis(redis_dir, sup_kwargs, settings.redis_appendfsync)
+            embedded = start_embedded_redis(redis_dir, sup_kwargs, settings.redis_appendfsync)
+            redis_url = embedded.url
             log.info(
                 "Redis: %s (embedded redis-server pid=%d, AOF on, appendfsync %s, data and redis.log in %s)",
-                redis_url, redis_sup.children[0].pid, settings.redis_appendfsync, redis_dir.resolve(),
+                redis_url, embedded.pid, settings.redis_appendfsync, redis_dir.resolve(),
             )  # fmt: skip
         check_redis_config(redis_url)
         env = child_env(settings, redis_url)
@@ -169,18 +171,18 @@ def up(
         base = f"http://{_display_host(settings.host)}:{settings.port}"
         log.info("API: %s  docs: %s/docs", base, base)
         while not stop.is_set():
-            if redis_sup is not None:
-                redis_sup.run_once()
+            if embedded is not None:
+                embedded.run_once()
             sup.run_once()
             wait = sup.next_wakeup_s()
-            if redis_sup is not None:
-                wait = min(wait, redis_sup.next_wakeup_s())
+            if embedded is not None:
+                wait = min(wait, embedded.sup.next_wakeup_s())
             stop.wait(wait)
     finally:
         if sup is not None:
             sup.stop(grace_s, force)  # children first: they may still write to Redis
-        if redis_sup is not None:
-            redis_sup.stop(REDIS_GRACE_S, force)  # Redis last
+        if embedded is not None:
+            embedded.sup.stop(REDIS_GRACE_S, force)  # Redis last
         if lock is not None:
             lock.close()
         for signum, handler in previous.items():

@@ -41,9 +41,32 @@ def groups_record(groups: list[InputGroup], n_items: int) -> list[dict[str, Any]
     return record
 
 
+# An open job's record outlives the end of its TTL by this much, so that the deadline sweep
+# (which ends it then, services/api/sweep.py) finds it there: ended, it is kept DLPIPE_JOB_TTL_S more.
+OPEN_JOB_GRACE_S = 3600
+# Why the outputs of a job without `timeout_s` still unfinished at the end of its TTL fail.
+TTL_EXPIRED_REASON = "expired: not finished within the job's TTL (DLPIPE_JOB_TTL_S)"
+
+
 def deadline_ms(created_ms: int, timeout_s: float) -> int:
     """When a job created at `created_ms` with `timeout_s` expires (ms)."""
     return created_ms + int(round(timeout_s * 1000))
+
+
+def must_end_by_ms(created_ms: int, timeout_s: float | None, ttl_s: int) -> int:
+    """When a job must have ended (its score in keys.deadlines): its deadline, else its TTL's end."""
+    return deadline_ms(created_ms, timeout_s) if timeout_s is not None else created_ms + ttl_s * 1000
+
+
+def expired_reason(timeout_s: str) -> str:
+    """The error of an output whose job's `timeout_s` passed (workers and the sweep alike)."""
+    return f"expired: the job's timeout_s of {timeout_s} s passed"
+
+
+def drop_items(pipe: Any, job_id: str, total: int) -> None:
+    """Free the inputs of a job's items that will never run (the job was canceled or expired)."""
+    for index in range(total):
+        pipe.unlink(keys.item(job_id, index))
 
 
 def queue_new_job(
@@ -80,8 +103,10 @@ def queue_new_job(
 
     `timeout_s`: the job's items not finished `timeout_s` after `created_ms` fail as expired
     (the job hash keeps `timeout_s` and `deadline`, in ms; workers check it as they take an
-    item). The pipeline's backlog counter (keys.backlog) grows by the number of items in the
-    same transaction; `admission` names the grant (keys.admissions) the API took for this job,
+    item). Every job joins its pipeline's deadlines set (keys.deadlines), scored by when it must
+    have ended (must_end_by_ms); its record is kept OPEN_JOB_GRACE_S past its TTL while open. The
+    pipeline's backlog counter (keys.backlog) grows by the number of items in the same
+    transaction; `admission` names the grant (keys.admissions) the API took for this job,
     removed here as the job starts counting in the backlog itself.
     """
     groups_json = groups_record(groups or [], len(inputs))
@@ -119,7 +144,8 @@ def queue_new_job(
     for n, blob in enumerate(blobs or []):
         pipe.set(keys.job_blob(job_id, n), blob, ex=ttl_s)
     pipe.hset(job_key, mapping=record)
-    pipe.expire(job_key, ttl_s)
+    pipe.expire(job_key, ttl_s + OPEN_JOB_GRACE_S)
+    pipe.zadd(keys.deadlines(pipeline.name), {job_id: must_end_by_ms(created_ms, timeout_s, ttl_s)})
     pipe.incrby(keys.backlog(pipeline.name), len(inputs))
     if admission is not None:
         pipe.zrem(keys.admissions(pipeline.name), admission)

@@ -38,6 +38,19 @@ def backlog(pipeline: str) -> str:
     return f"{PREFIX}:backlog:{pipeline}"
 
 
+def deadlines(pipeline: str) -> str:
+    """Sorted set: the pipeline's open jobs (ids), scored by when each must have ended (ms): its
+    deadline (`timeout_s`), else the end of its DLPIPE_JOB_TTL_S. ZADD in the job's MULTI; ZREM as
+    it ends (COMPLETE_STAGE, CANCEL_JOB, EXPIRE_JOB). The API's sweep ends the overdue ones."""
+    return f"{PREFIX}:deadlines:{pipeline}"
+
+
+def drained(pipeline: str) -> str:
+    """String (integer): the pipeline's items finished by the workers, ever (+1 in COMPLETE_STAGE
+    beside the backlog's -1); its rate sets the 429's Retry-After."""
+    return f"{PREFIX}:drained:{pipeline}"
+
+
 def admissions(pipeline: str) -> str:
     """Sorted set: admissions granted but whose job is not written yet, `<id>:<items>` scored by
     when the grant lapses (ms); they count toward the backlog until the job's MULTI removes them."""

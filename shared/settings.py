@@ -144,6 +144,15 @@ class Settings(BaseSettings):
         default=24 * 3600, ge=60, description="How long job records and results stay in Redis."
     )
 
+    deadline_sweep_interval_ms: int = Field(
+        default=1000,
+        ge=10,
+        description=(
+            "How often the API ends jobs past their deadline (`timeout_s`, else `DLPIPE_JOB_TTL_S`) "
+            "that no worker has ended, and samples each pipeline's drain rate (for `Retry-After`)."
+        ),
+    )
+
     # Workers
     device: str | None = Field(
         default=None, description="Torch device of the model worker; unset: cuda if available, else cpu."

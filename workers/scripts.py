@@ -36,14 +36,15 @@ return 1
 #       are added to the dead-letter stream, KEYS[6 + number of downstream stages], in the
 #       same step that acknowledges the entry (an entry given up after too many
 #       deliveries); giving up an entry someone acknowledged already changes nothing
-# Optionally one more key, last: the pipeline's backlog counter (keys.backlog), less one
-# when the item finishes (never below 0).
-# Metrics: optionally, just before the backlog counter, keys.METRICS: the item's final status
-# (`items|<pipeline>|succeeded|failed`) and the job's (`jobs|<pipeline>|<status>`) are counted
-# there (shared/metrics.py), once each, in the step that makes them final.
-# Returns 0 for a duplicate (already final, or the job is gone) or an item of a canceled
-# job (acknowledged, nothing recorded, nothing queued), 1 stage recorded, 2 item finished,
-# 3 job finished.
+# Optionally more keys, last: the pipeline's backlog counter (keys.backlog), less one when
+# the item finishes (never below 0); then its drained counter (keys.drained), plus one; then
+# its deadlines set (keys.deadlines), which the job leaves as it ends; then keys.METRICS: the
+# item's final status (`items|<pipeline>|succeeded|failed`) and the job's
+# (`jobs|<pipeline>|<status>`) are counted there (shared/metrics.py), once each, in the step
+# that makes them final.
+# Returns 0 for a duplicate (already final, or the job is gone) or an item of a job that has
+# ended (canceled, expired: acknowledged, nothing recorded, nothing queued), 1 stage recorded,
+# 2 item finished, 3 job finished.
 COMPLETE_STAGE = """
 local acked = redis.call('XACK', KEYS[4], ARGV[1], ARGV[2])
 local tail = 14
@@ -53,7 +54,8 @@ if tail < #ARGV then
   redis.call('XADD', KEYS[6 + tonumber(ARGV[13])], '*', unpack(ARGV, tail, #ARGV))
 end
 if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
-if redis.call('HGET', KEYS[2], 'status') == 'canceled' then return 0 end
+local state = redis.call('HGET', KEYS[2], 'status')
+if state ~= 'queued' and state ~= 'running' then return 0 end
 if redis.call('HEXISTS', KEYS[3], ARGV[3]) == 1 then return 0 end
 if ARGV[8] == '' then
   if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
@@ -78,10 +80,12 @@ redis.call('HSET', KEYS[3], ARGV[3], ARGV[8])
 redis.call('DEL', KEYS[1])
 local named = 5 + tonumber(ARGV[13])
 if tail < #ARGV then named = named + 1 end
-if #KEYS > named and redis.call('DECR', KEYS[#KEYS]) < 0 then redis.call('SET', KEYS[#KEYS], 0) end
+if #KEYS > named and redis.call('DECR', KEYS[named + 1]) < 0 then redis.call('SET', KEYS[named + 1], 0) end
+-- Drain rate (keys.drained): one more item finished.
+if #KEYS > named + 1 then redis.call('INCR', KEYS[named + 2]) end
 -- metrics: the item's final status
 local metrics = false
-if #KEYS > named + 1 then metrics = KEYS[named + 1] end
+if #KEYS > named + 3 then metrics = KEYS[named + 4] end
 if metrics then
   local item_status = 'succeeded'
   if ARGV[9] == '1' then item_status = 'failed' end
@@ -117,6 +121,8 @@ if redis.call('HGET', KEYS[2], 'started_at') == false then
 end
 redis.call('HSET', KEYS[2], 'status', status, 'completed_at', ARGV[4], 'error', err)
 if metrics then redis.call('HINCRBY', metrics, 'jobs|' .. ARGV[11] .. '|' .. status, 1) end
+-- Deadlines (keys.deadlines): the job has ended, the sweep has nothing left to do for it.
+if #KEYS > named + 2 then redis.call('ZREM', KEYS[named + 3], ARGV[10]) end
 redis.call('EXPIRE', KEYS[2], ARGV[5])
 redis.call('EXPIRE', KEYS[3], ARGV[5])
 redis.call('XADD', KEYS[5], '*', 'job', ARGV[10], 'type', ARGV[12], 'at', ARGV[4])
@@ -128,7 +134,8 @@ return 3
 # workers then skip its items (Store.load, COMPLETE_STAGE). A job that has ended already is
 # left as it is.
 # KEYS: 1 job hash, 2 job outputs hash, 3 events stream, 4 the pipeline's backlog counter,
-#       5 (optional) keys.METRICS: the job and its unfinished items counted as canceled
+#       5 (optional) its deadlines set (keys.deadlines), which the job leaves,
+#       6 (optional) keys.METRICS: the job and its unfinished items counted as canceled
 # ARGV: 1 now ms, 2 ttl s, 3 job id
 # Returns {1, 'canceled'}, {0, status} if the job had ended already, {-1, ''} if there is no job.
 CANCEL_JOB = """
@@ -140,17 +147,89 @@ local left = total - tonumber(redis.call('HGET', KEYS[1], 'done') or '0')
 redis.call('HSET', KEYS[1], 'status', 'canceled', 'completed_at', ARGV[1],
            'error', 'canceled: ' .. left .. ' of ' .. total .. ' items had not finished')
 if left > 0 and redis.call('DECRBY', KEYS[4], left) < 0 then redis.call('SET', KEYS[4], 0) end
+if #KEYS > 4 then redis.call('ZREM', KEYS[5], ARGV[3]) end
 -- metrics: the job and its unfinished items, canceled
-if KEYS[5] then
+if KEYS[6] then
   local pipeline = redis.call('HGET', KEYS[1], 'pipeline') or '?'
-  redis.call('HINCRBY', KEYS[5], 'jobs|' .. pipeline .. '|canceled', 1)
-  if left > 0 then redis.call('HINCRBY', KEYS[5], 'items|' .. pipeline .. '|canceled', left) end
+  redis.call('HINCRBY', KEYS[6], 'jobs|' .. pipeline .. '|canceled', 1)
+  if left > 0 then redis.call('HINCRBY', KEYS[6], 'items|' .. pipeline .. '|canceled', left) end
 end
 -- (end metrics)
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('EXPIRE', KEYS[2], ARGV[2])
 redis.call('XADD', KEYS[3], '*', 'job', ARGV[3], 'type', 'job.completed', 'at', ARGV[1])
 return {1, 'canceled'}
+"""
+
+# Deadlines: end a job that is due (keys.deadlines: its `timeout_s`, or its TTL), whatever the
+# workers do. Its outputs not finished fail with the reason (with `timeout_s`: ARGV[4], a
+# format string given the job's `timeout_s`; without: ARGV[5]), it ends by the usual rules
+# (succeeded if an item succeeded, else failed), the backlog counter loses its unfinished
+# items, one job.completed event; it leaves the deadlines set. Exactly once with any number of
+# sweepers: a job not in the set (ended already) or not due yet is left alone.
+# KEYS: 1 job hash, 2 job outputs hash, 3 events stream, 4 backlog counter, 5 deadlines set,
+#       6 (optional) keys.METRICS: the job and the items it failed counted there
+# ARGV: 1 now ms, 2 ttl s, 3 job id, 4 reason format (timeout_s), 5 reason (no timeout_s)
+# Returns {1, items it failed, total} ended; {0, 0, 0} nothing to do; {-1, 0, 0} the job's
+# record is gone while it was open (its items may still count: RECOUNT_BACKLOG).
+EXPIRE_JOB = """
+local due = redis.call('ZSCORE', KEYS[5], ARGV[3])
+if not due or tonumber(due) > tonumber(ARGV[1]) then return {0, 0, 0} end
+redis.call('ZREM', KEYS[5], ARGV[3])
+local job = redis.call('HMGET', KEYS[1], 'status', 'total', 'done', 'failed', 'timeout_s', 'pipeline')
+if not job[1] then
+  redis.call('DEL', KEYS[2])
+  return {-1, 0, 0}
+end
+if job[1] ~= 'queued' and job[1] ~= 'running' then return {0, 0, 0} end
+local total = tonumber(job[2] or '0')
+local reason = ARGV[5]
+if job[5] then reason = string.format(ARGV[4], job[5]) end
+local expired = 0
+for i = 0, total - 1 do
+  local output = cjson.encode({index = i, status = 'failed', error = reason})
+  if redis.call('HSETNX', KEYS[2], i, output) == 1 then expired = expired + 1 end
+end
+local left = total - tonumber(job[3] or '0')
+if left > 0 and redis.call('DECRBY', KEYS[4], left) < 0 then redis.call('SET', KEYS[4], 0) end
+local failed = tonumber(job[4] or '0') + expired
+local status, err = 'succeeded', ''
+if failed >= total then status, err = 'failed', 'all ' .. total .. ' items failed' end
+redis.call('HSET', KEYS[1], 'status', status, 'completed_at', ARGV[1], 'error', err,
+           'done', total, 'failed', failed)
+-- metrics: the items it failed, and the job
+if KEYS[6] then
+  local pipeline = job[6] or '?'
+  if expired > 0 then redis.call('HINCRBY', KEYS[6], 'items|' .. pipeline .. '|failed', expired) end
+  redis.call('HINCRBY', KEYS[6], 'jobs|' .. pipeline .. '|' .. status, 1)
+end
+-- (end metrics)
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+redis.call('XADD', KEYS[3], '*', 'job', ARGV[3], 'type', 'job.completed', 'at', ARGV[1])
+return {1, expired, total}
+"""
+
+# Set a pipeline's backlog counter to what its open jobs hold: the sum of total - done over
+# the jobs of its deadlines set still open; members whose record is gone (or ended) leave the
+# set. Every change to the counter is atomic with its job's, so the sum is exact. O(open jobs);
+# run when a sweep finds a job whose record vanished while open (EXPIRE_JOB -1).
+# KEYS: 1 backlog counter, 2 deadlines set. ARGV: 1 the job keys' prefix (keys.job(''))
+# Returns {the counter before, after, members dropped}
+RECOUNT_BACKLOG = """
+local before = tonumber(redis.call('GET', KEYS[1]) or '0')
+local sum, dropped = 0, 0
+for _, id in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+  local job = redis.call('HMGET', ARGV[1] .. id, 'status', 'total', 'done')
+  if job[1] == 'queued' or job[1] == 'running' then
+    sum = sum + tonumber(job[2] or '0') - tonumber(job[3] or '0')
+  else
+    redis.call('ZREM', KEYS[2], id)
+    dropped = dropped + 1
+  end
+end
+redis.call('SET', KEYS[1], sum)
+return {before, sum, dropped}
 """
 
 # Admission control: grant a new job of a pipeline its place, or refuse it, atomically. The

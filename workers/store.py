@@ -16,6 +16,7 @@ from typing import Any
 import redis
 
 from shared import codecs, keys
+from shared.jobs import expired_reason
 from shared.messages import EventType, ItemOutput, ItemStatus, JobStatus, WorkItem, now_ms
 from shared.pipeline_spec import INPUT, PipelinesConfig, StageSpec
 from workers import scripts
@@ -42,6 +43,9 @@ class StageResult:
     error: str | None = None
     # Given up after too many deliveries: fields of its dead-letter entry (needs `error`)
     dead_letter: dict[str, str] | None = None
+
+
+_OPEN = (JobStatus.queued.value, JobStatus.running.value)  # a job in any other status has ended
 
 
 def _text(value: str | bytes) -> str:
@@ -115,10 +119,11 @@ class Store:
 
     def load(self, entries: list[Entry]) -> list[list[Any] | None]:
         """Per entry, the values its stage needs, in `needs` order; None where there is nothing to
-        run: the item is gone, its job was canceled, or its job's deadline (`timeout_s`) passed.
+        run: the item is gone, its job has ended (canceled, expired), or its job's deadline
+        (`timeout_s`) passed.
 
         Also marks each job running, and reads each job's status and deadline in the same round
-        trip: entries of a canceled job are acknowledged, items past their job's deadline fail
+        trip: entries of an ended job are acknowledged, items past their job's deadline fail
         as expired (through COMPLETE_STAGE, like any failure), both here, before any of their
         work is done; they come back as None. Values that cannot be decoded come back as CodecError
         instances, for the caller to fail the item with. An item whose hash has a `blob`
@@ -172,33 +177,35 @@ class Store:
     def _skip_stopped(
         self, entries: list[Entry], present: list[bool], jobs: dict[str, list[Any]], stamp: int
     ) -> set[tuple[str, str]]:
-        """Settle, in one round trip, the entries whose job was canceled (acknowledged) or whose
-        job's deadline has passed (the item, if still there, fails as expired); returns their
-        (stream, entry id)."""
-        canceled: list[Entry] = []
+        """Settle, in one round trip, the entries whose job has ended (canceled, or by the deadline
+        sweep) or is gone (acknowledged unrun), or whose job's deadline has passed (the item, if
+        still there, fails as expired); returns their (stream, entry id)."""
+        ended: list[Entry] = []
         expired: list[StageResult] = []
         for entry, here in zip(entries, present, strict=True):
             status, deadline, timeout_s = jobs[entry.item.job_id]
-            if status is not None and _text(status) == JobStatus.canceled.value:
-                canceled.append(entry)
+            if status is None or _text(status) not in _OPEN:  # ended, or gone (its record expired)
+                ended.append(entry)
             elif here and deadline is not None and stamp > int(deadline):
-                reason = f"expired: the job's timeout_s of {_text(timeout_s or b'?')} s passed"
+                reason = expired_reason(_text(timeout_s or b"?"))
                 expired.append(StageResult(entry, error=reason))
-        if not canceled and not expired:
+        if not ended and not expired:
             return set()
         pipe = ScriptedPipeline(self.redis)
-        for entry in canceled:
+        for entry in ended:
             pipe.pipe.xack(entry.stream, keys.stream_group(entry.stream), entry.entry_id)
         for result in expired:
             self._complete_one(pipe, keys.stream_group(result.entry.stream), result, stamp)
         pipe.execute()
-        for job_id in dict.fromkeys(e.item.job_id for e in canceled):
-            count = sum(e.item.job_id == job_id for e in canceled)
-            log.info("job=%s canceled: skipped %d entries", job_id, count)
+        for job_id in dict.fromkeys(e.item.job_id for e in ended):
+            count = sum(e.item.job_id == job_id for e in ended)
+            status = jobs[job_id][0]
+            why = f"has ended ({_text(status)})" if status is not None else "is gone"
+            log.info("job=%s %s: skipped %d entries", job_id, why, count)
         for result in expired:
             item = result.entry.item
             log.info("job=%s stage=%s index=%d %s", item.job_id, item.stage, item.index, result.error)
-        return {(e.stream, e.entry_id) for e in canceled} | {
+        return {(e.stream, e.entry_id) for e in ended} | {
             (r.entry.stream, r.entry.entry_id) for r in expired
         }
 
@@ -266,7 +273,7 @@ class Store:
             result.entry.stream,
             keys.EVENTS,
         ] + [keys.stream(pipeline.stream_name(d)) for d in downstream]
-        backlog = keys.backlog(item.pipeline)  # last, after the dead-letter stream if any
+        tail = self._tail_keys(item.pipeline)
         args: list[Any] = [
             group, result.entry.entry_id, item.index, stamp, self.ttl_s,
             keys.stage_output_field(stage.name), payload, final_json, failed,
@@ -279,7 +286,12 @@ class Store:
             keys_.append(keys.DEADLETTER)
             for name, value in result.dead_letter.items():
                 args += [name, value]
-        pipe.script(self._complete, [*keys_, keys.METRICS, backlog], args)  # METRICS: counts final statuses
+        pipe.script(self._complete, [*keys_, *tail], args)
+
+    def _tail_keys(self, pipeline: str) -> list[str]:
+        """COMPLETE_STAGE's last keys, after the dead-letter stream if any: the pipeline's
+        counters and deadlines set, and the metrics hash (final statuses are counted there)."""
+        return [keys.backlog(pipeline), keys.drained(pipeline), keys.deadlines(pipeline), keys.METRICS]
 
     def ack_gone(self, group: str, entries: list[Entry]) -> None:
         """Acknowledge entries whose item no longer exists (finished already, or expired)."""

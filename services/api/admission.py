@@ -6,18 +6,23 @@ new job first takes a grant (scripts.ADMIT, one atomic check-and-reserve): refus
 `Retry-After`) while counter + open grants is at or over DLPIPE_MAX_BACKLOG, so a job
 admitted just under the cap overshoots it by at most its own items. The job's MULTI adds
 its items to the counter and drops the grant; a request that dies in between leaves a
-grant that lapses by itself (GRANT_MS), never a counter that stays up.
+grant that lapses by itself (GRANT_MS), never a counter that stays up. A refusal's
+`Retry-After` comes from the pipeline's drain rate (services/api/drain.py).
 
 Idempotency. `Idempotency-Key: <key>` (1-255 printable ASCII characters) on a submit maps,
 per caller (API key), to the request's fingerprint (pipeline + body, the multipart boundary
 left out) and the job. The first request claims the key (SET NX, a pending record that
 lapses after PENDING_S if the request dies) before the job is written, and the job's own
 MULTI turns the claim into the final record (the job id and its 202 body, kept
-DLPIPE_IDEMPOTENCY_TTL_S): so the job exists exactly when its record does. A request with
-the same key and fingerprint replays that 202 (same id, same body); one with another
-fingerprint gets 422 naming the header. One that arrives while the first is still in
-flight waits for it (polling, up to WAIT_S), then replays; only if it is still not done
-then does it get 409. Fifty at once make one job and fifty 202s with its id.
+DLPIPE_IDEMPOTENCY_TTL_S): so the job exists exactly when its record does. That MULTI runs
+only while the key still holds this request's claim (WATCH, Claim.fence): a claim that
+lapsed (its request slow, or its API process killed) and was taken by a retry can never
+make a second job, so the lapse can be short, and a retry after a killed API waits seconds,
+not a minute. A request with the same key and fingerprint replays that 202 (same id, same
+body); one with another fingerprint gets 422 naming the header. One that arrives while the
+first is still in flight waits for it (polling, up to WAIT_S, longer than PENDING_S: by then
+the first has written its job or its claim has lapsed and this one takes the key), then
+replays or writes. Fifty at once make one job and fifty 202s with its id.
 """
 
 from __future__ import annotations
@@ -34,16 +39,16 @@ from typing import Any
 from redis.asyncio import Redis
 from starlette.exceptions import HTTPException
 
+from services.api.drain import retry_after_s
 from shared import keys
 from shared.errors import InvalidRequest
 from shared.messages import now_ms
 from workers import scripts
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
-RETRY_AFTER_S = 5  # the 429's Retry-After: a fixed hint (the backlog drains at the workers' pace)
 GRANT_MS = 60_000  # how long an admission grant holds its place if its job is never written
-PENDING_S = 60  # how long a claimed key stays claimed if its request dies before the job exists
-WAIT_S = 10.0  # how long a request waits for another one with its key to finish
+PENDING_S = 10  # how long a claimed key stays claimed if its request dies before the job exists
+WAIT_S = 12.0  # how long a request waits for another one with its key (longer: a dead claim lapses)
 _KEY = re.compile(r"^[\x21-\x7e][\x20-\x7e]{0,254}$")
 _BOUNDARY = re.compile(r'boundary="?([^";]+)"?', re.IGNORECASE)
 
@@ -57,8 +62,11 @@ return 0
 # -- admission ------------------------------------------------------------------------------
 
 
-async def admit(client: Redis, pipeline: str, items: int, max_backlog: int) -> str:
-    """Take a grant for a job of `items` items, or raise 429; returns the grant (for queue_new_job)."""
+async def admit(
+    client: Redis, pipeline: str, items: int, max_backlog: int, drain_per_s: float | None = None
+) -> str:
+    """Take a grant for a job of `items` items, or raise 429 (`Retry-After` from the pipeline's
+    drain rate, `drain_per_s` items/s, None: unknown); returns the grant (for queue_new_job)."""
     grant = uuid.uuid4().hex
     script = client.register_script(scripts.ADMIT)
     granted, backlog = await script(
@@ -66,11 +74,12 @@ async def admit(client: Redis, pipeline: str, items: int, max_backlog: int) -> s
         args=[now_ms(), GRANT_MS, max_backlog, grant, items],
     )
     if not int(granted):
+        wait_s = retry_after_s(int(backlog), max_backlog, drain_per_s)
         raise HTTPException(
             429,
             f"pipeline {pipeline!r} is at capacity: {int(backlog)} items accepted and not finished, "
-            f"at most {max_backlog} (DLPIPE_MAX_BACKLOG); retry after {RETRY_AFTER_S} s",
-            headers={"Retry-After": str(RETRY_AFTER_S)},
+            f"at most {max_backlog} (DLPIPE_MAX_BACKLOG); retry after {wait_s} s",
+            headers={"Retry-After": str(wait_s)},
         )
     return f"{grant}:{items}"
 
@@ -113,6 +122,23 @@ class Claim:
     fingerprint: str
     job_id: str
     pending: str  # the exact pending record it wrote
+
+    async def fence(self, pipe: Any) -> None:
+        """Start the job's transaction on `pipe` (MULTI) only while the key holds this claim,
+        watched till EXEC, which then fails (WatchError) if a retry took the key over meanwhile;
+        409 if one has already."""
+        await pipe.watch(self.redis_key)
+        current = await pipe.get(self.redis_key)
+        if current is None or (current.decode() if isinstance(current, bytes) else current) != self.pending:
+            await pipe.reset()
+            raise self.taken_over()
+        pipe.multi()
+
+    def taken_over(self) -> HTTPException:
+        return HTTPException(
+            409, f"this request's claim on its {IDEMPOTENCY_HEADER} lapsed and a retry took it over; "
+            "retry it to get that request's job",
+        )  # fmt: skip
 
     def record(self, pipe: Any, response: dict[str, Any], ttl_s: int) -> None:
         """Add to the job's MULTI: the key's final record (the job and its 202 body)."""

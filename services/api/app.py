@@ -2,7 +2,8 @@
 
 The pipelines file is loaded (and its modules located, never imported: the API image has no
 torch) when the app is created, so a bad file stops the API at start. The lifespan opens one
-async Redis client (and the job waiters that follow its events stream) and closes them.
+async Redis client and closes it; meanwhile it runs the deadline sweep (services/api/sweep.py)
+and the job waiters that follow the events stream.
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from services.api.auth import key_digests, require_api_key
+from services.api.drain import DrainRates
 from services.api.errors import install_error_handlers
 from services.api.limits import BodySizeLimit
 from services.api.routers import health, jobs, metrics, pipelines, webhooks
 from services.api.schemas import ErrorBody, JobRequest, VideoOptions
 from services.api.waiters import JobWaiters
+from services.api.sweep import Sweeper
 from shared.pipeline_spec import check_callables, load_pipelines
 from shared.redis_checks import check_redis_async
 from shared.settings import Settings
@@ -31,6 +34,8 @@ from shared.settings import Settings
 log = logging.getLogger(__name__)
 
 RedisFactory = Callable[[str], Redis]
+
+SWEEP_STOP_S = 15.0  # at shutdown, how long the sweep in hand may take to finish
 
 DESCRIPTION = """\
 Run deep-learning pipelines as jobs. Submit inputs to a pipeline (`POST /v1/pipelines/{name}/jobs`),
@@ -112,11 +117,22 @@ def create_app(settings: Settings, *, redis_factory: RedisFactory | None = None)
         app.state.waiters = JobWaiters(client)
         log.info("api started: pipelines=%s", ",".join(sorted(config.pipelines)))
         checking = asyncio.create_task(_check_redis_when_reachable(client))
+        sweeper = Sweeper(
+            client, config.pipelines, ttl_s=settings.job_ttl_s,
+            interval_s=settings.deadline_sweep_interval_ms / 1000, rates=app.state.drain_rates,
+        )  # fmt: skip
+        stop_sweeping = asyncio.Event()
+        sweeping = asyncio.create_task(sweeper.run(stop_sweeping))
         try:
             yield
         finally:
+            stop_sweeping.set()
             checking.cancel()
             await app.state.waiters.stop()
+            try:
+                await asyncio.wait_for(sweeping, SWEEP_STOP_S)
+            except TimeoutError:
+                log.warning("the deadline sweep did not stop within %.0fs", SWEEP_STOP_S)
             app.state.redis = None
             await client.aclose()
             log.info("api stopped")
@@ -133,6 +149,7 @@ def create_app(settings: Settings, *, redis_factory: RedisFactory | None = None)
     app.state.config = config
     app.state.redis = None
     app.state.waiters = None
+    app.state.drain_rates = DrainRates()  # sampled by the sweep, read for a 429's Retry-After
     # Who may call: with DLPIPE_API_KEYS set, every /v1 route needs a key (services/api/auth.py);
     # /healthz, /readyz, /metrics, /docs and /openapi.json stay open.
     app.state.api_key_digests = key_digests(settings)

@@ -76,6 +76,7 @@ class Submitted:
     # client cannot know whether such an attempt created a job (a reply lost with Redis, say),
     # so its retry may make a second one. Idempotency-Key is the cure; these tests retry without.
     uncertain: set[int] = field(default_factory=set)
+    replayed: set[int] = field(default_factory=set)  # job numbers answered `Idempotent-Replayed: true`
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -87,9 +88,11 @@ def submit_jobs(
     threads: int = 4,
     into: Submitted | None = None,
     retry: Callable[[int], bool] = lambda n: False,
+    headers: Callable[[int], dict[str, str]] | None = None,
 ) -> Submitted:
     """Submit n one-image jobs with `threads` clients; record what was accepted. A refused
-    job (an error or non-202) is retried while `retry(tries so far)` says so."""
+    job (an error or non-202) is retried while `retry(tries so far)` says so. `headers(k)`:
+    more headers for job k (every try), an `Idempotency-Key` say."""
     done = into or Submitted()
     encoded = [base64.b64encode(i).decode() for i in images]
 
@@ -101,11 +104,14 @@ def submit_jobs(
         while True:
             tries += 1
             try:
-                response = client.post(f"/v1/pipelines/{PIPELINE}/jobs", json=body)
+                response = client.post(f"/v1/pipelines/{PIPELINE}/jobs", json=body,
+                                       headers=headers(k) if headers else None)  # fmt: skip
                 what = str(response.status_code)
                 if response.status_code == 202:
                     with done.lock:
                         done.accepted.append(response.json()["id"])
+                        if response.headers.get("idempotent-replayed") == "true":
+                            done.replayed.add(k)
                     return
             except httpx.HTTPError as exc:
                 what = type(exc).__name__

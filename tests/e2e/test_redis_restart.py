@@ -2,19 +2,23 @@
 202 is lost, every process of the stack rides out the outage (same pids after it), /readyz
 says 503 while Redis is away and a submission gets 503, not 500.
 
-The stack uses a Redis this test starts (DLPIPE_REDIS_URL) with `appendfsync always`: every
-write, a job's included, is fsynced before Redis answers, so a 202 means the job is on disk
-(README: Durability). Jobs are submitted all along by a client that retries what is refused.
+Two ways: a Redis this test starts (DLPIPE_REDIS_URL) and starts again itself, after every
+worker has backed off; and `dlpipe up`'s embedded Redis, which `dlpipe up` itself restarts.
+Both with `appendfsync always`: every write, a job's included, is fsynced before Redis
+answers, so a 202 means the job is on disk (README: Durability). Jobs are submitted all along
+by a client that retries what is refused.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 import signal
 import threading
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -24,12 +28,14 @@ import redis
 from shared.embedded_redis import start_redis
 from tests.e2e.chaos import (
     Submitted,
+    Verdict,
     check,
     delivery_state,
     retry_pending,
     finished,
     image_classify_only,
     processes,
+    redis_url_of,
     submit_jobs,
     tiny_jpegs,
     unfinished_entries,
@@ -73,16 +79,18 @@ def backed_off(log_text: str, retries: int) -> bool:
     return True
 
 
+def redis_pids(stack: Stack) -> list[int]:
+    """The embedded redis-server's pids, oldest first, as `dlpipe up` logs them (Redis sets
+    its own process title, so its command line does not say what it is)."""
+    return [int(pid) for pid in re.findall(r"started redis pid=(\d+)", stack.log())]
+
+
 def readyz(stack: Stack) -> int:
     return httpx.get(f"{stack.base_url}/readyz", timeout=10).status_code
 
 
-def test_no_accepted_job_is_lost_when_redis_is_killed_and_restarted(tmp_path: Path) -> None:
-    data = tmp_path / "redis"
-    proc, port = start_redis(data, appendfsync="always")
-    url = f"redis://127.0.0.1:{port}/0"
-    env = {
-        "DLPIPE_REDIS_URL": url,
+def stack_env(tmp_path: Path) -> dict[str, str]:
+    return {
         "DLPIPE_PIPELINES_FILE": str(image_classify_only(tmp_path / "pipelines.yaml")),
         "DLPIPE_LEASE_MS": "1500",
         "DLPIPE_WORKER_TTL_MS": "2000",
@@ -92,23 +100,77 @@ def test_no_accepted_job_is_lost_when_redis_is_killed_and_restarted(tmp_path: Pa
         "DLPIPE_WEBHOOK_RETRY_SCHEDULE_S": "0,1,1,2",
         "DLPIPE_WEBHOOK_TIMEOUT_S": "5",
     }
+
+
+def start_submitting(
+    stack: Stack, receiver: Receiver, stop: threading.Event
+) -> tuple[Submitted, threading.Thread]:
+    """JOBS jobs, two clients, each retrying a refused job every 0.1 s until `stop` is set."""
+    submitted = Submitted()
+
+    def retry(tries: int) -> bool:
+        return not stop.wait(0.1)
+
+    submitter = threading.Thread(
+        target=submit_jobs, args=(stack.base_url, JOBS, tiny_jpegs(), receiver.url, 2, submitted, retry)
+    )
+    submitter.start()
+    return submitted, submitter
+
+
+@dataclass
+class Settled:
+    verdict: Verdict
+    late: dict[str, str]  # job -> where its completion webhook is, for those not received
+    drained_s: float  # from `since` to every accepted job final
+
+
+def settle(
+    stack: Stack, client: redis.Redis, receiver: Receiver, submitted: Submitted, submitter: threading.Thread,
+    since: float,
+) -> Settled:  # fmt: skip
+    """Wait for every job to be accepted and to end, and judge them all (chaos.check)."""
+    submitter.join(120)
+    assert not submitter.is_alive()
+    job_ids = list(submitted.accepted)
+    assert len(job_ids) == JOBS
+    assert set(submitted.refused) <= {"503"}, submitted.refused  # never a 500
+    wait_until(lambda: finished(client, job_ids) == JOBS, 120, "every accepted job to finish")
+    drained_s = time.monotonic() - since
+    try:
+        wait_until(lambda: receiver.answered_jobs() >= set(job_ids), 15, "")
+    except AssertionError:
+        pass  # counted below
+    wait_until(lambda: not any(unfinished_entries(client).values()), 30, "every entry acknowledged")
+    verdict = check(stack.base_url, client, job_ids, receiver.hooks, submitted.uncertain)
+    late = {j: delivery_state(client, j) for j in verdict.without_webhook}
+    return Settled(verdict, late, drained_s)
+
+
+def assert_nothing_lost(stack: Stack, settled: Settled, summary: str) -> None:
+    verdict = settled.verdict
+    assert stack.proc.poll() is None, "dlpipe up died"
+    assert "died; exiting 1" not in stack.log()  # no notifier thread died
+    assert verdict.delivered == JOBS and verdict.lost == [] and verdict.duplicated == [], summary
+    assert verdict.failed_outputs == {}, summary
+    assert verdict.distinct_events_over_one == [] and verdict.unknown_hooks == 0, summary
+    # Each completion webhook arrived, or its attempt was cut by the outage and rq holds it
+    # to run again (retried once the abandoned job's heartbeat lapses): late, not lost.
+    assert all(retry_pending(state) for state in settled.late.values()), summary
+
+
+def test_no_accepted_job_is_lost_when_redis_is_killed_and_restarted(tmp_path: Path) -> None:
+    data = tmp_path / "redis"
+    proc, port = start_redis(data, appendfsync="always")
+    url = f"redis://127.0.0.1:{port}/0"
     client = redis.Redis.from_url(url)
     stack: Stack | None = None
     stop = threading.Event()  # set: the submitting client gives up what is refused
     try:
         with Receiver() as receiver:
-            stack = start_stack(tmp_path, env)
+            stack = start_stack(tmp_path, {**stack_env(tmp_path), "DLPIPE_REDIS_URL": url})
             before = stack_pids(stack)
-            submitted = Submitted()
-
-            def retry(tries: int) -> bool:  # a client that retries a refused job every 0.1 s
-                return not stop.wait(0.1)
-
-            submitter = threading.Thread(
-                target=submit_jobs,
-                args=(stack.base_url, JOBS, tiny_jpegs(), receiver.url, 2, submitted, retry),
-            )
-            submitter.start()
+            submitted, submitter = start_submitting(stack, receiver, stop)
             wait_until(lambda: len(submitted.accepted) >= KILL_AFTER, 60, f"{KILL_AFTER} jobs accepted")
 
             log_offset = len(stack.log())
@@ -133,41 +195,19 @@ def test_no_accepted_job_is_lost_when_redis_is_killed_and_restarted(tmp_path: Pa
             restarted_at = time.monotonic()
             wait_until(lambda: readyz(stack) == 200, 60, "/readyz 200 again")
             ready_again_s = time.monotonic() - restarted_at
-            submitter.join(120)
-            assert not submitter.is_alive()
-            job_ids = list(submitted.accepted)
-            assert len(job_ids) == JOBS
-            assert set(submitted.refused) <= {"503"}, submitted.refused  # never a 500
-
-            wait_until(lambda: finished(client, job_ids) == JOBS, 120, "every accepted job to finish")
-            drained_s = time.monotonic() - restarted_at
-            try:
-                wait_until(lambda: receiver.answered_jobs() >= set(job_ids), 15, "")
-            except AssertionError:
-                pass  # counted below
-            wait_until(lambda: not any(unfinished_entries(client).values()), 30, "every entry acknowledged")
-            verdict = check(stack.base_url, client, job_ids, receiver.hooks, submitted.uncertain)
-            late = {j: delivery_state(client, j) for j in verdict.without_webhook}
-            missing = Counter(late.values())
+            settled = settle(stack, client, receiver, submitted, submitter, restarted_at)
             after = stack_pids(stack)
         summary = (
-            f"redis restart: {verdict.summary()}; {accepted_before} accepted before the kill, "
+            f"redis restart: {settled.verdict.summary()}; {accepted_before} accepted before the kill, "
             f"{sum(submitted.refused.values())} submissions refused (503) during a {outage_s:.1f}s "
             f"outage (readyz 503, every worker backing off); ready again "
-            f"{ready_again_s:.1f}s and drained {drained_s:.1f}s after the restart; completion webhooks "
-            f"not received within the run, by delivery state: {dict(missing)}"
+            f"{ready_again_s:.1f}s and drained {settled.drained_s:.1f}s after the restart; completion "
+            f"webhooks not received within the run, by delivery state: {dict(Counter(settled.late.values()))}"
         )
         log.warning(summary)
         print(summary)  # noqa: T201
         assert after == before, f"a process died with redis: {before} -> {after}"  # none restarted
-        assert stack.proc.poll() is None, "dlpipe up died"
-        assert "died; exiting 1" not in stack.log()  # no notifier thread died
-        assert verdict.delivered == JOBS and verdict.lost == [] and verdict.duplicated == [], summary
-        assert verdict.failed_outputs == {}, summary
-        assert verdict.distinct_events_over_one == [] and verdict.unknown_hooks == 0, summary
-        # Each completion webhook arrived, or its attempt was cut by the outage and rq holds it
-        # to run again (retried once the abandoned job's heartbeat lapses): late, not lost.
-        assert all(retry_pending(state) for state in late.values()), summary
+        assert_nothing_lost(stack, settled, summary)
     finally:
         stop.set()
         if stack is not None:
@@ -175,3 +215,41 @@ def test_no_accepted_job_is_lost_when_redis_is_killed_and_restarted(tmp_path: Pa
         client.close()
         proc.kill()
         proc.wait()
+
+
+def test_dlpipe_up_restarts_its_embedded_redis_and_no_accepted_job_is_lost(tmp_path: Path) -> None:
+    stop = threading.Event()
+    with Receiver() as receiver:
+        stack = start_stack(tmp_path, {**stack_env(tmp_path), "DLPIPE_REDIS_APPENDFSYNC": "always"})
+        client = redis.Redis.from_url(redis_url_of(stack.log()))
+        try:
+            before = stack_pids(stack)
+            (redis_pid,) = redis_pids(stack)
+            submitted, submitter = start_submitting(stack, receiver, stop)
+            wait_until(lambda: len(submitted.accepted) >= KILL_AFTER, 60, f"{KILL_AFTER} jobs accepted")
+            os.kill(redis_pid, signal.SIGKILL)
+            killed_at = time.monotonic()
+            accepted_before = len(submitted.accepted)
+            # `dlpipe up` starts it again (after 1 s), on the same port and AOF: the same URL answers.
+            wait_until(lambda: len(redis_pids(stack)) == 2, 30, "dlpipe up to start redis-server again")
+            wait_until(lambda: readyz(stack) == 200, 60, "/readyz 200 again")
+            ready_again_s = time.monotonic() - killed_at
+            settled = settle(stack, client, receiver, submitted, submitter, killed_at)
+            after = stack_pids(stack)
+            summary = (
+                f"embedded redis restart: {settled.verdict.summary()}; {accepted_before} accepted "
+                f"before the kill, {sum(submitted.refused.values())} submissions refused (503); ready "
+                f"again {ready_again_s:.1f}s and drained {settled.drained_s:.1f}s after the kill; "
+                f"completion webhooks not received within the run: {dict(Counter(settled.late.values()))}"
+            )
+            log.warning(summary)
+            print(summary)  # noqa: T201
+            assert after == before, f"a process died with redis: {before} -> {after}"  # only Redis restarted
+            text = stack.log()
+            assert f"EMBEDDED REDIS DIED (redis-server pid {redis_pid})" in text
+            assert "EMBEDDED REDIS RESTARTED" in text
+            assert_nothing_lost(stack, settled, summary)
+        finally:
+            stop.set()
+            client.close()
+            stop_stack(stack)

@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 from services.api.app import create_app
 from shared import codecs, keys
 from shared.embedded_redis import free_port
+from shared.jobs import OPEN_JOB_GRACE_S
 from shared.settings import Settings
 from tests.unit.test_api_fixtures import (  # noqa: F401 - fixtures
     MAX_BYTES,
@@ -48,9 +49,12 @@ async def test_json_job_is_queued_with_location_and_pending_outputs(
     assert view["progress"] == {"done": 0, "total": 2}
     assert [(o["index"], o["status"]) for o in view["outputs"]] == [(0, "pending"), (1, "pending")]
     assert view["metadata"] == {"k": [1]} and view["webhook"] is None
-    # The job is in Redis: record with a TTL, one input per item, one entry per item on the first stage.
+    # The job is in Redis: record with a TTL (past its own while it is open, so the deadline sweep
+    # finds it), one input per item, one entry per item on the first stage; in the deadlines set.
     assert sync_redis.hget(keys.job(job_id), "status") == b"queued"
-    assert 0 < sync_redis.ttl(keys.job(job_id)) <= settings.job_ttl_s
+    assert settings.job_ttl_s < sync_redis.ttl(keys.job(job_id)) <= settings.job_ttl_s + OPEN_JOB_GRACE_S
+    created_ms = int(sync_redis.hget(keys.job(job_id), "created_at"))
+    assert sync_redis.zscore(keys.deadlines("img"), job_id) == created_ms + settings.job_ttl_s * 1000
     for index, raw in enumerate([b"one", b"two!"]):
         stored = sync_redis.hget(keys.item(job_id, index), keys.INPUT_FIELD)
         assert codecs.decode(stored) == {"image": raw}

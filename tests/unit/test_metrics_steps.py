@@ -79,7 +79,8 @@ def test_cancel_counts_the_job_and_its_unfinished_items(client: Any) -> None:
     cpu = cpu_worker(store)
     cpu.run_once()  # the bad one fails; the two others wait for the model
     cancel = client.register_script(scripts.CANCEL_JOB)
-    job_keys = [keys.job("m4"), keys.job_outputs("m4"), keys.EVENTS, keys.backlog("sums"), keys.METRICS]
+    job_keys = [keys.job("m4"), keys.job_outputs("m4"), keys.EVENTS, keys.backlog("sums"), keys.deadlines("sums"),
+                keys.METRICS]
     assert cancel(keys=job_keys, args=[now_ms(), 3600, "m4"])[0] == 1
     assert cancel(keys=job_keys, args=[now_ms(), 3600, "m4"])[0] == 0  # ended already: nothing more
     parsed = stored(client)

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, WatchError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
@@ -32,7 +32,7 @@ from services.api.schemas import ErrorBody, multipart_job_schema
 from services.api.waiters import parse_prefer_wait
 from shared import keys
 from shared.errors import NotFound
-from shared.jobs import deadline_ms, groups_record, queue_new_job
+from shared.jobs import deadline_ms, drop_items, groups_record, queue_new_job
 from shared.messages import JobStatus, JobView, job_view_from_redis, now_ms
 from shared.pipeline_spec import InputKind, PipelineSpec
 from workers import scripts
@@ -203,7 +203,8 @@ async def create_job(
         claim = held
     grant: str | None = None
     try:
-        grant = await admission.admit(client, pipeline.name, len(parsed.inputs), settings.max_backlog)
+        rate = request.app.state.drain_rates.rate(pipeline.name)
+        grant = await admission.admit(client, pipeline.name, len(parsed.inputs), settings.max_backlog, rate)
         view = await _write_job(response, client, settings, pipeline, parsed, job_id, grant, claim)
     except BaseException:
         # Nothing was written (or we cannot tell): give the key and the grant back, best effort;
@@ -265,6 +266,8 @@ async def _write_job(
         record["deadline"] = str(deadline_ms(created, parsed.timeout_s))
     view = job_view_from_redis(record, {})
     async with client.pipeline(transaction=True) as pipe:
+        if claim is not None:
+            await claim.fence(pipe)
         queue_new_job(
             pipe,
             job_id=job_id,
@@ -284,7 +287,11 @@ async def _write_job(
         )
         if claim is not None:
             claim.record(pipe, view.model_dump(mode="json"), settings.idempotency_ttl_s)
-        await pipe.execute()
+        try:
+            await pipe.execute()
+        except WatchError:
+            assert claim is not None  # only a claim's key is watched
+            raise claim.taken_over() from None
     log.info("job=%s pipeline=%s accepted n=%d", job_id, pipeline.name, len(parsed.inputs))
     response.headers["Location"] = f"/v1/jobs/{job_id}"
     return view
@@ -359,12 +366,14 @@ async def cancel_job(
     if pipeline is None:
         raise NotFound(f"no job {job_id!r}")
     script = client.register_script(scripts.CANCEL_JOB)
+    name = _text(pipeline)
     outcome, status = await script(
         keys=[
             keys.job(job_id),
             keys.job_outputs(job_id),
             keys.EVENTS,
-            keys.backlog(_text(pipeline)),
+            keys.backlog(name),
+            keys.deadlines(name),
             keys.METRICS,  # counts the job and its unfinished items as canceled
         ],
         args=[now_ms(), settings.job_ttl_s, job_id],
@@ -375,8 +384,7 @@ async def cancel_job(
         raise HTTPException(409, f"job {job_id!r} has already ended: {_text(status)}")
     # The inputs of items that will never run: free them now rather than at the job's TTL.
     async with client.pipeline(transaction=False) as pipe:
-        for index in range(int(total or 0)):
-            pipe.unlink(keys.item(job_id, index))
+        drop_items(pipe, job_id, int(total or 0))
         await pipe.execute()
     log.info("job=%s canceled", job_id)
     return await read_job(client, job_id)

@@ -1,0 +1,146 @@
+"""The deadline sweep: every job ends by its deadline, whatever the workers do.
+
+Each job is in its pipeline's deadlines set (keys.deadlines), scored by when it must have
+ended: its deadline (`timeout_s`), else the end of its DLPIPE_JOB_TTL_S. Workers fail items
+past the deadline when they reach them; with no workers, or a stage stuck or gone, nobody
+would. So every DLPIPE_DEADLINE_SWEEP_INTERVAL_MS the sweep reads each pipeline's overdue jobs
+and ends each one with EXPIRE_JOB (workers/scripts.py): its unfinished outputs fail as
+`expired: ...`, the job ends, the backlog counter loses those items, one job.completed event,
+all in one atomic script that does nothing for a job that has ended or left the set. Then the
+inputs of the items that will never run are freed, as on cancel.
+
+It runs in the API (the app's lifespan starts it): the API is the one process that runs
+whenever jobs can exist at all (no job without it), while workers of some kind may be absent,
+which is the very case to cover. Several API processes (replicas, uvicorn workers) sweep
+side by side safely: the script ends a job at most once, whoever calls it.
+
+A job whose record vanished while open (deleted or evicted, or kept past its TTL's grace
+while no API ran) would leave its unfinished items in the backlog counter forever: when the
+sweep meets one, it recounts that pipeline's backlog from its open jobs (RECOUNT_BACKLOG).
+
+Each tick also samples each pipeline's drained counter (keys.drained) for the 429's
+Retry-After (services/api/drain.py), in the same round trip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from services.api.drain import DrainRates
+from shared import keys
+from shared.jobs import TTL_EXPIRED_REASON, drop_items, expired_reason
+from shared.messages import now_ms
+from workers import scripts
+
+log = logging.getLogger(__name__)
+
+BATCH = 200  # overdue jobs read per pipeline per round trip
+MAX_BACKOFF_S = 30.0  # the longest wait between tries while Redis is away
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class Sweeper:
+    """Ends the overdue jobs of some pipelines, and samples their drain rates."""
+
+    def __init__(
+        self,
+        client: Redis,
+        pipelines: Iterable[str],
+        *,
+        ttl_s: int,
+        interval_s: float,
+        rates: DrainRates,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.client = client
+        self.pipelines = sorted(pipelines)
+        self.ttl_s = ttl_s
+        self.interval_s = interval_s
+        self.rates = rates
+        self.clock = clock
+        self._expire = client.register_script(scripts.EXPIRE_JOB)
+        self._recount = client.register_script(scripts.RECOUNT_BACKLOG)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Sweep every interval until `stop` is set (a sweep in hand is finished first: it is not
+        cancelled mid-way); Redis errors are waited out with a growing delay."""
+        delay = self.interval_s
+        while not stop.is_set():
+            try:
+                await self.sweep_once()
+                delay = self.interval_s
+            except (RedisError, OSError) as exc:  # /readyz reports Redis; catch up once it is back
+                delay = min(max(delay, self.interval_s) * 2, MAX_BACKOFF_S)
+                log.debug("deadline sweep: redis unavailable (%s); again in %.1fs", exc, delay)
+            except Exception:
+                log.exception("deadline sweep failed; again in %.1fs", delay)
+            try:
+                await asyncio.wait_for(stop.wait(), delay)
+            except TimeoutError:
+                pass
+
+    async def sweep_once(self) -> int:
+        """One tick: sample the drained counters and end every overdue job; returns how many ended."""
+        ended = 0
+        while True:
+            now = now_ms()
+            async with self.client.pipeline(transaction=False) as pipe:
+                for name in self.pipelines:
+                    pipe.zrangebyscore(keys.deadlines(name), "-inf", now, start=0, num=BATCH)
+                    pipe.get(keys.drained(name))
+                replies = await pipe.execute()
+            at_s = self.clock()
+            overdue: list[tuple[str, str]] = []
+            for name, ids, drained in zip(self.pipelines, replies[::2], replies[1::2], strict=True):
+                self.rates.observe(name, at_s, int(drained or 0))
+                overdue += [(name, _text(job_id)) for job_id in ids]
+            if overdue:
+                ended += await self._end(overdue, now)
+            if not any(len(ids) == BATCH for ids in replies[::2]):
+                return ended
+
+    async def _end(self, overdue: list[tuple[str, str]], now: int) -> int:
+        """End these jobs (EXPIRE_JOB) in one round trip, free their items' inputs in another;
+        recount the backlog of a pipeline where a job's record was gone."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            for name, job_id in overdue:
+                await self._expire(
+                    keys=[keys.job(job_id), keys.job_outputs(job_id), keys.EVENTS,
+                          keys.backlog(name), keys.deadlines(name), keys.METRICS],
+                    args=[now, self.ttl_s, job_id, expired_reason("%s"), TTL_EXPIRED_REASON],
+                    client=pipe,
+                )  # fmt: skip
+            replies = await pipe.execute()
+        ended, recount = 0, set()
+        async with self.client.pipeline(transaction=False) as pipe:
+            for (name, job_id), (outcome, expired, total) in zip(overdue, replies, strict=True):
+                if int(outcome) == 1:
+                    ended += 1
+                    drop_items(pipe, job_id, int(total))
+                    log.warning(
+                        "job=%s stage=sweep ended past its deadline: %d of %d outputs expired",
+                        job_id, int(expired), int(total),
+                    )  # fmt: skip
+                elif int(outcome) == -1:
+                    recount.add(name)
+                    log.error("job=%s stage=sweep its record vanished while it was open", job_id)
+            await pipe.execute()
+        for name in sorted(recount):
+            before, after, dropped = await self._recount(
+                keys=[keys.backlog(name), keys.deadlines(name)], args=[keys.job("")]
+            )
+            log.warning(
+                "pipeline=%s backlog recounted from its open jobs: %s -> %s (%s gone dropped)",
+                name, _text(before), _text(after), _text(dropped),
+            )  # fmt: skip
+        return ended

@@ -1,0 +1,76 @@
+"""An `Idempotency-Key` claim that lapsed (its request slow, or its API process killed) and was
+taken over by a retry can never make a second job: the job's transaction runs only while the
+key still holds the claim (Claim.fence), against fakeredis."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import fakeredis
+import httpx
+import pytest
+from starlette.exceptions import HTTPException
+
+from services.api import admission
+from services.api.routers import jobs as jobs_router
+from shared import keys
+from tests.unit.test_api_fixtures import (  # noqa: F401 - fixtures
+    anyio_backend,
+    api,
+    b64,
+    fake_server,
+    settings,
+    sync_redis,
+)
+
+pytestmark = pytest.mark.anyio
+
+BODY = {"inputs": [{"image_base64": b64(b"\xff\xd8image")}]}
+
+
+def job_count(client: fakeredis.FakeRedis) -> int:
+    return sum(1 for key in client.scan_iter("dlpipe:job:*") if key.count(b":") == 2)
+
+
+async def test_a_claim_taken_over_by_a_retry_cannot_start_its_transaction(
+    fake_server: fakeredis.FakeServer, sync_redis: fakeredis.FakeRedis
+) -> None:
+    client = fakeredis.FakeAsyncRedis(server=fake_server)
+    first = await admission.claim(client, "anon", "key-1", "f1", "job-1")
+    assert isinstance(first, admission.Claim)
+    sync_redis.delete(first.redis_key)  # the claim lapsed (PENDING_S) ...
+    retry = await admission.claim(client, "anon", "key-1", "f1", "job-2", wait_s=0)
+    assert isinstance(retry, admission.Claim)  # ... and the retry holds the key now
+    async with client.pipeline(transaction=True) as pipe:
+        with pytest.raises(HTTPException, match="took it over") as refused:
+            await first.fence(pipe)
+    assert refused.value.status_code == 409
+    async with client.pipeline(transaction=True) as pipe:  # the retry's own claim passes
+        await retry.fence(pipe)
+        pipe.set("dlpipe:test:written", 1)
+        await pipe.execute()
+    assert sync_redis.get("dlpipe:test:written") == b"1"
+    await client.aclose()
+
+
+async def test_a_takeover_between_fence_and_write_fails_the_request_and_writes_nothing(
+    api: httpx.AsyncClient, sync_redis: fakeredis.FakeRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_queue = jobs_router.queue_new_job
+
+    def queue_after_a_takeover(pipe: Any, **kwargs: Any) -> None:
+        # The claim lapses and a retry takes the key over while this request builds its MULTI.
+        (key,) = sync_redis.scan_iter("dlpipe:idem:*")
+        sync_redis.set(key, '{"fingerprint": "x", "job": "other", "state": "pending"}')
+        real_queue(pipe, **kwargs)
+
+    monkeypatch.setattr(jobs_router, "queue_new_job", queue_after_a_takeover)
+    response = await api.post("/v1/pipelines/img/jobs", json=BODY, headers={"Idempotency-Key": "slow-1"})
+    assert response.status_code == 409, response.text
+    assert "took it over" in response.json()["detail"]
+    assert job_count(sync_redis) == 0 and not sync_redis.exists(keys.stream("cpu.img.pre"))
+    assert int(sync_redis.get(keys.backlog("img")) or 0) == 0
+    assert sync_redis.zcard(keys.admissions("img")) == 0  # its grant was given back
+    monkeypatch.setattr(jobs_router, "queue_new_job", real_queue)
+    # Another request without the race goes through.
+    assert (await api.post("/v1/pipelines/img/jobs", json=BODY)).status_code == 202
