@@ -128,6 +128,8 @@ def ratios(http: dict[str, Any], ceil: dict[str, Any], limit: dict[str, Any] | N
     out: dict[str, Any] = defaultdict(dict)
     for workload, by_conc in http.items():
         for concurrency, by_system in by_conc.items():
+            if "dlpipe" not in by_system:
+                continue  # the API-alone turn's windows: nothing to compare with
             dl = (by_system.get("dlpipe") or {}).get("jobs_per_s")
             row: dict[str, Any] = {
                 f"dlpipe/{s}": ratio(dl, by_system[s]["jobs_per_s"]) for s in by_system if s != "dlpipe"

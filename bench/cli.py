@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=_ints, default=[8], help="concurrent clients, e.g. 4,8 to sweep")
     p.add_argument("--api-concurrency", type=_ints, default=[4, 8],
                    help="the API-alone turn (`api`: no-op jobs, no workers): connections")  # fmt: skip
+    p.add_argument("--api-duration-s", type=float, default=10.0, help="the API-alone turn: measured window")
+    p.add_argument("--api-workers", type=_ints, default=sorted({1, cores}),
+                   help="the API-alone turn: API processes (DLPIPE_API_WORKERS), each in turn")  # fmt: skip
     p.add_argument(
         "--poll-interval-ms", type=float, default=None,
         help="poll dlpipe jobs at this interval instead of waiting for them (Prefer: wait, long polls)",
@@ -129,7 +132,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     size, delay = _pipeline_batching(args.workloads[0])
     opts = orchestrate.Options(
         repeats=args.repeats, duration_s=args.duration_s, warmup_s=args.warmup_s, requests=args.requests,
-        concurrency=args.concurrency, api_concurrency=args.api_concurrency, poll_interval_ms=args.poll_interval_ms, workloads=args.workloads,
+        concurrency=args.concurrency, api_concurrency=args.api_concurrency, api_workers=args.api_workers, api_duration_s=args.api_duration_s,
+        poll_interval_ms=args.poll_interval_ms, workloads=args.workloads,
         systems=[s for s in SYSTEMS if s in args.systems], out_dir=args.out_dir, cache_dir=args.cache_dir,
         run_dir=args.run_dir, base_port=args.base_port, limit_batches=args.limit_batches,
         limit_threads=args.limit_threads, limit_seconds=args.limit_seconds, stage_seconds=args.stage_seconds,

@@ -10,7 +10,7 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,8 @@ class Options:
     requests: int | None = None
     concurrency: list[int] = field(default_factory=lambda: [8])
     api_concurrency: list[int] = field(default_factory=lambda: [4, 8])  # the API-alone turn's clients
+    api_workers: list[int] = field(default_factory=lambda: sorted({1, os.cpu_count() or 1}))  # its processes
+    api_duration_s: float = 10.0  # its measured windows (hundreds of jobs a second: 10 s is plenty)
     poll_interval_ms: float | None = None  # None: dlpipe's clients wait (Prefer: wait, long polls)
     workloads: list[str] = field(default_factory=lambda: ["image-classify", "image-tag"])
     systems: list[str] = field(default_factory=lambda: list(ALL_SYSTEMS))
@@ -147,20 +149,40 @@ def _measure(args: list[str], timeout_s: float = 900.0) -> dict[str, Any]:
 def _http_turn(
     system: str, setup: systems.Setup, port: int, bodies: list[bytes], opts: Options
 ) -> dict[str, Any]:
+    if system == "api":
+        return _api_turn(setup, port, opts)
     t0 = time.monotonic()
     turn = systems.start(system, setup, port)
     out: dict[str, Any] = {"start_s": round(time.monotonic() - t0, 1), "windows": []}
     try:
-        if system == "api":
-            for concurrency in opts.api_concurrency:
-                out["windows"].append(_api_window(turn, port, concurrency, opts))
-        for workload in opts.workloads if system != "api" else []:
+        for workload in opts.workloads:
             for concurrency in opts.concurrency:
                 out["windows"].append(_window(turn, workload, concurrency, bodies, opts))
     finally:
         t1 = time.monotonic()
         systems.stop(turn, port)
         out["stop_s"] = round(time.monotonic() - t1, 1)
+    return out
+
+
+def _api_turn(setup: systems.Setup, port: int, opts: Options) -> dict[str, Any]:
+    """The API alone, once per number of API processes (`--api-workers`), each at every
+    `--api-concurrency`; a window's workload names the processes: `noop (2 API processes)`."""
+    out: dict[str, Any] = {"start_s": 0.0, "stop_s": 0.0, "windows": []}
+    for workers in opts.api_workers:
+        t0 = time.monotonic()
+        turn = systems.start("api", replace(setup, api_workers=workers), port)
+        out["start_s"] = round(out["start_s"] + time.monotonic() - t0, 1)
+        try:
+            for concurrency in opts.api_concurrency:
+                window = _api_window(turn, port, concurrency, opts)
+                window["workload"] = f"{noop.PIPELINE} ({workers} API process{'es' if workers > 1 else ''})"
+                window["api_workers"] = workers
+                out["windows"].append(window)
+        finally:
+            t1 = time.monotonic()
+            systems.stop(turn, port)
+            out["stop_s"] = round(out["stop_s"] + time.monotonic() - t1, 1)
     return out
 
 
@@ -187,8 +209,8 @@ def _api_window(turn: systems.Turn, port: int, concurrency: int, opts: Options) 
         marks[which] = (procs.cpu_snapshot(turn.processes(), turn.role), None)
 
     request = rawload.request_bytes("127.0.0.1", port, f"/v1/pipelines/{noop.PIPELINE}/jobs", noop.BODY)
-    window = asyncio.run(rawload.run("127.0.0.1", port, request, concurrency, opts.warmup_s, opts.duration_s,
-                                     on_mark=on_mark))  # fmt: skip
+    window = asyncio.run(rawload.run("127.0.0.1", port, request, concurrency, min(opts.warmup_s, 2.0),
+                                     opts.api_duration_s, on_mark=on_mark))  # fmt: skip
     record = _record(turn, noop.PIPELINE, concurrency, window, marks)
     record["statuses"] = {str(k): v for k, v in sorted(window.statuses.items())}
     return record

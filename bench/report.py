@@ -163,20 +163,21 @@ def table(doc: dict[str, Any]) -> str:
         b = s["limit"]["best"]
         lines.append(f"model-only limit ({s['limit']['model']}): {b['images_per_s']:.1f} images/s "
                      f"(batch {b['batch']}, {b['threads']} threads)")  # fmt: skip
-    header = f"{'workload':<15}{'clients':>8}  {'system':<10}{'jobs/s':>8}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}" \
+    wl = max([15, *(len(w) + 1 for w in s["http"])])
+    header = f"{'workload':<{wl}}{'clients':>8}  {'system':<10}{'jobs/s':>8}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}" \
              f"{'CPU s/job':>10}  duty (mean batch)"  # fmt: skip
     lines += ["", header, "-" * len(header)]
     for workload, by_conc in s["http"].items():
         c = s["ceiling"].get(workload)
         if c:
-            lines.append(f"{workload:<15}{'':>8}  {'ceiling':<10}{_f(c['compute_only']['jobs_per_s']):>8}"
+            lines.append(f"{workload:<{wl}}{'':>8}  {'ceiling':<10}{_f(c['compute_only']['jobs_per_s']):>8}"
                          f"{'':>27}{_f(c['compute_only']['cpu_s_per_job'], '{:.4f}'):>10}  (stages alone)")  # fmt: skip
         for conc, by_system in by_conc.items():
             for system, row in by_system.items():
                 duty = ", ".join(f"{name} {_f(v['duty_cycle'], '{:.2f}')} ({_f(v['mean_batch_size'], '{:.2f}')})"
                                  for name, v in row["models"].items())  # fmt: skip
                 lat = row["latency_ms"]
-                lines.append(f"{workload:<15}{conc:>8}  {system:<10}{_f(row['jobs_per_s']):>8}{_f(lat['p50']):>9}"
+                lines.append(f"{workload:<{wl}}{conc:>8}  {system:<10}{_f(row['jobs_per_s']):>8}{_f(lat['p50']):>9}"
                              f"{_f(lat['p95']):>9}{_f(lat['p99']):>9}{_f(row['cpu_s_per_job_total'], '{:.4f}'):>10}"
                              f"  {duty or '-'}{'  ERRORS ' + str(row['errors']) if row['errors'] else ''}")  # fmt: skip
     lines.append("")

@@ -58,6 +58,7 @@ class Setup:
     dlpipe_env: dict[str, str]  # DLPIPE_* given to `dlpipe up` (on top of the environment)
     peers: dict[str, PeerEnv]
     ready_timeout_s: float = 300.0
+    api_workers: int = 1  # the API-alone turn's processes (DLPIPE_API_WORKERS)
 
 
 def start(system: str, setup: Setup, port: int) -> Turn:
@@ -151,6 +152,11 @@ def _start_dlpipe(setup: Setup, port: int) -> Turn:
     return turn
 
 
+def _api_role(p: psutil.Process) -> str:
+    """The API-alone turn's processes: its Redis, else the API (uvicorn's worker processes too)."""
+    return "redis" if dlpipe_role(p) == "redis" else "api"
+
+
 def _start_api(setup: Setup, port: int) -> Turn:
     """`dlpipe api` alone on the no-op pipeline (bench/noop.py), with its own Redis: the API's
     own cost of taking a job. The backlog cap is lifted (no worker drains it)."""
@@ -160,14 +166,14 @@ def _start_api(setup: Setup, port: int) -> Turn:
     redis_server, redis_url = _start_redis(data)
     env = {**os.environ, "DLPIPE_LOG_LEVEL": "WARNING", **setup.dlpipe_env, "DLPIPE_REDIS_URL": redis_url,
            "DLPIPE_PORT": str(port), "DLPIPE_HOST": "127.0.0.1", "DLPIPE_PIPELINES_FILE": str(PIPELINES_FILE),
-           "DLPIPE_MAX_BACKLOG": str(10**12)}  # fmt: skip
+           "DLPIPE_MAX_BACKLOG": str(10**12), "DLPIPE_API_WORKERS": str(setup.api_workers)}  # fmt: skip
     try:
         api = procs.start("api", _dlpipe_argv("api"), env=env, cwd=REPO, log_path=setup.run_dir / "logs" / "api.log")
     except Exception:
         procs.stop(redis_server)
         raise
     base_url = f"http://127.0.0.1:{port}"
-    turn = Turn("api", base_url, [redis_server, api], dlpipe_role, lambda workload: None)
+    turn = Turn("api", base_url, [redis_server, api], _api_role, lambda workload: None)
     try:
         procs.wait_until(api, lambda: procs.http_ok(f"{base_url}/healthz", timeout_s=5), setup.ready_timeout_s)
     except Exception:

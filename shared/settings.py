@@ -79,6 +79,12 @@ class Settings(BaseSettings):
     # API
     host: str = Field(default="127.0.0.1", description="Address the API listens on.")
     port: int = Field(default=8000, description="Port the API listens on.")
+    api_workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="API processes on the one port (uvicorn workers); more when submits outrun one core.",
+    )
     max_inputs_per_job: int = Field(default=1000, ge=1, description="Most inputs one job may hold.")
     max_input_bytes: int = Field(
         default=20 * 1024 * 1024, ge=1, description="Largest single input (decoded bytes)."

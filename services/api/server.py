@@ -1,10 +1,17 @@
-"""Run the API under uvicorn: `serve(settings)` (what `dlpipe api` / `dlpipe up` call)."""
+"""Run the API under uvicorn: `serve(settings)` (what `dlpipe api` / `dlpipe up` call).
+
+With DLPIPE_API_WORKERS above 1, uvicorn runs that many API processes on the one port (each
+builds its app from the environment, as `dlpipe api` would: `create_app_from_env`), for a
+machine whose submits outrun one process's core.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 
 import uvicorn
+from fastapi import FastAPI
 
 from services.api.app import create_app
 from shared.logs import setup_logging
@@ -13,17 +20,34 @@ from shared.settings import Settings
 log = logging.getLogger(__name__)
 
 
+def create_app_from_env() -> FastAPI:
+    """The app of one of several API worker processes: its settings from the environment."""
+    settings = Settings()
+    setup_logging(settings.log_level, "api")
+    return create_app(settings)
+
+
 def serve(settings: Settings) -> None:
     """Serve the API on settings.host:settings.port until stopped (SIGINT/SIGTERM)."""
     setup_logging(settings.log_level, "api")
+    options = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_config": None,  # keep our logging setup; uvicorn's loggers propagate to it
+        "log_level": settings.log_level.lower(),
+        "access_log": True,
+        "timeout_graceful_shutdown": 10,
+    }
+    if settings.api_workers > 1:
+        os.environ.update(settings.worker_env())  # the flags given to `dlpipe api`, for every process
+        log.info(
+            "api listening on http://%s:%d with %d processes (docs at /docs)",
+            settings.host, settings.port, settings.api_workers,
+        )  # fmt: skip
+        uvicorn.run(
+            "services.api.server:create_app_from_env", factory=True, workers=settings.api_workers, **options
+        )
+        return
     app = create_app(settings)
     log.info("api listening on http://%s:%d (docs at /docs)", settings.host, settings.port)
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_config=None,  # keep our logging setup; uvicorn's loggers propagate to it
-        log_level=settings.log_level.lower(),
-        access_log=True,
-        timeout_graceful_shutdown=10,
-    )
+    uvicorn.run(app, **options)

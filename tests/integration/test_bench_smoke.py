@@ -45,3 +45,22 @@ def test_baseline_answers_the_bench_client_and_stops(tmp_path: Path) -> None:
     assert turn.counters("image-classify")["efficientnet_lite0"]["items"] >= 1
     assert procs.port_is_free(port)
     assert not Path(f"/proc/{pid}").exists()
+
+
+def test_the_api_alone_turn_measures_accepted_jobs_and_stops(tmp_path: Path) -> None:
+    """`dlpipe bench --systems api`: redis + `dlpipe api` on the no-op pipeline, driven by the lean
+    client for a second, once with 1 and once with 2 API processes; everything stopped by pid."""
+    from bench import orchestrate  # noqa: PLC0415
+
+    setup = systems.Setup(run_dir=tmp_path, workloads=[], cores=2, peer_threads=1, max_batch_size=1,
+                          batch_timeout_ms=0.0, dlpipe_env={}, peers={}, ready_timeout_s=120.0)  # fmt: skip
+    opts = orchestrate.Options(api_concurrency=[2], api_workers=[1, 2], api_duration_s=1.0, warmup_s=0.5)
+    port = free_port()
+    out = orchestrate._http_turn("api", setup, port, [], opts)
+    windows = out["windows"]
+    assert [w["workload"] for w in windows] == ["noop (1 API process)", "noop (2 API processes)"]
+    for window in windows:
+        assert window["errors"] == 0, window["error_samples"]
+        assert window["completed"] > 10 and window["statuses"] == {"202": window["completed"]}
+        assert window["cpu_s_per_job"]["api"] > 0 and window["latency"]["p99_ms"] > 0
+    assert procs.port_is_free(port)
