@@ -34,6 +34,7 @@ from typing import Any
 from redis.asyncio import Redis
 from starlette.exceptions import HTTPException
 
+from services.api import formats
 from shared import keys
 from shared.errors import InvalidRequest
 from shared.messages import now_ms
@@ -44,7 +45,6 @@ RETRY_AFTER_S = 5  # the 429's Retry-After: a fixed hint (the backlog drains at 
 GRANT_MS = 60_000  # how long an admission grant holds its place if its job is never written
 PENDING_S = 60  # how long a claimed key stays claimed if its request dies before the job exists
 WAIT_S = 10.0  # how long a request waits for another one with its key to finish
-_KEY = re.compile(r"^[\x21-\x7e][\x20-\x7e]{0,254}$")
 _BOUNDARY = re.compile(r'boundary="?([^";]+)"?', re.IGNORECASE)
 
 # Delete a claim only while it is still the pending claim this request made.
@@ -84,7 +84,7 @@ async def drop_grant(client: Redis, pipeline: str, grant: str) -> None:
 
 
 def check_key(value: str) -> str:
-    if not _KEY.match(value):
+    if not formats.matches(formats.IDEMPOTENCY_KEY, value):
         raise InvalidRequest(
             f"{IDEMPOTENCY_HEADER} must be 1 to 255 printable ASCII characters", field=IDEMPOTENCY_HEADER
         )
