@@ -16,7 +16,8 @@ MAX_WEBHOOK_CHARS = 2048
 
 # Whitespace: Python's str.isspace() and ECMA-262's \s together (a value made only of these is blank).
 WHITESPACE = (
-    "\\u0009-\\u000d\\u001c-\\u0020\\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\ufeff"
+    "\\u0009-\\u000d\\u001c-\\u0020\\u0085\\u00a0\\u1680\\u2000-\\u200a"
+    "\\u2028\\u2029\\u202f\\u205f\\u3000\\ufeff"
 )
 # Text with at least one character that is not whitespace.
 NOT_BLANK = f"^[\\s\\S]*[^{WHITESPACE}][\\s\\S]*$"
@@ -26,7 +27,8 @@ DATA_PATH = f"^[^\\u0000]*[^\\u0000{WHITESPACE}][^\\u0000]*$"
 # Strict base64 (the standard alphabet, padded, no line breaks), after an optional data URL prefix.
 _TOKEN = "[A-Za-z0-9_.+-]+"
 _DATA_URL = f"[Dd][Aa][Tt][Aa]:{_TOKEN}/{_TOKEN}(?:;{_TOKEN}={_TOKEN})*;[Bb][Aa][Ss][Ee]64,"
-BASE64 = f"^(?:{_DATA_URL})?(?:[A-Za-z0-9+/]{{4}})*(?:[A-Za-z0-9+/]{{2}}==|[A-Za-z0-9+/]{{3}}=|[A-Za-z0-9+/]{{4}})$"
+_B64 = "[A-Za-z0-9+/]"
+BASE64 = f"^(?:{_DATA_URL})?(?:{_B64}{{4}})*(?:{_B64}{{2}}==|{_B64}{{3}}=|{_B64}{{4}})$"
 DATA_URL_PREFIX = f"^{_DATA_URL}"
 
 # An absolute http(s) URL in RFC 3986 characters (ASCII; others percent-encoded) with a host and

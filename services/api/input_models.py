@@ -34,16 +34,8 @@ _PATH_RULES = (
 )
 
 
-def _no_nulls(data: Any, names: tuple[str, ...]) -> None:
-    """A field given as null is refused (leave it out instead): the schema says string."""
-    if isinstance(data, dict):
-        for name in names:
-            if name in data and data[name] is None:
-                raise PydanticCustomError("null_field", "{name} must be a string, not null", {"name": name})
-
-
 def _image_input_schema(schema: dict[str, Any]) -> None:
-    """Each field is a plain string in the schema (null is only the default), and exactly one is given."""
+    """Each field is a string or null (the same as leaving it out), and exactly one is a string."""
     rules = {
         "image_base64": {"pattern": formats.BASE64},
         "image_url": {
@@ -57,13 +49,18 @@ def _image_input_schema(schema: dict[str, Any]) -> None:
         prop = schema["properties"][name]
         prop.pop("anyOf", None)
         prop.pop("default", None)
-        prop.update({"type": "string", **rules[name]})
-    schema["oneOf"] = [{"required": [name]} for name in IMAGE_INPUT_FIELDS]
+        prop.update({"type": ["string", "null"], **rules[name]})
+    schema["oneOf"] = [image_input_choice(name) for name in IMAGE_INPUT_FIELDS]
+
+
+def image_input_choice(name: str) -> dict[str, Any]:
+    """The branch of ImageInput's `oneOf` where `name` is the string given."""
+    return {"required": [name], "properties": {name: {"type": "string"}}}
 
 
 class ImageInput(BaseModel):
     """One input of an `image` pipeline, in a JSON request: exactly one of `image_base64`,
-    `image_url` or `path` (none or several: 422)."""
+    `image_url` or `path` (none or several: 422; null is the same as leaving one out)."""
 
     model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra=_image_input_schema)
     image_base64: str | None = Field(
@@ -96,12 +93,6 @@ class ImageInput(BaseModel):
         ),
         examples=["photos/cat.jpg", "photos/"],
     )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _strings(cls, data: Any) -> Any:
-        _no_nulls(data, IMAGE_INPUT_FIELDS)
-        return data
 
     @model_validator(mode="after")
     def _exactly_one(self) -> ImageInput:

@@ -46,7 +46,10 @@ def _json_examples(kind: InputKind, settings: Settings) -> dict[str, dict[str, A
         found = {
             "base64": {
                 "summary": "One image, base64 (a real 8x8 JPEG)",
-                "value": {"inputs": [{"image_base64": EXAMPLE_IMAGE_BASE64}], "metadata": {"request": "abc-123"}},
+                "value": {
+                    "inputs": [{"image_base64": EXAMPLE_IMAGE_BASE64}],
+                    "metadata": {"request": "abc-123"},
+                },
             },
             "url": {
                 "summary": "One image by URL, with a deadline",
@@ -63,7 +66,8 @@ def _json_examples(kind: InputKind, settings: Settings) -> dict[str, dict[str, A
         texts = ["a photo of a cat", "quarterly tax filing deadline"]
         return {"texts": {"summary": "Two texts", "value": {"inputs": [{"text": t} for t in texts]}}}
     clip = {"video_path": "clips/cat.mp4", "interval": {"start": 0, "end": 2}, "fps": 2}
-    return {"clip": {"summary": "2 s of a video under the data root (it must exist there)", "value": {"inputs": [clip]}}}
+    summary = "2 s of a video under the data root (it must exist there)"
+    return {"clip": {"summary": summary, "value": {"inputs": [clip]}}}
 
 
 def _description(pipeline: PipelineSpec, settings: Settings, shared: str) -> str:

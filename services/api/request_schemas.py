@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from services.api import formats
-from services.api.input_models import IMAGE_INPUT_FIELDS
+from services.api.input_models import IMAGE_INPUT_FIELDS, image_input_choice
 from services.api.inputs import (
     MAX_METADATA_BYTES,
     MULTIPART_FILES_FIELD,
@@ -32,6 +32,7 @@ from shared.settings import Settings
 REF = "#/components/schemas/{model}"
 _EMPTY = {"const": "", "description": "Empty: the same as leaving the field out."}
 _NULL = {"type": "null"}
+_JSON = "application/json"
 
 
 def ref(name: str) -> dict[str, str]:
@@ -49,10 +50,11 @@ def model_components(model: type[BaseModel]) -> dict[str, dict[str, Any]]:
 def image_input_without_paths(schema: dict[str, Any]) -> dict[str, Any]:
     """ImageInput's schema for a server without a data root: no `path` field."""
     schema = {**schema, "properties": {k: v for k, v in schema["properties"].items() if k != "path"}}
-    schema["oneOf"] = [{"required": [name]} for name in IMAGE_INPUT_FIELDS if name != "path"]
+    schema["oneOf"] = [image_input_choice(name) for name in IMAGE_INPUT_FIELDS if name != "path"]
     schema["description"] = (
         "One input of an `image` pipeline, in a JSON request: exactly one of `image_base64` or "
-        "`image_url` (none or both: 422). (`path` inputs need `DLPIPE_DATA_ROOT`, unset here.)"
+        "`image_url` (none or both: 422; null is the same as leaving one out). (`path` inputs need "
+        "`DLPIPE_DATA_ROOT`, unset here.)"
     )
     return schema
 
@@ -147,13 +149,13 @@ def json_body(kind: InputKind, item: str, settings: Settings) -> dict[str, Any]:
             },
             WEBHOOK_EVENTS_FIELD: {
                 "anyOf": [
-                    {"type": "array", "items": {"type": "string", "enum": list(WEBHOOK_EVENT_NAMES)}, "minItems": 1},
+                    {"type": "array", "items": {"enum": list(WEBHOOK_EVENT_NAMES)}, "minItems": 1},
                     _NULL,
                 ],
                 "description": _EVENTS_DESCRIPTION,
             },
             "metadata": {"anyOf": [{"type": "object"}, _NULL], "description": _METADATA_DESCRIPTION},
-            TIMEOUT_FIELD: {"anyOf": [_timeout(settings), _NULL], "description": "Default (null): no deadline."},
+            TIMEOUT_FIELD: {"anyOf": [_timeout(settings), _NULL], "description": "Null: no deadline."},
         },
         **_needs_webhook(nullable=True),
     }
@@ -174,7 +176,7 @@ def _file_items(kind: InputKind, fmt: InputFormat, settings: Settings) -> dict[s
     what = "A video file (MP4/MOV, Matroska/WebM or AVI) that is readable (else 422)" if (
         kind == InputKind.video
     ) else "An image file (JPEG, PNG, WebP, BMP, GIF, TIFF; one that does not decode fails its output)"
-    return {"type": "string", "format": "binary", "minLength": 1, "description": f"{what}, not empty, {limit}."}
+    return {"type": "string", "format": "binary", "minLength": 1, "description": f"{what}, {limit}."}
 
 
 def multipart_body(kind: InputKind, fmt: InputFormat, settings: Settings) -> dict[str, Any]:
@@ -192,7 +194,7 @@ def multipart_body(kind: InputKind, fmt: InputFormat, settings: Settings) -> dic
         },
         "metadata": {
             "anyOf": [
-                {"type": "string", "contentMediaType": "application/json", "contentSchema": {"type": "object"}},
+                {"type": "string", "contentMediaType": _JSON, "contentSchema": {"type": "object"}},
                 _EMPTY,
             ],
             "description": f"As JSON text. {_METADATA_DESCRIPTION}",
@@ -200,16 +202,10 @@ def multipart_body(kind: InputKind, fmt: InputFormat, settings: Settings) -> dic
         TIMEOUT_FIELD: {"anyOf": [_timeout(settings), _EMPTY], "description": "A number, as text."},
     }
     if fmt.options_model is not None:
+        options = fmt.options_model.__name__
         properties[MULTIPART_OPTIONS_FIELD] = {
-            "anyOf": [
-                {
-                    "type": "string",
-                    "contentMediaType": "application/json",
-                    "contentSchema": ref(fmt.options_model.__name__),
-                },
-                _EMPTY,
-            ],
-            "description": f"How to take frames from every uploaded video, as JSON text ({fmt.options_model.__name__}).",
+            "anyOf": [{"type": "string", "contentMediaType": _JSON, "contentSchema": ref(options)}, _EMPTY],
+            "description": f"How to take frames from every uploaded video, as JSON text ({options}).",
         }
     return {
         "title": f"{kind.value.capitalize()}JobUpload",

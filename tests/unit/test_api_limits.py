@@ -329,7 +329,7 @@ async def test_health_docs_and_schema_stay_open(keyed: httpx.AsyncClient) -> Non
     schema = (await keyed.get("/openapi.json")).json()
     scheme = schema["components"]["securitySchemes"]["apiKey"]
     assert scheme["type"] == "http" and scheme["scheme"] == "bearer"
-    assert schema["paths"]["/v1/pipelines/{name}/jobs"]["post"]["security"] == [{"apiKey": []}]
+    assert schema["paths"]["/v1/pipelines/img/jobs"]["post"]["security"] == [{"apiKey": []}]
     assert schema["paths"]["/v1/jobs/{job_id}/cancel"]["post"]["security"] == [{"apiKey": []}]
     assert "security" not in schema["paths"]["/healthz"]["get"]
     assert "security" not in schema["paths"]["/readyz"]["get"]

@@ -148,9 +148,10 @@ def _single_text(form: FormData, name: str) -> str | None:
 
 
 async def parse_form(form: FormData, pipeline: PipelineSpec, limits: Limits) -> ParsedJob:
-    """A multipart job request: files in `files` (one per input), optional `webhook`, `webhook_events`, `metadata`, `timeout_s` and, for
-    kinds that take them (video), `options` (JSON text, for every file). An empty text field
-    is the same as leaving it out (`webhook_events` aside: it must name events)."""
+    """A multipart job request: files in `files` (one per input), optional `webhook`,
+    `webhook_events`, `metadata`, `timeout_s` and, for kinds that take them (video), `options`
+    (JSON text, for every file). An empty text field is the same as leaving it out
+    (`webhook_events` aside: it must name events)."""
     fmt = input_format(pipeline.input)
     if not fmt.takes_files:
         raise invalid(MULTIPART_FILES_FIELD, f"pipeline {pipeline.name!r} takes JSON inputs only")
@@ -174,6 +175,8 @@ async def parse_form(form: FormData, pipeline: PipelineSpec, limits: Limits) -> 
             metadata = json.loads(metadata_text)
         except ValueError as exc:
             raise invalid("metadata", f"not valid JSON ({exc})") from None
+        if not isinstance(metadata, dict):
+            raise invalid("metadata", "must be a JSON object")
         metadata = check_metadata(metadata)
     timeout_s = timeout_from_text(_single_text(form, TIMEOUT_FIELD), limits)
     options = _form_options(form, fmt)
