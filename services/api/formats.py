@@ -1,9 +1,10 @@
 """The string rules the API checks and its OpenAPI document states, one regex each.
 
 Each pattern is written in the subset that Python's `re` and ECMA-262 (JSON Schema's
-`pattern`) read the same way: explicit character classes (no `\\s`, `\\w`, `\\d`), `\\uXXXX`
-escapes, no flags. The API matches a whole value with `matches()`; the schema gives the same
-text as `pattern`, so a value is valid for both or for neither.
+`pattern`) read the same way: explicit character classes (no `\\s`, `\\w`, `\\d`, whose
+members differ, but for `[\\s\\S]`: any character in both), `\\uXXXX` escapes, no flags. The
+API matches a whole value with `matches()`; the schema gives the same text as `pattern`, so a
+value is valid for both or for neither (tests/unit/test_api_formats.py checks both).
 """
 
 from __future__ import annotations

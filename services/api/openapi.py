@@ -29,8 +29,8 @@ _HOW = {
         "(fetched by the workers){path}; as multipart/form-data, one image file per `files` part."
     ),
     InputKind.text: (
-        "Each input is a text: in JSON, `{{\"text\": ...}}`; as multipart/form-data, one `files` part per "
-        "text (a UTF-8 text file or a plain text field)."
+        "Each input is a text: in JSON, `{{\"text\": ...}}`; as multipart/form-data, one UTF-8 text file "
+        "per `files` part."
     ),
     InputKind.video: (
         "Each input is a video, run as one item per frame (progress counts frames) with one output: "

@@ -142,3 +142,5 @@ async def test_an_upload_as_the_multipart_schema_describes_it_is_accepted(root: 
         response = await api.post("/v1/pipelines/text-embed/jobs", files=text, data={**form, "metadata": ""})
         assert response.status_code == 202, response.text
         assert response.json()["metadata"] is None  # an empty field is the same as none
+        response = await api.post("/v1/pipelines/text-embed/jobs", files=text, data={"metadata": "null"})
+        assert response.status_code == 422 and response.json()["detail"] == "metadata: must be a JSON object"
