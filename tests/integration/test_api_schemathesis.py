@@ -50,7 +50,8 @@ API_KEY = "schemathesis-test-key"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 
 _INPUT = r"inputs\[\d+\]"
-# (field, what the detail says) of the 422s that depend on data, not on the request's shape.
+# (field, what the detail says) of the 422s for rules no JSON Schema can state: what is on the
+# server, a video's length, an earlier request's key, an interval's end after its start.
 DATA_REFUSALS = [
     (rf"{_INPUT}\.(path|video_path)", r"no such file or folder|outside the data root|cannot resolve"),
     (rf"{_INPUT}\.path", r"the folder holds (no|more) images"),
@@ -73,7 +74,10 @@ def body_is_valid(case: Any) -> bool:
     if case.body is None or case.media_type is None or not isinstance(case.body, dict):
         return True
     operation = OPENAPI["paths"][case.operation.path][case.operation.method.lower()]
-    body_schema = operation["requestBody"]["content"][case.media_type]["schema"]
+    content = operation.get("requestBody", {}).get("content", {}).get(case.media_type)
+    if content is None:  # a media type the operation does not take: no positive case
+        return True
+    body_schema = content["schema"]
     name = body_schema["$ref"].rsplit("/", 1)[-1]
     properties = OPENAPI["components"]["schemas"][name].get("properties", {})
     body = {key: _as_text(value, properties.get(key, {})) for key, value in case.body.items()}
