@@ -53,7 +53,11 @@ def resolve_under(root: Path | None, value: str) -> tuple[Path, str]:
         raise PathRefused(f"cannot resolve the path ({type(exc).__name__})") from None
     if not full.is_relative_to(base):
         raise PathRefused("outside the data root")
-    if not full.exists():
+    try:
+        there = full.exists()
+    except OSError as exc:  # a name too long for the file system, for one
+        raise PathRefused(f"cannot resolve the path ({exc.strerror or type(exc).__name__})") from None
+    if not there:
         raise PathRefused("no such file or folder under the data root")
     return full, full.relative_to(base).as_posix() or "."
 

@@ -39,6 +39,7 @@ from typing import Any
 from redis.asyncio import Redis
 from starlette.exceptions import HTTPException
 
+from services.api import formats
 from services.api.drain import retry_after_s
 from shared import keys
 from shared.errors import InvalidRequest
@@ -49,7 +50,6 @@ IDEMPOTENCY_HEADER = "Idempotency-Key"
 GRANT_MS = 60_000  # how long an admission grant holds its place if its job is never written
 PENDING_S = 10  # how long a claimed key stays claimed if its request dies before the job exists
 WAIT_S = 12.0  # how long a request waits for another one with its key (longer: a dead claim lapses)
-_KEY = re.compile(r"^[\x21-\x7e][\x20-\x7e]{0,254}$")
 _BOUNDARY = re.compile(r'boundary="?([^";]+)"?', re.IGNORECASE)
 
 # Delete a claim only while it is still the pending claim this request made.
@@ -93,7 +93,7 @@ async def drop_grant(client: Redis, pipeline: str, grant: str) -> None:
 
 
 def check_key(value: str) -> str:
-    if not _KEY.match(value):
+    if not formats.matches(formats.IDEMPOTENCY_KEY, value):
         raise InvalidRequest(
             f"{IDEMPOTENCY_HEADER} must be 1 to 255 printable ASCII characters", field=IDEMPOTENCY_HEADER
         )

@@ -23,10 +23,11 @@ from services.api.auth import key_digests, require_api_key
 from services.api.drain import DrainRates
 from services.api.errors import install_error_handlers
 from services.api.limits import BodySizeLimit
-from services.api.routers import health, jobs, metrics, pipelines, webhooks
-from services.api.schemas import ErrorBody, JobRequest, VideoOptions
-from services.api.waiters import JobWaiters
+from services.api.openapi import install_pipeline_operations
+from services.api.routers import health, jobs, metrics, pipelines, submit, webhooks
+from services.api.schemas import ErrorBody
 from services.api.sweep import Sweeper
+from services.api.waiters import JobWaiters
 from shared.pipeline_spec import check_callables, load_pipelines
 from shared.redis_checks import check_redis_async
 from shared.settings import Settings
@@ -38,10 +39,11 @@ RedisFactory = Callable[[str], Redis]
 SWEEP_STOP_S = 15.0  # at shutdown, how long the sweep in hand may take to finish
 
 DESCRIPTION = """\
-Run deep-learning pipelines as jobs. Submit inputs to a pipeline (`POST /v1/pipelines/{name}/jobs`),
-get a job id at once, then poll `GET /v1/jobs/{id}` or receive a webhook when it finishes.
-Preprocessing, batched model inference and postprocessing run in separate workers joined by
-Redis streams; the API itself only validates and queues.
+Run deep-learning pipelines as jobs. Submit inputs to a pipeline (`POST /v1/pipelines/{name}/jobs`:
+one operation per pipeline below, each with what its input kind accepts; a name that is not a
+pipeline answers 404), get a job id at once, then poll `GET /v1/jobs/{id}` or receive a webhook
+when it finishes. Preprocessing, batched model inference and postprocessing run in separate
+workers joined by Redis streams; the API itself only validates and queues.
 """
 
 TAGS = [
@@ -78,27 +80,6 @@ async def _check_redis_when_reachable(
 def default_redis_factory(url: str) -> Redis:
     # Bounded waits: a Redis that stops answering gives 503s, not hung requests.
     return Redis.from_url(url, socket_connect_timeout=5, socket_timeout=10, health_check_interval=30)
-
-
-def _add_request_models(app: FastAPI) -> None:
-    """Put the JSON job request model (and the multipart `options` of video pipelines) in
-    components (the route reads its body itself)."""
-    generate = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema:
-            return app.openapi_schema
-        schema = generate()
-        components = schema.setdefault("components", {}).setdefault("schemas", {})
-        for model in (JobRequest, VideoOptions):
-            model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
-            for name, definition in model_schema.pop("$defs", {}).items():
-                components.setdefault(name, definition)
-            components[model.__name__] = model_schema
-        app.openapi_schema = schema
-        return schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def create_app(settings: Settings, *, redis_factory: RedisFactory | None = None) -> FastAPI:
@@ -159,10 +140,11 @@ def create_app(settings: Settings, *, redis_factory: RedisFactory | None = None)
     }
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.include_router(submit.router, **authenticated)
     app.include_router(jobs.router, **authenticated)
     app.include_router(webhooks.router, **authenticated)
     app.include_router(pipelines.router, **authenticated)
     app.include_router(health.router)
     app.include_router(metrics.router)
-    _add_request_models(app)
+    install_pipeline_operations(app, config, settings)
     return app

@@ -105,7 +105,7 @@ def test_docs_pipelines_and_health(client: httpx.Client) -> None:
     assert client.get("/healthz").status_code == 200
     assert client.get("/readyz").status_code == 200
     assert client.get("/docs").status_code == 200
-    assert "/v1/pipelines/{name}/jobs" in client.get("/openapi.json").json()["paths"]
+    assert "/v1/pipelines/image-classify/jobs" in client.get("/openapi.json").json()["paths"]
     names = [p["name"] for p in client.get("/v1/pipelines").json()]
     assert "image-classify" in names
     assert client.get("/v1/pipelines/image-classify").status_code == 200

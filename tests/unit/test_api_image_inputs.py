@@ -141,6 +141,11 @@ CASES: list[tuple[str, Any, str, str]] = [
     ("path missing", {"inputs": [{"image_base64": OK}, {"path": "nope.jpg"}]}, "inputs[1].path", "no such file"),
     ("path empty", {"inputs": [{"path": ""}]}, "inputs[0].path", "empty path"),
     ("path NUL", {"inputs": [{"path": "cat.jpg\u0000.png"}]}, "inputs[0].path", "NUL"),
+    ("path whitespace", {"inputs": [{"path": "\u3000\ufeff"}]}, "inputs[0].path", "empty path"),
+    ("path name too long", {"inputs": [{"path": "two/" + "n" * 300}]}, "inputs[0].path", "File name too long"),
+    ("url not ASCII", {"inputs": [{"image_url": "https://a.example/caf\u00e9.jpg"}]}, "inputs[0].image_url",
+     "percent-encode"),
+    ("base64 padded wrong", {"inputs": [{"image_base64": "QUJD="}]}, "inputs[0].image_base64", "not valid base64"),
     ("folder without images", {"inputs": [{"path": "empty"}]}, "inputs[0].path", "holds no images"),
     ("folder over the cap", {"inputs": [{"path": "four"}]}, "inputs[0].path", f"at most {MAX_INPUTS} inputs"),
     ("folder over the cap with others", {"inputs": [{"path": "two"}, {"image_base64": OK}, {"image_base64": OK}]},
@@ -215,9 +220,9 @@ async def test_the_pipeline_and_openapi_describe_the_three_image_fields(api: htt
     info = (await api.get("/v1/pipelines/img")).json()
     assert info["input"]["json_fields"] == ["image_base64", "image_url", "path"]
     schema = (await api.get("/openapi.json")).json()["components"]["schemas"]["ImageInput"]
-    assert schema["oneOf"] == [{"required": ["image_base64"]}, {"required": ["image_url"]}, {"required": ["path"]}]
+    assert [choice["required"] for choice in schema["oneOf"]] == [["image_base64"], ["image_url"], ["path"]]
     assert {name: prop["type"] for name, prop in schema["properties"].items()} == {
-        "image_base64": "string", "image_url": "string", "path": "string"
+        "image_base64": ["string", "null"], "image_url": ["string", "null"], "path": ["string", "null"]
     }  # fmt: skip
     assert "DLPIPE_DATA_ROOT" in schema["properties"]["path"]["description"]
     assert schema["additionalProperties"] is False and "required" not in schema

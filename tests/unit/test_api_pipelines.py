@@ -61,39 +61,51 @@ async def test_unknown_pipeline_description_is_404(api: httpx.AsyncClient) -> No
     assert response.status_code == 404 and "other" in response.json()["detail"]
 
 
-async def test_openapi_documents_both_request_content_types(api: httpx.AsyncClient) -> None:
+async def test_openapi_documents_each_pipelines_submit_with_both_content_types(
+    api: httpx.AsyncClient,
+) -> None:
     response = await api.get("/openapi.json")
     assert response.status_code == 200
     doc = response.json()
     assert doc["info"]["title"] == "dlpipe" and doc["info"]["version"]
     assert {t["name"] for t in doc["tags"]} == {"jobs", "pipelines", "health", "metrics"}
-    post = doc["paths"]["/v1/pipelines/{name}/jobs"]["post"]
+    assert "/v1/pipelines/{name}/jobs" not in doc["paths"]  # one operation per pipeline instead
+    post = doc["paths"]["/v1/pipelines/img/jobs"]["post"]
+    assert post["operationId"] == "submit_img_job" and post["summary"] == "Submit a job to img"
+    assert post["description"].startswith("A test image pipeline.")
+    assert "`size`: bytes in the image" in post["description"]
+    assert [p["name"] for p in post["parameters"]] == ["Idempotency-Key", "Prefer"]
     content = post["requestBody"]["content"]
-    assert set(content) == {"application/json", "multipart/form-data"}
-    assert content["application/json"]["schema"] == {"$ref": "#/components/schemas/JobRequest"}
-    form = content["multipart/form-data"]["schema"]
-    assert form["properties"]["files"]["items"]["format"] == "binary"
-    assert {"webhook", "metadata"} <= set(form["properties"])
+    assert content["application/json"]["schema"] == {"$ref": "#/components/schemas/ImageJobRequest"}
+    assert content["multipart/form-data"]["schema"] == {"$ref": "#/components/schemas/ImageJobUpload"}
     schemas = doc["components"]["schemas"]
-    job_request = schemas["JobRequest"]
-    assert job_request["properties"]["inputs"]["items"] == {
-        "anyOf": [
-            {"$ref": "#/components/schemas/ImageInput"},
-            {"$ref": "#/components/schemas/TextInput"},
-            {"$ref": "#/components/schemas/VideoInput"},
-        ]
-    }
-    assert "image_base64" in schemas["ImageInput"]["properties"]
-    assert "text" in schemas["TextInput"]["properties"]
-    assert job_request["examples"][0]["inputs"][0]["image_base64"]
-    assert job_request["examples"][1]["inputs"][0]["text"]
+    form = schemas["ImageJobUpload"]
+    assert form["properties"]["files"]["items"]["format"] == "binary"
+    assert form["properties"]["files"]["maxItems"] == MAX_INPUTS
+    assert set(form["properties"]) == {"files", "webhook", "webhook_events", "metadata", "timeout_s"}
+    job_request = schemas["ImageJobRequest"]
+    assert job_request["properties"]["inputs"]["items"] == {"$ref": "#/components/schemas/ImageInput"}
+    assert job_request["properties"]["inputs"]["maxItems"] == MAX_INPUTS
+    assert job_request["additionalProperties"] is False
+    # Only the kinds the pipelines use, and no `path` without a data root (every one would be refused).
+    assert not {"TextInput", "VideoInput", "VideoOptions"} & set(schemas)
+    assert set(schemas["ImageInput"]["properties"]) == {"image_base64", "image_url"}
+    assert content["application/json"]["examples"]["base64"]["value"]["inputs"][0]["image_base64"]
     # Every $ref in the document resolves.
     text = response.text
     for name in {part.split('"')[0] for part in text.split('"#/components/schemas/')[1:]}:
         assert name in schemas, name
-    assert {"202", "404", "415", "422"} <= set(post["responses"])
+    assert {"202", "409", "413", "415", "422", "429"} <= set(post["responses"])
+    assert "404" not in post["responses"]  # the pipeline is there
     assert "Location" in post["responses"]["202"]["headers"]
-    assert post["description"] and post["tags"] == ["jobs"]
+    assert post["tags"] == ["jobs"]
+
+
+async def test_an_unknown_pipeline_is_still_404_with_a_message(api: httpx.AsyncClient) -> None:
+    body = {"inputs": [{"image_url": "https://x.example/a.jpg"}]}
+    response = await api.post("/v1/pipelines/nope/jobs", json=body)
+    assert response.status_code == 404
+    assert response.json()["detail"] == "no pipeline 'nope' (known: img)"
 
 
 async def test_docs_page_is_served(api: httpx.AsyncClient) -> None:

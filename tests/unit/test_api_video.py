@@ -312,8 +312,10 @@ async def test_openapi_shows_the_video_input_and_the_upload_options(api: httpx.A
     assert schemas["VideoInput"]["properties"]["fps"]["maximum"] == 30
     assert set(schemas["Interval"]["properties"]) == {"start", "end"}
     assert set(schemas["VideoOptions"]["properties"]) == {"interval", "fps"}
-    form = doc["paths"]["/v1/pipelines/{name}/jobs"]["post"]["requestBody"]["content"]["multipart/form-data"]
-    assert form["schema"]["properties"]["options"]["contentSchema"] == {
-        "$ref": "#/components/schemas/VideoOptions"
-    }
-    assert any("video_path" in (e["inputs"][0]) for e in schemas["JobRequest"]["examples"])
+    content = doc["paths"][URL]["post"]["requestBody"]["content"]
+    assert content["multipart/form-data"]["schema"] == {"$ref": "#/components/schemas/VideoJobUpload"}
+    options = schemas["VideoJobUpload"]["properties"]["options"]["anyOf"][0]
+    assert options["contentSchema"] == {"$ref": "#/components/schemas/VideoOptions"}
+    assert content["application/json"]["schema"] == {"$ref": "#/components/schemas/VideoJobRequest"}
+    examples = content["application/json"]["examples"].values()
+    assert any("video_path" in e["value"]["inputs"][0] for e in examples)

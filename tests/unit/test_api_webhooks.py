@@ -165,7 +165,7 @@ async def test_redeliver_refuses_a_delivery_in_flight_and_jobs_without_a_webhook
 
 async def test_the_schema_documents_webhook_events_and_redelivery(api: httpx.AsyncClient) -> None:
     schema = (await api.get("/openapi.json")).json()
-    request = schema["components"]["schemas"]["JobRequest"]["properties"]["webhook_events"]
+    request = schema["components"]["schemas"]["ImageJobRequest"]["properties"]["webhook_events"]
     assert "progress" in str(request)
     assert "/v1/jobs/{job_id}/webhook/redeliver" in schema["paths"]
     assert "WebhookView" in schema["components"]["schemas"]

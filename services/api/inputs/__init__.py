@@ -24,11 +24,10 @@ input kind (`image`, `text`, `video`), `fields` (the job-level fields) and `pars
 requests, and the `INPUT_FORMATS` registry). The names other modules use are re-exported here.
 """
 
+from services.api.formats import MAX_URL_CHARS, MAX_WEBHOOK_CHARS
 from services.api.inputs.common import (
     MAX_METADATA_BYTES,
     MAX_SOURCE_CHARS,
-    MAX_URL_CHARS,
-    MAX_WEBHOOK_CHARS,
     MULTIPART_FILES_FIELD,
     MULTIPART_OPTIONS_FIELD,
     TIMEOUT_FIELD,

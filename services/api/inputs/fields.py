@@ -1,5 +1,5 @@
 """The job-level fields of a request, whatever its input kind: `webhook`, `webhook_events`,
-`metadata` and `timeout_s`."""
+`metadata` and `timeout_s`, and the multipart forms of `webhook_events` and `timeout_s`."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import math
 from typing import Any
 from urllib.parse import urlsplit
 
+from services.api import formats
 from services.api.inputs.common import (
     MAX_METADATA_BYTES,
-    MAX_WEBHOOK_CHARS,
     TIMEOUT_FIELD,
     WEBHOOK_EVENTS_FIELD,
     Limits,
@@ -27,7 +27,7 @@ def check_webhook(value: Any, field: str = "webhook", *, allow_private: bool = F
     resolved and checked by the notifier at each attempt."""
     if value is None or value == "":
         return None
-    url = check_http_url(value, field, MAX_WEBHOOK_CHARS)
+    url = check_http_url(value, field, formats.MAX_WEBHOOK_CHARS)
     host = urlsplit(url).hostname or ""
     if allow_private:
         return url
@@ -64,6 +64,21 @@ def check_webhook_events(value: Any, webhook: str | None, field: str = WEBHOOK_E
     return [name for name in WEBHOOK_EVENT_NAMES if name in value]
 
 
+def webhook_events_from_texts(
+    texts: list[str], webhook: str | None, field: str = WEBHOOK_EVENTS_FIELD
+) -> list[str]:
+    """`webhook_events` of a multipart request: one field of names separated by commas
+    (formats.WEBHOOK_EVENTS_TEXT: "started, completed"), or the field repeated; none: the default."""
+    if not texts:
+        return []
+    names = [part.strip() for text in texts for part in text.split(",") if part.strip()]
+    events = check_webhook_events(names, webhook, field)
+    for text in texts:
+        if not formats.matches(formats.WEBHOOK_EVENTS_TEXT, text):
+            raise invalid(field, f"event names separated by commas and spaces only, got {text[:60]!r}")
+    return events
+
+
 def check_metadata(value: Any, field: str = "metadata") -> dict[str, Any] | None:
     if value is None:
         return None
@@ -75,15 +90,10 @@ def check_metadata(value: Any, field: str = "metadata") -> dict[str, Any] | None
 
 
 def check_timeout(value: Any, limits: Limits, field: str = TIMEOUT_FIELD) -> float | None:
-    """`timeout_s`: seconds (> 0, at most the job TTL) after which the job's unfinished items
-    fail as expired; None: no deadline. A multipart field gives it as text."""
-    if value is None or value == "":
+    """`timeout_s` of a JSON request: a number of seconds (> 0, at most the job TTL) after which
+    the job's unfinished items fail as expired; null or absent: no deadline."""
+    if value is None:
         return None
-    if isinstance(value, str):
-        try:
-            value = float(value.strip())
-        except ValueError:
-            raise invalid(field, f"must be a number of seconds, got {value[:40]!r}") from None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise invalid(field, "must be a number of seconds")
     if not math.isfinite(value) or value <= 0:
@@ -91,3 +101,13 @@ def check_timeout(value: Any, limits: Limits, field: str = TIMEOUT_FIELD) -> flo
     if value > limits.max_timeout_s:
         raise invalid(field, f"at most {limits.max_timeout_s:g} seconds (the job TTL), got {value:g}")
     return float(value)
+
+
+def timeout_from_text(text: str | None, limits: Limits, field: str = TIMEOUT_FIELD) -> float | None:
+    """`timeout_s` of a multipart request: a number as text (formats.NUMBER_TEXT); empty or
+    absent: no deadline."""
+    if text is None or text == "":
+        return None
+    if not formats.matches(formats.NUMBER_TEXT, text):
+        raise invalid(field, f"must be a number of seconds, got {text[:40]!r}")
+    return check_timeout(float(text), limits, field)

@@ -5,17 +5,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.api.inputs.common import MAX_URL_CHARS, Limits, ParsedInput, check_http_url, decode_base64, invalid
-from services.api.schemas import ImageInput
+from services.api.formats import MAX_URL_CHARS
+from services.api.input_models import ImageInput
+from services.api.inputs.common import (
+    Limits,
+    ParsedInput,
+    check_http_url,
+    decode_base64,
+    invalid,
+    resolve_data_path,
+)
 from shared import datapaths
 
 
 def expand_path(value: str, field: str, limits: Limits, room: int) -> list[ParsedInput]:
     """A `path` input: one input for a file, one per image for a folder (at most `room`)."""
-    try:
-        full, rel = datapaths.resolve_under(limits.data_root, value)
-    except datapaths.PathRefused as exc:
-        raise invalid(field, str(exc)) from None
+    full, rel = resolve_data_path(value, field, limits)
     if full.is_file():
         return [ParsedInput({"path": rel}, source=rel)]
     if not full.is_dir():

@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
 
 from services.api.errors import describe_validation_errors
+from services.api.input_models import ImageInput, TextInput, VideoInput, VideoOptions
 from services.api.inputs.common import (
     _JSON_FIELDS,
     MAX_SOURCE_CHARS,
@@ -27,11 +28,17 @@ from services.api.inputs.common import (
     Upload,
     invalid,
 )
-from services.api.inputs.fields import check_metadata, check_timeout, check_webhook, check_webhook_events
+from services.api.inputs.fields import (
+    check_metadata,
+    check_timeout,
+    check_webhook,
+    check_webhook_events,
+    timeout_from_text,
+    webhook_events_from_texts,
+)
 from services.api.inputs.image import _image_from_file, _image_from_json
 from services.api.inputs.text import _text_from_file, _text_from_json
 from services.api.inputs.video import _video_from_json, _video_from_upload
-from services.api.schemas import ImageInput, TextInput, VideoInput, VideoOptions
 from shared.errors import InvalidRequest
 from shared.jobs import InputGroup
 from shared.pipeline_spec import InputKind, PipelineSpec
@@ -145,8 +152,10 @@ def _single_text(form: FormData, name: str) -> str | None:
 
 
 async def parse_form(form: FormData, pipeline: PipelineSpec, limits: Limits) -> ParsedJob:
-    """A multipart job request: files in `files` (one per input), optional `webhook`, `metadata`
-    and, for kinds that take them (video), `options` (JSON text, for every file)."""
+    """A multipart job request: files in `files` (one per input), optional `webhook`,
+    `webhook_events`, `metadata`, `timeout_s` and, for kinds that take them (video), `options`
+    (JSON text, for every file). An empty text field is the same as leaving it out
+    (`webhook_events` aside: it must name events)."""
     fmt = input_format(pipeline.input)
     if not fmt.takes_files:
         raise invalid(MULTIPART_FILES_FIELD, f"pipeline {pipeline.name!r} takes JSON inputs only")
@@ -162,33 +171,24 @@ async def parse_form(form: FormData, pipeline: PipelineSpec, limits: Limits) -> 
     event_texts = form.getlist(WEBHOOK_EVENTS_FIELD)
     if any(not isinstance(t, str) for t in event_texts):
         raise invalid(WEBHOOK_EVENTS_FIELD, "must be a text field, not a file")
-    # One field, comma-separated ("started,completed"), or the field repeated.
-    names = [part.strip() for text in event_texts for part in str(text).split(",") if part.strip()]
-    events = check_webhook_events(names if event_texts else None, webhook)
+    events = webhook_events_from_texts([str(t) for t in event_texts], webhook)
     metadata_text = _single_text(form, "metadata")
     metadata = None
-    if metadata_text is not None and metadata_text.strip():
+    if metadata_text:
         try:
             metadata = json.loads(metadata_text)
         except ValueError as exc:
             raise invalid("metadata", f"not valid JSON ({exc})") from None
+        if not isinstance(metadata, dict):
+            raise invalid("metadata", "must be a JSON object")
         metadata = check_metadata(metadata)
-    timeout_s = check_timeout(_single_text(form, TIMEOUT_FIELD), limits)
+    timeout_s = timeout_from_text(_single_text(form, TIMEOUT_FIELD), limits)
     options = _form_options(form, fmt)
     parsed: list[ParsedInput] = []
     taken = 0
     for index, upload in enumerate(uploads):
         where = f"{MULTIPART_FILES_FIELD}[{index}]"
-        if not isinstance(upload, UploadFile):
-            raise invalid(where, "must be a file upload (filename and content), not a text field")
-        if upload.size is not None and upload.size > limits.max_input_bytes:
-            raise invalid(where, f"input is larger than {limits.max_input_bytes} bytes")
-        data = await upload.read(limits.max_input_bytes + 1)
-        if len(data) > limits.max_input_bytes:
-            raise invalid(where, f"input is larger than {limits.max_input_bytes} bytes")
-        if not data:
-            raise invalid(where, "empty file")
-        source = upload.filename[:MAX_SOURCE_CHARS] if upload.filename else None
+        data, source = await _read_part(upload, where, limits)
         room = limits.max_inputs - taken - (len(uploads) - index - 1)
         # In a thread: probing a video (or decoding a large text) must not hold up the event loop.
         one = await run_in_threadpool(fmt.upload, Upload(data, source, options), where, limits, room)
@@ -197,12 +197,27 @@ async def parse_form(form: FormData, pipeline: PipelineSpec, limits: Limits) -> 
     return replace(_job(parsed, webhook, metadata), webhook_events=events, timeout_s=timeout_s)
 
 
+async def _read_part(upload: UploadFile | str, where: str, limits: Limits) -> tuple[bytes, str | None]:
+    """One part of `files`: its bytes (at most the input limit, not empty) and its file name."""
+    if not isinstance(upload, UploadFile):
+        raise invalid(where, "must be a file upload (filename and content), not a text field")
+    if upload.size is not None and upload.size > limits.max_input_bytes:
+        raise invalid(where, f"input is larger than {limits.max_input_bytes} bytes")
+    data = await upload.read(limits.max_input_bytes + 1)
+    source = upload.filename[:MAX_SOURCE_CHARS] if upload.filename else None
+    if len(data) > limits.max_input_bytes:
+        raise invalid(where, f"input is larger than {limits.max_input_bytes} bytes")
+    if not data:
+        raise invalid(where, "empty file")
+    return data, source
+
+
 def _form_options(form: FormData, fmt: InputFormat) -> BaseModel | None:
     """The `options` form field, validated by the input kind's options model (absent: its defaults)."""
     if fmt.options_model is None:
         return None
     text = _single_text(form, MULTIPART_OPTIONS_FIELD)
-    if text is None or not text.strip():
+    if not text:
         return fmt.options_model()
     try:
         data = json.loads(text)

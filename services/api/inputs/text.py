@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from services.api import formats
+from services.api.input_models import TextInput
 from services.api.inputs.common import Limits, ParsedInput, invalid
-from services.api.schemas import TextInput
 
 
 def check_text(text: str, field: str, max_bytes: int) -> str:
-    """Text that is not blank and at most `max_bytes` once UTF-8 encoded."""
-    if not text.strip():
+    """Text that is not blank (formats.NOT_BLANK) and at most `max_bytes` once UTF-8 encoded."""
+    if not formats.matches(formats.NOT_BLANK, text):
         raise invalid(field, "empty text (or only whitespace)")
     if len(text) > max_bytes:  # every character is at least one byte: no need to encode
         raise invalid(field, f"text is larger than {max_bytes} bytes in UTF-8")

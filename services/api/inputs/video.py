@@ -6,9 +6,16 @@ from __future__ import annotations
 import io
 from typing import Any
 
-from services.api.inputs.common import MULTIPART_OPTIONS_FIELD, Limits, ParsedInput, Upload, invalid
-from services.api.schemas import Interval, VideoInput, VideoOptions
-from shared import datapaths, video
+from services.api.input_models import Interval, VideoInput, VideoOptions
+from services.api.inputs.common import (
+    MULTIPART_OPTIONS_FIELD,
+    Limits,
+    ParsedInput,
+    Upload,
+    invalid,
+    resolve_data_path,
+)
+from shared import video
 
 
 def _frame_times(
@@ -67,10 +74,7 @@ def _frames_input(
 def _video_from_json(item: VideoInput, field: str, limits: Limits, room: int) -> list[ParsedInput]:
     """A `video_path` under the data root: probed here, read again by the worker per frame."""
     path_field = f"{field}.video_path"
-    try:
-        full, rel = datapaths.resolve_under(limits.data_root, item.video_path)
-    except datapaths.PathRefused as exc:
-        raise invalid(path_field, str(exc)) from None
+    full, rel = resolve_data_path(item.video_path, path_field, limits)
     if not full.is_file():
         raise invalid(path_field, "not a file (video_path names one video file)")
     try:

@@ -1,0 +1,296 @@
+"""Submit a job: `POST /v1/pipelines/{name}/jobs`, one route for every pipeline. The API only
+checks the request, writes the job and queues its items.
+
+The OpenAPI document shows one operation per configured pipeline instead of this route, each
+with the request schemas of that pipeline's input kind (services/api/openapi.py); the route's
+own description and responses are the part they share.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from redis.exceptions import RedisError, WatchError
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
+
+from services.api import admission, formats
+from services.api.auth import caller_of
+from services.api.deps import PipelineDep, RedisDep, SettingsDep, WaitersDep
+from services.api.errors import UnsupportedMediaType
+from services.api.inputs import (
+    MAX_METADATA_BYTES,
+    MULTIPART_FILES_FIELD,
+    Limits,
+    ParsedJob,
+    invalid,
+    parse_form,
+    parse_json_body,
+)
+from services.api.routers.jobs import read_job
+from services.api.schemas import ErrorBody
+from services.api.waiters import parse_prefer_wait
+from shared.errors import NotFound
+from shared.jobs import deadline_ms, groups_record, queue_new_job
+from shared.messages import JobStatus, JobView, job_view_from_redis, now_ms
+from shared.pipeline_spec import InputKind, PipelineSpec
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/v1", tags=["jobs"])
+
+SUBMIT_PATH = "/v1/pipelines/{name}/jobs"
+INLINE_PARSE_BYTES = 64 * 1024  # a text job's body up to this is parsed on the event loop
+
+SUBMIT_ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorBody, "description": "No such pipeline."},
+    409: {"model": ErrorBody, "description": "A request with this `Idempotency-Key` is still in progress."},
+    413: {"model": ErrorBody, "description": "The body is larger than `DLPIPE_MAX_BODY_BYTES`."},
+    415: {"model": ErrorBody, "description": "Neither JSON nor multipart/form-data."},
+    422: {
+        "model": ErrorBody,
+        "description": (
+            "The request is not valid (`field` names what), or names data that does not work (a path "
+            "with nothing there, an unreadable video, too many frames), or reuses an `Idempotency-Key` "
+            "with another request."
+        ),
+    },
+    429: {
+        "model": ErrorBody,
+        "description": "The pipeline's backlog is at `DLPIPE_MAX_BACKLOG`: retry after `Retry-After` s.",
+        "headers": {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}},
+    },
+    503: {"model": ErrorBody, "description": "Redis is unavailable."},
+}
+
+SUBMIT_DESCRIPTION = (
+    "Queue one job of one or more inputs and answer at once (202) with the job (status `queued`, "
+    "every output `pending`) and its URL in `Location`. Poll `GET /v1/jobs/{id}` or pass a "
+    "`webhook` to be called when it finishes. Each output's `source` names its file, path or URL.\n\n"
+    "`timeout_s` (optional) sets a deadline: items not finished that many seconds after submission "
+    "fail as `expired`. An `Idempotency-Key` header makes retries safe: the same key with the same "
+    "request answers the first job again (202, same id and body, `Idempotent-Replayed: true`), with "
+    "another request 422. While the pipeline's backlog is at `DLPIPE_MAX_BACKLOG` items, new jobs "
+    "get 429 with `Retry-After`.\n\n"
+    "`Prefer: wait=N` (RFC 7240) asks to wait up to N seconds (at most `DLPIPE_MAX_WAIT_S`) for the "
+    "job to end: ended in time, the answer is 200 with the final job (outputs and all); else it is "
+    "the usual 202 once the time is up. The job runs the same either way."
+)
+
+
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+async def _read_form_job(request: Request, pipeline: PipelineSpec, limits: Limits) -> ParsedJob:
+    try:
+        form = await request.form(
+            max_files=limits.max_inputs + 1, max_fields=16, max_part_size=MAX_METADATA_BYTES + 1024
+        )
+    except (MultiPartException, HTTPException) as exc:
+        message = getattr(exc, "message", None) or getattr(exc, "detail", None) or str(exc)
+        if "Too many files" in message:
+            raise invalid(MULTIPART_FILES_FIELD, f"at most {limits.max_inputs} inputs per job") from None
+        raise invalid("body", f"malformed multipart body: {message}") from None
+    try:
+        return await parse_form(form, pipeline, limits)
+    finally:
+        await form.close()
+
+
+@router.post(
+    "/pipelines/{name}/jobs",
+    status_code=202,
+    response_model=JobView,
+    summary="Submit a job",
+    description=SUBMIT_DESCRIPTION,
+    response_description="The queued job.",
+    responses={
+        **SUBMIT_ERRORS,
+        202: {"headers": {"Location": {"description": "URL of the job", "schema": {"type": "string"}}}},
+        200: {
+            "model": JobView,
+            "description": "With `Prefer: wait=N`: the job ended within N seconds; its final state.",
+            "headers": {
+                "Location": {"description": "URL of the job", "schema": {"type": "string"}},
+                "Preference-Applied": {"description": "`wait=N`", "schema": {"type": "string"}},
+            },
+        },
+    },
+    openapi_extra={
+        "parameters": [
+            {
+                "name": admission.IDEMPOTENCY_HEADER,
+                "in": "header",
+                "required": False,
+                "description": (
+                    "Any unique string (1-255 printable ASCII characters, e.g. a UUID) that makes "
+                    "the submit safe to retry: kept DLPIPE_IDEMPOTENCY_TTL_S."
+                ),
+                "schema": {"type": "string", "pattern": formats.IDEMPOTENCY_KEY, "maxLength": 255},
+            },
+            {
+                "name": "Prefer",
+                "in": "header",
+                "required": False,
+                "description": (
+                    "`wait=N`: wait up to N seconds for the job to end, then answer 200 with it (RFC "
+                    "7240; other preferences are ignored)."
+                ),
+                "schema": {"type": "string", "examples": ["wait=30"]},
+            },
+        ],
+    },
+)
+async def create_job(
+    request: Request,
+    response: Response,
+    pipeline: PipelineDep,
+    settings: SettingsDep,
+    client: RedisDep,
+    waiters: WaitersDep,
+) -> JobView:
+    limits = Limits(
+        max_inputs=settings.max_inputs_per_job,
+        max_input_bytes=settings.max_input_bytes,
+        data_root=settings.data_root,
+        webhook_allow_private=settings.webhook_allow_private,
+        max_timeout_s=settings.job_ttl_s,
+    )
+    idempotency_key = request.headers.get(admission.IDEMPOTENCY_HEADER)
+    body = b""
+    if idempotency_key is not None:
+        admission.check_key(idempotency_key)
+        body = await request.body()  # the fingerprint's; kept for the parsers (JSON or multipart)
+    media_type = _media_type(request)
+    if media_type == "application/json" or media_type.endswith("+json"):
+        raw = await request.body()
+        if len(raw) <= INLINE_PARSE_BYTES and pipeline.input is InputKind.text:
+            parsed = parse_json_body(raw, pipeline, limits)  # microseconds: a thread would cost more
+        else:  # large bodies take a while to parse; `path` inputs touch the file system
+            parsed = await run_in_threadpool(parse_json_body, raw, pipeline, limits)
+    elif media_type == "multipart/form-data":
+        parsed = await _read_form_job(request, pipeline, limits)
+    else:
+        raise UnsupportedMediaType(
+            f"content-type {media_type or '(none)'!r} is not accepted: send application/json "
+            "or multipart/form-data"
+        )
+    job_id = uuid.uuid4().hex
+    claim: admission.Claim | None = None
+    if idempotency_key is not None:
+        mark = admission.fingerprint(pipeline.name, request.headers.get("content-type", ""), body)
+        held = await admission.claim(client, caller_of(request), idempotency_key, mark, job_id)
+        if isinstance(held, admission.Replay):
+            log.info("job=%s replayed for its Idempotency-Key", held.job_id)
+            return JSONResponse(  # type: ignore[return-value]
+                held.response,
+                status_code=202,
+                headers={"Location": f"/v1/jobs/{held.job_id}", "Idempotent-Replayed": "true"},
+            )
+        claim = held
+    grant: str | None = None
+    try:
+        rate = request.app.state.drain_rates.rate(pipeline.name)
+        grant = await admission.admit(client, pipeline.name, len(parsed.inputs), settings.max_backlog, rate)
+        view = await _write_job(response, client, settings, pipeline, parsed, job_id, grant, claim)
+    except BaseException:
+        # Nothing was written (or we cannot tell): give the key and the grant back, best effort;
+        # both lapse by themselves if Redis is not there to hear it.
+        if claim is not None:
+            await _quietly(admission.release(client, claim))
+        if grant is not None:
+            await _quietly(admission.drop_grant(client, pipeline.name, grant))
+        raise
+    wait_s = parse_prefer_wait(request.headers.get("prefer"), settings.max_wait_s)
+    if wait_s is None:
+        return view
+    return await _when_final(waiters, client, view, wait_s)
+
+
+async def _when_final(waiters: Any, client: Any, view: JobView, wait_s: float) -> JobView:
+    """`Prefer: wait`: the final job (200) if it ends within `wait_s`, else the job as it is (202)."""
+    try:
+        final = await waiters.read_until_final(view.id, wait_s, lambda: read_job(client, view.id))
+    except (RedisError, OSError, NotFound) as exc:  # the job is accepted: say so, as without waiting
+        log.warning("job=%s accepted; waiting for its end failed: %s", view.id, exc)
+        return view
+    if not final.status.is_final:
+        return final  # 202, as without the preference, with the job as it is now
+    return JSONResponse(  # type: ignore[return-value]
+        final.model_dump(mode="json"),
+        status_code=200,
+        headers={"Location": f"/v1/jobs/{view.id}", "Preference-Applied": f"wait={wait_s:g}"},
+    )
+
+
+async def _quietly(step: Any) -> None:
+    try:
+        await step
+    except Exception as exc:  # the original error is what the client must see
+        log.warning("cleanup after a failed submit failed: %s", exc)
+
+
+async def _write_job(
+    response: Response,
+    client: Any,
+    settings: Any,
+    pipeline: PipelineSpec,
+    parsed: ParsedJob,
+    job_id: str,
+    grant: str,
+    claim: admission.Claim | None,
+) -> JobView:
+    """Write the job (and the Idempotency-Key's final record) in one transaction; its 202 body."""
+    created = now_ms()
+    record = {
+        "id": job_id,
+        "pipeline": pipeline.name,
+        "status": JobStatus.queued.value,
+        "created_at": str(created),
+        "total": str(len(parsed.inputs)),
+        "webhook": parsed.webhook or "",
+        "webhook_events": ",".join(parsed.webhook_events),
+        "metadata": json.dumps(parsed.metadata) if parsed.metadata is not None else "",
+        "sources": json.dumps(parsed.sources) if parsed.sources else "",
+        "groups": json.dumps(groups_record(parsed.groups, len(parsed.inputs))) if parsed.groups else "",
+    }
+    if parsed.timeout_s is not None:
+        record["deadline"] = str(deadline_ms(created, parsed.timeout_s))
+    view = job_view_from_redis(record, {})
+    async with client.pipeline(transaction=True) as pipe:
+        if claim is not None:
+            await claim.fence(pipe)
+        queue_new_job(
+            pipe,
+            job_id=job_id,
+            pipeline=pipeline,
+            inputs=parsed.inputs,
+            webhook=parsed.webhook,
+            webhook_events=parsed.webhook_events or None,
+            metadata=parsed.metadata,
+            ttl_s=settings.job_ttl_s,
+            created_ms=created,
+            sources=parsed.sources or None,
+            groups=parsed.groups or None,
+            blobs=parsed.blobs or None,
+            item_blobs=parsed.item_blobs or None,
+            timeout_s=parsed.timeout_s,
+            admission=grant,
+        )
+        if claim is not None:
+            claim.record(pipe, view.model_dump(mode="json"), settings.idempotency_ttl_s)
+        try:
+            await pipe.execute()
+        except WatchError:
+            assert claim is not None  # only a claim's key is watched
+            raise claim.taken_over() from None
+    log.info("job=%s pipeline=%s accepted n=%d", job_id, pipeline.name, len(parsed.inputs))
+    response.headers["Location"] = f"/v1/jobs/{job_id}"
+    return view
