@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from redis.asyncio import Redis
@@ -55,6 +55,33 @@ def parse_prefer_wait(header: str | None, max_wait_s: float) -> float | None:
     return None
 
 
+class Watch:
+    """One request waiting for one job (JobWaiters.watching)."""
+
+    def __init__(self, event: asyncio.Event, recheck_s: float) -> None:
+        self._event = event
+        self._recheck_s = recheck_s
+
+    async def until_final(
+        self, timeout_s: float, read: Callable[[], Awaitable[JobView]], current: JobView | None = None
+    ) -> JobView:
+        """`read()` the job until it is final or `timeout_s` has passed; the last view read.
+        `current`: a view of the job taken since the watch began (the first read is skipped)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        view = current
+        while True:
+            if view is None:
+                self._event.clear()
+                view = await read()
+            left = deadline - loop.time()
+            if view.status.is_final or left <= 0:
+                return view
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._event.wait(), min(left, self._recheck_s))
+            view = None
+
+
 class JobWaiters:
     def __init__(self, client: Redis, *, block_ms: int = 1000, recheck_s: float = 2.0) -> None:
         self._client = client
@@ -72,24 +99,22 @@ class JobWaiters:
         self, job_id: str, timeout_s: float, read: Callable[[], Awaitable[JobView]]
     ) -> JobView:
         """`read()` the job until it is final or `timeout_s` has passed; the last view read."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
+        async with self.watching(job_id) as watch:
+            return await watch.until_final(timeout_s, read)
+
+    @contextlib.asynccontextmanager
+    async def watching(self, job_id: str) -> AsyncIterator[Watch]:
+        """Be woken by the end of `job_id` from now on (enter before the job is even written,
+        and an end right after the write still wakes the watch)."""
         event = asyncio.Event()
         self._waiting.setdefault(job_id, set()).add(event)
         try:
             self._start()
             # Read only once the reader is past the events already in the stream: an end after
-            # our read is then an event it will see. Redis away: go on, the rechecks cover it.
+            # this is then an event it will see. Redis away: go on, the rechecks cover it.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._positioned.wait(), max(0.0, min(timeout_s, self.recheck_s)))
-            while True:
-                event.clear()
-                view = await read()
-                left = deadline - loop.time()
-                if view.status.is_final or left <= 0:
-                    return view
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(event.wait(), min(left, self.recheck_s))
+                await asyncio.wait_for(self._positioned.wait(), self.recheck_s)
+            yield Watch(event, self.recheck_s)
         finally:
             events = self._waiting.get(job_id)
             if events is not None:

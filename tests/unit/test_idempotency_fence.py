@@ -11,8 +11,7 @@ import httpx
 import pytest
 from starlette.exceptions import HTTPException
 
-from services.api import admission
-from services.api.routers import submit as submit_router
+from services.api import admission, job_writer
 from shared import keys
 from tests.unit.test_api_fixtures import (  # noqa: F401 - fixtures
     anyio_backend,
@@ -56,7 +55,7 @@ async def test_a_claim_taken_over_by_a_retry_cannot_start_its_transaction(
 async def test_a_takeover_between_fence_and_write_fails_the_request_and_writes_nothing(
     api: httpx.AsyncClient, sync_redis: fakeredis.FakeRedis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_queue = submit_router.queue_new_job
+    real_queue = job_writer.queue_new_job
 
     def queue_after_a_takeover(pipe: Any, **kwargs: Any) -> None:
         # The claim lapses and a retry takes the key over while this request builds its MULTI.
@@ -64,13 +63,13 @@ async def test_a_takeover_between_fence_and_write_fails_the_request_and_writes_n
         sync_redis.set(key, '{"fingerprint": "x", "job": "other", "state": "pending"}')
         real_queue(pipe, **kwargs)
 
-    monkeypatch.setattr(submit_router, "queue_new_job", queue_after_a_takeover)
+    monkeypatch.setattr(job_writer, "queue_new_job", queue_after_a_takeover)
     response = await api.post("/v1/pipelines/img/jobs", json=BODY, headers={"Idempotency-Key": "slow-1"})
     assert response.status_code == 409, response.text
     assert "took it over" in response.json()["detail"]
     assert job_count(sync_redis) == 0 and not sync_redis.exists(keys.stream("cpu.img.pre"))
     assert int(sync_redis.get(keys.backlog("img")) or 0) == 0
     assert sync_redis.zcard(keys.admissions("img")) == 0  # its grant was given back
-    monkeypatch.setattr(submit_router, "queue_new_job", real_queue)
+    monkeypatch.setattr(job_writer, "queue_new_job", real_queue)
     # Another request without the race goes through.
     assert (await api.post("/v1/pipelines/img/jobs", json=BODY)).status_code == 202

@@ -8,14 +8,14 @@ own description and responses are the part they share.
 
 from __future__ import annotations
 
-import json
+import contextlib
 import logging
 import uuid
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from redis.exceptions import RedisError, WatchError
+from redis.exceptions import RedisError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
@@ -33,12 +33,12 @@ from services.api.inputs import (
     parse_form,
     parse_json_body,
 )
+from services.api.job_writer import admit_and_write
 from services.api.routers.jobs import read_job
 from services.api.schemas import ErrorBody
-from services.api.waiters import parse_prefer_wait
+from services.api.waiters import Watch, parse_prefer_wait
 from shared.errors import NotFound
-from shared.jobs import deadline_ms, groups_record, queue_new_job
-from shared.messages import JobStatus, JobView, job_view_from_redis, now_ms
+from shared.messages import JobView
 from shared.pipeline_spec import InputKind, PipelineSpec
 
 log = logging.getLogger(__name__)
@@ -195,29 +195,21 @@ async def create_job(
                 headers={"Location": f"/v1/jobs/{held.job_id}", "Idempotent-Replayed": "true"},
             )
         claim = held
-    grant: str | None = None
-    try:
-        rate = request.app.state.drain_rates.rate(pipeline.name)
-        grant = await admission.admit(client, pipeline.name, len(parsed.inputs), settings.max_backlog, rate)
-        view = await _write_job(response, client, settings, pipeline, parsed, job_id, grant, claim)
-    except BaseException:
-        # Nothing was written (or we cannot tell): give the key and the grant back, best effort;
-        # both lapse by themselves if Redis is not there to hear it.
-        if claim is not None:
-            await _quietly(admission.release(client, claim))
-        if grant is not None:
-            await _quietly(admission.drop_grant(client, pipeline.name, grant))
-        raise
     wait_s = parse_prefer_wait(request.headers.get("prefer"), settings.max_wait_s)
-    if wait_s is None:
-        return view
-    return await _when_final(waiters, client, view, wait_s)
+    async with contextlib.AsyncExitStack() as stack:
+        # Prefer: wait: watch for the job's end before it is written, so no end goes unseen and
+        # no read is needed before the first wake-up.
+        watch = None if wait_s is None else await stack.enter_async_context(waiters.watching(job_id))
+        view = await admit_and_write(request, response, client, settings, pipeline, parsed, job_id, claim)
+        if watch is None or wait_s is None:
+            return view
+        return await _when_final(watch, client, view, wait_s)
 
 
-async def _when_final(waiters: Any, client: Any, view: JobView, wait_s: float) -> JobView:
+async def _when_final(watch: Watch, client: Any, view: JobView, wait_s: float) -> JobView:
     """`Prefer: wait`: the final job (200) if it ends within `wait_s`, else the job as it is (202)."""
     try:
-        final = await waiters.read_until_final(view.id, wait_s, lambda: read_job(client, view.id))
+        final = await watch.until_final(wait_s, lambda: read_job(client, view.id), current=view)
     except (RedisError, OSError, NotFound) as exc:  # the job is accepted: say so, as without waiting
         log.warning("job=%s accepted; waiting for its end failed: %s", view.id, exc)
         return view
@@ -228,69 +220,3 @@ async def _when_final(waiters: Any, client: Any, view: JobView, wait_s: float) -
         status_code=200,
         headers={"Location": f"/v1/jobs/{view.id}", "Preference-Applied": f"wait={wait_s:g}"},
     )
-
-
-async def _quietly(step: Any) -> None:
-    try:
-        await step
-    except Exception as exc:  # the original error is what the client must see
-        log.warning("cleanup after a failed submit failed: %s", exc)
-
-
-async def _write_job(
-    response: Response,
-    client: Any,
-    settings: Any,
-    pipeline: PipelineSpec,
-    parsed: ParsedJob,
-    job_id: str,
-    grant: str,
-    claim: admission.Claim | None,
-) -> JobView:
-    """Write the job (and the Idempotency-Key's final record) in one transaction; its 202 body."""
-    created = now_ms()
-    record = {
-        "id": job_id,
-        "pipeline": pipeline.name,
-        "status": JobStatus.queued.value,
-        "created_at": str(created),
-        "total": str(len(parsed.inputs)),
-        "webhook": parsed.webhook or "",
-        "webhook_events": ",".join(parsed.webhook_events),
-        "metadata": json.dumps(parsed.metadata) if parsed.metadata is not None else "",
-        "sources": json.dumps(parsed.sources) if parsed.sources else "",
-        "groups": json.dumps(groups_record(parsed.groups, len(parsed.inputs))) if parsed.groups else "",
-    }
-    if parsed.timeout_s is not None:
-        record["deadline"] = str(deadline_ms(created, parsed.timeout_s))
-    view = job_view_from_redis(record, {})
-    async with client.pipeline(transaction=True) as pipe:
-        if claim is not None:
-            await claim.fence(pipe)
-        queue_new_job(
-            pipe,
-            job_id=job_id,
-            pipeline=pipeline,
-            inputs=parsed.inputs,
-            webhook=parsed.webhook,
-            webhook_events=parsed.webhook_events or None,
-            metadata=parsed.metadata,
-            ttl_s=settings.job_ttl_s,
-            created_ms=created,
-            sources=parsed.sources or None,
-            groups=parsed.groups or None,
-            blobs=parsed.blobs or None,
-            item_blobs=parsed.item_blobs or None,
-            timeout_s=parsed.timeout_s,
-            admission=grant,
-        )
-        if claim is not None:
-            claim.record(pipe, view.model_dump(mode="json"), settings.idempotency_ttl_s)
-        try:
-            await pipe.execute()
-        except WatchError:
-            assert claim is not None  # only a claim's key is watched
-            raise claim.taken_over() from None
-    log.info("job=%s pipeline=%s accepted n=%d", job_id, pipeline.name, len(parsed.inputs))
-    response.headers["Location"] = f"/v1/jobs/{job_id}"
-    return view

@@ -1,0 +1,111 @@
+"""Writing an accepted job: its place in the backlog (admission), then the job, its items and
+its Idempotency-Key's record in one transaction (services/api/routers/submit.py calls it)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from fastapi import Request, Response
+from redis.exceptions import WatchError
+
+from services.api import admission
+from services.api.inputs import ParsedJob
+from shared.jobs import deadline_ms, groups_record, queue_new_job
+from shared.messages import JobStatus, JobView, job_view_from_redis, now_ms
+from shared.pipeline_spec import PipelineSpec
+
+log = logging.getLogger(__name__)
+
+
+async def admit_and_write(
+    request: Request,
+    response: Response,
+    client: Any,
+    settings: Any,
+    pipeline: PipelineSpec,
+    parsed: ParsedJob,
+    job_id: str,
+    claim: admission.Claim | None,
+) -> JobView:
+    """Take the job's place in the backlog and write it; on any failure give both back."""
+    grant: str | None = None
+    try:
+        rate = request.app.state.drain_rates.rate(pipeline.name)
+        grant = await admission.admit(client, pipeline.name, len(parsed.inputs), settings.max_backlog, rate)
+        return await _write_job(response, client, settings, pipeline, parsed, job_id, grant, claim)
+    except BaseException:
+        # Nothing was written (or we cannot tell): give the key and the grant back, best effort;
+        # both lapse by themselves if Redis is not there to hear it.
+        if claim is not None:
+            await _quietly(admission.release(client, claim))
+        if grant is not None:
+            await _quietly(admission.drop_grant(client, pipeline.name, grant))
+        raise
+
+
+async def _quietly(step: Any) -> None:
+    try:
+        await step
+    except Exception as exc:  # the original error is what the client must see
+        log.warning("cleanup after a failed submit failed: %s", exc)
+
+
+async def _write_job(
+    response: Response,
+    client: Any,
+    settings: Any,
+    pipeline: PipelineSpec,
+    parsed: ParsedJob,
+    job_id: str,
+    grant: str,
+    claim: admission.Claim | None,
+) -> JobView:
+    """Write the job (and the Idempotency-Key's final record) in one transaction; its 202 body."""
+    created = now_ms()
+    record = {
+        "id": job_id,
+        "pipeline": pipeline.name,
+        "status": JobStatus.queued.value,
+        "created_at": str(created),
+        "total": str(len(parsed.inputs)),
+        "webhook": parsed.webhook or "",
+        "webhook_events": ",".join(parsed.webhook_events),
+        "metadata": json.dumps(parsed.metadata) if parsed.metadata is not None else "",
+        "sources": json.dumps(parsed.sources) if parsed.sources else "",
+        "groups": json.dumps(groups_record(parsed.groups, len(parsed.inputs))) if parsed.groups else "",
+    }
+    if parsed.timeout_s is not None:
+        record["deadline"] = str(deadline_ms(created, parsed.timeout_s))
+    view = job_view_from_redis(record, {})
+    async with client.pipeline(transaction=True) as pipe:
+        if claim is not None:
+            await claim.fence(pipe)
+        queue_new_job(
+            pipe,
+            job_id=job_id,
+            pipeline=pipeline,
+            inputs=parsed.inputs,
+            webhook=parsed.webhook,
+            webhook_events=parsed.webhook_events or None,
+            metadata=parsed.metadata,
+            ttl_s=settings.job_ttl_s,
+            created_ms=created,
+            sources=parsed.sources or None,
+            groups=parsed.groups or None,
+            blobs=parsed.blobs or None,
+            item_blobs=parsed.item_blobs or None,
+            timeout_s=parsed.timeout_s,
+            admission=grant,
+        )
+        if claim is not None:
+            claim.record(pipe, view.model_dump(mode="json"), settings.idempotency_ttl_s)
+        try:
+            await pipe.execute()
+        except WatchError:
+            assert claim is not None  # only a claim's key is watched
+            raise claim.taken_over() from None
+    log.info("job=%s pipeline=%s accepted n=%d", job_id, pipeline.name, len(parsed.inputs))
+    response.headers["Location"] = f"/v1/jobs/{job_id}"
+    return view
