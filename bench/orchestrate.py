@@ -69,8 +69,8 @@ def dlpipe_settings(opts: Options) -> dict[str, Any]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-    return {"torch_threads": s.torch_threads, "preprocess_concurrency": s.preprocess_concurrency,
-            "pipelines_file": str(s.pipelines_file)}  # fmt: skip
+    return {"torch_threads": s.torch_threads, "model_replicas": s.model_replicas,
+            "preprocess_concurrency": s.preprocess_concurrency, "pipelines_file": str(s.pipelines_file)}  # fmt: skip
 
 
 def run(opts: Options) -> dict[str, Any]:

@@ -72,6 +72,7 @@ def build(options: dict[str, Any], result: dict[str, Any], summary: dict[str, An
         "versions": versions(result["peers"]),
         "threads": {
             "dlpipe_torch_threads": dl["torch_threads"],
+            "dlpipe_model_replicas": dl.get("model_replicas", 1),
             "dlpipe_preprocess_processes": dl["preprocess_concurrency"],
             "baseline_and_peers_torch_threads": options["peer_threads"],
             "limit_threads": options["limit_threads"],
@@ -155,8 +156,9 @@ def table(doc: dict[str, Any]) -> str:
     lines = [
         (
             f"dlpipe bench: {m['cpu_model']}, {m['cores']} cores, {m['memory_gb']} GiB; "
-            f"{doc['options']['repeats']} repeats, medians; torch threads: dlpipe model worker "
-            f"{threads['dlpipe_torch_threads']}, baseline/peers {threads['baseline_and_peers_torch_threads']}"
+            f"{doc['options']['repeats']} repeats, medians; torch threads: dlpipe "
+            f"{threads.get('dlpipe_model_replicas', 1)} model worker process(es) x {threads['dlpipe_torch_threads']}, "
+            f"baseline/peers {threads['baseline_and_peers_torch_threads']}"
         )
     ]
     if s["limit"]:

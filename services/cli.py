@@ -3,7 +3,7 @@
     dlpipe up                                  API + one of each worker (+ embedded Redis if needed)
     dlpipe api [--host H] [--port P]           the HTTP API (uvicorn)
     dlpipe worker preprocess [--concurrency N] CPU stages (preprocess, postprocess)
-    dlpipe worker model [--models a,b]         batched model inference
+    dlpipe worker model [--models a,b] [--replicas N]  batched model inference
     dlpipe worker notifier                     webhooks for finished jobs
     dlpipe check [--no-import]                 validate the pipelines file
     dlpipe healthcheck api|preprocess|model|notifier   for container healthchecks
@@ -92,13 +92,18 @@ def build_parser() -> argparse.ArgumentParser:
     p_pre.add_argument(
         "--concurrency",
         type=_positive_int,
-        help="processes to run (DLPIPE_PREPROCESS_CONCURRENCY; default 1)",
+        help="processes to run (DLPIPE_PREPROCESS_CONCURRENCY; default: a fifth of the cores, at least 1)",
     )
     p_model = workers.add_parser("model", help="batched model inference", description="Run model stages.")
     p_model.add_argument(
         "--models",
         type=_models_list,
         help="serve only these models, comma-separated (default: every model a pipeline uses)",
+    )
+    p_model.add_argument(
+        "--replicas",
+        type=_positive_int,
+        help="model worker processes (DLPIPE_MODEL_REPLICAS; default: one per core on a CPU, 1 with a GPU)",
     )
     workers.add_parser("notifier", help="webhooks for finished jobs", description="Deliver webhooks.")
 
@@ -144,6 +149,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         ("log_level", "log_level"),
         ("pipelines_file", "pipelines_file"),
         ("concurrency", "preprocess_concurrency"),
+        ("replicas", "model_replicas"),
     ):
         value = getattr(args, flag, None)
         if value is not None:
@@ -179,9 +185,9 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 
         return int(preprocess_main(settings, settings.preprocess_concurrency) or 0)
     if args.kind == "model":
-        from workers.model_worker import main as model_main  # noqa: PLC0415
+        from workers.model_main import serve  # noqa: PLC0415
 
-        return int(model_main(settings, args.models) or 0)
+        return int(serve(settings, args.models) or 0)
     from workers.notifier import main as notifier_main  # noqa: PLC0415
 
     return int(notifier_main(settings) or 0)

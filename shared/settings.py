@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.cores import available_cores, gpu_expected, split_cores
+from shared.cores import CoreSplit, available_cores, gpu_expected, split_cores
 
 DEFAULT_PIPELINES_FILE = Path(__file__).resolve().parent / "pipelines.yaml"
 
@@ -48,8 +48,8 @@ def check_webhook_secret(value: str) -> str:
     return value
 
 
-def _default_split(data: dict[str, Any]) -> tuple[int, int]:
-    """(torch threads, preprocess processes) for this machine's cores (shared/cores.py)."""
+def _default_split(data: dict[str, Any]) -> CoreSplit:
+    """The default processes and threads for this machine's cores (shared/cores.py)."""
     return split_cores(available_cores(), gpu_expected(data.get("device")))
 
 
@@ -164,19 +164,28 @@ class Settings(BaseSettings):
         default=None, description="Torch device of the model worker; unset: cuda if available, else cpu."
     )
     preprocess_concurrency: int = Field(
-        default_factory=lambda data: _default_split(data)[1],
+        default_factory=lambda data: _default_split(data).preprocess,
         ge=1,
         description=(
             "Processes `dlpipe worker preprocess` runs (default: a fifth of the cores, at least 1; "
             "with a GPU all but 2)."
         ),
     )
+    model_replicas: int = Field(
+        default_factory=lambda data: _default_split(data).model_replicas,
+        ge=1,
+        le=64,
+        description=(
+            "Processes `dlpipe worker model` runs, each with every model, sharing the model streams "
+            "(default: on a CPU one per core, at most 8; with a GPU 1)."
+        ),
+    )
     torch_threads: int = Field(
-        default_factory=lambda data: _default_split(data)[0],
+        default_factory=lambda data: _default_split(data).torch_threads,
         ge=1,
         description=(
-            "Intra-op threads of the model worker (default: the cores the preprocess processes and "
-            "one for the API and Redis leave, at least 1; with a GPU 1)."
+            "Intra-op threads of each model worker process (default: 1, more when the cores outnumber "
+            "the replicas; with a GPU 1)."
         ),
     )
     model_overlap: bool = Field(

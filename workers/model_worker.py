@@ -23,7 +23,6 @@ processes (benchmarks, metrics) can read them; this process also logs them every
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 import threading
@@ -36,7 +35,6 @@ import torch
 
 from shared import keys
 from shared.codecs import CodecError
-from shared.logs import setup_logging
 from shared.pipeline_spec import Batching, PipelineConfigError, PipelinesConfig
 from shared.settings import Settings
 from workers import runtime
@@ -319,33 +317,7 @@ class ModelWorker:
         log.info("consumer=%s stopped", self.consumer)
 
 
-def main(settings: Settings, models: list[str] | None = None) -> int:
-    """Load the models, then serve their streams until SIGTERM/SIGINT."""
-    setup_logging(settings.log_level, "model")
-    stop = threading.Event()
-    runtime.install_stop_signals(stop)
-    config = runtime.load_config(settings)
-    device = pick_device(settings)
-    torch.set_num_threads(settings.torch_threads)
-    loaded = load_models(config, models, device)
-    if not loaded:
-        log.error(
-            "no model to serve (asked for %s; pipelines use %s)", models, ", ".join(config.model_streams())
-        )
-        return 2
-    longest = max(b.max_batch_delay_ms for b in model_batching(config, list(loaded), device).values())
-    store = Store(runtime.redis_client(settings, longest), config, settings.job_ttl_s)
-    ModelWorker(store, settings, runtime.new_consumer_id(), loaded, device).run(stop)
-    return 0
+if __name__ == "__main__":  # `python -m workers.model_worker`: one model worker process
+    from workers.model_main import cli
 
-
-def _cli(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m workers.model_worker")
-    parser.add_argument("--models", default=None, help="comma-separated model names (default: all used)")
-    args = parser.parse_args(argv)
-    names = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
-    return main(Settings(), names)
-
-
-if __name__ == "__main__":
-    sys.exit(_cli())
+    sys.exit(cli())

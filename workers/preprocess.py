@@ -1,20 +1,15 @@
 """`dlpipe worker preprocess`: the CPU stages (preprocess and postprocess) of every pipeline.
 
-`main` supervises N child processes (`python -m workers.preprocess --child`), each
-running one PreprocessWorker over all CPU streams, and restarts one that dies. Children
-get one native thread each (OMP/BLAS). The parent turns its first SIGTERM/SIGINT into one
-SIGTERM per child (warm shutdown for all; children ignore SIGINT, which a terminal sends
-to the whole group); a second signal makes everyone exit at once. A child whose parent
-is gone stops by itself. This module and what it imports must not import torch.
+`main` supervises N child processes (`python -m workers.preprocess --child`, workers/pool.py),
+each running one PreprocessWorker over all CPU streams with one native thread (OMP/BLAS), and
+restarts one that dies; warm shutdown for all at the first SIGTERM/SIGINT. This module and
+what it imports must not import torch.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
-import signal
-import subprocess
 import sys
 import threading
 from collections.abc import Callable
@@ -25,7 +20,7 @@ from shared.codecs import CodecError
 from shared.errors import ItemError
 from shared.logs import setup_logging
 from shared.settings import Settings
-from workers import runtime
+from workers import pool, runtime
 from workers.heartbeat import Heartbeat
 from workers.metrics import StageMetrics
 from workers.reclaim import Reclaimer, take_work
@@ -34,7 +29,6 @@ from workers.store import Entry, StageResult, Store
 log = logging.getLogger("workers.preprocess")  # not __main__ under `python -m`
 
 READ_COUNT = 8  # entries per stream per step: small, so a slow item holds few others back
-RESTART_DELAY_S = 1.0
 
 
 class PreprocessWorker:
@@ -143,28 +137,14 @@ class PreprocessWorker:
 
 
 def run_child(settings: Settings) -> int:
-    """One preprocess process: a PreprocessWorker until SIGTERM/SIGINT (or its parent dies)."""
+    """One preprocess process: a PreprocessWorker until SIGTERM (or its parent dies)."""
     setup_logging(settings.log_level, "preprocess")
     stop = threading.Event()
-    # SIGTERM comes from the parent, once. A terminal's Ctrl-C reaches the whole process
-    # group: the parent forwards it as SIGTERM, so a child ignores its own SIGINT.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    runtime.install_stop_signals(stop, signals=(signal.SIGTERM,))
-    runtime.watch_parent(stop, os.getppid())
+    pool.prepare_child(stop)
     config = runtime.load_config(settings)
     store = Store(runtime.redis_client(settings), config, settings.job_ttl_s)
     PreprocessWorker(store, settings, runtime.new_consumer_id()).run(stop)
     return 0
-
-
-def child_env(settings: Settings) -> dict[str, str]:
-    return {**os.environ, **settings.worker_env(), **runtime.SINGLE_THREAD_ENV}
-
-
-def _start_child(settings: Settings, slot: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen([sys.executable, "-m", "workers.preprocess", "--child"], env=child_env(settings))
-    log.info("started preprocess process %d (slot %d)", proc.pid, slot)
-    return proc
 
 
 def main(settings: Settings, concurrency: int) -> int:
@@ -173,31 +153,7 @@ def main(settings: Settings, concurrency: int) -> int:
     runtime.redis_client(settings).close()  # DLPIPE_REDIS_URL must be set; Redis itself may come later
     config = runtime.load_config(settings)
     runtime.resolve_stage_functions(config)  # fail here, once, rather than in every child
-    stop = threading.Event()
-    children: list[subprocess.Popen[bytes]] = []
-
-    def kill_children_now() -> None:  # second signal: the children exit at once on theirs
-        for proc in children:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-
-    runtime.install_stop_signals(stop, on_second=kill_children_now)
-    children.extend(_start_child(settings, slot) for slot in range(concurrency))
-    while not stop.wait(0.2):
-        for slot, proc in enumerate(children):
-            if proc.poll() is None:
-                continue
-            log.error("preprocess process %d exited with code %s; restarting it", proc.pid, proc.returncode)
-            if stop.wait(RESTART_DELAY_S):
-                break
-            children[slot] = _start_child(settings, slot)
-    log.info("stopping %d preprocess processes (warm shutdown)", len(children))
-    for proc in children:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    codes = [proc.wait() for proc in children]
-    log.info("preprocess processes exited: %s", codes)
-    return 0 if all(code == 0 for code in codes) else 1
+    return pool.supervise("preprocess", ["-m", "workers.preprocess", "--child"], concurrency, settings)
 
 
 def _cli(argv: list[str] | None = None) -> int:

@@ -132,7 +132,7 @@ def test_commands_reach_their_entry_points(monkeypatch: pytest.MonkeyPatch) -> N
     fake = {
         "services.api.server": types.SimpleNamespace(serve=lambda s: calls.append(("api", s.port))),
         "workers.preprocess": types.SimpleNamespace(main=lambda s, n: calls.append(("preprocess", n))),
-        "workers.model_worker": types.SimpleNamespace(main=lambda s, m: calls.append(("model", m))),
+        "workers.model_main": types.SimpleNamespace(serve=lambda s, m: calls.append(("model", m))),
         "workers.notifier": types.SimpleNamespace(main=lambda s: calls.append(("notifier", s.redis_url))),
     }
     for name, module in fake.items():

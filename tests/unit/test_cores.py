@@ -12,22 +12,23 @@ from shared.settings import Settings
 
 @pytest.mark.parametrize(
     ("cores", "gpu", "expected"),
-    [
-        (1, False, (1, 1)),
-        (2, False, (1, 1)),  # this machine: a core for the model, one for the rest
-        (4, False, (2, 1)),
-        (8, False, (5, 2)),
-        (16, False, (12, 3)),
-        (2, True, (1, 1)),
-        (8, True, (1, 6)),
-        (32, True, (1, 30)),
+    [  # (model replicas, torch threads each, preprocess processes)
+        (1, False, (1, 1, 1)),
+        (2, False, (2, 1, 1)),  # this machine: measured best (see shared/cores.py)
+        (4, False, (4, 1, 1)),
+        (8, False, (8, 1, 2)),
+        (16, False, (8, 1, 3)),
+        (32, False, (8, 3, 6)),
+        (2, True, (1, 1, 1)),
+        (8, True, (1, 1, 6)),
+        (32, True, (1, 1, 30)),
     ],
 )
-def test_split_cores(cores: int, gpu: bool, expected: tuple[int, int]) -> None:
-    assert split_cores(cores, gpu) == expected
-    torch_threads, preprocess = expected
-    if cores > 2:  # busy threads never outnumber the cores: one left for the API and Redis
-        assert torch_threads + preprocess <= cores - 1
+def test_split_cores(cores: int, gpu: bool, expected: tuple[int, int, int]) -> None:
+    split = split_cores(cores, gpu)
+    assert (split.model_replicas, split.torch_threads, split.preprocess) == expected
+    # Never a team of torch threads bigger than the cores the model's replicas do not need.
+    assert split.model_replicas * split.torch_threads <= max(cores, split.model_replicas)
 
 
 def test_a_cpu_quota_caps_the_cores(tmp_path: Path) -> None:
@@ -45,8 +46,8 @@ def test_gpu_expected_from_the_device_setting() -> None:
 def test_settings_take_the_split_unless_told(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("shared.settings.available_cores", lambda: 16)
     s = Settings(device="cpu")
-    assert (s.torch_threads, s.preprocess_concurrency) == (12, 3)
+    assert (s.model_replicas, s.torch_threads, s.preprocess_concurrency) == (8, 1, 3)
     s = Settings(device="cuda")
-    assert (s.torch_threads, s.preprocess_concurrency) == (1, 14)
+    assert (s.model_replicas, s.torch_threads, s.preprocess_concurrency) == (1, 1, 14)
     monkeypatch.setenv("DLPIPE_TORCH_THREADS", "4")
     assert Settings(device="cpu").torch_threads == 4
