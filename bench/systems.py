@@ -90,8 +90,8 @@ def dlpipe_role(p: psutil.Process) -> str:
         return "?"
     if "redis-server" in name or "redis-server" in cmd:
         return "redis"
-    for role, mark in (("preprocess", "preprocess"), ("model", "worker model"), ("notifier", "notifier"),
-                       ("api", " api")):  # fmt: skip
+    for role, mark in (("preprocess", "preprocess"), ("model", "worker model"), ("model", "model_main"),
+                       ("notifier", "notifier"), ("api", " api")):  # fmt: skip
         if mark in cmd:
             return role
     if " up" in cmd:

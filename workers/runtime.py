@@ -105,12 +105,15 @@ def redis_client(settings: Settings, longest_block_ms: int | float | None = None
             "workers need DLPIPE_REDIS_URL (`dlpipe up` sets it for the workers it starts)"
         )
     block_s = max(settings.read_block_ms, longest_block_ms or 0) / 1000
+    # TCP keepalive notices a peer that vanished without a word; a unix socket (unix://) has no
+    # such option (redis-py refuses it) and needs none: the kernel closes both ends.
+    tcp = {} if settings.redis_url.startswith("unix:") else {"socket_keepalive": True}
     return redis.Redis.from_url(
         settings.redis_url,
         health_check_interval=30,
         socket_timeout=block_s + 5.0,
         socket_connect_timeout=5.0,
-        socket_keepalive=True,
+        **tcp,
     )
 
 
