@@ -229,7 +229,7 @@ def _record(
     models = None
     if marks["end"][1] is not None:
         delta = counters_delta(marks["start"][1] or {}, marks["end"][1])
-        models = {name: model_activity(d, window.wall_s) for name, d in sorted(delta.items())}
+        models = {name: model_activity(d, window.wall_s, turn.model_workers) for name, d in sorted(delta.items())}
     latency = latency_summary(window.latencies_s)
     result: dict[str, Any] = {
         "workload": workload,

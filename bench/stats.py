@@ -82,8 +82,11 @@ def counters_delta(
     }
 
 
-def model_activity(delta: Mapping[str, float], wall_s: float) -> dict[str, float | int | None]:
-    """Batches, items, mean batch size and duty cycle (forward time / wall time) of one model."""
+def model_activity(
+    delta: Mapping[str, float], wall_s: float, workers: int = 1
+) -> dict[str, float | int | None]:
+    """Batches, items, mean batch size and duty cycle of one model: the share of the wall time
+    its `workers` processes (dlpipe's model replicas; 1 for the others) spent in forward passes."""
     batches = int(delta.get("batches", 0))
     items = int(delta.get("items", 0))
     forward_ms = delta.get("forward_ms")
@@ -92,7 +95,8 @@ def model_activity(delta: Mapping[str, float], wall_s: float) -> dict[str, float
         "items": items,
         "mean_batch_size": round(items / batches, 2) if batches else None,
         "forward_s": round(forward_ms / 1000.0, 3) if forward_ms is not None else None,
-        "duty_cycle": round(forward_ms / 1000.0 / wall_s, 3)
+        "workers": workers,
+        "duty_cycle": round(forward_ms / 1000.0 / wall_s / workers, 3)
         if forward_ms is not None and wall_s > 0
         else None,
     }

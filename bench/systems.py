@@ -40,6 +40,7 @@ class Turn:
     role: Callable[[psutil.Process], str]
     counters: Callable[[str], dict[str, dict[str, float]] | None]  # workload -> per model
     extra_markers: list[str] = field(default_factory=list)  # cmdline marks of strays to stop
+    model_workers: int = 1  # processes running forward passes (dlpipe: its model replicas)
 
     def processes(self) -> list[psutil.Process]:
         return [p for server in self.servers for p in server.tree()]
@@ -141,7 +142,8 @@ def _start_dlpipe(setup: Setup, port: int) -> Turn:
                 out[model] = {k.decode() if isinstance(k, bytes) else k: float(v) for k, v in fields.items()}
         return out or None
 
-    turn = Turn("dlpipe", base_url, [redis_server, stack], dlpipe_role, counters)
+    turn = Turn("dlpipe", base_url, [redis_server, stack], dlpipe_role, counters,
+                model_workers=_dlpipe_model_replicas(setup))  # fmt: skip
     try:
         procs.wait_until(
             stack, lambda: procs.http_ok(f"{base_url}/readyz", timeout_s=5), setup.ready_timeout_s
@@ -180,6 +182,14 @@ def _start_api(setup: Setup, port: int) -> Turn:
         stop(turn, port)
         raise
     return turn
+
+
+def _dlpipe_model_replicas(setup: Setup) -> int:
+    """DLPIPE_MODEL_REPLICAS as `dlpipe up` will see it (this environment plus --dlpipe-env)."""
+    from shared.settings import Settings  # noqa: PLC0415
+
+    env = {k[len("DLPIPE_"):].lower(): v for k, v in setup.dlpipe_env.items() if k.startswith("DLPIPE_")}
+    return Settings(**{k: v for k, v in env.items() if k in Settings.model_fields}).model_replicas
 
 
 def _dlpipe_models(workloads: list[str]) -> dict[str, list[str]]:

@@ -76,6 +76,8 @@ def test_ratios_and_counter_deltas() -> None:
     activity = model_activity(delta["m"], wall_s=4.0)
     assert activity["mean_batch_size"] == 3.0
     assert activity["duty_cycle"] == 0.75
+    # Two replicas forwarding 3 s in a 2 s window: each busy three quarters of the time.
+    assert model_activity(delta["m"], wall_s=2.0, workers=2)["duty_cycle"] == 0.75
     assert model_activity({}, 1.0)["mean_batch_size"] is None
 
 
