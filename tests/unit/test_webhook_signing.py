@@ -83,6 +83,26 @@ def test_new_secrets_are_valid_and_kept_private_in_their_file(tmp_path: Path) ->
     assert signing.new_secret() != first
 
 
+def test_a_second_up_making_the_secret_meanwhile_reads_a_whole_one_and_both_agree(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # two `dlpipe up`s on one data dir start together: the second one runs its whole
+    # load_or_create_secret while the first is making its secret (the race CI once hit)
+    path = tmp_path / signing.SECRET_FILE
+    made = signing.new_secret
+    seen_meanwhile: list[str] = []
+
+    def new_secret_while_another_up_starts() -> str:
+        monkeypatch.setattr(signing, "new_secret", made)
+        seen_meanwhile.append(signing.load_or_create_secret(path))
+        return made()
+
+    monkeypatch.setattr(signing, "new_secret", new_secret_while_another_up_starts)
+    first = signing.load_or_create_secret(path)
+    assert seen_meanwhile == [first] == [path.read_text().strip()]
+    assert [p.name for p in tmp_path.iterdir()] == [signing.SECRET_FILE]  # no temp file left
+
+
 def test_dlpipe_up_gives_its_children_a_secret_only_when_none_is_set(tmp_path: Path) -> None:
     made = signing.secret_env(Settings(data_dir=tmp_path / "data"))["DLPIPE_WEBHOOK_SECRET"]
     assert (tmp_path / "data" / signing.SECRET_FILE).read_text().strip() == made

@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import secrets
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -76,21 +77,36 @@ def event_body(event: EventType, at_ms: int, view: JobView) -> bytes:
 
 
 def load_or_create_secret(path: Path) -> str:
-    """The secret kept in `path`; made (0600, never overwritten) when the file does not exist."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        secret = path.read_text().strip()
-        check_webhook_secret(secret)
-        return secret
+    """The secret kept in `path`; made (0600, never overwritten) when the file does not exist.
+
+    Two `dlpipe up`s on one data dir may start together: the secret is written whole to a
+    file of its own and then linked into place, so a reader never sees a half-written one and
+    exactly one of them makes it."""
+    if path.exists():
+        return read_secret(path)
     secret = new_secret()
-    with os.fdopen(fd, "w") as f:
-        f.write(secret + "\n")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # 0600
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(secret + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.link(tmp, path)
+    except FileExistsError:
+        return read_secret(path)  # another process linked its own first: use that one
+    finally:
+        os.unlink(tmp)
     log.warning(
         "DLPIPE_WEBHOOK_SECRET is not set: made a webhook signing secret in %s (give it to the "
         "receivers; set DLPIPE_WEBHOOK_SECRET to choose your own)",
         path.resolve(),
     )
+    return secret
+
+
+def read_secret(path: Path) -> str:
+    secret = path.read_text().strip()
+    check_webhook_secret(secret)
     return secret
 
 
