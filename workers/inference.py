@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from shared.pipeline_spec import PipelineConfigError, PipelinesConfig, resolve
+from shared.pipeline_spec import Batching, PipelineConfigError, PipelinesConfig, resolve
 from shared.settings import Settings
 from workers.metrics import StageMetrics
 from workers.models.base import Model
@@ -72,6 +72,51 @@ class ModelStats:
 
     def minus(self, other: ModelStats) -> ModelStats:
         return ModelStats(*(getattr(self, f) - getattr(other, f) for f in self.__dataclass_fields__))
+
+
+STATS_LOG_INTERVAL_S = 30.0
+
+
+class StatsLog:
+    """The model worker's periodic log line per model, over the window since the last one."""
+
+    def __init__(self, clock: Callable[[], float], interval_s: float = STATS_LOG_INTERVAL_S) -> None:
+        self.clock = clock
+        self.interval_s = interval_s
+        self._logged: dict[str, ModelStats] = {}
+        self._window_start = clock()
+        self._next_log = self._window_start + interval_s
+
+    def maybe_log(self, stats: dict[str, ModelStats], force: bool = False) -> None:
+        now = self.clock()
+        if not force and now < self._next_log:
+            return
+        window = max(now - self._window_start, 1e-9)
+        for name, total in stats.items():
+            delta = total.minus(self._logged.get(name, ModelStats()))
+            if delta.batches:
+                log.info(
+                    "model=%s batches=%d items=%d mean_batch=%.2f failed_batches=%d duty=%.2f",
+                    name,
+                    delta.batches,
+                    delta.items,
+                    delta.mean_batch,
+                    delta.failed_batches,
+                    delta.busy_s / window,
+                )
+            self._logged[name] = ModelStats(**vars(total))
+        self._window_start, self._next_log = now, now + self.interval_s
+
+
+def model_batching(config: PipelinesConfig, models: list[str], device: torch.device) -> dict[str, Batching]:
+    """Each model's batching on this device (the pipelines file may give one per device type)."""
+    out = {}
+    for name in models:
+        batching = config.models[name].batching_for(device.type)
+        if batching is None:  # the config loader requires it for models a pipeline uses
+            raise PipelineConfigError(f"model {name!r} has no batching settings")
+        out[name] = batching
+    return out
 
 
 def pick_device(settings: Settings) -> torch.device:

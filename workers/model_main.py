@@ -19,8 +19,8 @@ import torch
 from shared.logs import setup_logging
 from shared.settings import Settings
 from workers import pool, runtime
-from workers.inference import load_models, pick_device
-from workers.model_worker import ModelWorker, model_batching
+from workers.inference import load_models, model_batching, pick_device
+from workers.model_worker import ModelWorker
 from workers.store import Store
 
 log = logging.getLogger("workers.model_worker")

@@ -35,7 +35,6 @@ import torch
 
 from shared import keys
 from shared.codecs import CodecError
-from shared.pipeline_spec import Batching, PipelineConfigError, PipelinesConfig
 from shared.settings import Settings
 from workers import runtime
 from workers.batching import collect_batch
@@ -45,11 +44,11 @@ from workers.inference import (
     Prepared,
     Ready,
     Shape,
+    StatsLog,
     check_shapes,
     collate,
     forward,
-    load_models,
-    pick_device,
+    model_batching,
 )
 from workers.model_loop import Computed, run_overlapped
 from workers.models.base import Model
@@ -57,20 +56,6 @@ from workers.reclaim import Reclaimer, take_work
 from workers.store import Entry, StageResult, Store
 
 log = logging.getLogger("workers.model_worker")  # not __main__ under `python -m`
-
-STATS_LOG_INTERVAL_S = 30.0
-
-
-def model_batching(config: PipelinesConfig, models: list[str], device: torch.device) -> dict[str, Batching]:
-    """Each model's batching on this device (the pipelines file may give one per device type)."""
-    out = {}
-    for name in models:
-        batching = config.models[name].batching_for(device.type)
-        if batching is None:  # the config loader requires it for models a pipeline uses
-            raise PipelineConfigError(f"model {name!r} has no batching settings")
-        out[name] = batching
-    return out
-
 
 def _entry_order(entry: Entry) -> tuple[int, int]:
     ms, _, seq = entry.entry_id.partition("-")
@@ -112,9 +97,7 @@ class ModelWorker:
         )
         self._shape: dict[str, Shape] = {}  # model -> the last (shape, dtype) that ran
         self.stats: dict[str, ModelStats] = defaultdict(ModelStats)
-        self._logged: dict[str, ModelStats] = {}
-        self._next_log = clock() + STATS_LOG_INTERVAL_S
-        self._log_window_start = clock()
+        self.stats_log = StatsLog(clock)
 
     # -- the step ---------------------------------------------------------------------
 
@@ -268,24 +251,7 @@ class ModelWorker:
 
     def log_stats(self, force: bool = False) -> None:
         """Every ~30 s, one line per model that ran: batches, mean batch size, duty cycle."""
-        now = self.clock()
-        if not force and now < self._next_log:
-            return
-        window = max(now - self._log_window_start, 1e-9)
-        for name, total in self.stats.items():
-            delta = total.minus(self._logged.get(name, ModelStats()))
-            if delta.batches:
-                log.info(
-                    "model=%s batches=%d items=%d mean_batch=%.2f failed_batches=%d duty=%.2f",
-                    name,
-                    delta.batches,
-                    delta.items,
-                    delta.mean_batch,
-                    delta.failed_batches,
-                    delta.busy_s / window,
-                )
-            self._logged[name] = ModelStats(**vars(total))
-        self._log_window_start, self._next_log = now, now + STATS_LOG_INTERVAL_S
+        self.stats_log.maybe_log(self.stats, force)
 
     def run(self, stop: threading.Event) -> None:
         heartbeat = Heartbeat(

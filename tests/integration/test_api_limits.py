@@ -39,7 +39,8 @@ from tests.stagefns import job_view, pipelines
 from tests.unit.test_api_fixtures import anyio_backend, running, write_pipelines  # noqa: F401
 from workers import runtime, scripts
 from workers import store as store_module
-from workers.model_worker import ModelWorker, load_models
+from workers.inference import load_models
+from workers.model_worker import ModelWorker
 from workers.preprocess import PreprocessWorker
 from workers.store import StageResult, Store
 

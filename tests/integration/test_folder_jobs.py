@@ -23,7 +23,8 @@ from shared.pipeline_spec import load_pipelines
 from shared.settings import Settings
 from tests.stagefns import job_view
 from tests.unit.test_api_fixtures import anyio_backend, running  # noqa: F401
-from workers.model_worker import ModelWorker, load_models
+from workers.inference import load_models
+from workers.model_worker import ModelWorker
 from workers.preprocess import PreprocessWorker
 from workers.store import Store
 from workers.transforms import image

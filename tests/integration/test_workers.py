@@ -34,7 +34,8 @@ from shared.settings import Settings
 from tests.conftest import REPO
 from tests.stagefns import job_view, pipelines, queue_job
 from tests.unit.test_webhook_signing import SECRET as WEBHOOK_SECRET
-from workers.model_worker import ModelWorker, load_models
+from workers.inference import load_models
+from workers.model_worker import ModelWorker
 from workers.notifier import serve as serve_notifier
 from workers.preprocess import PreprocessWorker
 from workers.store import Store

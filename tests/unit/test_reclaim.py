@@ -20,7 +20,8 @@ from shared.pipeline_spec import parse_pipelines
 from shared.settings import Settings
 from tests.stagefns import job_view, pipelines, queue_job
 from workers import runtime
-from workers.model_worker import ModelWorker, load_models
+from workers.inference import load_models
+from workers.model_worker import ModelWorker
 from workers.notifier import Notifier
 from workers.preprocess import PreprocessWorker
 from workers.reclaim import (

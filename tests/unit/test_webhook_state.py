@@ -24,7 +24,8 @@ from shared.settings import Settings
 from tests.stagefns import pipelines, queue_job
 from tests.unit.test_webhook_signing import SECRET
 from workers import scripts
-from workers.model_worker import ModelWorker, load_models
+from workers.inference import load_models
+from workers.model_worker import ModelWorker
 from workers.notifier import Notifier
 from workers.preprocess import PreprocessWorker
 from workers.store import Store

@@ -22,7 +22,8 @@ from tests.conftest import REPO
 from tests.stagefns import job_view, pipelines, queue_job
 from workers import runtime
 from workers.heartbeat import Heartbeat
-from workers.model_worker import ModelWorker, load_models
+from workers.inference import load_models
+from workers.model_worker import ModelWorker
 from workers.notifier import Notifier
 from workers.preprocess import PreprocessWorker
 from workers.store import Store
@@ -349,7 +350,7 @@ def test_model_step_moves_batches_to_cuda(client: Any) -> None:
 
 
 def test_the_model_worker_batches_as_its_device_type_says() -> None:
-    from workers.model_worker import model_batching  # noqa: PLC0415
+    from workers.inference import model_batching  # noqa: PLC0415
 
     data = pipelines()
     data["models"]["tenfold"]["batching_by_device"] = {"cuda": {"max_batch_size": 64, "max_batch_delay_ms": 9}}
