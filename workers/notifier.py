@@ -211,7 +211,7 @@ def serve(settings: Settings, stop: threading.Event, consumer: str | None = None
     recovery = Recovery(rq_client, queue, settings)
     targets: dict[str, Callable[[], None]] = {
         "events": lambda: notifier.run(stop),
-        "rq-scheduler": lambda: rqthreads.run_scheduler(rq_client, stop),
+        "rq-scheduler": lambda: rqthreads.run_scheduler(rq_client, consumer, settings.worker_ttl_ms, stop),
         "webhook-recovery": lambda: recovery.run(stop),
     }
     for n in range(settings.webhook_concurrency):

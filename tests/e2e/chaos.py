@@ -217,6 +217,7 @@ class Verdict:
     redelivered_posts: int = 0  # POSTs beyond the first of one webhook-id (at-least-once retries)
     duplicates: dict[str, int] = field(default_factory=dict)  # webhook-id -> its POSTs beyond the first
     unknown_hooks: int = 0  # POSTs for jobs nobody submitted
+    unknown: list[str] = field(default_factory=list)  # what they were: job id, webhook-id, status, k
     ambiguous_hooks: int = 0  # POSTs for jobs made by an attempt whose answer the client never got
 
     def summary(self) -> str:
@@ -228,6 +229,7 @@ class Verdict:
             f"duplicate_posts(same webhook-id)={self.redelivered_posts} "
             f"unknown={self.unknown_hooks} "
             f"ambiguous_retries={self.ambiguous_hooks}"
+            + (f" unknown hooks: {self.unknown}" if self.unknown else "")
         )
 
 
@@ -276,6 +278,7 @@ def check(
                 verdict.ambiguous_hooks += 1
             else:
                 verdict.unknown_hooks += 1
+                verdict.unknown.append(f"job {hook.job_id!r} webhook-id {hook.webhook_id!r} {hook.status} k={hook.k}")
             continue
         events[hook.job_id].add(hook.webhook_id)
         posts[(hook.job_id, hook.webhook_id)] += 1

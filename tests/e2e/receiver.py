@@ -36,15 +36,27 @@ class Receiver:
 
     def __init__(self, delay_s: float = 0.0) -> None:
         self.hooks: list[Hook] = []
+        self.torn: list[int] = []  # the bytes of body that came of each POST cut mid-request
         self._lock = threading.Lock()
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 - http.server's name
-                body = json.loads(self.rfile.read(int(self.headers.get("content-length", "0"))) or b"{}")
-                job = body.get("data", body)  # {"type", "timestamp", "data": job}, or the bare job
+                length = int(self.headers.get("content-length", "0"))
+                raw = self.rfile.read(length)
+                try:
+                    body = json.loads(raw)
+                    job = body.get("data", body)  # {"type", "timestamp", "data": job}, or the bare job
+                    job_id = job["id"]
+                except (ValueError, AttributeError, KeyError, TypeError):
+                    # torn: its sender died while writing it (the head came, the body did not,
+                    # or only part of it); no delivery, and no answer to give
+                    with receiver._lock:
+                        receiver.torn.append(len(raw))
+                    self.close_connection = True
+                    return
                 hook = Hook(
-                    job_id=str(job.get("id", "")),
+                    job_id=str(job_id),
                     webhook_id=self.headers.get("webhook-id", ""),
                     type=str(body.get("type", "job.completed")),
                     status=str(job.get("status", "")),

@@ -212,7 +212,7 @@ def run_chaos(stack: Stack, receiver: Receiver, started: float) -> None:
             f"{len(cut)} deliveries; duplicate POSTs: {verdict.redelivered_posts} in "
             f"{len(verdict.duplicates)} deliveries (bound: {concurrency} x {len(notifier_kills)} notifier "
             f"kills); duplicates without a cut attempt to explain them: {not_cut}; cut deliveries "
-            f"never sent again: {never}",
+            f"never sent again: {never}; POSTs torn by a kill (not deliveries): {len(receiver.torn)}",
             *(
                 f"chaos: kill {n + 1}: {k.what} pid {k.pid} at {k.at_finished} finished: "
                 f"replacement live after {k.replaced_s:.2f}s, progress after {k.resumed_s:.2f}s"
@@ -232,6 +232,7 @@ def run_chaos(stack: Stack, receiver: Receiver, started: float) -> None:
     # At least once, honestly: each duplicate POST is the resend of an attempt a kill cut.
     assert not_cut == {}, summary
     assert verdict.redelivered_posts <= concurrency * len(notifier_kills), summary
+    assert len(receiver.torn) <= concurrency * len(notifier_kills), summary  # one per sending thread
     assert never == 0 and all(t < REDELIVER_MAX_S for k in notifier_kills for t in k.redeliver_s), summary
 
 

@@ -97,6 +97,29 @@ def test_a_delivery_cut_by_a_notifier_kill_is_sent_again_within_seconds_with_the
     assert took_s < PROMPT_S
 
 
+def test_a_retry_scheduled_before_its_notifier_died_is_sent_on_time_by_the_next_one(
+    redis_client: redis.Redis, redis_url: str, tmp_path: Path, procs: Procs, hooks: list[Hook],
+    api_client: TestClient,
+) -> None:  # fmt: skip
+    # The dead notifier held rq's scheduler lock (a minute's TTL, and rq asks again only every
+    # two minutes): the next notifier takes over a lock whose holder's heartbeat has lapsed.
+    hook = start_hook(hooks, (500, {}), (204, {}))
+    settings = recovery_settings(redis_url, tmp_path, webhook_retry_schedule_s="0,3")
+    victim = procs.start(settings, "workers.notifier")
+    finish_job(redis_client, settings, "k9", hook.url)
+    wait_state(api_client, "k9", "failed", 30, f"the first attempt to fail\n{procs.logs()}")
+    lock_key = rqthreads.RQScheduler.get_locking_key(keys.WEBHOOK_QUEUE)
+    assert redis_client.get(lock_key).decode().startswith(rqthreads.SCHEDULER_PREFIX)  # the victim's
+    victim.kill()
+    victim.wait(10)
+    killed = time.monotonic()
+    procs.start(settings, "workers.notifier")
+    shown = wait_state(api_client, "k9", "succeeded", PROMPT_S, f"the retry\n{procs.logs()}")
+    assert attempts_of(shown) == [(500, "HTTP 500"), (204, None)], shown
+    assert len(hook.posts) == 2 and hook.posts[1][0] - killed < PROMPT_S
+    assert "released the lock of dlpipe-notifier:" in procs.logs()
+
+
 def test_one_notifier_queues_an_orphan_however_many_look_at_once(
     redis_client: redis.Redis, redis_url: str, tmp_path: Path, procs: Procs, hooks: list[Hook],
     api_client: TestClient,

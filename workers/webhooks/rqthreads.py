@@ -27,12 +27,15 @@ from rq import Queue, Retry
 from rq.exceptions import DuplicateJobError, StopRequested
 from rq.job import Job
 from rq.scheduler import RQScheduler
+from rq.scripts import release_lock
 from rq.serializers import JSONSerializer
 from rq.timeouts import BaseDeathPenalty
 from rq.worker import SimpleWorker
 
 from shared import keys
 from shared import webhooks as state
+from shared.heartbeat import live_since
+from shared.messages import now_ms
 from workers.runtime import Backoff
 from workers.webhooks.attempt import FUNCTION, DeliveryDead, due_at
 
@@ -43,6 +46,7 @@ NOTIFIER_FIELD = "notifier"  # in an rq worker's hash: the notifier (heartbeat i
 RESULT_TTL_S = 600  # how long rq keeps a finished delivery job (`rq info`, dashboards)
 THROTTLE_S = 1.0  # at most one rq heartbeat and one `rq suspend` check per worker per second
 SCHEDULER_INTERVAL_S = 0.5
+SCHEDULER_PREFIX = "dlpipe-notifier:"  # + the notifier's heartbeat id: rq scheduler names (lock holders)
 MAINTENANCE_INTERVAL_S = 30  # rq's clean-up: jobs of a worker that died are retried from here
 # rq's own retries of one round: after an unexpected error in the job (Redis gone) or when the
 # notifier died mid-attempt (workers/webhooks/orphans.py queues it again at once, rq's clean-up
@@ -195,22 +199,32 @@ def run_worker(queue: Queue, notifier: str, n: int, stop: threading.Event) -> No
 
 
 def run_scheduler(
-    client: redis.Redis, stop: threading.Event, interval_s: float = SCHEDULER_INTERVAL_S
+    client: redis.Redis,
+    notifier: str,
+    worker_ttl_ms: int,
+    stop: threading.Event,
+    interval_s: float = SCHEDULER_INTERVAL_S,
 ) -> None:
     """rq's scheduler loop (RQScheduler.work) in this thread until `stop`: due retries to the queue.
 
     Only one scheduler holds a queue's lock at a time: with several notifiers, one schedules.
+    A notifier that dies holding it leaves the lock for rq's lock TTL (a minute), and rq's
+    scheduler tries for a lock again only every two minutes: retries would wait that long. So
+    while this one holds no lock it asks every step, first releasing a lock whose holder is a
+    notifier with no live heartbeat (release_dead_lock).
     """
     scheduler = RQScheduler(
         [keys.WEBHOOK_QUEUE], connection=client, interval=1, serializer=JSONSerializer,
-        logging_level=logging.WARNING,
+        logging_level=logging.WARNING, name=SCHEDULER_PREFIX + notifier,
     )  # fmt: skip
+    lock_key = RQScheduler.get_locking_key(keys.WEBHOOK_QUEUE)
     try:
         while not stop.is_set():
             try:
                 if scheduler.pid == 0:
                     scheduler.register_birth()
-                if scheduler.should_reacquire_locks:
+                if not scheduler.acquired_locks:
+                    release_dead_lock(client, lock_key, worker_ttl_ms)
                     scheduler.acquire_locks()
                 scheduler.heartbeat()
                 scheduler.enqueue_scheduled_jobs()
@@ -222,3 +236,19 @@ def run_scheduler(
             scheduler.stop()
         except redis.RedisError as exc:
             log.warning("webhook scheduler: could not release its locks: %s", exc)
+
+
+def release_dead_lock(client: redis.Redis, lock_key: str, worker_ttl_ms: int) -> bool:
+    """Release the scheduler lock if a notifier holds it whose heartbeat (keys.WORKERS) has
+    lapsed; a lock held by a scheduler dlpipe did not start is left to rq's own expiry."""
+    holder = client.get(lock_key)
+    name = holder.decode() if isinstance(holder, bytes) else holder
+    if not name or not name.startswith(SCHEDULER_PREFIX):
+        return False
+    beat = client.zscore(keys.WORKERS, name.removeprefix(SCHEDULER_PREFIX))
+    if beat is not None and beat >= live_since(now_ms(), worker_ttl_ms):
+        return False
+    released = release_lock(client, lock_key, name)  # only if it still holds it
+    if released:
+        log.warning("webhook scheduler: released the lock of %s, a notifier that is gone", name)
+    return bool(released)
