@@ -185,7 +185,9 @@ def test_a_receiver_that_is_down_is_dead_lettered_and_redelivered_once_it_is_up(
     assert all(a["status_code"] is None and "cannot connect" in a["error"] for a in dead["attempts"])
     assert dead["last_error"].startswith("cannot connect") and dead["next_attempt_at"] is None
     failed = FailedJobRegistry(keys.WEBHOOK_QUEUE, connection=redis_client, serializer=JSONSerializer)
-    assert failed.get_job_ids() == [f"{dead['id']}_r1"]  # rq's failed registry holds it too
+    # rq's failed registry holds it too: rq moves it there once the attempt has raised, just
+    # after the attempt recorded the delivery as dead
+    wait_until(lambda: failed.get_job_ids() == [f"{dead['id']}_r1"], 10, "rq's failed registry to hold it")
     hook = start_hook(hooks, port=port)
     response = api_client.post("/v1/jobs/d1/webhook/redeliver")
     assert response.status_code == 202, response.text
