@@ -5,6 +5,7 @@ Never point a test at a Redis it did not start (the machine may run one on 6379)
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from shared.embedded_redis import start_redis
+from shared.embedded_redis import free_port, redis_command, start_redis, wait_for_redis
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -45,3 +46,28 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_url)
     yield client
     client.close()
+
+
+@pytest.fixture(params=["bundled", "system"])
+def any_redis(request: pytest.FixtureRequest, redis_url: str, tmp_path: Path) -> Iterator[redis.Redis]:
+    """Each test twice: on the session's redis-server (the bundled 6.2: no `lag` in XINFO GROUPS)
+    and on the machine's own redis-server binary (7.x) started on a port of ours (skipped when
+    there is none)."""
+    if request.param == "bundled":
+        client = redis.Redis.from_url(redis_url)
+        yield client
+        client.close()
+        return
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("no redis-server on PATH (the bundled one is tested)")
+    port = free_port()
+    server = subprocess.Popen(redis_command(binary, port, tmp_path), stdout=subprocess.DEVNULL)
+    try:
+        wait_for_redis(f"redis://127.0.0.1:{port}/0", timeout_s=10, proc=server)
+        client = redis.Redis(port=port)
+        yield client
+        client.close()
+    finally:
+        server.kill()
+        server.wait(timeout=10)

@@ -3,9 +3,6 @@ notifier), read with prometheus_client's text parser. Webhooks go to 127.0.0.1 o
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +15,7 @@ from pydantic import SecretStr
 from services.api.app import create_app
 from services.api.metrics import LAG_COUNT_CAP
 from shared import keys
-from shared.embedded_redis import free_port, redis_command, wait_for_redis
+from shared.embedded_redis import free_port
 from shared.pipeline_spec import load_pipelines
 from tests.integration.test_webhooks import Hook, hooks, settings_for, start_hook, wait_state  # noqa: F401
 from tests.integration.test_workers import Procs, is_final, procs  # noqa: F401 - fixtures
@@ -116,29 +113,6 @@ def stream_backlog(client: redis.Redis, stream: str, group: str, cap: int = LAG_
     script = client.register_script(scripts.STREAM_BACKLOG)
     [found] = script(keys=[stream], args=[cap, group])
     return [int(v) for v in found]
-
-
-@pytest.fixture(params=["bundled", "system"])
-def any_redis(request: pytest.FixtureRequest, redis_url: str, tmp_path: Path) -> Iterator[redis.Redis]:
-    """The tests' redis-server (the bundled 6.2: no `lag` in XINFO), and the system's (7.x: `lag`)."""
-    if request.param == "bundled":
-        client = redis.Redis.from_url(redis_url)
-        yield client
-        client.close()
-        return
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("no redis-server on PATH")
-    port = free_port()
-    server = subprocess.Popen(redis_command(binary, port, tmp_path), stdout=subprocess.DEVNULL)
-    client = redis.Redis.from_url(f"redis://127.0.0.1:{port}/0")
-    try:
-        wait_for_redis(f"redis://127.0.0.1:{port}/0", timeout_s=10, proc=server)
-        yield client
-    finally:
-        client.close()
-        server.terminate()
-        server.wait(timeout=10)
 
 
 def test_stream_backlog_counts_waiting_and_in_progress_entries(any_redis: redis.Redis) -> None:

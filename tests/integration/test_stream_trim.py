@@ -6,15 +6,9 @@ a 7.x redis-server (XINFO GROUPS answers more fields there).
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 import redis
 
-from shared.embedded_redis import free_port, redis_command, wait_for_redis
 from tests.unit.test_reclaim import FakeClock
 from workers import scripts
 from workers.reclaim import Reclaimer
@@ -22,27 +16,10 @@ from workers.reclaim import Reclaimer
 STREAM = "dlpipe:stream:cpu.p.s"
 
 
-@pytest.fixture(params=["bundled", "system"])
-def client(request: pytest.FixtureRequest, redis_url: str, tmp_path: Path) -> Iterator[redis.Redis]:
-    """A client of the bundled Redis 6.2, or of the machine's own redis-server (7.x) on a port of ours."""
-    if request.param == "bundled":
-        c = redis.Redis.from_url(redis_url)
-        yield c
-        c.close()
-        return
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("no redis-server on PATH (the bundled one is tested)")
-    port = free_port()
-    proc = subprocess.Popen(redis_command(binary, port, tmp_path), stdout=subprocess.DEVNULL)
-    try:
-        wait_for_redis(f"redis://127.0.0.1:{port}/0", timeout_s=10, proc=proc)
-        c = redis.Redis(port=port)
-        yield c
-        c.close()
-    finally:
-        proc.kill()
-        proc.wait()
+@pytest.fixture
+def client(any_redis: redis.Redis) -> redis.Redis:
+    """A client of the bundled Redis 6.2, and of the machine's own redis-server (7.x)."""
+    return any_redis
 
 
 def ids_in(client: redis.Redis) -> list[str]:
