@@ -230,6 +230,8 @@ class Verdict:
             f"unknown={self.unknown_hooks} "
             f"ambiguous_retries={self.ambiguous_hooks}"
             + (f" unknown hooks: {self.unknown}" if self.unknown else "")
+            + (f" failed outputs (job: error): {dict(list(self.failed_outputs.items())[:5])}"
+               if self.failed_outputs else "")
         )
 
 
@@ -278,7 +280,8 @@ def check(
                 verdict.ambiguous_hooks += 1
             else:
                 verdict.unknown_hooks += 1
-                verdict.unknown.append(f"job {hook.job_id!r} webhook-id {hook.webhook_id!r} {hook.status} k={hook.k}")
+                what = f"job {hook.job_id!r} webhook-id {hook.webhook_id!r} {hook.status} k={hook.k}"
+                verdict.unknown.append(what)
             continue
         events[hook.job_id].add(hook.webhook_id)
         posts[(hook.job_id, hook.webhook_id)] += 1
