@@ -39,6 +39,11 @@ def live_since(now_ms: int, ttl_ms: int) -> int:
     return now_ms - ttl_ms
 
 
+def is_live(beat_ms: float | None, now_ms: int, ttl_ms: int) -> bool:
+    """Does this heartbeat score (ZSCORE of keys.WORKERS; None: no heartbeat) still count?"""
+    return beat_ms is not None and beat_ms >= live_since(now_ms, ttl_ms)
+
+
 def served_streams(worker_hashes: list[dict[Any, Any]]) -> set[str]:
     """Streams served by the given live workers' hashes (as HGETALL returns them)."""
     served: set[str] = set()

@@ -42,7 +42,7 @@ from rq.worker import SimpleWorker
 
 from shared import keys
 from shared import webhooks as state
-from shared.heartbeat import live_since
+from shared.heartbeat import is_live
 from shared.messages import now_ms
 from shared.settings import Settings
 from workers import runtime
@@ -81,7 +81,7 @@ def worker_dead(worker: RqWorker, beat_ms: float | None, now: int, ttl_ms: int) 
         return True
     if worker.notifier is None:
         return False  # not a notifier's thread: rq's own clean-up decides
-    return beat_ms is None or beat_ms < live_since(now, ttl_ms)
+    return not is_live(beat_ms, now, ttl_ms)
 
 
 def orphaned(

@@ -34,7 +34,7 @@ from rq.worker import SimpleWorker
 
 from shared import keys
 from shared import webhooks as state
-from shared.heartbeat import live_since
+from shared.heartbeat import is_live
 from shared.messages import now_ms
 from workers.runtime import Backoff
 from workers.webhooks.attempt import FUNCTION, DeliveryDead, due_at
@@ -245,8 +245,7 @@ def release_dead_lock(client: redis.Redis, lock_key: str, worker_ttl_ms: int) ->
     name = holder.decode() if isinstance(holder, bytes) else holder
     if not name or not name.startswith(SCHEDULER_PREFIX):
         return False
-    beat = client.zscore(keys.WORKERS, name.removeprefix(SCHEDULER_PREFIX))
-    if beat is not None and beat >= live_since(now_ms(), worker_ttl_ms):
+    if is_live(client.zscore(keys.WORKERS, name.removeprefix(SCHEDULER_PREFIX)), now_ms(), worker_ttl_ms):
         return False
     released = release_lock(client, lock_key, name)  # only if it still holds it
     if released:
