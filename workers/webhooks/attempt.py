@@ -33,6 +33,7 @@ from shared import keys, metrics
 from shared import webhooks as state
 from shared.messages import EventType, WebhookState, job_view_from_redis
 from shared.settings import Settings
+from workers.scripted_pipeline import ScriptedPipeline
 from workers.webhooks import signing
 from workers.webhooks.delivery import Outcome, Sender
 
@@ -101,10 +102,10 @@ def run_delivery(job_id: str, delivery: str, round_: int) -> Any:
     ctx = current()
     ttl = ctx.settings.job_ttl_s
     dkeys = [keys.webhook(delivery), keys.webhook_attempts(delivery), keys.job_webhook(job_id)]
-    pipe = ctx.redis.pipeline(transaction=False)  # one round trip: begin, and the job as it is now
-    ctx.begin(keys=dkeys, args=[round_, _ms(), ttl], client=pipe)
-    pipe.hgetall(keys.job(job_id))
-    pipe.hgetall(keys.job_outputs(job_id))
+    pipe = ScriptedPipeline(ctx.redis)  # one round trip: begin, and the job as it is now
+    pipe.script(ctx.begin, dkeys, [round_, _ms(), ttl])
+    pipe.pipe.hgetall(keys.job(job_id))
+    pipe.pipe.hgetall(keys.job_outputs(job_id))
     reply, job, outputs = pipe.execute()
     begun = [_text(v) for v in reply]
     if begun[0] != "go":
