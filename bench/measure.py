@@ -36,7 +36,7 @@ def measure_limit(model_name: str, batches: list[int], threads: list[int], secon
 
     from bench.photos import fhd_jpegs  # noqa: PLC0415
     from bench.runner import PipelineRunner  # noqa: PLC0415
-    from shared.pipeline_spec import resolve  # noqa: PLC0415
+    from shared.callables import resolve  # noqa: PLC0415
     from workers.transforms.image import decode_resize_crop  # noqa: PLC0415
 
     config = PipelineRunner("image-classify").config

@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shared.callables import resolve
 from shared.errors import ItemError
-from shared.pipeline_spec import INPUT, PipelineSpec, StageSpec, load_pipelines, resolve
+from shared.pipeline_spec import INPUT, PipelineSpec, StageSpec, load_pipelines
 from shared.settings import DEFAULT_PIPELINES_FILE
 
 log = logging.getLogger(__name__)

@@ -163,7 +163,8 @@ def _role(args: argparse.Namespace) -> str:
 
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     from services import supervisor  # noqa: PLC0415
-    from shared.pipeline_spec import PipelineConfigError, check_callables, load_pipelines  # noqa: PLC0415
+    from shared.callables import check_callables  # noqa: PLC0415
+    from shared.pipeline_spec import PipelineConfigError, load_pipelines  # noqa: PLC0415
 
     try:  # fail now with the reason, rather than children restarting forever
         check_callables(load_pipelines(settings.pipelines_file), import_them=False)
@@ -194,7 +195,8 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
-    from shared.pipeline_spec import PipelineConfigError, check_callables, load_pipelines  # noqa: PLC0415
+    from shared.callables import check_callables  # noqa: PLC0415
+    from shared.pipeline_spec import PipelineConfigError, load_pipelines  # noqa: PLC0415
 
     path = settings.pipelines_file
     try:

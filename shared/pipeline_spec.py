@@ -9,8 +9,6 @@ pipeline and stage.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import re
 from enum import Enum
 from pathlib import Path
@@ -279,35 +277,3 @@ def load_pipelines(path: Path) -> PipelinesConfig:
     except yaml.YAMLError as exc:
         raise PipelineConfigError(f"pipelines file {path} is not valid YAML: {exc}") from None
     return parse_pipelines(data)
-
-
-def resolve(path: str) -> Any:
-    """Import 'package.module:attr' and return the attribute."""
-    module_name, _, attr = path.partition(":")
-    module = importlib.import_module(module_name)
-    try:
-        return getattr(module, attr)
-    except AttributeError:
-        raise PipelineConfigError(f"{module_name!r} has no attribute {attr!r}") from None
-
-
-def check_callables(config: PipelinesConfig, *, import_them: bool) -> None:
-    """Check every stage function and model class exists.
-
-    With import_them=False only the modules are located (no import: the API must not
-    import torch); the workers pass True and import everything they will run.
-    """
-    targets = [(f"model {m.name!r}", m.class_path) for m in config.models.values()]
-    for pipeline in config.pipelines.values():
-        for stage in pipeline.stages:
-            if stage.fn:
-                targets.append((f"pipeline {pipeline.name!r}, stage {stage.name!r}", stage.fn))
-    for where, target in targets:
-        module_name = target.partition(":")[0]
-        try:
-            if import_them:
-                resolve(target)
-            elif importlib.util.find_spec(module_name) is None:
-                raise ModuleNotFoundError(module_name)
-        except (ImportError, PipelineConfigError) as exc:
-            raise PipelineConfigError(f"{where}: cannot load {target!r}: {exc}") from None

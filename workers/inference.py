@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from shared.pipeline_spec import Batching, PipelineConfigError, PipelinesConfig, resolve
+from shared.callables import resolve
+from shared.pipeline_spec import Batching, PipelineConfigError, PipelinesConfig
 from shared.settings import Settings
 from workers.metrics import StageMetrics
 from workers.models.base import Model

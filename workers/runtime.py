@@ -22,13 +22,8 @@ from typing import Any
 
 import redis
 
-from shared.pipeline_spec import (
-    PipelineConfigError,
-    PipelinesConfig,
-    check_callables,
-    load_pipelines,
-    resolve,
-)
+from shared.callables import check_callables, resolve
+from shared.pipeline_spec import PipelineConfigError, PipelinesConfig, load_pipelines
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)

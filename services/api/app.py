@@ -28,7 +28,8 @@ from services.api.routers import health, jobs, metrics, pipelines, submit, webho
 from services.api.schemas import ErrorBody
 from services.api.sweep import Sweeper
 from services.api.waiters import JobWaiters
-from shared.pipeline_spec import check_callables, load_pipelines
+from shared.callables import check_callables
+from shared.pipeline_spec import load_pipelines
 from shared.redis_checks import check_redis_async
 from shared.settings import Settings
 

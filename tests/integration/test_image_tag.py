@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from shared import codecs
+from shared.callables import resolve
 from shared.messages import StageKind
-from shared.pipeline_spec import INPUT, PipelinesConfig, load_pipelines, resolve
+from shared.pipeline_spec import INPUT, PipelinesConfig, load_pipelines
 from shared.settings import Settings
 from tests.photos import photo_bytes
 from workers.inference import load_models, to_device

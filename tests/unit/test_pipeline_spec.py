@@ -8,13 +8,8 @@ from typing import Any
 
 import pytest
 
-from shared.pipeline_spec import (
-    INPUT,
-    PipelineConfigError,
-    check_callables,
-    load_pipelines,
-    parse_pipelines,
-)
+from shared.callables import check_callables
+from shared.pipeline_spec import INPUT, PipelineConfigError, load_pipelines, parse_pipelines
 from shared.settings import DEFAULT_PIPELINES_FILE
 
 GOOD: dict[str, Any] = {

@@ -198,7 +198,8 @@ def test_the_bundled_pipelines_cpu_stages_do_not_import_torch() -> None:
     """The preprocess workers must not import torch: image-tag's CPU stages run there."""
     code = (
         "import sys\n"
-        "from shared.pipeline_spec import load_pipelines, resolve\n"
+        "from shared.callables import resolve\n"
+        "from shared.pipeline_spec import load_pipelines\n"
         "from shared.settings import Settings\n"
         "config = load_pipelines(Settings().pipelines_file)\n"
         "fns = [resolve(s.fn) for p in config.pipelines.values() for s in p.stages if s.fn]\n"
