@@ -44,7 +44,7 @@ def test_gpu_expected_from_the_device_setting() -> None:
 
 
 def test_settings_take_the_split_unless_told(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("shared.settings.available_cores", lambda: 16)
+    monkeypatch.setattr("shared.settings.workers.available_cores", lambda: 16)
     s = Settings(device="cpu")
     assert (s.model_replicas, s.torch_threads, s.preprocess_concurrency) == (8, 1, 3)
     s = Settings(device="cuda")
