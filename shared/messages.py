@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 from datetime import datetime, timezone
 from enum import Enum
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
+
+log = logging.getLogger(__name__)
 
 
 class JobStatus(str, Enum):
@@ -226,11 +229,38 @@ def group_outputs(items: list[ItemOutput], groups: list[dict[str, Any]]) -> list
     return grouped
 
 
+UNREADABLE = "its stored result cannot be read"
+
+
+def _stored_output(index: int, raw: Any) -> ItemOutput:
+    """An output as stored. pydantic's JSON parser refuses what json takes (a lone surrogate
+    escape): such an output is read with json (and the API's renderer leaves out what it cannot
+    render); one json cannot read either fails with a reason, never the whole job."""
+    try:
+        return ItemOutput.model_validate_json(raw)
+    except ValueError:
+        pass
+    try:
+        return ItemOutput.model_validate(json.loads(raw))
+    except (ValueError, RecursionError, TypeError) as exc:
+        log.error("output %d cannot be read (%s)", index, exc)
+        return ItemOutput(index=index, status=ItemStatus.failed, error=UNREADABLE)
+
+
+def _stored_json(raw: str, what: str) -> Any:
+    """A JSON field of a job record (its metadata); None, logged, if it cannot be read."""
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        log.error("a job's %s cannot be read (%s): left out", what, exc)
+        return None
+
+
 def job_view_from_redis(job: dict[Any, Any], outputs: dict[Any, Any]) -> JobView:
     """Build a JobView from the job hash and its outputs hash (as redis-py returns them)."""
     f = {_text(k): _text(v) for k, v in job.items()}
     total = int(f.get("total", 0))
-    done_outputs = {int(_text(k)): ItemOutput.model_validate_json(v) for k, v in outputs.items()}
+    done_outputs = {int(_text(k)): _stored_output(int(_text(k)), v) for k, v in outputs.items()}
     # An item of a canceled job that has no output never will: it shows `canceled`, not `pending`.
     unfinished = ItemStatus.canceled if f["status"] == JobStatus.canceled.value else ItemStatus.pending
     items = [done_outputs.get(i, ItemOutput(index=i, status=unfinished)) for i in range(total)]
@@ -239,7 +269,7 @@ def job_view_from_redis(job: dict[Any, Any], outputs: dict[Any, Any]) -> JobView
     sources = json.loads(f["sources"]) if f.get("sources") else []  # one per output
     for item, source in zip(items, sources):
         item.source = source
-    metadata = json.loads(f["metadata"]) if f.get("metadata") else None
+    metadata = _stored_json(f["metadata"], "metadata") if f.get("metadata") else None
     return JobView(
         id=f["id"],
         pipeline=f["pipeline"],

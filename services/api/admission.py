@@ -10,8 +10,9 @@ grant that lapses by itself (GRANT_MS), never a counter that stays up. A refusal
 `Retry-After` comes from the pipeline's drain rate (services/api/drain.py).
 
 Idempotency. `Idempotency-Key: <key>` (1-255 printable ASCII characters) on a submit maps,
-per caller (API key), to the request's fingerprint (pipeline + body, the multipart boundary
-left out) and the job. The first request claims the key (SET NX, a pending record that
+per caller (API key), to the request's fingerprint (pipeline + the request as parsed: other
+whitespace, key order or multipart boundary make no other request) and the job. The first
+request claims the key (SET NX, a pending record that
 lapses after PENDING_S if the request dies) before the job is written, and the job's own
 MULTI turns the claim into the final record (the job id and its 202 body, kept
 DLPIPE_IDEMPOTENCY_TTL_S): so the job exists exactly when its record does. That MULTI runs
@@ -30,27 +31,30 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import re
+import logging
 import time
 import uuid
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException
 
 from services.api import formats
 from services.api.drain import retry_after_s
 from shared import keys
-from shared.errors import InvalidRequest
+from shared.errors import InvalidRequest, shown
 from shared.messages import now_ms
 from workers import scripts
+
+log = logging.getLogger(__name__)
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 GRANT_MS = 60_000  # how long an admission grant holds its place if its job is never written
 PENDING_S = 10  # how long a claimed key stays claimed if its request dies before the job exists
 WAIT_S = 12.0  # how long a request waits for another one with its key (longer: a dead claim lapses)
-_BOUNDARY = re.compile(r'boundary="?([^";]+)"?', re.IGNORECASE)
 
 # Delete a claim only while it is still the pending claim this request made.
 _RELEASE = """
@@ -100,18 +104,22 @@ def check_key(value: str) -> str:
     return value
 
 
-def fingerprint(pipeline: str, content_type: str, body: bytes) -> str:
-    """SHA-256 of what the request asks: the pipeline, the media type and the body, with a
-    multipart body's boundary (random per request in most clients) taken out."""
-    media_type = content_type.split(";", 1)[0].strip().lower()
-    if media_type == "multipart/form-data":
-        found = _BOUNDARY.search(content_type)
-        if found:
-            body = body.replace(b"--" + found.group(1).encode("latin-1"), b"--")
+def fingerprint(pipeline: str, media_type: str, request_digest: str) -> str:
+    """What the request asks, for its Idempotency-Key: the pipeline, the media type and the
+    digest of the request as parsed (ParsedJob.digest: canonical JSON, or the form's fields and
+    files' contents), so neither whitespace, key order nor a multipart boundary make it another."""
     digest = hashlib.sha256()
-    for part in (pipeline.encode(), b"\0", media_type.encode(), b"\0", body):
-        digest.update(part)
+    for part in (pipeline, "\0", media_type, "\0", request_digest):
+        digest.update(part.encode())
     return digest.hexdigest()
+
+
+class Settled(str, Enum):
+    """What became of a claim's write when its transaction's WATCH failed (Claim.settle)."""
+
+    written = "written"  # EXEC ran (the key holds this job's final record); only its answer was lost
+    taken = "taken"  # another request holds the key: this one wrote nothing
+    lost = "lost"  # still this request's pending claim (the connection broke), or Redis is away
 
 
 @dataclass(frozen=True)
@@ -133,6 +141,20 @@ class Claim:
             await pipe.reset()
             raise self.taken_over()
         pipe.multi()
+
+    async def settle(self, client: Redis) -> Settled:
+        """What became of this claim's write after a WatchError (EXEC refused, or the connection
+        lost while watching, when it cannot tell): read the key again. Redis unreachable: LOST."""
+        try:
+            raw = await client.get(self.redis_key)
+        except (RedisError, OSError):
+            return Settled.lost
+        text = raw.decode() if isinstance(raw, bytes) else raw
+        if text == self.pending:
+            return Settled.lost
+        if text is not None and json.loads(text).get("job") == self.job_id:
+            return Settled.written
+        return Settled.taken
 
     def taken_over(self) -> HTTPException:
         return HTTPException(
@@ -173,7 +195,7 @@ async def claim(
             record = json.loads(raw)
             if record.get("fingerprint") != fingerprint:
                 raise InvalidRequest(
-                    f"{IDEMPOTENCY_HEADER} {key!r} was already used for a different request "
+                    f"{IDEMPOTENCY_HEADER} {shown(key)} was already used for a different request "
                     "(another pipeline or body); use a new key for a new request",
                     field=IDEMPOTENCY_HEADER,
                 )
@@ -182,7 +204,7 @@ async def claim(
         # The first request with this key is writing its job (or the claim just lapsed): wait.
         if time.monotonic() >= deadline:
             raise HTTPException(
-                409, f"a request with {IDEMPOTENCY_HEADER} {key!r} is still in progress; retry it shortly"
+                409, f"a request with {IDEMPOTENCY_HEADER} {shown(key)} is still in progress; retry it shortly"
             )
         await asyncio.sleep(delay)
         delay = min(delay * 2, 0.1)
@@ -192,3 +214,30 @@ async def release(client: Redis, held: Claim) -> None:
     """Give the key up (the job was not written), if it still holds this request's claim."""
     script = client.register_script(_RELEASE)
     await script(keys=[held.redis_key], args=[held.pending])
+
+
+_releasing: set[asyncio.Task[None]] = set()
+
+
+async def give_back(client: Redis, held: Claim) -> None:
+    """Release the claim of a request that wrote nothing. Redis away (the very reason, often):
+    keep trying in the background for as long as the claim would hold (PENDING_S), so that the
+    client's retry goes through as soon as Redis is back, not PENDING_S later."""
+    try:
+        await release(client, held)
+    except (RedisError, OSError) as exc:
+        log.info("the Idempotency-Key claim of job=%s is released later (%s)", held.job_id, exc)
+        task = asyncio.create_task(_release_until_done(client, held, time.monotonic() + PENDING_S))
+        _releasing.add(task)
+        task.add_done_callback(_releasing.discard)
+
+
+async def _release_until_done(client: Redis, held: Claim, deadline: float) -> None:
+    delay = 0.05
+    while time.monotonic() < deadline:
+        await asyncio.sleep(delay)
+        try:
+            await release(client, held)
+            return
+        except (RedisError, OSError):
+            delay = min(delay * 2, 1.0)

@@ -16,7 +16,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from fastapi import Depends, FastAPI
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 
 from services.api.auth import key_digests, require_api_key
@@ -78,9 +78,20 @@ async def _check_redis_when_reachable(
         delay = min(delay * 2, max_delay_s)
 
 
-def default_redis_factory(url: str) -> Redis:
-    # Bounded waits: a Redis that stops answering gives 503s, not hung requests.
-    return Redis.from_url(url, socket_connect_timeout=5, socket_timeout=10, health_check_interval=30)
+def redis_client(url: str, settings: Settings) -> Redis:
+    """The API's Redis client. Bounded waits: a Redis that stops answering gives 503s, not hung
+    requests. A blocking pool: a request that finds every connection in use waits for one (up to
+    DLPIPE_REDIS_POOL_TIMEOUT_S); redis-py's default pool fails at once ("Too many connections"),
+    which gave a third of 150 long polls a 503 the moment their job ended."""
+    pool = BlockingConnectionPool.from_url(
+        url,
+        max_connections=settings.redis_max_connections,
+        timeout=settings.redis_pool_timeout_s,
+        socket_connect_timeout=5,
+        socket_timeout=10,
+        health_check_interval=30,
+    )
+    return Redis.from_pool(pool)  # the client owns the pool: aclose() closes it
 
 
 def create_app(settings: Settings, *, redis_factory: RedisFactory | None = None) -> FastAPI:
@@ -90,7 +101,7 @@ def create_app(settings: Settings, *, redis_factory: RedisFactory | None = None)
     redis_url = settings.redis_url
     config = load_pipelines(settings.pipelines_file)
     check_callables(config, import_them=False)
-    make_client = redis_factory or default_redis_factory
+    make_client = redis_factory or (lambda url: redis_client(url, settings))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -139,8 +150,8 @@ def create_app(settings: Settings, *, redis_factory: RedisFactory | None = None)
         "dependencies": [Depends(require_api_key)],
         "responses": {401: {"model": ErrorBody, "description": "No API key or a wrong one (keys are set)."}},
     }
-    install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    install_error_handlers(app)
     app.include_router(submit.router, **authenticated)
     app.include_router(jobs.router, **authenticated)
     app.include_router(webhooks.router, **authenticated)

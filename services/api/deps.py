@@ -13,7 +13,7 @@ from fastapi import Depends, Path, Request
 from redis.asyncio import Redis
 
 from services.api.waiters import JobWaiters
-from shared.errors import NotFound, Unavailable
+from shared.errors import NotFound, Unavailable, shown
 from shared.pipeline_spec import PipelinesConfig, PipelineSpec
 from shared.settings import Settings
 
@@ -53,7 +53,7 @@ async def get_pipeline(
     pipeline = config.pipelines.get(name)
     if pipeline is None:
         known = ", ".join(sorted(config.pipelines))
-        raise NotFound(f"no pipeline {name!r} (known: {known})")
+        raise NotFound(f"no pipeline {shown(name)} (known: {known})")
     return pipeline
 
 
@@ -67,4 +67,4 @@ JobIdPath = Annotated[str, Path(description="The id `POST .../jobs` returned.")]
 def check_job_id(job_id: str) -> None:
     """404 for an id no job can have, before asking Redis."""
     if not _JOB_ID.match(job_id):
-        raise NotFound(f"no job {job_id!r}")
+        raise NotFound(f"no job {shown(job_id)}")

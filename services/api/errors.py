@@ -1,9 +1,10 @@
 """The one place errors become HTTP answers: {"detail": <message>, "field": <field or null>}.
 
 shared.errors.NotFound -> 404, InvalidRequest -> 422 (naming the field), Conflict -> 409,
-UnsupportedMediaType -> 415, Unavailable and Redis connection/timeout errors -> 503, FastAPI's
-own validation errors -> 422. Anything else is a bug: logged with its traceback, answered 500
-without one.
+PayloadTooLarge -> 413, UnsupportedMediaType -> 415, Unavailable and Redis connection/timeout
+errors -> 503, FastAPI's own validation errors -> 422. Anything else is a bug: logged with its
+traceback and answered 500 without one (InternalErrors), on a connection that stays usable.
+A detail never runs past MAX_DETAIL_CHARS, whatever a client sent to be quoted in it.
 """
 
 from __future__ import annotations
@@ -19,9 +20,21 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException
 
-from shared.errors import Conflict, DlpipeError, InvalidRequest, NotFound, Unavailable
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shared.errors import (
+    Conflict,
+    DlpipeError,
+    InvalidRequest,
+    NotFound,
+    PayloadTooLarge,
+    Unavailable,
+    cut,
+)
 
 log = logging.getLogger(__name__)
+
+MAX_DETAIL_CHARS = 2000  # past this, a detail is cut (a client's value quoted in it, usually)
 
 
 class UnsupportedMediaType(DlpipeError):
@@ -31,7 +44,9 @@ _LOCATIONS = {"body", "path", "query", "header", "cookie"}
 
 
 def error_response(status: int, detail: str, field: str | None = None, **headers: str) -> JSONResponse:
-    return JSONResponse({"detail": detail, "field": field}, status_code=status, headers=headers or None)
+    shown_field = None if field is None else cut(field, 200)
+    body = {"detail": cut(detail, MAX_DETAIL_CHARS), "field": shown_field}
+    return JSONResponse(body, status_code=status, headers=headers or None)
 
 
 def format_loc(loc: Sequence[Any], prefix: str = "") -> str:
@@ -68,6 +83,11 @@ async def _conflict(request: Request, exc: Exception) -> JSONResponse:
     return error_response(409, str(exc))
 
 
+async def _too_large(request: Request, exc: Exception) -> JSONResponse:
+    field = exc.field if isinstance(exc, PayloadTooLarge) else "body"
+    return error_response(413, str(exc), field)
+
+
 async def _unsupported(request: Request, exc: Exception) -> JSONResponse:
     return error_response(415, str(exc), "content-type")
 
@@ -79,7 +99,8 @@ async def _invalid(request: Request, exc: Exception) -> JSONResponse:
 
 async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
     log.warning("%s %s: unavailable: %s", request.method, request.url.path, exc)
-    return error_response(503, str(exc) or "service unavailable", **{"Retry-After": "5"})
+    retry_after = exc.retry_after_s if isinstance(exc, Unavailable) else 5
+    return error_response(503, str(exc) or "service unavailable", **{"Retry-After": str(retry_after)})
 
 
 async def _redis_down(request: Request, exc: Exception) -> JSONResponse:
@@ -99,19 +120,51 @@ async def _http(request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, str(exc.detail), **(exc.headers or {}))
 
 
-async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    log.error("%s %s: unexpected error", request.method, request.url.path, exc_info=exc)
-    return error_response(500, "internal error")
+class InternalErrors:
+    """The last word on a bug: a 500 without a traceback, and the connection kept.
+
+    Starlette's own last handler (ServerErrorMiddleware) answers, then raises the error on to the
+    server, and uvicorn then closes the connection: a client's next request on it (a pooled
+    keep-alive connection) got a reset. This middleware sits inside it and answers without raising.
+    An error after the answer had started can only be logged; the server then closes the connection,
+    the one honest end for a half-sent response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = ended = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started, ended
+            started = started or message["type"] == "http.response.start"
+            ended = ended or (message["type"] == "http.response.body" and not message.get("more_body"))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception as exc:
+            log.error("%s %s: unexpected error", scope.get("method"), scope.get("path"), exc_info=exc)
+            if started and not ended:
+                raise
+            if not started:
+                await error_response(500, "internal error")(scope, receive, send)
 
 
 def install_error_handlers(app: FastAPI) -> None:
+    """Map every error to its answer; call it after the other middleware is added (InternalErrors
+    must wrap them all)."""
+    app.add_middleware(InternalErrors)
     app.add_exception_handler(NotFound, _not_found)
     app.add_exception_handler(InvalidRequest, _invalid)
     app.add_exception_handler(Conflict, _conflict)
+    app.add_exception_handler(PayloadTooLarge, _too_large)
     app.add_exception_handler(UnsupportedMediaType, _unsupported)
     app.add_exception_handler(Unavailable, _unavailable)
     app.add_exception_handler(RedisConnectionError, _redis_down)
     app.add_exception_handler(RedisTimeoutError, _redis_down)
     app.add_exception_handler(RequestValidationError, _request_validation)
     app.add_exception_handler(HTTPException, _http)
-    app.add_exception_handler(Exception, _unexpected)

@@ -5,41 +5,51 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from typing import Any
 
-from fastapi import Request, Response
+from fastapi import Request
 from redis.exceptions import WatchError
 
 from services.api import admission
 from services.api.inputs import ParsedJob
+from services.api.views import strict_json
 from shared.jobs import deadline_ms, groups_record, queue_new_job
+from shared.errors import Unavailable
 from shared.messages import JobStatus, JobView, job_view_from_redis, now_ms
 from shared.pipeline_spec import PipelineSpec
 
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Accepted:
+    """A job just written: its view, and that view as the 202's JSON body (rendered before the write)."""
+
+    view: JobView
+    body: bytes
+
+
 async def admit_and_write(
     request: Request,
-    response: Response,
     client: Any,
     settings: Any,
     pipeline: PipelineSpec,
     parsed: ParsedJob,
     job_id: str,
     claim: admission.Claim | None,
-) -> JobView:
+) -> Accepted:
     """Take the job's place in the backlog and write it; on any failure give both back."""
     grant: str | None = None
     try:
         rate = request.app.state.drain_rates.rate(pipeline.name)
         grant = await admission.admit(client, pipeline.name, len(parsed.inputs), settings.max_backlog, rate)
-        return await _write_job(response, client, settings, pipeline, parsed, job_id, grant, claim)
+        return await _write_job(client, settings, pipeline, parsed, job_id, grant, claim)
     except BaseException:
         # Nothing was written (or we cannot tell): give the key and the grant back, best effort;
         # both lapse by themselves if Redis is not there to hear it.
         if claim is not None:
-            await _quietly(admission.release(client, claim))
+            await _quietly(admission.give_back(client, claim))
         if grant is not None:
             await _quietly(admission.drop_grant(client, pipeline.name, grant))
         raise
@@ -53,7 +63,6 @@ async def _quietly(step: Any) -> None:
 
 
 async def _write_job(
-    response: Response,
     client: Any,
     settings: Any,
     pipeline: PipelineSpec,
@@ -61,8 +70,9 @@ async def _write_job(
     job_id: str,
     grant: str,
     claim: admission.Claim | None,
-) -> JobView:
-    """Write the job (and the Idempotency-Key's final record) in one transaction; its 202 body."""
+) -> Accepted:
+    """Write the job (and the Idempotency-Key's final record) in one transaction; its 202 body,
+    rendered first: a job whose answer cannot be rendered is refused, not written."""
     created = now_ms()
     record = {
         "id": job_id,
@@ -79,33 +89,42 @@ async def _write_job(
     if parsed.timeout_s is not None:
         record["deadline"] = str(deadline_ms(created, parsed.timeout_s))
     view = job_view_from_redis(record, {})
-    async with client.pipeline(transaction=True) as pipe:
-        if claim is not None:
-            await claim.fence(pipe)
-        queue_new_job(
-            pipe,
-            job_id=job_id,
-            pipeline=pipeline,
-            inputs=parsed.inputs,
-            webhook=parsed.webhook,
-            webhook_events=parsed.webhook_events or None,
-            metadata=parsed.metadata,
-            ttl_s=settings.job_ttl_s,
-            created_ms=created,
-            sources=parsed.sources or None,
-            groups=parsed.groups or None,
-            blobs=parsed.blobs or None,
-            item_blobs=parsed.item_blobs or None,
-            timeout_s=parsed.timeout_s,
-            admission=grant,
-        )
-        if claim is not None:
-            claim.record(pipe, view.model_dump(mode="json"), settings.idempotency_ttl_s)
-        try:
+    body = strict_json(view)
+    try:
+        async with client.pipeline(transaction=True) as pipe:
+            if claim is not None:
+                await claim.fence(pipe)
+            queue_new_job(
+                pipe,
+                job_id=job_id,
+                pipeline=pipeline,
+                inputs=parsed.inputs,
+                webhook=parsed.webhook,
+                webhook_events=parsed.webhook_events or None,
+                metadata=parsed.metadata,
+                ttl_s=settings.job_ttl_s,
+                created_ms=created,
+                sources=parsed.sources or None,
+                groups=parsed.groups or None,
+                blobs=parsed.blobs or None,
+                item_blobs=parsed.item_blobs or None,
+                timeout_s=parsed.timeout_s,
+                admission=grant,
+            )
+            if claim is not None:
+                claim.record(pipe, view.model_dump(mode="json"), settings.idempotency_ttl_s)
             await pipe.execute()
-        except WatchError:
-            assert claim is not None  # only a claim's key is watched
+    except WatchError:  # only a claim's key is watched: a retry took it over, or the connection broke
+        assert claim is not None
+        settled = await claim.settle(client)
+        if settled is admission.Settled.taken:
             raise claim.taken_over() from None
+        if settled is admission.Settled.lost:
+            raise Unavailable(
+                f"redis: the connection broke while job {job_id} was written, so it was not; retry "
+                f"(with the same {admission.IDEMPOTENCY_HEADER})",
+                retry_after_s=1,
+            ) from None
+        log.warning("job=%s written, though its transaction's answer was lost", job_id)
     log.info("job=%s pipeline=%s accepted n=%d", job_id, pipeline.name, len(parsed.inputs))
-    response.headers["Location"] = f"/v1/jobs/{job_id}"
-    return view
+    return Accepted(view, body)

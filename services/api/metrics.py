@@ -47,6 +47,7 @@ class Snapshot:
     counters: metrics.Parsed = field(default_factory=lambda: metrics.parse({}))
     models: dict[str, dict[str, float]] = field(default_factory=dict)  # model -> keys.model_stats fields
     workers: dict[str, int] = field(default_factory=dict)  # kind -> live workers
+    waiting_requests: int = 0  # requests the scraped API process holds for their job's end
 
 
 def _text(value: Any) -> str:
@@ -153,6 +154,12 @@ def families(snapshot: Snapshot) -> Iterator[Metric]:
     for kind in sorted(set(WORKER_KINDS) | set(snapshot.workers)):
         workers.add_metric([kind], snapshot.workers.get(kind, 0))
     yield workers
+    yield GaugeMetricFamily(
+        "dlpipe_api_waiting_requests",
+        "Requests the API process that answered this scrape holds until their job ends (long polls, "
+        "`Prefer: wait` submits).",
+        value=snapshot.waiting_requests,
+    )
 
 
 class SnapshotCollector(Collector):

@@ -58,7 +58,9 @@ def parse_prefer_wait(header: str | None, max_wait_s: float) -> float | None:
 class Watch:
     """One request waiting for one job (JobWaiters.watching)."""
 
-    def __init__(self, event: asyncio.Event, recheck_s: float) -> None:
+    def __init__(self, waiters: JobWaiters, job_id: str, event: asyncio.Event, recheck_s: float) -> None:
+        self._waiters = waiters
+        self._job_id = job_id
         self._event = event
         self._recheck_s = recheck_s
 
@@ -73,12 +75,15 @@ class Watch:
         while True:
             if view is None:
                 self._event.clear()
-                view = await read()
+                view = await self._waiters.read_shared(self._job_id, read)
             left = deadline - loop.time()
             if view.status.is_final or left <= 0:
                 return view
+            # Read again when woken, or at the next recheck tick: the ticks are on the loop's clock,
+            # the same for every waiter, so a thousand rechecks of one job are one shared read.
+            tick = self._recheck_s - loop.time() % self._recheck_s
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._event.wait(), min(left, self._recheck_s))
+                await asyncio.wait_for(self._event.wait(), min(left, tick))
             view = None
 
 
@@ -90,6 +95,32 @@ class JobWaiters:
         self._waiting: dict[str, set[asyncio.Event]] = {}
         self._positioned = asyncio.Event()  # the reader knows where the stream ends
         self._task: asyncio.Task[None] | None = None
+        # Shared reads: job -> (when it started, the read in flight), on one clock with the wake-ups.
+        self._reads: dict[str, tuple[int, asyncio.Future[JobView]]] = {}
+        self._clock = 0
+        self._woken: dict[str, int] = {}  # job -> when its waiters were last woken
+        self._all_woken = 0  # when every waiter was last woken (after an outage)
+
+    async def read_shared(self, job_id: str, read: Callable[[], Awaitable[JobView]]) -> JobView:
+        """`read()` the job, or join a read of it already in flight that started after its waiters
+        were last woken: when a job ends, its thousand waiters wake together and make one read
+        between them, not a thousand (the pool of connections would be all theirs). A read that
+        started before the wake-up may have missed the end it announced, so it is not joined; one
+        that misses an end not yet seen is safe to share: that end's wake-up comes after it."""
+        flight = self._reads.get(job_id)
+        if flight is None or flight[0] < max(self._woken.get(job_id, 0), self._all_woken):
+            self._clock += 1
+            flight = (self._clock, asyncio.ensure_future(read()))
+            self._reads[job_id] = flight
+            flight[1].add_done_callback(lambda done: self._landed(job_id, done))
+        return await asyncio.shield(flight[1])
+
+    def _landed(self, job_id: str, done: asyncio.Future[JobView]) -> None:
+        current = self._reads.get(job_id)
+        if current is not None and current[1] is done:
+            del self._reads[job_id]
+        if not done.cancelled():
+            done.exception()  # retrieved: every joiner that is still there got it already
 
     @property
     def waiting(self) -> int:
@@ -114,13 +145,14 @@ class JobWaiters:
             # this is then an event it will see. Redis away: go on, the rechecks cover it.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._positioned.wait(), self.recheck_s)
-            yield Watch(event, self.recheck_s)
+            yield Watch(self, job_id, event, self.recheck_s)
         finally:
             events = self._waiting.get(job_id)
             if events is not None:
                 events.discard(event)
                 if not events:
                     del self._waiting[job_id]
+                    self._woken.pop(job_id, None)
 
     def _start(self) -> None:
         if self._task is None or self._task.done():
@@ -134,10 +166,17 @@ class JobWaiters:
             self._task = None
 
     def _wake(self, job_id: str) -> None:
-        for event in self._waiting.get(job_id, ()):
+        events = self._waiting.get(job_id)
+        if not events:
+            return
+        self._clock += 1
+        self._woken[job_id] = self._clock
+        for event in events:
             event.set()
 
     def _wake_all(self) -> None:
+        self._clock += 1
+        self._all_woken = self._clock
         for events in self._waiting.values():
             for event in events:
                 event.set()

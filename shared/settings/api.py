@@ -26,6 +26,23 @@ class ApiSettings(SettingsGroup):
         ge=1024,
         description="Largest request body the API reads (413 above it), counted as it arrives.",
     )
+    max_json_body_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        ge=1024,
+        description=(
+            "Largest JSON request body (413 above it): a JSON body is parsed in one go, which holds the "
+            "API's event loop (about 3 ms per MiB), where multipart is read as it arrives; send large "
+            "files as multipart."
+        ),
+    )
+    max_json_values: int = Field(
+        default=500_000,
+        ge=1000,
+        description=(
+            "Most values a JSON request body may hold, counted as it arrives (every `[`, `{` and `,`, "
+            "strings included; 413 above it): millions of tiny values cost the parser seconds."
+        ),
+    )
     max_backlog: int = Field(
         default=10000,
         ge=1,
@@ -47,6 +64,19 @@ class ApiSettings(SettingsGroup):
             "Longest a request may wait for its job to end: `GET /v1/jobs/{id}?wait_s=` and "
             "`Prefer: wait=` on submit (longer asks are cut to this)."
         ),
+    )
+    redis_max_connections: int = Field(
+        default=64,
+        ge=2,
+        description=(
+            "Connections to Redis each API process keeps at most; a request finding them all in use "
+            "waits for one (up to `DLPIPE_REDIS_POOL_TIMEOUT_S`) instead of failing."
+        ),
+    )
+    redis_pool_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="How long an API request waits for a free Redis connection before answering 503.",
     )
     api_keys: SecretStr | None = Field(
         default=None,

@@ -262,16 +262,6 @@ async def test_a_pending_idempotency_claim_makes_a_second_request_wait_then_409(
     await client.aclose()
 
 
-def test_the_fingerprint_leaves_out_the_multipart_boundary() -> None:
-    one = admission.fingerprint("img", "multipart/form-data; boundary=aaa", b"--aaa\r\nX\r\n--aaa--")
-    two = admission.fingerprint("img", 'multipart/form-data; boundary="bbbb"', b"--bbbb\r\nX\r\n--bbbb--")
-    assert one == two
-    assert one != admission.fingerprint("img", "multipart/form-data; boundary=aaa", b"--aaa\r\nY\r\n--aaa--")
-    assert admission.fingerprint("img", "application/json", b"{}") != admission.fingerprint(
-        "txt", "application/json", b"{}"
-    )
-
-
 # -- API keys -------------------------------------------------------------------------------
 
 

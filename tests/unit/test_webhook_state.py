@@ -301,6 +301,21 @@ def test_without_a_secret_nothing_is_sent(client: Any, deliveries: Any) -> None:
     assert "DLPIPE_WEBHOOK_SECRET is not set" in delivery_state(client, delivery)["last_error"]
 
 
+def test_a_job_that_cannot_be_rendered_is_dead_lettered_with_that_reason(client: Any, deliveries: Any) -> None:
+    delivery = finished_job(client)
+    # A stage's result JSON cannot send (a lone surrogate), as stored by an older version.
+    output = {"index": 0, "status": "succeeded", "result": {"label": "\ud800"}}
+    client.hset(keys.job_outputs("j1"), "0", json.dumps(output))
+    receiver = Receiver(204)
+    deliveries(receiver)
+    with pytest.raises(attempt.DeliveryDead):
+        attempt.run_delivery("j1", delivery, 1)
+    assert receiver.requests == []
+    shown = delivery_state(client, delivery)
+    assert shown["state"] == "dead" and shown["attempts"] == "1"
+    assert "cannot be rendered as JSON" in shown["last_error"] and "surrogates" in shown["last_error"]
+
+
 def test_the_request_goes_to_the_checked_address_with_the_name_in_host_and_sni(
     client: Any, deliveries: Any
 ) -> None:

@@ -158,7 +158,10 @@ def _attempt(
     view = job_view_from_redis(job, outputs)
     if view.webhook is None:
         return Outcome(ok=False, error="not sent: the job has no webhook", final=True)
-    body = signing.event_body(event, event_at, view)
+    try:
+        body = signing.event_body(event, event_at, view)
+    except (ValueError, RecursionError, UnicodeError) as exc:  # no retry can make it render
+        return Outcome(ok=False, error=f"not sent: the job cannot be rendered as JSON ({exc})", final=True)
     headers = signing.headers(ctx.key, delivery, int(time.time()), body)
     return ctx.sender.send(view.webhook.url, headers, body)
 

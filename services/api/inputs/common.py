@@ -24,6 +24,7 @@ MULTIPART_FILES_FIELD = "files"
 MULTIPART_OPTIONS_FIELD = "options"
 MAX_SOURCE_CHARS = 1024
 MAX_METADATA_BYTES = 64 * 1024
+MAX_METADATA_DEPTH = 32  # levels of nesting (the JSON renderers give up at 255)
 _DATA_URL = re.compile(formats.DATA_URL_PREFIX)
 _JSON_FIELDS = ("inputs", "webhook", "webhook_events", "metadata", "timeout_s")
 WEBHOOK_EVENTS_FIELD = "webhook_events"
@@ -73,6 +74,7 @@ class ParsedJob:
     item_blobs: list[int | None] = dataclass_field(default_factory=list)  # per item, or empty: none
     webhook_events: list[str] = dataclass_field(default_factory=list)  # empty: the default (completed)
     timeout_s: float | None = None  # the job's deadline, from its creation (None: none)
+    digest: str | None = None  # SHA-256 of the request as parsed (asked for with an Idempotency-Key)
 
 
 @dataclass(frozen=True)

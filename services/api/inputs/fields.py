@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 from services.api import formats
 from services.api.inputs.common import (
     MAX_METADATA_BYTES,
+    MAX_METADATA_DEPTH,
     TIMEOUT_FIELD,
     WEBHOOK_EVENTS_FIELD,
     Limits,
@@ -18,6 +19,7 @@ from services.api.inputs.common import (
     invalid,
 )
 from shared import netguard
+from shared.errors import shown
 from shared.messages import WEBHOOK_EVENT_NAMES
 
 
@@ -58,7 +60,7 @@ def check_webhook_events(value: Any, webhook: str | None, field: str = WEBHOOK_E
     for index, name in enumerate(value):
         if name not in WEBHOOK_EVENT_NAMES:
             choices = ", ".join(WEBHOOK_EVENT_NAMES)
-            raise invalid(f"{field}[{index}]", f"{name!r} is not an event (choose from {choices})")
+            raise invalid(f"{field}[{index}]", f"{shown(name)} is not an event (choose from {choices})")
     if webhook is None:
         raise invalid(field, "given without a webhook")
     return [name for name in WEBHOOK_EVENT_NAMES if name in value]
@@ -75,18 +77,38 @@ def webhook_events_from_texts(
     events = check_webhook_events(names, webhook, field)
     for text in texts:
         if not formats.matches(formats.WEBHOOK_EVENTS_TEXT, text):
-            raise invalid(field, f"event names separated by commas and spaces only, got {text[:60]!r}")
+            raise invalid(field, f"event names separated by commas and spaces only, got {shown(text)}")
     return events
 
 
 def check_metadata(value: Any, field: str = "metadata") -> dict[str, Any] | None:
+    """A JSON object of at most MAX_METADATA_BYTES (as compact JSON) and MAX_METADATA_DEPTH levels
+    of nesting: it is stored with the job and sent back in every answer and webhook as it came.
+    (NaN, Infinity and invalid Unicode never get this far: jsonbody.load_json refuses them.)"""
     if value is None:
         return None
     if not isinstance(value, dict):
         raise invalid(field, "must be a JSON object")
+    if _depth(value) > MAX_METADATA_DEPTH:
+        raise invalid(field, f"nested more than {MAX_METADATA_DEPTH} levels deep")
     if len(json.dumps(value, separators=(",", ":"))) > MAX_METADATA_BYTES:
         raise invalid(field, f"larger than {MAX_METADATA_BYTES} bytes as JSON")
     return value
+
+
+def _depth(value: Any) -> int:
+    """Levels of objects and arrays in `value` (an object of scalars: 1), without recursion."""
+    deepest, level = 0, [(value, 1)]
+    while level:
+        item, depth = level.pop()
+        members = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if members is None:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > MAX_METADATA_DEPTH:
+            return deepest
+        level.extend((member, depth + 1) for member in members)
+    return deepest
 
 
 def check_timeout(value: Any, limits: Limits, field: str = TIMEOUT_FIELD) -> float | None:
@@ -109,5 +131,5 @@ def timeout_from_text(text: str | None, limits: Limits, field: str = TIMEOUT_FIE
     if text is None or text == "":
         return None
     if not formats.matches(formats.NUMBER_TEXT, text):
-        raise invalid(field, f"must be a number of seconds, got {text[:40]!r}")
+        raise invalid(field, f"must be a number of seconds, got {shown(text)}")
     return check_timeout(float(text), limits, field)

@@ -3,7 +3,7 @@ formats (`INPUT_FORMATS`), the count limits and the job-level fields."""
 
 from __future__ import annotations
 
-import json
+import hashlib
 from dataclasses import replace
 from typing import Any
 
@@ -37,9 +37,11 @@ from services.api.inputs.fields import (
     webhook_events_from_texts,
 )
 from services.api.inputs.image import _image_from_file, _image_from_json
+from services.api.inputs.jsonbody import gc_paused, load_json
+from services.api.inputs.multipart import form_digest
 from services.api.inputs.text import _text_from_file, _text_from_json
 from services.api.inputs.video import _video_from_json, _video_from_upload
-from shared.errors import InvalidRequest
+from shared.errors import InvalidRequest, cut
 from shared.jobs import InputGroup
 from shared.pipeline_spec import InputKind, PipelineSpec
 
@@ -68,20 +70,16 @@ def _check_count(count: int, field: str, limits: Limits) -> None:
         raise invalid(field, f"{count} inputs, at most {limits.max_inputs} per job")
 
 
-def parse_json_body(body: bytes, pipeline: PipelineSpec, limits: Limits) -> ParsedJob:
-    """A JSON job request: {"inputs": [...], "webhook": ..., "metadata": {...}}."""
-    try:
-        data = orjson.loads(body)  # about twice as fast as json on a photo's base64
-    except orjson.JSONDecodeError:
-        try:  # what orjson refuses and json takes (integers over 64 bits, NaN): json's answer
-            data = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise invalid("body", f"not valid JSON ({exc})") from None
+def parse_json_body(body: bytes, pipeline: PipelineSpec, limits: Limits, *, digest: bool = False) -> ParsedJob:
+    """A JSON job request: {"inputs": [...], "webhook": ..., "metadata": {...}}; with `digest`, its
+    fingerprint too: the SHA-256 of its canonical JSON (keys sorted, no spaces), so the same request
+    with other whitespace or key order is the same request."""
+    data = load_json(body)
     if not isinstance(data, dict):
         raise invalid("body", "must be a JSON object with `inputs`")
     unknown = sorted(set(data) - set(_JSON_FIELDS))
     if unknown:
-        raise invalid(unknown[0], f"unknown field (accepted: {', '.join(_JSON_FIELDS)})")
+        raise invalid(cut(unknown[0]), f"unknown field (accepted: {', '.join(_JSON_FIELDS)})")
     raw_inputs = data.get("inputs")
     if not isinstance(raw_inputs, list):
         raise invalid("inputs", "required, a list of inputs")
@@ -108,7 +106,14 @@ def parse_json_body(body: bytes, pipeline: PipelineSpec, limits: Limits) -> Pars
         taken += sum(p.count for p in new)
         parsed.extend(new)
     _check_count(taken, "inputs", limits)
-    return replace(_job(parsed, webhook, metadata), webhook_events=events, timeout_s=timeout_s)
+    job = replace(_job(parsed, webhook, metadata), webhook_events=events, timeout_s=timeout_s)
+    return replace(job, digest=_json_digest(data)) if digest else job
+
+
+def _json_digest(data: dict[str, Any]) -> str:
+    with gc_paused():
+        canonical = orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(b"json\0" + canonical).hexdigest()
 
 
 def _job(parsed: list[ParsedInput], webhook: str | None, metadata: dict[str, Any] | None) -> ParsedJob:
@@ -151,7 +156,7 @@ def _single_text(form: FormData, name: str) -> str | None:
     return values[0]
 
 
-async def parse_form(form: FormData, pipeline: PipelineSpec, limits: Limits) -> ParsedJob:
+async def parse_form(form: FormData, pipeline: PipelineSpec, limits: Limits, *, digest: bool = False) -> ParsedJob:
     """A multipart job request: files in `files` (one per input), optional `webhook`,
     `webhook_events`, `metadata`, `timeout_s` and, for kinds that take them (video), `options`
     (JSON text, for every file). An empty text field is the same as leaving it out
@@ -164,7 +169,8 @@ async def parse_form(form: FormData, pipeline: PipelineSpec, limits: Limits) -> 
         allowed.add(MULTIPART_OPTIONS_FIELD)
     unknown = sorted({key for key in form.keys() if key not in allowed})
     if unknown:
-        raise invalid(unknown[0], f"unknown form field (accepted: {', '.join(sorted(allowed))})")
+        accepted = ", ".join(sorted(allowed))
+        raise invalid(cut(unknown[0]), f"unknown form field (accepted: {accepted})")
     uploads = form.getlist(MULTIPART_FILES_FIELD)
     _check_count(len(uploads), MULTIPART_FILES_FIELD, limits)
     webhook = check_webhook(_single_text(form, "webhook"), allow_private=limits.webhook_allow_private)
@@ -175,16 +181,14 @@ async def parse_form(form: FormData, pipeline: PipelineSpec, limits: Limits) -> 
     metadata_text = _single_text(form, "metadata")
     metadata = None
     if metadata_text:
-        try:
-            metadata = json.loads(metadata_text)
-        except ValueError as exc:
-            raise invalid("metadata", f"not valid JSON ({exc})") from None
+        metadata = load_json(metadata_text, "metadata")
         if not isinstance(metadata, dict):
             raise invalid("metadata", "must be a JSON object")
         metadata = check_metadata(metadata)
     timeout_s = timeout_from_text(_single_text(form, TIMEOUT_FIELD), limits)
     options = _form_options(form, fmt)
     parsed: list[ParsedInput] = []
+    file_digests: list[tuple[str, str | None, bytes]] = []
     taken = 0
     for index, upload in enumerate(uploads):
         where = f"{MULTIPART_FILES_FIELD}[{index}]"
@@ -192,9 +196,16 @@ async def parse_form(form: FormData, pipeline: PipelineSpec, limits: Limits) -> 
         room = limits.max_inputs - taken - (len(uploads) - index - 1)
         # In a thread: probing a video (or decoding a large text) must not hold up the event loop.
         one = await run_in_threadpool(fmt.upload, Upload(data, source, options), where, limits, room)
+        if digest:  # hashlib lets go of the GIL for large inputs
+            content = await run_in_threadpool(lambda: hashlib.sha256(data).digest())
+            file_digests.append((MULTIPART_FILES_FIELD, source, content))
         taken += one.count
         parsed.append(one)
-    return replace(_job(parsed, webhook, metadata), webhook_events=events, timeout_s=timeout_s)
+    job = replace(_job(parsed, webhook, metadata), webhook_events=events, timeout_s=timeout_s)
+    if not digest:
+        return job
+    texts = [(str(key), value) for key, value in form.multi_items() if isinstance(value, str)]
+    return replace(job, digest=form_digest(texts, file_digests))
 
 
 async def _read_part(upload: UploadFile | str, where: str, limits: Limits) -> tuple[bytes, str | None]:
@@ -219,10 +230,7 @@ def _form_options(form: FormData, fmt: InputFormat) -> BaseModel | None:
     text = _single_text(form, MULTIPART_OPTIONS_FIELD)
     if not text:
         return fmt.options_model()
-    try:
-        data = json.loads(text)
-    except ValueError as exc:
-        raise invalid(MULTIPART_OPTIONS_FIELD, f"not valid JSON ({exc})") from None
+    data = load_json(text, MULTIPART_OPTIONS_FIELD)
     if not isinstance(data, dict):
         raise invalid(MULTIPART_OPTIONS_FIELD, "must be a JSON object")
     try:

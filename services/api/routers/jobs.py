@@ -5,14 +5,15 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 from starlette.exceptions import HTTPException
 
 from services.api.deps import JobIdPath, RedisDep, SettingsDep, WaitersDep, check_job_id
 from services.api.routers.webhooks import with_delivery_state
 from services.api.schemas import ErrorBody
+from services.api.views import job_response
 from shared import keys
-from shared.errors import NotFound
+from shared.errors import NotFound, shown
 from shared.jobs import drop_items
 from shared.messages import JobView, job_view_from_redis, now_ms
 from workers import scripts
@@ -49,13 +50,14 @@ async def get_job(
         float,
         Query(ge=0, le=3600, description="Wait up to this many seconds for the job to end (0: answer at once)."),
     ] = 0,
-) -> JobView:
+) -> Response:
     check_job_id(job_id)
-    view = await read_job(client, job_id)
     wait_s = min(wait_s, settings.max_wait_s)
-    if view.status.is_final or wait_s <= 0:
-        return view
-    return await waiters.read_until_final(job_id, wait_s, lambda: read_job(client, job_id))
+    if wait_s <= 0:
+        return job_response(await read_job(client, job_id))
+    # Watch first, then read: an end between the two still wakes the watch.
+    view = await waiters.read_until_final(job_id, wait_s, lambda: read_job(client, job_id))
+    return job_response(view)
 
 
 async def read_job(client: Any, job_id: str) -> JobView:
@@ -66,7 +68,7 @@ async def read_job(client: Any, job_id: str) -> JobView:
         pipe.hgetall(keys.job_webhook(job_id))
         job, outputs, deliveries = await pipe.execute()
     if not job:
-        raise NotFound(f"no job {job_id!r}")
+        raise NotFound(f"no job {shown(job_id)}")
     return await with_delivery_state(client, job_view_from_redis(job, outputs), deliveries)
 
 
@@ -91,11 +93,11 @@ async def cancel_job(
     client: RedisDep,
     settings: SettingsDep,
     job_id: JobIdPath,
-) -> JobView:
+) -> Response:
     check_job_id(job_id)
     pipeline, total = await client.hmget(keys.job(job_id), ["pipeline", "total"])
     if pipeline is None:
-        raise NotFound(f"no job {job_id!r}")
+        raise NotFound(f"no job {shown(job_id)}")
     script = client.register_script(scripts.CANCEL_JOB)
     name = _text(pipeline)
     outcome, status = await script(
@@ -110,15 +112,15 @@ async def cancel_job(
         args=[now_ms(), settings.job_ttl_s, job_id],
     )
     if int(outcome) == -1:
-        raise NotFound(f"no job {job_id!r}")
+        raise NotFound(f"no job {shown(job_id)}")
     if int(outcome) == 0:
-        raise HTTPException(409, f"job {job_id!r} has already ended: {_text(status)}")
+        raise HTTPException(409, f"job {shown(job_id)} has already ended: {_text(status)}")
     # The inputs of items that will never run: free them now rather than at the job's TTL.
     async with client.pipeline(transaction=False) as pipe:
         drop_items(pipe, job_id, int(total or 0))
         await pipe.execute()
     log.info("job=%s canceled", job_id)
-    return await read_job(client, job_id)
+    return job_response(await read_job(client, job_id))
 
 
 def _text(value: Any) -> str:

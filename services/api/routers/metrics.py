@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from services.api.deps import ConfigDep, RedisDep, SettingsDep
+from services.api.deps import ConfigDep, RedisDep, SettingsDep, WaitersDep
 from services.api.metrics import read_snapshot, render
 from services.api.schemas import ErrorBody
 
@@ -37,8 +37,9 @@ _TEXT = {"schema": {"type": "string"}}
     },
 )
 async def get_metrics(
-    request: Request, client: RedisDep, config: ConfigDep, settings: SettingsDep
+    request: Request, client: RedisDep, config: ConfigDep, settings: SettingsDep, waiters: WaitersDep
 ) -> Response:
     snapshot = await read_snapshot(client, config, settings.worker_ttl_ms)
+    snapshot.waiting_requests = waiters.waiting
     body, content_type = render(snapshot, request.headers.get("accept"))
     return Response(body, media_type=content_type)

@@ -17,29 +17,23 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 from starlette.concurrency import run_in_threadpool
-from starlette.exceptions import HTTPException
-from starlette.formparsers import MultiPartException
 
 from services.api import admission, formats
 from services.api.auth import caller_of
 from services.api.deps import PipelineDep, RedisDep, SettingsDep, WaitersDep
 from services.api.errors import UnsupportedMediaType
-from services.api.inputs import (
-    MAX_METADATA_BYTES,
-    MULTIPART_FILES_FIELD,
-    Limits,
-    ParsedJob,
-    invalid,
-    parse_form,
-    parse_json_body,
-)
-from services.api.job_writer import admit_and_write
+from services.api.inputs import Limits, ParsedJob, parse_form, parse_json_body
+from services.api.inputs.jsonbody import read_json_body
+from services.api.inputs.multipart import read_form
+from services.api.job_writer import Accepted, admit_and_write
 from services.api.routers.jobs import read_job
 from services.api.schemas import ErrorBody
+from services.api.views import job_response
 from services.api.waiters import Watch, parse_prefer_wait
-from shared.errors import NotFound
+from shared.errors import NotFound, shown
 from shared.messages import JobView
 from shared.pipeline_spec import InputKind, PipelineSpec
+from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -88,20 +82,36 @@ def _media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
 
-async def _read_form_job(request: Request, pipeline: PipelineSpec, limits: Limits) -> ParsedJob:
+async def _read_form_job(request: Request, pipeline: PipelineSpec, limits: Limits, digest: bool) -> ParsedJob:
+    form = await read_form(request, limits)
     try:
-        form = await request.form(
-            max_files=limits.max_inputs + 1, max_fields=16, max_part_size=MAX_METADATA_BYTES + 1024
-        )
-    except (MultiPartException, HTTPException) as exc:
-        message = getattr(exc, "message", None) or getattr(exc, "detail", None) or str(exc)
-        if "Too many files" in message:
-            raise invalid(MULTIPART_FILES_FIELD, f"at most {limits.max_inputs} inputs per job") from None
-        raise invalid("body", f"malformed multipart body: {message}") from None
-    try:
-        return await parse_form(form, pipeline, limits)
+        return await parse_form(form, pipeline, limits, digest=digest)
     finally:
         await form.close()
+
+
+async def _read_job(request: Request, pipeline: PipelineSpec, settings: Settings, digest: bool) -> ParsedJob:
+    """The request's job, JSON or multipart; with `digest`, its fingerprint too."""
+    limits = Limits(
+        max_inputs=settings.max_inputs_per_job,
+        max_input_bytes=settings.max_input_bytes,
+        data_root=settings.data_root,
+        webhook_allow_private=settings.webhook_allow_private,
+        max_timeout_s=settings.job_ttl_s,
+    )
+    media_type = _media_type(request)
+    if media_type == "application/json" or media_type.endswith("+json"):
+        raw = await read_json_body(request, settings.max_json_body_bytes, settings.max_json_values)
+        if len(raw) <= INLINE_PARSE_BYTES and pipeline.input is InputKind.text:
+            return parse_json_body(raw, pipeline, limits, digest=digest)  # microseconds: a thread costs more
+        # large bodies take a while to parse; `path` inputs touch the file system
+        return await run_in_threadpool(lambda: parse_json_body(raw, pipeline, limits, digest=digest))
+    if media_type == "multipart/form-data":
+        return await _read_form_job(request, pipeline, limits, digest)
+    raise UnsupportedMediaType(
+        f"content-type {shown(media_type or '(none)')} is not accepted: send application/json "
+        "or multipart/form-data"
+    )
 
 
 @router.post(
@@ -150,46 +160,24 @@ async def _read_form_job(request: Request, pipeline: PipelineSpec, limits: Limit
 )
 async def create_job(
     request: Request,
-    response: Response,
     pipeline: PipelineDep,
     settings: SettingsDep,
     client: RedisDep,
     waiters: WaitersDep,
-) -> JobView:
-    limits = Limits(
-        max_inputs=settings.max_inputs_per_job,
-        max_input_bytes=settings.max_input_bytes,
-        data_root=settings.data_root,
-        webhook_allow_private=settings.webhook_allow_private,
-        max_timeout_s=settings.job_ttl_s,
-    )
+) -> Response:
     idempotency_key = request.headers.get(admission.IDEMPOTENCY_HEADER)
-    body = b""
     if idempotency_key is not None:
         admission.check_key(idempotency_key)
-        body = await request.body()  # the fingerprint's; kept for the parsers (JSON or multipart)
-    media_type = _media_type(request)
-    if media_type == "application/json" or media_type.endswith("+json"):
-        raw = await request.body()
-        if len(raw) <= INLINE_PARSE_BYTES and pipeline.input is InputKind.text:
-            parsed = parse_json_body(raw, pipeline, limits)  # microseconds: a thread would cost more
-        else:  # large bodies take a while to parse; `path` inputs touch the file system
-            parsed = await run_in_threadpool(parse_json_body, raw, pipeline, limits)
-    elif media_type == "multipart/form-data":
-        parsed = await _read_form_job(request, pipeline, limits)
-    else:
-        raise UnsupportedMediaType(
-            f"content-type {media_type or '(none)'!r} is not accepted: send application/json "
-            "or multipart/form-data"
-        )
+    parsed = await _read_job(request, pipeline, settings, digest=idempotency_key is not None)
     job_id = uuid.uuid4().hex
     claim: admission.Claim | None = None
     if idempotency_key is not None:
-        mark = admission.fingerprint(pipeline.name, request.headers.get("content-type", ""), body)
+        assert parsed.digest is not None
+        mark = admission.fingerprint(pipeline.name, _media_type(request), parsed.digest)
         held = await admission.claim(client, caller_of(request), idempotency_key, mark, job_id)
         if isinstance(held, admission.Replay):
             log.info("job=%s replayed for its Idempotency-Key", held.job_id)
-            return JSONResponse(  # type: ignore[return-value]
+            return JSONResponse(
                 held.response,
                 status_code=202,
                 headers={"Location": f"/v1/jobs/{held.job_id}", "Idempotent-Replayed": "true"},
@@ -200,23 +188,23 @@ async def create_job(
         # Prefer: wait: watch for the job's end before it is written, so no end goes unseen and
         # no read is needed before the first wake-up.
         watch = None if wait_s is None else await stack.enter_async_context(waiters.watching(job_id))
-        view = await admit_and_write(request, response, client, settings, pipeline, parsed, job_id, claim)
+        accepted = await admit_and_write(request, client, settings, pipeline, parsed, job_id, claim)
+        location = {"Location": f"/v1/jobs/{job_id}"}
         if watch is None or wait_s is None:
-            return view
-        return await _when_final(watch, client, view, wait_s)
+            return Response(accepted.body, 202, headers=location, media_type="application/json")
+        return await _when_final(watch, client, accepted, wait_s, location)
 
 
-async def _when_final(watch: Watch, client: Any, view: JobView, wait_s: float) -> JobView:
+async def _when_final(
+    watch: Watch, client: Any, accepted: Accepted, wait_s: float, location: dict[str, str]
+) -> Response:
     """`Prefer: wait`: the final job (200) if it ends within `wait_s`, else the job as it is (202)."""
+    view = accepted.view
     try:
         final = await watch.until_final(wait_s, lambda: read_job(client, view.id), current=view)
     except (RedisError, OSError, NotFound) as exc:  # the job is accepted: say so, as without waiting
         log.warning("job=%s accepted; waiting for its end failed: %s", view.id, exc)
-        return view
+        return Response(accepted.body, 202, headers=location, media_type="application/json")
     if not final.status.is_final:
-        return final  # 202, as without the preference, with the job as it is now
-    return JSONResponse(  # type: ignore[return-value]
-        final.model_dump(mode="json"),
-        status_code=200,
-        headers={"Location": f"/v1/jobs/{view.id}", "Preference-Applied": f"wait={wait_s:g}"},
-    )
+        return job_response(final, 202, location)  # as without the preference, the job as it is now
+    return job_response(final, 200, {**location, "Preference-Applied": f"wait={wait_s:g}"})

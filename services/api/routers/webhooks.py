@@ -12,7 +12,7 @@ from services.api.deps import JobIdPath, RedisDep, SettingsDep, check_job_id
 from services.api.schemas import ErrorBody
 from shared import keys
 from shared import webhooks as state
-from shared.errors import Conflict, NotFound
+from shared.errors import Conflict, NotFound, shown
 from shared.messages import JobView, WebhookView, job_view_from_redis, now_ms
 
 log = logging.getLogger(__name__)
@@ -65,23 +65,23 @@ async def redeliver(
         pipe.hgetall(keys.job_webhook(job_id))
         job, deliveries = await pipe.execute()
     if not job:
-        raise NotFound(f"no job {job_id!r}")
+        raise NotFound(f"no job {shown(job_id)}")
     view = job_view_from_redis(job, {})
     if view.webhook is None:
-        raise NotFound(f"job {job_id!r} has no webhook")
+        raise NotFound(f"job {shown(job_id)} has no webhook")
     delivery = state.shown_delivery(deliveries)
     if delivery is None:
-        raise Conflict(f"job {job_id!r}: no webhook event has been sent yet")
+        raise Conflict(f"job {shown(job_id)}: no webhook event has been sent yet")
     script = client.register_script(state.REDELIVER)
     reply = await script(
         keys=[keys.webhook(delivery), keys.job_webhook(job_id), keys.EVENTS],
         args=[now_ms(), settings.job_ttl_s, job_id, delivery],
     )
     if int(reply[0]) == -1:
-        raise Conflict(f"job {job_id!r}: its webhook delivery {delivery} is gone (expired)")
+        raise Conflict(f"job {shown(job_id)}: its webhook delivery {delivery} is gone (expired)")
     if int(reply[0]) == 0:
         raise Conflict(
-            f"job {job_id!r}: its webhook delivery {delivery} is still in flight ({state.text(reply[1])})"
+            f"job {shown(job_id)}: its webhook delivery {delivery} is still in flight ({state.text(reply[1])})"
         )
     log.info("job=%s webhook %s redelivery requested (round %s)", job_id, delivery, reply[1])
     return (await with_delivery_state(client, view, deliveries)).webhook  # type: ignore[return-value]
