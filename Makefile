@@ -5,7 +5,7 @@ PORT ?= 8000
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install tools run test clean
+.PHONY: install tools run test clean vendor-docs
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,13 @@ tools:
 
 test: install tools
 	$(BIN)/python -m pytest
+
+# The Swagger UI /docs serves, vendored (services/api/vendor.py): re-fetch it with `npm pack`,
+# checked against the npm registry's integrity, e.g. `make vendor-docs SWAGGER_UI_VERSION=5.36.0`.
+# Needs npm and the registry; not part of `make test` (a test checks the files against their record).
+vendor-docs: install
+	@test -n "$(SWAGGER_UI_VERSION)" || { echo "usage: make vendor-docs SWAGGER_UI_VERSION=X.Y.Z"; exit 2; }
+	$(BIN)/python -m services.api.vendor $(SWAGGER_UI_VERSION)
 
 clean:
 	rm -rf $(VENV) .dlpipe .pytest_cache

@@ -124,6 +124,12 @@ def job_webhook(job_id: str) -> str:
     return f"{PREFIX}:job:{job_id}:webhook"
 
 
+def webhook_redelivered(job_id: str) -> str:
+    """String (the round sent), expiring DLPIPE_WEBHOOK_REDELIVER_INTERVAL_S after a redelivery of
+    the job's webhook: while it lives, `POST .../webhook/redeliver` answers 429 (shared/webhooks.py)."""
+    return f"{PREFIX}:job:{job_id}:webhook:redelivered"
+
+
 def model_stats(model: str) -> str:
     """Hash: counters a model worker adds per batch (batches, items, forward_ms)."""
     return f"{PREFIX}:stats:model:{model}"

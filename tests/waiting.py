@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -24,3 +25,17 @@ def wait_until(check: Callable[[], T], timeout_s: float, what: str, interval_s: 
             detail = f" (last error: {last_error!r})" if last_error else ""
             raise AssertionError(f"timed out after {timeout_s}s waiting for {what}{detail}")
         time.sleep(interval_s)
+
+
+async def wait_until_async(
+    check: Callable[[], Awaitable[T]], timeout_s: float, what: str, interval_s: float = 0.05
+) -> T:
+    """wait_until for a coroutine check (a request to an in-process app): the loop runs between polls."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+        await asyncio.sleep(interval_s)

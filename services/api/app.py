@@ -24,7 +24,7 @@ from services.api.drain import DrainRates
 from services.api.errors import install_error_handlers
 from services.api.limits import BodySizeLimit
 from services.api.openapi import install_pipeline_operations
-from services.api.routers import health, jobs, metrics, pipelines, submit, webhooks
+from services.api.routers import docs, health, jobs, metrics, pipelines, submit, webhooks
 from services.api.schemas import ErrorBody
 from services.api.sweep import Sweeper
 from services.api.waiters import JobWaiters
@@ -137,6 +137,8 @@ def create_app(settings: Settings, *, redis_factory: RedisFactory | None = None)
         description=DESCRIPTION,
         openapi_tags=TAGS,
         lifespan=lifespan,
+        docs_url=None,  # our own /docs, from vendored files (services/api/routers/docs.py)
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.config = config
@@ -158,5 +160,6 @@ def create_app(settings: Settings, *, redis_factory: RedisFactory | None = None)
     app.include_router(pipelines.router, **authenticated)
     app.include_router(health.router)
     app.include_router(metrics.router)
+    app.include_router(docs.router)
     install_pipeline_operations(app, config, settings)
     return app

@@ -1,4 +1,5 @@
-"""Settings of the notifier: webhook timeouts, retries, the signing secret, concurrency."""
+"""Settings of webhooks: the notifier's timeouts, retries, signing secret, concurrency; the API's
+redelivery interval."""
 
 from __future__ import annotations
 
@@ -59,6 +60,17 @@ class WebhookSettings(SettingsGroup):
     webhook_concurrency: int = Field(
         default=16, ge=1, le=256, description="Webhook deliveries the notifier makes at once (threads)."
     )
+    # API
+    webhook_redeliver_interval_s: float = Field(
+        default=5.0,
+        ge=0,
+        le=86400,
+        description=(
+            "Least time between two redeliveries of one job's webhook (`POST /v1/jobs/{id}/webhook/"
+            "redeliver`), in seconds: sooner gets 429 with `Retry-After`; 0: no limit."
+        ),
+    )
+
     @field_validator("webhook_retry_schedule_s")
     @classmethod
     def _check_schedule(cls, value: str) -> str:

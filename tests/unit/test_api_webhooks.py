@@ -1,8 +1,11 @@
 """The API's side of webhooks, against fakeredis: `webhook_events`, internal addresses refused
-at submit, the delivery shown by GET /v1/jobs/{id}, and POST .../webhook/redeliver."""
+at submit, the delivery shown by GET /v1/jobs/{id}, and POST .../webhook/redeliver (and its
+limit: one per job per DLPIPE_WEBHOOK_REDELIVER_INTERVAL_S)."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 import fakeredis
@@ -24,6 +27,7 @@ from tests.unit.test_api_fixtures import (  # noqa: F401 - fixtures
     settings,
     sync_redis,
 )
+from tests.waiting import wait_until_async
 
 pytestmark = pytest.mark.anyio
 
@@ -109,14 +113,32 @@ def make_delivery(client: Any, job_id: str, *finishes: tuple[str, str, str]) -> 
     delivery = state.delivery_id(job_id, "1700000000000-0")
     client.eval(state.CREATE, 2, keys.webhook(delivery), keys.job_webhook(job_id), delivery, job_id,
                 "job.completed", 1_700_000_000_000, now_ms(), 3600, now_ms(), "1")  # fmt: skip
-    dkeys = [keys.webhook(delivery), keys.webhook_attempts(delivery), keys.job_webhook(job_id)]
-    for new_state, status, error in finishes:
-        client.eval(state.BEGIN, 3, *dkeys, 1, now_ms(), 3600)
-        record = state.Attempt(now_ms(), 12, int(status) if status else None, error or None).to_json()
-        nxt = str(now_ms() + 60_000) if new_state == "failed" else ""
-        client.eval(state.FINISH, 5, *dkeys, keys.job(job_id), keys.job_outputs(job_id), 1, new_state, record,
-                    status, error, nxt, 3600, now_ms(), "")  # fmt: skip
+    for finish in finishes:
+        attempt(client, job_id, delivery, 1, *finish)
     return delivery
+
+
+def attempt(
+    client: Any, job_id: str, delivery: str, round_: int, new_state: str, status: str, error: str
+) -> None:
+    """One attempt of the round, as the notifier makes it (the same scripts), ending as given."""
+    dkeys = [keys.webhook(delivery), keys.webhook_attempts(delivery), keys.job_webhook(job_id)]
+    client.eval(state.BEGIN, 3, *dkeys, round_, now_ms(), 3600)
+    record = state.Attempt(now_ms(), 12, int(status) if status else None, error or None).to_json()
+    nxt = str(now_ms() + 60_000) if new_state == "failed" else ""
+    gone = "HTTP 410 Gone" if status == "410" else ""
+    client.eval(state.FINISH, 5, *dkeys, keys.job(job_id), keys.job_outputs(job_id), round_, new_state,
+                record, status, error, nxt, 3600, now_ms(), gone)  # fmt: skip
+
+
+def gone_again(client: Any, job_id: str, delivery: str) -> None:
+    """The notifier sends the round just queued and the receiver answers 410: dead again at once."""
+    round_ = int(client.hget(keys.webhook(delivery), "round"))
+    attempt(client, job_id, delivery, round_, "dead", "410", "HTTP 410")
+
+
+def redeliveries(client: Any) -> int:
+    return sum(entry[b"type"] == b"webhook.redeliver" for _, entry in client.xrange(keys.EVENTS))
 
 
 async def test_get_shows_the_delivery_and_redeliver_sends_a_dead_one_again(
@@ -143,7 +165,10 @@ async def test_get_shows_the_delivery_and_redeliver_sends_a_dead_one_again(
     [(_, entry)] = sync_redis.xrange(keys.EVENTS)
     assert entry == {b"job": job_id.encode(), b"type": b"webhook.redeliver", b"delivery": delivery.encode(),
                      b"round": b"2", b"at": entry[b"at"]}  # fmt: skip
-    again = await api.post(redeliver)  # already pending
+    too_soon = await api.post(redeliver)
+    assert too_soon.status_code == 429 and too_soon.headers["retry-after"] == "5"  # the default interval
+    sync_redis.delete(keys.webhook_redelivered(job_id))  # as if the interval had passed
+    again = await api.post(redeliver)  # still pending: the notifier has not taken it
     assert again.status_code == 409 and "still in flight (pending)" in again.json()["detail"]
 
 
@@ -168,5 +193,92 @@ async def test_the_schema_documents_webhook_events_and_redelivery(api: httpx.Asy
     request = schema["components"]["schemas"]["ImageJobRequest"]["properties"]["webhook_events"]
     assert "progress" in str(request)
     assert "/v1/jobs/{job_id}/webhook/redeliver" in schema["paths"]
+    too_soon = schema["paths"]["/v1/jobs/{job_id}/webhook/redeliver"]["post"]["responses"]["429"]
+    assert "DLPIPE_WEBHOOK_REDELIVER_INTERVAL_S" in too_soon["description"]
+    assert "Retry-After" in too_soon["headers"]
     assert "WebhookView" in schema["components"]["schemas"]
 
+
+
+@pytest.fixture
+def limited(settings: Settings, fake_server: fakeredis.FakeServer, request: pytest.FixtureRequest) -> Any:
+    """The app with DLPIPE_WEBHOOK_REDELIVER_INTERVAL_S set to the test's parameter."""
+    interval = settings.model_copy(update={"webhook_redeliver_interval_s": request.param})
+    return running(create_app(interval, redis_factory=fake_factory(fake_server)))
+
+
+async def dead_job(api: httpx.AsyncClient, sync_redis: Any) -> tuple[str, str]:
+    job_id = (await submit(api, webhook=HOOK)).json()["id"]
+    return job_id, make_delivery(sync_redis, job_id, ("dead", "410", "HTTP 410"))
+
+
+def refused_too_soon(response: httpx.Response, interval_s: float) -> bool:
+    wait_s = int(response.headers.get("retry-after", "0"))
+    return (
+        response.status_code == 429 and 1 <= wait_s <= max(1, interval_s)
+        and "DLPIPE_WEBHOOK_REDELIVER_INTERVAL_S" in response.json()["detail"]
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("limited", [60.0], indirect=True)
+async def test_fifty_concurrent_redeliveries_of_one_job_make_one(limited: Any, sync_redis: Any) -> None:
+    async with limited as api:
+        job_id, delivery = await dead_job(api, sync_redis)
+        answers = await asyncio.gather(*(api.post(f"/v1/jobs/{job_id}/webhook/redeliver") for _ in range(50)))
+        assert sorted(a.status_code for a in answers) == [202] + [429] * 49
+        assert all(refused_too_soon(a, 60) for a in answers if a.status_code == 429)
+        assert redeliveries(sync_redis) == 1 and sync_redis.hget(keys.webhook(delivery), "round") == b"2"
+
+
+@pytest.mark.parametrize("limited", [60.0], indirect=True)
+async def test_a_receiver_answering_410_is_not_hammered_by_a_loop_of_redeliveries(
+    limited: Any, sync_redis: Any
+) -> None:
+    async with limited as api:
+        job_id, delivery = await dead_job(api, sync_redis)
+        answers = []
+        for _ in range(50):  # each round is sent at once and dead at once again (410)
+            answers.append((await api.post(f"/v1/jobs/{job_id}/webhook/redeliver")).status_code)
+            if sync_redis.hget(keys.webhook(delivery), "state") == b"pending":
+                gone_again(sync_redis, job_id, delivery)
+        assert answers == [202] + [429] * 49
+        assert redeliveries(sync_redis) == 1
+
+
+@pytest.mark.parametrize("limited", [0.3], indirect=True)
+async def test_the_allowance_comes_back_after_the_interval_and_a_refusal_takes_none(
+    limited: Any, sync_redis: Any
+) -> None:
+    async with limited as api:
+        job_id = (await submit(api, webhook=HOOK)).json()["id"]
+        redeliver = f"/v1/jobs/{job_id}/webhook/redeliver"
+        assert (await api.post(redeliver)).status_code == 409  # nothing sent yet
+        delivery = make_delivery(sync_redis, job_id, ("failed", "503", "HTTP 503"))
+        assert (await api.post(redeliver)).status_code == 409  # in flight
+        attempt(sync_redis, job_id, delivery, 1, "dead", "503", "HTTP 503")
+        assert (await api.post(redeliver)).status_code == 202  # neither 409 took the allowance
+        sent = time.monotonic()
+        gone_again(sync_redis, job_id, delivery)
+        refused: list[httpx.Response] = []
+
+        async def allowed() -> httpx.Response | None:
+            response = await api.post(redeliver)
+            if response.status_code == 202:
+                return response
+            refused.append(response)
+            return None
+
+        await wait_until_async(allowed, 10, "the redelivery allowance to come back")
+        assert time.monotonic() - sent >= 0.3
+        assert refused and all(refused_too_soon(r, 1) for r in refused)
+        assert redeliveries(sync_redis) == 2 and sync_redis.hget(keys.webhook(delivery), "round") == b"3"
+
+
+@pytest.mark.parametrize("limited", [0.0], indirect=True)
+async def test_no_limit_with_an_interval_of_zero(limited: Any, sync_redis: Any) -> None:
+    async with limited as api:
+        job_id, delivery = await dead_job(api, sync_redis)
+        for _ in range(3):
+            assert (await api.post(f"/v1/jobs/{job_id}/webhook/redeliver")).status_code == 202
+            gone_again(sync_redis, job_id, delivery)
+        assert redeliveries(sync_redis) == 3 and not sync_redis.exists(keys.webhook_redelivered(job_id))

@@ -163,9 +163,10 @@ def begin(client: Any, delivery: str, round_: int, job_id: str = "j1") -> list[A
 
 
 def redeliver(client: Any, delivery: str, job_id: str = "j1") -> list[Any]:
+    interval_ms = round(SETTINGS.webhook_redeliver_interval_s * 1000)
     reply = client.eval(
-        state.REDELIVER, 3, keys.webhook(delivery), keys.job_webhook(job_id), keys.EVENTS,
-        now_ms(), 3600, job_id, delivery,
+        state.REDELIVER, 4, keys.webhook(delivery), keys.job_webhook(job_id), keys.EVENTS,
+        keys.webhook_redelivered(job_id), now_ms(), 3600, job_id, delivery, interval_ms,
     )  # fmt: skip
     return [state.text(v) for v in reply]
 

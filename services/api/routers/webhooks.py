@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from fastapi import APIRouter
 from redis.asyncio import Redis
+from starlette.exceptions import HTTPException
 
 from services.api.deps import JobIdPath, RedisDep, SettingsDep, check_job_id
 from services.api.schemas import ErrorBody
@@ -42,7 +44,8 @@ async def with_delivery_state(client: Redis, view: JobView, deliveries: dict[Any
         "finished) for a new round of attempts, with the same `webhook-id` and a fresh retry "
         "schedule: for a delivery that was dead-lettered (`webhook.state` `dead`) or that a "
         "receiver wants again. Answers at once (202) with the webhook, `state` `pending`; the "
-        "notifier sends it. Also lifts a 410 Gone the receiver gave for the job."
+        "notifier sends it. Also lifts a 410 Gone the receiver gave for the job. At most one "
+        "redelivery per job per `DLPIPE_WEBHOOK_REDELIVER_INTERVAL_S` (default 5 s): sooner, 429."
     ),
     responses={
         404: {"model": ErrorBody, "description": "No such job, or the job has no webhook."},
@@ -50,6 +53,12 @@ async def with_delivery_state(client: Redis, view: JobView, deliveries: dict[Any
             "model": ErrorBody,
             "description": "Nothing sent yet, or the delivery is still in flight (pending, delivering, or "
             "failed with a retry due).",
+        },
+        429: {
+            "model": ErrorBody,
+            "description": "The job's webhook was redelivered less than "
+            "`DLPIPE_WEBHOOK_REDELIVER_INTERVAL_S` ago: retry after `Retry-After` s.",
+            "headers": {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}},
         },
         503: {"model": ErrorBody, "description": "Redis is unavailable."},
     },
@@ -73,10 +82,25 @@ async def redeliver(
     if delivery is None:
         raise Conflict(f"job {shown(job_id)}: no webhook event has been sent yet")
     script = client.register_script(state.REDELIVER)
+    interval_ms = round(settings.webhook_redeliver_interval_s * 1000)
     reply = await script(
-        keys=[keys.webhook(delivery), keys.job_webhook(job_id), keys.EVENTS],
-        args=[now_ms(), settings.job_ttl_s, job_id, delivery],
+        keys=[
+            keys.webhook(delivery),
+            keys.job_webhook(job_id),
+            keys.EVENTS,
+            keys.webhook_redelivered(job_id),
+        ],
+        args=[now_ms(), settings.job_ttl_s, job_id, delivery, interval_ms],
     )
+    if int(reply[0]) == -2:
+        wait_s = max(1, math.ceil(int(reply[1]) / 1000))
+        raise HTTPException(
+            429,
+            f"job {job_id!r}: its webhook was redelivered less than "
+            f"{settings.webhook_redeliver_interval_s:g} s ago (DLPIPE_WEBHOOK_REDELIVER_INTERVAL_S); "
+            f"retry after {wait_s} s",
+            headers={"Retry-After": str(wait_s)},
+        )
     if int(reply[0]) == -1:
         raise Conflict(f"job {shown(job_id)}: its webhook delivery {delivery} is gone (expired)")
     if int(reply[0]) == 0:
