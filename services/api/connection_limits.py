@@ -37,6 +37,34 @@ class ConnectionLimits:
     drain_max_bytes: int
     drain_timeout_s: float
 
+    def body_due(self, started: float, received: int) -> float:
+        """When a body whose clock started at `started` and has since received `received` bytes
+        is too slow: the grace, plus 1 s per body_min_rate bytes (mod_reqtimeout's rule)."""
+        return started + self.body_timeout_s + received / self.body_min_rate
+
+    # What each refusal says (the detail of its JSON error), naming the setting to change.
+    def head_too_large(self, what: str) -> str:
+        return f"{what} over {self.max_header_bytes} bytes (DLPIPE_API_MAX_HEADER_BYTES)"
+
+    def too_many_headers(self) -> str:
+        return f"more than {self.max_headers} header fields (DLPIPE_API_MAX_HEADERS)"
+
+    def head_too_slow(self) -> str:
+        return (
+            f"request line and headers not received within {self.header_timeout_s:g} s "
+            "(DLPIPE_API_HEADER_TIMEOUT_S)"
+        )
+
+    def body_too_slow(self, received: int) -> str:
+        return (
+            f"request body too slow: {received} bytes, allowed {self.body_timeout_s:g} s plus 1 s per "
+            f"{self.body_min_rate} bytes (DLPIPE_API_BODY_TIMEOUT_S, DLPIPE_API_BODY_MIN_RATE)"
+        )
+
+    def too_many_connections(self) -> str:
+        cap = self.max_connections
+        return f"too many open connections (at most {cap}, DLPIPE_API_MAX_CONNECTIONS); retry later"
+
     @classmethod
     def from_settings(cls, settings: Settings, max_connections: int | None = None) -> ConnectionLimits:
         return cls(

@@ -1,25 +1,22 @@
-"""The HTTP/1.1 protocol of every API connection: uvicorn's httptools protocol, with limits on
+"""The HTTP/1.1 protocol of every API connection: uvicorn's httptools protocol with limits on
 what one client may hold (the numbers: services/api/connection_limits.py, from the settings).
 
-uvicorn alone reads a request head of any size (httptools joins a partial header in Python:
-one 60 MB header stalled the event loop ~3 s), keeps a silent or slow client for ever (its
-keep-alive timer runs only after a response) and, after an early answer such as a 413, closes
-at once: a client still sending its body gets a reset instead of the answer. Here:
+uvicorn alone reads a head of any size (httptools joins a partial header in Python: a 60 MB
+header stalled the event loop ~3 s), keeps silent or slow clients for ever (its keep-alive
+timer runs only after a response), and closes at once after an early answer (a 413): a client
+still sending its body gets a reset, not the answer. Here:
 
-- head: the request line and headers must fit in max_header_bytes, counted in raw bytes as
-  they arrive (one giant header is cut after that many, never buffered whole), and in
-  max_headers fields, else 431; and arrive within header_timeout_s of their first byte, else
-  408;
-- idle: a connection with no request in hand (a new one, a kept-alive one) that sends nothing
-  for idle_timeout_s is closed;
+- head: at most max_header_bytes, counted raw as they arrive (a giant header is cut there, not
+  buffered), and max_headers fields, else 431; whole within header_timeout_s of its first
+  byte, else 408;
+- idle: a connection with no request in hand (a new one too) silent for idle_timeout_s: closed;
 - body: body_timeout_s plus 1 s per body_min_rate bytes received (Apache mod_reqtimeout's
-  rule), else 408 (closed unanswered if the answer has begun); the clock restarts when the
-  app is the one not reading. Time the app takes (a long poll, `Prefer: wait`) never counts;
+  rule), else 408 (a close once an answer has begun). The app's own time (a long poll,
+  `Prefer: wait`) never counts, nor time the app is the one not reading;
 - cap: past max_connections open, a new connection gets 503 with Retry-After;
-- closing while the client may still be sending (an early answer, a refusal here) lingers:
-  the answer, a FIN, then what still comes is read and dropped (up to drain_max_bytes, for
-  drain_timeout_s, an idle gap or the client's FIN ending it), so a client that sends its
-  whole body before reading (urllib) gets the answer.
+- a close while the client may still be sending lingers: the answer, a FIN, then what comes is
+  read and dropped (up to drain_max_bytes and drain_timeout_s; an idle gap or the client's FIN
+  ends it), so a client that sends its whole body before reading (urllib) gets the answer.
 """
 
 from __future__ import annotations
@@ -45,6 +42,11 @@ class Phase(enum.Enum):
     HEAD = "head"  # waiting for, or reading, a request line and headers
     BODY = "body"  # headers read, the body still arriving
     LINGER = "linger"  # answered for good: dropping what still comes, then closing
+    CLOSED = "closed"
+
+
+_OPEN = (Phase.HEAD, Phase.BODY)
+_ENDING = (Phase.LINGER, Phase.CLOSED)
 
 
 class _Refused(Exception):
@@ -64,7 +66,7 @@ class _CloseGuard:
         self._protocol.close_requested()
 
     def is_closing(self) -> bool:
-        return self._protocol.phase is Phase.LINGER or self._transport.is_closing()
+        return self._protocol.phase in _ENDING or self._transport.is_closing()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)
@@ -86,7 +88,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.phase = Phase.HEAD
         self._raw: asyncio.Transport = None  # type: ignore[assignment]
         self._timer: asyncio.TimerHandle | None = None  # the head, body or linger deadline
-        self._head_bytes = 0
+        self._stalled = 0  # bytes parsed since the parser's last progress (see _feed)
         self._header_count = 0
         self._body_bytes = 0
         self._body_clock = (0.0, 0)  # when the body rule's clock started, and the bytes by then
@@ -103,10 +105,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._raw = transport
         super().connection_made(_CloseGuard(transport, self))  # type: ignore[arg-type]
-        cap = self.limits.max_connections
-        if len(self.connections) > cap:
-            detail = f"too many open connections (at most {cap}, DLPIPE_API_MAX_CONNECTIONS); retry later"
-            self._refuse(503, detail, None, [(b"retry-after", b"5")])
+        if len(self.connections) > self.limits.max_connections:
+            self._refuse(503, self.limits.too_many_connections(), None, [(b"retry-after", b"5")])
             return
         self._arm_idle()
 
@@ -116,7 +116,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def shutdown(self) -> None:
         self._stopping = True
-        if self.phase is Phase.LINGER:
+        if self.phase in _ENDING:
             self._close_now()
         else:
             super().shutdown()
@@ -127,21 +127,18 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         self._unset_keepalive_if_required()
-        if self.phase is Phase.LINGER:
+        if self.phase in _ENDING:
             self._drop(len(data))
             return
         if self.phase is Phase.HEAD and self._timer is None:
             self._timer = self.loop.call_later(self.limits.header_timeout_s, self._head_too_slow)
         try:
             self._feed(memoryview(data))
-        except httptools.HttpParserUpgrade:
-            if self._should_upgrade():  # pragma: no cover - served with ws="none"
-                self.handle_websocket_upgrade()
-            else:
-                self._unsupported_upgrade_warning()
+        except httptools.HttpParserUpgrade:  # no WebSocket routes (ws="none"): uvicorn's warning
+            self._unsupported_upgrade_warning()
             return
         except httptools.HttpParserError:
-            if self.phase is not Phase.LINGER:  # not one of our refusals, raised from a callback
+            if self.phase in _OPEN:  # not one of our refusals, raised from a callback
                 msg = "Invalid HTTP request received."
                 self.logger.warning(msg)
                 self.send_400_response(msg)
@@ -150,23 +147,20 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._timer = self.loop.call_at(self._body_due(), self._body_check)
 
     def _feed(self, data: memoryview) -> None:
-        """Parse `data`, while a head is being read at most what is left of max_header_bytes
-        at a time: a head that has not ended within it is refused before more is parsed.
-        (Bytes of a pipelined head that follow a body in the same read are not counted.)"""
+        """Parse `data` at most max_header_bytes at a time, counting the bytes parsed since the
+        last progress (the end of a head, body bytes, the end of a request): a head, or chunk
+        framing and trailers, that runs past the limit is refused before more is parsed. (What
+        follows progress inside one piece goes uncounted: at most twice the limit gets by.)"""
         limit = self.limits.max_header_bytes
-        while data and self.phase is Phase.HEAD:
-            room = limit - self._head_bytes
-            piece, data = data[:room], data[room:]
-            self._head_bytes += len(piece)  # before: a request ending in it zeroes the count
+        while data and self.phase in _OPEN:
+            piece, data = data[: limit - self._stalled], data[limit - self._stalled :]
+            self._stalled += len(piece)  # before: progress inside the piece zeroes it
             self.parser.feed_data(piece)
-            if self.phase is Phase.HEAD and self._head_bytes >= limit:
-                self._refuse(431, f"request line and headers over {limit} bytes (DLPIPE_API_MAX_HEADER_BYTES)", "headers")
-        if not data:
-            return
-        if self.phase is Phase.LINGER:
+            if self._stalled >= limit and self.phase in _OPEN:
+                what = "request line and headers" if self.phase is Phase.HEAD else "chunk framing or trailers"
+                self._refuse(431, self.limits.head_too_large(what), "headers")
+        if data and self.phase is Phase.LINGER:
             self._drop(len(data))
-        else:
-            self.parser.feed_data(data)
 
     # -- parser callbacks ---------------------------------------------------------------
 
@@ -180,24 +174,26 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         self._header_count += 1
         if self._header_count > self.limits.max_headers:
-            self._refuse(431, f"more than {self.limits.max_headers} header fields (DLPIPE_API_MAX_HEADERS)", "headers")
+            self._refuse(431, self.limits.too_many_headers(), "headers")
             raise _Refused()
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
         self._cancel_timer()
         self.phase = Phase.BODY
+        self._stalled = 0
         self._body_clock = (self.loop.time(), 0)
         super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
         self._body_bytes += len(body)
+        self._stalled = 0
         super().on_body(body)
 
     def on_message_complete(self) -> None:
         self._cancel_timer()
         self.phase = Phase.HEAD
-        self._head_bytes = 0
+        self._stalled = 0
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
@@ -209,12 +205,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _head_too_slow(self) -> None:
         self._timer = None
-        detail = f"request line and headers not received within {self.limits.header_timeout_s:g} s"
-        self._refuse(408, f"{detail} (DLPIPE_API_HEADER_TIMEOUT_S)", "headers")
+        self._refuse(408, self.limits.head_too_slow(), "headers")
 
     def _body_due(self) -> float:
         started, base = self._body_clock
-        return started + self.limits.body_timeout_s + (self._body_bytes - base) / self.limits.body_min_rate
+        return self.limits.body_due(started, self._body_bytes - base)
 
     def _body_check(self) -> None:
         self._timer = None
@@ -225,15 +220,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if now < due:
             self._timer = self.loop.call_at(due, self._body_check)
             return
-        rule = f"{self.limits.body_timeout_s:g} s plus 1 s per {self.limits.body_min_rate} bytes"
-        detail = f"request body too slow: {self._body_bytes} bytes, allowed {rule}"
-        self._refuse(408, f"{detail} (DLPIPE_API_BODY_TIMEOUT_S, DLPIPE_API_BODY_MIN_RATE)", "body")
+        self._refuse(408, self.limits.body_too_slow(self._body_bytes), "body")
 
     def _refuse(
         self, status: int, detail: str, field: str | None, headers: Iterable[tuple[bytes, bytes]] = ()
     ) -> None:
         """Answer `status` for the request in hand (if any), end its app, and linger."""
-        peer = "%s:%d" % self.client if self.client else "-"
+        peer = f"{self.client[0]}:{self.client[1]}" if self.client else "-"
         log.warning("%s: %d %s", peer, status, detail)
         cycle = self.cycle
         if cycle is not None and not cycle.response_complete:
@@ -250,7 +243,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def close_requested(self) -> None:
         """uvicorn's code closes (after a `Connection: close` answer, a 400, at shutdown):
         linger if the client may still be sending, else close now."""
-        if self.phase is Phase.LINGER or self._raw.is_closing():
+        if self.phase in _ENDING or self._raw.is_closing():
             return
         if self._may_still_send():
             self._linger()
@@ -261,7 +254,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self.phase is Phase.BODY:
             # Told `Expect: 100-continue` and answered before the 100: it sends no body.
             return not (self.expect_100_continue and self._body_bytes == 0)
-        return self._head_bytes > 0
+        return self._stalled > 0  # a head begun
 
     def _linger(self) -> None:
         """Half-close (a FIN after the answer) and drop what the client still sends, then
@@ -289,6 +282,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         return not declared.isdigit() or int(declared) - self._body_bytes <= self.limits.drain_max_bytes
 
     def _drop(self, n: int) -> None:
+        if self.phase is Phase.CLOSED:
+            return
         self._dropped += n
         if self._dropped > self.limits.drain_max_bytes:
             self._close_now()
@@ -296,6 +291,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._arm_idle()
 
     def _close_now(self) -> None:
+        self.phase = Phase.CLOSED
         self._cancel_timer()
         self._unset_keepalive_if_required()
         if not self._raw.is_closing():
@@ -304,7 +300,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def _arm_idle(self) -> None:
         """uvicorn's keep-alive timer, also on a new connection and while lingering."""
         self._unset_keepalive_if_required()
-        self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
+        self.timeout_keep_alive_task = self.loop.call_later(
+            self.timeout_keep_alive, self.timeout_keep_alive_handler
+        )
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:

@@ -72,7 +72,9 @@ class ApiSettings(SettingsGroup):
     api_header_timeout_s: float = Field(
         default=10.0,
         gt=0,
-        description="How long a request's line and headers may take to arrive from their first byte (408 past it).",
+        description=(
+            "How long a request's line and headers may take to arrive from their first byte (408 past it)."
+        ),
     )
     api_idle_timeout_s: float = Field(
         default=5.0,

@@ -10,6 +10,7 @@ import asyncio
 import inspect
 import json
 import pickle
+import resource
 import subprocess
 import sys
 
@@ -45,9 +46,7 @@ def test_the_uvicorn_methods_the_protocol_overrides_or_calls_keep_their_signatur
         "shutdown": ["self"],
         "timeout_keep_alive_handler": ["self"],
         "_unset_keepalive_if_required": ["self"],
-        "_should_upgrade": ["self"],
         "_unsupported_upgrade_warning": ["self"],
-        "handle_websocket_upgrade": ["self"],
         "send_400_response": ["self", "msg"],
         "on_message_begin": ["self"],
         "on_header": ["self", "name", "value"],
@@ -75,7 +74,9 @@ def test_the_protocol_builds_through_uvicorns_config_with_the_attributes_it_uses
     config.load()
     loop = asyncio.new_event_loop()
     try:
-        protocol = config.http_protocol_class(config=config, server_state=ServerState(), app_state={}, _loop=loop)
+        protocol = config.http_protocol_class(
+            config=config, server_state=ServerState(), app_state={}, _loop=loop
+        )
     finally:
         loop.close()
     assert isinstance(protocol, GuardedHttpToolsProtocol) and protocol.limits == LIMITS
@@ -85,7 +86,12 @@ def test_the_protocol_builds_through_uvicorns_config_with_the_attributes_it_uses
         assert hasattr(protocol, name), name
     assert hasattr(protocol.server_state, "default_headers")
     cycle_init = inspect.getsource(httptools_impl.RequestResponseCycle.__init__)
-    for name in ("self.disconnected", "self.response_started", "self.response_complete", "self.message_event"):
+    for name in (
+        "self.disconnected",
+        "self.response_started",
+        "self.response_complete",
+        "self.message_event",
+    ):
         assert name in cycle_init, name
 
 
@@ -102,6 +108,11 @@ def test_the_limits_come_from_the_settings() -> None:
     )  # fmt: skip
     assert ConnectionLimits.from_settings(settings) == ConnectionLimits(2048, 7, 1.5, 2, 3, 50, 9, 0, 4)
     assert ConnectionLimits.from_settings(Settings()) == LIMITS  # the defaults above
+
+
+def test_a_body_gets_its_grace_plus_a_second_per_min_rate_bytes() -> None:
+    assert LIMITS.body_due(100.0, 0) == 130.0  # 30 s of grace
+    assert LIMITS.body_due(100.0, 50_000) == 135.0  # + 5 s for 50,000 bytes at 10,000 bytes/s
 
 
 def test_an_error_answer_is_the_apis_json_error_and_closes() -> None:
@@ -139,9 +150,9 @@ def fit_in_process(soft: int, hard: int, max_connections: int) -> list[int]:
         (4096, 4096, 100, [100, 4096]),  # enough already: untouched
     ],
 )
-def test_the_open_files_limit_is_raised_or_the_cap_lowered(soft: int, hard: int, cap: int, expected: list[int]) -> None:
-    import resource  # noqa: PLC0415 - the limits must allow the test's own values
-
+def test_the_open_files_limit_is_raised_or_the_cap_lowered(
+    soft: int, hard: int, cap: int, expected: list[int]
+) -> None:
     if resource.getrlimit(resource.RLIMIT_NOFILE)[1] < hard:
         pytest.skip("this machine's hard open-files limit is lower than the test's")
     assert fit_in_process(soft, hard, cap) == expected
