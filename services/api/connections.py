@@ -1,22 +1,17 @@
 """The HTTP/1.1 protocol of every API connection: uvicorn's httptools protocol with limits on
-what one client may hold (the numbers: services/api/connection_limits.py, from the settings).
+what one client may hold (the rules: README's Security section; the numbers, from the settings,
+and the answers: services/api/connection_limits.py).
 
-uvicorn alone reads a head of any size (httptools joins a partial header in Python: a 60 MB
-header stalled the event loop ~3 s), keeps silent or slow clients for ever (its keep-alive
-timer runs only after a response), and closes at once after an early answer (a 413): a client
-still sending its body gets a reset, not the answer. Here:
-
-- head: at most max_header_bytes, counted raw as they arrive (a giant header is cut there, not
-  buffered), and max_headers fields, else 431; whole within header_timeout_s of its first
-  byte, else 408;
-- idle: a connection with no request in hand (a new one too) silent for idle_timeout_s: closed;
-- body: body_timeout_s plus 1 s per body_min_rate bytes received (Apache mod_reqtimeout's
-  rule), else 408 (a close once an answer has begun). The app's own time (a long poll,
-  `Prefer: wait`) never counts, nor time the app is the one not reading;
-- cap: past max_connections open, a new connection gets 503 with Retry-After;
-- a close while the client may still be sending lingers: the answer, a FIN, then what comes is
-  read and dropped (up to drain_max_bytes and drain_timeout_s; an idle gap or the client's FIN
-  ends it), so a client that sends its whole body before reading (urllib) gets the answer.
+Alone, uvicorn reads a head of any size (httptools joins a partial header in Python: a 60 MB
+one stalled the event loop ~3 s), keeps silent and slow clients for ever (its keep-alive timer
+runs only after a response), and closes at once after an early answer, so a client still
+sending its body (urllib, after a 413) gets a reset. Here a connection is in one Phase; one
+timer keeps the head's deadline (header_timeout_s from its first byte), the body's
+(ConnectionLimits.body_due; stopped while the app, not the client, is slow to read) or the
+linger's; uvicorn's keep-alive timer is the idle one, armed on a new connection too. The app's
+own time (a long poll, `Prefer: wait`) counts against none. A close while the client may still
+be sending lingers: the answer, a FIN, then what comes is read and dropped (bounded), so the
+client reads the answer.
 """
 
 from __future__ import annotations
@@ -92,7 +87,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._header_count = 0
         self._body_bytes = 0
         self._body_clock = (0.0, 0)  # when the body rule's clock started, and the bytes by then
-        self._dropped = 0
+        self._drain_left = 0  # bytes a linger may still drop
         self._stopping = False
 
     @classmethod
@@ -106,7 +101,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._raw = transport
         super().connection_made(_CloseGuard(transport, self))  # type: ignore[arg-type]
         if len(self.connections) > self.limits.max_connections:
-            self._refuse(503, self.limits.too_many_connections(), None, [(b"retry-after", b"5")])
+            # Over the cap, linger only until its request is read: to hold no descriptor long.
+            self._refuse(503, self.limits.too_many_connections(), None, [(b"retry-after", b"5")], drain=0)
             return
         self._arm_idle()
 
@@ -223,7 +219,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._refuse(408, self.limits.body_too_slow(self._body_bytes), "body")
 
     def _refuse(
-        self, status: int, detail: str, field: str | None, headers: Iterable[tuple[bytes, bytes]] = ()
+        self,
+        status: int,
+        detail: str,
+        field: str | None,
+        headers: Iterable[tuple[bytes, bytes]] = (),
+        drain: int | None = None,
     ) -> None:
         """Answer `status` for the request in hand (if any), end its app, and linger."""
         peer = f"{self.client[0]}:{self.client[1]}" if self.client else "-"
@@ -236,7 +237,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 self._close_now()
                 return
         self._raw.write(error_answer(status, detail, field, self.server_state.default_headers, headers))
-        self._linger()
+        self._linger(drain)
 
     # -- closing ------------------------------------------------------------------------
 
@@ -256,15 +257,16 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return not (self.expect_100_continue and self._body_bytes == 0)
         return self._stalled > 0  # a head begun
 
-    def _linger(self) -> None:
+    def _linger(self, drain: int | None = None) -> None:
         """Half-close (a FIN after the answer) and drop what the client still sends, then
-        close: at its FIN, past drain_max_bytes or drain_timeout_s, or an idle gap."""
+        close: at its FIN, past `drain` bytes (drain_max_bytes unless said) or drain_timeout_s,
+        or after an idle gap."""
         if self._stopping or not self._drain_can_end():
             self._close_now()
             return
         self._cancel_timer()
         self.phase = Phase.LINGER
-        self._dropped = 0
+        self._drain_left = self.limits.drain_max_bytes if drain is None else drain
         self.flow.resume_reading()
         if self._raw.can_write_eof():
             self._raw.write_eof()
@@ -284,8 +286,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def _drop(self, n: int) -> None:
         if self.phase is Phase.CLOSED:
             return
-        self._dropped += n
-        if self._dropped > self.limits.drain_max_bytes:
+        self._drain_left -= n
+        if self._drain_left < 0:
             self._close_now()
         else:
             self._arm_idle()
