@@ -79,7 +79,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
         self.limits = limits
-        self.timeout_keep_alive = limits.idle_timeout_s  # type: ignore[assignment] - uvicorn's idle timer
+        self.timeout_keep_alive = limits.idle_timeout_s  # type: ignore[assignment]  # the idle timer
         self.phase = Phase.HEAD
         self._raw: asyncio.Transport = None  # type: ignore[assignment]
         self._timer: asyncio.TimerHandle | None = None  # the head, body or linger deadline

@@ -112,12 +112,19 @@ def read_to_close(sock: socket.socket, timeout_s: float = TIMEOUT_S + SLACK_S) -
     return data
 
 
+def recv(sock: socket.socket) -> bytes:
+    data = sock.recv(65536)
+    if not data:
+        raise ConnectionError("closed by the server")
+    return data
+
+
 def read_some_answer(sock: socket.socket) -> bytes:
     """One answer with a JSON body, the connection left open."""
     sock.settimeout(TIMEOUT_S + SLACK_S)
     data = b""
     while not data.endswith(b"}"):
-        data += sock.recv(65536) or b"<closed>"
+        data += recv(sock)
     return data
 
 
@@ -126,18 +133,27 @@ def get(sock: socket.socket, path: str = "/healthz") -> tuple[int, Any]:
     sock.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
     data = b""
     while b"\r\n\r\n" not in data:
-        data += sock.recv(65536) or b"<closed>"
+        data += recv(sock)
     head, _, body = data.partition(b"\r\n\r\n")
     status, headers, _ = parse(head + b"\r\n\r\n")
     while len(body) < int(headers["content-length"]):
-        body += sock.recv(65536)
+        body += recv(sock)
     return status, json.loads(body)
 
 
 def closed_by_server(sock: socket.socket) -> bool:
     """True once the server has closed `sock` (a read gets EOF), without blocking."""
-    readable, _, _ = select.select([sock], [], [], 0)
-    return bool(readable) and sock.recv(1) == b""
+    try:
+        return sock.recv(1, socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+
+
+def readable(sock: socket.socket, timeout_s: float) -> bool:
+    """Whether the server sent something (or closed) within timeout_s (poll: any fd number)."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(timeout_s * 1000))
 
 
 # -- the request head -----------------------------------------------------------------------
@@ -220,7 +236,7 @@ def test_a_head_that_does_not_end_in_time_gets_408(api: Api) -> None:
         silent.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Slow: ")
         trickle.sendall(b"G")
         sent = 1
-        while not select.select([trickle], [], [], 0.2)[0]:  # a byte every 0.2 s: never idle
+        while not readable(trickle, 0.2):  # a byte every 0.2 s: never idle
             trickle.sendall(
                 b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaa"[sent : sent + 1]
             )
@@ -277,7 +293,7 @@ def test_a_body_slower_than_the_minimum_rate_is_cut_with_408(api: Api) -> None:
     with api.connect() as sock:
         sock.sendall(post_head(1000))
         started = time.monotonic()
-        while not select.select([sock], [], [], 0.25)[0]:  # 4 bytes/s, under the 1000 bytes/s floor
+        while not readable(sock, 0.25):  # 4 bytes/s, under the 1000 bytes/s floor
             sock.sendall(b" ")
             assert time.monotonic() - started < TIMEOUT_S + SLACK_S, "the slow body was never cut"
         status, _, body = parse(read_to_close(sock))
@@ -297,7 +313,7 @@ def test_a_body_above_the_minimum_rate_may_take_longer_than_the_grace(api: Api) 
         sock.sendall(post_head(len(job)))
         started = time.monotonic()
         for at in range(0, len(job), 300):  # 1500 bytes/s for 2 s: over the grace, above the floor
-            assert not select.select([sock], [], [], 0.2)[0], sock.recv(65536)
+            assert not readable(sock, 0.2), sock.recv(65536)
             sock.sendall(job[at : at + 300])
         assert time.monotonic() - started > TIMEOUT_S
         assert parse(read_some_answer(sock))[0] == 202
