@@ -2,9 +2,11 @@
 
 shared.errors.NotFound -> 404, InvalidRequest -> 422 (naming the field), Conflict -> 409,
 PayloadTooLarge -> 413, UnsupportedMediaType -> 415, Unavailable and Redis connection/timeout
-errors -> 503, FastAPI's own validation errors -> 422. Anything else is a bug: logged with its
-traceback and answered 500 without one (InternalErrors), on a connection that stays usable.
-A detail never runs past MAX_DETAIL_CHARS, whatever a client sent to be quoted in it.
+errors -> 503, FastAPI's own validation errors -> 422. A client gone before its body was read (or
+cut for sending it too slowly: services/api/connections.py) is no bug: logged, and nothing is
+sent. Anything else is a bug: logged with its traceback and answered 500 without one
+(InternalErrors), on a connection that stays usable. A detail never runs past MAX_DETAIL_CHARS,
+whatever a client sent to be quoted in it.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from fastapi.responses import JSONResponse
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException
-
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.errors import (
@@ -108,6 +110,11 @@ async def _redis_down(request: Request, exc: Exception) -> JSONResponse:
     return error_response(503, "redis unavailable", **{"Retry-After": "5"})
 
 
+async def _client_gone(request: Request, exc: Exception) -> JSONResponse:
+    log.info("%s %s: the client went away before its request was read", request.method, request.url.path)
+    return error_response(400, "client disconnected")  # never sent: the connection is gone
+
+
 async def _request_validation(request: Request, exc: Exception) -> JSONResponse:
     errors = exc.errors() if isinstance(exc, RequestValidationError) else []
     message, field = describe_validation_errors(errors)
@@ -166,5 +173,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Unavailable, _unavailable)
     app.add_exception_handler(RedisConnectionError, _redis_down)
     app.add_exception_handler(RedisTimeoutError, _redis_down)
+    app.add_exception_handler(ClientDisconnect, _client_gone)
     app.add_exception_handler(RequestValidationError, _request_validation)
     app.add_exception_handler(HTTPException, _http)

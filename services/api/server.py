@@ -14,6 +14,8 @@ import uvicorn
 from fastapi import FastAPI
 
 from services.api.app import create_app
+from services.api.connection_limits import connection_limits
+from services.api.connections import GuardedHttpToolsProtocol
 from shared.logs import setup_logging
 from shared.settings import Settings
 
@@ -37,6 +39,10 @@ def serve(settings: Settings) -> None:
         "log_level": settings.log_level.lower(),
         "access_log": True,
         "timeout_graceful_shutdown": 10,
+        # Connection-level limits (header size and time, idle, slow bodies, a connection cap,
+        # lingering closes): services/api/connections.py. No WebSocket routes, so no upgrades.
+        "http": GuardedHttpToolsProtocol.factory(connection_limits(settings)),
+        "ws": "none",
     }
     if settings.api_workers > 1:
         os.environ.update(settings.worker_env())  # the flags given to `dlpipe api`, for every process

@@ -1,4 +1,5 @@
-"""Settings of the API: where it listens, its processes, request limits, keys, waiting."""
+"""Settings of the API: where it listens, its processes, request limits, keys, waiting, and
+what one client connection may hold."""
 
 from __future__ import annotations
 
@@ -83,5 +84,73 @@ class ApiSettings(SettingsGroup):
         description=(
             "Comma-separated API keys; set, every /v1 call needs `Authorization: Bearer <key>` "
             "(else 401). Unset: no authentication."
+        ),
+    )
+
+    # Connections (services/api/connections.py)
+    api_max_header_bytes: int = Field(
+        default=32 * 1024,
+        ge=1024,
+        le=1024 * 1024,
+        description=(
+            "Most bytes a request's line and headers may take, counted as they arrive (431 above it)."
+        ),
+    )
+    api_max_headers: int = Field(
+        default=100, ge=1, le=10000, description="Most header fields one request may send (431 above it)."
+    )
+    api_header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description=(
+            "How long a request's line and headers may take to arrive from their first byte (408 past it)."
+        ),
+    )
+    api_idle_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        description=(
+            "A connection that sends nothing for this long with no request in hand (a new one, or a "
+            "kept-alive one between requests) is closed."
+        ),
+    )
+    api_body_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description=(
+            "How long a request body may take to arrive, plus 1 s per `DLPIPE_API_BODY_MIN_RATE` bytes "
+            "received (408 past it); time the API itself takes (a long poll) never counts."
+        ),
+    )
+    api_body_min_rate: int = Field(
+        default=10000,
+        ge=1,
+        description=(
+            "Bytes of body that buy a slow upload one more second (`DLPIPE_API_BODY_TIMEOUT_S`): "
+            "about the slowest average rate a long body may arrive at."
+        ),
+    )
+    api_max_connections: int = Field(
+        default=4096,
+        ge=1,
+        description=(
+            "Open connections one API process holds; past it a new one gets 503 with `Retry-After`. "
+            "The open-files limit is raised to fit (up to its hard limit), else this is lowered."
+        ),
+    )
+    api_drain_max_bytes: int = Field(
+        default=128 * 1024 * 1024,
+        ge=0,
+        description=(
+            "After an answer that ends a connection while the client is still sending (a 413, say), "
+            "how much more the API reads and drops so the client can read the answer (0: none)."
+        ),
+    )
+    api_drain_timeout_s: float = Field(
+        default=10.0,
+        ge=0,
+        description=(
+            "How long the API goes on reading and dropping after such an answer before it closes "
+            "(an idle gap of `DLPIPE_API_IDLE_TIMEOUT_S` or the client's close ends it sooner)."
         ),
     )
