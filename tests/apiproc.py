@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -26,6 +27,10 @@ class ApiProcess:
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
+
+    def connect(self) -> socket.socket:
+        """A raw TCP connection to the API, for requests no well-behaved client sends."""
+        return socket.create_connection(("127.0.0.1", self.port), timeout=10)
 
 
 @contextlib.contextmanager

@@ -15,26 +15,21 @@ raw sockets where the client misbehaves, with short limits set through the envir
 from __future__ import annotations
 
 import json
-import os
 import select
 import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from shared.embedded_redis import free_port
 from shared.settings import DEFAULT_PIPELINES_FILE
-from tests.conftest import REPO
+from tests.apiproc import ApiProcess, api_process
 from tests.waiting import wait_until
 
 TIMEOUT_S = 1.0  # header, idle and body-grace timeouts of the API under test
@@ -42,55 +37,15 @@ SLACK_S = 4.0  # this busy 2-core machine's scheduling, on top of a timeout
 SUBMIT = "/v1/pipelines/text-embed/jobs"
 
 
-@dataclass
-class Api:
-    port: int
-    proc: subprocess.Popen
-    log: Path
-
-    def connect(self) -> socket.socket:
-        return socket.create_connection(("127.0.0.1", self.port), timeout=10)
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-
-def start_api(tmp: Path, redis_url: str, **env_vars: str) -> Iterator[Api]:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DLPIPE_")}
-    env.update(
-        DLPIPE_REDIS_URL=redis_url, DLPIPE_PORT=str(port), DLPIPE_PIPELINES_FILE=str(DEFAULT_PIPELINES_FILE),
-        PYTHONPATH=str(REPO), **env_vars,
-    )  # fmt: skip
-    log = tmp / f"api-{port}.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "api"], cwd=REPO, env=env, stdout=out, stderr=out
-        )
-    api = Api(port, proc, log)
-
-    def up() -> bool:
-        assert proc.poll() is None, log.read_text()
-        try:
-            return httpx.get(api.url("/healthz"), timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    try:
-        wait_until(up, 60, "the API to answer")
-        yield api
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-
-
 @pytest.fixture(scope="module")
-def api(tmp_path_factory: pytest.TempPathFactory, redis_server: str) -> Iterator[Api]:
+def api(tmp_path_factory: pytest.TempPathFactory, redis_server: str) -> Iterator[ApiProcess]:
     timeouts = str(TIMEOUT_S)
-    yield from start_api(
-        tmp_path_factory.mktemp("api"), redis_server, DLPIPE_API_HEADER_TIMEOUT_S=timeouts,
-        DLPIPE_API_IDLE_TIMEOUT_S=timeouts, DLPIPE_API_BODY_TIMEOUT_S=timeouts, DLPIPE_API_BODY_MIN_RATE="1000",
-    )  # fmt: skip
+    with api_process(
+        tmp_path_factory.mktemp("api"), redis_server, pipelines_file=str(DEFAULT_PIPELINES_FILE),
+        api_header_timeout_s=timeouts, api_idle_timeout_s=timeouts, api_body_timeout_s=timeouts,
+        api_body_min_rate="1000",
+    ) as running:  # fmt: skip
+        yield running
 
 
 # -- raw HTTP ---------------------------------------------------------------------------
@@ -159,7 +114,7 @@ def readable(sock: socket.socket, timeout_s: float) -> bool:
 # -- the request head -----------------------------------------------------------------------
 
 
-def test_a_giant_header_is_cut_with_431_while_the_loop_goes_on(api: Api) -> None:
+def test_a_giant_header_is_cut_with_431_while_the_loop_goes_on(api: ApiProcess) -> None:
     answer: dict[str, Any] = {}
 
     def send_60_mb_header() -> None:
@@ -193,7 +148,7 @@ def test_a_giant_header_is_cut_with_431_while_the_loop_goes_on(api: Api) -> None
     }
 
 
-def test_too_many_header_fields_get_431(api: Api) -> None:
+def test_too_many_header_fields_get_431(api: ApiProcess) -> None:
     def head(fields: int) -> bytes:
         return (
             b"GET /healthz HTTP/1.1\r\nHost: t\r\n"
@@ -215,7 +170,7 @@ def test_too_many_header_fields_get_431(api: Api) -> None:
             }
 
 
-def test_giant_trailers_after_a_chunked_body_get_431(api: Api) -> None:
+def test_giant_trailers_after_a_chunked_body_get_431(api: ApiProcess) -> None:
     with api.connect() as sock:
         sock.sendall(
             f"POST {SUBMIT} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
@@ -230,7 +185,7 @@ def test_giant_trailers_after_a_chunked_body_get_431(api: Api) -> None:
     }
 
 
-def test_a_head_that_does_not_end_in_time_gets_408(api: Api) -> None:
+def test_a_head_that_does_not_end_in_time_gets_408(api: ApiProcess) -> None:
     with api.connect() as silent, api.connect() as trickle:
         started = time.monotonic()
         silent.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Slow: ")
@@ -255,7 +210,7 @@ def test_a_head_that_does_not_end_in_time_gets_408(api: Api) -> None:
 # -- idle connections -----------------------------------------------------------------------
 
 
-def test_silent_connections_are_closed_after_the_idle_timeout(api: Api) -> None:
+def test_silent_connections_are_closed_after_the_idle_timeout(api: ApiProcess) -> None:
     socks = [api.connect() for _ in range(200)]
     try:
         opened = time.monotonic()
@@ -268,7 +223,17 @@ def test_silent_connections_are_closed_after_the_idle_timeout(api: Api) -> None:
             sock.close()
 
 
-def test_a_kept_alive_connection_serves_a_second_request_then_idles_out(api: Api) -> None:
+def test_pipelined_requests_get_an_answer_each(api: ApiProcess) -> None:
+    with api.connect() as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n" * 3)
+        answers = b""
+        sock.settimeout(TIMEOUT_S + SLACK_S)
+        while answers.count(b'{"status":"ok"}') < 3:
+            answers += recv(sock)
+        assert answers.count(b"HTTP/1.1 200 OK") == 3
+
+
+def test_a_kept_alive_connection_serves_a_second_request_then_idles_out(api: ApiProcess) -> None:
     with api.connect() as sock:
         assert get(sock) == (200, {"status": "ok"})
         assert get(sock) == (200, {"status": "ok"})
@@ -289,7 +254,7 @@ def post_head(length: int, extra: str = "") -> bytes:
     ).encode()
 
 
-def test_a_body_slower_than_the_minimum_rate_is_cut_with_408(api: Api) -> None:
+def test_a_body_slower_than_the_minimum_rate_is_cut_with_408(api: ApiProcess) -> None:
     with api.connect() as sock:
         sock.sendall(post_head(1000))
         started = time.monotonic()
@@ -302,12 +267,12 @@ def test_a_body_slower_than_the_minimum_rate_is_cut_with_408(api: Api) -> None:
     assert "(DLPIPE_API_BODY_TIMEOUT_S, DLPIPE_API_BODY_MIN_RATE)" in body["detail"]
     # The route reading that body sees its client gone: no bug, no traceback in the log.
     wait_until(
-        lambda: "went away before its request was read" in api.log.read_text(), SLACK_S, "the app told"
+        lambda: "went away before its request was read" in api.log_text(), SLACK_S, "the app told"
     )
-    assert "Traceback" not in api.log.read_text()
+    assert "Traceback" not in api.log_text()
 
 
-def test_a_body_above_the_minimum_rate_may_take_longer_than_the_grace(api: Api) -> None:
+def test_a_body_above_the_minimum_rate_may_take_longer_than_the_grace(api: ApiProcess) -> None:
     job = json.dumps({"inputs": [{"text": "slow but steady"}]}).encode().ljust(3000)
     with api.connect() as sock:
         sock.sendall(post_head(len(job)))
@@ -319,8 +284,8 @@ def test_a_body_above_the_minimum_rate_may_take_longer_than_the_grace(api: Api) 
         assert parse(read_some_answer(sock))[0] == 202
 
 
-def test_a_long_poll_and_a_prefer_wait_submit_are_not_cut(api: Api) -> None:
-    with httpx.Client(base_url=api.url(""), timeout=20) as http:
+def test_a_long_poll_and_a_prefer_wait_submit_are_not_cut(api: ApiProcess) -> None:
+    with httpx.Client(base_url=api.url, timeout=20) as http:
         job = http.post(SUBMIT, json={"inputs": [{"text": "nobody works here"}]}).json()  # no worker: queued
         answers: dict[str, httpx.Response] = {}
         waits = {
@@ -342,9 +307,9 @@ def test_a_long_poll_and_a_prefer_wait_submit_are_not_cut(api: Api) -> None:
         assert answers["submit"].status_code == 202, answers["submit"].text
 
 
-def test_urllib_posting_70_mb_reads_the_413(api: Api) -> None:
+def test_urllib_posting_70_mb_reads_the_413(api: ApiProcess) -> None:
     body = b"{" + b" " * (70 * 1024 * 1024) + b"}"
-    request = urllib.request.Request(api.url(SUBMIT), data=body, headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(api.url + SUBMIT, data=body, headers={"Content-Type": "application/json"})
     for _ in range(10):
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(request, timeout=30)
@@ -355,7 +320,7 @@ def test_urllib_posting_70_mb_reads_the_413(api: Api) -> None:
         }
 
 
-def test_an_expect_100_client_answered_before_the_100_is_closed_at_once(api: Api) -> None:
+def test_an_expect_100_client_answered_before_the_100_is_closed_at_once(api: ApiProcess) -> None:
     with api.connect() as sock:
         sock.sendall(post_head(100 * 1024 * 1024, "Expect: 100-continue\r\n"))
         status, _, body = parse(read_to_close(sock))
@@ -376,13 +341,12 @@ def test_an_expect_100_client_answered_before_the_100_is_closed_at_once(api: Api
 
 
 @pytest.fixture
-def capped(tmp_path: Path, redis_server: str) -> Iterator[Api]:
-    yield from start_api(
-        tmp_path, redis_server, DLPIPE_API_MAX_CONNECTIONS="3", DLPIPE_API_IDLE_TIMEOUT_S="60"
-    )
+def capped(tmp_path: Path, redis_server: str) -> Iterator[ApiProcess]:
+    with api_process(tmp_path, redis_server, api_max_connections="3", api_idle_timeout_s="60") as running:
+        yield running
 
 
-def test_past_the_connection_cap_new_connections_get_503_until_some_close(capped: Api) -> None:
+def test_past_the_connection_cap_new_connections_get_503_until_some_close(capped: ApiProcess) -> None:
     held = [capped.connect() for _ in range(3)]
 
     def refused() -> dict[str, Any] | None:
@@ -402,5 +366,5 @@ def test_past_the_connection_cap_new_connections_get_503_until_some_close(capped
         for sock in held:
             sock.close()
     wait_until(
-        lambda: httpx.get(capped.url("/healthz"), timeout=2).status_code == 200, SLACK_S, "served again"
+        lambda: httpx.get(capped.url + "/healthz", timeout=2).status_code == 200, SLACK_S, "served again"
     )
