@@ -1,9 +1,16 @@
 """The one place errors become HTTP answers: {"detail": <message>, "field": <field or null>}.
 
 shared.errors.NotFound -> 404, InvalidRequest -> 422 (naming the field), Conflict -> 409,
-UnsupportedMediaType -> 415, Unavailable and Redis connection/timeout errors -> 503, FastAPI's
-own validation errors -> 422. Anything else is a bug: logged with its traceback, answered 500
-without one.
+UnsupportedMediaType -> 415, Unavailable and Redis connection/timeout errors -> 503, Redis out of
+memory (a write refused at `maxmemory` under noeviction) -> 503, FastAPI's own validation errors
+-> 422. Anything else is a bug: logged with its traceback, answered 500 without one.
+
+Out of memory: Redis answers `OOM command not allowed when used memory > 'maxmemory'` (redis-py's
+OutOfMemoryError, the code taken off); a script's refused write comes from 6.2 (the bundled
+redis-server) as a plain ResponseError with those words inside (`Error running script ...`),
+and a refused EXEC as EXECABORT with them: each is matched by the words. The
+write was refused whole: a MULTI queued with a refused command is discarded by Redis (nothing of
+it runs), a script stops at the refused command, its first write (Redis refuses none after).
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import OutOfMemoryError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException
 
@@ -87,6 +95,28 @@ async def _redis_down(request: Request, exc: Exception) -> JSONResponse:
     return error_response(503, "redis unavailable", **{"Retry-After": "5"})
 
 
+OUT_OF_MEMORY = "command not allowed when used memory > 'maxmemory'"  # Redis's words for it
+OUT_OF_MEMORY_RETRY_S = 5
+OUT_OF_MEMORY_DETAIL = (
+    "Redis is full (its maxmemory is reached and it evicts nothing): the request was refused and "
+    f"nothing of it was stored; retry after {OUT_OF_MEMORY_RETRY_S} s, as finished jobs free "
+    "memory. Operators: raise Redis's maxmemory (DLPIPE_REDIS_MAXMEMORY for `dlpipe up`) or "
+    "lower DLPIPE_MAX_BACKLOG_BYTES"
+)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """A Redis error refusing a write at maxmemory (noeviction), as Redis 7 or 6.2 says it."""
+    return isinstance(exc, OutOfMemoryError) or (isinstance(exc, ResponseError) and OUT_OF_MEMORY in str(exc))
+
+
+async def _redis_refused(request: Request, exc: Exception) -> JSONResponse:
+    if not is_out_of_memory(exc):
+        raise exc  # any other refusal is a bug: on to the 500 handler, as before
+    log.warning("%s %s: redis is out of memory (maxmemory): a write was refused", request.method, request.url.path)
+    return error_response(503, OUT_OF_MEMORY_DETAIL, **{"Retry-After": str(OUT_OF_MEMORY_RETRY_S)})
+
+
 async def _request_validation(request: Request, exc: Exception) -> JSONResponse:
     errors = exc.errors() if isinstance(exc, RequestValidationError) else []
     message, field = describe_validation_errors(errors)
@@ -112,6 +142,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Unavailable, _unavailable)
     app.add_exception_handler(RedisConnectionError, _redis_down)
     app.add_exception_handler(RedisTimeoutError, _redis_down)
+    app.add_exception_handler(ResponseError, _redis_refused)  # OutOfMemoryError is one
     app.add_exception_handler(RequestValidationError, _request_validation)
     app.add_exception_handler(HTTPException, _http)
     app.add_exception_handler(Exception, _unexpected)

@@ -10,9 +10,9 @@ from typing import Any
 from fastapi import Request, Response
 from redis.exceptions import WatchError
 
-from services.api import admission
+from services.api import admission, drain
 from services.api.inputs import ParsedJob
-from shared.jobs import deadline_ms, groups_record, queue_new_job
+from shared.jobs import deadline_ms, encode_inputs, groups_record, queue_new_job, stored_bytes
 from shared.messages import JobStatus, JobView, job_view_from_redis, now_ms
 from shared.pipeline_spec import PipelineSpec
 
@@ -29,12 +29,19 @@ async def admit_and_write(
     job_id: str,
     claim: admission.Claim | None,
 ) -> JobView:
-    """Take the job's place in the backlog and write it; on any failure give both back."""
+    """Take the job's place in the backlog (items and bytes) and write it; on any failure give
+    both back."""
     grant: str | None = None
     try:
-        rate = request.app.state.drain_rates.rate(pipeline.name)
-        grant = await admission.admit(client, pipeline.name, len(parsed.inputs), settings.max_backlog, rate)
-        return await _write_job(response, client, settings, pipeline, parsed, job_id, grant, claim)
+        rates = request.app.state.drain_rates
+        encoded = encode_inputs(parsed.inputs)  # once: their size is what the byte budget counts
+        budget = admission.ByteBudget(
+            stored_bytes(encoded, parsed.blobs), settings.max_backlog_bytes, rates.rate(drain.BYTES)
+        )
+        grant = await admission.admit(
+            client, pipeline.name, len(parsed.inputs), settings.max_backlog, rates.rate(pipeline.name), budget
+        )
+        return await _write_job(response, client, settings, pipeline, parsed, job_id, grant, claim, encoded)
     except BaseException:
         # Nothing was written (or we cannot tell): give the key and the grant back, best effort;
         # both lapse by themselves if Redis is not there to hear it.
@@ -61,6 +68,7 @@ async def _write_job(
     job_id: str,
     grant: str,
     claim: admission.Claim | None,
+    encoded: list[bytes],
 ) -> JobView:
     """Write the job (and the Idempotency-Key's final record) in one transaction; its 202 body."""
     created = now_ms()
@@ -98,6 +106,7 @@ async def _write_job(
             item_blobs=parsed.item_blobs or None,
             timeout_s=parsed.timeout_s,
             admission=grant,
+            encoded=encoded,
         )
         if claim is not None:
             claim.record(pipe, view.model_dump(mode="json"), settings.idempotency_ttl_s)
