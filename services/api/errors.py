@@ -113,7 +113,9 @@ def is_out_of_memory(exc: BaseException) -> bool:
 async def _redis_refused(request: Request, exc: Exception) -> JSONResponse:
     if not is_out_of_memory(exc):
         raise exc  # any other refusal is a bug: on to the 500 handler, as before
-    log.warning("%s %s: redis is out of memory (maxmemory): a write was refused", request.method, request.url.path)
+    log.warning(
+        "%s %s: redis is out of memory (maxmemory): a write was refused", request.method, request.url.path
+    )
     return error_response(503, OUT_OF_MEMORY_DETAIL, **{"Retry-After": str(OUT_OF_MEMORY_RETRY_S)})
 
 

@@ -12,6 +12,7 @@ from redis.exceptions import WatchError
 
 from services.api import admission, drain
 from services.api.inputs import ParsedJob
+from services.api.redis_memory import transaction
 from shared.jobs import deadline_ms, encode_inputs, groups_record, queue_new_job, stored_bytes
 from shared.messages import JobStatus, JobView, job_view_from_redis, now_ms
 from shared.pipeline_spec import PipelineSpec
@@ -87,7 +88,7 @@ async def _write_job(
     if parsed.timeout_s is not None:
         record["deadline"] = str(deadline_ms(created, parsed.timeout_s))
     view = job_view_from_redis(record, {})
-    async with client.pipeline(transaction=True) as pipe:
+    async with transaction(client) as pipe:  # its refusal (Redis full) reported at once
         if claim is not None:
             await claim.fence(pipe)
         queue_new_job(

@@ -155,5 +155,7 @@ class Sweeper:
             before, after = await self._recount_bytes(
                 keys=[keys.BYTES, *(keys.deadlines(name) for name in self.pipelines)], args=[keys.job("")]
             )
-            log.warning("byte budget recounted from the open jobs: %s -> %s bytes", _text(before), _text(after))
+            log.warning(
+                "byte budget recounted from the open jobs: %s -> %s bytes", _text(before), _text(after)
+            )
         return ended

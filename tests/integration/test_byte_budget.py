@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,9 +24,12 @@ import httpx
 import pytest
 import redis
 from redis.asyncio import Redis as AsyncRedis
+from redis.exceptions import OutOfMemoryError
 
 from services.api.app import create_app
 from services.api.drain import DEFAULT_S, DrainRates
+from services.api.errors import is_out_of_memory
+from services.api.redis_memory import transaction
 from services.api.sweep import Sweeper
 from services.embedded import REDIS_GRACE_S, start_embedded_redis
 from shared import keys
@@ -75,7 +79,9 @@ async def submit(api: httpx.AsyncClient, payload: dict[str, Any], **headers: str
     return await api.post(URL, json=payload, headers=headers)
 
 
-async def probe_job_bytes(tmp_path: Path, redis_url: str, client: redis.Redis, payload: dict[str, Any]) -> int:
+async def probe_job_bytes(
+    tmp_path: Path, redis_url: str, client: redis.Redis, payload: dict[str, Any]
+) -> int:
     """What a job with this body holds (an API with the default budget writes it, then it ends)."""
     async with running(create_app(api_settings(tmp_path, redis_url))) as api:
         response = await submit(api, payload)
@@ -106,7 +112,8 @@ async def test_over_the_byte_budget_new_jobs_get_429_until_jobs_end(
         assert refused.status_code == 429, refused.text
         assert refused.headers["retry-after"] == str(DEFAULT_S)  # no drain measured yet
         assert refused.json()["detail"] == (
-            f"at capacity: the jobs not finished hold {3 * one} bytes ({3 * one / 1024:.1f} KiB) of inputs in Redis, "
+            f"at capacity: the jobs not finished hold {3 * one} bytes ({3 * one / 1024:.1f} KiB) of "
+            "inputs in Redis, "
             "at most 2500 bytes (2.4 KiB) (DLPIPE_MAX_BACKLOG_BYTES, all pipelines together); "
             f"retry after {DEFAULT_S} s"
         )
@@ -214,7 +221,8 @@ async def test_a_submit_redis_has_no_memory_for_gets_503_leaves_nothing_and_the_
             accepted.append(refused.json()["id"])
         assert accepted and refused.status_code == 503, refused.text
         assert refused.headers["retry-after"] == "5"
-        assert "maxmemory" in refused.json()["detail"] and "nothing of it was stored" in refused.json()["detail"]
+        detail = refused.json()["detail"]
+        assert "maxmemory" in detail and "nothing of it was stored" in detail
         # The client reads its other jobs at once (Redis may still be over its maxmemory now: the
         # refused request's buffer is freed a moment later).
         assert (await api.get(f"/v1/jobs/{accepted[0]}")).status_code == 200
@@ -249,6 +257,24 @@ async def test_a_submit_redis_has_no_memory_for_gets_503_leaves_nothing_and_the_
         assert "idempotent-replayed" not in retried.headers
         assert job_count(client) == n + 1 and held(client) == job_bytes(client, retried.json()["id"])
     client.close()
+
+
+async def test_a_refused_transaction_costs_the_api_no_time_per_byte(small_redis: str) -> None:
+    """redis-py's own pipeline quotes a refused command through textwrap: seconds of the API's
+    CPU (its event loop) per refused input of megabytes. The job's transaction reports it at once."""
+    client = AsyncRedis.from_url(small_redis)
+    try:
+        started = time.process_time()
+        with pytest.raises(OutOfMemoryError) as refused:
+            async with transaction(client) as pipe:
+                pipe.incr("dlpipe:test:n")
+                pipe.hset("dlpipe:test:big", "in", b"x" * 8 * 1024 * 1024)  # twice the maxmemory
+                await pipe.execute()
+        assert time.process_time() - started < 1.0  # redis-py's own: about 3 s here
+        assert "HSET dlpipe:test:big" in str(refused.value) and is_out_of_memory(refused.value)
+        assert await client.get("dlpipe:test:n") is None  # the transaction was discarded whole
+    finally:
+        await client.aclose()
 
 
 def test_the_embedded_redis_runs_with_its_maxmemory_and_noeviction(tmp_path: Path) -> None:

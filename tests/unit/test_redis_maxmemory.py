@@ -26,14 +26,17 @@ def test_the_embedded_redis_command_line_carries_maxmemory_and_noeviction(
 ) -> None:
     settings = Settings()
     assert settings.redis_maxmemory == "2gb"
-    line = options(redis_command("redis-server", 7001, tmp_path, settings.redis_appendfsync, settings.redis_maxmemory))
+    line = options(
+        redis_command("redis-server", 7001, tmp_path, settings.redis_appendfsync, settings.redis_maxmemory)
+    )
     assert line["--maxmemory"] == "2gb" and line["--maxmemory-policy"] == "noeviction"
     monkeypatch.setenv("DLPIPE_REDIS_MAXMEMORY", "512MB")
     assert options(redis_command("redis-server", 7001, tmp_path, "everysec", Settings().redis_maxmemory))[
         "--maxmemory"
     ] == "512MB"
     for off in ("0", ""):  # no limit, still noeviction
-        line = options(redis_command("redis-server", 7001, tmp_path, "everysec", Settings(redis_maxmemory=off).redis_maxmemory))
+        limit = Settings(redis_maxmemory=off).redis_maxmemory
+        line = options(redis_command("redis-server", 7001, tmp_path, "everysec", limit))
         assert line["--maxmemory"] == "0" and line["--maxmemory-policy"] == "noeviction"
     for bad in ("2 gb", "lots", "-1", "1.5gb", "2tb"):
         with pytest.raises(ValidationError):

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 from starlette.exceptions import HTTPException
 
 from services.api.deps import JobIdPath, RedisDep, SettingsDep, WaitersDep, check_job_id
-from services.api.reads import read_keys
+from services.api.redis_memory import read_keys
 from services.api.routers.webhooks import with_delivery_state
 from services.api.schemas import ErrorBody
 from shared import keys

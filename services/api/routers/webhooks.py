@@ -9,7 +9,7 @@ from fastapi import APIRouter
 from redis.asyncio import Redis
 
 from services.api.deps import JobIdPath, RedisDep, SettingsDep, check_job_id
-from services.api.reads import read_keys
+from services.api.redis_memory import read_keys
 from services.api.schemas import ErrorBody
 from shared import keys
 from shared import webhooks as state
