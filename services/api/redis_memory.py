@@ -11,7 +11,7 @@ Two things of redis-py's and Redis's would cost more:
 - A refused transaction. redis-py names a command Redis refused in its error by quoting it,
   arguments and all, through textwrap.shorten: about half a second per MiB of input (measured),
   on the event loop, for every refused command of a job's MULTI; a refused 2 x 20 MB submit held
-  the API's loop some 18 s. transaction() is a MULTI whose errors name the command and its key.
+  the API's loop some 18 s. transaction() is a MULTI whose errors name just the command and its key.
 """
 
 from __future__ import annotations
@@ -34,14 +34,16 @@ async def read_keys(client: Any, hashes: Sequence[str], lists: Sequence[str] = (
     return out + [list(items) for items in replies[len(hashes) :]]
 
 
-class _Transaction(Pipeline):
-    def annotate_exception(self, exception: Exception, number: int, command: Any) -> None:
-        name = " ".join(safe_str(part) for part in command[:2])  # the command and its key
-        message = exception.args[0] if exception.args else ""
-        exception.args = (f"Command # {number} ({name} ...) of pipeline caused error: {message}",
-                          *exception.args[1:])  # fmt: skip
+def _annotate(exception: Exception, number: int, command: Any) -> None:
+    """Pipeline.annotate_exception, naming the command and its key only."""
+    name = " ".join(safe_str(part) for part in command[:2])
+    message = exception.args[0] if exception.args else ""
+    exception.args = (f"Command # {number} ({name} ...) of pipeline caused error: {message}",
+                      *exception.args[1:])  # fmt: skip
 
 
 def transaction(client: Redis) -> Pipeline:
     """client.pipeline(transaction=True), but a refused command costs microseconds to report."""
-    return _Transaction(client.connection_pool, client.response_callbacks, True, None)
+    pipe = client.pipeline(transaction=True)
+    pipe.annotate_exception = _annotate  # type: ignore[method-assign]
+    return pipe
