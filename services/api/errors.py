@@ -7,10 +7,10 @@ memory (a write refused at `maxmemory` under noeviction) -> 503, FastAPI's own v
 
 Out of memory: Redis answers `OOM command not allowed when used memory > 'maxmemory'` (redis-py's
 OutOfMemoryError, the code taken off); a script's refused write comes from 6.2 (the bundled
-redis-server) as a plain ResponseError with those words inside (`Error running script ...`),
-and a refused EXEC as EXECABORT with them: each is matched by the words. The
-write was refused whole: a MULTI queued with a refused command is discarded by Redis (nothing of
-it runs), a script stops at the refused command, its first write (Redis refuses none after).
+redis-server) as a plain ResponseError with those words inside (`Error running script ...`):
+both are matched. Nothing of a refused request is stored: Redis discards a MULTI with a refused
+command whole, and refuses a script only at its first write that may add memory, before it has
+written anything.
 """
 
 from __future__ import annotations
