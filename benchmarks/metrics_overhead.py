@@ -93,7 +93,8 @@ class WithoutMetrics(Store):
     """Store.complete as it was before metrics: no keys.METRICS for COMPLETE_STAGE, no counters."""
 
     def _tail_keys(self, pipeline: str) -> list[str]:
-        return [k for k in super()._tail_keys(pipeline) if k != METRICS_KEY]
+        tail = super()._tail_keys(pipeline)
+        return tail[: tail.index(METRICS_KEY)]  # optional keys are positional: those after it go too
 
 
 METRICS_KEY = keys.METRICS

@@ -1,5 +1,6 @@
 """The embedded Redis of `dlpipe up` (when no DLPIPE_REDIS_URL is set): a redis-server child
-on a free loopback port, AOF on, its data in a folder that one `dlpipe up` at a time may use.
+on a free loopback port, AOF on, `maxmemory` (DLPIPE_REDIS_MAXMEMORY) with noeviction, its data
+in a folder that one `dlpipe up` at a time may use.
 
 If it dies it is restarted like any child (backoff: 1 s doubling to 30 s), with the same
 command line: the same port, so the API and the workers reconnect by themselves, and the same
@@ -65,15 +66,16 @@ def lock_data_dir(path: Path) -> IO[bytes]:
 
 
 def start_embedded_redis(
-    data_dir: Path, supervisor_kwargs: dict, appendfsync: str = "everysec"
+    data_dir: Path, supervisor_kwargs: dict, appendfsync: str = "everysec", maxmemory: str = ""
 ) -> EmbeddedRedis:
     """Start redis-server on a free loopback port with its data in `data_dir`; wait for PING.
-    `appendfsync`: everysec or always (settings.redis_appendfsync)."""
+    `appendfsync`: everysec or always (settings.redis_appendfsync); `maxmemory`: a Redis size,
+    "" or "0" none (settings.redis_maxmemory), with noeviction always."""
     binary = find_redis_server()
     last_error: Exception | None = None
     for _ in range(3):  # a free port can be taken between choosing and binding it
         port = free_port()
-        child = Child("redis", redis_command(binary, port, data_dir.resolve(), appendfsync))
+        child = Child("redis", redis_command(binary, port, data_dir.resolve(), appendfsync, maxmemory))
         redis_sup = Supervisor([child], **supervisor_kwargs)
         redis_sup.start()
         url = f"redis://127.0.0.1:{port}/0"

@@ -157,11 +157,15 @@ def up(
         else:
             redis_dir = settings.data_dir / f"redis-{settings.port}"
             lock = lock_data_dir(redis_dir)
-            embedded = start_embedded_redis(redis_dir, sup_kwargs, settings.redis_appendfsync)
+            embedded = start_embedded_redis(
+                redis_dir, sup_kwargs, settings.redis_appendfsync, settings.redis_maxmemory
+            )
             redis_url = embedded.url
             log.info(
-                "Redis: %s (embedded redis-server pid=%d, AOF on, appendfsync %s, data and redis.log in %s)",
-                redis_url, embedded.pid, settings.redis_appendfsync, redis_dir.resolve(),
+                "Redis: %s (embedded redis-server pid=%d, AOF on, appendfsync %s, maxmemory %s "
+                "noeviction, data and redis.log in %s)",
+                redis_url, embedded.pid, settings.redis_appendfsync, settings.redis_maxmemory or "0",
+                redis_dir.resolve(),
             )  # fmt: skip
         check_redis_config(redis_url)
         env = child_env(settings, redis_url)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import socket
 import subprocess
@@ -9,6 +10,10 @@ import time
 from pathlib import Path
 
 import redis
+
+# A Redis memory size (`maxmemory`): bytes, or with a unit (k 1000, kb 1024, m, mb, g, gb; any
+# case); "0" or "": no limit.
+MAXMEMORY_PATTERN = r"^(|[0-9]+([kKmMgG][bB]?|[bB])?)$"
 
 
 def find_redis_server() -> str:
@@ -33,11 +38,16 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
-def redis_command(binary: str, port: int, data_dir: Path, appendfsync: str = "everysec") -> list[str]:
+def redis_command(
+    binary: str, port: int, data_dir: Path, appendfsync: str = "everysec", maxmemory: str = ""
+) -> list[str]:
     """A redis-server on loopback that keeps its data on disk (AOF, fsync `appendfsync`: every
-    second or on every write) and never evicts."""
+    second or on every write) and never evicts: past `maxmemory` (a Redis size such as `2gb`;
+    "" or "0": no limit) it refuses writes (OOM errors) rather than drop anything."""
     if appendfsync not in ("everysec", "always"):
         raise ValueError(f"appendfsync must be everysec or always, not {appendfsync!r}")
+    if not re.match(MAXMEMORY_PATTERN, maxmemory):
+        raise ValueError(f"maxmemory must be a Redis memory size such as 2gb or 512mb, not {maxmemory!r}")
     return [
         binary,
         "--port", str(port),
@@ -45,6 +55,7 @@ def redis_command(binary: str, port: int, data_dir: Path, appendfsync: str = "ev
         "--dir", str(data_dir),
         "--appendonly", "yes",
         "--appendfsync", appendfsync,
+        "--maxmemory", maxmemory or "0",
         "--maxmemory-policy", "noeviction",
         "--save", "",
         "--protected-mode", "yes",
@@ -53,12 +64,18 @@ def redis_command(binary: str, port: int, data_dir: Path, appendfsync: str = "ev
 
 
 def start_redis(
-    data_dir: Path, port: int | None = None, appendfsync: str = "everysec"
+    data_dir: Path,
+    port: int | None = None,
+    appendfsync: str = "everysec",
+    maxmemory: str = "",
+    binary: str | None = None,
 ) -> tuple[subprocess.Popen, int]:
-    """Start redis-server with its data in `data_dir`; wait until it answers PING."""
+    """Start redis-server (`binary`, else find_redis_server's) with its data in `data_dir`;
+    wait until it answers PING."""
     data_dir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
-    proc = subprocess.Popen(redis_command(find_redis_server(), port, data_dir.resolve(), appendfsync))
+    command = redis_command(binary or find_redis_server(), port, data_dir.resolve(), appendfsync, maxmemory)
+    proc = subprocess.Popen(command)
     wait_for_redis(f"redis://127.0.0.1:{port}/0", timeout_s=10.0, proc=proc)
     return proc, port
 

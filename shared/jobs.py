@@ -63,6 +63,18 @@ def expired_reason(timeout_s: str) -> str:
     return f"expired: the job's timeout_s of {timeout_s} s passed"
 
 
+def encode_inputs(inputs: list[dict[str, Any]]) -> list[bytes]:
+    """The items' inputs as their item hashes store them (codecs.encode)."""
+    return [codecs.encode(value) for value in inputs]
+
+
+def stored_bytes(encoded: list[bytes], blobs: list[bytes] | None = None) -> int:
+    """What a job's inputs take in Redis, as the byte budget (keys.BYTES) counts them: each
+    item's encoded input and each job blob. Payload bytes only: Redis's own overhead per key
+    (tens of bytes) is small beside inputs, and maxmemory bounds the rest."""
+    return sum(map(len, encoded)) + sum(map(len, blobs or []))
+
+
 def drop_items(pipe: Any, job_id: str, total: int) -> None:
     """Free the inputs of a job's items that will never run (the job was canceled or expired)."""
     for index in range(total):
@@ -86,6 +98,7 @@ def queue_new_job(
     webhook_events: list[str] | None = None,
     timeout_s: float | None = None,
     admission: str | None = None,
+    encoded: list[bytes] | None = None,
 ) -> None:
     """Add to a (MULTI) pipeline the commands that create a job and queue its items.
 
@@ -108,6 +121,11 @@ def queue_new_job(
     pipeline's backlog counter (keys.backlog) grows by the number of items in the same
     transaction; `admission` names the grant (keys.admissions) the API took for this job,
     removed here as the job starts counting in the backlog itself.
+
+    The byte budget (keys.BYTES) grows by the job's stored inputs (stored_bytes), kept in the
+    job hash as `bytes` (given back as the job ends, by the script that ends it), and the grant
+    leaves its set too (keys.BYTE_GRANTS). `encoded`: the inputs encoded already
+    (encode_inputs), by a caller that needed their size first (admission); else encoded here.
     """
     groups_json = groups_record(groups or [], len(inputs))
     n_outputs = len(inputs) - sum(g["count"] - 1 for g in groups_json)
@@ -117,6 +135,11 @@ def queue_new_job(
         raise ValueError(f"{len(item_blobs)} blob references for {len(inputs)} items")
     if any(n is not None and not 0 <= n < len(blobs or []) for n in item_blobs or []):
         raise ValueError("an item refers to a blob that is not given")
+    if encoded is None:
+        encoded = encode_inputs(inputs)
+    elif len(encoded) != len(inputs):
+        raise ValueError(f"{len(encoded)} encoded inputs for {len(inputs)} items")
+    nbytes = stored_bytes(encoded, blobs)
     job_key = keys.job(job_id)
     record = {
         "id": job_id,
@@ -126,6 +149,7 @@ def queue_new_job(
         "total": str(len(inputs)),
         "done": "0",
         "failed": "0",
+        "bytes": str(nbytes),
     }
     if webhook:
         record["webhook"] = webhook
@@ -147,12 +171,14 @@ def queue_new_job(
     pipe.expire(job_key, ttl_s + OPEN_JOB_GRACE_S)
     pipe.zadd(keys.deadlines(pipeline.name), {job_id: must_end_by_ms(created_ms, timeout_s, ttl_s)})
     pipe.incrby(keys.backlog(pipeline.name), len(inputs))
+    pipe.hincrby(keys.BYTES, "held", nbytes)
     if admission is not None:
         pipe.zrem(keys.admissions(pipeline.name), admission)
+        pipe.zrem(keys.BYTE_GRANTS, admission)
     first_stages = pipeline.sources()
-    for index, value in enumerate(inputs):
+    for index, value in enumerate(encoded):
         item_key = keys.item(job_id, index)
-        fields: dict[str, bytes | str] = {keys.INPUT_FIELD: codecs.encode(value)}
+        fields: dict[str, bytes | str] = {keys.INPUT_FIELD: value}
         fields.update({keys.stage_enqueued_field(s.name): "1" for s in first_stages})
         if item_blobs is not None and item_blobs[index] is not None:
             fields[keys.BLOB_FIELD] = keys.job_blob(job_id, item_blobs[index])

@@ -34,7 +34,8 @@ def job_blob(job_id: str, n: int) -> str:
 
 def backlog(pipeline: str) -> str:
     """String (integer): the pipeline's items accepted and not finished. +n in the job's MULTI
-    (shared/jobs.py), -1 as an item finishes (COMPLETE_STAGE), -(unfinished) on cancel."""
+    (shared/jobs.py), -1 as an item finishes (COMPLETE_STAGE), -(unfinished) on cancel and
+    expiry. (Their bytes: BYTES.)"""
     return f"{PREFIX}:backlog:{pipeline}"
 
 
@@ -52,9 +53,21 @@ def drained(pipeline: str) -> str:
 
 
 def admissions(pipeline: str) -> str:
-    """Sorted set: admissions granted but whose job is not written yet, `<id>:<items>` scored by
-    when the grant lapses (ms); they count toward the backlog until the job's MULTI removes them."""
+    """Sorted set: admissions granted but whose job is not written yet, `<id>:<items>:<bytes>`
+    scored by when the grant lapses (ms); they count toward the backlog until the job's MULTI
+    removes them."""
     return f"{PREFIX}:admissions:{pipeline}"
+
+
+# Hash: the byte budget (DLPIPE_MAX_BACKLOG_BYTES), one for the whole Redis (its memory is one
+# pool). `held`: the bytes of stored inputs (item inputs and job blobs) of the jobs not ended,
+# +the job's `bytes` in its MULTI (shared/jobs.py), -them as it ends (COMPLETE_STAGE, CANCEL_JOB,
+# EXPIRE_JOB); `freed`: the bytes given back so, ever (its rate sets a byte refusal's Retry-After).
+BYTES = f"{PREFIX}:bytes"
+# Sorted set: the byte budget's open grants, the same members as admissions(pipeline) (the
+# bytes last), scored by when they lapse; they count toward `held` until the job's MULTI
+# removes them.
+BYTE_GRANTS = f"{PREFIX}:byte-grants"
 
 
 def idempotency(caller: str, key_digest: str) -> str:

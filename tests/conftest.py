@@ -18,6 +18,13 @@ from shared.embedded_redis import free_port, redis_command, start_redis, wait_fo
 REPO = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture
+def anyio_backend() -> str:
+    """Async tests run on asyncio only (the API's loop; uvloop in production), whatever other
+    backends are installed (selenium brings trio)."""
+    return "asyncio"
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One redis-server for the session; yields its URL."""

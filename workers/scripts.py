@@ -19,6 +19,21 @@ end
 return 1
 """
 
+# The byte budget (DLPIPE_MAX_BACKLOG_BYTES, keys.BYTES): a job that ends, however it ends
+# (COMPLETE_STAGE, CANCEL_JOB, EXPIRE_JOB), gives back its stored inputs' bytes (the job hash's
+# `bytes`, written with it by shared/jobs.py) in the step that ends it: `held` less them (never
+# below 0), `freed` plus them (its rate sets a byte refusal's Retry-After). Exactly once, as
+# the job ends once. Prepended to those scripts (a Lua function, defined before their body).
+_GIVE_BYTES_BACK = """
+local function give_bytes_back(job, budget)
+  local n = tonumber(redis.call('HGET', job, 'bytes') or '0')
+  if n > 0 then
+    if redis.call('HINCRBY', budget, 'held', -n) < 0 then redis.call('HSET', budget, 'held', 0) end
+    redis.call('HINCRBY', budget, 'freed', n)
+  end
+end
+"""
+
 # Record one stage's result for one item, acknowledge its stream entry, and either queue
 # the downstream stages that are now ready (each exactly once: a join is queued by
 # whichever of its needs arrives last) or, for a final result, complete the item (once)
@@ -41,11 +56,12 @@ return 1
 # its deadlines set (keys.deadlines), which the job leaves as it ends; then keys.METRICS: the
 # item's final status (`items|<pipeline>|succeeded|failed`) and the job's
 # (`jobs|<pipeline>|<status>`) are counted there (shared/metrics.py), once each, in the step
-# that makes them final.
+# that makes them final; then the byte budget (keys.BYTES), given the job's bytes back as it
+# ends (_GIVE_BYTES_BACK).
 # Returns 0 for a duplicate (already final, or the job is gone) or an item of a job that has
 # ended (canceled, expired: acknowledged, nothing recorded, nothing queued), 1 stage recorded,
 # 2 item finished, 3 job finished.
-COMPLETE_STAGE = """
+COMPLETE_STAGE = _GIVE_BYTES_BACK + """
 local acked = redis.call('XACK', KEYS[4], ARGV[1], ARGV[2])
 local tail = 14
 for d = 1, tonumber(ARGV[13]) do tail = tail + 2 + tonumber(ARGV[tail + 1]) end
@@ -123,6 +139,7 @@ redis.call('HSET', KEYS[2], 'status', status, 'completed_at', ARGV[4], 'error', 
 if metrics then redis.call('HINCRBY', metrics, 'jobs|' .. ARGV[11] .. '|' .. status, 1) end
 -- Deadlines (keys.deadlines): the job has ended, the sweep has nothing left to do for it.
 if #KEYS > named + 2 then redis.call('ZREM', KEYS[named + 3], ARGV[10]) end
+if #KEYS > named + 4 then give_bytes_back(KEYS[2], KEYS[named + 5]) end
 redis.call('EXPIRE', KEYS[2], ARGV[5])
 redis.call('EXPIRE', KEYS[3], ARGV[5])
 redis.call('XADD', KEYS[5], '*', 'job', ARGV[10], 'type', ARGV[12], 'at', ARGV[4])
@@ -135,19 +152,23 @@ return 3
 # left as it is.
 # KEYS: 1 job hash, 2 job outputs hash, 3 events stream, 4 the pipeline's backlog counter,
 #       5 (optional) its deadlines set (keys.deadlines), which the job leaves,
-#       6 (optional) keys.METRICS: the job and its unfinished items counted as canceled
+#       6 (optional) keys.METRICS: the job and its unfinished items counted as canceled,
+#       7 (optional) the byte budget (keys.BYTES), given the job's bytes back (_GIVE_BYTES_BACK)
 # ARGV: 1 now ms, 2 ttl s, 3 job id
 # Returns {1, 'canceled'}, {0, status} if the job had ended already, {-1, ''} if there is no job.
-CANCEL_JOB = """
+# Its first write is the ZREM (which never adds memory): a Redis at maxmemory (noeviction)
+# refuses a script's first write only if it may add memory, so a cancel still frees memory then.
+CANCEL_JOB = _GIVE_BYTES_BACK + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return {-1, ''} end
 if status ~= 'queued' and status ~= 'running' then return {0, status} end
+if #KEYS > 4 then redis.call('ZREM', KEYS[5], ARGV[3]) end
 local total = tonumber(redis.call('HGET', KEYS[1], 'total') or '0')
 local left = total - tonumber(redis.call('HGET', KEYS[1], 'done') or '0')
 redis.call('HSET', KEYS[1], 'status', 'canceled', 'completed_at', ARGV[1],
            'error', 'canceled: ' .. left .. ' of ' .. total .. ' items had not finished')
 if left > 0 and redis.call('DECRBY', KEYS[4], left) < 0 then redis.call('SET', KEYS[4], 0) end
-if #KEYS > 4 then redis.call('ZREM', KEYS[5], ARGV[3]) end
+if KEYS[7] then give_bytes_back(KEYS[1], KEYS[7]) end
 -- metrics: the job and its unfinished items, canceled
 if KEYS[6] then
   local pipeline = redis.call('HGET', KEYS[1], 'pipeline') or '?'
@@ -168,11 +189,13 @@ return {1, 'canceled'}
 # items, one job.completed event; it leaves the deadlines set. Exactly once with any number of
 # sweepers: a job not in the set (ended already) or not due yet is left alone.
 # KEYS: 1 job hash, 2 job outputs hash, 3 events stream, 4 backlog counter, 5 deadlines set,
-#       6 (optional) keys.METRICS: the job and the items it failed counted there
+#       6 (optional) keys.METRICS: the job and the items it failed counted there,
+#       7 (optional) the byte budget (keys.BYTES), given the job's bytes back (_GIVE_BYTES_BACK)
 # ARGV: 1 now ms, 2 ttl s, 3 job id, 4 reason format (timeout_s), 5 reason (no timeout_s)
 # Returns {1, items it failed, total} ended; {0, 0, 0} nothing to do; {-1, 0, 0} the job's
-# record is gone while it was open (its items may still count: RECOUNT_BACKLOG).
-EXPIRE_JOB = """
+# record is gone while it was open (its items and bytes may still count: RECOUNT_BACKLOG,
+# RECOUNT_BYTES).
+EXPIRE_JOB = _GIVE_BYTES_BACK + """
 local due = redis.call('ZSCORE', KEYS[5], ARGV[3])
 if not due or tonumber(due) > tonumber(ARGV[1]) then return {0, 0, 0} end
 redis.call('ZREM', KEYS[5], ARGV[3])
@@ -192,6 +215,7 @@ for i = 0, total - 1 do
 end
 local left = total - tonumber(job[3] or '0')
 if left > 0 and redis.call('DECRBY', KEYS[4], left) < 0 then redis.call('SET', KEYS[4], 0) end
+if KEYS[7] then give_bytes_back(KEYS[1], KEYS[7]) end
 local failed = tonumber(job[4] or '0') + expired
 local status, err = 'succeeded', ''
 if failed >= total then status, err = 'failed', 'all ' .. total .. ' items failed' end
@@ -232,25 +256,70 @@ redis.call('SET', KEYS[1], sum)
 return {before, sum, dropped}
 """
 
+# Set the byte budget's `held` (keys.BYTES) to what the open jobs hold: the sum of `bytes`
+# over the jobs of the given deadlines sets that are still open. The budget is one for all
+# pipelines, so every pipeline's set is given (a job of a pipeline the caller does not know is
+# not counted). Every change to `held` is atomic with its job's, so the sum is exact. O(open
+# jobs); run beside RECOUNT_BACKLOG (a sweep found a job whose record vanished while open).
+# KEYS: 1 keys.BYTES, 2.. the deadlines sets. ARGV: 1 the job keys' prefix (keys.job(''))
+# Returns {held before, after}
+RECOUNT_BYTES = """
+local before = tonumber(redis.call('HGET', KEYS[1], 'held') or '0')
+local sum = 0
+for k = 2, #KEYS do
+  for _, id in ipairs(redis.call('ZRANGE', KEYS[k], 0, -1)) do
+    local job = redis.call('HMGET', ARGV[1] .. id, 'status', 'bytes')
+    if job[1] == 'queued' or job[1] == 'running' then sum = sum + tonumber(job[2] or '0') end
+  end
+end
+redis.call('HSET', KEYS[1], 'held', sum)
+return {before, sum}
+"""
+
 # Admission control: grant a new job of a pipeline its place, or refuse it, atomically. The
 # backlog is the counter (items accepted and not finished) plus the grants still open (taken
-# by requests whose job is not written yet: members `<id>:<items>` scored by when they lapse,
-# so a request that dies between grant and write frees its place by itself). Refused when the
-# backlog is at or over the cap: a job admitted just under the cap may take it over by at
-# most its own items, never more (no two requests see the same room).
-# KEYS: 1 backlog counter, 2 grants sorted set. ARGV: 1 now ms, 2 grant life ms, 3 cap,
-# 4 grant id, 5 the job's items
-# Returns {1, backlog before it} granted, {0, backlog} refused.
+# by requests whose job is not written yet: members `<id>:<items>[:<bytes>]` scored by when
+# they lapse, so a request that dies between grant and write frees its place by itself).
+# Refused when the backlog is at or over the cap: a job admitted just under the cap may take
+# it over by at most its own items, never more (no two requests see the same room).
+# Optionally the byte budget as well (DLPIPE_MAX_BACKLOG_BYTES, one for all pipelines: Redis's
+# memory is one pool): its bytes held (keys.BYTES `held`: the stored inputs of the jobs not
+# ended) plus its open grants (keys.BYTE_GRANTS, the same members, summed by their bytes),
+# refused at or over the byte cap in the same way (overshoot: at most the job's own bytes).
+# The job's MULTI (shared/jobs.py) removes the member from both sets as it counts the job.
+# KEYS: 1 backlog counter, 2 grants sorted set; optionally 3 keys.BYTES, 4 keys.BYTE_GRANTS
+# ARGV: 1 now ms, 2 grant life ms, 3 cap, 4 grant id, 5 the job's items; with the byte keys
+#       6 the byte cap, 7 the job's bytes
+# Returns {1, backlog before it} granted, {0, backlog} refused; with the byte keys a third
+# element, the bytes held before it (counter + open byte grants).
 ADMIT = """
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
 local backlog = math.max(0, tonumber(redis.call('GET', KEYS[1]) or '0'))
 for _, member in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
-  backlog = backlog + tonumber(string.match(member, ':(%d+)$') or '0')
+  backlog = backlog + tonumber(string.match(member, '^[^:]*:(%d+)') or '0')
 end
-if backlog >= tonumber(ARGV[3]) then return {0, backlog} end
-redis.call('ZADD', KEYS[2], tonumber(ARGV[1]) + tonumber(ARGV[2]), ARGV[4] .. ':' .. ARGV[5])
+local reply = {1, backlog}
+if backlog >= tonumber(ARGV[3]) then reply[1] = 0 end
+local member = ARGV[4] .. ':' .. ARGV[5]
+if #KEYS > 2 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', ARGV[1])
+  local held = math.max(0, tonumber(redis.call('HGET', KEYS[3], 'held') or '0'))
+  for _, grant in ipairs(redis.call('ZRANGE', KEYS[4], 0, -1)) do
+    held = held + tonumber(string.match(grant, ':(%d+)$') or '0')
+  end
+  reply[3] = held
+  if held >= tonumber(ARGV[6]) then reply[1] = 0 end
+  member = member .. ':' .. ARGV[7]
+end
+if reply[1] == 0 then return reply end
+local lapse = tonumber(ARGV[1]) + tonumber(ARGV[2])
+redis.call('ZADD', KEYS[2], lapse, member)
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
-return {1, backlog}
+if #KEYS > 2 then
+  redis.call('ZADD', KEYS[4], lapse, member)
+  redis.call('PEXPIRE', KEYS[4], ARGV[2])
+end
+return reply
 """
 
 # Claim entries of a consumer group for one consumer, each with the number of times it
@@ -368,6 +437,24 @@ for k = 1, #KEYS do
     end
   end
   out[k] = {lag, pending}
+end
+return out
+"""
+
+# Read a job's (or a delivery's) keys in one atomic step that still works while Redis is over
+# its maxmemory (noeviction): a MULTI is then refused whole, reads and all (Redis refuses to
+# queue any command past maxmemory), a script's reads are not. HGETALL of each hash, then
+# LRANGE 0 -1 of each list (services/api/redis_memory.py).
+# KEYS: the hashes, then the lists. ARGV: 1 how many hashes
+# Returns one reply per key: {field, value, ...} for a hash, {item, ...} for a list.
+READ = """
+local out = {}
+for k = 1, #KEYS do
+  if k <= tonumber(ARGV[1]) then
+    out[k] = redis.call('HGETALL', KEYS[k])
+  else
+    out[k] = redis.call('LRANGE', KEYS[k], 0, -1)
+  end
 end
 return out
 """

@@ -290,8 +290,10 @@ class Store:
 
     def _tail_keys(self, pipeline: str) -> list[str]:
         """COMPLETE_STAGE's last keys, after the dead-letter stream if any: the pipeline's
-        counters and deadlines set, and the metrics hash (final statuses are counted there)."""
-        return [keys.backlog(pipeline), keys.drained(pipeline), keys.deadlines(pipeline), keys.METRICS]
+        counters and deadlines set, the metrics hash (final statuses are counted there), and the
+        byte budget (a job that ends gives its bytes back)."""
+        return [keys.backlog(pipeline), keys.drained(pipeline), keys.deadlines(pipeline), keys.METRICS,
+                keys.BYTES]  # fmt: skip
 
     def ack_gone(self, group: str, entries: list[Entry]) -> None:
         """Acknowledge entries whose item no longer exists (finished already, or expired)."""

@@ -9,6 +9,15 @@ its items to the counter and drops the grant; a request that dies in between lea
 grant that lapses by itself (GRANT_MS), never a counter that stays up. A refusal's
 `Retry-After` comes from the pipeline's drain rate (services/api/drain.py).
 
+Bytes. The same grant also holds a place in the byte budget, when one is given
+(DLPIPE_MAX_BACKLOG_BYTES; keys.BYTES): the bytes of stored inputs (item inputs and job blobs,
+as the job's MULTI writes them) of the jobs not ended, all pipelines together, since Redis's
+memory is one pool. Counted per job: added in its MULTI, given back whole as it ends (finished,
+canceled, expired), which holds a long job's inputs a little longer than Redis does (each
+item's input is freed as the item finishes), the safe side, for one counter change per job
+rather than per item. Refused (429) at or over the budget like the items; `Retry-After` from
+the rate bytes are given back (the sweep samples keys.BYTES `freed`).
+
 Idempotency. `Idempotency-Key: <key>` (1-255 printable ASCII characters) on a submit maps,
 per caller (API key), to the request's fingerprint (pipeline + the request as parsed: other
 whitespace, key order or multipart boundary make no other request) and the job. The first
@@ -66,31 +75,71 @@ return 0
 # -- admission ------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class ByteBudget:
+    """A job's place in the byte budget: its stored bytes (shared.jobs.stored_bytes), the budget
+    (DLPIPE_MAX_BACKLOG_BYTES) and the rate bytes are given back (bytes/s, None: unknown)."""
+
+    job_bytes: int
+    max_bytes: int
+    freed_per_s: float | None = None
+
+
 async def admit(
-    client: Redis, pipeline: str, items: int, max_backlog: int, drain_per_s: float | None = None
+    client: Redis,
+    pipeline: str,
+    items: int,
+    max_backlog: int,
+    drain_per_s: float | None = None,
+    budget: ByteBudget | None = None,
 ) -> str:
-    """Take a grant for a job of `items` items, or raise 429 (`Retry-After` from the pipeline's
-    drain rate, `drain_per_s` items/s, None: unknown); returns the grant (for queue_new_job)."""
+    """Take a grant for a job of `items` items (and, with a `budget`, its bytes), or raise 429
+    (`Retry-After` from the pipeline's drain rate, `drain_per_s` items/s, or for bytes from the
+    budget's; None: unknown); returns the grant (for queue_new_job)."""
     grant = uuid.uuid4().hex
     script = client.register_script(scripts.ADMIT)
-    granted, backlog = await script(
-        keys=[keys.backlog(pipeline), keys.admissions(pipeline)],
-        args=[now_ms(), GRANT_MS, max_backlog, grant, items],
-    )
-    if not int(granted):
-        wait_s = retry_after_s(int(backlog), max_backlog, drain_per_s)
-        raise HTTPException(
-            429,
-            f"pipeline {pipeline!r} is at capacity: {int(backlog)} items accepted and not finished, "
-            f"at most {max_backlog} (DLPIPE_MAX_BACKLOG); retry after {wait_s} s",
-            headers={"Retry-After": str(wait_s)},
+    if budget is None:
+        granted, backlog = await script(
+            keys=[keys.backlog(pipeline), keys.admissions(pipeline)],
+            args=[now_ms(), GRANT_MS, max_backlog, grant, items],
         )
-    return f"{grant}:{items}"
+    else:
+        granted, backlog, held = await script(
+            keys=[keys.backlog(pipeline), keys.admissions(pipeline), keys.BYTES, keys.BYTE_GRANTS],
+            args=[now_ms(), GRANT_MS, max_backlog, grant, items, budget.max_bytes, budget.job_bytes],
+        )
+    if int(granted):
+        return f"{grant}:{items}" if budget is None else f"{grant}:{items}:{budget.job_bytes}"
+    if int(backlog) >= max_backlog or budget is None:
+        wait_s = retry_after_s(int(backlog), max_backlog, drain_per_s)
+        detail = (
+            f"pipeline {pipeline!r} is at capacity: {int(backlog)} items accepted and not finished, "
+            f"at most {max_backlog} (DLPIPE_MAX_BACKLOG); retry after {wait_s} s"
+        )
+    else:
+        wait_s = retry_after_s(int(held), budget.max_bytes, budget.freed_per_s)
+        detail = (
+            f"at capacity: the jobs not finished hold {_size(int(held))} of inputs in Redis, at most "
+            f"{_size(budget.max_bytes)} (DLPIPE_MAX_BACKLOG_BYTES, all pipelines together); "
+            f"retry after {wait_s} s"
+        )
+    raise HTTPException(429, detail, headers={"Retry-After": str(wait_s)})
+
+
+def _size(n: int) -> str:
+    """12345678 -> '12345678 bytes (11.8 MiB)'."""
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= scale:
+            return f"{n} bytes ({n / scale:.1f} {unit})"
+    return f"{n} bytes"
 
 
 async def drop_grant(client: Redis, pipeline: str, grant: str) -> None:
     """Give a grant back at once (the job was not written); it would lapse by itself anyway."""
-    await client.zrem(keys.admissions(pipeline), grant)
+    async with client.pipeline(transaction=False) as pipe:
+        pipe.zrem(keys.admissions(pipeline), grant)
+        pipe.zrem(keys.BYTE_GRANTS, grant)
+        await pipe.execute()
 
 
 # -- idempotency ----------------------------------------------------------------------------

@@ -7,6 +7,10 @@ Retry-After is how long the pipeline needs, at that rate, to finish the items th
 between its backlog and the cap: ceil((backlog - cap + 1) / rate) seconds, clamped to
 [MIN_S, MAX_S]. While the rate is unknown (the API has sampled for less than MIN_SPAN_S):
 DEFAULT_S. While nothing drains (no workers, a stuck stage): MAX_S.
+
+The byte budget (DLPIPE_MAX_BACKLOG_BYTES) works the same way in bytes: the sweep samples the
+bytes given back by ended jobs (keys.BYTES `freed`) under the name BYTES, and a refusal for
+bytes waits for the bytes between what the jobs hold and the budget.
 """
 
 from __future__ import annotations
@@ -14,11 +18,14 @@ from __future__ import annotations
 import math
 from collections import deque
 
+from shared import keys
+
 WINDOW_S = 30.0  # the rate is measured over about this much of the recent past
 MIN_SPAN_S = 2.0  # fewer seconds of samples than this: the rate is unknown
 MIN_S = 1  # Retry-After never says less (HTTP's unit is the second)
 DEFAULT_S = 5  # ... when the rate is not known yet
 MAX_S = 60  # ... never more: the drain may speed up (workers added, a stage unstuck)
+BYTES = keys.BYTES  # the name the byte budget's samples go by (no pipeline name holds a ':')
 
 
 class DrainRates:

@@ -2,11 +2,18 @@
 
 shared.errors.NotFound -> 404, InvalidRequest -> 422 (naming the field), Conflict -> 409,
 PayloadTooLarge -> 413, UnsupportedMediaType -> 415, Unavailable and Redis connection/timeout
-errors -> 503, FastAPI's own validation errors -> 422. A client gone before its body was read (or
-cut for sending it too slowly: services/api/connections.py) is no bug: logged, and nothing is
-sent. Anything else is a bug: logged with its traceback and answered 500 without one
-(InternalErrors), on a connection that stays usable. A detail never runs past MAX_DETAIL_CHARS,
-whatever a client sent to be quoted in it.
+errors -> 503, Redis out of memory (a write refused at `maxmemory` under noeviction) -> 503,
+FastAPI's own validation errors -> 422. A client gone before its body was read (or cut for sending
+it too slowly: services/api/connections.py) is no bug: logged, and nothing is sent. Anything else
+is a bug: logged with its traceback and answered 500 without one (InternalErrors), on a connection
+that stays usable. A detail never runs past MAX_DETAIL_CHARS, whatever a client sent to be quoted.
+
+Out of memory: Redis answers `OOM command not allowed when used memory > 'maxmemory'` (redis-py's
+OutOfMemoryError, the code taken off); a script's refused write comes from 6.2 (the bundled
+redis-server) as a plain ResponseError with those words inside (`Error running script ...`):
+both are matched. Nothing of a refused request is stored: Redis discards a MULTI with a refused
+command whole, and refuses a script only at its first write that may add memory, before it has
+written anything.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import OutOfMemoryError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
@@ -115,6 +123,30 @@ async def _client_gone(request: Request, exc: Exception) -> JSONResponse:
     return error_response(400, "client disconnected")  # never sent: the connection is gone
 
 
+OUT_OF_MEMORY = "command not allowed when used memory > 'maxmemory'"  # Redis's words for it
+OUT_OF_MEMORY_RETRY_S = 5
+OUT_OF_MEMORY_DETAIL = (
+    "Redis is full (its maxmemory is reached and it evicts nothing): the request was refused and "
+    f"nothing of it was stored; retry after {OUT_OF_MEMORY_RETRY_S} s, as finished jobs free "
+    "memory. Operators: raise Redis's maxmemory (DLPIPE_REDIS_MAXMEMORY for `dlpipe up`) or "
+    "lower DLPIPE_MAX_BACKLOG_BYTES"
+)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """A Redis error refusing a write at maxmemory (noeviction), as Redis 7 or 6.2 says it."""
+    return isinstance(exc, OutOfMemoryError) or (isinstance(exc, ResponseError) and OUT_OF_MEMORY in str(exc))
+
+
+async def _redis_refused(request: Request, exc: Exception) -> JSONResponse:
+    if not is_out_of_memory(exc):
+        raise exc  # any other refusal is a bug: on to the 500 handler, as before
+    log.warning(
+        "%s %s: redis is out of memory (maxmemory): a write was refused", request.method, request.url.path
+    )
+    return error_response(503, OUT_OF_MEMORY_DETAIL, **{"Retry-After": str(OUT_OF_MEMORY_RETRY_S)})
+
+
 async def _request_validation(request: Request, exc: Exception) -> JSONResponse:
     errors = exc.errors() if isinstance(exc, RequestValidationError) else []
     message, field = describe_validation_errors(errors)
@@ -174,5 +206,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RedisConnectionError, _redis_down)
     app.add_exception_handler(RedisTimeoutError, _redis_down)
     app.add_exception_handler(ClientDisconnect, _client_gone)
+    app.add_exception_handler(ResponseError, _redis_refused)  # OutOfMemoryError is one
     app.add_exception_handler(RequestValidationError, _request_validation)
     app.add_exception_handler(HTTPException, _http)

@@ -11,11 +11,12 @@ from typing import Any
 from fastapi import Request
 from redis.exceptions import WatchError
 
-from services.api import admission
+from services.api import admission, drain
 from services.api.inputs import ParsedJob
+from services.api.redis_memory import transaction
 from services.api.views import strict_json
-from shared.jobs import deadline_ms, groups_record, queue_new_job
 from shared.errors import Unavailable
+from shared.jobs import deadline_ms, encode_inputs, groups_record, queue_new_job, stored_bytes
 from shared.messages import JobStatus, JobView, job_view_from_redis, now_ms
 from shared.pipeline_spec import PipelineSpec
 
@@ -39,12 +40,19 @@ async def admit_and_write(
     job_id: str,
     claim: admission.Claim | None,
 ) -> Accepted:
-    """Take the job's place in the backlog and write it; on any failure give both back."""
+    """Take the job's place in the backlog (items and bytes) and write it; on any failure give
+    both back."""
     grant: str | None = None
     try:
-        rate = request.app.state.drain_rates.rate(pipeline.name)
-        grant = await admission.admit(client, pipeline.name, len(parsed.inputs), settings.max_backlog, rate)
-        return await _write_job(client, settings, pipeline, parsed, job_id, grant, claim)
+        rates = request.app.state.drain_rates
+        encoded = encode_inputs(parsed.inputs)  # once: their size is what the byte budget counts
+        budget = admission.ByteBudget(
+            stored_bytes(encoded, parsed.blobs), settings.max_backlog_bytes, rates.rate(drain.BYTES)
+        )
+        grant = await admission.admit(
+            client, pipeline.name, len(parsed.inputs), settings.max_backlog, rates.rate(pipeline.name), budget
+        )
+        return await _write_job(client, settings, pipeline, parsed, job_id, grant, claim, encoded)
     except BaseException:
         # Nothing was written (or we cannot tell): give the key and the grant back, best effort;
         # both lapse by themselves if Redis is not there to hear it.
@@ -70,6 +78,7 @@ async def _write_job(
     job_id: str,
     grant: str,
     claim: admission.Claim | None,
+    encoded: list[bytes],
 ) -> Accepted:
     """Write the job (and the Idempotency-Key's final record) in one transaction; its 202 body,
     rendered first: a job whose answer cannot be rendered is refused, not written."""
@@ -91,7 +100,7 @@ async def _write_job(
     view = job_view_from_redis(record, {})
     body = strict_json(view)
     try:
-        async with client.pipeline(transaction=True) as pipe:
+        async with transaction(client) as pipe:  # its refusal (Redis full) reported at once
             if claim is not None:
                 await claim.fence(pipe)
             queue_new_job(
@@ -110,6 +119,7 @@ async def _write_job(
                 item_blobs=parsed.item_blobs or None,
                 timeout_s=parsed.timeout_s,
                 admission=grant,
+                encoded=encoded,
             )
             if claim is not None:
                 claim.record(pipe, view.model_dump(mode="json"), settings.idempotency_ttl_s)

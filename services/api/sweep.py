@@ -18,8 +18,13 @@ A job whose record vanished while open (deleted or evicted, or kept past its TTL
 while no API ran) would leave its unfinished items in the backlog counter forever: when the
 sweep meets one, it recounts that pipeline's backlog from its open jobs (RECOUNT_BACKLOG).
 
-Each tick also samples each pipeline's drained counter (keys.drained) for the 429's
-Retry-After (services/api/drain.py), in the same round trip.
+The byte budget (keys.BYTES, one for all pipelines) is kept the same way: the scripts that
+end a job give its bytes back, and a vanished job's bytes are recounted from the open jobs of
+every pipeline this API serves (RECOUNT_BYTES).
+
+Each tick also samples each pipeline's drained counter (keys.drained), and the bytes given
+back (keys.BYTES `freed`), for the 429's Retry-After (services/api/drain.py), in the same
+round trip.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from services.api.drain import DrainRates
+from services.api.drain import BYTES, DrainRates
 from shared import keys
 from shared.jobs import TTL_EXPIRED_REASON, drop_items, expired_reason
 from shared.messages import now_ms
@@ -70,6 +75,7 @@ class Sweeper:
         self.clock = clock
         self._expire = client.register_script(scripts.EXPIRE_JOB)
         self._recount = client.register_script(scripts.RECOUNT_BACKLOG)
+        self._recount_bytes = client.register_script(scripts.RECOUNT_BYTES)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Sweep every interval until `stop` is set (a sweep in hand is finished first: it is not
@@ -98,8 +104,10 @@ class Sweeper:
                 for name in self.pipelines:
                     pipe.zrangebyscore(keys.deadlines(name), "-inf", now, start=0, num=BATCH)
                     pipe.get(keys.drained(name))
-                replies = await pipe.execute()
+                pipe.hget(keys.BYTES, "freed")
+                *replies, freed = await pipe.execute()
             at_s = self.clock()
+            self.rates.observe(BYTES, at_s, int(freed or 0))
             overdue: list[tuple[str, str]] = []
             for name, ids, drained in zip(self.pipelines, replies[::2], replies[1::2], strict=True):
                 self.rates.observe(name, at_s, int(drained or 0))
@@ -111,12 +119,12 @@ class Sweeper:
 
     async def _end(self, overdue: list[tuple[str, str]], now: int) -> int:
         """End these jobs (EXPIRE_JOB) in one round trip, free their items' inputs in another;
-        recount the backlog of a pipeline where a job's record was gone."""
+        recount the backlog of a pipeline where a job's record was gone, and the byte budget."""
         async with self.client.pipeline(transaction=False) as pipe:
             for name, job_id in overdue:
                 await self._expire(
                     keys=[keys.job(job_id), keys.job_outputs(job_id), keys.EVENTS,
-                          keys.backlog(name), keys.deadlines(name), keys.METRICS],
+                          keys.backlog(name), keys.deadlines(name), keys.METRICS, keys.BYTES],
                     args=[now, self.ttl_s, job_id, expired_reason("%s"), TTL_EXPIRED_REASON],
                     client=pipe,
                 )  # fmt: skip
@@ -143,4 +151,11 @@ class Sweeper:
                 "pipeline=%s backlog recounted from its open jobs: %s -> %s (%s gone dropped)",
                 name, _text(before), _text(after), _text(dropped),
             )  # fmt: skip
+        if recount:
+            before, after = await self._recount_bytes(
+                keys=[keys.BYTES, *(keys.deadlines(name) for name in self.pipelines)], args=[keys.job("")]
+            )
+            log.warning(
+                "byte budget recounted from the open jobs: %s -> %s bytes", _text(before), _text(after)
+            )
         return ended

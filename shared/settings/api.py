@@ -52,6 +52,15 @@ class ApiSettings(SettingsGroup):
             "`Retry-After` while it is at or over this."
         ),
     )
+    max_backlog_bytes: int = Field(
+        default=1024 * 1024 * 1024,
+        ge=1,
+        description=(
+            "Bytes of inputs (as stored in Redis: items' inputs and uploaded videos) that jobs not "
+            "finished may hold, all pipelines together; new jobs get 429 with `Retry-After` while "
+            "at or over this."
+        ),
+    )
     idempotency_ttl_s: int = Field(
         default=24 * 3600,
         ge=24 * 3600,

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from shared.embedded_redis import MAXMEMORY_PATTERN
 from shared.settings.group import SettingsGroup
 
 DEFAULT_PIPELINES_FILE = Path(__file__).resolve().parent.parent / "pipelines.yaml"
@@ -30,6 +31,14 @@ class StackSettings(SettingsGroup):
         description=(
             "When the embedded Redis (`dlpipe up`) fsyncs its AOF: `everysec` (a power loss may lose "
             "the last second or two of accepted jobs) or `always` (every job is on disk before its 202)."
+        ),
+    )
+    redis_maxmemory: str = Field(
+        default="2gb",
+        pattern=MAXMEMORY_PATTERN,
+        description=(
+            "Memory limit of the embedded Redis (`dlpipe up`), a Redis size (`2gb`, `512mb`); past it "
+            "Redis refuses writes (`noeviction`: submits get 503) and drops nothing. `0` or empty: none."
         ),
     )
 

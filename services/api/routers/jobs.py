@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Response
 from starlette.exceptions import HTTPException
 
 from services.api.deps import JobIdPath, RedisDep, SettingsDep, WaitersDep, check_job_id
+from services.api.redis_memory import read_keys
 from services.api.routers.webhooks import with_delivery_state
 from services.api.schemas import ErrorBody
 from services.api.views import job_response
@@ -25,7 +26,7 @@ router = APIRouter(prefix="/v1", tags=["jobs"])
 _ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorBody, "description": "No such job."},
     422: {"model": ErrorBody, "description": "The request is not valid; `field` names what."},
-    503: {"model": ErrorBody, "description": "Redis is unavailable."},
+    503: {"model": ErrorBody, "description": "Redis is unavailable (or full, for a cancel)."},
 }
 
 
@@ -62,11 +63,9 @@ async def get_job(
 
 async def read_job(client: Any, job_id: str) -> JobView:
     """The job as GET shows it (with its webhook's delivery state); NotFound if there is none."""
-    async with client.pipeline(transaction=True) as pipe:
-        pipe.hgetall(keys.job(job_id))
-        pipe.hgetall(keys.job_outputs(job_id))
-        pipe.hgetall(keys.job_webhook(job_id))
-        job, outputs, deliveries = await pipe.execute()
+    job, outputs, deliveries = await read_keys(
+        client, [keys.job(job_id), keys.job_outputs(job_id), keys.job_webhook(job_id)]
+    )
     if not job:
         raise NotFound(f"no job {shown(job_id)}")
     return await with_delivery_state(client, job_view_from_redis(job, outputs), deliveries)
@@ -108,6 +107,7 @@ async def cancel_job(
             keys.backlog(name),
             keys.deadlines(name),
             keys.METRICS,  # counts the job and its unfinished items as canceled
+            keys.BYTES,  # the job's bytes, given back to the byte budget
         ],
         args=[now_ms(), settings.job_ttl_s, job_id],
     )

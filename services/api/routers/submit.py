@@ -57,10 +57,17 @@ SUBMIT_ERRORS: dict[int | str, dict[str, Any]] = {
     },
     429: {
         "model": ErrorBody,
-        "description": "The pipeline's backlog is at `DLPIPE_MAX_BACKLOG`: retry after `Retry-After` s.",
+        "description": (
+            "The pipeline's backlog is at `DLPIPE_MAX_BACKLOG` items, or the jobs not finished hold "
+            "`DLPIPE_MAX_BACKLOG_BYTES` of inputs: retry after `Retry-After` s."
+        ),
         "headers": {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}},
     },
-    503: {"model": ErrorBody, "description": "Redis is unavailable."},
+    503: {
+        "model": ErrorBody,
+        "description": "Redis is unavailable, or full (its maxmemory): retry after `Retry-After` s.",
+        "headers": {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}},
+    },
 }
 
 SUBMIT_DESCRIPTION = (
@@ -70,8 +77,8 @@ SUBMIT_DESCRIPTION = (
     "`timeout_s` (optional) sets a deadline: items not finished that many seconds after submission "
     "fail as `expired`. An `Idempotency-Key` header makes retries safe: the same key with the same "
     "request answers the first job again (202, same id and body, `Idempotent-Replayed: true`), with "
-    "another request 422. While the pipeline's backlog is at `DLPIPE_MAX_BACKLOG` items, new jobs "
-    "get 429 with `Retry-After`.\n\n"
+    "another request 422. While the pipeline's backlog is at `DLPIPE_MAX_BACKLOG` items, or the jobs "
+    "not finished hold `DLPIPE_MAX_BACKLOG_BYTES` of inputs, new jobs get 429 with `Retry-After`.\n\n"
     "`Prefer: wait=N` (RFC 7240) asks to wait up to N seconds (at most `DLPIPE_MAX_WAIT_S`) for the "
     "job to end: ended in time, the answer is 200 with the final job (outputs and all); else it is "
     "the usual 202 once the time is up. The job runs the same either way."

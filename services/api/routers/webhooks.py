@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 from starlette.exceptions import HTTPException
 
 from services.api.deps import JobIdPath, RedisDep, SettingsDep, check_job_id
+from services.api.redis_memory import read_keys
 from services.api.schemas import ErrorBody
 from shared import keys
 from shared import webhooks as state
@@ -27,10 +28,7 @@ async def with_delivery_state(client: Redis, view: JobView, deliveries: dict[Any
     delivery = state.shown_delivery(deliveries)
     if view.webhook is None or delivery is None:
         return view
-    async with client.pipeline(transaction=True) as pipe:
-        pipe.hgetall(keys.webhook(delivery))
-        pipe.lrange(keys.webhook_attempts(delivery), 0, -1)
-        fields, attempts = await pipe.execute()
+    fields, attempts = await read_keys(client, [keys.webhook(delivery)], [keys.webhook_attempts(delivery)])
     return view.model_copy(update={"webhook": state.with_delivery(view.webhook, fields, attempts)})
 
 
