@@ -1,12 +1,15 @@
 """Worker heartbeats: how workers announce what they serve, and how /readyz reads it.
 
-A worker writes, every `heartbeat_interval_ms`:
+A worker writes, every `heartbeat_interval_ms`, in one script (HEARTBEAT):
   ZADD  keys.WORKERS {worker_id: now_ms}
   HSET  keys.worker(worker_id) kind=<preprocess|model|notifier> streams=<comma-joined stream names>
         pid=<pid> host=<hostname>
   PEXPIRE keys.worker(worker_id) <worker_ttl_ms>
 A worker is live while its score is within `worker_ttl_ms` of now. These helpers build the
-commands and read the replies; they work with sync and async redis-py pipelines alike.
+commands and read the replies; they work with sync and async redis-py pipelines alike. The script
+first forgets workers dead for long, a write that adds no memory, so that a Redis over its
+maxmemory takes the heartbeat all the same (shared/redis_full.py): a full Redis must not make live
+workers look dead.
 """
 
 from __future__ import annotations
@@ -18,15 +21,22 @@ from typing import Any
 from shared import keys
 
 
+# KEYS: 1 keys.WORKERS, 2 keys.worker(id). ARGV: 1 worker id, 2 now ms, 3 ttl ms, 4 kind,
+# 5 streams (comma-joined), 6 pid, 7 host. Forgets workers dead for 10 TTLs (keeps the set small).
+HEARTBEAT = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[2]) - 10 * tonumber(ARGV[3]))
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('HSET', KEYS[2], 'kind', ARGV[4], 'streams', ARGV[5], 'pid', ARGV[6], 'host', ARGV[7])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+return 1
+"""
+
+
 def add_heartbeat(pipe: Any, worker_id: str, kind: str, streams: list[str], now_ms: int, ttl_ms: int) -> None:
-    pipe.zadd(keys.WORKERS, {worker_id: now_ms})
-    pipe.hset(
-        keys.worker(worker_id),
-        mapping={"kind": kind, "streams": ",".join(streams), "pid": str(os.getpid()), "host": socket.gethostname()},
-    )
-    pipe.pexpire(keys.worker(worker_id), ttl_ms)
-    # Forget workers dead for long (keeps the set small); live ones are refreshed above.
-    pipe.zremrangebyscore(keys.WORKERS, "-inf", now_ms - 10 * ttl_ms)
+    pipe.eval(
+        HEARTBEAT, 2, keys.WORKERS, keys.worker(worker_id),
+        worker_id, now_ms, ttl_ms, kind, ",".join(streams), str(os.getpid()), socket.gethostname(),
+    )  # fmt: skip
 
 
 def remove_heartbeat(pipe: Any, worker_id: str) -> None:

@@ -9,11 +9,16 @@ A NOSCRIPT call did not run, so each script call still runs exactly once.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import redis
 from redis.commands.core import Script
 from redis.exceptions import NoScriptError
+
+from shared.redis_full import is_out_of_memory
+
+log = logging.getLogger(__name__)
 
 
 class ScriptedPipeline:
@@ -31,8 +36,10 @@ class ScriptedPipeline:
     def __len__(self) -> int:
         return len(self.pipe)
 
-    def execute(self) -> list[Any]:
-        """Every reply in order; raises the first error after all commands ran (as redis-py does)."""
+    def execute(self, counts_from: int | None = None) -> list[Any]:
+        """Every reply in order; raises the first error after all commands ran (as redis-py does).
+        Commands from position `counts_from` on only count things (metrics): Redis refusing them
+        for memory (shared/redis_full.py) costs those counts, logged, not the worker its step."""
         if not len(self.pipe):
             return []
         replies = self.pipe.execute(raise_on_error=False)
@@ -44,7 +51,12 @@ class ScriptedPipeline:
                 again.eval(script.script, len(keys), *keys, *args)
             for at, reply in zip(unknown, again.execute(raise_on_error=False), strict=True):
                 replies[at] = reply
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
+        for at, reply in enumerate(replies):
+            if not isinstance(reply, Exception):
+                continue
+            if counts_from is not None and at >= counts_from and is_out_of_memory(reply):
+                log.warning("redis is at its maxmemory: %d counter updates dropped", len(replies) - at)
+                replies[at:] = [None] * (len(replies) - at)
+                break
+            raise reply
         return replies

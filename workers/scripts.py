@@ -7,8 +7,11 @@
 # Every event carries its time, `at` (ms).
 
 # Mark a job running when a worker first takes one of its items (emitting job.started).
+# Its first write adds no memory (an HDEL of a field no job has), so that Redis over its
+# maxmemory lets the rest through: a worker must not stall on a full Redis (shared/redis_full.py).
 # KEYS[1] job hash, KEYS[2] events stream; ARGV[1] now (ms), ARGV[2] job id
 START_JOB = """
+redis.call('HDEL', KEYS[1], '-')
 if redis.call('HGET', KEYS[1], 'status') == 'queued' then
   redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[1])
   local wants = redis.call('HGET', KEYS[1], 'webhook_events')

@@ -19,6 +19,7 @@ from shared import codecs, keys
 from shared.jobs import expired_reason
 from shared.messages import EventType, ItemOutput, ItemStatus, JobStatus, WorkItem, now_ms
 from shared.pipeline_spec import INPUT, PipelinesConfig, StageSpec
+from shared.redis_full import is_out_of_memory
 from workers import scripts
 from workers.scripted_pipeline import ScriptedPipeline
 
@@ -73,8 +74,18 @@ class Store:
             try:
                 self.redis.xgroup_create(keys.stream(name), group, id="0", mkstream=True)
             except redis.ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
+                if "BUSYGROUP" in str(exc):
+                    continue
+                # Redis over its maxmemory refuses XGROUP CREATE even for a group that exists.
+                if not (is_out_of_memory(exc) and self._has_group(keys.stream(name), group)):
                     raise
+
+    def _has_group(self, stream_key: str, group: str) -> bool:
+        try:
+            found = self.redis.xinfo_groups(stream_key)
+        except redis.ResponseError:  # no such stream
+            return False
+        return any(_text(g.get("name", g.get(b"name", b""))) == group for g in found)
 
     def read(
         self,
@@ -235,13 +246,14 @@ class Store:
         stamp = now_ms()
         for result in results:
             self._complete_one(pipe, group, result, stamp)
+        counted = len(pipe)
         for key, fields in (counters or {}).items():
             for name, amount in fields.items():
                 if isinstance(amount, float):
                     pipe.pipe.hincrbyfloat(key, name, amount)
                 else:
                     pipe.pipe.hincrby(key, name, amount)
-        return [int(r) for r in pipe.execute()[: len(results)]]
+        return [int(r) for r in pipe.execute(counts_from=counted)[: len(results)]]
 
     def _complete_one(self, pipe: ScriptedPipeline, group: str, result: StageResult, stamp: int) -> None:
         item = result.entry.item

@@ -26,7 +26,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import OutOfMemoryError, ResponseError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
@@ -41,6 +41,7 @@ from shared.errors import (
     Unavailable,
     cut,
 )
+from shared.redis_full import is_out_of_memory
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +124,6 @@ async def _client_gone(request: Request, exc: Exception) -> JSONResponse:
     return error_response(400, "client disconnected")  # never sent: the connection is gone
 
 
-OUT_OF_MEMORY = "command not allowed when used memory > 'maxmemory'"  # Redis's words for it
 OUT_OF_MEMORY_RETRY_S = 5
 OUT_OF_MEMORY_DETAIL = (
     "Redis is full (its maxmemory is reached and it evicts nothing): the request was refused and "
@@ -131,11 +131,6 @@ OUT_OF_MEMORY_DETAIL = (
     "memory. Operators: raise Redis's maxmemory (DLPIPE_REDIS_MAXMEMORY for `dlpipe up`) or "
     "lower DLPIPE_MAX_BACKLOG_BYTES"
 )
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    """A Redis error refusing a write at maxmemory (noeviction), as Redis 7 or 6.2 says it."""
-    return isinstance(exc, OutOfMemoryError) or (isinstance(exc, ResponseError) and OUT_OF_MEMORY in str(exc))
 
 
 async def _redis_refused(request: Request, exc: Exception) -> JSONResponse:

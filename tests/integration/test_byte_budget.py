@@ -30,14 +30,15 @@ from redis.exceptions import OutOfMemoryError
 
 from services.api.app import create_app
 from services.api.drain import DEFAULT_S, DrainRates
-from services.api.errors import is_out_of_memory
 from services.api.redis_memory import transaction
 from services.api.sweep import Sweeper
 from services.embedded import REDIS_GRACE_S, start_embedded_redis
 from shared import keys
 from shared.embedded_redis import find_redis_server, start_redis
 from shared.messages import now_ms
-from tests.integration.test_api_limits import api_settings, b64, finish_everything, job_count
+from shared.redis_full import is_out_of_memory
+from workers.heartbeat import Heartbeat
+from tests.integration.test_api_limits import Stack, api_settings, b64, finish_everything, job_count
 from tests.unit.test_api_fixtures import anyio_backend, running  # noqa: F401
 from tests.waiting import wait_until
 
@@ -206,6 +207,29 @@ def small_redis(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]
     finally:
         proc.kill()
         proc.wait(timeout=10)
+
+
+def test_over_its_maxmemory_redis_still_lets_the_workers_finish_what_it_holds(
+    tmp_path: Path, small_redis: str
+) -> None:
+    stack = Stack(small_redis, tmp_path)  # consumer groups made while there is room
+    stack.queue("j1", 8)
+    client = redis.Redis.from_url(small_redis)
+    client.setrange("dlpipe:test:ballast", 5 * 1024 * 1024, "x")  # Redis is over its 4 MB now
+    with pytest.raises(redis.ResponseError) as refused:
+        client.set("dlpipe:test:new-work", "x")
+    assert is_out_of_memory(refused.value)
+    # The workers start the job, run every stage, count, beat and recover all the same.
+    beat = Heartbeat(client, "cpu-1", "preprocess", ["cpu.sums.prep"], interval_ms=1000, ttl_ms=10_000)
+    assert beat.beat()
+    stack.cpu.recover()
+    stack.model.recover()
+    for _ in range(10):
+        if stack.cpu.run_once() + stack.model.run_once() == 0:
+            break
+    assert client.hget(keys.job("j1"), "status") == b"succeeded"
+    assert int(client.hget(keys.job("j1"), "done")) == 8
+    assert client.zscore(keys.WORKERS, "cpu-1") is not None
 
 
 async def test_a_submit_redis_has_no_memory_for_gets_503_leaves_nothing_and_the_api_goes_on(
