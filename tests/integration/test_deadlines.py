@@ -11,9 +11,6 @@
 from __future__ import annotations
 
 import base64
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,10 +24,9 @@ from services.api import sweep as sweep_module
 from services.api.drain import MAX_S, DrainRates
 from services.api.sweep import Sweeper
 from shared import keys
-from shared.embedded_redis import free_port
 from shared.jobs import TTL_EXPIRED_REASON, queue_new_job
 from shared.messages import now_ms
-from tests.conftest import REPO
+from tests.apiproc import api_process as start_api
 from tests.integration.test_api_limits import Stack, backlog, stack  # noqa: F401 - fixture
 from tests.stagefns import job_view
 from tests.unit.test_api_fixtures import anyio_backend, write_pipelines  # noqa: F401 - fixture
@@ -47,33 +43,11 @@ def completed_events(client: redis.Redis, job_id: str) -> int:
 @pytest.fixture
 def api_process(tmp_path: Path, redis_url: str) -> Iterator[str]:
     """`dlpipe api` on a free port, on the test's Redis, with no worker anywhere; its base URL."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DLPIPE_")}
-    env.update(
-        DLPIPE_REDIS_URL=redis_url, DLPIPE_PORT=str(port), DLPIPE_MAX_BACKLOG="3",
-        DLPIPE_PIPELINES_FILE=str(write_pipelines(tmp_path)), DLPIPE_DEADLINE_SWEEP_INTERVAL_MS=str(SWEEP_MS),
-        PYTHONPATH=str(REPO),
-    )  # fmt: skip
-    log = (tmp_path / "api.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "api"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
-    )
-    base = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        assert proc.poll() is None, (tmp_path / "api.log").read_text()
-        try:
-            return httpx.get(f"{base}/healthz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    try:
-        wait_until(up, 60, "the API to answer")
-        yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.close()
+    with start_api(
+        tmp_path, redis_url, max_backlog="3", pipelines_file=str(write_pipelines(tmp_path)),
+        deadline_sweep_interval_ms=str(SWEEP_MS),
+    ) as api:  # fmt: skip
+        yield api.url
 
 
 def test_with_no_worker_a_job_still_ends_by_its_deadline(api_process: str, redis_client: redis.Redis) -> None:
