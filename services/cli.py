@@ -8,6 +8,7 @@
     dlpipe check [--no-import]                 validate the pipelines file
     dlpipe healthcheck api|preprocess|model|notifier   for container healthchecks
     dlpipe bench [flags]                       benchmark against the limit, the ceiling, peers (-h)
+    dlpipe deploy k8s [--overlay cpu|gpu] [--out DIR]  Kubernetes: KEDA ScaledObjects, a kustomization
 
 Settings come from DLPIPE_* variables (see README); flags override them. Settings are built
 once, here, and passed down. The API and worker modules are imported only inside their
@@ -24,6 +25,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from services import deploy_k8s
 from shared.logs import setup_logging
 from shared.settings import Settings
 
@@ -137,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
         prefix_chars="+",
     )
     p_bench.add_argument("bench_args", nargs=argparse.REMAINDER)
+    deploy_k8s.add_parser(sub, count=_positive_int)
     return parser
 
 
@@ -270,6 +273,7 @@ COMMANDS = {
     "check": cmd_check,
     "healthcheck": cmd_healthcheck,
     "bench": cmd_bench,
+    "deploy": deploy_k8s.run,  # `dlpipe deploy k8s`, its only target so far
 }
 
 
