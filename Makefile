@@ -20,10 +20,16 @@ run: install
 
 # Debian's docker-compose parses docker-compose.yml without a Docker engine (a test runs
 # `docker-compose config`); installed when we may (root), else that one test skips.
+# kubectl builds deploy/k8s offline (`kubectl kustomize`, tests/integration/test_k8s_manifests.py):
+# Debian's kubernetes-client when there is none; its kustomize must know components (kubectl
+# 1.21+: Debian 12's is 1.20, so there the test skips and says so).
 tools:
 	@command -v docker-compose >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null; }; } || \
 	  echo "docker-compose not installed: the compose validation test will skip"
+	@command -v kubectl >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubernetes-client >/dev/null; }; } || \
+	  echo "kubectl not installed: the Kubernetes manifest tests will skip"
 
 test: install tools
 	$(BIN)/python -m pytest
