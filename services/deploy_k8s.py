@@ -43,7 +43,11 @@ def _header(args: argparse.Namespace, path: Path, redis: RedisTarget) -> str:
         flags.append(f"--namespace {args.namespace}")
     if args.redis_url is not None:
         flags.append(f"--redis-url <Redis at {redis.address}>")
-    flags += [f"--{f.replace('_', '-')} {getattr(args, f)}" for f in ("max_preprocess_pods", "max_model_pods") if getattr(args, f)]
+    flags += [
+        f"--{f.replace('_', '-')} {getattr(args, f)}"
+        for f in ("max_preprocess_pods", "max_model_pods")
+        if getattr(args, f)
+    ]
     source = "the bundled shared/pipelines.yaml" if _is_bundled(path) else str(path)
     return (
         f"Rendered by `dlpipe deploy k8s {' '.join(flags)}` from {source}:\n"
@@ -104,7 +108,9 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         out, k8s_dir, args.overlay, args.namespace, pipelines=custom, in_cluster_redis=args.redis_url is None,
         registry=args.registry,
     )  # fmt: skip
-    (out / "kustomization.yaml").write_text(to_yaml([data], f"Written by `dlpipe deploy k8s`: kubectl apply -k {out}"))
+    (out / "kustomization.yaml").write_text(
+        to_yaml([data], f"Written by `dlpipe deploy k8s`: kubectl apply -k {out}")
+    )
     print(f"dlpipe deploy k8s: wrote {out}: kubectl apply -k {out}", file=sys.stderr)
     if args.redis_url is not None:
         extra = " and REDIS_PASSWORD (for KEDA)" if redis.password else ""
@@ -126,16 +132,28 @@ def add_parser(sub: Any, count: Any = int) -> None:
         description="Print the KEDA ScaledObjects that scale the workers on their streams (named after "
         "the pipelines file), or write a kustomization to `kubectl apply -k` (--out).",
     )
-    parser.add_argument("--overlay", choices=sorted(OVERLAYS), default="cpu", help="where the model runs (default cpu)")
-    parser.add_argument("--pipelines-file", help="pipelines file to scale for (default: DLPIPE_PIPELINES_FILE)")
-    parser.add_argument("--namespace", default=NAMESPACE, help=f"namespace to deploy in (default {NAMESPACE})")
+    parser.add_argument(
+        "--overlay", choices=sorted(OVERLAYS), default="cpu", help="where the model runs (default cpu)"
+    )
+    parser.add_argument(
+        "--pipelines-file", help="pipelines file to scale for (default: DLPIPE_PIPELINES_FILE)"
+    )
+    parser.add_argument(
+        "--namespace", default=NAMESPACE, help=f"namespace to deploy in (default {NAMESPACE})"
+    )
     parser.add_argument(
         "--redis-url",
         help="a Redis of your own, as DLPIPE_REDIS_URL names it, reachable from KEDA's namespace "
         "(default: the in-cluster one of deploy/k8s/redis); its password is never written",
     )
-    parser.add_argument("--max-preprocess-pods", type=count, help="most preprocess pods (default: the overlay's)")
+    parser.add_argument(
+        "--max-preprocess-pods", type=count, help="most preprocess pods (default: the overlay's)"
+    )
     parser.add_argument("--max-model-pods", type=count, help="most model pods; on GPUs, the GPUs to use")
     parser.add_argument("--out", help="write a kustomization here (else print the ScaledObjects)")
-    parser.add_argument("--registry", help="with --out: pull the images from this registry (e.g. ghcr.io/you)")
-    parser.add_argument("--k8s-dir", help="with --out: the deploy/k8s folder to build on (default: this checkout's)")
+    parser.add_argument(
+        "--registry", help="with --out: pull the images from this registry (e.g. ghcr.io/you)"
+    )
+    parser.add_argument(
+        "--k8s-dir", help="with --out: the deploy/k8s folder to build on (default: this checkout's)"
+    )

@@ -54,8 +54,12 @@ class Overlay:
 
 
 OVERLAYS = {
-    "cpu": Overlay("cpu", preprocess_processes=2, model_processes=2, max_preprocess_pods=10, max_model_pods=10),
-    "gpu": Overlay("cuda", preprocess_processes=2, model_processes=1, max_preprocess_pods=20, max_model_pods=4),
+    "cpu": Overlay(
+        "cpu", preprocess_processes=2, model_processes=2, max_preprocess_pods=10, max_model_pods=10
+    ),
+    "gpu": Overlay(
+        "cuda", preprocess_processes=2, model_processes=1, max_preprocess_pods=20, max_model_pods=4
+    ),
 }
 
 
@@ -84,7 +88,9 @@ def redis_target(url: str | None, namespace: str) -> RedisTarget:
         raise DeployError(f"--redis-url: bad port or database number in {url!r}") from None
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
     username = unquote(parts.username) if parts.username else None
-    return RedisTarget(f"{host}:{port}", database, parts.scheme == "rediss", username, parts.password is not None)
+    return RedisTarget(
+        f"{host}:{port}", database, parts.scheme == "rediss", username, parts.password is not None
+    )
 
 
 def cpu_target(overlay: Overlay) -> int:

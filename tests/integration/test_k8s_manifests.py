@@ -34,11 +34,13 @@ from tests import stagefns
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "deploy" / "k8s"
-KUBERNETES_VERSIONS = ("1.30", "1.37")  # the oldest we claim (PDB unhealthyPodEvictionPolicy), the newest known
+KUBERNETES_VERSIONS = (
+    "1.30",
+    "1.37",
+)  # the oldest we claim (PDB unhealthyPodEvictionPolicy), the newest known
 KEDA_SCHEMA = json.loads((K8S / "keda.schema.json").read_text())
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]
 WORKER_KINDS = ("preprocess", "model", "notifier")
-
 
 
 @functools.cache
@@ -47,8 +49,12 @@ def kubectl() -> str:
     else the test skips saying why."""
     found = shutil.which("kubectl")
     if found is None:
-        pytest.skip("no kubectl to run `kubectl kustomize` (`make tools` installs Debian's kubernetes-client)")
-    done = subprocess.run([found, "version", "--client"], capture_output=True, text=True, timeout=60, check=False)
+        pytest.skip(
+            "no kubectl to run `kubectl kustomize` (`make tools` installs Debian's kubernetes-client)"
+        )
+    done = subprocess.run(
+        [found, "version", "--client"], capture_output=True, text=True, timeout=60, check=False
+    )
     version = re.search(r"^Kustomize Version: v(\d+)\.", done.stdout, re.MULTILINE)
     if version is None or int(version.group(1)) < 4:
         pytest.skip(
@@ -104,7 +110,11 @@ def one(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
 
 
 def pod_specs(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    return {d["metadata"]["name"]: d["spec"]["template"]["spec"] for d in docs if d["kind"] in ("Deployment", "StatefulSet")}
+    return {
+        d["metadata"]["name"]: d["spec"]["template"]["spec"]
+        for d in docs
+        if d["kind"] in ("Deployment", "StatefulSet")
+    }
 
 
 def container(docs: list[dict[str, Any]], name: str) -> dict[str, Any]:
@@ -155,11 +165,17 @@ def test_the_custom_kustomization_validates_and_scales_its_own_streams(
     for name, streams in want.items():
         triggers = one(docs, "ScaledObject", name)["spec"]["triggers"]
         for count in ("lagCount", "pendingEntriesCount"):
-            got = {(t["metadata"]["stream"], t["metadata"]["consumerGroup"]) for t in triggers if count in t["metadata"]}
+            got = {
+                (t["metadata"]["stream"], t["metadata"]["consumerGroup"])
+                for t in triggers
+                if count in t["metadata"]
+            }
             assert got == streams, (name, count)
         assert {t["metadata"]["address"] for t in triggers} == {"dlpipe-redis.ml.svc:6379"}
     # The pipelines file reaches every dlpipe process, from the generated ConfigMap.
-    (configmap,) = [d for d in find(docs, "ConfigMap") if d["metadata"]["name"].startswith("dlpipe-pipelines-")]
+    (configmap,) = [
+        d for d in find(docs, "ConfigMap") if d["metadata"]["name"].startswith("dlpipe-pipelines-")
+    ]
     assert configmap["data"]["pipelines.yaml"] == pipelines.read_text()
     for name, spec in pod_specs(docs).items():
         if name == "dlpipe-redis":
@@ -201,7 +217,9 @@ def test_each_process_runs_its_supervisor_command_with_its_probes(
 
 
 @pytest.mark.parametrize("overlay", sorted(keda.OVERLAYS))
-def test_pods_run_unprivileged_on_a_read_only_root(built: dict[str, list[dict[str, Any]]], overlay: str) -> None:
+def test_pods_run_unprivileged_on_a_read_only_root(
+    built: dict[str, list[dict[str, Any]]], overlay: str
+) -> None:
     for name, spec in pod_specs(built[overlay]).items():
         pod = spec["securityContext"]
         assert pod["runAsNonRoot"] is True and pod["runAsUser"] != 0, name
@@ -248,11 +266,14 @@ def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
         "DoesNotExist": lambda value, _: value is None,
     }
     return all(
-        tests[e["operator"]](labels.get(e["key"]), e.get("values", [])) for e in selector.get("matchExpressions", [])
+        tests[e["operator"]](labels.get(e["key"]), e.get("values", []))
+        for e in selector.get("matchExpressions", [])
     )
 
 
-def may_connect(docs: list[dict[str, Any]], src: tuple[str, dict[str, str]], dst: tuple[str, dict[str, str]], port: int) -> bool:
+def may_connect(
+    docs: list[dict[str, Any]], src: tuple[str, dict[str, str]], dst: tuple[str, dict[str, str]], port: int
+) -> bool:
     """Whether the NetworkPolicies let a pod (namespace, labels) open `port` on another: both its
     egress and the other's ingress must allow it (no policy of a type: that direction is open)."""
 
@@ -290,7 +311,9 @@ def _peer(peer: dict[str, Any], policy_namespace: str, pod: tuple[str, dict[str,
 
 
 def _pod(docs: list[dict[str, Any]], name: str) -> tuple[str, dict[str, str]]:
-    workload = next(d for d in docs if d["kind"] in ("Deployment", "StatefulSet") and d["metadata"]["name"] == name)
+    workload = next(
+        d for d in docs if d["kind"] in ("Deployment", "StatefulSet") and d["metadata"]["name"] == name
+    )
     return workload["metadata"]["namespace"], workload["spec"]["template"]["metadata"]["labels"]
 
 
@@ -313,7 +336,9 @@ def test_only_dlpipe_and_keda_reach_redis_and_only_the_api_is_exposed(
     assert not may_connect(docs, outsider, redis, 6379)  # dlpipe's labels, another namespace
     assert not may_connect(docs, redis, dlpipe["api"], 8000)  # Redis opens nothing
     # The API takes connections from anywhere; the workers from no one (they listen on nothing).
-    assert may_connect(docs, stranger, dlpipe["api"], 8000) and may_connect(docs, outsider, dlpipe["api"], 8000)
+    assert may_connect(docs, stranger, dlpipe["api"], 8000) and may_connect(
+        docs, outsider, dlpipe["api"], 8000
+    )
     for kind in WORKER_KINDS:
         assert not may_connect(docs, stranger, dlpipe[kind], 8000), kind
         assert not may_connect(docs, dlpipe["api"], dlpipe[kind], 8000), kind
@@ -321,7 +346,11 @@ def test_only_dlpipe_and_keda_reach_redis_and_only_the_api_is_exposed(
     assert not may_connect(docs, dlpipe["model"], stranger, 443)
     assert {s["metadata"]["name"] for s in find(docs, "Service")} == {"dlpipe-api", keda.REDIS_SERVICE}
     assert all(s["spec"].get("type", "ClusterIP") == "ClusterIP" for s in find(docs, "Service"))
-    public = [p for p in find(docs, "NetworkPolicy") if any("ipBlock" in peer for r in p["spec"].get("egress", []) for peer in r.get("to", []))]
+    public = [
+        p
+        for p in find(docs, "NetworkPolicy")
+        if any("ipBlock" in peer for r in p["spec"].get("egress", []) for peer in r.get("to", []))
+    ]
     assert [_selects(p["spec"]["podSelector"], dlpipe[k][1]) for p in public for k in CHILD_COMMANDS] == [
         k == "notifier" for k in CHILD_COMMANDS
     ]
@@ -340,7 +369,9 @@ def test_autoscalers_and_disruption_budgets(built: dict[str, list[dict[str, Any]
         assert ("replicas" in deployment["spec"]) == (name == "dlpipe-notifier"), name
         (pdb,) = [p for p in find(docs, "PodDisruptionBudget") if p["metadata"]["name"] == name]
         assert _selects(pdb["spec"]["selector"], deployment["spec"]["template"]["metadata"]["labels"])
-        assert pdb["spec"]["maxUnavailable"] >= 1 and pdb["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+        assert (
+            pdb["spec"]["maxUnavailable"] >= 1 and pdb["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+        )
     hpa = one(docs, "HorizontalPodAutoscaler", "dlpipe-api")["spec"]
     assert hpa["metrics"][0]["resource"]["name"] == "cpu" and hpa["minReplicas"] >= 2
     api = container(docs, "dlpipe-api")
@@ -349,10 +380,14 @@ def test_autoscalers_and_disruption_budgets(built: dict[str, list[dict[str, Any]
     preprocess = container(docs, "dlpipe-preprocess")["command"]
     assert int(preprocess[preprocess.index("--concurrency") + 1]) == plan.preprocess_processes
     model = env(container(docs, "dlpipe-model"))
-    assert model["DLPIPE_DEVICE"] == plan.device and int(model["DLPIPE_MODEL_REPLICAS"]) == plan.model_processes
+    assert (
+        model["DLPIPE_DEVICE"] == plan.device and int(model["DLPIPE_MODEL_REPLICAS"]) == plan.model_processes
+    )
     assert int(container(docs, "dlpipe-model")["resources"]["limits"]["cpu"]) >= plan.model_processes
     assert one(docs, "ScaledObject", "dlpipe-model")["spec"]["maxReplicaCount"] == plan.max_model_pods
-    assert one(docs, "ScaledObject", "dlpipe-preprocess")["spec"]["maxReplicaCount"] == plan.max_preprocess_pods
+    assert (
+        one(docs, "ScaledObject", "dlpipe-preprocess")["spec"]["maxReplicaCount"] == plan.max_preprocess_pods
+    )
 
 
 def test_the_gpu_overlay_gives_each_model_pod_one_gpu(built: dict[str, list[dict[str, Any]]]) -> None:
@@ -379,12 +414,16 @@ def test_secrets_come_from_secrets(built: dict[str, list[dict[str, Any]]], overl
     assert not find(docs, "Secret"), "no secret is committed"
     for name in CHILD_COMMANDS:
         sources = container(docs, f"dlpipe-{name}")["envFrom"]
-        assert {"secretRef": {"name": keda.REDIS_SECRET, "optional": True}} == sources[-1], name  # wins over the ConfigMap
+        assert {"secretRef": {"name": keda.REDIS_SECRET, "optional": True}} == sources[-1], (
+            name
+        )  # wins over the ConfigMap
 
 
 def test_the_bundled_pipelines_file_needs_no_configmap(built: dict[str, list[dict[str, Any]]]) -> None:
     for docs in built.values():
-        assert not [d for d in find(docs, "ConfigMap") if d["metadata"]["name"].startswith("dlpipe-pipelines")]
+        assert not [
+            d for d in find(docs, "ConfigMap") if d["metadata"]["name"].startswith("dlpipe-pipelines")
+        ]
         for name in CHILD_COMMANDS:
             assert "DLPIPE_PIPELINES_FILE" not in env(container(docs, f"dlpipe-{name}"))
     assert DEFAULT_PIPELINES_FILE.is_file()  # the image has it (package data)

@@ -38,7 +38,7 @@ def by_name(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def covered(scaled_object: dict[str, Any], count: str) -> set[tuple[str, str]]:
-    """(stream key, consumer group) of the triggers that scale on `count` (lagCount or pendingEntriesCount)."""
+    """(stream key, consumer group) of the triggers on `count`: lagCount or pendingEntriesCount."""
     return {
         (t["metadata"]["stream"], t["metadata"]["consumerGroup"])
         for t in scaled_object["spec"]["triggers"]
@@ -76,9 +76,8 @@ def test_the_committed_scaledobjects_are_rendered_from_the_bundled_pipelines(
     committed = K8S / "overlays" / overlay / "keda.yaml"
     code, out, err = render(capsys, "--overlay", overlay, "--pipelines-file", str(DEFAULT_PIPELINES_FILE))
     assert code == 0, err
-    assert committed.read_text() == out, (
-        f"{committed.relative_to(REPO)} is stale: dlpipe deploy k8s --overlay {overlay} > {committed.relative_to(REPO)}"
-    )
+    where = committed.relative_to(REPO)
+    assert committed.read_text() == out, f"{where} is stale: dlpipe deploy k8s --overlay {overlay} > {where}"
     docs = list(yaml.safe_load_all(out))
     check_keda(docs)
     assert_covers(docs, load_pipelines(DEFAULT_PIPELINES_FILE))
@@ -91,7 +90,9 @@ def test_the_events_stream_is_left_to_the_single_notifier(capsys: pytest.Capture
     assert keys.EVENTS not in streams and keys.DEADLETTER not in streams
 
 
-def test_a_custom_pipelines_file_gets_its_own_streams(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_custom_pipelines_file_gets_its_own_streams(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     doc = stagefns.pipelines(max_batch_size=4)
     path = tmp_path / "mine.yaml"
     path.write_text(yaml.safe_dump(doc))
@@ -116,11 +117,14 @@ def test_a_custom_pipelines_file_gets_its_own_streams(tmp_path: Path, capsys: py
 
 def test_model_targets_follow_the_devices_batching() -> None:
     config = load_pipelines(DEFAULT_PIPELINES_FILE)
-    for name, overlay in keda.OVERLAYS.items():
+    for overlay in keda.OVERLAYS.values():
         for model in config.model_streams():
             batching = config.models[model].batching_for(overlay.device)
             assert batching is not None
-            assert keda.model_target(config, model, overlay) == 2 * batching.max_batch_size * overlay.model_processes
+            assert (
+                keda.model_target(config, model, overlay)
+                == 2 * batching.max_batch_size * overlay.model_processes
+            )
     # The bundled file batches bigger on CUDA: the GPU overlay's targets are not the CPU's.
     cpu, gpu = keda.OVERLAYS["cpu"], keda.OVERLAYS["gpu"]
     assert keda.model_target(config, "efficientnet_lite0", gpu) == 2 * 32 * 1
@@ -157,7 +161,11 @@ def test_a_redis_of_your_own_keeps_its_password_out(capsys: pytest.CaptureFixtur
     for name in ("dlpipe-preprocess", "dlpipe-model"):
         for trigger in objects[name]["spec"]["triggers"]:
             meta = trigger["metadata"]
-            assert (meta["address"], meta["databaseIndex"], meta["enableTLS"]) == ("redis.example.com:6380", "2", "true")
+            assert (meta["address"], meta["databaseIndex"], meta["enableTLS"]) == (
+                "redis.example.com:6380",
+                "2",
+                "true",
+            )
             assert trigger["authenticationRef"] == {"name": keda.REDIS_SECRET}
 
 
@@ -172,19 +180,30 @@ def test_a_redis_of_your_own_keeps_its_password_out(capsys: pytest.CaptureFixtur
 )
 def test_redis_urls(url: str, address: str, database: int, tls: bool, password: bool) -> None:
     target = keda.redis_target(url, "dlpipe")
-    assert (target.address, target.database, target.tls, target.password) == (address, database, tls, password)
+    assert (target.address, target.database, target.tls, target.password) == (
+        address,
+        database,
+        tls,
+        password,
+    )
 
 
-@pytest.mark.parametrize("url", ["unix:///run/redis.sock", "redis://r:port/0", "redis://r:6379/zero", "r:6379"])
+@pytest.mark.parametrize(
+    "url", ["unix:///run/redis.sock", "redis://r:port/0", "redis://r:6379/zero", "r:6379"]
+)
 def test_redis_urls_keda_cannot_use_are_refused(url: str, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = render(capsys, "--redis-url", url)
     assert code == 1 and out == ""
     assert err.startswith("dlpipe deploy k8s: --redis-url:")
 
 
-def test_a_broken_pipelines_file_is_refused_with_its_reason(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_broken_pipelines_file_is_refused_with_its_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = tmp_path / "bad.yaml"
-    path.write_text("models: {}\npipelines: {p: {input: image, stages: [{name: s, kind: model, model: nope}]}}\n")
+    path.write_text(
+        "models: {}\npipelines: {p: {input: image, stages: [{name: s, kind: model, model: nope}]}}\n"
+    )
     code, out, err = render(capsys, "--pipelines-file", str(path))
     assert code == 1 and out == ""
     assert "nope" in err
@@ -216,5 +235,11 @@ def test_readme_and_docs_point_at_the_kubernetes_page() -> None:
     layout = readme[readme.index("## Repository layout") :]
     assert re.search(r"^deploy/", layout, re.MULTILINE)
     page = (REPO / "docs" / "kubernetes.md").read_text()
-    for needed in ("dlpipe deploy k8s", "lagCount", "DLPIPE_MODEL_REPLICAS", "NetworkPolicy", "PodDisruptionBudget"):
+    for needed in (
+        "dlpipe deploy k8s",
+        "lagCount",
+        "DLPIPE_MODEL_REPLICAS",
+        "NetworkPolicy",
+        "PodDisruptionBudget",
+    ):
         assert needed in page, needed
