@@ -31,6 +31,7 @@ from shared import keys
 from shared.pipeline_spec import load_pipelines
 from shared.settings import DEFAULT_PIPELINES_FILE, Settings
 from tests import stagefns
+from tests.netpolicy import may_connect, selects
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "deploy" / "k8s"
@@ -256,60 +257,6 @@ def test_redis_runs_as_compose_runs_it(built: dict[str, list[dict[str, Any]]], o
     assert one(docs, "Service", keda.REDIS_SERVICE)["spec"]["clusterIP"] == "None"
 
 
-def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
-    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
-        return False
-    tests = {
-        "In": lambda value, values: value in values,
-        "NotIn": lambda value, values: value not in values,
-        "Exists": lambda value, _: value is not None,
-        "DoesNotExist": lambda value, _: value is None,
-    }
-    return all(
-        tests[e["operator"]](labels.get(e["key"]), e.get("values", []))
-        for e in selector.get("matchExpressions", [])
-    )
-
-
-def may_connect(
-    docs: list[dict[str, Any]], src: tuple[str, dict[str, str]], dst: tuple[str, dict[str, str]], port: int
-) -> bool:
-    """Whether the NetworkPolicies let a pod (namespace, labels) open `port` on another: both its
-    egress and the other's ingress must allow it (no policy of a type: that direction is open)."""
-
-    def allowed(direction: str, pod: tuple[str, dict[str, str]], peer: tuple[str, dict[str, str]]) -> bool:
-        policies = [
-            p for p in find(docs, "NetworkPolicy")
-            if p["metadata"]["namespace"] == pod[0] and _selects(p["spec"]["podSelector"], pod[1])
-            and direction in p["spec"]["policyTypes"]
-        ]  # fmt: skip
-        if not policies:
-            return True
-        key, peers_key = ("ingress", "from") if direction == "Ingress" else ("egress", "to")
-        for policy in policies:
-            for rule in policy["spec"].get(key, []):
-                ports = [p["port"] for p in rule.get("ports", [])]
-                if ports and port not in ports:
-                    continue
-                peers = rule.get(peers_key)
-                if not peers or any(_peer(p, policy["metadata"]["namespace"], peer) for p in peers):
-                    return True
-        return False
-
-    return allowed("Egress", src, dst) and allowed("Ingress", dst, src)
-
-
-def _peer(peer: dict[str, Any], policy_namespace: str, pod: tuple[str, dict[str, str]]) -> bool:
-    if "ipBlock" in peer:
-        return False  # our pods' addresses are private: outside every ipBlock these policies name
-    namespace_ok = (
-        _selects(peer["namespaceSelector"], {"kubernetes.io/metadata.name": pod[0]})
-        if "namespaceSelector" in peer
-        else pod[0] == policy_namespace
-    )
-    return namespace_ok and _selects(peer.get("podSelector", {}), pod[1])
-
-
 def _pod(docs: list[dict[str, Any]], name: str) -> tuple[str, dict[str, str]]:
     workload = next(
         d for d in docs if d["kind"] in ("Deployment", "StatefulSet") and d["metadata"]["name"] == name
@@ -351,7 +298,7 @@ def test_only_dlpipe_and_keda_reach_redis_and_only_the_api_is_exposed(
         for p in find(docs, "NetworkPolicy")
         if any("ipBlock" in peer for r in p["spec"].get("egress", []) for peer in r.get("to", []))
     ]
-    assert [_selects(p["spec"]["podSelector"], dlpipe[k][1]) for p in public for k in CHILD_COMMANDS] == [
+    assert [selects(p["spec"]["podSelector"], dlpipe[k][1]) for p in public for k in CHILD_COMMANDS] == [
         k == "notifier" for k in CHILD_COMMANDS
     ]
 
@@ -368,7 +315,7 @@ def test_autoscalers_and_disruption_budgets(built: dict[str, list[dict[str, Any]
         # A scaled Deployment leaves `replicas` to its autoscaler (an apply would reset the count).
         assert ("replicas" in deployment["spec"]) == (name == "dlpipe-notifier"), name
         (pdb,) = [p for p in find(docs, "PodDisruptionBudget") if p["metadata"]["name"] == name]
-        assert _selects(pdb["spec"]["selector"], deployment["spec"]["template"]["metadata"]["labels"])
+        assert selects(pdb["spec"]["selector"], deployment["spec"]["template"]["metadata"]["labels"])
         assert (
             pdb["spec"]["maxUnavailable"] >= 1 and pdb["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
         )
