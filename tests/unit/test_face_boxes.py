@@ -3,6 +3,8 @@ NMS, regression, squaring, crops, the pyramid's scales, and rows regrouped per i
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -55,6 +57,25 @@ def test_crops_are_black_outside_the_image_and_resized_with_an_area_filter() -> 
     assert out[1][:, :5].max() == 0 and out[1][:, 5:].min() == 10  # the left half lies off the image
     assert out[2].max() == 0  # wholly outside
     assert crop_resized(image, np.zeros((0, 4)), 24).shape == (0, 24, 24, 3)
+
+
+def jpeg(size: tuple[int, int], orientation: int = 1) -> bytes:
+    img = Image.new("RGB", size, (200, 30, 30))
+    exif = img.getexif()
+    exif[0x0112] = orientation  # EXIF Orientation
+    out = io.BytesIO()
+    img.save(out, "JPEG", exif=exif)
+    return out.getvalue()
+
+
+def test_decode_gives_the_upright_image_at_most_max_side_and_the_way_back_to_its_pixels() -> None:
+    rotated = faces.decode_image({"image": jpeg((400, 200), orientation=6)}, max_side=100)
+    assert rotated["image"].shape == (100, 50, 3)  # upright 200 wide x 400 tall, a quarter of it
+    assert rotated["size"] == [200, 400] and rotated["scale"] == [4.0, 4.0]
+    small = faces.decode_image({"image": jpeg((60, 40))}, max_side=100)
+    assert small["image"].shape == (40, 60, 3) and small["scale"] == [1.0, 1.0]  # never scaled up
+    with pytest.raises(ItemError, match="not a decodable image"):
+        faces.decode_image({"image": b"not an image"})
 
 
 def test_the_pyramid_follows_the_reference_from_a_20_pixel_face_down_to_12_pixels() -> None:
