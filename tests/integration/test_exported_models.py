@@ -24,10 +24,13 @@ from tests.exports import FORMATS, NORMALISATION, export
 from tests.inprocess import run_pipeline
 from tests.photos import photo_bytes
 from workers.inference import load_models
-from workers.models.exported import ExportedModel, OnnxModel
+from workers.models.exported import ExportedModel, ExportedProgramModel, OnnxModel, TorchScriptModel
 from workers.models.exported_config import ExportedModelError
 
 PHOTOS = ("chelsea.png", "coffee.png", "astronaut.png", "motorcycle_left.png")
+CLASSES: dict[str, type[ExportedModel]] = {
+    "torchscript": TorchScriptModel, "torch.export": ExportedProgramModel, "onnx": OnnxModel,
+}  # fmt: skip
 LABELS = Path(__file__).resolve().parents[2] / "workers" / "data" / "imagenet_classes.txt"
 
 
@@ -95,10 +98,10 @@ def test_raw_output_gives_every_output_tensor_per_item(folder: Path, native: lis
 
 
 def entry_error(folder: Path, fmt: str, **params: Any) -> ExportedModelError:
+    """The error `dlpipe check` (Model.check: build, load on the CPU, one batch) meets for the entry."""
     model = users_file(folder, fmt, **params)["models"]["mine"]["params"]
-    cls = {"torchscript": "TorchScriptModel", "torch.export": "ExportedProgramModel", "onnx": "OnnxModel"}[fmt]
     with pytest.raises(ExportedModelError) as raised:
-        getattr(__import__("workers.models.exported", fromlist=[cls]), cls).check(model)
+        CLASSES[fmt].check(model)
     return raised.value
 
 
@@ -158,4 +161,4 @@ def test_onnx_runs_on_as_many_threads_as_torch_is_given(folder: Path) -> None:
     finally:
         torch.set_num_threads(before)
     assert model.session.get_session_options().intra_op_num_threads == 1
-    assert isinstance(model, ExportedModel) and model.session.get_providers() == ["CPUExecutionProvider"]
+    assert model.session.get_providers() == ["CPUExecutionProvider"]
