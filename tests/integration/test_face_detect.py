@@ -8,12 +8,14 @@ y 50-190 of the 512 x 512 photo: checked by eye), the cat, the espresso cup and 
 
 from __future__ import annotations
 
+import io
 import sys
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from shared.pipeline_spec import PipelinesConfig, load_pipelines
 from shared.settings import Settings
@@ -125,3 +127,15 @@ def test_a_batch_whose_items_hold_no_crops_runs(models: dict[str, Model]) -> Non
     assert [r.shape for r in rows] == [(0, 15), (0, 15)]
     with pytest.raises(ValueError, match=r"item 0: rows of shape \(24, 24, 3\)"):
         onet.collate([{"crops": np.zeros((1, 24, 24, 3), np.uint8)}])
+
+
+def test_images_too_small_or_too_plain_for_a_face_get_none(config: PipelinesConfig, models: dict[str, Model]) -> None:
+    def png(size: tuple[int, int]) -> bytes:
+        out = io.BytesIO()
+        Image.new("RGB", size, (128, 128, 128)).save(out, "PNG")
+        return out.getvalue()
+
+    # 10 x 10: no pyramid level at all (under P-Net's window); 64 x 48 grey: levels, no cell
+    items = run_stages(config, models, "face-detect", [{"image": png((10, 10))}, {"image": png((64, 48))}])
+    assert [len(item["pyramid"]["levels"]) for item in items][0] == 0
+    assert [item["faces"] for item in items] == [{"faces": [], "boxes": []}] * 2
