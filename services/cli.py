@@ -112,14 +112,17 @@ def build_parser() -> argparse.ArgumentParser:
     p_check = sub.add_parser(
         "check",
         help="validate the pipelines file",
-        description="Validate the pipelines file (DLPIPE_PIPELINES_FILE) and import every stage "
-        "function and model class it names. Exits 1 with the error if anything is wrong.",
+        description="Validate the pipelines file (DLPIPE_PIPELINES_FILE), import every stage "
+        "function and model class it names, and check each model's params as its class does (an "
+        "exported model's file is loaded on the CPU and tried on one batch). Exits 1 with the "
+        "error if anything is wrong.",
     )
     p_check.add_argument("--pipelines-file", help="file to check (default: DLPIPE_PIPELINES_FILE)")
     p_check.add_argument(
         "--no-import",
         action="store_true",
-        help="only locate the modules, without importing them (what the API does; no torch needed)",
+        help="only locate the modules, without importing them or checking model params (what the API "
+        "does; no torch needed)",
     )
 
     p_health = sub.add_parser(
@@ -198,13 +201,15 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
-    from shared.callables import check_callables  # noqa: PLC0415
+    from shared.callables import check_callables, check_models  # noqa: PLC0415
     from shared.pipeline_spec import PipelineConfigError, load_pipelines  # noqa: PLC0415
 
     path = settings.pipelines_file
     try:
         config = load_pipelines(path)
         check_callables(config, import_them=not args.no_import)
+        if not args.no_import:
+            check_models(config)
     except PipelineConfigError as exc:
         print(f"dlpipe check: {path}: {exc}", file=sys.stderr)
         return 1

@@ -39,3 +39,21 @@ def check_callables(config: PipelinesConfig, *, import_them: bool) -> None:
                 raise ModuleNotFoundError(module_name)
         except (ImportError, PipelineConfigError) as exc:
             raise PipelineConfigError(f"{where}: cannot load {target!r}: {exc}") from None
+
+
+def check_models(config: PipelinesConfig) -> None:
+    """Every model entry's params, as its class checks them (`Model.check`: build it, and for
+    an exported model load its file on the CPU and try one batch), with no worker running.
+    Imports the model classes (and torch): `dlpipe check` only, never the API."""
+    for name, spec in config.models.items():
+        cls = resolve(spec.class_path)
+        check = getattr(cls, "check", None)
+        try:
+            if callable(check):
+                check(spec.params)
+            else:  # a class that is not a Model subclass: building it is the check
+                cls(**spec.params)
+        except TypeError as exc:
+            raise PipelineConfigError(f"model {name!r}: params: {exc}") from None
+        except Exception as exc:
+            raise PipelineConfigError(f"model {name!r}: {exc}") from None

@@ -35,7 +35,9 @@ def dlpipe_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "services.cli"]
 
 
-def start_stack(tmp: Path, extra_env: dict[str, str] | None = None) -> Stack:
+def start_stack(tmp: Path, extra_env: dict[str, str] | None = None, cwd: Path = REPO) -> Stack:
+    """`dlpipe up` on a free port, data under `tmp`, run from `cwd` (what relative paths in a
+    pipelines file are relative to); ready when /readyz says so."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("DLPIPE_")}
     env.update(
@@ -52,7 +54,7 @@ def start_stack(tmp: Path, extra_env: dict[str, str] | None = None) -> Stack:
     log_path = tmp / "stack.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [*dlpipe_command(), "up"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+            [*dlpipe_command(), "up"], cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
     root = env.get("DLPIPE_DATA_ROOT")

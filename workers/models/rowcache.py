@@ -4,7 +4,8 @@ An item is {"input_ids", "attention_mask"}: one text (1-d) or several (2-d, one 
 text). `plan_rows` flattens a batch's items into the distinct rows the cache does not have,
 with a `_Plan` saying where every row's vector will come from; `pad_rows` pads those rows
 into one batch; `regroup` turns the computed vectors (and the cached ones) back into one
-value per item.
+value per item (workers/models/rows.py's `Rows`, which every model with several rows per
+item shares).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from workers.models.bert import HIDDEN, PAD_ID, VOCAB_SIZE
+from workers.models.rows import Rows
 
 
 def _item_rows(i: int, value: Any, limit: int) -> tuple[list[np.ndarray], bool]:
@@ -116,10 +118,4 @@ def regroup(plan: _Plan, computed: np.ndarray) -> list[np.ndarray]:
     """One value per item from the computed vectors [M, 384] and the plan's cached ones:
     [384] for a single text, [n, 384] for n texts."""
     table = np.concatenate([computed, plan.cached]) if len(plan.cached) else computed
-    rows = table[plan.sources]
-    out: list[np.ndarray] = []
-    at = 0
-    for n in plan.rows:
-        out.append(rows[at] if n is None else rows[at : at + n])
-        at += 1 if n is None else n
-    return out
+    return Rows(tuple(plan.rows)).regroup(table[plan.sources])

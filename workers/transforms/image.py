@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,8 +103,12 @@ def load_image_bytes(inp: Any, config: InputConfig | None = None) -> bytes:
     return data
 
 
-def _open(data: bytes, resize: int, max_pixels: int) -> Image.Image:
-    """Open (header only), check the size, then decode; JPEGs at a reduced scale (short side >= resize)."""
+def _open(
+    data: bytes, max_pixels: int, draft: Callable[[int, int], tuple[int, int]] | None
+) -> tuple[Image.Image, tuple[int, int]]:
+    """Open (header only), check the size, then decode; JPEGs at a reduced scale in the DCT, the
+    decoded size at least `draft(width, height)` (stored orientation) in both dimensions.
+    Returns the image and its size as stored (before any DCT scaling)."""
     try:
         img = Image.open(io.BytesIO(data), formats=list(ALLOWED_FORMATS))
     except UnidentifiedImageError:
@@ -121,25 +126,29 @@ def _open(data: bytes, resize: int, max_pixels: int) -> Image.Image:
         )
     if width < 1 or height < 1:
         raise ItemError(f"image has no pixels ({width}x{height})")
-    if img.format in _JPEG_FORMATS:
-        # Pillow picks the DCT scale s in {1, 2, 4, 8} with s <= min(w, h) // resize,
-        # so the decoded short side stays >= resize.
-        img.draft("RGB", (resize, resize))
+    if img.format in _JPEG_FORMATS and draft is not None:
+        # Pillow picks the largest DCT scale s in {1, 2, 4, 8} that keeps both sides at least
+        # the size asked for.
+        img.draft("RGB", draft(width, height))
     try:
         img.load()
     except Exception as exc:  # truncated data, bad chunks, decoder errors
         raise ItemError(f"not a decodable image ({img.format}: {exc})") from None
-    return img
+    return img, (width, height)
+
+
+def _orientation(img: Image.Image) -> int:
+    """The EXIF orientation tag (1: as stored; 5-8 swap width and height)."""
+    try:
+        return int(img.getexif().get(ExifTags.Base.Orientation, 1) or 1)
+    except Exception:  # unreadable EXIF: keep the pixels as stored
+        log.debug("ignoring unreadable EXIF data")
+        return 1
 
 
 def _orient(img: Image.Image) -> Image.Image:
     """Apply the EXIF orientation tag, if any (a no-op for most images)."""
-    try:
-        orientation = img.getexif().get(ExifTags.Base.Orientation, 1)
-    except Exception:  # unreadable EXIF: keep the pixels as stored
-        log.debug("ignoring unreadable EXIF data")
-        return img
-    if orientation in (None, 1):
+    if _orientation(img) == 1:
         return img
     return ImageOps.exif_transpose(img) or img
 
@@ -167,8 +176,40 @@ def decode_resize_crop(
     """
     if crop > resize:
         raise ValueError(f"crop ({crop}) must not exceed resize ({resize})")
-    img = _open(load_image_bytes(inp), resize, max_pixels)
+    # Decoded short side >= resize: Pillow's DCT scale s <= min(w, h) // resize.
+    img, _ = _open(load_image_bytes(inp), max_pixels, lambda w, h: (resize, resize))
     return resize_crop(_to_rgb(_orient(img)), resize, crop)
+
+
+def decode_fit(inp: dict, max_side: int, max_pixels: int = 50_000_000) -> tuple[Image.Image, tuple[int, int]]:
+    """Load the input's image (`load_image_bytes`), upright RGB, scaled down (never up) so its
+    longer side is at most `max_side`; and the original's upright (width, height), so that
+    what is found in the scaled image can be given in the original's pixels.
+
+    JPEGs are decoded straight at a reduced scale where that still leaves `max_side`.
+    Raises ItemError as `decode_resize_crop` does.
+    """
+    if max_side < 1:
+        raise ValueError(f"max_side must be at least 1, got {max_side}")
+
+    def draft(width: int, height: int) -> tuple[int, int]:
+        ratio = min(1.0, max_side / max(width, height))
+        return max(1, int(width * ratio)), max(1, int(height * ratio))
+
+    img, stored = _open(load_image_bytes(inp), max_pixels, draft)
+    swapped = _orientation(img) in (5, 6, 7, 8)
+    original = (stored[1], stored[0]) if swapped else stored
+    return fit_within(_to_rgb(_orient(img)), max_side), original
+
+
+def fit_within(img: Image.Image, max_side: int) -> Image.Image:
+    """`img` scaled down (antialiased bilinear) so its longer side is at most `max_side`."""
+    width, height = img.size
+    if max(width, height) <= max_side:
+        return img
+    ratio = max_side / max(width, height)
+    size = (max(1, round(width * ratio)), max(1, round(height * ratio)))
+    return img.resize(size, Image.Resampling.BILINEAR)
 
 
 def resize_crop(img: Image.Image, resize: int = 256, crop: int = 224) -> np.ndarray:

@@ -12,7 +12,7 @@ from importlib import resources
 
 import numpy as np
 
-from shared.errors import ItemError
+from workers.transforms.labels import ranked_labels
 
 NUM_CLASSES = 1000
 
@@ -30,18 +30,4 @@ def imagenet_labels() -> tuple[str, ...]:
 
 def top_k_labels(probs: np.ndarray, k: int = 5) -> dict:
     """The k most probable classes, best first: {"labels": [{"index", "label", "score"}, ...]}."""
-    probs = np.asarray(probs)
-    if probs.shape != (NUM_CLASSES,):
-        raise ItemError(f"expected {NUM_CLASSES} class probabilities, got an array of shape {probs.shape}")
-    if not np.issubdtype(probs.dtype, np.number) or not np.all(np.isfinite(probs)):
-        raise ItemError("class probabilities are not all finite numbers")
-    if not 1 <= k <= NUM_CLASSES:
-        raise ValueError(f"k must be between 1 and {NUM_CLASSES}, got {k}")
-    labels = imagenet_labels()
-    # Stable sort on the negated scores: ties keep index order, so results are deterministic.
-    order = np.argsort(-probs.astype(np.float64), kind="stable")[:k]
-    return {
-        "labels": [
-            {"index": int(i), "label": labels[i], "score": round(float(probs[i]), 6)} for i in order
-        ]
-    }
+    return ranked_labels(probs, imagenet_labels(), k)

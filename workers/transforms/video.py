@@ -166,7 +166,13 @@ def frame_at(
     """
     if crop > resize:
         raise ValueError(f"crop ({crop}) must not exceed resize ({resize})")
+    return resize_crop(frame_image(inp, max_pixels), resize, crop)
+
+
+def frame_image(inp: dict[str, Any], max_pixels: int = 50_000_000) -> Image.Image:
+    """The frame of the input's video at `inp["t"]` seconds, upright, as a whole RGB image (for
+    stages that need every pixel, not a crop). Raises ItemError as `frame_at` does."""
     t = _frame_time(inp)
     with _open_source(inp) as file:
         img = _decode_at(file, t, max_pixels)
-    return resize_crop(img.convert("RGB"), resize, crop)
+    return img.convert("RGB")

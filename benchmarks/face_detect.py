@@ -1,0 +1,159 @@
+"""face-detect end to end through a real `dlpipe up`: jobs/s, each model's batch sizes, time per stage.
+
+    .venv/bin/python benchmarks/face_detect.py --jobs 60 --concurrency 8
+
+Starts its own redis-server and `dlpipe up` (the bundled pipelines file) on free loopback ports,
+or measures a running stack (--url, --redis-url). Clients submit single-photo face-detect jobs
+(scikit-image's bundled photos at their own sizes, 300x451 to 512x741: the astronaut, the cat,
+the espresso cup, the rocket, the motorcycle) and poll each to its end. Prints one JSON document:
+jobs/s from the first submit to the last completion, latency percentiles, per model the forward
+passes and items in the window (keys.model_stats: mean items per batch), and per stage the mean
+time an item spent in it (dlpipe_stage_seconds from the API's /metrics: the stage function's
+time on one single-threaded process, for a model stage its share of the batch's forward pass),
+all over the measured window only (the warm-up's jobs are subtracted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import httpx
+import redis
+from prometheus_client.parser import text_string_to_metric_families
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from e2e_throughput import REPO, model_counters, percentile, wait_ready  # noqa: E402
+
+from shared.embedded_redis import free_port, start_redis  # noqa: E402
+
+PHOTOS = ["astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png"]
+PIPELINE = "face-detect"
+
+
+def photos() -> list[str]:
+    import skimage  # noqa: PLC0415 - dev dependency, only the bench needs it
+
+    data = Path(skimage.__file__).parent / "data"
+    return [base64.b64encode((data / name).read_bytes()).decode() for name in PHOTOS]
+
+
+def stage_times(base_url: str) -> dict[str, tuple[float, float]]:
+    """Stage -> (seconds, items) of face-detect's dlpipe_stage_seconds, as /metrics has them now."""
+    text = httpx.get(f"{base_url}/metrics", timeout=10).text
+    out: dict[str, list[float]] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != "dlpipe_stage_seconds":
+            continue
+        for sample in family.samples:
+            if sample.labels.get("pipeline") != PIPELINE:
+                continue
+            slot = out.setdefault(sample.labels["stage"], [0.0, 0.0])
+            if sample.name.endswith("_sum"):
+                slot[0] = sample.value
+            elif sample.name.endswith("_count"):
+                slot[1] = sample.value
+    return {stage: (s, n) for stage, (s, n) in out.items()}
+
+
+async def run_clients(base_url: str, payloads: list[str], jobs: int, concurrency: int) -> tuple[list[float], float, dict]:
+    latencies: list[float] = []
+    faces: dict[int, int] = {}
+    next_job = iter(range(jobs))
+    loop = asyncio.get_running_loop()
+    async with httpx.AsyncClient(base_url=base_url, timeout=120) as client:
+
+        async def one_client() -> None:
+            for n in next_job:
+                start = loop.time()
+                body = {"inputs": [{"image_base64": payloads[n % len(payloads)]}]}
+                response = await client.post(f"/v1/pipelines/{PIPELINE}/jobs", json=body)
+                response.raise_for_status()
+                job_id = response.json()["id"]
+                while (job := (await client.get(f"/v1/jobs/{job_id}")).json())["status"] not in (
+                    "succeeded", "failed", "canceled"
+                ):  # fmt: skip
+                    await asyncio.sleep(0.02)  # the client's poll interval, not a wait for a condition
+                if job["status"] != "succeeded":
+                    raise RuntimeError(f"job {job_id} ended {job['status']}: {job}")
+                faces[n % len(payloads)] = len(job["outputs"][0]["result"]["faces"])
+                latencies.append(loop.time() - start)
+
+        began = loop.time()
+        await asyncio.gather(*(one_client() for _ in range(concurrency)))
+        return latencies, loop.time() - began, {PHOTOS[i]: n for i, n in sorted(faces.items())}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--jobs", type=int, default=60)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--url", help="measure a running stack instead of starting one")
+    parser.add_argument("--redis-url", help="its Redis (for the models' batch counters)")
+    args = parser.parse_args()
+
+    payloads = photos()
+    tmp = Path(tempfile.mkdtemp(prefix="dlpipe-faces-"))
+    redis_proc = stack = None
+    try:
+        if args.url:
+            base_url, redis_url = args.url, args.redis_url
+        else:
+            redis_proc, redis_port = start_redis(tmp / "redis")
+            redis_url = f"redis://127.0.0.1:{redis_port}/0"
+            port = free_port()
+            env = {**os.environ, "DLPIPE_REDIS_URL": redis_url, "DLPIPE_PORT": str(port), "DLPIPE_LOG_LEVEL": "WARNING"}
+            stack = subprocess.Popen([str(Path(sys.executable).with_name("dlpipe")), "up"], env=env, cwd=REPO,
+                                     start_new_session=True, stdout=(tmp / "stack.log").open("wb"),
+                                     stderr=subprocess.STDOUT)  # fmt: skip
+            base_url = f"http://127.0.0.1:{port}"
+        wait_ready(base_url, stack)
+        asyncio.run(run_clients(base_url, payloads, args.warmup, min(args.concurrency, args.warmup)))
+        r = redis.Redis.from_url(redis_url) if redis_url else None
+        before, stages_before = (model_counters(r) if r else {}), stage_times(base_url)
+        latencies, wall_s, faces = asyncio.run(run_clients(base_url, payloads, args.jobs, args.concurrency))
+        after, stages_after = (model_counters(r) if r else {}), stage_times(base_url)
+        models = {}
+        for name, totals in after.items():
+            delta = {k: v - before.get(name, {}).get(k, 0.0) for k, v in totals.items()}
+            if name.startswith("mtcnn") and delta.get("batches"):
+                models[name] = {"batches": int(delta["batches"]), "items": int(delta["items"]),
+                                "mean_batch_size": round(delta["items"] / delta["batches"], 2),
+                                "duty_cycle": round(delta.get("forward_ms", 0.0) / 1000 / wall_s, 3)}  # fmt: skip
+        stages = {}
+        for stage, (seconds, items) in stages_after.items():
+            s0, n0 = stages_before.get(stage, (0.0, 0.0))
+            if items - n0:
+                stages[stage] = round((seconds - s0) / (items - n0) * 1000, 2)
+        print(json.dumps({
+            "workload": f"{PIPELINE}, one photo per job ({', '.join(PHOTOS)}, in turn)",
+            "jobs": args.jobs, "concurrency": args.concurrency, "wall_s": round(wall_s, 2),
+            "jobs_per_s": round(args.jobs / wall_s, 2),
+            "latency_ms": {q: round(percentile(latencies, p) * 1000, 1) for q, p in (("p50", 0.5), ("p95", 0.95))},
+            "faces_per_photo": faces,
+            "models": models,
+            "stage_ms_per_item": stages,
+            "cpu_ms_per_job": round(sum(stages.values()), 1),
+            "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        }, indent=2))  # fmt: skip
+    finally:
+        if stack is not None:
+            stack.send_signal(signal.SIGTERM)
+            stack.wait(timeout=60)
+        if redis_proc is not None:
+            redis_proc.terminate()
+            redis_proc.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    main()
