@@ -25,7 +25,7 @@ def http_summary(turns: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, d
         for w in turn.get("windows", []):
             groups[(w["workload"], w["concurrency"], turn["system"])].append(w)
     out: dict[str, dict[str, dict[str, dict[str, Any]]]] = defaultdict(lambda: defaultdict(dict))
-    for (workload, concurrency, system), windows in sorted(groups.items()):
+    for (workload, concurrency, system), windows in sorted(groups.items(), key=_group_order):
         roles = sorted({r for w in windows for r in (w["cpu_s_per_job"] or {})})
         models = sorted({m for w in windows for m in (w["models"] or {})})
         out[workload][str(concurrency)][system] = {
@@ -49,7 +49,37 @@ def http_summary(turns: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, d
                 for m in models
             },
         }
+        device = _device_summary(windows)
+        if device is not None:
+            out[workload][str(concurrency)][system]["device"] = device
+        rates = [w["arrivals_per_s"] for w in windows if "arrivals_per_s" in w]
+        if rates:
+            out[workload][str(concurrency)][system]["arrivals_per_s"] = rates[0]
     return out
+
+
+def _group_order(group: tuple[tuple[str, int | str, str], Any]) -> tuple[str, int, int, str, str]:
+    """Closed-loop windows by client count, then open-loop ones by label."""
+    (workload, concurrency, system), _ = group
+    if isinstance(concurrency, int):
+        return workload, 0, concurrency, "", system
+    return workload, 1, 0, str(concurrency), system
+
+
+def _device_summary(windows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Medians over repeats of what the simulated device logged (bench/simbench.py)."""
+    seen = [w["device"] for w in windows if w.get("device")]
+    if not seen:
+        return None
+    models = sorted({m for d in seen for m in d["models"]})
+    return {
+        "duty_cycle": _median([d["duty_cycle"] for d in seen], 3),
+        "of_ceiling": _median([d["of_ceiling"] for d in seen], 3),
+        "ceiling_items_per_s": seen[0]["ceiling_items_per_s"],
+        "overlap_s": max(d["overlap_s"] for d in seen),
+        "mean_batch_size": {m: _median([(d["models"].get(m) or {}).get("mean_batch_size") for d in seen], 2)
+                            for m in models},  # fmt: skip
+    }
 
 
 def limit_summary(turns: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -143,6 +173,14 @@ def ratios(http: dict[str, Any], ceil: dict[str, Any], limit: dict[str, Any] | N
                 row["dlpipe/limit"] = ratio(dl, limit["best"]["images_per_s"])
             models = (by_system.get("dlpipe") or {}).get("models") or {}
             row["dlpipe_duty_cycle"] = {m: v["duty_cycle"] for m, v in models.items()} or None
+            device = (by_system.get("dlpipe") or {}).get("device")
+            if device:
+                row["dlpipe/device_ceiling"] = device["of_ceiling"]
+                row["dlpipe_device_duty"] = device["duty_cycle"]
+            if c and by_system["dlpipe"].get("cpu_s_per_job_total") is not None:
+                # What dlpipe spends per job beyond its stages' own work, each run alone.
+                overhead = by_system["dlpipe"]["cpu_s_per_job_total"] - c["compute_only"]["cpu_s_per_job"]
+                row["dlpipe_stack_overhead_ms_per_job"] = round(overhead * 1000.0, 2)
             out[workload][concurrency] = row
     return dict(out)
 
@@ -152,13 +190,50 @@ def summarize(turns: list[dict[str, Any]], cores: int) -> dict[str, Any]:
     limit = limit_summary(turns)
     stages = stage_summary(turns)
     ceil = ceilings(stages, http, cores)
+    rat = ratios(http, ceil, limit)
     return {
         "http": {w: {c: dict(s) for c, s in by_c.items()} for w, by_c in http.items()},
         "limit": limit,
         "stages": stages,
         "ceiling": ceil,
-        "ratios": ratios(http, ceil, limit),
+        "ratios": rat,
+        "targets": targets(http, rat),
         "failed_turns": [
             {"system": t["system"], "repeat": t["repeat"], "error": t["error"]} for t in turns if "error" in t
         ],
     }
+
+
+# The issue's targets (12): on the simulated chain, and on the CPU bench.
+SIM_CHAIN_TARGETS = {"clients": "24", "of_ceiling": 0.9, "duty_cycle": 0.95, "vs_litserve": 1.3, "vs_sequential": 5.0}
+CPU_TARGETS = {"vs_litserve": 1.3, "stack_overhead_ms_per_job": 8.0}
+
+
+def targets(http: dict[str, Any], rat: dict[str, Any]) -> dict[str, Any]:
+    """Each target met or not (None: not measured in this run), with the figures."""
+    out: dict[str, Any] = {}
+    chain = http.get("sim-chain", {})
+    at = chain.get(SIM_CHAIN_TARGETS["clients"], {})
+    dl = at.get("dlpipe")
+    if dl and dl.get("device"):
+        r = rat.get("sim-chain", {}).get(SIM_CHAIN_TARGETS["clients"], {})
+        checks = {"of_ceiling": (dl["device"]["of_ceiling"], SIM_CHAIN_TARGETS["of_ceiling"]),
+                  "duty_cycle": (dl["device"]["duty_cycle"], SIM_CHAIN_TARGETS["duty_cycle"]),
+                  "vs_litserve": (r.get("dlpipe/litserve"), SIM_CHAIN_TARGETS["vs_litserve"]),
+                  "vs_sequential": (r.get("dlpipe/baseline"), SIM_CHAIN_TARGETS["vs_sequential"])}  # fmt: skip
+        entry = {k: {"value": v, "target": t, "met": None if v is None else v >= t} for k, (v, t) in checks.items()}
+        eight = chain.get("8", {})
+        new, old = (eight.get("dlpipe") or {}).get("latency_ms", {}), (eight.get("dlpipe-oldest") or {}).get("latency_ms", {})
+        if new.get("p99") is not None and old.get("p99") is not None:
+            entry["p99_at_8_vs_oldest"] = {"value": new["p99"], "target": old["p99"], "met": new["p99"] <= old["p99"]}
+        out["sim-chain@24"] = entry
+    for concurrency, row in rat.get("image-classify", {}).items():
+        if "dlpipe/litserve" in row or "dlpipe_stack_overhead_ms_per_job" in row:
+            vs, overhead = row.get("dlpipe/litserve"), row.get("dlpipe_stack_overhead_ms_per_job")
+            out[f"image-classify@{concurrency}"] = {
+                "vs_litserve": {"value": vs, "target": CPU_TARGETS["vs_litserve"],
+                                "met": None if vs is None else vs >= CPU_TARGETS["vs_litserve"]},
+                "stack_overhead_ms_per_job": {"value": overhead, "target": CPU_TARGETS["stack_overhead_ms_per_job"],
+                                              "met": None if overhead is None else overhead <= CPU_TARGETS["stack_overhead_ms_per_job"]},
+            }  # fmt: skip
+    return out

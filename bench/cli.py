@@ -3,6 +3,7 @@
 dlpipe bench                                   # everything, 3 repeats, 30 s windows
 dlpipe bench --repeats 1 --duration-s 5 --warmup-s 2      # a smoke run
 dlpipe bench --systems limit,stages,dlpipe,baseline --concurrency 4,8
+dlpipe bench --device sim                      # on a simulated accelerator (bench/sim)
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -17,7 +19,17 @@ from pathlib import Path
 
 log = logging.getLogger("bench")
 
-SYSTEMS = ("limit", "stages", "dlpipe", "baseline", "litserve", "ray", "api")
+SYSTEMS = ("limit", "stages", "dlpipe", "dlpipe-oldest", "dlpipe-unfused", "baseline", "litserve", "ray", "api")
+CPU_WORKLOADS = ("image-classify", "image-tag")
+SIM_WORKLOADS = ("sim-chain", "sim-classify")
+# What each device measures unless told: on the CPU, everything but the old scheduler; on the
+# simulated device, dlpipe (its scheduler and the old one), the sequential flow and LitServe.
+DEFAULTS = {
+    "cpu": {"systems": [s for s in SYSTEMS if s not in ("dlpipe-oldest", "dlpipe-unfused")], "workloads": list(CPU_WORKLOADS),
+            "concurrency": [8], "open_loop": []},
+    "sim": {"systems": ["dlpipe", "dlpipe-oldest", "baseline", "litserve"], "workloads": list(SIM_WORKLOADS),
+            "concurrency": [8, 24, 64], "open_loop": [0.5, 0.9]},
+}  # fmt: skip
 
 
 def _ints(text: str) -> list[int]:
@@ -45,6 +57,16 @@ def _names(allowed: Sequence[str] | None) -> Callable[[str], list[str]]:
     return parse
 
 
+def _fractions(text: str) -> list[float]:
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected fractions separated by commas, got {text!r}") from None
+    if any(not 0 < v <= 2 for v in values):
+        raise argparse.ArgumentTypeError(f"expected fractions of the ceiling in (0, 2], got {text!r}")
+    return values
+
+
 def _env_pair(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep or not key.startswith("DLPIPE_"):
@@ -66,7 +88,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--requests", type=int, help="instead of --duration-s: measure this many completed requests"
     )
     p.add_argument("--warmup-s", type=float, default=5.0, help="load before each measured window")
-    p.add_argument("--concurrency", type=_ints, default=[8], help="concurrent clients, e.g. 4,8 to sweep")
+    p.add_argument("--device", choices=("cpu", "sim"), default="cpu",
+                   help="where the models run: this CPU, or a simulated accelerator (bench/sim) the CPU stages "
+                   "do not share")  # fmt: skip
+    p.add_argument("--concurrency", type=_ints, default=None,
+                   help="concurrent clients, e.g. 4,8 to sweep (default: 8; sim: 8,24,64)")  # fmt: skip
+    p.add_argument("--open-loop", type=_fractions, default=None,
+                   help="sim: also Poisson arrivals at these fractions of the device's ceiling (default 0.5,0.9)")
+    p.add_argument("--sim-scale", type=float, default=None,
+                   help="sim: the published T4 batch curve, every cost times this (bench/sim/pipelines.py)")
+    p.add_argument("--sim-costs", default=None, metavar="MODEL=A,B;...",
+                   help="sim: each model's cost a + b*n in ms instead, e.g. sim_detect=99,4.3;sim_classify=99,4.3")
+    p.add_argument("--sim-max-batch", type=int, default=8, help="sim: the models' max_batch_size (everyone's)")
+    p.add_argument("--sim-delay-ms", type=float, default=2.0, help="sim: the models' max_batch_delay_ms")
+    p.add_argument("--tune-seconds", type=float, default=10.0,
+                   help="each peer configuration's tuning window before the turns (0: no tuning)")
+    p.add_argument("--tune-concurrency", type=int, default=None,
+                   help="clients of the tuning windows (default: the middle --concurrency)")
     p.add_argument("--api-concurrency", type=_ints, default=[4, 8],
                    help="the API-alone turn (`api`: no-op jobs, no workers): connections")  # fmt: skip
     p.add_argument("--api-duration-s", type=float, default=10.0, help="the API-alone turn: measured window")
@@ -76,9 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--poll-interval-ms", type=float, default=None,
         help="poll dlpipe jobs at this interval instead of waiting for them (Prefer: wait, long polls)",
     )
-    p.add_argument("--workloads", type=_names(("image-classify", "image-tag")),
-                   default=["image-classify", "image-tag"], help="pipelines to load")  # fmt: skip
-    p.add_argument("--systems", type=_names(SYSTEMS), default=list(SYSTEMS), help="what to measure")
+    p.add_argument("--workloads", type=_names((*CPU_WORKLOADS, *SIM_WORKLOADS)), default=None,
+                   help="pipelines to load (default: image-classify,image-tag; sim: sim-chain,sim-classify)")
+    p.add_argument("--systems", type=_names(SYSTEMS), default=None,
+                   help="what to measure (default: all but dlpipe's variants dlpipe-oldest, dlpipe-unfused; "
+                   "sim: dlpipe,dlpipe-oldest,baseline,litserve)")
     p.add_argument("--out-dir", type=Path, default=Path("docs/benchmarks"), help="where the JSON and PNG go")
     p.add_argument("--name", help="file name stem (default bench-<UTC time>)")
     p.add_argument(
@@ -88,9 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-install", action="store_true", help="do not create missing peer venvs (skip the peer)"
     )
-    p.add_argument(
-        "--base-port", type=int, default=18100, help="dlpipe, baseline, litserve, ray, api: this port + 0..4"
-    )
+    p.add_argument("--base-port", type=int, default=18100,
+                   help="dlpipe, dlpipe-oldest, dlpipe-unfused, baseline, litserve, ray, api: this port + 0..6")  # fmt: skip
     p.add_argument(
         "--limit-batches", type=_ints, default=[1, 2, 4, 8, 16], help="model-only limit: batch sizes"
     )
@@ -122,14 +161,47 @@ def _pipeline_batching(workload: str) -> tuple[int, float]:
     return (batching.max_batch_size, batching.max_batch_delay_ms) if batching else (1, 0.0)
 
 
+def _sim_spec(args: argparse.Namespace):  # type: ignore[no-untyped-def]  # noqa: ANN202
+    from bench.sim.pipelines import DEFAULT_SCALE, SimSpec, parse_costs  # noqa: PLC0415
+
+    spec = SimSpec.published(args.sim_scale or DEFAULT_SCALE, args.sim_max_batch, args.sim_delay_ms)
+    if args.sim_costs:
+        from dataclasses import replace  # noqa: PLC0415
+
+        spec = replace(spec, costs={**spec.costs, **parse_costs(args.sim_costs)})
+    return spec
+
+
+def _fill_defaults(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    defaults = DEFAULTS[args.device]
+    for name in ("systems", "workloads", "concurrency", "open_loop"):
+        if getattr(args, name) is None:
+            setattr(args, name, list(defaults[name]))
+    if args.device == "cpu" and set(args.workloads) & set(SIM_WORKLOADS):
+        parser.error("the sim-* workloads run on the simulated device: add --device sim")
+    if args.device == "sim":
+        wrong = set(args.workloads) - set(SIM_WORKLOADS)
+        if wrong or {"limit", "stages", "api", "ray"} & set(args.systems):
+            parser.error("--device sim runs the sim-* workloads on dlpipe, dlpipe-oldest, baseline and litserve")
+
+
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _fill_defaults(args, parser)
+    # SIGTERM unwinds like Ctrl-C, so the turn in hand stops its servers (by pid) on the way out.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     if not logging.getLogger().handlers:  # `python -m bench`; `dlpipe bench` has set up logging
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request otherwise
     from bench import aggregate, orchestrate, report  # noqa: PLC0415
 
-    size, delay = _pipeline_batching(args.workloads[0])
+    sim = _sim_spec(args) if args.device == "sim" else None
+    size, delay = (sim.max_batch_size, sim.max_batch_delay_ms) if sim else _pipeline_batching(args.workloads[0])
     opts = orchestrate.Options(
         repeats=args.repeats, duration_s=args.duration_s, warmup_s=args.warmup_s, requests=args.requests,
         concurrency=args.concurrency, api_concurrency=args.api_concurrency, api_workers=args.api_workers, api_duration_s=args.api_duration_s,
@@ -139,10 +211,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         limit_threads=args.limit_threads, limit_seconds=args.limit_seconds, stage_seconds=args.stage_seconds,
         peer_threads=args.peer_threads, max_batch_size=args.max_batch_size or size,
         batch_timeout_ms=args.batch_timeout_ms if args.batch_timeout_ms is not None else delay,
-        dlpipe_env=dict(args.dlpipe_env), install_peers=not args.no_install,
+        dlpipe_env=dict(args.dlpipe_env), install_peers=not args.no_install, device=args.device, sim=sim,
+        open_loop=args.open_loop, tune_seconds=args.tune_seconds, tune_concurrency=args.tune_concurrency,
     )  # fmt: skip
     result = orchestrate.run(opts)
-    options = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(opts).items()}
+    options = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(opts).items() if k != "sim"}
     summary = aggregate.summarize(result["turns"], os.cpu_count() or 1)
     doc = report.build(options, result, summary)
     problems = report.validate(doc)

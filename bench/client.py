@@ -10,7 +10,8 @@ measured window (a duration, or until `requests` more have completed), then the 
 submitting and the requests in flight finish uncounted. A request counts if it completed within
 the window; its latency runs from just before its POST to the moment the client saw it final.
 At both ends of the window `on_mark("start"|"end")` runs (in a thread) so the caller can read
-CPU times and model counters exactly there.
+CPU times and model counters exactly there. With `arrivals_per_s` the load is open instead:
+requests arrive as a Poisson process at that rate, whatever the answers do.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,6 +42,12 @@ class Load:
     requests: int | None = None  # instead of duration_s: measure until this many have completed
     poll_interval_s: float | None = None  # None: Prefer: wait and long polls
     timeout_s: float = 120.0
+    # Open loop instead of `concurrency` clients: requests arrive as a Poisson process at this
+    # rate, each on its own (up to `max_in_flight` at once), whatever the answers do; a request's
+    # latency runs from its arrival time (no coordinated omission).
+    arrivals_per_s: float | None = None
+    max_in_flight: int = 2048
+    seed: int = 0
 
 
 @dataclass
@@ -74,9 +82,8 @@ async def run_load(base_url: str, load: Load, on_mark: Callable[[str], None] | N
     state = {"measuring": False, "stop": False, "remaining": load.requests}
     bodies = itertools.cycle(load.bodies)
     done_measuring = asyncio.Event()
-    limits = httpx.Limits(
-        max_connections=load.concurrency * 2, max_keepalive_connections=load.concurrency * 2
-    )
+    connections = load.concurrency * 2 if not load.arrivals_per_s else load.max_in_flight
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=min(connections, 256))
     headers = {"Content-Type": "application/json"}
     long_poll = load.poll_interval_s is None
     if long_poll:
@@ -123,7 +130,48 @@ async def run_load(base_url: str, load: Load, on_mark: Callable[[str], None] | N
                     if state["remaining"] <= 0:
                         done_measuring.set()
 
-        clients = [asyncio.create_task(one_client()) for _ in range(load.concurrency)]
+        async def record(started: float, problem: str | None) -> None:
+            if not state["measuring"] or state["stop"]:
+                return
+            if problem is not None:
+                window.errors += 1
+                if len(window.error_samples) < 5:
+                    window.error_samples.append(problem)
+                return
+            window.latencies_s.append(time.perf_counter() - started)
+
+        async def one_arrival(arrived: float) -> None:
+            try:
+                _, problem = await one_request()
+            except (httpx.HTTPError, ValueError, KeyError) as exc:
+                problem = f"{type(exc).__name__}: {exc}"
+            await record(arrived, problem)
+
+        async def arrivals(rate: float) -> None:
+            """Poisson arrivals: exponential gaps, each request started at its arrival time."""
+            rng = random.Random(load.seed)
+            in_flight: set[asyncio.Task[None]] = set()
+            next_at = time.perf_counter()
+            try:
+                while not state["stop"]:
+                    next_at += rng.expovariate(rate)
+                    delay = next_at - time.perf_counter()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    if len(in_flight) >= load.max_in_flight:
+                        await record(next_at, f"over {load.max_in_flight} requests in flight")
+                        continue
+                    task = asyncio.create_task(one_arrival(next_at))
+                    in_flight.add(task)
+                    task.add_done_callback(in_flight.discard)
+            finally:
+                if in_flight:
+                    await asyncio.wait(in_flight, timeout=load.timeout_s)
+
+        if load.arrivals_per_s:
+            clients = [asyncio.create_task(arrivals(load.arrivals_per_s))]
+        else:
+            clients = [asyncio.create_task(one_client()) for _ in range(load.concurrency)]
         try:
             await asyncio.sleep(load.warmup_s)
             if on_mark is not None:

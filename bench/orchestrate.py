@@ -1,5 +1,7 @@
-"""One bench run: the turns in interleaved order (limit, stages, then each HTTP system, once per
-repeat), each turn's servers started, measured and stopped by process id before the next."""
+"""One bench run: the peers tuned (bench/tuning.py), then the turns in interleaved order (limit,
+stages, then each HTTP system, once per repeat), each turn's servers started, measured and
+stopped by process id before the next. On the simulated device (`device="sim"`, bench/simbench.py)
+each turn has a device of its own, and each workload is also loaded open-loop."""
 
 from __future__ import annotations
 
@@ -15,9 +17,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import noop, peers, procs, rawload, systems
+from bench import noop, peers, procs, rawload, simbench, stack, systems, tuning
 from bench.client import Load, run_load
 from bench.photos import fhd_jpegs, request_body
+from bench.sim.pipelines import SimSpec
 from bench.stats import counters_delta, latency_summary, model_activity, turn_order
 
 log = logging.getLogger(__name__)
@@ -25,6 +28,11 @@ log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parent.parent
 MEASUREMENTS = ("limit", "stages")
 ALL_SYSTEMS = (*MEASUREMENTS, *systems.HTTP_SYSTEMS)
+
+OVERLOAD = 1.1  # an open-loop rate this much over a system's best closed-loop jobs/s is not run
+
+# At each end of a window: the processes' CPU times, the model counters, time.monotonic().
+Mark = tuple[procs.CpuSnapshot, dict[str, dict[str, float]] | None, float]
 
 
 @dataclass
@@ -53,6 +61,11 @@ class Options:
     batch_timeout_ms: float = 2.0
     dlpipe_env: dict[str, str] = field(default_factory=dict)
     install_peers: bool = True
+    device: str = "cpu"  # "sim": the models run on the simulated accelerator (bench/sim)
+    sim: SimSpec | None = None  # its cost curves and batching (device "sim")
+    open_loop: list[float] = field(default_factory=list)  # Poisson rates, fractions of the ceiling
+    tune_seconds: float = 0.0  # each peer configuration's tuning window (0: no tuning)
+    tune_concurrency: int | None = None  # clients of the tuning windows (None: the middle one)
 
 
 def dlpipe_settings(opts: Options) -> dict[str, Any]:
@@ -82,9 +95,13 @@ def run(opts: Options) -> dict[str, Any]:
     peer_envs, peer_info = _prepare_peers(opts)
     setup = systems.Setup(run_dir=run_dir, workloads=opts.workloads, cores=cores, peer_threads=opts.peer_threads,
                           max_batch_size=opts.max_batch_size, batch_timeout_ms=opts.batch_timeout_ms,
-                          dlpipe_env=opts.dlpipe_env, peers=peer_envs)  # fmt: skip
+                          dlpipe_env=opts.dlpipe_env, peers=peer_envs, device=opts.device)  # fmt: skip
+    if opts.device == "sim":
+        dl_settings = {**dl_settings, **stack.settings_summary(setup)}
     bodies = [request_body(jpeg) for jpeg in fhd_jpegs()]
     ports = {name: opts.base_port + i for i, name in enumerate(systems.HTTP_SYSTEMS)}
+    tuned = tuning.tune_peers(setup, ports, opts, peer_info,
+                              lambda turn, workload, clients, short, trial: _window(turn, workload, clients, bodies, short, trial))  # fmt: skip
     turns: list[dict[str, Any]] = []
     order = [
         (r, s)
@@ -103,7 +120,7 @@ def run(opts: Options) -> dict[str, Any]:
                 turn["stages"] = _measure(["stages", "--workloads", ",".join(opts.workloads), "--threads",
                                            str(dl_settings["torch_threads"]), "--seconds", str(opts.stage_seconds)])  # fmt: skip
             else:
-                turn.update(_http_turn(system, setup, ports[system], bodies, opts))
+                turn.update(_http_turn(system, setup, ports[system], bodies, opts, repeat))
         except Exception as exc:  # noqa: BLE001 - one failed turn is recorded, the run goes on
             log.error("turn %s (repeat %d) failed: %s", system, repeat + 1, exc)
             turn["error"] = f"{type(exc).__name__}: {exc}"[:2000]
@@ -114,8 +131,12 @@ def run(opts: Options) -> dict[str, Any]:
         "wall_s": round(time.monotonic() - started, 1),
         "dlpipe_settings": dl_settings,
         "peers": peer_info,
+        "tuning": tuned,
+        "sim": opts.sim.as_dict() if opts.sim else None,
         "turns": turns,
     }
+
+
 
 
 def _csv(values: list[int]) -> str:
@@ -147,17 +168,33 @@ def _measure(args: list[str], timeout_s: float = 900.0) -> dict[str, Any]:
 
 
 def _http_turn(
-    system: str, setup: systems.Setup, port: int, bodies: list[bytes], opts: Options
+    system: str, setup: systems.Setup, port: int, bodies: list[bytes], opts: Options, repeat: int = 0
 ) -> dict[str, Any]:
     if system == "api":
         return _api_turn(setup, port, opts)
     t0 = time.monotonic()
+    setup = simbench.turn_setup(setup, opts.sim, system, repeat)
     turn = systems.start(system, setup, port)
     out: dict[str, Any] = {"start_s": round(time.monotonic() - t0, 1), "windows": []}
+    if system in setup.peer_config:
+        out["config"] = setup.peer_config[system]
     try:
         for workload in opts.workloads:
-            for concurrency in opts.concurrency:
-                out["windows"].append(_window(turn, workload, concurrency, bodies, opts))
+            closed_best = 0.0
+            for label, rate in simbench.loads(opts.concurrency, opts.open_loop, opts.sim, workload):
+                if rate is not None and rate > closed_best * OVERLOAD:
+                    # Arrivals faster than the system ever served: its queue (and latency) would only
+                    # grow, and what is left in flight would spill into the next window.
+                    out.setdefault("skipped", []).append({"workload": workload, "load": label,
+                        "arrivals_per_s": round(rate, 3), "reason": f"over {closed_best:.2f} jobs/s, the most it "
+                        "served closed-loop: it cannot keep up"})  # fmt: skip
+                    log.info("%s %s %s skipped: %.2f/s arrivals, at most %.2f jobs/s served", system, workload,
+                             label, rate, closed_best)  # fmt: skip
+                    continue
+                window = _window(turn, workload, label, bodies, opts, setup, rate)
+                out["windows"].append(window)
+                if rate is None:
+                    closed_best = max(closed_best, window["jobs_per_s"] or 0.0)
     finally:
         t1 = time.monotonic()
         systems.stop(turn, port)
@@ -187,26 +224,41 @@ def _api_turn(setup: systems.Setup, port: int, opts: Options) -> dict[str, Any]:
 
 
 def _window(
-    turn: systems.Turn, workload: str, concurrency: int, bodies: list[bytes], opts: Options
-) -> dict[str, Any]:
-    load = Load(path=f"/v1/pipelines/{workload}/jobs", bodies=bodies, concurrency=concurrency,
+    turn: systems.Turn, workload: str, concurrency: int | str, bodies: list[bytes], opts: Options,
+    setup: systems.Setup | None = None, arrivals_per_s: float | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """One measured window: `concurrency` closed-loop clients, or Poisson arrivals (then
+    `concurrency` is the window's label)."""
+    load = Load(path=f"/v1/pipelines/{workload}/jobs", bodies=bodies,
+                concurrency=concurrency if isinstance(concurrency, int) else 1,
                 warmup_s=opts.warmup_s, duration_s=opts.duration_s, requests=opts.requests,
-                poll_interval_s=None if opts.poll_interval_ms is None else opts.poll_interval_ms / 1000.0)  # fmt: skip
-    marks: dict[str, tuple[procs.CpuSnapshot, dict[str, dict[str, float]] | None]] = {}
+                poll_interval_s=None if opts.poll_interval_ms is None else opts.poll_interval_ms / 1000.0,
+                arrivals_per_s=arrivals_per_s)  # fmt: skip
+    marks: dict[str, Mark] = {}
 
     def on_mark(which: str) -> None:
-        marks[which] = (procs.cpu_snapshot(turn.processes(), turn.role), turn.counters(workload))
+        marks[which] = (procs.cpu_snapshot(turn.processes(), turn.role), turn.counters(workload), time.monotonic())
 
     window = asyncio.run(run_load(turn.base_url, load, on_mark))
-    return _record(turn, workload, concurrency, window, marks)
+    record = _record(turn, workload, concurrency, window, marks)
+    if arrivals_per_s is not None:
+        record["arrivals_per_s"] = round(arrivals_per_s, 3)
+    device = simbench.device_record(turn.device_log, marks["start"][2], marks["end"][2], record["jobs_per_s"],
+                                    opts.sim, workload)  # fmt: skip
+    if device is not None:
+        record["device"] = device
+        log.info("%s %s %s: device duty %.3f, %.3f of its ceiling, batches %s", turn.system, workload, concurrency,
+                 device["duty_cycle"], device["of_ceiling"] or 0,
+                 {m: v["mean_batch_size"] for m, v in device["models"].items()})  # fmt: skip
+    return record
 
 
 def _api_window(turn: systems.Turn, port: int, concurrency: int, opts: Options) -> dict[str, Any]:
     """The API alone: no-op jobs (bench/noop.py) from a lean client, answered 202 or counted as errors."""
-    marks: dict[str, tuple[procs.CpuSnapshot, dict[str, dict[str, float]] | None]] = {}
+    marks: dict[str, Mark] = {}
 
     def on_mark(which: str) -> None:
-        marks[which] = (procs.cpu_snapshot(turn.processes(), turn.role), None)
+        marks[which] = (procs.cpu_snapshot(turn.processes(), turn.role), None, time.monotonic())
 
     request = rawload.request_bytes("127.0.0.1", port, f"/v1/pipelines/{noop.PIPELINE}/jobs", noop.BODY)
     window = asyncio.run(rawload.run("127.0.0.1", port, request, concurrency, min(opts.warmup_s, 2.0),
@@ -217,11 +269,7 @@ def _api_window(turn: systems.Turn, port: int, concurrency: int, opts: Options) 
 
 
 def _record(
-    turn: systems.Turn,
-    workload: str,
-    concurrency: int,
-    window: Any,
-    marks: dict[str, tuple[procs.CpuSnapshot, dict[str, dict[str, float]] | None]],
+    turn: systems.Turn, workload: str, concurrency: int | str, window: Any, marks: dict[str, Mark]
 ) -> dict[str, Any]:
     """A measured window as the run's JSON keeps it."""
     n = window.completed
@@ -246,6 +294,6 @@ def _record(
         "client_cpu_s_per_job": round(window.client_cpu_s / n, 5) if n else None,
         "models": models,
     }
-    log.info("%s %s c=%d: %.2f jobs/s, p50 %s ms, p99 %s ms, %d errors", turn.system, workload, concurrency,
+    log.info("%s %s c=%s: %.2f jobs/s, p50 %s ms, p99 %s ms, %d errors", turn.system, workload, concurrency,
              result["jobs_per_s"] or 0, result["latency"]["p50_ms"], result["latency"]["p99_ms"], window.errors)  # fmt: skip
     return result

@@ -77,9 +77,14 @@ def build(options: dict[str, Any], result: dict[str, Any], summary: dict[str, An
             "baseline_and_peers_torch_threads": options["peer_threads"],
             "limit_threads": options["limit_threads"],
             "stages_torch_threads": dl["torch_threads"],
+            "peers_tuned": {name: t.get("best") for name, t in (result.get("tuning") or {}).items()},
         },
         "options": options,
         "peers": result["peers"],
+        # How each peer ran (bench/tuning.py): every configuration tried, its jobs/s, the one kept.
+        "peer_tuning": result.get("tuning") or {},
+        # The simulated device (--device sim): its cost curves, where they come from, its ceilings.
+        "sim": result.get("sim"),
         "wall_s": result["wall_s"],
         "turns": result["turns"],
         "summary": summary,
@@ -166,29 +171,42 @@ def table(doc: dict[str, Any]) -> str:
         lines.append(f"model-only limit ({s['limit']['model']}): {b['images_per_s']:.1f} images/s "
                      f"(batch {b['batch']}, {b['threads']} threads)")  # fmt: skip
     wl = max([15, *(len(w) + 1 for w in s["http"])])
-    header = f"{'workload':<{wl}}{'clients':>8}  {'system':<10}{'jobs/s':>8}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}" \
+    header = f"{'workload':<{wl}}{'clients':>12}  {'system':<14}{'jobs/s':>8}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}" \
              f"{'CPU s/job':>10}  duty (mean batch)"  # fmt: skip
     lines += ["", header, "-" * len(header)]
     for workload, by_conc in s["http"].items():
         c = s["ceiling"].get(workload)
         if c:
-            lines.append(f"{workload:<{wl}}{'':>8}  {'ceiling':<10}{_f(c['compute_only']['jobs_per_s']):>8}"
+            lines.append(f"{workload:<{wl}}{'':>12}  {'ceiling':<14}{_f(c['compute_only']['jobs_per_s']):>8}"
                          f"{'':>27}{_f(c['compute_only']['cpu_s_per_job'], '{:.4f}'):>10}  (stages alone)")  # fmt: skip
         for conc, by_system in by_conc.items():
             for system, row in by_system.items():
                 duty = ", ".join(f"{name} {_f(v['duty_cycle'], '{:.2f}')} ({_f(v['mean_batch_size'], '{:.2f}')})"
                                  for name, v in row["models"].items())  # fmt: skip
                 lat = row["latency_ms"]
-                lines.append(f"{workload:<{wl}}{conc:>8}  {system:<10}{_f(row['jobs_per_s']):>8}{_f(lat['p50']):>9}"
+                lines.append(f"{workload:<{wl}}{conc:>12}  {system:<14}{_f(row['jobs_per_s']):>8}{_f(lat['p50']):>9}"
                              f"{_f(lat['p95']):>9}{_f(lat['p99']):>9}{_f(row['cpu_s_per_job_total'], '{:.4f}'):>10}"
                              f"  {duty or '-'}{'  ERRORS ' + str(row['errors']) if row['errors'] else ''}")  # fmt: skip
+    devices = [(w, c, system, row["device"]) for w, by_conc in s["http"].items() for c, by_system in by_conc.items()
+               for system, row in by_system.items() if row.get("device")]  # fmt: skip
+    if devices:
+        lines += ["", f"{'simulated device':<{wl}}{'load':>12}  {'system':<14}{'duty':>6}{'of ceiling':>12}  mean batch"]
+        for workload, conc, system, d in devices:
+            batches = ", ".join(f"{m} {_f(v, '{:.2f}')}" for m, v in d["mean_batch_size"].items())
+            lines.append(f"{workload:<{wl}}{conc:>12}  {system:<14}{_f(d['duty_cycle'], '{:.3f}'):>6}"
+                         f"{_f(d['of_ceiling'], '{:.3f}'):>12}  {batches}")  # fmt: skip
     lines.append("")
     for workload, by_conc in s["ratios"].items():
         for conc, row in by_conc.items():
-            parts = [f"{k} {_f(v, '{:.2f}')}" for k, v in row.items() if k != "dlpipe_duty_cycle"]
+            parts = [f"{k} {_f(v, '{:.2f}')}" for k, v in row.items() if k not in ("dlpipe_duty_cycle",)]
             duties: dict[str, Any] = row.get("dlpipe_duty_cycle") or {}
             parts += [f"duty {name} {_f(v, '{:.2f}')}" for name, v in duties.items()]
             lines.append(f"ratios {workload} @{conc} clients: " + ", ".join(parts))
+    for where, checks in (s.get("targets") or {}).items():
+        verdict = {True: "met", False: "NOT met", None: "not measured"}
+        parts = [f"{k} {_f(v['value'], '{:.3g}')} ({verdict[v['met']]}, target {v['target']})"
+                 for k, v in checks.items()]  # fmt: skip
+        lines.append(f"targets {where}: " + ", ".join(parts))
     for failed in s["failed_turns"]:
         lines.append(
             f"FAILED turn {failed['system']} (repeat {failed['repeat'] + 1}): {failed['error'][:300]}"

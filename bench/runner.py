@@ -213,3 +213,14 @@ def read_counters(path: Path | None) -> dict[str, dict[str, float]]:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
+
+
+def read_all_counters(folder: Path, pipeline: str) -> dict[str, dict[str, float]]:
+    """The counters every process of a server wrote for `pipeline` (`<pipeline>.<pid>.json`),
+    summed per model."""
+    total: dict[str, dict[str, float]] = defaultdict(dict)
+    for path in sorted(folder.glob(f"{pipeline}.*.json")):
+        for model, counters in read_counters(path).items():
+            for key, value in counters.items():
+                total[model][key] = total[model].get(key, 0.0) + value
+    return dict(total)

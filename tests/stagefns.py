@@ -69,6 +69,15 @@ def to_result(row: np.ndarray) -> dict[str, Any]:
     return {"sum": float(row[0]), "batch": int(row[1])}
 
 
+def picky_result(row: np.ndarray) -> dict[str, Any]:
+    """to_result, but a sum of 6 fails the item (ItemError) and a sum of 8 raises a plain error."""
+    if float(row[0]) == 6.0:
+        raise ItemError("six is not allowed")
+    if float(row[0]) == 8.0:
+        raise ValueError("eight crashes")
+    return to_result(row)
+
+
 def echo(value: Any) -> Any:
     return value
 

@@ -41,12 +41,15 @@ class StageMetrics:
             wait_s = max(0, now - entry_ms(entry.entry_id)) / 1000
             self.tally.observe(metrics.QUEUE_WAIT, (item.pipeline, item.stage), wait_s)
 
-    def timed(self, run: Callable[[Entry, Any], StageResult], entry: Entry, values: Any) -> StageResult:
-        """`run(entry, values)`, its time counted as the item's time in its stage."""
+    def timed(
+        self, run: Callable[[Entry, Any], StageResult], entry: Entry, values: Any, stage: str | None = None
+    ) -> StageResult:
+        """`run(entry, values)`, its time counted as the item's time in its stage (or in `stage`:
+        a postprocess stage the model worker runs on the entry's row)."""
         started = self.timer()
         result = run(entry, values)
         item = entry.item
-        self.tally.observe(metrics.STAGE_SECONDS, (item.pipeline, item.stage), self.timer() - started)
+        self.tally.observe(metrics.STAGE_SECONDS, (item.pipeline, stage or item.stage), self.timer() - started)
         return result
 
     def forward(self, model: str, results: Sequence[StageResult], seconds: float) -> None:

@@ -2,17 +2,20 @@
 
 One process owns the device. A step has three parts:
 
-- `take_batch()`: pick the model whose waiting entry is oldest, fill a batch for it
-  (collect_batch: up to max_batch_size, at most max_batch_delay_ms after the first entry),
-  load its values, fail alone the items that cannot join it (undecodable, wrong shape), and
-  collate the rest into one CPU batch (pinned on CUDA);
+- `take_batch()`: choose the model and fill its batch (workers/model_queues.py: by the
+  scheduling policy of workers/scheduling.py, DLPIPE_MODEL_SCHEDULER), load its values, fail
+  alone the items that cannot join it (undecodable, wrong shape), and collate the rest into one
+  CPU batch (pinned on CUDA); the batch is then committed to the device clock, which predicts
+  when the device will be free from each model's measured cost curve;
 - `compute()`: device copy -> predict -> split (an exception fails every item of the batch);
-- `record()`: write every result, acknowledge the entries, add the model's counters, in one
-  round trip.
+  its time goes into the model's cost curve;
+- `record()`: run the fused postprocess stages on the rows (workers/fusion.py), write every
+  result, acknowledge the entries, add the model's counters, in one round trip.
 
 `run_once()` runs the three in turn (tests drive it). The process runs them overlapped
-(workers/model_loop.py): while the device runs one batch, a thread takes and collates the
-next and another records the last, so the model never waits for Redis or decoding
+(workers/model_loop.py): while the device runs one batch, a thread fills and collates the
+next (deciding it only when the device is about to be free, so it is as full as it can be)
+and another records the last, so the model never waits for Redis or decoding
 (DLPIPE_MODEL_OVERLAP=false runs plain steps). The compute itself (device, loading models,
 shape checks, the forward pass) is in workers/inference.py.
 
@@ -29,7 +32,6 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from functools import partial
 
 import torch
 
@@ -37,7 +39,7 @@ from shared import keys
 from shared.codecs import CodecError
 from shared.settings import Settings
 from workers import runtime
-from workers.batching import collect_batch
+from workers.fusion import Fusion
 from workers.heartbeat import Heartbeat
 from workers.inference import (
     ModelStats,
@@ -51,15 +53,15 @@ from workers.inference import (
     model_batching,
 )
 from workers.model_loop import Computed, run_overlapped
+from workers.model_queues import ModelQueues
 from workers.models.base import Model
-from workers.reclaim import Reclaimer, take_work
+from workers.reclaim import Reclaimer
+from workers.scheduling import CostCurve, DeviceClock, Scheduler
 from workers.store import Entry, StageResult, Store
 
 log = logging.getLogger("workers.model_worker")  # not __main__ under `python -m`
 
-def _entry_order(entry: Entry) -> tuple[int, int]:
-    ms, _, seq = entry.entry_id.partition("-")
-    return int(ms), int(seq or 0)
+PREPARE_EMA = 0.2  # weight of the last batch in the mean time a batch takes to prepare
 
 
 class ModelWorker:
@@ -82,9 +84,6 @@ class ModelWorker:
         self.clock = clock
         self.streams = store.config.model_streams(list(models))  # model -> stream name
         self.batching = model_batching(store.config, list(self.streams), self.device)
-        self._model_of = {keys.stream(stream): name for name, stream in self.streams.items()}
-        self._held: dict[str, list[Entry]] = {name: [] for name in self.streams}  # read, not yet batched
-        self._suspect: Entry | None = None  # the entry taken back that is held, if any
         self.reclaimer = Reclaimer(
             store.redis,
             keys.MODEL_GROUP,
@@ -95,6 +94,19 @@ class ModelWorker:
             clock,
             trim_interval_s=settings.stream_trim_interval_s,
         )
+        self.curves = {name: CostCurve() for name in self.streams}  # forward ms = a + b * n
+        self.device_clock = DeviceClock(self.curves, clock)
+        scheduler = None
+        if settings.model_scheduler == "efficiency":
+            # Batches fill while the device is busy where this process owns it (a GPU: one model
+            # worker); CPU replicas share the streams item by item and take what is there.
+            scheduler = Scheduler(self.curves, settings.scheduler_max_age_ms / 1000.0,
+                                  fill_while_busy=settings.model_replicas == 1)  # fmt: skip
+        self.queues = ModelQueues(store, consumer, self.streams, self.batching, self.reclaimer,
+                                  self.device_clock, scheduler, clock)  # fmt: skip
+        self.fusion = Fusion(store.config, list(self.streams), settings.fuse_postprocess)
+        runtime.configure_stage_modules(self.fusion.functions, settings)
+        self._prepare_s = 0.0  # mean time from choosing a batch to having it ready
         self._shape: dict[str, Shape] = {}  # model -> the last (shape, dtype) that ran
         self.stats: dict[str, ModelStats] = defaultdict(ModelStats)
         self.stats_log = StatsLog(clock)
@@ -111,46 +123,20 @@ class ModelWorker:
 
     def take_batch(self, block_ms: int | None = None) -> tuple[int, Prepared | None]:
         """Take back a suspect entry (if due), pick a model, fill its batch and make it ready for
-        the forward pass. Returns the entries handled (given up ones too) and the batch."""
-        given_up = self.take_suspect()
-        batch = self.next_batch(self.settings.read_block_ms if block_ms is None else block_ms)
+        the forward pass (committed to the device clock). Returns the entries handled (given up
+        ones too) and the batch."""
+        given_up = self.queues.take_suspect()
+        block = self.settings.read_block_ms if block_ms is None else block_ms
+        planned = not self.device_clock.idle()  # chosen to follow a running batch
+        batch = self.queues.next_batch(block, self._prepare_s + self.device_clock.margin_s)
         if batch is None:
             return given_up, None
-        return given_up + len(batch[1]), self.prepare(*batch)
-
-    def take_suspect(self) -> int:
-        """Hold one entry taken back (own unfinished, or idle under a dead worker): it joins
-        the next batch of its model like a new one. One at a time, so a poison entry that
-        kills this process is charged the deliveries, not a batch of others with it.
-        Returns the entries given up."""
-        held_ids = {e.entry_id for held in self._held.values() for e in held}
-        if self._suspect is not None and self._suspect.entry_id in held_ids:
-            return 0
-        self._suspect = None
-        suspects, handled = take_work(self.reclaimer, self.store)
-        for entry in suspects:
-            if entry.entry_id in held_ids:  # read by this worker already, not batched yet
-                continue
-            self._held[self._model_of[entry.stream]].insert(0, entry)
-            self._suspect = entry
-        return handled - len(suspects)
-
-    def next_batch(self, block_ms: int) -> tuple[str, list[Entry]] | None:
-        """The model whose oldest waiting entry arrived first, and a batch of its entries."""
-        self._peek(block_ms)
-        waiting = [name for name, held in self._held.items() if held]
-        if not waiting:
-            return None
-        name = min(waiting, key=lambda n: _entry_order(self._held[n][0]))
-        batching = self.batching[name]
-        entries = collect_batch(
-            partial(self._read_for, name),
-            self.clock,
-            batching.max_batch_size,
-            batching.max_batch_delay_ms,
-            first_block_ms=1,
-        )
-        return name, entries
+        started = self.clock()
+        prepared = self.prepare(*batch)
+        self._prepare_s += PREPARE_EMA * (self.clock() - started - self._prepare_s)
+        if prepared.ready:
+            self.device_clock.commit(prepared.name, len(prepared.ready), planned)
+        return given_up + len(batch[1]), prepared
 
     def prepare(self, name: str, entries: list[Entry]) -> Prepared:
         """Load the batch's values; fail alone what cannot join it; collate the rest."""
@@ -183,7 +169,9 @@ class ModelWorker:
         self.stats[name].items += len(prepared.entries)
         if not prepared.ready:
             return Computed(prepared, None)
+        self.device_clock.begin(name, len(prepared.ready))
         run = forward(name, self.models[name], prepared.ready, prepared.batch, self.device, self.clock)
+        self.device_clock.end(None if run.failed else run.seconds)  # a failed pass teaches no cost
         self.stats[name].add(run)
         prepared.metrics.forward(name, run.results, run.seconds)
         return Computed(prepared, run)
@@ -191,31 +179,13 @@ class ModelWorker:
     def record(self, computed: Computed) -> None:
         """Every result (and the model's counters, if the forward pass ran) in one round trip."""
         prepared, run = computed.prepared, computed.run
-        results = prepared.failed + (run.results if run is not None else [])
+        rows = self.fusion.apply(run.results, prepared.metrics) if run is not None else []
+        results = prepared.failed + rows
         counters = {keys.model_stats(prepared.name): run.counters()} if run is not None else {}
         if prepared.gone:
             self.store.ack_gone(keys.MODEL_GROUP, prepared.gone)
         if results:
             self.store.complete(keys.MODEL_GROUP, results, {**counters, **prepared.metrics.take()})
-
-    # -- reading ----------------------------------------------------------------------
-
-    def _peek(self, block_ms: int) -> None:
-        """Hold the oldest entry of every model stream that has one (one per stream)."""
-        empty = [self.streams[name] for name, held in self._held.items() if not held]
-        if not empty:
-            return
-        block = None if any(self._held.values()) else block_ms
-        for entry in self.store.read(keys.MODEL_GROUP, self.consumer, empty, 1, block):
-            self._held[self._model_of[entry.stream]].append(entry)
-
-    def _read_for(self, name: str, count: int, block_ms: int) -> list[Entry]:
-        held = self._held[name]
-        if held:
-            taken = held[:count]
-            del held[:count]
-            return taken
-        return self.store.read(keys.MODEL_GROUP, self.consumer, [self.streams[name]], count, block_ms)
 
     # -- computing --------------------------------------------------------------------
 
@@ -235,14 +205,13 @@ class ModelWorker:
         """Make the groups; queue every entry this consumer read but did not finish to be taken
         back, one per step (each a delivery more: one that keeps failing is given up)."""
         self.setup()
-        for held in self._held.values():
-            held.clear()
-        self._suspect = None
+        self.queues.clear()
+        self.device_clock.reset()
         self.reclaimer.adopt_own()
 
     def finish(self) -> None:
         """Warm shutdown: run the entries already read, so none stay pending for this consumer."""
-        for name, held in self._held.items():
+        for name, held in self.queues.held.items():
             size = self.batching[name].max_batch_size
             while held:
                 entries = held[:size]

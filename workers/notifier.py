@@ -7,8 +7,9 @@ One process, four parts, each a thread (or several):
   event its job's webhook wants (job.started, job.progress, job.completed; see
   `webhook_events`) it creates the delivery (shared/webhooks.py; its id is the `webhook-id`)
   and queues its first attempt as an rq job; a `webhook.redeliver` entry (from the API)
-  queues a delivery's next round. It acknowledges each event once that is done: an event
-  handled twice (a crash in between) finds its delivery and rq job already there.
+  queues a delivery's next round. It looks up the webhooks of a batch of events in one round
+  trip and acknowledges the batch once it is done (one more): an event handled twice (a crash
+  in between) finds its delivery and rq job already there.
 - `DLPIPE_WEBHOOK_CONCURRENCY` rq workers run the deliveries (workers/webhooks/attempt.py),
   each attempt signed, guarded against internal addresses and cut at its deadline;
 - rq's scheduler moves retries whose delay has passed back to the queue;
@@ -108,13 +109,32 @@ class Notifier:
         if not events:
             block = self.settings.read_block_ms if block_ms is None else block_ms
             events = self._read(">", READ_COUNT, block)
+        looked_up = self._look_up([fields for _, fields in events])
         for event_id, fields in events:
-            self.handle(event_id, fields)
-            self.redis.xack(keys.EVENTS, keys.NOTIFIER_GROUP, event_id)
+            self.handle(event_id, fields, looked_up)
+        if events:  # one round trip for the batch: an event handled again finds its delivery
+            self.redis.xack(keys.EVENTS, keys.NOTIFIER_GROUP, *[event_id for event_id, _ in events])
         return len(taken.give_up) + len(events)
 
-    def handle(self, event_id: str, fields: dict[Any, Any]) -> str:
-        """Queue what an event asks for; returns what was done (for logs and tests)."""
+    def _look_up(self, batch: list[dict[Any, Any]]) -> dict[str, tuple[Any, Any, Any]]:
+        """Each job's webhook, the events it wants and whether its receiver is gone, for a batch
+        of events in one round trip (most jobs have no webhook: their events are only dropped)."""
+        jobs = list(dict.fromkeys(_text(f[b"job"] if b"job" in f else f.get("job", "")) for f in batch))
+        jobs = [job for job in jobs if job]
+        if not jobs:
+            return {}
+        pipe = self.redis.pipeline(transaction=False)
+        for job in jobs:
+            pipe.hmget(keys.job(job), ["webhook", "webhook_events"])
+            pipe.hget(keys.job_webhook(job), "gone")
+        replies = pipe.execute()
+        return {job: (*replies[2 * i], replies[2 * i + 1]) for i, job in enumerate(jobs)}
+
+    def handle(
+        self, event_id: str, fields: dict[Any, Any], looked_up: dict[str, tuple[Any, Any, Any]] | None = None
+    ) -> str:
+        """Queue what an event asks for; returns what was done (for logs and tests). `looked_up`:
+        the batch's webhook lookups (`_look_up`), else this event's are read here."""
         f = {_text(k): _text(v) for k, v in fields.items()}
         if f.get("type") == state.REDELIVER_EVENT:
             try:
@@ -130,10 +150,13 @@ class Notifier:
         except (KeyError, ValueError) as exc:
             log.error("dropping malformed event %s: %s", event_id, exc)
             return "malformed"
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hmget(keys.job(event.job_id), ["webhook", "webhook_events"])
-        pipe.hget(keys.job_webhook(event.job_id), "gone")
-        (url, wanted), gone = pipe.execute()
+        if looked_up is not None and event.job_id in looked_up:
+            url, wanted, gone = looked_up[event.job_id]
+        else:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.hmget(keys.job(event.job_id), ["webhook", "webhook_events"])
+            pipe.hget(keys.job_webhook(event.job_id), "gone")
+            (url, wanted), gone = pipe.execute()
         if url is None:
             if event.type.short == "completed":
                 log.debug("job=%s has no webhook (or is gone)", event.job_id)

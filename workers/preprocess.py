@@ -16,14 +16,13 @@ from collections.abc import Callable
 from typing import Any
 
 from shared import keys
-from shared.codecs import CodecError
-from shared.errors import ItemError
 from shared.logs import setup_logging
 from shared.settings import Settings
 from workers import pool, runtime
 from workers.heartbeat import Heartbeat
 from workers.metrics import StageMetrics
 from workers.reclaim import Reclaimer, take_work
+from workers.stagecall import call_stage
 from workers.store import Entry, StageResult, Store
 
 log = logging.getLogger("workers.preprocess")  # not __main__ under `python -m`
@@ -99,23 +98,8 @@ class PreprocessWorker:
 
     def run_stage(self, entry: Entry, values: list[Any]) -> StageResult:
         """One stage on one item: fn(*needs, **params); any failure fails only this item."""
-        item = entry.item
-        stage = self.store.stage_of(item)
-        where = f"job={item.job_id} stage={stage.name} index={item.index}"
-        undecodable = next((v for v in values if isinstance(v, CodecError)), None)
-        if undecodable is not None:
-            log.warning("%s input cannot be decoded: %s", where, undecodable)
-            return StageResult(entry, error=f"{stage.name}: input cannot be decoded: {undecodable}")
-        fn = self.functions[stage.fn or ""]
-        try:
-            value = fn(*values, **stage.params)
-        except ItemError as exc:
-            log.info("%s item failed: %s", where, exc)
-            return StageResult(entry, error=str(exc) or type(exc).__name__)
-        except Exception as exc:
-            log.exception("%s stage function raised", where)
-            return StageResult(entry, error=f"{stage.name}: {type(exc).__name__}: {exc}")
-        return StageResult(entry, value=value)
+        stage = self.store.stage_of(entry.item)
+        return call_stage(self.functions[stage.fn or ""], stage, entry, values)
 
     def run(self, stop: threading.Event) -> None:
         """Steps until `stop`; the step in hand always finishes and is acknowledged."""

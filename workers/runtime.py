@@ -23,7 +23,7 @@ from typing import Any
 import redis
 
 from shared.callables import check_callables, resolve
-from shared.pipeline_spec import PipelineConfigError, PipelinesConfig, load_pipelines
+from shared.pipeline_spec import PipelineConfigError, PipelinesConfig, StageSpec, load_pipelines
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -128,17 +128,21 @@ def resolve_stage_functions(config: PipelinesConfig) -> dict[str, Callable[..., 
     functions: dict[str, Callable[..., Any]] = {}
     for pipeline in config.pipelines.values():
         for stage in pipeline.stages:
-            if not stage.fn or stage.fn in functions:
-                continue
-            where = f"pipeline {pipeline.name!r}, stage {stage.name!r}"
-            try:
-                fn = resolve(stage.fn)
-            except (ImportError, PipelineConfigError) as exc:
-                raise PipelineConfigError(f"{where}: cannot load {stage.fn!r}: {exc}") from None
-            if not callable(fn):
-                raise PipelineConfigError(f"{where}: {stage.fn!r} is not callable")
-            functions[stage.fn] = fn
+            if stage.fn and stage.fn not in functions:
+                functions[stage.fn] = resolve_stage_function(pipeline.name, stage)
     return functions
+
+
+def resolve_stage_function(pipeline: str, stage: StageSpec) -> Callable[..., Any]:
+    """One stage's function, or PipelineConfigError naming the pipeline and stage."""
+    where = f"pipeline {pipeline!r}, stage {stage.name!r}"
+    try:
+        fn = resolve(stage.fn or "")
+    except (ImportError, PipelineConfigError) as exc:
+        raise PipelineConfigError(f"{where}: cannot load {stage.fn!r}: {exc}") from None
+    if not callable(fn):
+        raise PipelineConfigError(f"{where}: {stage.fn!r} is not callable")
+    return fn
 
 
 def configure_stage_modules(functions: dict[str, Callable[..., Any]], settings: Settings) -> None:

@@ -44,6 +44,9 @@ class StageResult:
     error: str | None = None
     # Given up after too many deliveries: fields of its dead-letter entry (needs `error`)
     dead_letter: dict[str, str] | None = None
+    # The stage whose output `value` is, when not the entry's own: the postprocess stage the
+    # model worker ran on the model's row (workers/fusion.py); recorded as if that stage ran.
+    stage: str | None = None
 
 
 _OPEN = (JobStatus.queued.value, JobStatus.running.value)  # a job in any other status has ended
@@ -133,8 +136,8 @@ class Store:
         run: the item is gone, its job has ended (canceled, expired), or its job's deadline
         (`timeout_s`) passed.
 
-        Also marks each job running, and reads each job's status and deadline in the same round
-        trip: entries of an ended job are acknowledged, items past their job's deadline fail
+        Also marks each job running (at an item's first stages), and reads each job's status and
+        deadline in the same round trip: entries of an ended job are acknowledged, items past their job's deadline fail
         as expired (through COMPLETE_STAGE, like any failure), both here, before any of their
         work is done; they come back as None. Values that cannot be decoded come back as CodecError
         instances, for the caller to fail the item with. An item whose hash has a `blob`
@@ -145,7 +148,10 @@ class Store:
         pipe = ScriptedPipeline(self.redis)
         stamp = now_ms()
         job_ids = list(dict.fromkeys(e.item.job_id for e in entries))
-        for job_id in job_ids:
+        # Only an item's first stages can find its job still queued: a later stage's entry exists
+        # because an earlier stage ran, whose load marked the job running.
+        starting = list(dict.fromkeys(e.item.job_id for e in entries if set(self.stage_of(e.item).needs) <= {INPUT}))
+        for job_id in starting:
             pipe.script(self._start_job, [keys.job(job_id), keys.EVENTS], [stamp, job_id])
         for entry in entries:
             stage = self.stage_of(entry.item)
@@ -157,7 +163,7 @@ class Store:
             pipe.pipe.hmget(keys.job(job_id), ["status", "deadline", "timeout_s"])
         if not entries:
             return []
-        replies = pipe.execute()[len(job_ids) :]
+        replies = pipe.execute()[len(starting) :]
         items, jobs = replies[: len(entries)], dict(zip(job_ids, replies[len(entries) :], strict=True))
         # The item is there when every value its stage needs is (the blob reference is optional).
         present = [
@@ -258,7 +264,7 @@ class Store:
     def _complete_one(self, pipe: ScriptedPipeline, group: str, result: StageResult, stamp: int) -> None:
         item = result.entry.item
         pipeline = self.config.pipelines[item.pipeline]
-        stage = pipeline.stage(item.stage)
+        stage = pipeline.stage(result.stage or item.stage)
         final_json, failed, payload = "", "0", b""
         error = result.error
         if error is None and stage.name == pipeline.sink.name:

@@ -1,6 +1,7 @@
 """LitServe serving the same pipelines with its own batching: one LitAPI per pipeline
 (decode_request -> batch -> predict -> unbatch -> encode_response), max_batch_size and
-batch_timeout as given, one inference worker per API on the CPU, one API server process.
+batch_timeout as given, `--workers` inference workers (workers_per_device) per API on the CPU,
+each loading the models (at `--threads` torch threads), one API server process.
 Runs in the litserve peer's virtualenv, with the repository on PYTHONPATH.
 
     python -m bench.servers.litserve_app --port 8102 --pipelines image-classify,image-tag
@@ -41,8 +42,10 @@ class PipelineAPI(ls.LitAPI):
     def batch(self, inputs: list[Item]) -> list[Item]:
         return list(inputs)
 
-    def predict(self, items: list[Item]) -> list[Item]:
+    def predict(self, items):  # type: ignore[no-untyped-def]  # noqa: ANN001, ANN201
         assert self.runner is not None
+        if isinstance(items, Item):  # max_batch_size 1: LitServe hands over one request, unbatched
+            return self.runner.finish([items])[0]
         return self.runner.finish(items)  # model stages batched, then postprocess
 
     def unbatch(self, output: list[Item]) -> list[Item]:
@@ -57,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     setup_logging()
     args = parse_args(__doc__ or "", argv)
     apis = [PipelineAPI(name, argparse.Namespace(**vars(args))) for name in args.pipelines]
-    server = ls.LitServer(apis, accelerator="cpu", devices=1, workers_per_device=1, timeout=120)
+    server = ls.LitServer(apis, accelerator="cpu", devices=1, workers_per_device=args.workers, timeout=120)
     server.run(
         host=args.host, port=args.port, num_api_servers=1, log_level="warning", generate_client_file=False
     )

@@ -1,4 +1,4 @@
-"""Ray Serve serving the same pipelines with @serve.batch: one deployment (one replica) behind
+"""Ray Serve serving the same pipelines with @serve.batch: one deployment (`--workers` replicas) behind
 Serve's HTTP proxy; each request is read and preprocessed in the replica, then joins a batch of
 its pipeline (max_batch_size, batch_wait_timeout_s as given). Runs in the ray peer's virtualenv,
 with the repository on PYTHONPATH; a local Ray with `num_cpus` = cores, no dashboard.
@@ -34,7 +34,7 @@ def build_deployment(args: Any) -> Any:
 
     app = FastAPI(title="dlpipe bench: Ray Serve")
 
-    @serve.deployment(num_replicas=1, max_ongoing_requests=256)
+    @serve.deployment(num_replicas=args.workers, max_ongoing_requests=256)
     @serve.ingress(app)
     class Pipelines:
         def __init__(self, args: Any) -> None:

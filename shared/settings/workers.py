@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -50,6 +50,30 @@ class WorkerSettings(SettingsGroup):
         description=(
             "Model worker: take and collate the next batch, and record the last, in threads of their "
             "own while the device runs one (false: one step after the other)."
+        ),
+    )
+    model_scheduler: Literal["efficiency", "oldest"] = Field(
+        default="efficiency",
+        description=(
+            "How the model worker picks its next batch: `efficiency` (the model whose batch comes "
+            "closest to its full-batch items per device-ms, from each model's measured cost curve, "
+            "letting batches fill while the device is busy) or `oldest` (the model whose oldest "
+            "entry came first, with what is queued)."
+        ),
+    )
+    scheduler_max_age_ms: int = Field(
+        default=500,
+        ge=1,
+        description=(
+            "The `efficiency` scheduler's age bound: a model whose oldest held entry has waited this "
+            "long goes first, so no model starves."
+        ),
+    )
+    fuse_postprocess: bool = Field(
+        default=True,
+        description=(
+            "The model worker runs a postprocess stage itself, on each row, when it is a model "
+            "stage's only consumer and needs nothing else (one stream hop less per item)."
         ),
     )
     read_block_ms: int = Field(

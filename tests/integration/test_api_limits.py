@@ -226,7 +226,9 @@ class Stack:
     def __init__(self, redis_url: str, tmp_path: Path) -> None:
         path = tmp_path / "sums.yaml"
         path.write_text(yaml.safe_dump(pipelines()))
-        self.settings = Settings(redis_url=redis_url, pipelines_file=path, read_block_ms=1, job_ttl_s=600)
+        # `post` is a stage of the preprocess worker's here (counted, stepped): not fused.
+        self.settings = Settings(redis_url=redis_url, pipelines_file=path, read_block_ms=1, job_ttl_s=600,
+                                 fuse_postprocess=False)  # fmt: skip
         self.client = redis.Redis.from_url(redis_url)
         self.store = Store(self.client, load_pipelines(path), ttl_s=600)
         self.calls: Counter[str] = Counter()

@@ -64,3 +64,29 @@ def test_the_api_alone_turn_measures_accepted_jobs_and_stops(tmp_path: Path) -> 
         assert window["completed"] > 10 and window["statuses"] == {"202": window["completed"]}
         assert window["cpu_s_per_job"]["api"] > 0 and window["latency"]["p99_ms"] > 0
     assert procs.port_is_free(port)
+
+
+def test_a_turn_on_the_simulated_device_reads_the_device_and_loads_open_loop(tmp_path: Path) -> None:
+    """`--device sim`: the classical server on the turn's own simulated device, closed-loop then
+    Poisson arrivals; the device's log gives each window's duty and batches; a rate over what the
+    system served is not run."""
+    from bench import orchestrate  # noqa: PLC0415
+    from bench.sim.pipelines import CLASSIFIER, DETECTOR, Cost, SimSpec  # noqa: PLC0415
+
+    spec = SimSpec({DETECTOR: Cost(5.0, 0.5), CLASSIFIER: Cost(5.0, 0.5)}, max_batch_size=4)
+    setup = systems.Setup(run_dir=tmp_path, workloads=["sim-classify"], cores=2, peer_threads=1, max_batch_size=4,
+                          batch_timeout_ms=2.0, dlpipe_env={}, peers={}, ready_timeout_s=120.0, device="sim")  # fmt: skip
+    opts = orchestrate.Options(concurrency=[2], open_loop=[0.01, 50.0], warmup_s=0.5, duration_s=1.5,
+                               workloads=["sim-classify"], device="sim", sim=spec)  # fmt: skip
+    port = free_port()
+    out = orchestrate._http_turn("baseline", setup, port, [request_body(fhd_jpegs()[0])], opts)
+    closed, poisson = out["windows"]
+    assert (closed["concurrency"], poisson["concurrency"]) == (2, "poisson 1%")
+    for window in (closed, poisson):
+        assert window["errors"] == 0 and window["completed"] >= 1, window["error_samples"]
+        device = window["device"]
+        assert 0 < device["duty_cycle"] < 1 and device["overlap_s"] == 0.0
+        assert device["models"][CLASSIFIER]["mean_batch_size"] == 1.0  # the classical flow: one at a time
+    assert poisson["arrivals_per_s"] == pytest.approx(0.01 * spec.ceiling_items_per_s("sim-classify"), rel=1e-3)
+    assert [s["load"] for s in out["skipped"]] == ["poisson 5000%"]
+    assert procs.port_is_free(port)

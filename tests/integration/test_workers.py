@@ -67,6 +67,9 @@ def make_settings(redis_url: str, tmp_path: Path, doc: dict[str, Any]) -> Settin
         webhook_allow_private=True,  # the receivers listen on 127.0.0.1
         webhook_retry_schedule_s="0,1,1",
         log_level="INFO",
+        # These tests follow each item through every stage's stream, `post` included: the model
+        # worker leaves it to the preprocess workers (the fused path: tests/*/test_fusion.py).
+        fuse_postprocess=False,
     )
 
 

@@ -12,8 +12,18 @@ import pytest
 from shared import keys, metrics
 from shared.messages import now_ms
 from tests.stagefns import queue_job
-from tests.unit.test_worker_steps import cpu_worker, drain, make_store, model_worker
+from tests.unit.test_worker_steps import SETTINGS, cpu_worker, drain, make_store
+from tests.unit.test_worker_steps import model_worker as fused_model_worker
 from workers import scripts
+from workers.model_worker import ModelWorker
+
+# These steps run `post` in the preprocess worker, as a stage of its own (its queue wait, its
+# entry redelivered): the model worker here does not fuse it (tests/unit/test_fusion.py does).
+UNFUSED = SETTINGS.model_copy(update={"fuse_postprocess": False})
+
+
+def model_worker(store: Any, names: list[str] | None) -> ModelWorker:
+    return fused_model_worker(store, names, UNFUSED)
 
 
 @pytest.fixture

@@ -48,8 +48,8 @@ def cpu_worker(store: Store) -> PreprocessWorker:
     return worker
 
 
-def model_worker(store: Store, names: list[str] | None) -> ModelWorker:
-    worker = ModelWorker(store, SETTINGS, "gpu-1", load_models(store.config, names, torch.device("cpu")))
+def model_worker(store: Store, names: list[str] | None, settings: Settings = SETTINGS) -> ModelWorker:
+    worker = ModelWorker(store, settings, "gpu-1", load_models(store.config, names, torch.device("cpu")))
     worker.recover()
     return worker
 

@@ -176,9 +176,15 @@ def decode_resize_crop(
     """
     if crop > resize:
         raise ValueError(f"crop ({crop}) must not exceed resize ({resize})")
-    # Decoded short side >= resize: Pillow's DCT scale s <= min(w, h) // resize.
-    img, _ = _open(load_image_bytes(inp), max_pixels, lambda w, h: (resize, resize))
-    return resize_crop(_to_rgb(_orient(img)), resize, crop)
+    return resize_crop(open_rgb(inp, resize, max_pixels), resize, crop)
+
+
+def open_rgb(inp: dict, min_side: int, max_pixels: int = 50_000_000) -> Image.Image:
+    """The input's image (`load_image_bytes`), checked and decoded as `decode_resize_crop` does
+    (a JPEG at the smallest DCT scale whose short side stays >= `min_side`), upright, RGB."""
+    # Decoded short side >= min_side: Pillow's DCT scale s <= min(w, h) // min_side.
+    img, _ = _open(load_image_bytes(inp), max_pixels, lambda w, h: (min_side, min_side))
+    return _to_rgb(_orient(img))
 
 
 def decode_fit(inp: dict, max_side: int, max_pixels: int = 50_000_000) -> tuple[Image.Image, tuple[int, int]]:
