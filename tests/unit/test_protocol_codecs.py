@@ -140,6 +140,7 @@ def test_errors_keep_status_message_and_retry_after_in_each_shape() -> None:
     assert json.loads(shaped.body) == {"error": "at capacity"}
 
 
+@pytest.mark.anyio
 async def test_tokens_are_the_pipelines_tokenizers_else_an_estimate() -> None:
     count, exact = await tokens.count_tokens(CONFIG.pipelines["text-embed"], ["a photo of a cat", "hi"])
     assert exact and count == 7 + 3
