@@ -24,7 +24,17 @@ from services.api.drain import DrainRates
 from services.api.errors import install_error_handlers
 from services.api.limits import BodySizeLimit
 from services.api.openapi import install_pipeline_operations
-from services.api.routers import docs, health, jobs, metrics, oip, openai_embeddings, pipelines, submit, webhooks
+from services.api.routers import (
+    docs,
+    health,
+    jobs,
+    metrics,
+    oip,
+    openai_embeddings,
+    pipelines,
+    submit,
+    webhooks,
+)
 from services.api.schemas import ErrorBody
 from services.api.sweep import Sweeper
 from services.api.waiters import JobWaiters
@@ -52,10 +62,10 @@ TAGS = [
     {"name": "pipelines", "description": "The pipelines this deployment runs and how to call them."},
     {"name": "health", "description": "Liveness and readiness probes."},
     {"name": "metrics", "description": "The whole stack's metrics, for Prometheus (no API key)."},
-    {"name": "openai", "description": "OpenAI-compatible embeddings on the text pipelines (docs/protocols.md)."},
+    {"name": "openai", "description": "OpenAI-compatible embeddings on text pipelines (docs/protocols.md)."},
     {
         "name": "inference protocol v2",
-        "description": "The Open Inference Protocol v2 (KServe / Triton REST) on the image and text pipelines.",
+        "description": "The Open Inference Protocol v2 (KServe / Triton REST) on image and text pipelines.",
     },
 ]
 

@@ -111,7 +111,9 @@ def parse_json_body(body: bytes, pipeline: PipelineSpec, limits: Limits, *, dige
     return replace(job, digest=_json_digest(data)) if digest else job
 
 
-def parse_values(values: Sequence[bytes | BaseModel], pipeline: PipelineSpec, limits: Limits, field: str) -> ParsedJob:
+def parse_values(
+    values: Sequence[bytes | BaseModel], pipeline: PipelineSpec, limits: Limits, field: str
+) -> ParsedJob:
     """A job of inputs given one value each by another protocol (services/api/protocols): bytes
     go the way one uploaded file does, a model (the input kind's `json_model`) the way one JSON
     input does; errors name `field[i]`. Synchronous: an input kind that probes its uploads (video)

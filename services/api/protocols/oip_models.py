@@ -103,23 +103,29 @@ def metadata(pipeline: PipelineSpec) -> ModelMetadata:
         versions=[VERSION],
         platform=PLATFORM,
         inputs=[TensorMetadata(name=input_name(pipeline), datatype=BYTES, shape=[-1])],
-        outputs=[TensorMetadata(name=s.name, datatype=s.datatype, shape=[-1] * s.rank) for s in output_specs(pipeline)],
+        outputs=[
+            TensorMetadata(name=s.name, datatype=s.datatype, shape=[-1] * s.rank) for s in output_specs(pipeline)
+        ],
     )
 
 
-def job_inputs(pipeline: PipelineSpec, request: InferRequest, max_input_bytes: int) -> list[bytes | BaseModel]:
+def job_inputs(
+    pipeline: PipelineSpec, request: InferRequest, max_input_bytes: int
+) -> list[bytes | BaseModel]:
     """The request's one input tensor as the job's inputs (services.api.inputs.parse_values):
     image files as bytes (from base64 in JSON), texts as JSON text inputs or UTF-8 bytes."""
     name = input_name(pipeline)
     if len(request.inputs) != 1 or request.inputs[0].name != name:
         given = ", ".join(shown(t.name) for t in request.inputs)
         raise InvalidRequest(
-            f"inputs: model {pipeline.name!r} takes one input, {name!r} (BYTES); given: {given}", field="inputs"
+            f"inputs: model {pipeline.name!r} takes one input, {name!r} (BYTES); given: {given}",
+            field="inputs",
         )
     tensor = request.inputs[0]
     if tensor.datatype != BYTES:
         raise InvalidRequest(
-            f"inputs[0].datatype: {name!r} is a BYTES tensor, not {tensor.datatype}", field="inputs[0].datatype"
+            f"inputs[0].datatype: {name!r} is a BYTES tensor, not {tensor.datatype}",
+            field="inputs[0].datatype",
         )
     assert isinstance(tensor.values, list)
     if tensor.binary:

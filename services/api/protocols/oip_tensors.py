@@ -38,6 +38,16 @@ DTYPES = {
 BYTES = "BYTES"
 
 
+EXAMPLES: dict[str, Any] = {
+    "texts": {
+        "summary": "Two texts (a text pipeline)",
+        "value": {
+            "inputs": [{"name": "texts", "shape": [2], "datatype": "BYTES", "data": ["a cat", "a kitten"]}]
+        },
+    },
+}
+
+
 class TensorIn(BaseModel):
     """One input tensor of an inference request."""
 
@@ -191,7 +201,7 @@ def parse_infer_request(body: bytes, header_length: str | None, max_header_bytes
     else:
         split = int(header_length)
     if split > max_header_bytes:
-        raise _bad(f"the request's JSON is over {max_header_bytes} bytes (DLPIPE_MAX_JSON_BODY_BYTES)", "body")
+        raise _bad(f"the JSON is over {max_header_bytes} bytes (DLPIPE_MAX_JSON_BODY_BYTES)", "body")
     try:
         data = orjson.loads(body[:split])
     except orjson.JSONDecodeError as exc:
@@ -208,7 +218,8 @@ def parse_infer_request(body: bytes, header_length: str | None, max_header_bytes
         decoded, offset = _tensor(tensor, f"inputs[{index}]", tail, offset)
         tensors.append(decoded)
     if offset != len(tail):
-        raise _bad(f"body: {len(tail) - offset} bytes of binary data no input's binary_data_size claims", "body")
+        unclaimed = len(tail) - offset
+        raise _bad(f"body: {unclaimed} bytes of binary data no input's binary_data_size claims", "body")
     binary_all = bool((spec.parameters or {}).get("binary_data_output", False))
     return InferRequest(spec.id, tensors, spec.outputs, binary_all)
 

@@ -23,6 +23,17 @@ from shared.pipeline_spec import InputKind, PipelinesConfig, PipelineSpec
 MAX_INPUTS = 2048  # as OpenAI: at most 2048 texts a request (DLPIPE_MAX_INPUTS_PER_JOB may cut it lower)
 
 
+EXAMPLES: dict[str, Any] = {
+    "one": {"summary": "One text", "value": {"model": "all-MiniLM-L6-v2", "input": "a photo of a cat"}},
+    "several": {
+        "summary": "Several texts, as base64 float32",
+        "value": {
+            "model": "text-embed", "input": ["a photo of a cat", "a kitten"], "encoding_format": "base64"
+        },
+    },
+}
+
+
 class EmbeddingsRequest(BaseModel):
     """OpenAI's embeddings request (https://platform.openai.com/docs/api-reference/embeddings)."""
 
@@ -38,7 +49,7 @@ class EmbeddingsRequest(BaseModel):
     )
     encoding_format: Literal["float", "base64"] = Field(
         default="float",
-        description="`float`: lists of numbers; `base64`: the base64 of each vector's float32 values, little-endian.",
+        description="`float`: lists of numbers; `base64`: each vector's float32 values (little-endian), base64.",
     )
     dimensions: int | None = Field(
         default=None, description="Not supported: the model's vectors have one size (leave it out)."

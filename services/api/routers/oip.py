@@ -81,12 +81,15 @@ async def _ready(client: Any, settings: Any, streams: list[str]) -> bool:
         return False
 
 
-@router.get("", response_model=oip_models.ServerMetadata, summary="Server metadata", dependencies=KEYED, responses=_ERRORS)
+@router.get(
+    "", response_model=oip_models.ServerMetadata, summary="Server metadata", dependencies=KEYED, responses=_ERRORS
+)
 async def server_metadata(request: Request) -> oip_models.ServerMetadata:
-    return oip_models.ServerMetadata(name="dlpipe", version=request.app.version, extensions=["binary_tensor_data"])
+    extensions = ["binary_tensor_data"]
+    return oip_models.ServerMetadata(name="dlpipe", version=request.app.version, extensions=extensions)
 
 
-@router.get("/health/live", response_model=Live, summary="Server live", description="200 while the API answers.")
+@router.get("/health/live", response_model=Live, summary="Server live", description="200 while it answers.")
 async def server_live() -> Live:
     return Live(live=True)
 
@@ -119,10 +122,11 @@ async def model_metadata(model: ModelDep) -> oip_models.ModelMetadata:
 )  # fmt: skip
 async def model_ready(model: ModelDep, client: RedisDep, settings: SettingsDep) -> JSONResponse:
     ready = await _ready(client, settings, [model.stream_name(s) for s in model.stages])
-    return JSONResponse(ModelReady(name=model.name, ready=ready).model_dump(), status_code=200 if ready else 503)
+    body = ModelReady(name=model.name, ready=ready).model_dump()
+    return JSONResponse(body, status_code=200 if ready else 503)
 
 
-def _decode(body: bytes, header_length: str | None, model: PipelineSpec, settings: Any) -> tuple[Any, Any, Any]:
+def _decode(body: bytes, header_length: str | None, model: PipelineSpec, settings: Any) -> tuple[Any, ...]:
     request = oip_tensors.parse_infer_request(body, header_length, settings.max_json_body_bytes)
     wanted = oip_models.check_outputs(model, request)
     limits = Limits(max_inputs=settings.max_inputs_per_job, max_input_bytes=settings.max_input_bytes)
@@ -146,7 +150,10 @@ def _decode(body: bytes, header_length: str | None, model: PipelineSpec, setting
         "requestBody": {
             "required": True,
             "content": {
-                "application/json": {"schema": oip_tensors.InferRequestBody.model_json_schema()},
+                "application/json": {
+                    "schema": oip_tensors.InferRequestBody.model_json_schema(),
+                    "examples": oip_tensors.EXAMPLES,
+                },
                 oip_tensors.BINARY_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}},
             },
         }
@@ -157,7 +164,7 @@ async def infer(
 ) -> Response:
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     if encoding not in ("", "identity"):
-        raise UnsupportedMediaType(f"Content-Encoding {encoding!r} is not accepted: send the request uncompressed")
+        raise UnsupportedMediaType(f"Content-Encoding {encoding!r} is not accepted: send it uncompressed")
     body = await request.body()
     header_length = request.headers.get(oip_tensors.HEADER_LENGTH)
     if len(body) <= INLINE_PARSE_BYTES:

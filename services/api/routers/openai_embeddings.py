@@ -5,7 +5,9 @@ job's texts, answered when it ends (services/api/sync_jobs.py). Errors in OpenAI
 from __future__ import annotations
 
 import orjson
-from fastapi import APIRouter, Request, Response
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Request, Response
 
 from services.api.deps import ConfigDep, RedisDep, SettingsDep, WaitersDep
 from services.api.input_models import TextInput
@@ -43,7 +45,7 @@ _ERRORS = {
     responses=_ERRORS,
 )
 async def create_embeddings(
-    body: openai.EmbeddingsRequest,
+    body: Annotated[openai.EmbeddingsRequest, Body(openapi_examples=openai.EXAMPLES)],
     request: Request,
     config: ConfigDep,
     settings: SettingsDep,
@@ -59,7 +61,8 @@ async def create_embeddings(
     failed = failed_items(final)
     if failed:
         first = failed[0]
-        raise InvalidRequest(f"input[{first.index}]: {first.error or first.status.value}", field=f"input[{first.index}]")
+        where = f"input[{first.index}]"
+        raise InvalidRequest(f"{where}: {first.error or first.status.value}", field=where)
     vectors = openai.vectors_of([o.result for o in final.outputs], pipeline.name)
     prompt_tokens, _exact = await tokens.count_tokens(pipeline, texts)
     answer = openai.embeddings_response(vectors, body.model, prompt_tokens, body.encoding_format)
