@@ -77,6 +77,24 @@ class InferRequestBody(BaseModel):
     outputs: list[OutputIn] | None = None
 
 
+def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """`model`'s JSON Schema with its `$defs` put in place (for an OpenAPI requestBody, where
+    `#/$defs/...` would point at the document's root)."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return inline(defs[node["$ref"].rsplit("/", 1)[-1]])
+            return {k: inline(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [inline(v) for v in node]
+        return node
+
+    return inline(schema)
+
+
 class TensorOut(BaseModel):
     name: str
     datatype: str

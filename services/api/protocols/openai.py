@@ -51,8 +51,8 @@ class EmbeddingsRequest(BaseModel):
         default="float",
         description="`float`: lists of numbers; `base64`: each vector's float32 values (little-endian), base64.",
     )
-    dimensions: int | None = Field(
-        default=None, description="Not supported: the model's vectors have one size (leave it out)."
+    dimensions: None = Field(
+        default=None, description="Not supported: the model's vectors have one size (leave it out, or null)."
     )
     user: str | None = Field(default=None, description="Accepted and ignored.")
 
@@ -94,13 +94,6 @@ def resolve_model(name: str, config: PipelinesConfig) -> PipelineSpec:
         known = ", ".join(sorted(names)) or "none"
         raise NotFound(f"model: no embedding model {shown(name)} (known: {known})")
     return found
-
-
-def check_request(body: EmbeddingsRequest) -> None:
-    if body.dimensions is not None:
-        raise InvalidRequest(
-            "dimensions: not supported (the model's vectors have one size): leave it out", field="dimensions"
-        )
 
 
 def vectors_of(results: list[Any], pipeline: str) -> list[list[float]]:

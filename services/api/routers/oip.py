@@ -143,7 +143,7 @@ def _decode(body: bytes, header_length: str | None, model: PipelineSpec, setting
         "Run the pipeline on the elements of one BYTES input tensor (`images`: encoded image files; "
         "`texts`: UTF-8), as one job batched with everyone else's, and answer with its outputs as "
         "tensors when it ends. JSON, or Triton's binary tensor data extension (the JSON's length in "
-        "`Inference-Header-Content-Length`, then the tensors' bytes), both ways."
+        "`Inference-Header-Content-Length`, then the tensors' bytes; any content type), both ways."
     ),
     responses=_INFER_ERRORS,
     openapi_extra={
@@ -151,10 +151,9 @@ def _decode(body: bytes, header_length: str | None, model: PipelineSpec, setting
             "required": True,
             "content": {
                 "application/json": {
-                    "schema": oip_tensors.InferRequestBody.model_json_schema(),
+                    "schema": oip_tensors.inline_schema(oip_tensors.InferRequestBody),
                     "examples": oip_tensors.EXAMPLES,
                 },
-                oip_tensors.BINARY_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}},
             },
         }
     },

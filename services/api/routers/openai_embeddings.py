@@ -52,7 +52,6 @@ async def create_embeddings(
     client: RedisDep,
     waiters: WaitersDep,
 ) -> Response:
-    openai.check_request(body)
     pipeline = openai.resolve_model(body.model, config)
     texts = body.texts
     limits = Limits(max_inputs=settings.max_inputs_per_job, max_input_bytes=settings.max_input_bytes)
