@@ -24,7 +24,7 @@ from services.api.drain import DrainRates
 from services.api.errors import install_error_handlers
 from services.api.limits import BodySizeLimit
 from services.api.openapi import install_pipeline_operations
-from services.api.routers import docs, health, jobs, metrics, pipelines, submit, webhooks
+from services.api.routers import docs, health, job_list, jobs, metrics, pipelines, submit, webhooks
 from services.api.schemas import ErrorBody
 from services.api.sweep import Sweeper
 from services.api.waiters import JobWaiters
@@ -155,6 +155,7 @@ def create_app(settings: Settings, *, redis_factory: RedisFactory | None = None)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     install_error_handlers(app)
     app.include_router(submit.router, **authenticated)
+    app.include_router(job_list.router, **authenticated)
     app.include_router(jobs.router, **authenticated)
     app.include_router(webhooks.router, **authenticated)
     app.include_router(pipelines.router, **authenticated)
