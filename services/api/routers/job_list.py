@@ -70,7 +70,8 @@ async def list_jobs(
     ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Most jobs in the answer.")] = 50,
     cursor: Annotated[
-        str | None, Query(max_length=200, description="`next_cursor` of the previous page.")
+        str | None,
+        Query(pattern=job_index.CURSOR_PATTERN, description="`next_cursor` of the previous page."),
     ] = None,
 ) -> JobList:
     member, score = job_index.decode_cursor(cursor) if cursor else ("", "0")
