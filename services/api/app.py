@@ -24,7 +24,7 @@ from services.api.drain import DrainRates
 from services.api.errors import install_error_handlers
 from services.api.limits import BodySizeLimit
 from services.api.openapi import install_pipeline_operations
-from services.api.routers import docs, health, jobs, metrics, pipelines, submit, webhooks
+from services.api.routers import docs, health, jobs, metrics, pipelines, submit, ui, webhooks
 from services.api.schemas import ErrorBody
 from services.api.sweep import Sweeper
 from services.api.waiters import JobWaiters
@@ -146,7 +146,7 @@ def create_app(settings: Settings, *, redis_factory: RedisFactory | None = None)
     app.state.waiters = None
     app.state.drain_rates = DrainRates()  # sampled by the sweep, read for a 429's Retry-After
     # Who may call: with DLPIPE_API_KEYS set, every /v1 route needs a key (services/api/auth.py);
-    # /healthz, /readyz, /metrics, /docs and /openapi.json stay open.
+    # /healthz, /readyz, /metrics, /docs, /openapi.json and the console's files (/ui/) stay open.
     app.state.api_key_digests = key_digests(settings)
     authenticated: dict[str, Any] = {
         "dependencies": [Depends(require_api_key)],
@@ -161,5 +161,6 @@ def create_app(settings: Settings, *, redis_factory: RedisFactory | None = None)
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(docs.router)
+    app.include_router(ui.router)  # the browser console (/ui/), no key to load it
     install_pipeline_operations(app, config, settings)
     return app
