@@ -148,6 +148,7 @@ export function renderSubmit(main) {
   pipelines().then((all) => {
     select._pipelines = all;
     select.replaceChildren(...all.map((p) => h('option', { value: p.name }, p.name)));
+    if (all.some((p) => p.name === 'image-classify')) select.value = 'image-classify';
     choosePipeline();
     select.focus();
   }).catch((err) => {
