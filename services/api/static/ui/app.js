@@ -3,6 +3,7 @@
 // an object whose stop() ends its timers and streams when another view opens.
 
 import { apiKey, pipelines, setApiKey } from './api.js';
+import { fill } from './dom.js';
 import { renderJob } from './job.js';
 import { renderJobs } from './jobs.js';
 import { renderSubmit } from './submit.js';
@@ -21,7 +22,7 @@ function route() {
   const { name, arg } = parseHash();
   if (current && current.stop) current.stop();
   const main = document.getElementById('main');
-  main.replaceChildren();
+  fill(main);
   main.dataset.view = name;
   for (const link of document.querySelectorAll('.tabs a[data-view]')) {
     const here = link.dataset.view === name || (name === 'job' && link.dataset.view === 'jobs');

@@ -91,3 +91,9 @@ export function hue(text) {
   for (const ch of String(text)) x = (x * 31 + ch.codePointAt(0)) % 360;
   return x;
 }
+
+/** Replace el's children (arrays flattened; null, undefined and false left out). */
+export function fill(el, ...children) {
+  el.replaceChildren();
+  return append(el, children);
+}

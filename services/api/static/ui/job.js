@@ -3,7 +3,7 @@
 // job is polled instead. Outputs appear as they end; cancel, download, raw JSON, webhook.
 
 import { api, errorText, eventsUrl, inputBlobUrl, inputText, pipelines } from './api.js';
-import { fmtTime, h, statusBadge } from './dom.js';
+import { fill, fmtTime, h, statusBadge } from './dom.js';
 import { renderOutput, similarityTable } from './results.js';
 import { webhookSection } from './webhook.js';
 
@@ -71,9 +71,9 @@ export function renderJob(main, jobId) {
   }
 
   function drawHead() {
-    badge.replaceChildren(statusBadge(job.status));
+    fill(badge, statusBadge(job.status));
     showProgress(job.progress);
-    facts.replaceChildren(
+    fill(facts, 
       h('dt', {}, 'Pipeline'), h('dd', {}, job.pipeline),
       h('dt', {}, 'Created'), h('dd', {}, fmtTime(job.created_at)),
       job.completed_at ? [h('dt', {}, 'Ended'), h('dd', {}, fmtTime(job.completed_at))] : null,
@@ -91,8 +91,8 @@ export function renderJob(main, jobId) {
     drawHead();
     for (const output of job.outputs) drawOutput(output);
     const table = kind === 'text' ? similarityTable(job.outputs) : null;
-    extra.replaceChildren(...(table ? [table] : []));
-    hook.replaceChildren(...[webhookSection(job, reload)].filter(Boolean));
+    fill(extra, ...(table ? [table] : []));
+    fill(hook, ...[webhookSection(job, reload)].filter(Boolean));
     if (FINAL.has(job.status) && job.webhook && !HOOK_SETTLED.has(job.webhook.state) && !source) poll();
   }
 
@@ -131,7 +131,7 @@ export function renderJob(main, jobId) {
       const merged = { ...(old || {}), ...out };
       if (old) Object.assign(old, merged); else job.outputs.push(merged);
       drawOutput(merged);
-      if (kind === 'text') extra.replaceChildren(...[similarityTable(job.outputs)].filter(Boolean));
+      if (kind === 'text') fill(extra, ...[similarityTable(job.outputs)].filter(Boolean));
     });
     source.addEventListener('completed', (e) => {
       source.close();
@@ -165,7 +165,7 @@ export function renderJob(main, jobId) {
     const first = await reload();
     if (!first || stopped) return;
     kind = all.find((p) => p.name === first.pipeline)?.input.kind || 'image';
-    outputs.replaceChildren();
+    fill(outputs);
     cards.clear();
     drawAll();
     if (!FINAL.has(first.status)) stream();

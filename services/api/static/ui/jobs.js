@@ -2,7 +2,7 @@
 // (`next_cursor`), refreshed every few seconds while shown.
 
 import { api, errorText, pipelines } from './api.js';
-import { field, fmtTime, h, statusBadge } from './dom.js';
+import { field, fill, fmtTime, h, statusBadge } from './dom.js';
 
 const STATUSES = ['queued', 'running', 'succeeded', 'failed', 'canceled'];
 const REFRESH_MS = 2000;
@@ -53,7 +53,7 @@ export function renderJobs(main) {
     try {
       const page = await api(`/v1/jobs?${params}`);
       if (stopped || seq !== loads) return;
-      body.replaceChildren(...page.jobs.map(row));
+      fill(body, ...page.jobs.map(row));
       if (!page.jobs.length) body.append(h('tr', {}, h('td', { colspan: 7, class: 'muted' }, 'No jobs.')));
       older.disabled = !page.next_cursor;
       older._next = page.next_cursor;

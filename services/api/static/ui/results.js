@@ -3,7 +3,7 @@
 // its dimension; a failed item with its reason. The inputs themselves (thumbnails, a video
 // player, a text) come from /v1/jobs/{id}/inputs/{i} as blob: URLs.
 
-import { bar, fmtNum, h, hue, s, statusBadge } from './dom.js';
+import { bar, fill, fmtNum, h, hue, s, statusBadge } from './dom.js';
 
 export function scoreList(items, nameOf, cls) {
   return h('ol', { class: `scores ${cls || ''}` }, items.map((item) => {
@@ -61,7 +61,7 @@ export function renderOutput(card, output, { kind, media, text }) {
   const result = output.result;
   const source = output.source || `input ${output.index}`;
   card.dataset.status = output.status;
-  card.replaceChildren(h('header', { class: 'card-head' },
+  fill(card, h('header', { class: 'card-head' },
     h('span', { class: 'source', title: source }, source), statusBadge(output.status)));
   const slot = h('div', { class: 'media' });
   card.append(slot);

@@ -3,7 +3,7 @@
 // multipart with keep_inputs, so the job's view can show the inputs; then the job opens.
 
 import { api, errorText, pipelines } from './api.js';
-import { field, fmtBytes, h } from './dom.js';
+import { field, fill, fmtBytes, h } from './dom.js';
 
 const ACCEPT = { image: 'image/*', video: 'video/*,.mp4,.mov,.mkv,.webm,.avi', text: '.txt,text/plain' };
 const EVENTS = ['started', 'progress', 'completed'];
@@ -41,7 +41,7 @@ export function renderSubmit(main) {
 
   function drawFiles() {
     clearPreviews();
-    fileList.replaceChildren(...state.files.map((file, i) => {
+    fill(fileList, ...state.files.map((file, i) => {
       let thumb = null;
       if (file.type.startsWith('image/')) {
         const url = URL.createObjectURL(file);
@@ -64,7 +64,7 @@ export function renderSubmit(main) {
     state.pipeline = all.find((p) => p.name === select.value) || null;
     if (!state.pipeline) return;
     const k = kind();
-    about.replaceChildren(h('span', { class: 'badge' }, `input: ${k}`), ' ', state.pipeline.description);
+    fill(about, h('span', { class: 'badge' }, `input: ${k}`), ' ', state.pipeline.description);
     fileInput.accept = ACCEPT[k] || '';
     video.hidden = k !== 'video';
     textsField.hidden = k !== 'text';
@@ -147,7 +147,7 @@ export function renderSubmit(main) {
 
   pipelines().then((all) => {
     select._pipelines = all;
-    select.replaceChildren(...all.map((p) => h('option', { value: p.name }, p.name)));
+    fill(select, ...all.map((p) => h('option', { value: p.name }, p.name)));
     if (all.some((p) => p.name === 'image-classify')) select.value = 'image-classify';
     choosePipeline();
     select.focus();

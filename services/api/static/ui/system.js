@@ -5,7 +5,7 @@
 
 import { api, errorText, pipelines } from './api.js';
 import { lineChart, pipelineGraph } from './charts.js';
-import { fmtBytes, fmtNum, h } from './dom.js';
+import { fill, fmtBytes, fmtNum, h } from './dom.js';
 
 const EVERY_MS = 1000;
 const SPAN_MS = 120000;
@@ -77,14 +77,14 @@ export function renderSystem(main) {
     const find = streamFinder(st.streams || []);
     const total = (st.streams || []).reduce((sum, x) => sum + (x.backlog || 0), 0);
     record('backlog', now, total);
-    ready.replaceChildren(h('h3', {}, 'Readiness'),
+    fill(ready, h('h3', {}, 'Readiness'),
       h('p', {}, h('span', { class: `badge ${st.ready ? 'st-succeeded' : 'st-failed'}`, id: 'ready-state' }, st.ready ? 'ready' : 'not ready'),
         ' total backlog ', h('strong', { id: 'total-backlog', dataset: { backlog: total } }, String(total)), ' items'),
       (st.reasons || []).length ? h('ul', { class: 'reasons' }, st.reasons.map((r) => h('li', { class: 'error' }, r))) : null,
       lineChart('Backlog (items, all streams)', [{ name: 'backlog', points: history.get('backlog') }], { now, spanMs: SPAN_MS }));
 
     const perPipeline = Object.fromEntries((st.pipelines || []).map((p) => [p.pipeline, p]));
-    graphs.replaceChildren(h('h3', {}, 'Pipelines'), ...all.map((p) => {
+    fill(graphs, h('h3', {}, 'Pipelines'), ...all.map((p) => {
       const m = perPipeline[p.name] || {};
       const jobs = record(`jobs:${p.name}`, now, m.jobs_per_s || 0);
       const p50 = record(`p50:${p.name}`, now, m.p50_ms || 0);
@@ -99,7 +99,7 @@ export function renderSystem(main) {
     }));
 
     const feed = feedBacklogs(all, find);
-    models.replaceChildren(h('h3', {}, 'Models'), h('div', { class: 'model-grid' }, (st.models || []).map((m) => {
+    fill(models, h('h3', {}, 'Models'), h('div', { class: 'model-grid' }, (st.models || []).map((m) => {
       const own = (st.streams || []).filter((x) => x.model === m.model).reduce((sum, x) => sum + (x.backlog || 0), 0);
       const v = verdict(m, own, feed[m.model] || 0);
       return h('article', { class: 'card model', dataset: { model: m.model } },
@@ -111,7 +111,7 @@ export function renderSystem(main) {
         lineChart('Items/s', [{ name: 'items/s', points: record(`rate:${m.model}`, now, m.items_per_s || 0) }], { now, spanMs: SPAN_MS }));
     })));
 
-    streams.replaceChildren(h('h3', {}, 'Streams'), table('Each stream: its consumers and what waits in it',
+    fill(streams, h('h3', {}, 'Streams'), table('Each stream: its consumers and what waits in it',
       ['Stream', 'Pipeline', 'Stage', 'Model', 'Workers', 'Backlog', 'Lag', 'Pending', 'Oldest'],
       (st.streams || []).map((x) => h('tr', { dataset: { stream: x.stream, backlog: x.backlog, workers: x.workers } },
         h('td', {}, h('code', {}, x.stream)), h('td', {}, x.pipeline ?? '–'), h('td', {}, x.stage ?? '–'), h('td', {}, x.model ?? '–'),
@@ -119,7 +119,7 @@ export function renderSystem(main) {
         h('td', { class: 'num' }, String(x.lag)), h('td', { class: 'num' }, String(x.pending)),
         h('td', { class: 'num' }, x.oldest_age_ms == null ? '–' : `${fmtNum(x.oldest_age_ms / 1000, 1)} s`))), 'stream-table'));
 
-    workers.replaceChildren(h('h3', {}, `Workers (${(st.workers || []).length})`), table('Live workers',
+    fill(workers, h('h3', {}, `Workers (${(st.workers || []).length})`), table('Live workers',
       ['Worker', 'Kind', 'Streams', 'Host', 'PID', 'Up'],
       (st.workers || []).map((w) => h('tr', { class: 'worker', dataset: { worker: w.id, kind: w.kind } },
         h('td', {}, h('code', {}, w.id)), h('td', {}, w.kind), h('td', {}, (w.streams || []).join(', ')),
@@ -127,7 +127,7 @@ export function renderSystem(main) {
       'worker-table'));
 
     const r = st.redis || {};
-    redis.replaceChildren(h('h3', {}, 'Redis'), h('dl', { class: 'facts' },
+    fill(redis, h('h3', {}, 'Redis'), h('dl', { class: 'facts' },
       h('dt', {}, 'Version'), h('dd', {}, r.version ?? '–'),
       h('dt', {}, 'Memory'), h('dd', {}, `${fmtBytes(r.used_memory)}${r.maxmemory ? ` of ${fmtBytes(r.maxmemory)}` : ' (no maxmemory)'}`),
       h('dt', {}, 'Persistence'), h('dd', {}, h('code', {}, JSON.stringify(r.persistence ?? {}))),
