@@ -131,7 +131,7 @@ def families(snapshot: Snapshot) -> Iterator[Metric]:
         values = {(p, s): 0.0 for p in snapshot.pipelines for s in FINAL_STATUSES}  # known ones from 0
         values.update(snapshot.counters.counters[family])
         yield _counter(family, values)
-    for family in (metrics.STAGE_SECONDS, metrics.QUEUE_WAIT, metrics.BATCH_SIZE):
+    for family in (metrics.STAGE_SECONDS, metrics.QUEUE_WAIT, metrics.BATCH_SIZE, metrics.JOB_SECONDS):
         yield _histogram(family, snapshot.counters.histograms[family])
     busy = CounterMetricFamily(
         "dlpipe_model_busy_seconds",
