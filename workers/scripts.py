@@ -435,11 +435,15 @@ return {floor, redis.call('XTRIM', KEYS[1], 'MINID', floor)}
 # Redis knows it; else 0 when the group has read up to the last entry, else the entries after
 # its last-delivered id, counted up to ARGV[1] (Redis 6.2 has no `lag`: bounded work at scrape).
 # A stream with no such group yet (no worker has started) has every entry waiting: lag = XLEN.
+# Also the ids of the oldest entry pending ('' none) and of the oldest not delivered yet ('' none):
+# the older of them is the stream's oldest waiting work (GET /v1/status).
 # KEYS: the streams. ARGV: 1 the most entries counted per stream, 2.. the group of each stream.
+# Returns per stream {lag, pending, oldest pending id, oldest undelivered id}.
 STREAM_BACKLOG = """
 local out = {}
 for k = 1, #KEYS do
   local lag, pending = redis.call('XLEN', KEYS[k]), 0
+  local first_pending, first_waiting, grouped = '', '', false
   if lag > 0 or redis.call('EXISTS', KEYS[k]) == 1 then
     for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[k])) do
       local info = {}
@@ -456,10 +460,21 @@ for k = 1, #KEYS do
             lag = #redis.call('XRANGE', KEYS[k], '(' .. info['last-delivered-id'], '+', 'COUNT', ARGV[1])
           end
         end
+        if tonumber(pending) > 0 then
+          local summary = redis.call('XPENDING', KEYS[k], ARGV[k + 1])
+          if summary[2] then first_pending = summary[2] end
+        end
+        local next_one = redis.call('XRANGE', KEYS[k], '(' .. info['last-delivered-id'], '+', 'COUNT', 1)
+        if next_one[1] then first_waiting = next_one[1][1] end
+        grouped = true
       end
     end
+    if not grouped then
+      local first = redis.call('XRANGE', KEYS[k], '-', '+', 'COUNT', 1)
+      if first[1] then first_waiting = first[1][1] end
+    end
   end
-  out[k] = {lag, pending}
+  out[k] = {lag, pending, first_pending, first_waiting}
 end
 return out
 """
