@@ -63,9 +63,13 @@ def browser_for() -> Iterator[Any]:
 
 
 def wait(driver: Any, check: Callable[[Any], Any], what: str, timeout_s: float = WAIT_S) -> Any:
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout_s, poll_frequency=0.1).until(check, message=f"waited for {what}")
+    # The views redraw parts of themselves: an element found a moment ago may be gone; look again.
+    stale = [StaleElementReferenceException]
+    waiting = WebDriverWait(driver, timeout_s, poll_frequency=0.1, ignored_exceptions=stale)
+    return waiting.until(check, message=f"waited for {what}")
 
 
 def css(driver: Any, selector: str) -> list[Any]:
@@ -89,8 +93,8 @@ def open_view(driver: Any, base_url: str, view: str, key: str | None = None) -> 
         key or "",
     )
     driver.refresh()
-    wait(driver, lambda d: d.execute_script("return document.getElementById('main').dataset.view") == view.split("/")[0],
-         f"the {view} view")  # fmt: skip
+    shown = "return document.getElementById('main').dataset.view"
+    wait(driver, lambda d: d.execute_script(shown) == view.split("/")[0], f"the {view} view")
 
 
 def page_errors(driver: Any) -> list[str]:

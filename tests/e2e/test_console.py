@@ -49,12 +49,14 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return paths
 
 
-def submit_files(driver: Any, pipeline: str, paths: list[Path], metadata: dict | None = None, shot: str | None = None) -> str:
+def submit_files(
+    driver: Any, pipeline: str, paths: list[Path], metadata: dict | None = None, shot: str | None = None
+) -> str:
     """Fill the submit form with these files and send it; the opened job's id."""
     from selenium.webdriver.support.ui import Select
 
-    select = one(driver, "select[name=pipeline] option[value='%s']" % pipeline) and one(driver, "select[name=pipeline]")
-    Select(select).select_by_value(pipeline)
+    one(driver, f"select[name=pipeline] option[value='{pipeline}']")
+    Select(one(driver, "select[name=pipeline]")).select_by_value(pipeline)
     one(driver, "input[type=file]").send_keys("\n".join(str(p) for p in paths))
     wait(driver, lambda d: len(css(d, ".file-list li")) == len(paths), "the chosen files listed")
     if metadata is not None:
@@ -74,11 +76,12 @@ def card(driver: Any, index: int, status: str) -> Any:
 def test_a_photo_gets_its_cat_label_live(driver: Any, stack: Stack, files: dict[str, Path]) -> None:
     open_view(driver, stack.base_url, "submit")
     job_id = submit_files(driver, "image-classify", [files["cat"], files["coffee"]], shot="submit")
-    labels = wait(driver, lambda d: [e.text for e in css(d, ".output[data-index='0'] .label-name")], "the labels")
+    labels = wait(driver, lambda d: [e.text for e in css(d, ".output[data-index='0'] .label-name")], "labels")
     assert any("cat" in label for label in labels), labels
     card(driver, 1, "succeeded")
     wait(driver, lambda d: d.execute_script(
-        "const i = document.querySelector(\".output[data-index='0'] img.thumb\"); return i && i.complete && i.naturalWidth > 0"),
+        "const i = document.querySelector(\".output[data-index='0'] img.thumb\");"
+        " return i && i.complete && i.naturalWidth > 0"),
         "the photo's thumbnail, from the kept input")  # fmt: skip
     wait(driver, lambda d: "succeeded" in one(d, ".job-status").text, "the job's end")
     assert "2 / 2" in one(driver, ".progress-text").text
@@ -90,8 +93,8 @@ def test_a_photo_gets_its_cat_label_live(driver: Any, stack: Stack, files: dict[
 def test_a_corrupt_file_shows_its_reason(driver: Any, stack: Stack, files: dict[str, Path]) -> None:
     open_view(driver, stack.base_url, "submit")
     submit_files(driver, "image-classify", [files["corrupt"], files["cat"]])
-    failed = card(driver, 0, "failed")
-    reason = failed.find_element("css selector", ".reason").text
+    card(driver, 0, "failed")
+    reason = wait(driver, lambda d: one(d, ".output[data-index='0'] .reason").text, "the failed item's reason")
     assert reason and reason != "failed", reason
     card(driver, 1, "succeeded")
 
@@ -110,10 +113,11 @@ def test_texts_show_their_dimension_and_similarities(driver: Any, stack: Stack) 
     open_view(driver, stack.base_url, "submit")
     one(driver, "select[name=pipeline] option[value='text-embed']")
     Select(one(driver, "select[name=pipeline]")).select_by_value("text-embed")
-    one(driver, "textarea[name=texts]").send_keys("a photo of a cat\na picture of a kitten\nthe stock market fell")
+    texts = "a photo of a cat\na picture of a kitten\nthe stock market fell"
+    one(driver, "textarea[name=texts]").send_keys(texts)
     one(driver, "button[type=submit].primary").click()
-    cells = wait(driver, lambda d: [e.text for e in css(d, ".matrix td.sim")] if len(css(d, ".matrix td.sim")) == 9 else None,
-                 "a 3x3 similarity matrix")  # fmt: skip
+    sims = lambda d: [e.text for e in css(d, ".matrix td.sim")]  # noqa: E731
+    cells = wait(driver, lambda d: len(sims(d)) == 9 and sims(d), "a 3x3 similarity matrix")
     matrix = [[float(x) for x in cells[i * 3 : i * 3 + 3]] for i in range(3)]
     assert all(abs(matrix[i][i] - 1) < 1e-3 for i in range(3))
     assert matrix[0][1] > matrix[0][2]  # a cat is nearer a kitten than the stock market
@@ -137,8 +141,11 @@ def test_a_video_shows_a_timeline_of_frames(driver: Any, stack: Stack, files: di
 def long_job(stack: Stack, tmp: Path) -> str:
     video = make_video(seconds=30, fps=10)
     with httpx.Client(base_url=stack.base_url, timeout=60) as client:
-        answer = client.post("/v1/pipelines/video-classify/jobs", files={"files": ("long.mp4", video, "video/mp4")},
-                             data={"options": json.dumps({"fps": 10}), "keep_inputs": "true"})  # fmt: skip
+        answer = client.post(
+            "/v1/pipelines/video-classify/jobs",
+            files={"files": ("long.mp4", video, "video/mp4")},
+            data={"options": json.dumps({"fps": 10}), "keep_inputs": "true"},
+        )
     assert answer.status_code == 202, answer.text
     return answer.json()["id"]
 
@@ -164,10 +171,9 @@ def test_the_job_list_filters_by_status(driver: Any, stack: Stack, tmp_path: Pat
     wait(driver, lambda d: css(d, f"tr[data-id='{done['id']}']"), "the finished job listed")
     screenshots(driver, "jobs")
     Select(one(driver, "select[name=status]")).select_by_value("canceled")
-    rows = wait(driver, lambda d: (r := css(d, "tbody tr[data-id]")) and not css(d, f"tr[data-id='{done['id']}']") and r,
-                "only canceled jobs")  # fmt: skip
-    assert {r.get_attribute("data-status") for r in rows} == {"canceled"}
-    assert css(driver, f"tr[data-id='{canceled}']")
+    statuses = lambda d: {r.get_attribute("data-status") for r in css(d, "tbody tr[data-id]")}  # noqa: E731
+    wait(driver, lambda d: statuses(d) == {"canceled"} and css(d, f"tr[data-id='{canceled}']"), "only canceled jobs")
+    assert not css(driver, f"tr[data-id='{done['id']}']")
     one(driver, f"tr[data-id='{canceled}'] a.job-link").click()
     wait(driver, lambda d: "canceled" in one(d, ".job-status").text, "the job's view from the list")
 
@@ -177,16 +183,16 @@ def test_hostile_names_and_metadata_stay_text(driver: Any, stack: Stack, files: 
 
     open_view(driver, stack.base_url, "submit")
     job_id = submit_files(driver, "image-classify", [files["xss"]], metadata=XSS_META)
-    source = one(driver, ".output[data-index='0'] .source")
-    wait(driver, lambda d: source.text == XSS_NAME, "the file name, as text")
+    wait(driver, lambda d: one(d, ".output[data-index='0'] .source").text == XSS_NAME, "the name, as text")
     assert XSS_META["note"] in one(driver, "code.metadata").text
     open_view(driver, stack.base_url, "jobs")
-    wait(driver, lambda d: XSS_META["note"] in (one(d, f"tr[data-id='{job_id}'] .meta").text), "the metadata listed")
+    wait(driver, lambda d: XSS_META["note"] in one(d, f"tr[data-id='{job_id}'] .meta").text, "metadata listed")
     for view in ("jobs", f"job/{job_id}"):
         open_view(driver, stack.base_url, view)
         one(driver, ".output .source" if view.startswith("job/") else f"tr[data-id='{job_id}']")
         injected = driver.execute_script(
-            "return document.querySelectorAll('img[src=\"x\"], main script, b[onmouseover], [onerror]').length")
+            "return document.querySelectorAll('img[src=\"x\"], main script, b[onmouseover], [onerror]').length"
+        )
         assert injected == 0
         with pytest.raises(NoAlertPresentException):
             driver.switch_to.alert.text  # noqa: B018 - no dialog opened
@@ -199,8 +205,8 @@ def test_the_system_view_shows_every_worker_and_the_backlog_under_load(driver: A
         workers = client.get("/v1/status").json()["workers"]
     assert workers
     open_view(driver, stack.base_url, "system")
-    wait(driver, lambda d: {r.get_attribute("data-worker") for r in css(d, "tr.worker")} == {w["id"] for w in workers},
-         "every worker listed")  # fmt: skip
+    ids = {w["id"] for w in workers}
+    wait(driver, lambda d: {r.get_attribute("data-worker") for r in css(d, "tr.worker")} == ids, "every worker")
     assert css(driver, "svg.graph .node[data-stage='classify']")
     photo = photo_bytes("coffee.png", "JPEG", FHD)
 
@@ -215,8 +221,8 @@ def test_the_system_view_shows_every_worker_and_the_backlog_under_load(driver: A
     try:
         backlog = lambda d: int(one(d, "#total-backlog").get_attribute("data-backlog"))  # noqa: E731
         peak = wait(driver, lambda d: backlog(d) > 0 and backlog(d), "the backlog to rise")
-        screenshots(driver, "system")
         wait(driver, lambda d: backlog(d) == 0, "the backlog to fall back to 0", timeout_s=240)
+        screenshots(driver, "system")  # its charts show the rise and the fall
     finally:
         loader.join()
     assert peak > 0

@@ -11,7 +11,9 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import Stack, start_stack, stop_stack
-from tests.e2e.console_browser import browser_for, css, one, open_view, screenshots, skip_without_browser, wait
+from tests.e2e.console_browser import (
+    browser_for, css, one, open_view, screenshots, skip_without_browser, wait,
+)  # fmt: skip
 
 pytestmark = [pytest.mark.e2e, skip_without_browser()]
 
@@ -35,7 +37,8 @@ def driver() -> Iterator[Any]:
 
 
 def submit_text(stack: Stack, key: str, text: str) -> str:
-    with httpx.Client(base_url=stack.base_url, timeout=60, headers={"Authorization": f"Bearer {key}"}) as client:
+    auth = {"Authorization": f"Bearer {key}"}
+    with httpx.Client(base_url=stack.base_url, timeout=60, headers=auth) as client:
         answer = client.post("/v1/pipelines/text-embed/jobs", json={"inputs": [{"text": text}]})
     assert answer.status_code == 202, answer.text
     return answer.json()["id"]
@@ -69,9 +72,10 @@ def test_a_key_only_ever_shows_its_own_jobs(driver: Any, keyed: Stack) -> None:
     wait(driver, lambda d: css(d, f"tr[data-id='{mine}']"), "my job listed")
     assert not css(driver, f"tr[data-id='{theirs}']")
     open_view(driver, keyed.base_url, f"job/{mine}", key=KEY_A)
-    wait(driver, lambda d: "succeeded" in one(d, ".job-status").text, "my job, live, to its end")  # the stream took the key
+    # live to its end: the event stream took the key (?access_token=)
+    wait(driver, lambda d: "succeeded" in one(d, ".job-status").text, "my job's end")
     open_view(driver, keyed.base_url, f"job/{theirs}", key=KEY_A)
-    error = wait(driver, lambda d: (e := one(d, ".job .form-status.error")).text and e, "another key's job refused")
+    error = wait(driver, lambda d: (e := one(d, ".job .form-status.error")).text and e, "their job refused")
     assert "no job" in error.text
     assert not css(driver, ".output")
     open_view(driver, keyed.base_url, "jobs", key=KEY_B)
