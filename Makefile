@@ -25,6 +25,8 @@ run: install
 # kubectl builds deploy/k8s offline (`kubectl kustomize`, tests/integration/test_k8s_manifests.py):
 # Debian's kubernetes-client when there is none; its kustomize must know components (kubectl
 # 1.21+: Debian 12's is 1.20, so there the test skips and says so).
+# Debian's chromium and chromium-driver run the console's browser tests (tests/e2e/test_console*.py,
+# Selenium); installed when we may (root), else those tests skip and say why.
 tools:
 	@command -v docker-compose >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null; }; } || \
@@ -32,6 +34,10 @@ tools:
 	@command -v kubectl >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubernetes-client >/dev/null; }; } || \
 	  echo "kubectl not installed: the Kubernetes manifest tests will skip"
+	@{ command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; } || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }; } || \
+	  echo "chromium/chromedriver not installed: the console's browser tests will skip"
 
 test: install tools
 	$(BIN)/python -m pytest

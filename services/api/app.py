@@ -39,6 +39,7 @@ from services.api.routers import (
     pipelines,
     status,
     submit,
+    ui,
     webhooks,
 )
 from services.api.schemas import ErrorBody
@@ -178,7 +179,7 @@ def create_app(settings: Settings, *, redis_factory: RedisFactory | None = None)
     app.state.status_sampler = None
     app.state.drain_rates = DrainRates()  # sampled by the sweep, read for a 429's Retry-After
     # Who may call: with DLPIPE_API_KEYS set, every /v1 route needs a key (services/api/auth.py);
-    # /healthz, /readyz, /metrics, /docs and /openapi.json stay open.
+    # /healthz, /readyz, /metrics, /docs, /openapi.json and the console's files (/ui/) stay open.
     app.state.api_key_digests = key_digests(settings)
     authenticated: dict[str, Any] = {
         "dependencies": [Depends(require_api_key)],
@@ -201,5 +202,6 @@ def create_app(settings: Settings, *, redis_factory: RedisFactory | None = None)
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(docs.router)
+    app.include_router(ui.router)  # the browser console (/ui/), no key to load it
     install_pipeline_operations(app, config, settings)
     return app
