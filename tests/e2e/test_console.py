@@ -129,6 +129,7 @@ def test_a_video_shows_a_timeline_of_frames(driver: Any, stack: Stack, files: di
     open_view(driver, stack.base_url, "submit")
     from selenium.webdriver.support.ui import Select
 
+    one(driver, "select[name=pipeline] option[value='video-classify']")  # the pipelines loaded
     Select(one(driver, "select[name=pipeline]")).select_by_value("video-classify")
     one(driver, "input[name=fps]").send_keys("2")
     submit_files(driver, "video-classify", [files["video"]])
