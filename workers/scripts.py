@@ -46,7 +46,7 @@ end
 # KEYS: 1 item hash, 2 job hash, 3 job outputs hash, 4 this stage's stream,
 #       5 events stream, 6.. the downstream stages' streams (in ARGV order)
 # ARGV: 1 group, 2 entry id, 3 item index, 4 now ms, 5 ttl s,
-#       6 output field, 7 output payload (both unused for a final result),
+#       6 output field, 7 output payload (for a final result: its files, see below),
 #       8 final output JSON ('' unless the item is finished), 9 '1' if the item failed,
 #       10 job id, 11 pipeline, 12 completion event type,
 #       13 number of downstream stages, then for each: stage name, n needs, n need fields,
@@ -60,7 +60,11 @@ end
 # item's final status (`items|<pipeline>|succeeded|failed`) and the job's
 # (`jobs|<pipeline>|<status>`) are counted there (shared/metrics.py), once each, in the step
 # that makes them final; then the byte budget (keys.BYTES), given the job's bytes back as it
-# ends (_GIVE_BYTES_BACK).
+# ends (_GIVE_BYTES_BACK); then the job's files hash (keys.job_files). With it, a final result
+# that succeeded stores its files (shared/files.py): ARGV[6] their manifest, `<field> <size>`
+# pairs space-separated ('' none), ARGV[7] their stored bytes concatenated in that order; their
+# bytes count in the job's `bytes` and the budget's `held` while the job is open, the hash lives
+# as long as the job hash then, and expires with the job's outputs as it ends.
 # Returns 0 for a duplicate (already final, or the job is gone) or an item of a job that has
 # ended (canceled, expired: acknowledged, nothing recorded, nothing queued), 1 stage recorded,
 # 2 item finished, 3 job finished.
@@ -102,6 +106,19 @@ if tail < #ARGV then named = named + 1 end
 if #KEYS > named and redis.call('DECR', KEYS[named + 1]) < 0 then redis.call('SET', KEYS[named + 1], 0) end
 -- Drain rate (keys.drained): one more item finished.
 if #KEYS > named + 1 then redis.call('INCR', KEYS[named + 2]) end
+-- Files (keys.job_files): the item's, stored with its output.
+if #KEYS > named + 5 and ARGV[6] ~= '' and ARGV[9] ~= '1' then
+  local pos = 1
+  for field, size in string.gmatch(ARGV[6], '(%S+) (%d+)') do
+    local stop = pos + tonumber(size)
+    redis.call('HSET', KEYS[named + 6], field, string.sub(ARGV[7], pos, stop - 1))
+    pos = stop
+  end
+  redis.call('HINCRBY', KEYS[2], 'bytes', pos - 1)
+  redis.call('HINCRBY', KEYS[named + 5], 'held', pos - 1)
+  local left = redis.call('PTTL', KEYS[2])
+  if left > 0 then redis.call('PEXPIRE', KEYS[named + 6], left) end
+end
 -- metrics: the item's final status
 local metrics = false
 if #KEYS > named + 3 then metrics = KEYS[named + 4] end
@@ -145,6 +162,7 @@ if #KEYS > named + 2 then redis.call('ZREM', KEYS[named + 3], ARGV[10]) end
 if #KEYS > named + 4 then give_bytes_back(KEYS[2], KEYS[named + 5]) end
 redis.call('EXPIRE', KEYS[2], ARGV[5])
 redis.call('EXPIRE', KEYS[3], ARGV[5])
+if #KEYS > named + 5 then redis.call('EXPIRE', KEYS[named + 6], ARGV[5]) end
 redis.call('XADD', KEYS[5], '*', 'job', ARGV[10], 'type', ARGV[12], 'at', ARGV[4])
 return 3
 """
@@ -156,7 +174,8 @@ return 3
 # KEYS: 1 job hash, 2 job outputs hash, 3 events stream, 4 the pipeline's backlog counter,
 #       5 (optional) its deadlines set (keys.deadlines), which the job leaves,
 #       6 (optional) keys.METRICS: the job and its unfinished items counted as canceled,
-#       7 (optional) the byte budget (keys.BYTES), given the job's bytes back (_GIVE_BYTES_BACK)
+#       7 (optional) the byte budget (keys.BYTES), given the job's bytes back (_GIVE_BYTES_BACK),
+#       8 (optional) the job's files hash (keys.job_files), expiring with its outputs
 # ARGV: 1 now ms, 2 ttl s, 3 job id
 # Returns {1, 'canceled'}, {0, status} if the job had ended already, {-1, ''} if there is no job.
 # Its first write is the ZREM (which never adds memory): a Redis at maxmemory (noeviction)
@@ -181,6 +200,7 @@ end
 -- (end metrics)
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('EXPIRE', KEYS[2], ARGV[2])
+if KEYS[8] then redis.call('EXPIRE', KEYS[8], ARGV[2]) end
 redis.call('XADD', KEYS[3], '*', 'job', ARGV[3], 'type', 'job.completed', 'at', ARGV[1])
 return {1, 'canceled'}
 """
@@ -193,7 +213,9 @@ return {1, 'canceled'}
 # sweepers: a job not in the set (ended already) or not due yet is left alone.
 # KEYS: 1 job hash, 2 job outputs hash, 3 events stream, 4 backlog counter, 5 deadlines set,
 #       6 (optional) keys.METRICS: the job and the items it failed counted there,
-#       7 (optional) the byte budget (keys.BYTES), given the job's bytes back (_GIVE_BYTES_BACK)
+#       7 (optional) the byte budget (keys.BYTES), given the job's bytes back (_GIVE_BYTES_BACK),
+#       8 (optional) the job's files hash (keys.job_files), expiring with its outputs (deleted
+#         with them when the job's record is gone)
 # ARGV: 1 now ms, 2 ttl s, 3 job id, 4 reason format (timeout_s), 5 reason (no timeout_s)
 # Returns {1, items it failed, total} ended; {0, 0, 0} nothing to do; {-1, 0, 0} the job's
 # record is gone while it was open (its items and bytes may still count: RECOUNT_BACKLOG,
@@ -205,6 +227,7 @@ redis.call('ZREM', KEYS[5], ARGV[3])
 local job = redis.call('HMGET', KEYS[1], 'status', 'total', 'done', 'failed', 'timeout_s', 'pipeline')
 if not job[1] then
   redis.call('DEL', KEYS[2])
+  if KEYS[8] then redis.call('DEL', KEYS[8]) end
   return {-1, 0, 0}
 end
 if job[1] ~= 'queued' and job[1] ~= 'running' then return {0, 0, 0} end
@@ -233,6 +256,7 @@ end
 -- (end metrics)
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('EXPIRE', KEYS[2], ARGV[2])
+if KEYS[8] then redis.call('EXPIRE', KEYS[8], ARGV[2]) end
 redis.call('XADD', KEYS[3], '*', 'job', ARGV[3], 'type', 'job.completed', 'at', ARGV[1])
 return {1, expired, total}
 """

@@ -24,7 +24,7 @@ from services.api.drain import DrainRates
 from services.api.errors import install_error_handlers
 from services.api.limits import BodySizeLimit
 from services.api.openapi import install_pipeline_operations
-from services.api.routers import docs, health, jobs, metrics, pipelines, submit, webhooks
+from services.api.routers import docs, files, health, jobs, metrics, pipelines, submit, webhooks
 from services.api.schemas import ErrorBody
 from services.api.sweep import Sweeper
 from services.api.waiters import JobWaiters
@@ -156,6 +156,7 @@ def create_app(settings: Settings, *, redis_factory: RedisFactory | None = None)
     install_error_handlers(app)
     app.include_router(submit.router, **authenticated)
     app.include_router(jobs.router, **authenticated)
+    app.include_router(files.router, **authenticated)
     app.include_router(webhooks.router, **authenticated)
     app.include_router(pipelines.router, **authenticated)
     app.include_router(health.router)

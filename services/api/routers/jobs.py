@@ -108,6 +108,7 @@ async def cancel_job(
             keys.deadlines(name),
             keys.METRICS,  # counts the job and its unfinished items as canceled
             keys.BYTES,  # the job's bytes, given back to the byte budget
+            keys.job_files(job_id),  # its outputs' files, expiring with its outputs
         ],
         args=[now_ms(), settings.job_ttl_s, job_id],
     )
