@@ -70,7 +70,8 @@ def check_name(name: object) -> str:
 def check_content_type(content_type: object) -> str:
     """The content type, lower-cased, if it is `type/subtype` (optionally `; charset=...`)."""
     if not isinstance(content_type, str) or len(content_type) > MAX_CONTENT_TYPE:
-        raise FileError(f"content type {repr(content_type)[:80]} is not a string of at most {MAX_CONTENT_TYPE}")
+        shown = repr(content_type)[:80]
+        raise FileError(f"content type {shown} is not a string of at most {MAX_CONTENT_TYPE} characters")
     kind, sep, params = content_type.partition(";")
     normal = kind.strip().lower() + (f"; {params.strip()}" if sep else "")
     if not _CONTENT_TYPE.match(normal):

@@ -48,7 +48,9 @@ def lift(value: Any, *, job_id: str, index: int, max_bytes: int = DEFAULT_MAX_FI
     if not isinstance(entries, (list, tuple)):
         raise FileError(f"its result's `files` is a {type(entries).__name__}, not a list of OutputFile")
     if len(entries) > MAX_FILES_PER_ITEM:
-        raise FileError(f"its result gives {len(entries)} files, over the {MAX_FILES_PER_ITEM} an output may hold")
+        raise FileError(
+            f"its result gives {len(entries)} files, over the {MAX_FILES_PER_ITEM} an output may hold"
+        )
     described, manifest, chunks, seen = [], [], [], set()
     for entry in entries:
         if not isinstance(entry, OutputFile):
@@ -69,7 +71,8 @@ def lift(value: Any, *, job_id: str, index: int, max_bytes: int = DEFAULT_MAX_FI
                 "file (DLPIPE_MAX_OUTPUT_FILE_BYTES)"
             )
         try:
-            content_type = files.sniff(data) if entry.content_type is None else files.check_content_type(entry.content_type)
+            given = entry.content_type
+            content_type = files.sniff(data) if given is None else files.check_content_type(given)
         except FileError as exc:
             raise FileError(f"file {name!r}: {exc}") from None
         stored = files.encode(content_type, data)

@@ -64,7 +64,11 @@ def _need_field(need: str) -> str:
 
 class Store:
     def __init__(
-        self, client: redis.Redis, config: PipelinesConfig, ttl_s: int, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
+        self,
+        client: redis.Redis,
+        config: PipelinesConfig,
+        ttl_s: int,
+        max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
     ) -> None:
         self.redis = client
         self.config = config

@@ -65,7 +65,7 @@ async def api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 def workers(client: redis.Redis, settings: Settings, config: PipelinesConfig, models: dict[str, Model],
             max_file_bytes: int = 16 << 20) -> list[Any]:  # fmt: skip
     store = Store(client, config, settings.job_ttl_s, max_file_bytes)
-    steps = [PreprocessWorker(store, settings, "cpu-blur"), ModelWorker(store, settings, "model-blur", models)]
+    steps = [PreprocessWorker(store, settings, "cpu-blur"), ModelWorker(store, settings, "gpu-blur", models)]
     for worker in steps:
         worker.setup()
     return steps
@@ -103,7 +103,7 @@ async def test_the_served_jpeg_has_the_face_blurred_and_the_rest_as_it_was(
     api: httpx.AsyncClient, settings: Settings, config: PipelinesConfig, models: dict[str, Model],
     redis_client: redis.Redis,
 ) -> None:  # fmt: skip
-    photos = [("astronaut.png", photo_bytes("astronaut.png", fmt=None)), ("coffee.png", photo_bytes("coffee.png", fmt=None))]
+    photos = [(name, photo_bytes(name, fmt=None)) for name in ("astronaut.png", "coffee.png")]
     job_id = await submit(api, "face-blur", files=[("files", photo) for photo in photos])
     run_until_final(redis_client, job_id, workers(redis_client, settings, config, models))
     job = (await api.get(f"/v1/jobs/{job_id}")).json()
@@ -112,7 +112,8 @@ async def test_the_served_jpeg_has_the_face_blurred_and_the_rest_as_it_was(
     (face,) = astronaut["faces"]
     assert overlap(face["box"], HEAD) > 0.8 and astronaut["boxes"] == [face["box"]]
     (described,) = astronaut["files"]
-    assert described["name"] == "blurred.jpg" and described["url"] == f"/v1/jobs/{job_id}/outputs/0/files/blurred.jpg"
+    assert described["name"] == "blurred.jpg"
+    assert described["url"] == f"/v1/jobs/{job_id}/outputs/0/files/blurred.jpg"
     served, original = await served_image(api, described), np.asarray(photo_rgb("astronaut.png"), dtype=int)
     assert served.shape == original.shape and astronaut["size"] == [512, 512]
     x1, y1, x2, y2 = (int(v) for v in face["box"])
@@ -143,7 +144,8 @@ async def test_video_blur_gives_each_frame_its_jpeg(
     for index, (t, frame) in enumerate(frames.items()):
         (described,) = frame["files"]
         assert described["name"] == f"frame-{t}.jpg"
-        assert described["url"] == f"/v1/jobs/{job_id}/outputs/{index}/files/frame-{t}.jpg"  # the frame's item
+        # The frame's item: index 0, 1, 2 (the job's one output is the video's).
+        assert described["url"] == f"/v1/jobs/{job_id}/outputs/{index}/files/frame-{t}.jpg"
         assert (await served_image(api, described)).shape == (240, 320, 3) and frame["size"] == [320, 240]
 
 
@@ -151,21 +153,25 @@ async def test_a_jpeg_over_the_cap_fails_its_item_with_the_reason(
     api: httpx.AsyncClient, settings: Settings, config: PipelinesConfig, models: dict[str, Model],
     redis_client: redis.Redis,
 ) -> None:  # fmt: skip
-    job_id = await submit(api, "face-blur", files=[("files", ("a.png", photo_bytes("astronaut.png", fmt=None)))])
-    run_until_final(redis_client, job_id, workers(redis_client, settings, config, models, max_file_bytes=10_000))
+    photo = ("a.png", photo_bytes("astronaut.png", fmt=None))
+    job_id = await submit(api, "face-blur", files=[("files", photo)])
+    steps = workers(redis_client, settings, config, models, max_file_bytes=10_000)
+    run_until_final(redis_client, job_id, steps)
     job = (await api.get(f"/v1/jobs/{job_id}")).json()
     assert job["status"] == "failed" and job["error"] == "all 1 items failed"
     (output,) = job["outputs"]
     assert output["status"] == "failed" and output["result"] is None
     assert output["error"].startswith("stage 'blur': file 'blurred.jpg' is ")
-    assert output["error"].endswith(" bytes, over the 10000-byte cap on an output file (DLPIPE_MAX_OUTPUT_FILE_BYTES)")
+    assert output["error"].endswith(" bytes, over the 10000-byte cap on an output file "
+                                    "(DLPIPE_MAX_OUTPUT_FILE_BYTES)")
     assert not redis_client.exists(keys.job_files(job_id))
     assert (await api.get(f"/v1/jobs/{job_id}/outputs/0/files/blurred.jpg")).status_code == 404
 
 
 async def test_bad_files_fail_their_items_on_real_redis_too(tmp_path: Path, redis_url: str,
                                                            redis_client: redis.Redis) -> None:  # fmt: skip
-    settings = Settings(redis_url=redis_url, pipelines_file=write_pipelines(tmp_path, PIPELINES), read_block_ms=1)
+    pipelines_file = write_pipelines(tmp_path, PIPELINES)
+    settings = Settings(redis_url=redis_url, pipelines_file=pipelines_file, read_block_ms=1)
     store = Store(redis_client, load_pipelines(settings.pipelines_file), 600, max_file_bytes=CAP)
     cpu = PreprocessWorker(store, settings, "cpu-give")
     cpu.setup()

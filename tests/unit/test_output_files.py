@@ -118,7 +118,8 @@ def test_files_are_described_in_the_json_and_laid_out_for_the_script() -> None:
     lifted = lift({"n": 2, "files": [OutputFile("a.jpg", jpeg), OutputFile("m.png", b"P", "image/png")]},
                   job_id="j1", index=3)  # fmt: skip
     assert lifted.result == {"n": 2, "files": [
-        {"name": "a.jpg", "content_type": "image/jpeg", "size": len(jpeg), "url": "/v1/jobs/j1/outputs/3/files/a.jpg"},
+        {"name": "a.jpg", "content_type": "image/jpeg", "size": len(jpeg),
+         "url": "/v1/jobs/j1/outputs/3/files/a.jpg"},
         {"name": "m.png", "content_type": "image/png", "size": 1, "url": "/v1/jobs/j1/outputs/3/files/m.png"},
     ]}  # fmt: skip
     first, second = files.encode("image/jpeg", jpeg), files.encode("image/png", b"P")
@@ -134,7 +135,7 @@ def test_files_are_described_in_the_json_and_laid_out_for_the_script() -> None:
         ([OutputFile("a/b.jpg", b"x")], "is not allowed"),
         ([OutputFile("a.jpg", b"x"), OutputFile("a.jpg", b"y")], "gives the file 'a.jpg' twice"),
         ([OutputFile("a.jpg", "text")], "its data is a str, not bytes"),  # type: ignore[arg-type]
-        ([OutputFile("a.bin", b"x" * 11)], r"is 11 bytes, over the 10-byte cap .*DLPIPE_MAX_OUTPUT_FILE_BYTES"),
+        ([OutputFile("a.bin", b"x" * 11)], r"is 11 bytes, over the 10-byte cap .*MAX_OUTPUT_FILE_BYTES"),
         ([OutputFile("a.bin", b"x", "html")], "file 'a.bin': content type 'html' is not type/subtype"),
         ([OutputFile(f"{i}.bin", b"") for i in range(33)], "gives 33 files, over the 32"),
     ],
@@ -170,7 +171,8 @@ async def api(server: fakeredis.FakeServer, pipelines_file: Path) -> AsyncIterat
 def worker(server: fakeredis.FakeServer, pipelines_file: Path) -> PreprocessWorker:
     client = fakeredis.FakeRedis(server=server)
     settings = make_settings(pipelines_file, read_block_ms=1)
-    cpu = PreprocessWorker(Store(client, load_pipelines(pipelines_file), 3600, max_file_bytes=CAP), settings, "c1")
+    store = Store(client, load_pipelines(pipelines_file), 3600, max_file_bytes=CAP)
+    cpu = PreprocessWorker(store, settings, "c1")
     cpu.setup()
     return cpu
 
@@ -183,7 +185,9 @@ async def run_job(api: httpx.AsyncClient, worker: PreprocessWorker, *texts: str)
     return (await api.get(f"/v1/jobs/{response.json()['id']}")).json()
 
 
-async def test_files_are_stored_named_in_the_json_and_served(api: httpx.AsyncClient, worker: PreprocessWorker) -> None:
+async def test_files_are_stored_named_in_the_json_and_served(
+    api: httpx.AsyncClient, worker: PreprocessWorker
+) -> None:
     job = await run_job(api, worker, "jpeg", "two", "none")
     assert job["status"] == "succeeded", job
     (described,) = job["outputs"][0]["result"]["files"]
@@ -237,7 +241,7 @@ async def test_a_file_too_large_or_not_written_fails_its_item_with_the_reason(
         "(DLPIPE_MAX_OUTPUT_FILE_BYTES)"
     )
     assert ghost["status"] == "failed"
-    assert ghost["error"].startswith("stage 'give': its result names the file 'ghost.jpg' but did not write it")
+    assert ghost["error"].startswith("stage 'give': its result names the file 'ghost.jpg' but did not write")
     assert fine["status"] == "succeeded"
     stored = fakeredis.FakeRedis(server=server).hkeys(keys.job_files(job["id"]))
     assert stored == [b"2/a.jpg"]  # nothing of the failed items

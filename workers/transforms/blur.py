@@ -36,7 +36,9 @@ QUALITY = 90  # of the JPEG
 FILE_NAME = "blurred.jpg"
 
 
-def padded_box(box: Any, width: int, height: int, padding: float = PADDING) -> tuple[int, int, int, int] | None:
+def padded_box(
+    box: Any, width: int, height: int, padding: float = PADDING
+) -> tuple[int, int, int, int] | None:
     """[x1, y1, x2, y2] (pixel edges, floats) grown by `padding` of its size on each side, out to
     whole pixels, clipped to the image; None if nothing of it is inside."""
     x1, y1, x2, y2 = (float(v) for v in box)

@@ -71,7 +71,8 @@ async def get_file(
         content_type, data = files.decode(stored)
     except files.FileError as exc:  # not written by COMPLETE_STAGE: say so, never a 500
         log.error("job=%s stage=api file %s of output %d cannot be read: %s", job_id, name, index, exc)
-        raise NotFound(f"output {index} of job {shown(job_id)}: its file {shown(name)} cannot be read") from None
+        reason = f"output {index} of job {shown(job_id)}: its file {shown(name)} cannot be read"
+        raise NotFound(reason) from None
     return Response(data, media_type=content_type, headers=file_headers(name, content_type))
 
 
