@@ -28,7 +28,7 @@ from tests.integration.test_face_detect import HEAD, overlap
 from tests.photos import photo_bytes, photo_rgb
 from tests.stagefns import job_view
 from tests.unit.test_api_fixtures import anyio_backend, running, write_pipelines  # noqa: F401
-from tests.unit.test_output_files import CAP, PIPELINES
+from tests.unit.test_output_files import CAP, PIPELINES, assert_expire_together
 from tests.videos import astronaut_then_coffee
 from workers.inference import load_models
 from workers.model_worker import ModelWorker
@@ -126,7 +126,7 @@ async def test_the_served_jpeg_has_the_face_blurred_and_the_rest_as_it_was(
     assert served.shape == original.shape and np.abs(served - original).mean() < 4  # no face: unchanged
     # The files live in the job's files hash, expiring with its outputs.
     assert redis_client.hlen(keys.job_files(job_id)) == 2
-    assert 0 < redis_client.ttl(keys.job_files(job_id)) == redis_client.ttl(keys.job_outputs(job_id))
+    assert_expire_together(redis_client, keys.job_files(job_id), keys.job_outputs(job_id))
 
 
 async def test_video_blur_gives_each_frame_its_jpeg(
