@@ -40,8 +40,9 @@ SAFETY_HEADERS = {
     ),
     response_class=Response,
     responses={
-        200: {"content": {"application/octet-stream": {}}, "description": "The file's bytes."},
+        200: {"content": {"*/*": {}}, "description": "The file's bytes, with its content type."},
         404: {"model": ErrorBody, "description": "No such job, output or file."},
+        422: {"model": ErrorBody, "description": "The index is not an integer; `field` names it."},
         503: {"model": ErrorBody, "description": "Redis is unavailable."},
     },
 )
