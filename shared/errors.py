@@ -39,6 +39,10 @@ class Unavailable(DlpipeError):
         self.retry_after_s = retry_after_s
 
 
+class TimedOut(DlpipeError):
+    """A synchronous request whose job did not end in time (HTTP 504); the job lapses at its deadline."""
+
+
 class ItemError(DlpipeError):
     """One item cannot be processed (bad input): the item fails with this reason, the worker goes on."""
 

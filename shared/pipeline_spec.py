@@ -49,6 +49,9 @@ class ModelSpec(BaseModel):
     name: str
     class_path: str = Field(alias="class")
     params: dict[str, Any] = Field(default_factory=dict)
+    # The name the model is known by elsewhere (Hugging Face, OpenAI clients): `POST /v1/embeddings`
+    # takes it as `model` for a text pipeline that runs this model (docs/protocols.md).
+    public_name: str | None = Field(default=None, min_length=1, max_length=200)
     batching: Batching | None = None
     # Batching that pays on a GPU can cost on a CPU (the bench's model-only table shows where):
     # a device type named here batches its own way, any other as `batching` says.

@@ -24,7 +24,18 @@ from services.api.drain import DrainRates
 from services.api.errors import install_error_handlers
 from services.api.limits import BodySizeLimit
 from services.api.openapi import install_pipeline_operations
-from services.api.routers import docs, files, health, jobs, metrics, pipelines, submit, webhooks
+from services.api.routers import (
+    docs,
+    files,
+    health,
+    jobs,
+    metrics,
+    oip,
+    openai_embeddings,
+    pipelines,
+    submit,
+    webhooks,
+)
 from services.api.schemas import ErrorBody
 from services.api.sweep import Sweeper
 from services.api.waiters import JobWaiters
@@ -52,6 +63,11 @@ TAGS = [
     {"name": "pipelines", "description": "The pipelines this deployment runs and how to call them."},
     {"name": "health", "description": "Liveness and readiness probes."},
     {"name": "metrics", "description": "The whole stack's metrics, for Prometheus (no API key)."},
+    {"name": "openai", "description": "OpenAI-compatible embeddings on text pipelines (docs/protocols.md)."},
+    {
+        "name": "inference protocol v2",
+        "description": "The Open Inference Protocol v2 (KServe / Triton REST) on image and text pipelines.",
+    },
 ]
 
 
@@ -159,6 +175,8 @@ def create_app(settings: Settings, *, redis_factory: RedisFactory | None = None)
     app.include_router(files.router, **authenticated)
     app.include_router(webhooks.router, **authenticated)
     app.include_router(pipelines.router, **authenticated)
+    app.include_router(openai_embeddings.router, **authenticated)
+    app.include_router(oip.router)  # its health routes open, the others keyed (services/api/routers/oip.py)
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(docs.router)

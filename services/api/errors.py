@@ -1,7 +1,7 @@
 """The one place errors become HTTP answers: {"detail": <message>, "field": <field or null>}.
 
 shared.errors.NotFound -> 404, InvalidRequest -> 422 (naming the field), Conflict -> 409,
-PayloadTooLarge -> 413, UnsupportedMediaType -> 415, Unavailable and Redis connection/timeout
+PayloadTooLarge -> 413, UnsupportedMediaType -> 415, TimedOut -> 504, Unavailable and Redis connection/timeout
 errors -> 503, Redis out of memory (a write refused at `maxmemory` under noeviction) -> 503,
 FastAPI's own validation errors -> 422. A client gone before its body was read (or cut for sending
 it too slowly: services/api/connections.py) is no bug: logged, and nothing is sent. Anything else
@@ -38,6 +38,7 @@ from shared.errors import (
     InvalidRequest,
     NotFound,
     PayloadTooLarge,
+    TimedOut,
     Unavailable,
     cut,
 )
@@ -112,6 +113,10 @@ async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
     log.warning("%s %s: unavailable: %s", request.method, request.url.path, exc)
     retry_after = exc.retry_after_s if isinstance(exc, Unavailable) else 5
     return error_response(503, str(exc) or "service unavailable", **{"Retry-After": str(retry_after)})
+
+
+async def _timed_out(request: Request, exc: Exception) -> JSONResponse:
+    return error_response(504, str(exc))
 
 
 async def _redis_down(request: Request, exc: Exception) -> JSONResponse:
@@ -198,6 +203,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(PayloadTooLarge, _too_large)
     app.add_exception_handler(UnsupportedMediaType, _unsupported)
     app.add_exception_handler(Unavailable, _unavailable)
+    app.add_exception_handler(TimedOut, _timed_out)
     app.add_exception_handler(RedisConnectionError, _redis_down)
     app.add_exception_handler(RedisTimeoutError, _redis_down)
     app.add_exception_handler(ClientDisconnect, _client_gone)

@@ -75,6 +75,16 @@ class ApiSettings(SettingsGroup):
             "`Prefer: wait=` on submit (longer asks are cut to this)."
         ),
     )
+    sync_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description=(
+            "Longest a synchronous protocol request (`POST /v1/embeddings`, `POST /v2/models/{m}/infer`) "
+            "waits for its job (504 past it); the job gets it as its `timeout_s`, so it never outlives "
+            "its request."
+        ),
+    )
     redis_max_connections: int = Field(
         default=64,
         ge=2,

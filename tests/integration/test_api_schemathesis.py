@@ -167,6 +167,7 @@ def api(redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
             "DLPIPE_API_KEYS": API_KEY,  # every /v1 call needs it (ignored where keys are not known)
             "DLPIPE_WORKER_TTL_MS": str(3_600_000),  # the heartbeats written below stay live
             "DLPIPE_MAX_WAIT_S": "0.5",  # a generated `Prefer: wait=N` waits at most this (no worker runs)
+            "DLPIPE_SYNC_TIMEOUT_S": "0.5",  # the synchronous protocol routes: 504 after this (no worker runs)
             "PYTHONUNBUFFERED": "1",
         }
     )
@@ -206,6 +207,8 @@ def _openapi() -> dict[str, Any]:
 
 
 OPENAPI = _openapi()
+# The synchronous protocol routes: a job no worker runs ends in 504 (DLPIPE_SYNC_TIMEOUT_S), as declared.
+SYNC_PATHS = {"/v1/embeddings", "/v2/models/{name}/infer"}
 schema = schemathesis.openapi.from_dict(OPENAPI)
 
 
@@ -228,5 +231,10 @@ def test_the_api_answers_every_generated_request_as_its_schema_says(
 ) -> None:
     url, _ = api
     response = case.call(base_url=url, headers=AUTH, timeout=30)
-    excused = [checks.positive_data_acceptance] if data_refusal(response) or not body_is_valid(case) else []
+    if case.operation.path not in SYNC_PATHS:
+        excused = [checks.positive_data_acceptance] if data_refusal(response) or not body_is_valid(case) else []
+    elif response.status_code == 504:  # no worker runs the job
+        excused = [checks.positive_data_acceptance, checks.not_a_server_error]
+    else:  # a 400 for the protocols' own rules: a model's input name and datatype, a shape's count
+        excused = [checks.positive_data_acceptance] if response.status_code == 400 else []
     case.validate_response(response, excluded_checks=excused)

@@ -68,7 +68,8 @@ async def test_openapi_documents_each_pipelines_submit_with_both_content_types(
     assert response.status_code == 200
     doc = response.json()
     assert doc["info"]["title"] == "dlpipe" and doc["info"]["version"]
-    assert {t["name"] for t in doc["tags"]} == {"jobs", "pipelines", "health", "metrics"}
+    tags = {"jobs", "pipelines", "health", "metrics", "openai", "inference protocol v2"}
+    assert {t["name"] for t in doc["tags"]} == tags
     assert "/v1/pipelines/{name}/jobs" not in doc["paths"]  # one operation per pipeline instead
     post = doc["paths"]["/v1/pipelines/img/jobs"]["post"]
     assert post["operationId"] == "submit_img_job" and post["summary"] == "Submit a job to img"

@@ -51,7 +51,7 @@ from services.api.inputs.fields import (
     check_webhook_events,
 )
 from services.api.inputs.image import expand_path
-from services.api.inputs.parse import INPUT_FORMATS, input_format, parse_form, parse_json_body
+from services.api.inputs.parse import INPUT_FORMATS, input_format, parse_form, parse_json_body, parse_values
 from services.api.inputs.text import check_text
 
 __all__ = [
@@ -84,4 +84,5 @@ __all__ = [
     "invalid",
     "parse_form",
     "parse_json_body",
+    "parse_values",
 ]

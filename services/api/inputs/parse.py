@@ -4,6 +4,7 @@ formats (`INPUT_FORMATS`), the count limits and the job-level fields."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -108,6 +109,36 @@ def parse_json_body(body: bytes, pipeline: PipelineSpec, limits: Limits, *, dige
     _check_count(taken, "inputs", limits)
     job = replace(_job(parsed, webhook, metadata), webhook_events=events, timeout_s=timeout_s)
     return replace(job, digest=_json_digest(data)) if digest else job
+
+
+def parse_values(
+    values: Sequence[bytes | BaseModel], pipeline: PipelineSpec, limits: Limits, field: str
+) -> ParsedJob:
+    """A job of inputs given one value each by another protocol (services/api/protocols): bytes
+    go the way one uploaded file does, a model (the input kind's `json_model`) the way one JSON
+    input does; errors name `field[i]`. Synchronous: an input kind that probes its uploads (video)
+    belongs in a thread."""
+    _check_count(len(values), field, limits)
+    fmt = input_format(pipeline.input)
+    parsed: list[ParsedInput] = []
+    taken = 0
+    for index, value in enumerate(values):
+        where = f"{field}[{index}]"
+        room = limits.max_inputs - taken - (len(values) - index - 1)
+        if isinstance(value, bytes):
+            if not fmt.takes_files:
+                raise invalid(where, f"pipeline {pipeline.name!r} takes no encoded files")
+            if not value:
+                raise invalid(where, "empty input")
+            if len(value) > limits.max_input_bytes:
+                raise invalid(where, f"input is larger than {limits.max_input_bytes} bytes")
+            new = [fmt.upload(Upload(value, None), where, limits, room)]
+        else:
+            new = fmt.from_json(value, where, limits, room)
+        taken += sum(p.count for p in new)
+        parsed.extend(new)
+    _check_count(taken, field, limits)
+    return _job(parsed, None, None)
 
 
 def _json_digest(data: dict[str, Any]) -> str:

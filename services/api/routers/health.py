@@ -49,7 +49,8 @@ async def live_workers(client: Any, ttl_ms: int) -> list[dict[Any, Any]]:
     return [h for h in hashes if h]  # a hash gone (expired) is a worker gone
 
 
-def _missing(workers: list[dict[Any, Any]], needed: list[str]) -> list[str]:
+def missing(workers: list[dict[Any, Any]], needed: list[str]) -> list[str]:
+    """What keeps `needed` streams from being served: a stream no live worker reads, no notifier."""
     served = served_streams(workers)
     reasons = [f"no live worker for stream {s}" for s in sorted(set(needed)) if s not in served]
     kinds = {_text(w.get(b"kind", w.get("kind", b""))) for w in workers}
@@ -76,7 +77,7 @@ async def readyz(client: RedisDep, config: ConfigDep, settings: SettingsDep) -> 
         log.warning("not ready: %s", reason)
         return JSONResponse(Readiness(status="unavailable", reason=reason).model_dump(), status_code=503)
     needed = config.cpu_streams() + list(config.model_streams().values())
-    reasons = _missing(workers, needed)
+    reasons = missing(workers, needed)
     if reasons:
         body = Readiness(status="unavailable", reason="; ".join(reasons), workers=len(workers))
         return JSONResponse(body.model_dump(), status_code=503)
