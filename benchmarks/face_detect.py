@@ -1,6 +1,7 @@
 """face-detect end to end through a real `dlpipe up`: jobs/s, each model's batch sizes, time per stage.
 
     .venv/bin/python benchmarks/face_detect.py --jobs 60 --concurrency 8
+    .venv/bin/python benchmarks/face_detect.py --pipeline face-blur   # and GET each blurred JPEG
 
 Starts its own redis-server and `dlpipe up` (the bundled pipelines file) on free loopback ports,
 or measures a running stack (--url, --redis-url). Clients submit single-photo face-detect jobs
@@ -37,7 +38,7 @@ from e2e_throughput import REPO, model_counters, percentile, wait_ready  # noqa:
 from shared.embedded_redis import free_port, start_redis  # noqa: E402
 
 PHOTOS = ["astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png"]
-PIPELINE = "face-detect"
+PIPELINES = ("face-detect", "face-blur")  # face-blur: the cascade, the blur, the JPEG fetched too
 
 
 def photos() -> list[str]:
@@ -47,15 +48,15 @@ def photos() -> list[str]:
     return [base64.b64encode((data / name).read_bytes()).decode() for name in PHOTOS]
 
 
-def stage_times(base_url: str) -> dict[str, tuple[float, float]]:
-    """Stage -> (seconds, items) of face-detect's dlpipe_stage_seconds, as /metrics has them now."""
+def stage_times(base_url: str, pipeline: str) -> dict[str, tuple[float, float]]:
+    """Stage -> (seconds, items) of the pipeline's dlpipe_stage_seconds, as /metrics has them now."""
     text = httpx.get(f"{base_url}/metrics", timeout=10).text
     out: dict[str, list[float]] = {}
     for family in text_string_to_metric_families(text):
         if family.name != "dlpipe_stage_seconds":
             continue
         for sample in family.samples:
-            if sample.labels.get("pipeline") != PIPELINE:
+            if sample.labels.get("pipeline") != pipeline:
                 continue
             slot = out.setdefault(sample.labels["stage"], [0.0, 0.0])
             if sample.name.endswith("_sum"):
@@ -65,7 +66,9 @@ def stage_times(base_url: str) -> dict[str, tuple[float, float]]:
     return {stage: (s, n) for stage, (s, n) in out.items()}
 
 
-async def run_clients(base_url: str, payloads: list[str], jobs: int, concurrency: int) -> tuple[list[float], float, dict]:
+async def run_clients(
+    base_url: str, pipeline: str, payloads: list[str], jobs: int, concurrency: int
+) -> tuple[list[float], float, dict]:
     latencies: list[float] = []
     faces: dict[int, int] = {}
     next_job = iter(range(jobs))
@@ -76,7 +79,7 @@ async def run_clients(base_url: str, payloads: list[str], jobs: int, concurrency
             for n in next_job:
                 start = loop.time()
                 body = {"inputs": [{"image_base64": payloads[n % len(payloads)]}]}
-                response = await client.post(f"/v1/pipelines/{PIPELINE}/jobs", json=body)
+                response = await client.post(f"/v1/pipelines/{pipeline}/jobs", json=body)
                 response.raise_for_status()
                 job_id = response.json()["id"]
                 while (job := (await client.get(f"/v1/jobs/{job_id}")).json())["status"] not in (
@@ -85,7 +88,10 @@ async def run_clients(base_url: str, payloads: list[str], jobs: int, concurrency
                     await asyncio.sleep(0.02)  # the client's poll interval, not a wait for a condition
                 if job["status"] != "succeeded":
                     raise RuntimeError(f"job {job_id} ended {job['status']}: {job}")
-                faces[n % len(payloads)] = len(job["outputs"][0]["result"]["faces"])
+                result = job["outputs"][0]["result"]
+                faces[n % len(payloads)] = len(result["faces"])
+                for described in result.get("files", []):  # face-blur: the JPEG, as a client gets it
+                    (await client.get(described["url"])).raise_for_status()
                 latencies.append(loop.time() - start)
 
         began = loop.time()
@@ -95,6 +101,7 @@ async def run_clients(base_url: str, payloads: list[str], jobs: int, concurrency
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pipeline", choices=PIPELINES, default=PIPELINES[0])
     parser.add_argument("--jobs", type=int, default=60)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--concurrency", type=int, default=8)
@@ -118,11 +125,13 @@ def main() -> None:
                                      stderr=subprocess.STDOUT)  # fmt: skip
             base_url = f"http://127.0.0.1:{port}"
         wait_ready(base_url, stack)
-        asyncio.run(run_clients(base_url, payloads, args.warmup, min(args.concurrency, args.warmup)))
+        asyncio.run(run_clients(base_url, args.pipeline, payloads, args.warmup, min(args.concurrency, args.warmup)))
         r = redis.Redis.from_url(redis_url) if redis_url else None
-        before, stages_before = (model_counters(r) if r else {}), stage_times(base_url)
-        latencies, wall_s, faces = asyncio.run(run_clients(base_url, payloads, args.jobs, args.concurrency))
-        after, stages_after = (model_counters(r) if r else {}), stage_times(base_url)
+        before, stages_before = (model_counters(r) if r else {}), stage_times(base_url, args.pipeline)
+        latencies, wall_s, faces = asyncio.run(
+            run_clients(base_url, args.pipeline, payloads, args.jobs, args.concurrency)
+        )
+        after, stages_after = (model_counters(r) if r else {}), stage_times(base_url, args.pipeline)
         models = {}
         for name, totals in after.items():
             delta = {k: v - before.get(name, {}).get(k, 0.0) for k, v in totals.items()}
@@ -136,7 +145,7 @@ def main() -> None:
             if items - n0:
                 stages[stage] = round((seconds - s0) / (items - n0) * 1000, 2)
         print(json.dumps({
-            "workload": f"{PIPELINE}, one photo per job ({', '.join(PHOTOS)}, in turn)",
+            "workload": f"{args.pipeline}, one photo per job ({', '.join(PHOTOS)}, in turn)",
             "jobs": args.jobs, "concurrency": args.concurrency, "wall_s": round(wall_s, 2),
             "jobs_per_s": round(args.jobs / wall_s, 2),
             "latency_ms": {q: round(percentile(latencies, p) * 1000, 1) for q, p in (("p50", 0.5), ("p95", 0.95))},

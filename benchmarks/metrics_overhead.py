@@ -92,8 +92,8 @@ def python_cost(batch: int, loops: int) -> dict[str, float]:
 class WithoutMetrics(Store):
     """Store.complete as it was before metrics: no keys.METRICS for COMPLETE_STAGE, no counters."""
 
-    def _tail_keys(self, pipeline: str) -> list[str]:
-        tail = super()._tail_keys(pipeline)
+    def _tail_keys(self, pipeline: str, job_id: str) -> list[str]:
+        tail = super()._tail_keys(pipeline, job_id)
         return tail[: tail.index(METRICS_KEY)]  # optional keys are positional: those after it go too
 
 

@@ -32,6 +32,14 @@ def job_blob(job_id: str, n: int) -> str:
     return f"{PREFIX}:job:{job_id}:blob:{n}"
 
 
+def job_files(job_id: str) -> str:
+    """Hash: the files the job's outputs give (shared/files.py), field `<item index>/<name>` ->
+    content type, newline, bytes. Written by COMPLETE_STAGE with the item's output (its bytes
+    count in the job's `bytes` while the job is open), living as long as the job hash while
+    open, then expiring with the job's outputs (COMPLETE_STAGE, CANCEL_JOB, EXPIRE_JOB)."""
+    return f"{PREFIX}:job:{job_id}:files"
+
+
 def backlog(pipeline: str) -> str:
     """String (integer): the pipeline's items accepted and not finished. +n in the job's MULTI
     (shared/jobs.py), -1 as an item finishes (COMPLETE_STAGE), -(unfinished) on cancel and

@@ -126,7 +126,7 @@ def run_child(settings: Settings) -> int:
     stop = threading.Event()
     pool.prepare_child(stop)
     config = runtime.load_config(settings)
-    store = Store(runtime.redis_client(settings), config, settings.job_ttl_s)
+    store = Store(runtime.redis_client(settings), config, settings.job_ttl_s, settings.max_output_file_bytes)
     PreprocessWorker(store, settings, runtime.new_consumer_id()).run(stop)
     return 0
 

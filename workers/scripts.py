@@ -50,7 +50,7 @@ end
 # KEYS: 1 item hash, 2 job hash, 3 job outputs hash, 4 this stage's stream,
 #       5 events stream, 6.. the downstream stages' streams (in ARGV order)
 # ARGV: 1 group, 2 entry id, 3 item index, 4 now ms, 5 ttl s,
-#       6 output field, 7 output payload (both unused for a final result),
+#       6 output field, 7 output payload (for a final result: its files, see below),
 #       8 final output JSON ('' unless the item is finished), 9 '1' if the item failed,
 #       10 job id, 11 pipeline, 12 completion event type,
 #       13 number of downstream stages, then for each: stage name, n needs, n need fields,
@@ -66,7 +66,12 @@ end
 # that makes them final; then the byte budget (keys.BYTES), given the job's bytes back as it
 # ends (_GIVE_BYTES_BACK); then the job's event stream (keys.job_events): an `o` entry (item
 # index, done) as each item finishes, capped; the job's end runs JOB_ENDED (shared/job_index.py:
-# the job index, kept inputs, the `c` entry, the job's latency).
+# the job index, kept inputs, the `c` entry, the job's latency); then the job's files hash
+# (keys.job_files). With it, a final result
+# that succeeded stores its files (shared/files.py): ARGV[6] their manifest, `<field> <size>`
+# pairs space-separated ('' none), ARGV[7] their stored bytes concatenated in that order; their
+# bytes count in the job's `bytes` and the budget's `held` while the job is open, the hash lives
+# as long as the job hash then, and expires with the job's outputs as it ends.
 # Returns 0 for a duplicate (already final, or the job is gone) or an item of a job that has
 # ended (canceled, expired: acknowledged, nothing recorded, nothing queued), 1 stage recorded,
 # 2 item finished, 3 job finished.
@@ -108,6 +113,19 @@ if tail < #ARGV then named = named + 1 end
 if #KEYS > named and redis.call('DECR', KEYS[named + 1]) < 0 then redis.call('SET', KEYS[named + 1], 0) end
 -- Drain rate (keys.drained): one more item finished.
 if #KEYS > named + 1 then redis.call('INCR', KEYS[named + 2]) end
+-- Files (keys.job_files): the item's, stored with its output.
+if #KEYS > named + 6 and ARGV[6] ~= '' and ARGV[9] ~= '1' then
+  local pos = 1
+  for field, size in string.gmatch(ARGV[6], '(%S+) (%d+)') do
+    local stop = pos + tonumber(size)
+    redis.call('HSET', KEYS[named + 7], field, string.sub(ARGV[7], pos, stop - 1))
+    pos = stop
+  end
+  redis.call('HINCRBY', KEYS[2], 'bytes', pos - 1)
+  redis.call('HINCRBY', KEYS[named + 5], 'held', pos - 1)
+  local left = redis.call('PTTL', KEYS[2])
+  if left > 0 then redis.call('PEXPIRE', KEYS[named + 7], left) end
+end
 -- metrics: the item's final status
 local metrics = false
 if #KEYS > named + 3 then metrics = KEYS[named + 4] end
@@ -161,6 +179,7 @@ if #KEYS > named + 4 then give_bytes_back(KEYS[2], KEYS[named + 5]) end
 job_ended(KEYS[2], ARGV[10], state, status, ARGV[4], ARGV[5], events, metrics)
 redis.call('EXPIRE', KEYS[2], ARGV[5])
 redis.call('EXPIRE', KEYS[3], ARGV[5])
+if #KEYS > named + 6 then redis.call('EXPIRE', KEYS[named + 7], ARGV[5]) end
 redis.call('XADD', KEYS[5], '*', 'job', ARGV[10], 'type', ARGV[12], 'at', ARGV[4])
 return 3
 """
@@ -174,6 +193,7 @@ return 3
 #       6 (optional) keys.METRICS: the job and its unfinished items counted as canceled,
 #       7 (optional) the byte budget (keys.BYTES), given the job's bytes back (_GIVE_BYTES_BACK),
 #       8 (optional) the job's event stream (keys.job_events), given its `c` entry (JOB_ENDED)
+#       9 (optional) the job's files hash (keys.job_files), expiring with its outputs
 # ARGV: 1 now ms, 2 ttl s, 3 job id
 # Returns {1, 'canceled'}, {0, status} if the job had ended already, {-1, ''} if there is no job.
 # Its first write is the ZREM (which never adds memory): a Redis at maxmemory (noeviction)
@@ -199,6 +219,7 @@ end
 job_ended(KEYS[1], ARGV[3], status, 'canceled', ARGV[1], ARGV[2], KEYS[8] or false, false)
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('EXPIRE', KEYS[2], ARGV[2])
+if KEYS[9] then redis.call('EXPIRE', KEYS[9], ARGV[2]) end
 redis.call('XADD', KEYS[3], '*', 'job', ARGV[3], 'type', 'job.completed', 'at', ARGV[1])
 return {1, 'canceled'}
 """
@@ -213,6 +234,8 @@ return {1, 'canceled'}
 #       6 (optional) keys.METRICS: the job and the items it failed counted there,
 #       7 (optional) the byte budget (keys.BYTES), given the job's bytes back (_GIVE_BYTES_BACK),
 #       8 (optional) the job's event stream (keys.job_events), given its `c` entry (JOB_ENDED)
+#       9 (optional) the job's files hash (keys.job_files), expiring with its outputs (deleted
+#         with them when the job's record is gone)
 # ARGV: 1 now ms, 2 ttl s, 3 job id, 4 reason format (timeout_s), 5 reason (no timeout_s)
 # Returns {1, items it failed, total} ended; {0, 0, 0} nothing to do; {-1, 0, 0} the job's
 # record is gone while it was open (its items and bytes may still count: RECOUNT_BACKLOG,
@@ -224,6 +247,8 @@ redis.call('ZREM', KEYS[5], ARGV[3])
 local job = redis.call('HMGET', KEYS[1], 'status', 'total', 'done', 'failed', 'timeout_s', 'pipeline')
 if not job[1] then
   redis.call('DEL', KEYS[2])
+  if KEYS[8] then redis.call('DEL', KEYS[8]) end
+  if KEYS[9] then redis.call('DEL', KEYS[9]) end
   return {-1, 0, 0}
 end
 if job[1] ~= 'queued' and job[1] ~= 'running' then return {0, 0, 0} end
@@ -253,6 +278,7 @@ end
 job_ended(KEYS[1], ARGV[3], job[1], status, ARGV[1], ARGV[2], KEYS[8] or false, KEYS[6] or false)
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('EXPIRE', KEYS[2], ARGV[2])
+if KEYS[9] then redis.call('EXPIRE', KEYS[9], ARGV[2]) end
 redis.call('XADD', KEYS[3], '*', 'job', ARGV[3], 'type', 'job.completed', 'at', ARGV[1])
 return {1, expired, total}
 """

@@ -19,8 +19,10 @@ from shared import codecs, keys
 from shared.jobs import expired_reason
 from shared.messages import EventType, ItemOutput, ItemStatus, JobStatus, WorkItem, now_ms
 from shared.pipeline_spec import INPUT, PipelinesConfig, StageSpec
+from shared.files import DEFAULT_MAX_FILE_BYTES, FileError
 from shared.redis_full import is_out_of_memory
 from workers import scripts
+from workers.output_files import lift
 from workers.scripted_pipeline import ScriptedPipeline
 
 log = logging.getLogger(__name__)
@@ -61,10 +63,17 @@ def _need_field(need: str) -> str:
 
 
 class Store:
-    def __init__(self, client: redis.Redis, config: PipelinesConfig, ttl_s: int) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        config: PipelinesConfig,
+        ttl_s: int,
+        max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+    ) -> None:
         self.redis = client
         self.config = config
         self.ttl_s = ttl_s
+        self.max_file_bytes = max_file_bytes  # DLPIPE_MAX_OUTPUT_FILE_BYTES: one output file at most
         self._start_job = client.register_script(scripts.START_JOB)
         self._complete = client.register_script(scripts.COMPLETE_STAGE)
 
@@ -266,22 +275,27 @@ class Store:
         pipeline = self.config.pipelines[item.pipeline]
         stage = pipeline.stage(result.stage or item.stage)
         final_json, failed, payload = "", "0", b""
-        error = result.error
+        error, value, field = result.error, result.value, keys.stage_output_field(stage.name)
         if error is None and stage.name == pipeline.sink.name:
+            # The result's files (shared/files.py) go in ARGV 6 and 7, unused for a final result.
             try:
-                json.dumps(result.value, allow_nan=False)
+                lifted = lift(value, job_id=item.job_id, index=item.index, max_bytes=self.max_file_bytes)
+                value, field, payload = lifted.result, lifted.manifest, lifted.payload
+                json.dumps(value, allow_nan=False)
+            except FileError as exc:
+                error = f"stage {stage.name!r}: {exc}"
             except (TypeError, ValueError) as exc:
                 error = f"stage {stage.name!r} returned a result that is not JSON: {exc}"
         if error is None and stage.name != pipeline.sink.name:
             try:
-                payload = codecs.encode(result.value)
+                payload = codecs.encode(value)
             except codecs.CodecError as exc:
                 error = f"stage {stage.name!r} returned a value that cannot travel: {exc}"
         if error is not None:
             output = ItemOutput(index=item.index, status=ItemStatus.failed, error=error)
-            final_json, failed = output.model_dump_json(), "1"
+            final_json, failed, field, payload = output.model_dump_json(), "1", "", b""
         elif stage.name == pipeline.sink.name:
-            output = ItemOutput(index=item.index, status=ItemStatus.succeeded, result=result.value)
+            output = ItemOutput(index=item.index, status=ItemStatus.succeeded, result=value)
             final_json = output.model_dump_json()
         downstream = [] if final_json else pipeline.downstream(stage.name)
         keys_ = [
@@ -291,10 +305,10 @@ class Store:
             result.entry.stream,
             keys.EVENTS,
         ] + [keys.stream(pipeline.stream_name(d)) for d in downstream]
-        tail = [*self._tail_keys(item.pipeline), keys.job_events(item.job_id)]
+        tail = self._tail_keys(item.pipeline, item.job_id)
         args: list[Any] = [
             group, result.entry.entry_id, item.index, stamp, self.ttl_s,
-            keys.stage_output_field(stage.name), payload, final_json, failed,
+            field, payload, final_json, failed,
             item.job_id, item.pipeline, EventType.completed.value, len(downstream),
         ]  # fmt: skip
         for d in downstream:
@@ -306,12 +320,13 @@ class Store:
                 args += [name, value]
         pipe.script(self._complete, [*keys_, *tail], args)
 
-    def _tail_keys(self, pipeline: str) -> list[str]:
+    def _tail_keys(self, pipeline: str, job_id: str) -> list[str]:
         """COMPLETE_STAGE's last keys, after the dead-letter stream if any: the pipeline's
-        counters and deadlines set, the metrics hash (final statuses are counted there), and the
-        byte budget (a job that ends gives its bytes back); the job's event stream follows them."""
+        counters and deadlines set, the metrics hash (final statuses are counted there), the
+        byte budget (a job that ends gives its bytes back), the job's event stream and its files
+        hash."""
         return [keys.backlog(pipeline), keys.drained(pipeline), keys.deadlines(pipeline), keys.METRICS,
-                keys.BYTES]  # fmt: skip
+                keys.BYTES, keys.job_events(job_id), keys.job_files(job_id)]  # fmt: skip
 
     def ack_gone(self, group: str, entries: list[Entry]) -> None:
         """Acknowledge entries whose item no longer exists (finished already, or expired)."""

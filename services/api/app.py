@@ -29,6 +29,7 @@ from services.api.job_events import JobEventHub
 from services.api.routers import (
     docs,
     events,
+    files,
     health,
     inputs,
     job_list,
@@ -195,6 +196,7 @@ def create_app(settings: Settings, *, redis_factory: RedisFactory | None = None)
     by_token = {**authenticated, "dependencies": [Depends(require_api_key_or_token)]}
     app.include_router(events.router, **by_token)
     app.include_router(inputs.router, **by_token)
+    app.include_router(files.router, **by_token)
     app.include_router(status.router, **authenticated)
     app.include_router(pipelines.router, **authenticated)
     app.include_router(openai_embeddings.router, **authenticated)

@@ -139,7 +139,8 @@ class Sweeper:
                 await self._expire(
                     keys=[keys.job(job_id), keys.job_outputs(job_id), keys.EVENTS,
                           keys.backlog(name), keys.deadlines(name), keys.METRICS, keys.BYTES,
-                          keys.job_events(job_id)],
+                          keys.job_events(job_id),
+                          keys.job_files(job_id)],
                     args=[now, self.ttl_s, job_id, expired_reason("%s"), TTL_EXPIRED_REASON],
                     client=pipe,
                 )  # fmt: skip

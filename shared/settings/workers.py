@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from shared.cores import CoreSplit, available_cores, gpu_expected, split_cores
+from shared.files import DEFAULT_MAX_FILE_BYTES
 from shared.settings.group import SettingsGroup
 
 
@@ -86,6 +87,15 @@ class WorkerSettings(SettingsGroup):
         default=10000, ge=500, description="A worker unseen for this long is taken as dead."
     )
 
+    max_output_file_bytes: int = Field(
+        default=DEFAULT_MAX_FILE_BYTES,
+        ge=1,
+        le=256 * 1024 * 1024,
+        description=(
+            "Largest file one output may give (a face-blur JPEG): a bigger one fails its item, saying so. "
+            "Files are kept in Redis with the job's outputs."
+        ),
+    )
     lease_ms: int = Field(
         default=60000,
         ge=100,

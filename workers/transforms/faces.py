@@ -67,12 +67,12 @@ def decode_image(inp: dict, max_side: int = DEFAULT_MAX_SIDE, max_pixels: int = 
 
 
 def decode_frame(inp: dict, max_side: int = DEFAULT_MAX_SIDE, max_pixels: int = 50_000_000) -> dict[str, Any]:
-    """A video item's frame (`frame_image`), as `decode_image` gives an image."""
+    """A video item's frame (`frame_image`), as `decode_image` gives an image, with its time `t`."""
     img = frame_image(inp, max_pixels)
-    return _decoded(fit_within(img, max_side), img.size)
+    return {**_decoded(fit_within(img, max_side), img.size), "t": float(inp["t"])}
 
 
-def _image(decoded: Any) -> np.ndarray:
+def decoded_image(decoded: Any) -> np.ndarray:
     image = decoded.get("image") if isinstance(decoded, dict) else None
     if not (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3):
         raise ItemError("expected the decoded image ({'image': uint8 H x W x 3, ...})")
@@ -103,7 +103,7 @@ def pyramid(decoded: dict, min_face: int = MIN_FACE, factor: float = FACTOR) -> 
     BOX) from the level before it rather than from the image: a third of the time on a large
     image, for the same faces on the test photos.
     """
-    image = _image(decoded)
+    image = decoded_image(decoded)
     height, width = image.shape[:2]
     img = Image.fromarray(image)
     levels, scales = [], pyramid_scales(width, height, min_face, factor)
@@ -142,7 +142,7 @@ def crops(decoded: dict, boxes: np.ndarray, size: int) -> dict[str, Any]:
     """Each box cut from the decoded image and resized to `size` x `size` (black outside the
     image): {"crops": uint8 [N, size, size, 3], "boxes": the boxes, "scale", "size": the
     decoded image's}. The next net scores the crops; the stage after it reads the boxes."""
-    image = _image(decoded)
+    image = decoded_image(decoded)
     boxes = _rows(boxes, 5, "boxes")
     whole = np.trunc(boxes[:, :4])
     pixels = np.stack([whole[:, 0] - 1, whole[:, 1] - 1, whole[:, 2], whole[:, 3]], axis=1)

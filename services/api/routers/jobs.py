@@ -107,6 +107,7 @@ async def cancel_job(
             keys.METRICS,  # counts the job and its unfinished items as canceled
             keys.BYTES,  # the job's bytes, given back to the byte budget
             keys.job_events(job_id),  # its `completed` event (GET /v1/jobs/{id}/events)
+            keys.job_files(job_id),  # its outputs' files, expiring with its outputs
         ],
         args=[now_ms(), settings.job_ttl_s, job_id],
     )
