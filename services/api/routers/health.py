@@ -13,6 +13,7 @@ from services.api.deps import ConfigDep, RedisDep, SettingsDep
 from services.api.schemas import Health, Readiness
 from shared import keys
 from shared.heartbeat import live_since, served_streams
+from shared.redis_conn import NO_PRIMARY, is_no_primary
 from shared.messages import now_ms
 
 log = logging.getLogger(__name__)
@@ -58,25 +59,43 @@ def _missing(workers: list[dict[Any, Any]], needed: list[str]) -> list[str]:
     return reasons
 
 
+async def _replication_problem(client: Any, settings: Any) -> str | None:
+    """With Sentinel or DLPIPE_REDIS_MIN_REPLICAS: is the server we reach a primary with enough
+    replicas for a submit's WAIT? (A replica answers reads: a failover must not look ready.)"""
+    if not (settings.redis_sentinels or settings.redis_min_replicas):
+        return None
+    info = await client.info("replication")
+    if info.get("role") != "master":
+        return f"{NO_PRIMARY} (the server reached is a {info.get('role')})"
+    replicas = int(info.get("connected_slaves", 0))
+    if replicas < settings.redis_min_replicas:
+        return (f"redis: the primary has {replicas} replicas, DLPIPE_REDIS_MIN_REPLICAS="
+                f"{settings.redis_min_replicas}: submits would get 503")  # fmt: skip
+    return None
+
+
 @router.get(
     "/readyz",
     response_model=Readiness,
     summary="Readiness",
     description=(
         "200 when Redis answers and every stream of every pipeline (and the job events) is served "
-        "by at least one live worker, by their heartbeats. Otherwise 503, naming what is missing."
+        "by at least one live worker, by their heartbeats; with Sentinel or min replicas set, when "
+        "the Redis reached is a primary with enough replicas (a failover under way says `redis: "
+        "failing over / no primary`). Otherwise 503, naming what is missing."
     ),
     responses={503: {"model": Readiness, "description": "Not ready; `reason` says why."}},
 )
 async def readyz(client: RedisDep, config: ConfigDep, settings: SettingsDep) -> JSONResponse:
     try:
         workers = await live_workers(client, settings.worker_ttl_ms)
+        replication = await _replication_problem(client, settings)
     except (RedisError, OSError) as exc:
-        reason = f"redis unreachable: {exc}"
+        reason = NO_PRIMARY if is_no_primary(exc) else f"redis unreachable: {exc}"
         log.warning("not ready: %s", reason)
         return JSONResponse(Readiness(status="unavailable", reason=reason).model_dump(), status_code=503)
     needed = config.cpu_streams() + list(config.model_streams().values())
-    reasons = _missing(workers, needed)
+    reasons = ([replication] if replication else []) + _missing(workers, needed)
     if reasons:
         body = Readiness(status="unavailable", reason="; ".join(reasons), workers=len(workers))
         return JSONResponse(body.model_dump(), status_code=503)
