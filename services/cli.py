@@ -245,7 +245,7 @@ def cmd_healthcheck(settings: Settings, args: argparse.Namespace) -> int:
     from shared import redis_conn  # noqa: PLC0415
 
     if not settings.redis_configured():
-        print("unhealthy: neither DLPIPE_REDIS_URL nor DLPIPE_REDIS_SENTINELS is set", file=sys.stderr)
+        print("unhealthy: DLPIPE_REDIS_URL is not set (nor DLPIPE_REDIS_SENTINELS)", file=sys.stderr)
         return 1
     client = redis_conn.sync_client(
         settings, socket_timeout=args.timeout_s, socket_connect_timeout=args.timeout_s
