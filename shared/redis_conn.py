@@ -25,6 +25,7 @@ import redis
 import redis.asyncio
 import redis.asyncio.retry
 import redis.asyncio.sentinel
+import redis.retry
 import redis.sentinel
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.exceptions import RedisError
@@ -65,13 +66,13 @@ def sync_client(settings: Settings, *, socket_timeout: float, socket_connect_tim
                 **kwargs: Any) -> redis.Redis:  # fmt: skip
     """A redis-py client for the configured Redis (`kwargs`: more connection options)."""
     _check(settings)
-    retry = redis.Retry(_backoff(settings), settings.redis_retries)
+    retry = redis.retry.Retry(_backoff(settings), settings.redis_retries)
     options = {"socket_timeout": socket_timeout, "socket_connect_timeout": socket_connect_timeout,
                "retry": retry, **kwargs}  # fmt: skip
     if settings.redis_sentinels:
         sentinel = redis.sentinel.Sentinel(
             settings.sentinel_nodes(),
-            sentinel_kwargs=_sentinel_kwargs(settings, redis.Retry(NoBackoff(), 0)),
+            sentinel_kwargs=_sentinel_kwargs(settings, redis.retry.Retry(NoBackoff(), 0)),
         )
         options.setdefault("socket_keepalive", True)
         return sentinel.master_for(

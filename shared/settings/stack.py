@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -124,8 +125,10 @@ def parse_sentinels(text: str) -> list[tuple[str, int]]:
     nodes: list[tuple[str, int]] = []
     for part in (p.strip() for p in text.split(",")):
         host, sep, port = part.rpartition(":")
-        host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-        if not part or not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        v6 = host.startswith("[") and host.endswith("]")
+        host = host[1:-1] if v6 else host
+        good_host = bool(re.fullmatch(r"[0-9A-Fa-f:.]+" if v6 else r"[A-Za-z0-9_.-]+", host))
+        if not sep or not good_host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError(
                 f"DLPIPE_REDIS_SENTINELS: {part!r} is not host:port (expected host:port,host:port,...)"
             )
