@@ -138,6 +138,19 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+async def sentinel_problem(client: redis.asyncio.Redis) -> str | None:
+    """For a Sentinel-managed client: NO_PRIMARY if the sentinels name no primary now (a failover
+    under way), asked of them directly (one try each, short timeouts: no command retries)."""
+    pool = client.connection_pool
+    if not isinstance(pool, redis.asyncio.sentinel.SentinelConnectionPool):
+        return None
+    try:
+        await pool.sentinel_manager.discover_master(pool.service_name)
+    except redis.asyncio.sentinel.MasterNotFoundError:
+        return NO_PRIMARY
+    return None
+
+
 def is_no_primary(exc: BaseException) -> bool:
     """Is this error the sentinels naming no primary (a failover under way, or none reachable)?"""
     return isinstance(exc, (redis.sentinel.MasterNotFoundError, redis.asyncio.sentinel.MasterNotFoundError))

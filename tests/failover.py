@@ -5,7 +5,7 @@ Topology: a primary, a replica and three sentinels (`redis-server conf --sentine
 free loopback port (never 6379), with short down-after / failover timeouts. The run: `dlpipe up`
 on the sentinels, `jobs` jobs submitted by client threads (each with its own Idempotency-Key,
 retried on 503 and on errors), the primary SIGKILLed once `kill_after` are accepted, started
-again (it rejoins as a replica) once the sentinels promoted the replica; then every accepted
+again as a replica of the new primary once the sentinels promoted it; then every accepted
 job is looked for on the new primary: lost (absent or never ending), duplicated (two jobs for
 one key), and how long the stack took to accept a job again.
 """
@@ -46,8 +46,8 @@ class Node:
     sentinel: bool = False
     proc: subprocess.Popen | None = None
 
-    def start(self) -> None:
-        argv = [find_redis_server(), str(self.conf)] + (["--sentinel"] if self.sentinel else [])
+    def start(self, *extra: str) -> None:
+        argv = [find_redis_server(), str(self.conf), *extra] + (["--sentinel"] if self.sentinel else [])
         log = (self.conf.parent / "server.log").open("ab")
         self.proc = subprocess.Popen(argv, cwd=self.conf.parent, stdout=log, stderr=subprocess.STDOUT)
         wait_for_redis(f"redis://127.0.0.1:{self.port}/0", timeout_s=10.0, proc=self.proc)
@@ -277,7 +277,10 @@ def run_failover(base_url: str, topo: Topology, jobs: int, kill_after: int, thre
         killed = time.monotonic()
         wait_until(lambda: topo.primary_port() not in (None, old), 30, "the sentinels to promote the replica", 0.05)
         promoted = time.monotonic() - killed
-        topo.node(old).start()  # it comes back as a replica of the new primary (the sentinels see to it)
+        # Back as a replica of the new primary, as an operator (or a Helm chart's start script, asking
+        # the sentinels) restarts it: started as a primary, it would wait for the sentinels' next
+        # INFO round (10 s) to be turned into one.
+        topo.node(old).start("--replicaof", "127.0.0.1", str(topo.primary_port()))
         submitter.join(150)
         assert not submitter.is_alive(), "the submitting clients never finished"
         new = redis.Redis(port=topo.primary_port() or 0)

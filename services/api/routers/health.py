@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -13,7 +14,7 @@ from services.api.deps import ConfigDep, RedisDep, SettingsDep
 from services.api.schemas import Health, Readiness
 from shared import keys
 from shared.heartbeat import live_since, served_streams
-from shared.redis_conn import NO_PRIMARY, is_no_primary
+from shared.redis_conn import NO_PRIMARY, is_no_primary, sentinel_problem
 from shared.messages import now_ms
 
 log = logging.getLogger(__name__)
@@ -21,6 +22,7 @@ log = logging.getLogger(__name__)
 router = APIRouter(tags=["health"])
 
 NOTIFIER_KIND = "notifier"
+READY_TIMEOUT_S = 2.0
 
 
 def _text(value: Any) -> str:
@@ -88,10 +90,16 @@ async def _replication_problem(client: Any, settings: Any) -> str | None:
 )
 async def readyz(client: RedisDep, config: ConfigDep, settings: SettingsDep) -> JSONResponse:
     try:
-        workers = await live_workers(client, settings.worker_ttl_ms)
-        replication = await _replication_problem(client, settings)
+        async with asyncio.timeout(READY_TIMEOUT_S):  # a probe must answer: redis-py retries for longer
+            reason = await sentinel_problem(client)
+            if reason is None:
+                workers = await live_workers(client, settings.worker_ttl_ms)
+                replication = await _replication_problem(client, settings)
+    except TimeoutError:
+        reason = f"redis unreachable: no answer within {READY_TIMEOUT_S:g} s"
     except (RedisError, OSError) as exc:
         reason = NO_PRIMARY if is_no_primary(exc) else f"redis unreachable: {exc}"
+    if reason is not None:
         log.warning("not ready: %s", reason)
         return JSONResponse(Readiness(status="unavailable", reason=reason).model_dump(), status_code=503)
     needed = config.cpu_streams() + list(config.model_streams().values())
