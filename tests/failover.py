@@ -13,7 +13,9 @@ one key), and how long the stack took to accept a job again.
 from __future__ import annotations
 
 import json
+import queue
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -63,6 +65,17 @@ class Topology:
     data: Node
     replica: Node
     sentinels: list[Node]
+    lag_ms: float = 0
+
+    def lag_replication(self) -> None:
+        """Put the replica behind a LagProxy (if lag_ms). Done just before the kill: the sentinels
+        "fix" a replica whose primary address is not the one they monitor, some 8 s later."""
+        if not self.lag_ms:
+            return
+        proxy = LagProxy(self.data.port, self.lag_ms)
+        replica = redis.Redis(port=self.replica.port)
+        replica.replicaof("127.0.0.1", proxy.port)
+        wait_until(lambda: replica.info("replication")["master_link_status"] == "up", 20, "the lagged link")
 
     @property
     def sentinels_env(self) -> str:
@@ -88,6 +101,71 @@ class Topology:
             node.kill()
 
 
+class LagProxy:
+    """A loopback TCP proxy from the replica to the primary that holds what the primary sends for
+    `lag_ms` (a replication link with latency). When the primary dies, what it holds is dropped,
+    as a host that goes down loses what was on its way: the writes a failover can lose."""
+
+    def __init__(self, upstream_port: int, lag_ms: float) -> None:
+        self.upstream_port, self.lag_s = upstream_port, lag_ms / 1000
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                down, _ = self.listener.accept()
+            except OSError:
+                return
+            try:
+                up = socket.create_connection(("127.0.0.1", self.upstream_port), timeout=1)
+            except OSError:
+                down.close()
+                continue
+            up.settimeout(None)
+            held: queue.Queue[tuple[float, bytes] | None] = queue.Queue()
+            threading.Thread(target=self._read, args=(up, down, held), daemon=True).start()
+            threading.Thread(target=self._deliver, args=(down, held), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(down, up), daemon=True).start()
+
+    def _read(self, up: socket.socket, down: socket.socket, held: queue.Queue[tuple[float, bytes] | None]) -> None:
+        while True:
+            try:
+                chunk = up.recv(65536)
+            except OSError:
+                chunk = b""
+            if not chunk:  # the primary is gone: what is held is lost with it
+                while not held.empty():
+                    held.get_nowait()
+                held.put(None)
+                return
+            held.put((time.monotonic() + self.lag_s, chunk))
+
+    def _deliver(self, down: socket.socket, held: queue.Queue[tuple[float, bytes] | None]) -> None:
+        gone = threading.Event()  # never set: a timed pause until each chunk is due
+        while (item := held.get()) is not None:
+            due, chunk = item
+            gone.wait(max(0.0, due - time.monotonic()))
+            try:
+                down.sendall(chunk)
+            except OSError:
+                break
+        down.close()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        while True:
+            try:
+                chunk = src.recv(65536)
+                if not chunk:
+                    break
+                dst.sendall(chunk)
+            except OSError:
+                break
+        dst.close()
+
+
 def _write(path: Path, lines: list[str]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
@@ -103,8 +181,9 @@ def _data_conf(folder: Path, port: int, replica_of: int | None) -> Path:
     return _write(folder / "redis.conf", lines)
 
 
-def start_topology(tmp: Path) -> Topology:
-    """Primary, replica, three sentinels; returns once the sentinels see the replica."""
+def start_topology(tmp: Path, lag_ms: float = 0) -> Topology:
+    """Primary, replica, three sentinels; returns once the sentinels see the replica. `lag_ms`: the
+    replica replicates through a LagProxy."""
     p_port, r_port = free_port(), free_port()
     data = Node(p_port, _data_conf(tmp / "primary", p_port, None))
     replica = Node(r_port, _data_conf(tmp / "replica", r_port, p_port))
@@ -119,7 +198,7 @@ def start_topology(tmp: Path) -> Topology:
             f"sentinel parallel-syncs {MASTER} 1", "logfile \"\"",
         ])  # fmt: skip
         sentinels.append(Node(port, conf, sentinel=True))
-    topo = Topology(data, replica, sentinels)
+    topo = Topology(data, replica, sentinels, lag_ms)
     try:
         for node in [data, replica, *sentinels]:
             node.start()
@@ -273,6 +352,7 @@ def run_failover(base_url: str, topo: Topology, jobs: int, kill_after: int, thre
         wait_until(lambda: len(load.accepted) >= kill_after, 60, f"{kill_after} jobs accepted")
         old = topo.primary_port()
         assert old is not None
+        topo.lag_replication()
         topo.node(old).kill()
         killed = time.monotonic()
         wait_until(lambda: topo.primary_port() not in (None, old), 30, "the sentinels to promote the replica", 0.05)
