@@ -55,7 +55,14 @@ async def api(tmp_path: Path, primary: int) -> AsyncIterator[httpx.AsyncClient]:
 def attach_replica(tmp_path: Path, primary: int, client: redis.Redis) -> tuple[object, int]:
     proc, port = start_redis(tmp_path / "replica")
     redis.Redis(port=port).replicaof("127.0.0.1", primary)
-    wait_until(lambda: client.info("replication")["connected_slaves"] >= 1, 20, "the replica to attach")
+    replica = redis.Redis(port=port)
+
+    def in_sync() -> bool:  # attached, its full sync done, and acknowledging writes
+        client.set("probe", 1)
+        return replica.info("replication").get("master_link_status") == "up" and client.wait(1, 100) >= 1
+
+    wait_until(in_sync, 20, "the replica to attach and sync")
+    client.delete("probe")
     return proc, port
 
 
