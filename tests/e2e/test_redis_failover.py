@@ -30,14 +30,17 @@ def test_no_accepted_job_is_lost_in_a_sentinel_failover_with_wait(tmp_path: Path
             result = run_failover(stack.base_url, topo, JOBS, KILL_AFTER)
             assert stack.proc.poll() is None, "dlpipe up died"
             restarts = stack.log().count("; restarting in ")
+            errors = [line for line in stack.log().splitlines() if " api[" in line and "ERROR" in line][-4:]
         finally:
             stop_stack(stack)
     finally:
         topo.stop()
-    summary = result.line("min_replicas=1") + f" readyz={result.readyz_reasons[:6]}"
+    summary = result.line("min_replicas=1") + f" readyz={result.readyz_reasons[:6]} errors={errors}"
     log.warning("%s", summary)
     assert result.accepted == JOBS, summary
     assert result.lost == [] and result.duplicated == [] and result.unfinished == [], summary
     assert restarts == 0, f"a process of the stack was restarted: {summary}"
     assert set(result.refused) <= {"503", "ConnectError", "ReadTimeout", "RemoteProtocolError"}, summary
-    assert any("failing over / no primary" in r for r in result.readyz_reasons), summary
+    # /readyz says so while it happens: the dead primary not answering, then (most runs: a 2 s probe
+    # can span the second or so before the promotion) the sentinels naming no primary.
+    assert any(r.startswith(("redis: failing over", "redis unreachable")) for r in result.readyz_reasons), summary
