@@ -242,11 +242,13 @@ def cmd_healthcheck(settings: Settings, args: argparse.Namespace) -> int:
 
     from shared import heartbeat, keys  # noqa: PLC0415
 
-    if not settings.redis_url:
-        print("unhealthy: DLPIPE_REDIS_URL is not set", file=sys.stderr)
+    from shared import redis_conn  # noqa: PLC0415
+
+    if not settings.redis_configured():
+        print("unhealthy: DLPIPE_REDIS_URL is not set (nor DLPIPE_REDIS_SENTINELS)", file=sys.stderr)
         return 1
-    client = redis.Redis.from_url(
-        settings.redis_url, socket_timeout=args.timeout_s, socket_connect_timeout=args.timeout_s
+    client = redis_conn.sync_client(
+        settings, socket_timeout=args.timeout_s, socket_connect_timeout=args.timeout_s
     )
     try:
         now = int(time.time() * 1000)
@@ -290,6 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValidationError as exc:
         problems = "; ".join(
             f"DLPIPE_{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()
+            if err["type"] != "default_factory_not_called"  # a consequence of another error, not one
         )
         print(f"dlpipe: invalid settings: {problems}", file=sys.stderr)
         return 2

@@ -30,13 +30,14 @@ import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
-from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
 from services.children import BACKOFF_BASE_S, DEFAULT_GRACE_S, Child, Supervisor
 from services.embedded import REDIS_GRACE_S, EmbeddedRedis, lock_data_dir, start_embedded_redis
+from shared import redis_conn
 from shared.redis_checks import check_redis
+from shared.redis_conn import redact_url
 from shared.settings import Settings
 from workers.webhooks.signing import secret_env
 
@@ -60,34 +61,27 @@ def dlpipe_argv(args: Sequence[str]) -> list[str]:
     return [sys.executable, "-m", "services.cli", *args]
 
 
-def redact_url(url: str) -> str:
-    """The URL without its password, for logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username or ''}:***@{parts.hostname or ''}"
-    if parts.port is not None:
-        netloc += f":{parts.port}"
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
-def child_env(settings: Settings, redis_url: str) -> dict[str, str]:
-    """The environment of a child: ours, with every setting as DLPIPE_* and the Redis to use."""
+def child_env(settings: Settings, redis_url: str | None) -> dict[str, str]:
+    """The environment of a child: ours, with every setting as DLPIPE_* and the Redis to use
+    (`redis_url`; None: the sentinels in the settings)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DLPIPE_")}
     env.update(settings.worker_env())
-    env["DLPIPE_REDIS_URL"] = redis_url
+    if redis_url is not None:
+        env["DLPIPE_REDIS_URL"] = redis_url
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
 
 
-def check_redis_config(redis_url: str) -> None:
+def check_redis_config(settings: Settings) -> None:
     """Warn loudly if the Redis in use can evict keys or keeps nothing on disk (shared/redis_checks.py).
     Best effort: a Redis not answering yet is checked by the API and each worker when it does."""
-    client = redis.Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=2)
+    where = redis_conn.describe(settings)
+    client = redis_conn.sync_client(settings.model_copy(update={"redis_retries": 0}), socket_timeout=2,
+                                    socket_connect_timeout=2)  # fmt: skip
     try:
-        check_redis(client, log, f"at {redact_url(redis_url)}")
+        check_redis(client, log, f"at {where}")
     except redis.RedisError as exc:
-        log.warning("Redis at %s does not answer yet (%s)", redact_url(redis_url), exc)
+        log.warning("Redis at %s does not answer yet (%s)", where, exc)
     finally:
         client.close()
 
@@ -151,7 +145,11 @@ def up(
     sup: Supervisor | None = None
     try:
         _check_port_free(settings.host, settings.port)
-        if settings.redis_url:
+        redis_url: str | None
+        if settings.redis_sentinels:
+            redis_url = None
+            log.info("Redis: %s (DLPIPE_REDIS_SENTINELS; no embedded server)", redis_conn.describe(settings))
+        elif settings.redis_url:
             redis_url = settings.redis_url
             log.info("Redis: %s (DLPIPE_REDIS_URL; no embedded server)", redact_url(redis_url))
         else:
@@ -167,7 +165,7 @@ def up(
                 redis_url, embedded.pid, settings.redis_appendfsync, settings.redis_maxmemory or "0",
                 redis_dir.resolve(),
             )  # fmt: skip
-        check_redis_config(redis_url)
+        check_redis_config(settings if redis_url is None else settings.model_copy(update={"redis_url": redis_url}))
         env = child_env(settings, redis_url)
         env.update(secret_env(settings))  # webhooks are signed: a secret of its own when none is set
         sup = Supervisor([Child(name, list(argv), env) for name, argv in commands.items()], **sup_kwargs)

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import redis
 
+from shared import redis_conn
+
 # A Redis memory size (`maxmemory`): bytes, or with a unit (k 1000, kb 1024, m, mb, g, gb; any
 # case); "0" or "": no limit.
 MAXMEMORY_PATTERN = r"^(|[0-9]+([kKmMgG][bB]?|[bB])?)$"
@@ -82,7 +84,7 @@ def start_redis(
 
 def wait_for_redis(url: str, timeout_s: float, proc: subprocess.Popen | None = None) -> None:
     deadline = time.monotonic() + timeout_s
-    client = redis.Redis.from_url(url, socket_connect_timeout=0.5)
+    client = redis_conn.client_for_url(url, socket_connect_timeout=0.5)
     try:
         while True:
             if proc is not None and proc.poll() is not None:

@@ -158,6 +158,10 @@ def model_stats(model: str) -> str:
 
 # Hash: every metric counter the workers and the Lua scripts push (field per family, labels
 # and bucket; shared/metrics.py), read by GET /metrics. Never expires: counters outlive restarts.
+# A write to WAIT after (shared/redis_conn.py): a replay's or a delivery's check that what it
+# read is on DLPIPE_REDIS_MIN_REPLICAS replicas (string, a timestamp; expires)
+REPLICATION_PROBE = f"{PREFIX}:replication-probe"
+
 METRICS = f"{PREFIX}:metrics"
 
 

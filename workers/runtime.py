@@ -22,6 +22,7 @@ from typing import Any
 
 import redis
 
+from shared import redis_conn
 from shared.callables import check_callables, resolve
 from shared.pipeline_spec import PipelineConfigError, PipelinesConfig, StageSpec, load_pipelines
 from shared.settings import Settings
@@ -94,22 +95,14 @@ def watch_parent(stop: threading.Event, parent_pid: int, interval_s: float = 1.0
 
 
 def redis_client(settings: Settings, longest_block_ms: int | float | None = None) -> redis.Redis:
-    """A client for settings.redis_url whose socket timeout outlasts the longest blocking read."""
-    if not settings.redis_url:
+    """A client for the configured Redis (URL or sentinels, shared/redis_conn.py) whose socket
+    timeout outlasts the longest blocking read and a WAIT."""
+    if not settings.redis_configured():
         raise PipelineConfigError(
-            "workers need DLPIPE_REDIS_URL (`dlpipe up` sets it for the workers it starts)"
+            "workers need DLPIPE_REDIS_URL or DLPIPE_REDIS_SENTINELS (`dlpipe up` passes them on)"
         )
-    block_s = max(settings.read_block_ms, longest_block_ms or 0) / 1000
-    # TCP keepalive notices a peer that vanished without a word; a unix socket (unix://) has no
-    # such option (redis-py refuses it) and needs none: the kernel closes both ends.
-    tcp = {} if settings.redis_url.startswith("unix:") else {"socket_keepalive": True}
-    return redis.Redis.from_url(
-        settings.redis_url,
-        health_check_interval=30,
-        socket_timeout=block_s + 5.0,
-        socket_connect_timeout=5.0,
-        **tcp,
-    )
+    block_s = max(settings.read_block_ms, longest_block_ms or 0, settings.redis_wait_timeout_ms) / 1000
+    return redis_conn.sync_client(settings, socket_timeout=block_s + 5.0, health_check_interval=30)
 
 
 def load_config(settings: Settings) -> PipelinesConfig:

@@ -10,13 +10,17 @@ A NOSCRIPT call did not run, so each script call still runs exactly once.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 
+from shared import redis_conn
 from shared.redis_full import is_out_of_memory
+
+if TYPE_CHECKING:
+    from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -24,9 +28,13 @@ log = logging.getLogger(__name__)
 class ScriptedPipeline:
     """`pipe` is a non-transactional pipeline for any other command; `script()` adds a script call."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, wait: Settings | None = None) -> None:
+        """`wait`: WAIT for its DLPIPE_REDIS_MIN_REPLICAS after the commands (shared/redis_conn.py);
+        `replicated` then says what the WAIT after the scripts' last run found."""
         self._client = client
+        self._wait = wait
         self.pipe = client.pipeline(transaction=False)
+        self.replicated = redis_conn.wait_after(self.pipe, wait) if wait is not None else None
         self._scripts: dict[int, tuple[Script, list[Any], list[Any]]] = {}  # position -> call
 
     def script(self, script: Script, keys: list[Any], args: list[Any]) -> None:
@@ -46,6 +54,8 @@ class ScriptedPipeline:
         unknown = [at for at in self._scripts if isinstance(replies[at], NoScriptError)]
         if unknown:
             again = self._client.pipeline(transaction=False)
+            if self._wait is not None:  # the scripts' writes are in this one
+                self.replicated = redis_conn.wait_after(again, self._wait)
             for at in unknown:
                 script, keys, args = self._scripts[at]
                 again.eval(script.script, len(keys), *keys, *args)

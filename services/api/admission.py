@@ -223,6 +223,7 @@ class Replay:
 
     job_id: str
     response: dict[str, Any]
+    redis_key: str = ""  # the key's record (services/api/replication.py confirm_replay reads it again)
 
 
 async def claim(
@@ -249,7 +250,7 @@ async def claim(
                     field=IDEMPOTENCY_HEADER,
                 )
             if "response" in record:
-                return Replay(str(record["job"]), record["response"])
+                return Replay(str(record["job"]), record["response"], redis_key)
         # The first request with this key is writing its job (or the claim just lapsed): wait.
         if time.monotonic() >= deadline:
             raise HTTPException(

@@ -16,7 +16,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from fastapi import Depends, FastAPI
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from services.api import shutdown
@@ -47,6 +47,7 @@ from services.api.schemas import ErrorBody
 from services.api.status_series import StatusSampler
 from services.api.sweep import Sweeper
 from services.api.waiters import JobWaiters
+from shared import redis_conn
 from shared.callables import check_callables
 from shared.pipeline_spec import load_pipelines
 from shared.redis_checks import check_redis_async
@@ -102,30 +103,28 @@ async def _check_redis_when_reachable(
         delay = min(delay * 2, max_delay_s)
 
 
-def redis_client(url: str, settings: Settings) -> Redis:
-    """The API's Redis client. Bounded waits: a Redis that stops answering gives 503s, not hung
-    requests. A blocking pool: a request that finds every connection in use waits for one (up to
-    DLPIPE_REDIS_POOL_TIMEOUT_S); redis-py's default pool fails at once ("Too many connections"),
-    which gave a third of 150 long polls a 503 the moment their job ended."""
-    pool = BlockingConnectionPool.from_url(
-        url,
+def redis_client(settings: Settings) -> Redis:
+    """The API's Redis client (shared/redis_conn.py: a URL or the sentinels' primary). Bounded
+    waits: a Redis that stops answering gives 503s, not hung requests. A blocking pool: a request
+    that finds every connection in use waits for one (up to DLPIPE_REDIS_POOL_TIMEOUT_S); redis-py's
+    default pool fails at once ("Too many connections"), which gave a third of 150 long polls a 503
+    the moment their job ended. The socket timeout outlasts a WAIT (DLPIPE_REDIS_WAIT_TIMEOUT_MS)."""
+    return redis_conn.async_client(
+        settings,
         max_connections=settings.redis_max_connections,
-        timeout=settings.redis_pool_timeout_s,
-        socket_connect_timeout=5,
-        socket_timeout=10,
-        health_check_interval=30,
+        pool_timeout_s=settings.redis_pool_timeout_s,
+        socket_timeout=max(10.0, settings.redis_wait_timeout_ms / 1000 + 5.0),
     )
-    return Redis.from_pool(pool)  # the client owns the pool: aclose() closes it
 
 
 def create_app(settings: Settings, *, redis_factory: RedisFactory | None = None) -> FastAPI:
     """Build the API for these settings; `redis_factory(url)` makes the client (tests pass fakes)."""
-    if not settings.redis_url:
-        raise ValueError("settings.redis_url is not set (DLPIPE_REDIS_URL)")
-    redis_url = settings.redis_url
+    if not settings.redis_configured():
+        raise ValueError("settings.redis_url is not set (DLPIPE_REDIS_URL, or DLPIPE_REDIS_SENTINELS)")
+    redis_url = settings.redis_url or ""
     config = load_pipelines(settings.pipelines_file)
     check_callables(config, import_them=False)
-    make_client = redis_factory or (lambda url: redis_client(url, settings))
+    make_client = redis_factory or (lambda _url: redis_client(settings))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -26,7 +26,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import ReadOnlyError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
@@ -138,7 +138,21 @@ OUT_OF_MEMORY_DETAIL = (
 )
 
 
+# Refusals of a Redis in a failover (a primary just demoted to replica: READONLY; a replica
+# whose primary is gone: MASTERDOWN; min-replicas-to-write unmet: NOREPLICAS): the next try
+# finds the new primary (shared/redis_conn.py), so they are a 503 to retry, not a bug.
+FAILING_OVER = ("READONLY", "MASTERDOWN", "NOREPLICAS", "TRYAGAIN", "LOADING")
+FAILING_OVER_DETAIL = "Redis is failing over (the primary changed): retry after Retry-After"
+
+
+def is_failing_over(exc: Exception) -> bool:
+    return isinstance(exc, ReadOnlyError) or str(exc).lstrip().upper().startswith(FAILING_OVER)
+
+
 async def _redis_refused(request: Request, exc: Exception) -> JSONResponse:
+    if is_failing_over(exc):
+        log.warning("%s %s: redis refused during a failover: %s", request.method, request.url.path, exc)
+        return error_response(503, FAILING_OVER_DETAIL, **{"Retry-After": "1"})
     if not is_out_of_memory(exc):
         raise exc  # any other refusal is a bug: on to the 500 handler, as before
     log.warning(

@@ -9,13 +9,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Request
-from redis.exceptions import WatchError
+from redis.exceptions import RedisError, WatchError
 
 from services.api import admission, drain
+from services.api.cancel import cancel
 from services.api.inputs import ParsedJob
 from services.api.auth import caller_of
 from services.api.redis_memory import transaction
+from services.api.replication import unconfirmed
 from services.api.views import strict_json
+from shared import redis_conn
 from shared.errors import Unavailable
 from shared.jobs import deadline_ms, encode_inputs, groups_record, kept_bytes, queue_new_job, stored_bytes
 from shared.messages import JobStatus, JobView, job_view_from_redis, now_ms
@@ -56,7 +59,9 @@ async def admit_and_write(
             client, pipeline.name, len(parsed.inputs), settings.max_backlog, rates.rate(pipeline.name), budget
         )
         owner = caller_of(request)
-        return await _write_job(client, settings, pipeline, parsed, job_id, grant, claim, encoded, owner, kept)
+        accepted, seen = await _write_job(
+            client, settings, pipeline, parsed, job_id, grant, claim, encoded, owner, kept
+        )
     except BaseException:
         # Nothing was written (or we cannot tell): give the key and the grant back, best effort;
         # both lapse by themselves if Redis is not there to hear it.
@@ -65,6 +70,27 @@ async def admit_and_write(
         if grant is not None:
             await _quietly(admission.drop_grant(client, pipeline.name, grant))
         raise
+    if not seen.confirmed:  # written, but a failover could still lose it (services/api/replication.py)
+        await _unconfirmed(client, settings, job_id, claim, seen)
+    return accepted
+
+
+async def _unconfirmed(
+    client: Any, settings: Any, job_id: str, claim: admission.Claim | None, seen: redis_conn.Replicated
+) -> None:
+    """503 for a job written but not confirmed on the replicas. With an Idempotency-Key it stays
+    (its key's retry answers 202 once confirmed); without one it is canceled (no retry can find it)."""
+    log.warning("job=%s not confirmed on the replicas: %s", job_id, seen.describe())
+    if claim is not None:
+        raise unconfirmed(f"job {job_id} is written", seen,
+                          f"retry with the same {admission.IDEMPOTENCY_HEADER}: 202 once it is")  # fmt: skip
+    try:
+        await cancel(client, settings, job_id)
+        outcome = "so it is canceled"
+    except (RedisError, OSError) as exc:
+        log.warning("job=%s: could not cancel it: %s", job_id, exc)
+        outcome = "and canceling it failed (it may run)"
+    raise unconfirmed(f"job {job_id} was written", seen, f"{outcome}; submit it again")
 
 
 def _keeps(parsed: ParsedJob, settings: Any) -> bool:
@@ -90,9 +116,10 @@ async def _write_job(
     encoded: list[bytes],
     owner: str,
     kept: list[bytes | int | None] | None,
-) -> Accepted:
-    """Write the job (and the Idempotency-Key's final record) in one transaction; its 202 body,
-    rendered first: a job whose answer cannot be rendered is refused, not written."""
+) -> tuple[Accepted, redis_conn.Replicated]:
+    """Write the job (and the Idempotency-Key's final record) in one transaction, then WAIT for
+    the replicas (DLPIPE_REDIS_MIN_REPLICAS); its 202 body, rendered first: a job whose answer
+    cannot be rendered is refused, not written."""
     created = now_ms()
     record = {
         "id": job_id,
@@ -112,6 +139,7 @@ async def _write_job(
     body = strict_json(view)
     try:
         async with transaction(client) as pipe:  # its refusal (Redis full) reported at once
+            seen = redis_conn.wait_after(pipe, settings)  # on EXEC's connection, right after it
             if claim is not None:
                 await claim.fence(pipe)
             queue_new_job(
@@ -150,4 +178,4 @@ async def _write_job(
             ) from None
         log.warning("job=%s written, though its transaction's answer was lost", job_id)
     log.info("job=%s pipeline=%s accepted n=%d", job_id, pipeline.name, len(parsed.inputs))
-    return Accepted(view, body)
+    return Accepted(view, body), seen

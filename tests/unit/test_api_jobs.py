@@ -8,6 +8,7 @@ import fakeredis
 import httpx
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ReadOnlyError, ResponseError
 
 from services.api.app import create_app
 from shared import codecs, keys
@@ -247,3 +248,39 @@ async def test_unexpected_errors_are_500_without_a_traceback(settings: Settings)
     assert response.status_code == 500
     assert response.json() == {"detail": "internal error", "field": None}
     assert "secret" not in response.text and "Traceback" not in response.text
+
+
+class _DemotedRedis(fakeredis.FakeAsyncRedis):
+    """A primary just demoted in a failover: every call refused as a replica's would be."""
+
+    def __init__(self, refusal: Exception, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.refusal = refusal
+
+    def pipeline(self, *args: Any, **kwargs: Any) -> Any:
+        raise self.refusal
+
+    async def hget(self, *args: Any, **kwargs: Any) -> Any:
+        raise self.refusal
+
+    async def hmget(self, *args: Any, **kwargs: Any) -> Any:
+        raise self.refusal
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        ReadOnlyError("You can't write against a read only replica."),
+        ResponseError("MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'."),
+        ResponseError("NOREPLICAS Not enough good replicas to write."),
+    ],
+    ids=["READONLY", "MASTERDOWN", "NOREPLICAS"],
+)
+async def test_a_redis_failing_over_is_503_with_retry_after_not_500(settings: Settings, refusal: Exception) -> None:
+    app = create_app(settings, redis_factory=lambda url: _DemotedRedis(refusal))
+    async with running(app, raise_app_exceptions=False) as client:
+        post = await client.post(URL, json={"inputs": [{"image_base64": OK}]})
+        cancel = await client.post("/v1/jobs/abc/cancel")
+    for response in (post, cancel):
+        assert response.status_code == 503, response.text
+        assert "failing over" in response.json()["detail"] and response.headers["retry-after"] == "1"

@@ -102,7 +102,9 @@ def run_delivery(job_id: str, delivery: str, round_: int) -> Any:
     ctx = current()
     ttl = ctx.settings.job_ttl_s
     dkeys = [keys.webhook(delivery), keys.webhook_attempts(delivery), keys.job_webhook(job_id)]
-    pipe = ScriptedPipeline(ctx.redis)  # one round trip: begin, and the job as it is now
+    # One round trip: begin, and the job as it is now; then WAIT (DLPIPE_REDIS_MIN_REPLICAS): the
+    # job's state is sent only once replicas have it, or a failover could take back what was said.
+    pipe = ScriptedPipeline(ctx.redis, wait=ctx.settings)
     pipe.script(ctx.begin, dkeys, [round_, _ms(), ttl])
     pipe.pipe.hgetall(keys.job(job_id))
     pipe.pipe.hgetall(keys.job_outputs(job_id))
@@ -114,7 +116,11 @@ def run_delivery(job_id: str, delivery: str, round_: int) -> Any:
     tries = int(begun[1]) + 1  # this attempt's number in the round
     event, event_at, gone = EventType(begun[3]), int(begun[4] or _ms()), begun[5]
     started, started_ms = time.monotonic(), _ms()
-    outcome = _attempt(ctx, delivery, event, event_at, gone, job, outputs)
+    replicated = pipe.replicated
+    if replicated is not None and not replicated.confirmed:
+        outcome = Outcome(ok=False, error=f"not sent: the job's state is not on the replicas yet ({replicated.describe()})")
+    else:
+        outcome = _attempt(ctx, delivery, event, event_at, gone, job, outputs)
     took_ms = int((time.monotonic() - started) * 1000)
     decision = decide(outcome, tries, ctx.settings.webhook_delays_s)
     now = time.time()

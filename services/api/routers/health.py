@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -13,6 +14,7 @@ from services.api.deps import ConfigDep, RedisDep, SettingsDep
 from services.api.schemas import Health, Readiness
 from shared import keys
 from shared.heartbeat import live_since, served_streams
+from shared.redis_conn import NO_PRIMARY, is_no_primary, sentinel_problem
 from shared.messages import now_ms
 
 log = logging.getLogger(__name__)
@@ -20,6 +22,7 @@ log = logging.getLogger(__name__)
 router = APIRouter(tags=["health"])
 
 NOTIFIER_KIND = "notifier"
+READY_TIMEOUT_S = 2.0
 
 
 def _text(value: Any) -> str:
@@ -66,25 +69,49 @@ def missing(workers: list[dict[Any, Any]], needed: list[str]) -> list[str]:
     return reasons
 
 
+async def _replication_problem(client: Any, settings: Any) -> str | None:
+    """With Sentinel or DLPIPE_REDIS_MIN_REPLICAS: is the server we reach a primary with enough
+    replicas for a submit's WAIT? (A replica answers reads: a failover must not look ready.)"""
+    if not (settings.redis_sentinels or settings.redis_min_replicas):
+        return None
+    info = await client.info("replication")
+    if info.get("role") != "master":
+        return f"{NO_PRIMARY} (the server reached is a {info.get('role')})"
+    replicas = int(info.get("connected_slaves", 0))
+    if replicas < settings.redis_min_replicas:
+        return (f"redis: the primary has {replicas} replicas, DLPIPE_REDIS_MIN_REPLICAS="
+                f"{settings.redis_min_replicas}: submits would get 503")  # fmt: skip
+    return None
+
+
 @router.get(
     "/readyz",
     response_model=Readiness,
     summary="Readiness",
     description=(
         "200 when Redis answers and every stream of every pipeline (and the job events) is served "
-        "by at least one live worker, by their heartbeats. Otherwise 503, naming what is missing."
+        "by at least one live worker, by their heartbeats; with Sentinel or min replicas set, when "
+        "the Redis reached is a primary with enough replicas (a failover under way says `redis: "
+        "failing over / no primary`). Otherwise 503, naming what is missing."
     ),
     responses={503: {"model": Readiness, "description": "Not ready; `reason` says why."}},
 )
 async def readyz(client: RedisDep, config: ConfigDep, settings: SettingsDep) -> JSONResponse:
     try:
-        workers = await live_workers(client, settings.worker_ttl_ms)
+        async with asyncio.timeout(READY_TIMEOUT_S):  # a probe must answer: redis-py retries for longer
+            reason = await sentinel_problem(client)
+            if reason is None:
+                workers = await live_workers(client, settings.worker_ttl_ms)
+                replication = await _replication_problem(client, settings)
+    except TimeoutError:
+        reason = f"redis unreachable: no answer within {READY_TIMEOUT_S:g} s"
     except (RedisError, OSError) as exc:
-        reason = f"redis unreachable: {exc}"
+        reason = NO_PRIMARY if is_no_primary(exc) else f"redis unreachable: {exc}"
+    if reason is not None:
         log.warning("not ready: %s", reason)
         return JSONResponse(Readiness(status="unavailable", reason=reason).model_dump(), status_code=503)
     needed = config.cpu_streams() + list(config.model_streams().values())
-    reasons = missing(workers, needed)
+    reasons = ([replication] if replication else []) + missing(workers, needed)
     if reasons:
         body = Readiness(status="unavailable", reason="; ".join(reasons), workers=len(workers))
         return JSONResponse(body.model_dump(), status_code=503)

@@ -13,11 +13,11 @@ from services.api.redis_memory import read_keys
 from services.api.routers.webhooks import with_delivery_state
 from services.api.schemas import ErrorBody
 from services.api.views import job_response
+from services.api.cancel import Canceled, cancel
+from services.api.replication import unconfirmed
 from shared import keys
 from shared.errors import NotFound, shown
-from shared.jobs import drop_items
-from shared.messages import JobView, job_view_from_redis, now_ms
-from workers import scripts
+from shared.messages import JobView, job_view_from_redis
 
 log = logging.getLogger(__name__)
 
@@ -92,36 +92,11 @@ async def cancel_job(
     settings: SettingsDep,
     job_id: OwnedJobId,
 ) -> Response:
-    pipeline, total = await client.hmget(keys.job(job_id), ["pipeline", "total"])
-    if pipeline is None:
+    outcome, status, seen = await cancel(client, settings, job_id)
+    if outcome is Canceled.no_job:
         raise NotFound(f"no job {shown(job_id)}")
-    script = client.register_script(scripts.CANCEL_JOB)
-    name = _text(pipeline)
-    outcome, status = await script(
-        keys=[
-            keys.job(job_id),
-            keys.job_outputs(job_id),
-            keys.EVENTS,
-            keys.backlog(name),
-            keys.deadlines(name),
-            keys.METRICS,  # counts the job and its unfinished items as canceled
-            keys.BYTES,  # the job's bytes, given back to the byte budget
-            keys.job_events(job_id),  # its `completed` event (GET /v1/jobs/{id}/events)
-            keys.job_files(job_id),  # its outputs' files, expiring with its outputs
-        ],
-        args=[now_ms(), settings.job_ttl_s, job_id],
-    )
-    if int(outcome) == -1:
-        raise NotFound(f"no job {shown(job_id)}")
-    if int(outcome) == 0:
-        raise HTTPException(409, f"job {shown(job_id)} has already ended: {_text(status)}")
-    # The inputs of items that will never run: free them now rather than at the job's TTL.
-    async with client.pipeline(transaction=False) as pipe:
-        drop_items(pipe, job_id, int(total or 0))
-        await pipe.execute()
-    log.info("job=%s canceled", job_id)
+    if outcome is Canceled.ended:
+        raise HTTPException(409, f"job {shown(job_id)} has already ended: {status}")
+    if not seen.confirmed:
+        raise unconfirmed(f"job {shown(job_id)} is canceled", seen, "retry: 409 (ended) says it stuck")
     return job_response(await read_job(client, job_id))
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

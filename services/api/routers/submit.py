@@ -26,6 +26,7 @@ from services.api.inputs import Limits, ParsedJob, parse_form, parse_json_body
 from services.api.inputs.jsonbody import read_json_body
 from services.api.inputs.multipart import read_form
 from services.api.job_writer import Accepted, admit_and_write
+from services.api.replication import confirm_replay
 from services.api.routers.jobs import read_job
 from services.api.schemas import ErrorBody
 from services.api.views import job_response
@@ -183,6 +184,7 @@ async def create_job(
         mark = admission.fingerprint(pipeline.name, _media_type(request), parsed.digest)
         held = await admission.claim(client, caller_of(request), idempotency_key, mark, job_id)
         if isinstance(held, admission.Replay):
+            await confirm_replay(client, settings, held.redis_key, held.job_id)
             log.info("job=%s replayed for its Idempotency-Key", held.job_id)
             return JSONResponse(
                 held.response,
