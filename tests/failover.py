@@ -330,7 +330,10 @@ def watch_readyz(base_url: str, stop: threading.Event, reasons: list[str]) -> No
 def jobs_by_number(client: redis.Redis) -> dict[int, list[tuple[str, str]]]:
     """Every job on the primary by its metadata number: [(job id, status), ...]."""
     out: dict[int, list[tuple[str, str]]] = {}
+    prefix = keys.job("").encode()
     for key in client.scan_iter(match=keys.job("*"), count=1000):
+        if b":" in key.removeprefix(prefix):  # a key beside a job record (its events, inputs, files)
+            continue
         job = client.hmget(key, ["id", "status", "metadata"])
         if job[2]:
             k = json.loads(job[2])["k"]
