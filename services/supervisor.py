@@ -171,7 +171,7 @@ def up(
         sup = Supervisor([Child(name, list(argv), env) for name, argv in commands.items()], **sup_kwargs)
         sup.start()
         base = f"http://{_display_host(settings.host)}:{settings.port}"
-        log.info("API: %s  docs: %s/docs", base, base)
+        log.info("console: %s/ui/  API: %s  docs: %s/docs", base, base, base)
         while not stop.is_set():
             if embedded is not None:
                 embedded.run_once()
