@@ -107,6 +107,18 @@ def test_faces_are_boxed_over_their_photo(driver: Any, stack: Stack, files: dict
     assert len(boxes) >= 1
 
 
+def test_a_blurred_photo_is_shown_from_its_output_file(driver: Any, stack: Stack, files: dict[str, Path]) -> None:
+    open_view(driver, stack.base_url, "submit")
+    submit_files(driver, "face-blur", [files["astronaut"]])
+    card(driver, 0, "succeeded")
+    shown = "return arguments[0].complete && arguments[0].naturalWidth"
+    blurred = one(driver, ".output[data-index='0'] .output-files img.output-file", "the blurred JPEG")
+    wait(driver, lambda d: d.execute_script(shown, blurred) > 0, "the blurred JPEG decoded")
+    assert blurred.get_attribute("src").startswith("blob:")  # fetched with the key in a header
+    assert "image/jpeg" in one(driver, ".output[data-index='0'] .output-files .file-name").text
+    assert not page_errors(driver)
+
+
 def test_texts_show_their_dimension_and_similarities(driver: Any, stack: Stack) -> None:
     from selenium.webdriver.support.ui import Select
 

@@ -81,6 +81,14 @@ export async function inputBlobUrl(jobId, index) {
   return { url: URL.createObjectURL(await res.blob()), type: res.headers.get('content-type') || '' };
 }
 
+/** A file an output gives (its `url`, from the API: /v1/jobs/{id}/outputs/{i}/files/{name}) as a
+ * blob: URL, fetched the same way. */
+export async function fileBlobUrl(url) {
+  if (!url.startsWith('/v1/jobs/')) throw new ApiError(0, 'not a file of this API');
+  const res = await api(url, { raw: true });
+  return { url: URL.createObjectURL(await res.blob()), type: res.headers.get('content-type') || '' };
+}
+
 export async function inputText(jobId, index) {
   const res = await api(`/v1/jobs/${encodeURIComponent(jobId)}/inputs/${index}`, { raw: true });
   return res.text();

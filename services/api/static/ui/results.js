@@ -3,7 +3,8 @@
 // its dimension; a failed item with its reason. The inputs themselves (thumbnails, a video
 // player, a text) come from /v1/jobs/{id}/inputs/{i} as blob: URLs.
 
-import { bar, fill, fmtNum, h, hue, s, statusBadge } from './dom.js';
+import { fileBlobUrl } from './api.js';
+import { bar, fill, fmtBytes, fmtNum, h, hue, s, statusBadge } from './dom.js';
 
 export function scoreList(items, nameOf, cls) {
   return h('ol', { class: `scores ${cls || ''}` }, items.map((item) => {
@@ -55,6 +56,21 @@ export function timeline(frames, errors, player) {
   return h('div', { class: 'video-result' }, strip, h('details', {}, h('summary', {}, `${times.length} frames`), rows));
 }
 
+/** The files an output gives (a face-blur JPEG): images shown, others as download links. */
+export function outputFiles(files) {
+  const list = h('ul', { class: 'output-files' });
+  for (const file of files) {
+    const name = String(file.name ?? 'file');
+    const item = h('li', {}, h('span', { class: 'file-name' }, `${name} (${file.content_type}, ${fmtBytes(file.size)})`));
+    list.append(item);
+    fileBlobUrl(String(file.url ?? '')).then(({ url, type }) => {
+      if (type.startsWith('image/')) item.append(h('img', { src: url, alt: name, class: 'output-file' }));
+      item.append(h('a', { href: url, download: name, class: 'file-link' }, 'download'));
+    }).catch(() => item.append(h('span', { class: 'muted' }, ' not available')));
+  }
+  return h('section', { class: 'files' }, h('h4', {}, 'Files'), list);
+}
+
 /** The card's body for one output; `media` is a promise of the input's blob URL (or null). */
 export function renderOutput(card, output, { kind, media, text }) {
   const body = [];
@@ -77,6 +93,7 @@ export function renderOutput(card, output, { kind, media, text }) {
     if (Array.isArray(result.labels)) body.push(scoreList(result.labels, (l) => l.label, 'labels'));
     if (Array.isArray(result.boxes)) body.push(h('p', { class: 'faces' }, `${result.boxes.length} face(s)`));
     if (result.frames) body.push(timeline(result.frames, result.errors, player));
+    if (Array.isArray(result.files)) body.push(outputFiles(result.files));
     if (Array.isArray(result.embedding)) {
       body.push(h('p', { class: 'embedding' }, `embedding, dimension ${result.dim ?? result.embedding.length}: `,
         h('code', {}, `[${result.embedding.slice(0, 4).map((x) => x.toFixed(3)).join(', ')}, …]`)));
