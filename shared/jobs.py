@@ -9,6 +9,8 @@ from typing import Any
 from shared import codecs, keys
 from shared.messages import DEFAULT_WEBHOOK_EVENTS, JobStatus, WorkItem
 from shared.pipeline_spec import PipelineSpec
+from shared.priority import DEFAULT as DEFAULT_PRIORITY
+from shared.priority import Priority
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,7 @@ def queue_new_job(
     timeout_s: float | None = None,
     admission: str | None = None,
     encoded: list[bytes] | None = None,
+    priority: Priority = DEFAULT_PRIORITY,
 ) -> None:
     """Add to a (MULTI) pipeline the commands that create a job and queue its items.
 
@@ -126,6 +129,10 @@ def queue_new_job(
     job hash as `bytes` (given back as the job ends, by the script that ends it), and the grant
     leaves its set too (keys.BYTE_GRANTS). `encoded`: the inputs encoded already
     (encode_inputs), by a caller that needed their size first (admission); else encoded here.
+
+    `priority` (kept in the job hash as `priority`) picks the streams its items go to
+    (keys.priority_stream_name), here and at every later stage (Store.complete follows the
+    stream an entry came from).
     """
     groups_json = groups_record(groups or [], len(inputs))
     n_outputs = len(inputs) - sum(g["count"] - 1 for g in groups_json)
@@ -150,6 +157,7 @@ def queue_new_job(
         "done": "0",
         "failed": "0",
         "bytes": str(nbytes),
+        "priority": Priority(priority).value,
     }
     if webhook:
         record["webhook"] = webhook
@@ -186,4 +194,5 @@ def queue_new_job(
         pipe.expire(item_key, ttl_s)
         for stage in first_stages:
             entry = WorkItem(job_id=job_id, index=index, pipeline=pipeline.name, stage=stage.name)
-            pipe.xadd(keys.stream(pipeline.stream_name(stage)), entry.to_fields())
+            stream = keys.priority_stream_name(pipeline.stream_name(stage), priority)
+            pipe.xadd(keys.stream(stream), entry.to_fields())

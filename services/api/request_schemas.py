@@ -20,6 +20,7 @@ from services.api.inputs import (
     MAX_METADATA_BYTES,
     MULTIPART_FILES_FIELD,
     MULTIPART_OPTIONS_FIELD,
+    PRIORITY_FIELD,
     TIMEOUT_FIELD,
     WEBHOOK_EVENTS_FIELD,
     WEBHOOK_POLICY,
@@ -27,6 +28,7 @@ from services.api.inputs import (
 )
 from shared.messages import WEBHOOK_EVENT_NAMES
 from shared.pipeline_spec import InputKind
+from shared.priority import NAMES as PRIORITY_NAMES
 from shared.settings import Settings
 
 REF = "#/components/schemas/{model}"
@@ -97,6 +99,16 @@ _METADATA_DESCRIPTION = (
 )
 
 
+_PRIORITY = {
+    "enum": list(PRIORITY_NAMES),
+    "description": (
+        "The job's priority: at every stage its items go into batches before those of lower "
+        "priorities, which still get a guaranteed share (8:3:1 of the workers' slots while all "
+        "wait), so none starves. Default: `normal`."
+    ),
+}
+
+
 def _timeout(settings: Settings) -> dict[str, Any]:
     return {
         "type": "number",
@@ -156,6 +168,7 @@ def json_body(kind: InputKind, item: str, settings: Settings) -> dict[str, Any]:
             },
             "metadata": {"anyOf": [{"type": "object"}, _NULL], "description": _METADATA_DESCRIPTION},
             TIMEOUT_FIELD: {"anyOf": [_timeout(settings), _NULL], "description": "Null: no deadline."},
+            PRIORITY_FIELD: {"anyOf": [_PRIORITY, _NULL], "description": "Null: `normal`."},
         },
         **_needs_webhook(nullable=True),
     }
@@ -200,6 +213,7 @@ def multipart_body(kind: InputKind, fmt: InputFormat, settings: Settings) -> dic
             "description": f"As JSON text. {_METADATA_DESCRIPTION}",
         },
         TIMEOUT_FIELD: {"anyOf": [_timeout(settings), _EMPTY], "description": "A number, as text."},
+        PRIORITY_FIELD: {"anyOf": [_PRIORITY, _EMPTY], "description": "`high`, `normal` or `low`."},
     }
     if fmt.options_model is not None:
         options = fmt.options_model.__name__
