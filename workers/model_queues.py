@@ -40,7 +40,8 @@ from functools import partial
 from shared import keys
 from shared.messages import now_ms
 from shared.pipeline_spec import Batching
-from shared.priority import ORDER, Share
+from shared.priority import DEFAULT as DEFAULT_PRIORITY
+from shared.priority import ORDER, Priority, Share
 from workers.batching import collect_batch
 from workers.reclaim import Reclaimer, take_work
 from workers.scheduling import DeviceClock, ModelQueue, Scheduler
@@ -52,6 +53,10 @@ SHORT_BLOCK_MS = 200
 POLL_S = 0.002  # between two polls
 REDIS_TICK_S = 0.11  # how late a Redis BLOCK can end on a quiet server (hz 10), and a little more
 BLOCK_AHEAD_S = 0.15  # a wait longer than this starts with a BLOCK of (wait - REDIS_TICK_S)
+# Priorities are "in use" for this long after the worker last held a high or low entry: then a
+# batch is decided as late as the device allows even when full (Scheduler.fill_for_s), so that
+# a high item arriving meanwhile still joins it. A stack that never uses them decides as before.
+PRIORITY_MEMORY_S = 60.0
 
 
 def _entry_order(entry: Entry) -> tuple[int, int]:
@@ -101,6 +106,7 @@ class ModelQueues:
         self.model_of = {keys.stream(s): name for name, names in self.priority_streams.items() for s in names}
         self.held: dict[str, list[Entry]] = {name: [] for name in streams}  # read, not yet batched
         self.shares = {name: Share() for name in streams}
+        self._prioritised_at: float | None = None  # when an entry not of normal priority was last held
         self._suspect: Entry | None = None  # the entry taken back that is held, if any
 
     # -- taken back ---------------------------------------------------------------------
@@ -165,7 +171,7 @@ class ModelQueues:
                     return None
                 busy_for = self.device.busy_for_s()
                 continue
-            wait_s = scheduler.fill_for_s(queues, busy_for, lead_s)
+            wait_s = scheduler.fill_for_s(queues, busy_for, lead_s, self.overtakable())
             if wait_s <= 0:
                 break
             # Far from the decision, a BLOCK (it ends at the next arrival, or up to a Redis tick
@@ -197,9 +203,18 @@ class ModelQueues:
 
     # -- reading ------------------------------------------------------------------------
 
+    def overtakable(self) -> bool:
+        """Whether a high item arriving now should still get into the next batch: priorities are in
+        use (PRIORITY_MEMORY_S) and something held is not high."""
+        if self._prioritised_at is None or self.clock() - self._prioritised_at > PRIORITY_MEMORY_S:
+            return False
+        return any(e.priority is not Priority.high for held in self.held.values() for e in held)
+
     def _hold(self, entries: list[Entry]) -> None:
         for entry in entries:
             self.held[self.model_of[entry.stream]].append(entry)
+            if entry.priority is not DEFAULT_PRIORITY:
+                self._prioritised_at = self.clock()
 
     def _peek(self, block_ms: int) -> None:
         """Hold the oldest entry of every model stream that has one (one per stream, each priority)."""

@@ -185,14 +185,19 @@ class Scheduler:
 
         return max(work, key=score)
 
-    def fill_for_s(self, queues: Sequence[ModelQueue], busy_for_s: float, lead_s: float) -> float:
+    def fill_for_s(
+        self, queues: Sequence[ModelQueue], busy_for_s: float, lead_s: float, overtakable: bool = False
+    ) -> float:
         """How much longer to let batches fill before deciding: 0 = decide now. Waiting only
         happens while the device is busy, ends `lead_s` (the time a batch takes to prepare)
-        before it is free, and not at all when no batch could get better by it."""
+        before it is free, and not at all when no batch could get better by it. `overtakable`:
+        what is held could be overtaken by a higher priority arriving meanwhile (priorities are
+        in use, and not all of it is high), which makes even full batches better for waiting: a
+        batch decided early would keep a high item that comes behind it waiting a batch more."""
         if busy_for_s <= lead_s or not self.fill_while_busy:
             return 0.0
         work = [q for q in queues if q.waiting > 0]
-        if work and not any(self.can_improve(q) for q in work):
+        if work and not overtakable and not any(self.can_improve(q) for q in work):
             return 0.0
         return busy_for_s - lead_s
 

@@ -121,3 +121,16 @@ def test_the_scheduler_prefers_a_model_holding_higher_priorities_within_the_age_
     # The age bound still comes first: a low queue that waited too long goes.
     overdue_low = ModelQueue("a", 2, 0.6, 8, (1, 0), rank=2)
     assert scheduler.pick([overdue_low, one_high]).name == "a"  # type: ignore[union-attr]
+
+
+def test_full_batches_wait_for_the_device_only_while_a_high_item_could_overtake_them() -> None:
+    curve = CostCurve()
+    for n in (1, 8):
+        curve.add(n, 40.0 + n)
+    scheduler = Scheduler({"a": curve}, max_age_s=0.5)
+    full = [ModelQueue("a", 8, 0.01, 8, (1, 0), rank=2)]
+    busy = {"busy_for_s": 0.040, "lead_s": 0.004}
+    assert scheduler.fill_for_s(full, **busy) == 0.0  # nothing to gain: decided at once, as before
+    assert scheduler.fill_for_s(full, **busy, overtakable=True) == pytest.approx(0.036)
+    replicas = Scheduler({"a": curve}, max_age_s=0.5, fill_while_busy=False)
+    assert replicas.fill_for_s(full, **busy, overtakable=True) == 0.0  # CPU replicas never hold back
