@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", type=float, default=simpipes.DEFAULT_SCALE, help="the sim device's slowdown")
     parser.add_argument("--backlog", type=int, default=400, help="items of the low job")
     parser.add_argument("--probes", type=int, default=8, help="high jobs per phase")
-    parser.add_argument("--settle-s", type=float, default=1.5, help="seconds to saturate, then to measure low alone")
+    parser.add_argument("--settle-s", type=float, default=3.0, help="seconds to saturate, then to measure low alone")
     parser.add_argument("--fifo-probe", action="store_true", help="also time one low probe behind the backlog")
     result = run(parser.parse_args(argv))
     print(json.dumps(result))
