@@ -1,9 +1,11 @@
 """The KEDA objects that scale dlpipe's workers on their streams (`dlpipe deploy k8s` renders them).
 
 The workers' streams are named after the pipelines file (a CPU stream per preprocess or
-postprocess stage, a model stream per model: PipelinesConfig.cpu_streams, model_streams), so the
-autoscaler's triggers cannot be written once by hand. For each stream a worker reads there are two
-`redis-streams` triggers on its consumer group (keys.stream_group); the HPA takes the largest:
+postprocess stage, a model stream per model: PipelinesConfig.cpu_streams, model_streams; each
+one per job priority, keys.stage_streams), so the autoscaler's triggers cannot be written once by
+hand. For each stream a worker reads there are two `redis-streams` triggers on its consumer
+group (keys.stream_group); the HPA takes the largest (a trigger reads one stream: work split
+among a stage's priorities is scaled for by its largest part):
 
 - lag (`lagCount`; XINFO GROUPS, Redis 7+): entries queued that no worker has taken yet. It
   grows the moment the pods fall behind, so it is what adds pods: one per `lagCount` waiting.
@@ -175,10 +177,16 @@ def scaled_object(component: str, max_pods: int, stream_triggers: list[dict[str,
 
 def render(config: PipelinesConfig, overlay: Overlay, redis: RedisTarget) -> list[dict[str, Any]]:
     """The ScaledObjects of the preprocess and model workers (and KEDA's Redis credentials)."""
-    cpu = [t for name in config.cpu_streams() for t in triggers(name, cpu_target(overlay), redis)]
+    cpu = [
+        t
+        for stage in config.cpu_streams()
+        for name in keys.stage_streams(stage)
+        for t in triggers(name, cpu_target(overlay), redis)
+    ]
     model = [
         t
-        for model, name in config.model_streams().items()
+        for model, stream in config.model_streams().items()
+        for name in keys.stage_streams(stream)
         for t in triggers(name, model_target(config, model, overlay), redis)
     ]
     docs = [

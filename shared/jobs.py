@@ -10,6 +10,8 @@ from shared import codecs, keys
 from shared.job_index import index_new_job
 from shared.messages import DEFAULT_WEBHOOK_EVENTS, JobStatus, WorkItem
 from shared.pipeline_spec import PipelineSpec
+from shared.priority import DEFAULT as DEFAULT_PRIORITY
+from shared.priority import Priority
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,7 @@ def queue_new_job(
     encoded: list[bytes] | None = None,
     owner: str = "anon",
     kept: list[Kept] | None = None,
+    priority: Priority = DEFAULT_PRIORITY,
 ) -> None:
     """Add to a (MULTI) pipeline the commands that create a job and queue its items.
 
@@ -145,6 +148,9 @@ def queue_new_job(
     (shared/job_index.py) and only that owner sees it when keys are set. `kept` (one per input,
     `keep_inputs`): the originals kept for previews in keys.job_inputs while the job is kept;
     counted in the job's `bytes` (the byte budget) while it is open.
+    `priority` (kept in the job hash as `priority`) picks the streams its items go to
+    (keys.priority_stream_name), here and at every later stage (Store.complete follows the
+    stream an entry came from).
     """
     groups_json = groups_record(groups or [], len(inputs))
     n_outputs = len(inputs) - sum(g["count"] - 1 for g in groups_json)
@@ -169,6 +175,7 @@ def queue_new_job(
         "done": "0",
         "failed": "0",
         "bytes": str(nbytes),
+        "priority": Priority(priority).value,
     }
     if webhook:
         record["webhook"] = webhook
@@ -213,4 +220,5 @@ def queue_new_job(
         pipe.expire(item_key, ttl_s)
         for stage in first_stages:
             entry = WorkItem(job_id=job_id, index=index, pipeline=pipeline.name, stage=stage.name)
-            pipe.xadd(keys.stream(pipeline.stream_name(stage)), entry.to_fields())
+            stream = keys.priority_stream_name(pipeline.stream_name(stage), priority)
+            pipe.xadd(keys.stream(stream), entry.to_fields())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from shared.priority import DEFAULT, ORDER, Priority
+
 PREFIX = "dlpipe"
 
 # Consumer groups
@@ -106,6 +108,36 @@ def stage_enqueued_field(stage: str) -> str:
 def stream(stream_name: str) -> str:
     """Stream of work items for one pipeline stage (CPU) or one model (shared by pipelines)."""
     return f"{PREFIX}:stream:{stream_name}"
+
+
+def priority_stream_name(stream_name: str, priority: Priority | str) -> str:
+    """The stream of one priority of a stage's (or model's) stream name: normal keeps the plain
+    name (so entries queued before priorities existed are normal ones), the others get a suffix:
+    `cpu.<pipeline>.<stage>:high`, `model.<model>:low` (`:` is in no pipeline or model name)."""
+    priority = Priority(priority)
+    return stream_name if priority is DEFAULT else f"{stream_name}:{priority.value}"
+
+
+def stage_streams(stream_name: str) -> list[str]:
+    """Every stream name of one stage (or model), one per priority, high first: what a worker
+    reads, creates its group on, reclaims and trims, what autoscaling, metrics, readiness and
+    status list. The one place that knows the priority streams; use it, don't rebuild them."""
+    return [priority_stream_name(stream_name, p) for p in ORDER]
+
+
+def stream_priority(stream: str) -> Priority:
+    """The priority of a stream, from its name or key (no suffix: normal)."""
+    base, _, suffix = stream.rpartition(":")
+    if base and suffix in (Priority.high.value, Priority.low.value):
+        return Priority(suffix)
+    return DEFAULT
+
+
+def base_stream_name(stream: str) -> str:
+    """A stream name without its priority suffix (a key stays a key: `dlpipe:stream:<name>`)."""
+    if stream_priority(stream) is DEFAULT:
+        return stream
+    return stream.rpartition(":")[0]
 
 
 def cpu_stream_name(pipeline: str, stage: str) -> str:

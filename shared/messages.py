@@ -10,6 +10,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from shared import priority as priorities
+from shared.priority import Priority
+
 log = logging.getLogger(__name__)
 
 
@@ -151,6 +154,10 @@ class JobView(BaseModel):
     id: str
     pipeline: str
     status: JobStatus
+    priority: Priority = Field(
+        default=Priority.normal,
+        description="The job's priority: its items go before lower ones' at every stage (see submit).",
+    )
     progress: Progress
     created_at: datetime
     started_at: datetime | None = None
@@ -274,6 +281,7 @@ def job_view_from_redis(job: dict[Any, Any], outputs: dict[Any, Any]) -> JobView
         id=f["id"],
         pipeline=f["pipeline"],
         status=JobStatus(f["status"]),
+        priority=priorities.parse(f.get("priority")),
         progress=Progress(done=int(f.get("done", 0)), total=total),
         created_at=ms_to_datetime(f["created_at"]),
         started_at=ms_to_datetime(f.get("started_at")),

@@ -123,6 +123,12 @@ class PipelinesConfig(BaseModel):
         names = sorted(m for m in used if m is not None and (models is None or m in models))
         return {name: keys.model_stream_name(name) for name in names}
 
+    def work_streams(self) -> list[str]:
+        """Every stream name of work items of the stack: each CPU stage's and each model's, at
+        every priority (keys.stage_streams). What readiness, metrics and status list."""
+        bases = self.cpu_streams() + list(self.model_streams().values())
+        return [name for base in bases for name in keys.stage_streams(base)]
+
 
 def _format_validation_error(exc: ValidationError) -> str:
     lines = []
@@ -237,6 +243,8 @@ def parse_pipelines(data: Any) -> PipelinesConfig:
         raise PipelineConfigError("the pipelines file declares no pipelines")
     models: dict[str, ModelSpec] = {}
     for model_name, body in raw_models.items():
+        if ":" in str(model_name):  # keys.stage_streams: `model.<model>:high` names a priority
+            raise PipelineConfigError(f"model {model_name!r}: invalid name (no ':')")
         try:
             models[model_name] = ModelSpec.model_validate({**(body or {}), "name": model_name})
         except ValidationError as exc:

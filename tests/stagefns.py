@@ -21,6 +21,7 @@ from shared.errors import ItemError
 from shared.jobs import queue_new_job
 from shared.messages import JobView, job_view_from_redis, now_ms
 from shared.pipeline_spec import PipelineSpec
+from shared.priority import Priority
 
 MODEL_CLASSES = ("SumModel", "ExplodingModel", "SlowSumModel", "GatedSumModel")
 
@@ -177,6 +178,7 @@ def queue_job(
     inputs: list[Any],
     webhook: str | None = None,
     webhook_events: list[str] | None = None,
+    priority: Priority = Priority.normal,
 ) -> None:
     pipe = client.pipeline()
     queue_new_job(
@@ -189,6 +191,7 @@ def queue_job(
         metadata=None,
         ttl_s=3600,
         created_ms=now_ms(),
+        priority=priority,
     )
     pipe.execute()
 

@@ -15,6 +15,12 @@ Two policies (DLPIPE_MODEL_SCHEDULER):
 - `oldest`: the model whose oldest waiting entry arrived first, filled by collect_batch at once
   (what the worker did before the scheduler; kept to compare against).
 
+Priorities (shared/priority.py): each model has one stream per priority (keys.stage_streams),
+read together; what is held is kept per priority (up to max_batch_size each) and a batch takes
+from them by the model's Share (high first, a guaranteed share for the lower ones). Across
+models, a model holding higher-priority entries goes first (Scheduler.pick), within the age
+bound; the oldest policy takes the model with the highest priority held, then the oldest.
+
 Redis ends a BLOCK only at its event loop's next turn, 1/hz (100 ms at the default hz 10) away
 on a quiet server, however short the BLOCK: waits that must end on time (a batch's delay, the
 last stretch before the device is free) are polled, non-blocking reads and local sleeps; a
@@ -34,6 +40,8 @@ from functools import partial
 from shared import keys
 from shared.messages import now_ms
 from shared.pipeline_spec import Batching
+from shared.priority import DEFAULT as DEFAULT_PRIORITY
+from shared.priority import ORDER, Priority, Share
 from workers.batching import collect_batch
 from workers.reclaim import Reclaimer, take_work
 from workers.scheduling import DeviceClock, ModelQueue, Scheduler
@@ -45,11 +53,28 @@ SHORT_BLOCK_MS = 200
 POLL_S = 0.002  # between two polls
 REDIS_TICK_S = 0.11  # how late a Redis BLOCK can end on a quiet server (hz 10), and a little more
 BLOCK_AHEAD_S = 0.15  # a wait longer than this starts with a BLOCK of (wait - REDIS_TICK_S)
+# Priorities are "in use" for this long after the worker last held a high or low entry: then a
+# batch is decided as late as the device allows even when full (Scheduler.fill_for_s), so that
+# a high item arriving meanwhile still joins it. A stack that never uses them decides as before.
+PRIORITY_MEMORY_S = 60.0
 
 
 def _entry_order(entry: Entry) -> tuple[int, int]:
     ms, _, seq = entry.entry_id.partition("-")
     return int(ms), int(seq or 0)
+
+
+def _per_priority(entries: list[Entry]) -> list[int]:
+    """How many of the entries are of each priority (in ORDER)."""
+    counts = [0] * len(ORDER)
+    for entry in entries:
+        counts[entry.priority.rank] += 1
+    return counts
+
+
+def _best_rank(entries: list[Entry]) -> int:
+    """The rank of the highest priority among the entries (0: high)."""
+    return min((e.priority.rank for e in entries), default=len(ORDER))
 
 
 class ModelQueues:
@@ -76,8 +101,12 @@ class ModelQueues:
         self.clock = clock
         self.wall_ms = wall_ms
         self.sleep = sleep
-        self.model_of = {keys.stream(stream): name for name, stream in streams.items()}
+        # model -> its streams, one per priority (high first); a stream key -> its model
+        self.priority_streams = {name: keys.stage_streams(stream) for name, stream in streams.items()}
+        self.model_of = {keys.stream(s): name for name, names in self.priority_streams.items() for s in names}
         self.held: dict[str, list[Entry]] = {name: [] for name in streams}  # read, not yet batched
+        self.shares = {name: Share() for name in streams}
+        self._prioritised_at: float | None = None  # when an entry not of normal priority was last held
         self._suspect: Entry | None = None  # the entry taken back that is held, if any
 
     # -- taken back ---------------------------------------------------------------------
@@ -120,7 +149,7 @@ class ModelQueues:
         waiting = [name for name, held in self.held.items() if held]
         if not waiting:
             return None
-        name = min(waiting, key=lambda n: _entry_order(self.held[n][0]))
+        name = min(waiting, key=lambda n: (_best_rank(self.held[n]), _entry_order(self.held[n][0])))
         return name, self._collect(name)
 
     def _while_idle(self, block_ms: int, scheduler: Scheduler) -> tuple[str, list[Entry]] | None:
@@ -142,7 +171,7 @@ class ModelQueues:
                     return None
                 busy_for = self.device.busy_for_s()
                 continue
-            wait_s = scheduler.fill_for_s(queues, busy_for, lead_s)
+            wait_s = scheduler.fill_for_s(queues, busy_for, lead_s, self.overtakable())
             if wait_s <= 0:
                 break
             # Far from the decision, a BLOCK (it ends at the next arrival, or up to a Redis tick
@@ -168,29 +197,44 @@ class ModelQueues:
             if held:
                 arrived = _entry_order(min(held, key=_entry_order))
                 age_s = max(0, now_ms - arrived[0]) / 1000.0
-                out.append(ModelQueue(name, len(held), age_s, self.batching[name].max_batch_size, arrived))
+                out.append(ModelQueue(name, len(held), age_s, self.batching[name].max_batch_size, arrived,
+                                      rank=_best_rank(held)))  # fmt: skip
         return out
 
     # -- reading ------------------------------------------------------------------------
 
+    def overtakable(self) -> bool:
+        """Whether a high item arriving now should still get into the next batch: priorities are in
+        use (PRIORITY_MEMORY_S) and something held is not high."""
+        if self._prioritised_at is None or self.clock() - self._prioritised_at > PRIORITY_MEMORY_S:
+            return False
+        return any(e.priority is not Priority.high for held in self.held.values() for e in held)
+
     def _hold(self, entries: list[Entry]) -> None:
         for entry in entries:
             self.held[self.model_of[entry.stream]].append(entry)
+            if entry.priority is not DEFAULT_PRIORITY:
+                self._prioritised_at = self.clock()
 
     def _peek(self, block_ms: int) -> None:
-        """Hold the oldest entry of every model stream that has one (one per stream)."""
-        empty = [self.streams[name] for name, held in self.held.items() if not held]
+        """Hold the oldest entry of every model stream that has one (one per stream, each priority)."""
+        empty = [s for name, held in self.held.items() if not held for s in self.priority_streams[name]]
         if not empty:
             return
         block = None if any(self.held.values()) else block_ms
         self._hold(self.store.read(keys.MODEL_GROUP, self.consumer, empty, 1, block))
 
     def _fill(self, block_ms: int | None = None) -> None:
-        """Read every model stream with room, up to its max_batch_size (block_ms None: no wait)."""
-        room = {name: self.batching[name].max_batch_size - len(held) for name, held in self.held.items()}
-        streams = [self.streams[name] for name, free in room.items() if free > 0]
+        """Read every model stream with room, up to its max_batch_size held per priority (block_ms
+        None: no wait)."""
+        room: dict[str, int] = {}  # stream name -> room
+        for name, held in self.held.items():
+            counts = _per_priority(held)
+            for stream, n in zip(self.priority_streams[name], counts, strict=True):
+                room[stream] = self.batching[name].max_batch_size - n
+        streams = [s for s, free in room.items() if free > 0]
         if streams:
-            count = max(room[self.model_of[keys.stream(s)]] for s in streams)
+            count = max(room[s] for s in streams)
             self._hold(self.store.read(keys.MODEL_GROUP, self.consumer, streams, count, block_ms))
 
     def _collect(self, name: str) -> list[Entry]:
@@ -199,10 +243,21 @@ class ModelQueues:
                              batching.max_batch_delay_ms, first_block_ms=1)  # fmt: skip
 
     def _take(self, name: str, count: int) -> list[Entry]:
+        """Up to `count` held entries of a model, shared among the priorities (its Share), high
+        first; each priority's oldest first."""
         held = self.held[name]
-        taken = held[:count]
-        del held[:count]
-        return taken
+        want = self.shares[name].split(count, _per_priority(held))
+        taken: list[Entry] = []
+        kept: list[Entry] = []
+        for entry in held:
+            rank = entry.priority.rank
+            if want[rank] > 0:
+                want[rank] -= 1
+                taken.append(entry)
+            else:
+                kept.append(entry)
+        held[:] = kept
+        return sorted(taken, key=lambda e: e.priority.rank)
 
     def _read_for(self, name: str, count: int, block_ms: int) -> list[Entry]:
         """collect_batch's reader: what is held first, then the stream. A short wait is polled
@@ -210,10 +265,11 @@ class ModelQueues:
         loop turn, up to 1/hz (100 ms at the default hz 10) on a quiet server."""
         if self.held[name]:
             return self._take(name, count)
-        stream = [self.streams[name]]
+        streams = self.priority_streams[name]
         if block_ms > SHORT_BLOCK_MS:
-            return self.store.read(keys.MODEL_GROUP, self.consumer, stream, count, block_ms)
-        found = self.store.read(keys.MODEL_GROUP, self.consumer, stream, count, None)
-        if not found:
-            self.sleep(min(block_ms / 1000.0, POLL_S))
-        return found
+            self._hold(self.store.read(keys.MODEL_GROUP, self.consumer, streams, count, block_ms))
+        else:
+            self._hold(self.store.read(keys.MODEL_GROUP, self.consumer, streams, count, None))
+            if not self.held[name]:
+                self.sleep(min(block_ms / 1000.0, POLL_S))
+        return self._take(name, count)  # what came, shared among the priorities; the rest held

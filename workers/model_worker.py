@@ -83,12 +83,14 @@ class ModelWorker:
         self.device = device or torch.device("cpu")
         self.clock = clock
         self.streams = store.config.model_streams(list(models))  # model -> stream name
+        # Every model's streams, one per priority (keys.stage_streams): read, reclaimed, trimmed.
+        self.all_streams = [s for stream in self.streams.values() for s in keys.stage_streams(stream)]
         self.batching = model_batching(store.config, list(self.streams), self.device)
         self.reclaimer = Reclaimer(
             store.redis,
             keys.MODEL_GROUP,
             consumer,
-            [keys.stream(s) for s in self.streams.values()],
+            [keys.stream(s) for s in self.all_streams],
             settings.lease_ms,
             settings.max_deliveries,
             clock,
@@ -199,7 +201,7 @@ class ModelWorker:
     # -- lifecycle --------------------------------------------------------------------
 
     def setup(self) -> None:
-        self.store.ensure_groups(list(self.streams.values()), keys.MODEL_GROUP)
+        self.store.ensure_groups(self.all_streams, keys.MODEL_GROUP)
 
     def recover(self) -> None:
         """Make the groups; queue every entry this consumer read but did not finish to be taken
@@ -227,7 +229,7 @@ class ModelWorker:
             self.store.redis,
             self.consumer,
             self.kind,
-            list(self.streams.values()),
+            self.all_streams,
             self.settings.heartbeat_interval_ms,
             self.settings.worker_ttl_ms,
         )
@@ -247,7 +249,7 @@ class ModelWorker:
                 )
         self.log_stats(force=True)
         runtime.retire_consumer(
-            self.store.redis, keys.MODEL_GROUP, self.consumer, [keys.stream(s) for s in self.streams.values()]
+            self.store.redis, keys.MODEL_GROUP, self.consumer, [keys.stream(s) for s in self.all_streams]
         )
         log.info("consumer=%s stopped", self.consumer)
 

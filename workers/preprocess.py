@@ -20,6 +20,7 @@ from shared.logs import setup_logging
 from shared.settings import Settings
 from workers import pool, runtime
 from workers.heartbeat import Heartbeat
+from workers.intake import PriorityReader
 from workers.metrics import StageMetrics
 from workers.reclaim import Reclaimer, take_work
 from workers.stagecall import call_stage
@@ -27,7 +28,7 @@ from workers.store import Entry, StageResult, Store
 
 log = logging.getLogger("workers.preprocess")  # not __main__ under `python -m`
 
-READ_COUNT = 8  # entries per stream per step: small, so a slow item holds few others back
+READ_COUNT = 8  # entries per stage per step (all priorities): small, so a slow item holds few others back
 
 
 class PreprocessWorker:
@@ -43,7 +44,9 @@ class PreprocessWorker:
         self.store = store
         self.settings = settings
         self.consumer = consumer
-        self.streams = store.config.cpu_streams()
+        stages = store.config.cpu_streams()
+        self.intake = PriorityReader(store, keys.CPU_GROUP, consumer, stages, READ_COUNT)
+        self.streams = self.intake.streams  # every stage's stream of every priority
         self.functions = functions if functions is not None else runtime.resolve_stage_functions(store.config)
         runtime.configure_stage_modules(self.functions, settings)
         self.reclaimer = Reclaimer(
@@ -73,7 +76,7 @@ class PreprocessWorker:
             self.process(suspects)
             return handled
         block = self.settings.read_block_ms if block_ms is None else block_ms
-        entries = self.store.read(keys.CPU_GROUP, self.consumer, self.streams, READ_COUNT, block)
+        entries = self.intake.read(block)
         if entries:
             self.process(entries)
         return handled + len(entries)

@@ -14,6 +14,9 @@ batches. Busy is not well used. So:
   one with more items per device-ms, then the oldest.
 - **An age bound.** A queue whose oldest entry has waited `max_age_s` goes first (the oldest of
   those): no model starves behind a busier one.
+- **Priorities.** Short of the age bound, a queue holding higher-priority entries (ModelQueue.rank)
+  goes before the others, then efficiency decides; within a model's batch the priorities share
+  the slots (shared/priority.py, workers/model_queues.py).
 - **Let the next batch fill while the device is busy anyway.** Decide only when the device is
   about to be free (its running and committed batches' predicted cost, less the time a batch
   takes to prepare), unless waiting cannot make any batch better (all full, or flat curves);
@@ -117,6 +120,7 @@ class ModelQueue:
     oldest_age_s: float  # since its oldest entry entered its stream
     max_batch: int
     arrived: tuple[int, int] = (0, 0)  # the oldest entry's stream id (ms, seq): ties go to the first
+    rank: int = 1  # the highest priority held (shared/priority.py: 0 high, 1 normal, 2 low)
 
 
 class Scheduler:
@@ -168,8 +172,10 @@ class Scheduler:
             rel = self.relative_efficiency(q)
             curve = self.curves.get(q.name)
             eff = curve.efficiency(min(q.waiting, q.max_batch)) if curve else None
-            # A model never run yet goes first: its curve is learnt by running it.
+            # Higher-priority entries held go first; among equals, efficiency decides. A model
+            # never run yet goes first: its curve is learnt by running it.
             return (
+                -q.rank,
                 float("inf") if rel is None else rel,
                 float("inf") if eff is None else eff,
                 q.oldest_age_s,
@@ -179,14 +185,19 @@ class Scheduler:
 
         return max(work, key=score)
 
-    def fill_for_s(self, queues: Sequence[ModelQueue], busy_for_s: float, lead_s: float) -> float:
+    def fill_for_s(
+        self, queues: Sequence[ModelQueue], busy_for_s: float, lead_s: float, overtakable: bool = False
+    ) -> float:
         """How much longer to let batches fill before deciding: 0 = decide now. Waiting only
         happens while the device is busy, ends `lead_s` (the time a batch takes to prepare)
-        before it is free, and not at all when no batch could get better by it."""
+        before it is free, and not at all when no batch could get better by it. `overtakable`:
+        what is held could be overtaken by a higher priority arriving meanwhile (priorities are
+        in use, and not all of it is high), which makes even full batches better for waiting: a
+        batch decided early would keep a high item that comes behind it waiting a batch more."""
         if busy_for_s <= lead_s or not self.fill_while_busy:
             return 0.0
         work = [q for q in queues if q.waiting > 0]
-        if work and not any(self.can_improve(q) for q in work):
+        if work and not overtakable and not any(self.can_improve(q) for q in work):
             return 0.0
         return busy_for_s - lead_s
 

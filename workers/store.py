@@ -20,6 +20,7 @@ from shared.jobs import expired_reason
 from shared.messages import EventType, ItemOutput, ItemStatus, JobStatus, WorkItem, now_ms
 from shared.pipeline_spec import INPUT, PipelinesConfig, StageSpec
 from shared.files import DEFAULT_MAX_FILE_BYTES, FileError
+from shared.priority import Priority
 from shared.redis_full import is_out_of_memory
 from workers import scripts
 from workers.output_files import lift
@@ -35,6 +36,11 @@ class Entry:
     stream: str  # the stream's key
     entry_id: str
     item: WorkItem
+
+    @property
+    def priority(self) -> Priority:
+        """Its job's priority: the stream it came from says (keys.stream_priority)."""
+        return keys.stream_priority(self.stream)
 
 
 @dataclass(frozen=True)
@@ -121,9 +127,17 @@ class Store:
             group, consumer, {keys.stream(s): start for s in streams}, count=count,
             block=None if pending else block_ms,
         )  # fmt: skip
+        return self.entries(group, reply)
+
+    def entries(self, group: str, reply: Any) -> list[Entry]:
+        """The Entries of an XREADGROUP reply ([[stream key, [[id, fields]...]]...], the fields a
+        dict as redis-py gives them or a flat list as a script does); malformed ones are
+        acknowledged and logged (`entry`)."""
         entries: list[Entry] = []
         for stream_key, messages in reply or []:
             for entry_id, fields in messages:
+                if isinstance(fields, list):
+                    fields = dict(zip(fields[::2], fields[1::2], strict=True))
                 entry = self.entry(group, _text(stream_key), _text(entry_id), fields or {})
                 if entry is not None:
                     entries.append(entry)
@@ -304,7 +318,8 @@ class Store:
             keys.job_outputs(item.job_id),
             result.entry.stream,
             keys.EVENTS,
-        ] + [keys.stream(pipeline.stream_name(d)) for d in downstream]
+        ] + [keys.stream(keys.priority_stream_name(pipeline.stream_name(d), result.entry.priority))
+             for d in downstream]  # fmt: skip  (the item keeps its priority at every stage)
         tail = self._tail_keys(item.pipeline, item.job_id)
         args: list[Any] = [
             group, result.entry.entry_id, item.index, stamp, self.ttl_s,

@@ -127,6 +127,7 @@ async def _write_job(
         "status": JobStatus.queued.value,
         "created_at": str(created),
         "total": str(len(parsed.inputs)),
+        "priority": parsed.priority.value,
         "webhook": parsed.webhook or "",
         "webhook_events": ",".join(parsed.webhook_events),
         "metadata": json.dumps(parsed.metadata) if parsed.metadata is not None else "",
@@ -161,6 +162,7 @@ async def _write_job(
                 encoded=encoded,
                 owner=owner,
                 kept=kept,
+                priority=parsed.priority,
             )
             if claim is not None:
                 claim.record(pipe, view.model_dump(mode="json"), settings.idempotency_ttl_s)
@@ -177,5 +179,8 @@ async def _write_job(
                 retry_after_s=1,
             ) from None
         log.warning("job=%s written, though its transaction's answer was lost", job_id)
-    log.info("job=%s pipeline=%s accepted n=%d", job_id, pipeline.name, len(parsed.inputs))
+    log.info(
+        "job=%s pipeline=%s accepted n=%d priority=%s", job_id, pipeline.name, len(parsed.inputs),
+        parsed.priority.value,
+    )  # fmt: skip
     return Accepted(view, body), seen

@@ -63,7 +63,7 @@ def _oldest_ms(*entry_ids: Any) -> int | None:
 
 def watched_streams(config: PipelinesConfig) -> list[tuple[str, str, str]]:
     """(label, key, the consumer group dlpipe reads it with) of every stream of the stack."""
-    work = config.cpu_streams() + list(config.model_streams().values())
+    work = config.work_streams()  # every stage's and model's, at every priority
     streams = [(name, keys.stream(name), keys.stream_group(keys.stream(name))) for name in work]
     return [*streams, (EVENTS_STREAM, keys.EVENTS, keys.NOTIFIER_GROUP)]
 
@@ -119,7 +119,8 @@ def families(snapshot: Snapshot) -> Iterator[Metric]:
     stream_backlog = GaugeMetricFamily(
         "dlpipe_stream_backlog_items",
         "Entries of a stream its workers have not finished: waiting (not read yet) or in_progress "
-        "(read by a worker, not acknowledged). Streams: cpu.<pipeline>.<stage>, model.<model>, events.",
+        "(read by a worker, not acknowledged). Streams: cpu.<pipeline>.<stage>, model.<model> (each "
+        "also with :high and :low, a job priority's), events.",
         labels=["stream", "state"],
     )
     for label, backlog in sorted(snapshot.streams.items()):

@@ -21,6 +21,7 @@ from services.api.inputs import (
     MAX_METADATA_BYTES,
     MULTIPART_FILES_FIELD,
     MULTIPART_OPTIONS_FIELD,
+    PRIORITY_FIELD,
     TIMEOUT_FIELD,
     WEBHOOK_EVENTS_FIELD,
     WEBHOOK_POLICY,
@@ -28,6 +29,7 @@ from services.api.inputs import (
 )
 from shared.messages import WEBHOOK_EVENT_NAMES
 from shared.pipeline_spec import InputKind
+from shared.priority import NAMES as PRIORITY_NAMES
 from shared.settings import Settings
 
 REF = "#/components/schemas/{model}"
@@ -102,6 +104,16 @@ _METADATA_DESCRIPTION = (
 )
 
 
+_PRIORITY = {
+    "enum": list(PRIORITY_NAMES),
+    "description": (
+        "The job's priority: at every stage its items go into batches before those of lower "
+        "priorities, which still get a guaranteed share (8:3:1 of the workers' slots while all "
+        "wait), so none starves. Default: `normal`."
+    ),
+}
+
+
 def _timeout(settings: Settings) -> dict[str, Any]:
     return {
         "type": "number",
@@ -165,6 +177,7 @@ def json_body(kind: InputKind, item: str, settings: Settings) -> dict[str, Any]:
                 "anyOf": [{"type": "boolean"}, _NULL],
                 "description": f"{_KEEP_DESCRIPTION} Null: the server's default.",
             },
+            PRIORITY_FIELD: {"anyOf": [_PRIORITY, _NULL], "description": "Null: `normal`."},
         },
         **_needs_webhook(nullable=True),
     }
@@ -213,6 +226,7 @@ def multipart_body(kind: InputKind, fmt: InputFormat, settings: Settings) -> dic
             "anyOf": [{"enum": ["true", "false", "1", "0"]}, _EMPTY],
             "description": f"{_KEEP_DESCRIPTION} As text; empty: the server's default.",
         },
+        PRIORITY_FIELD: {"anyOf": [_PRIORITY, _EMPTY], "description": "`high`, `normal` or `low`."},
     }
     if fmt.options_model is not None:
         options = fmt.options_model.__name__

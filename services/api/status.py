@@ -19,6 +19,7 @@ from services.api.status_schemas import (
     WorkerStatus,
 )
 from services.api.status_series import StatusSampler
+from shared import keys
 from shared.heartbeat import served_streams
 from shared.messages import ms_to_datetime, now_ms
 from shared.pipeline_spec import PipelinesConfig
@@ -35,7 +36,8 @@ def _field(fields: dict[Any, Any], name: str) -> str | None:
 
 
 def _stream_of(label: str, config: PipelinesConfig) -> tuple[str | None, str | None, str | None]:
-    """(pipeline, stage, model) of a stream label."""
+    """(pipeline, stage, model) of a stream label (any priority's: keys.stage_streams)."""
+    label = keys.base_stream_name(label)
     models = {name: model for model, name in config.model_streams().items()}
     if label in models:
         return None, None, models[label]
@@ -77,7 +79,7 @@ async def read_status(client: Any, config: PipelinesConfig, worker_ttl_ms: int, 
     snapshot = await read_snapshot(client, config, worker_ttl_ms)
     records = await live_worker_records(client, worker_ttl_ms)
     hashes = [h for _, _, h in records]
-    needed = config.cpu_streams() + list(config.model_streams().values())
+    needed = config.work_streams()  # every priority's stream too
     now = now_ms()
     streams = []
     for label, backlog in sorted(snapshot.streams.items()):
@@ -88,6 +90,7 @@ async def read_status(client: Any, config: PipelinesConfig, worker_ttl_ms: int, 
         )
         streams.append(StreamStatus(
             stream=label, pipeline=pipeline, stage=stage, model=model, workers=serving,
+            priority=None if label == EVENTS_STREAM else keys.stream_priority(label).value,
             backlog=backlog.waiting + backlog.in_progress, lag=backlog.waiting, pending=backlog.in_progress,
             oldest_age_ms=None if backlog.oldest_ms is None else max(0, now - backlog.oldest_ms),
         ))  # fmt: skip

@@ -13,6 +13,9 @@ class StreamStatus(BaseModel):
     pipeline: str | None = Field(description="The pipeline of a stage's stream (null: a model's, events).")
     stage: str | None = Field(description="The stage of a stage's stream.")
     model: str | None = Field(description="The model of a model stream.")
+    priority: str | None = Field(
+        default=None, description="The priority its entries have (high, normal, low; null: events)."
+    )
     workers: int = Field(description="Live workers reading it.")
     backlog: int = Field(description="lag + pending.")
     lag: int = Field(description="Entries no worker has taken yet.")

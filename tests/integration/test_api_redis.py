@@ -125,8 +125,10 @@ async def test_readyz_on_real_redis(api: httpx.AsyncClient, store: Store, redis_
     assert response.status_code == 503 and "model.m1" in response.json()["reason"]
     config = store.config
     pipe = redis_client.pipeline()
-    add_heartbeat(pipe, "w-cpu", "preprocess", config.cpu_streams(), now_ms(), 10_000)
-    add_heartbeat(pipe, "w-model", "model", list(config.model_streams().values()), now_ms(), 10_000)
+    every = [s for stage in config.cpu_streams() for s in keys.stage_streams(stage)]  # all priorities
+    add_heartbeat(pipe, "w-cpu", "preprocess", every, now_ms(), 10_000)
+    every = [s for model in config.model_streams().values() for s in keys.stage_streams(model)]
+    add_heartbeat(pipe, "w-model", "model", every, now_ms(), 10_000)
     add_heartbeat(pipe, "w-notify", "notifier", [keys.EVENTS], now_ms(), 10_000)
     pipe.execute()
     response = await api.get("/readyz")

@@ -132,7 +132,7 @@ def pretend_workers(redis_url: str) -> None:
     is tested where workers really stop: tests/e2e/test_redis_restart.py)."""
     client = redis.Redis.from_url(redis_url)
     config = load_pipelines(DEFAULT_PIPELINES_FILE)
-    streams = config.cpu_streams() + list(config.model_streams().values())
+    streams = config.work_streams()  # every stage's and model's, at every priority
     pipe = client.pipeline()
     add_heartbeat(pipe, "st-workers", "preprocess", streams, int(time.time() * 1000), 3_600_000)
     add_heartbeat(pipe, "st-notifier", "notifier", [], int(time.time() * 1000), 3_600_000)

@@ -160,8 +160,12 @@ def test_the_custom_kustomization_validates_and_scales_its_own_streams(
     assert one(docs, "Namespace", "ml")
     config = load_pipelines(pipelines)
     want = {
-        "dlpipe-preprocess": {(keys.stream(s), keys.CPU_GROUP) for s in config.cpu_streams()},
-        "dlpipe-model": {(keys.stream(s), keys.MODEL_GROUP) for s in config.model_streams().values()},
+        "dlpipe-preprocess": {
+            (keys.stream(p), keys.CPU_GROUP) for s in config.cpu_streams() for p in keys.stage_streams(s)
+        },
+        "dlpipe-model": {
+            (keys.stream(p), keys.MODEL_GROUP) for s in config.model_streams().values() for p in keys.stage_streams(s)
+        },
     }
     for name, streams in want.items():
         triggers = one(docs, "ScaledObject", name)["spec"]["triggers"]

@@ -8,6 +8,7 @@ import pytest
 from redis.asyncio import Redis
 
 from services.api.app import create_app
+from shared import keys
 from shared.embedded_redis import free_port
 from shared.heartbeat import add_heartbeat
 from shared.messages import now_ms
@@ -23,8 +24,8 @@ from tests.unit.test_api_fixtures import (  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.anyio
 
-CPU = ["cpu.img.post", "cpu.img.pre"]
-MODEL = ["model.m1"]
+CPU = [s for stage in ("cpu.img.post", "cpu.img.pre") for s in keys.stage_streams(stage)]
+MODEL = keys.stage_streams("model.m1")
 
 
 def beat(client: fakeredis.FakeRedis, settings: Settings, worker: str, kind: str, streams: list[str],
@@ -77,6 +78,19 @@ async def test_readyz_names_the_one_missing_model_stream(
     response = await api.get("/readyz")
     assert response.status_code == 503
     assert response.json()["reason"] == "no live worker for stream model.m1"
+
+
+async def test_readyz_names_each_priority_stream_no_worker_serves(
+    api: httpx.AsyncClient, sync_redis: fakeredis.FakeRedis, settings: Settings
+) -> None:
+    beat(sync_redis, settings, "pre-1", "preprocess", CPU)
+    beat(sync_redis, settings, "notifier-1", "notifier", ["dlpipe:events"])
+    beat(sync_redis, settings, "model-old", "model", ["model.m1"])  # a worker that knows no priorities
+    response = await api.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["reason"] == (
+        "no live worker for stream model.m1:high; no live worker for stream model.m1:low"
+    )
 
 
 async def test_readyz_needs_a_notifier(

@@ -138,6 +138,9 @@ CASES: list[tuple[str, Any, str, str]] = [
     ("webhook not a string", {"inputs": [{"image_base64": OK}], "webhook": 7}, "webhook", "URL"),
     ("metadata not an object", {"inputs": [{"image_base64": OK}], "metadata": [1]}, "metadata", "object"),
     ("unknown top-level field", {"inputs": [{"image_base64": OK}], "callback": "x"}, "callback", "unknown"),
+    ("unknown priority", {"inputs": [{"image_base64": OK}], "priority": "urgent"}, "priority",
+     "'urgent' is not a priority (choose from high, normal, low)"),
+    ("priority not a string", {"inputs": [{"image_base64": OK}], "priority": 1}, "priority", "not a priority"),
     ("body not an object", [1, 2], "body", "object"),
 ]  # fmt: skip
 
@@ -188,6 +191,9 @@ FORM_CASES: list[tuple[str, list[Part], str, str]] = [
      "webhook", "more than once"),
     ("wrong file field", [("file", "a.jpg", b"abc")], "file", "unknown form field"),
     ("files as text", [("files", None, b"abc")], "files[0]", "file upload"),
+    ("unknown priority", [FILE, ("priority", None, b"HIGH")], "priority", "not a priority"),
+    ("priority twice", [FILE, ("priority", None, b"high"), ("priority", None, b"low")], "priority",
+     "more than once"),
 ]  # fmt: skip
 
 
@@ -210,6 +216,26 @@ async def test_hand_built_multipart_is_accepted(api: httpx.AsyncClient) -> None:
     response = await api.post(URL, content=body, headers=headers)
     assert response.status_code == 202, response.text
     assert response.json()["progress"]["total"] == 2 and response.json()["metadata"] == {"a": 1}
+
+
+@pytest.mark.parametrize("form", [False, True], ids=["json", "multipart"])
+async def test_a_priority_is_kept_with_the_job_and_picks_its_streams(
+    api: httpx.AsyncClient, sync_redis: fakeredis.FakeRedis, form: bool
+) -> None:
+    if form:
+        body, headers = multipart([FILE, ("priority", None, b"high")])
+        response = await api.post(URL, content=body, headers=headers)
+    else:
+        response = await api.post(URL, json={"inputs": [{"image_base64": OK}], "priority": "high"})
+    assert response.status_code == 202, response.text
+    job_id = response.json()["id"]
+    assert response.json()["priority"] == "high"
+    assert sync_redis.hget(keys.job(job_id), "priority") == b"high"
+    streams = {k.decode() for k in sync_redis.keys("dlpipe:stream:*")}
+    assert streams and all(k.endswith(":high") for k in streams), streams
+    default = await api.post(URL, json={"inputs": [{"image_base64": OK}], "priority": None})
+    assert default.status_code == 202 and default.json()["priority"] == "normal"
+    assert (await api.get(f"/v1/jobs/{job_id}")).json()["priority"] == "high"
 
 
 async def test_multipart_without_boundary_is_422(api: httpx.AsyncClient) -> None:

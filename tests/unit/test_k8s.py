@@ -57,8 +57,10 @@ def check_keda(docs: list[dict[str, Any]]) -> None:
 def assert_covers(docs: list[dict[str, Any]], config: PipelinesConfig) -> None:
     """Every stream a worker reads has a lag trigger and a pending trigger on its group, and no other."""
     objects = by_name(docs)
-    cpu = {(keys.stream(s), keys.CPU_GROUP) for s in config.cpu_streams()}
-    model = {(keys.stream(s), keys.MODEL_GROUP) for s in config.model_streams().values()}
+    cpu = {(keys.stream(p), keys.CPU_GROUP) for s in config.cpu_streams() for p in keys.stage_streams(s)}
+    model = {
+        (keys.stream(p), keys.MODEL_GROUP) for s in config.model_streams().values() for p in keys.stage_streams(s)
+    }
     assert cpu and model
     for name, streams in (("dlpipe-preprocess", cpu), ("dlpipe-model", model)):
         assert covered(objects[name], "lagCount") == streams, name

@@ -19,6 +19,8 @@ from services.api import formats
 from shared import datapaths
 from shared.errors import InvalidRequest
 from shared.jobs import InputGroup
+from shared.priority import DEFAULT as DEFAULT_PRIORITY
+from shared.priority import Priority
 
 MULTIPART_FILES_FIELD = "files"
 MULTIPART_OPTIONS_FIELD = "options"
@@ -27,9 +29,10 @@ MAX_METADATA_BYTES = 64 * 1024
 MAX_METADATA_DEPTH = 32  # levels of nesting (the JSON renderers give up at 255)
 _DATA_URL = re.compile(formats.DATA_URL_PREFIX)
 KEEP_INPUTS_FIELD = "keep_inputs"
-_JSON_FIELDS = ("inputs", "webhook", "webhook_events", "metadata", "timeout_s", KEEP_INPUTS_FIELD)
+_JSON_FIELDS = ("inputs", "webhook", "webhook_events", "metadata", "timeout_s", KEEP_INPUTS_FIELD, "priority")
 WEBHOOK_EVENTS_FIELD = "webhook_events"
 TIMEOUT_FIELD = "timeout_s"
+PRIORITY_FIELD = "priority"
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,7 @@ class ParsedJob:
     item_blobs: list[int | None] = dataclass_field(default_factory=list)  # per item, or empty: none
     webhook_events: list[str] = dataclass_field(default_factory=list)  # empty: the default (completed)
     timeout_s: float | None = None  # the job's deadline, from its creation (None: none)
+    priority: Priority = DEFAULT_PRIORITY  # which streams its items take at every stage
     digest: str | None = None  # SHA-256 of the request as parsed (asked for with an Idempotency-Key)
     keep_inputs: bool | None = None  # `keep_inputs` as asked (None: the server's DLPIPE_KEEP_INPUTS)
     # Per input, what keep_inputs keeps (shared/jobs.py Kept): bytes, a blob's number, or None

@@ -1,5 +1,6 @@
 """The job-level fields of a request, whatever its input kind: `webhook`, `webhook_events`,
-`metadata` and `timeout_s`, and the multipart forms of `webhook_events` and `timeout_s`."""
+`metadata`, `timeout_s` and `priority`, and the multipart forms of `webhook_events`, `timeout_s`
+and `priority`."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from services.api import formats
 from services.api.inputs.common import (
     MAX_METADATA_BYTES,
     MAX_METADATA_DEPTH,
+    PRIORITY_FIELD,
     TIMEOUT_FIELD,
     WEBHOOK_EVENTS_FIELD,
     Limits,
@@ -21,6 +23,9 @@ from services.api.inputs.common import (
 from shared import netguard
 from shared.errors import shown
 from shared.messages import WEBHOOK_EVENT_NAMES
+from shared.priority import DEFAULT as DEFAULT_PRIORITY
+from shared.priority import NAMES as PRIORITY_NAMES
+from shared.priority import Priority
 
 
 def check_webhook(value: Any, field: str = "webhook", *, allow_private: bool = False) -> str | None:
@@ -133,3 +138,12 @@ def timeout_from_text(text: str | None, limits: Limits, field: str = TIMEOUT_FIE
     if not formats.matches(formats.NUMBER_TEXT, text):
         raise invalid(field, f"must be a number of seconds, got {shown(text)}")
     return check_timeout(float(text), limits, field)
+
+
+def check_priority(value: Any, field: str = PRIORITY_FIELD) -> Priority:
+    """`priority`: "high", "normal" or "low"; null, absent (or, in a form, empty): normal."""
+    if value is None or value == "":
+        return DEFAULT_PRIORITY
+    if not isinstance(value, str) or value not in PRIORITY_NAMES:
+        raise invalid(field, f"{shown(value)} is not a priority (choose from {', '.join(PRIORITY_NAMES)})")
+    return Priority(value)

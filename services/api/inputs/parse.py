@@ -21,6 +21,7 @@ from services.api.inputs.common import (
     MAX_SOURCE_CHARS,
     MULTIPART_FILES_FIELD,
     MULTIPART_OPTIONS_FIELD,
+    PRIORITY_FIELD,
     TIMEOUT_FIELD,
     WEBHOOK_EVENTS_FIELD,
     InputFormat,
@@ -32,6 +33,7 @@ from services.api.inputs.common import (
 )
 from services.api.inputs.fields import (
     check_metadata,
+    check_priority,
     check_timeout,
     check_webhook,
     check_webhook_events,
@@ -93,6 +95,7 @@ def parse_json_body(body: bytes, pipeline: PipelineSpec, limits: Limits, *, dige
     keep = data.get(KEEP_INPUTS_FIELD)
     if keep is not None and not isinstance(keep, bool):
         raise invalid(KEEP_INPUTS_FIELD, "must be true, false or null")
+    priority = check_priority(data.get(PRIORITY_FIELD))
     fmt = input_format(pipeline.input)
     parsed: list[ParsedInput] = []
     taken = 0  # items so far (a video takes one per frame)
@@ -111,7 +114,10 @@ def parse_json_body(body: bytes, pipeline: PipelineSpec, limits: Limits, *, dige
         taken += sum(p.count for p in new)
         parsed.extend(new)
     _check_count(taken, "inputs", limits)
-    job = replace(_job(parsed, webhook, metadata), webhook_events=events, timeout_s=timeout_s, keep_inputs=keep)
+    job = replace(
+        _job(parsed, webhook, metadata), webhook_events=events, timeout_s=timeout_s, keep_inputs=keep,
+        priority=priority,
+    )
     return replace(job, digest=_json_digest(data)) if digest else job
 
 
@@ -224,13 +230,16 @@ def _single_text(form: FormData, name: str) -> str | None:
 
 async def parse_form(form: FormData, pipeline: PipelineSpec, limits: Limits, *, digest: bool = False) -> ParsedJob:
     """A multipart job request: files in `files` (one per input), optional `webhook`,
-    `webhook_events`, `metadata`, `timeout_s` and, for kinds that take them (video), `options`
+    `webhook_events`, `metadata`, `timeout_s`, `priority` and, for kinds that take them (video), `options`
     (JSON text, for every file). An empty text field is the same as leaving it out
     (`webhook_events` aside: it must name events)."""
     fmt = input_format(pipeline.input)
     if not fmt.takes_files:
         raise invalid(MULTIPART_FILES_FIELD, f"pipeline {pipeline.name!r} takes JSON inputs only")
-    allowed = {MULTIPART_FILES_FIELD, "webhook", WEBHOOK_EVENTS_FIELD, "metadata", TIMEOUT_FIELD, KEEP_INPUTS_FIELD}
+    allowed = {
+        MULTIPART_FILES_FIELD, "webhook", WEBHOOK_EVENTS_FIELD, "metadata", TIMEOUT_FIELD, KEEP_INPUTS_FIELD,
+        PRIORITY_FIELD,
+    }  # fmt: skip
     if fmt.options_model is not None:
         allowed.add(MULTIPART_OPTIONS_FIELD)
     unknown = sorted({key for key in form.keys() if key not in allowed})
@@ -253,6 +262,7 @@ async def parse_form(form: FormData, pipeline: PipelineSpec, limits: Limits, *, 
         metadata = check_metadata(metadata)
     timeout_s = timeout_from_text(_single_text(form, TIMEOUT_FIELD), limits)
     keep = _keep_from_text(_single_text(form, KEEP_INPUTS_FIELD))
+    priority = check_priority(_single_text(form, PRIORITY_FIELD))
     options = _form_options(form, fmt)
     parsed: list[ParsedInput] = []
     file_digests: list[tuple[str, str | None, bytes]] = []
@@ -268,7 +278,10 @@ async def parse_form(form: FormData, pipeline: PipelineSpec, limits: Limits, *, 
             file_digests.append((MULTIPART_FILES_FIELD, source, content))
         taken += one.count
         parsed.append(one)
-    job = replace(_job(parsed, webhook, metadata), webhook_events=events, timeout_s=timeout_s, keep_inputs=keep)
+    job = replace(
+        _job(parsed, webhook, metadata), webhook_events=events, timeout_s=timeout_s, keep_inputs=keep,
+        priority=priority,
+    )
     if not digest:
         return job
     texts = [(str(key), value) for key, value in form.multi_items() if isinstance(value, str)]

@@ -60,9 +60,18 @@ async def live_workers(client: Any, ttl_ms: int) -> list[dict[Any, Any]]:
 
 
 def missing(workers: list[dict[Any, Any]], needed: list[str]) -> list[str]:
-    """What keeps `needed` streams from being served: a stream no live worker reads, no notifier."""
+    """Why not ready: per stage (or model), its stream when no live worker serves any of its
+    priorities, else each priority's stream that none serves; and a missing notifier."""
     served = served_streams(workers)
-    reasons = [f"no live worker for stream {s}" for s in sorted(set(needed)) if s not in served]
+    unserved: dict[str, list[str]] = {}
+    for stream in sorted(set(needed) - set(served)):
+        unserved.setdefault(keys.base_stream_name(stream), []).append(stream)
+    reasons = []
+    for base, streams in sorted(unserved.items()):
+        if set(streams) >= set(keys.stage_streams(base)):
+            reasons.append(f"no live worker for stream {base}")
+        else:
+            reasons.extend(f"no live worker for stream {s}" for s in streams)
     kinds = {_text(w.get(b"kind", w.get("kind", b""))) for w in workers}
     if NOTIFIER_KIND not in kinds:
         reasons.append("no live notifier worker")
@@ -110,7 +119,7 @@ async def readyz(client: RedisDep, config: ConfigDep, settings: SettingsDep) -> 
     if reason is not None:
         log.warning("not ready: %s", reason)
         return JSONResponse(Readiness(status="unavailable", reason=reason).model_dump(), status_code=503)
-    needed = config.cpu_streams() + list(config.model_streams().values())
+    needed = config.work_streams()  # every priority's stream too
     reasons = ([replication] if replication else []) + missing(workers, needed)
     if reasons:
         body = Readiness(status="unavailable", reason="; ".join(reasons), workers=len(workers))

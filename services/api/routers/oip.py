@@ -102,7 +102,7 @@ async def server_live() -> Live:
     responses={503: {"model": Ready, "description": "Not ready."}},
 )
 async def server_ready(client: RedisDep, config: ConfigDep, settings: SettingsDep) -> JSONResponse:
-    ready = await _ready(client, settings, config.cpu_streams() + list(config.model_streams().values()))
+    ready = await _ready(client, settings, config.work_streams())
     return JSONResponse(Ready(ready=ready).model_dump(), status_code=200 if ready else 503)
 
 
