@@ -90,6 +90,18 @@ def test_a_photo_gets_its_cat_label_live(driver: Any, stack: Stack, files: dict[
     assert page_errors(driver) == []
 
 
+def test_a_job_sent_with_high_priority_keeps_it(driver: Any, stack: Stack, files: dict[str, Path]) -> None:
+    from selenium.webdriver.support.ui import Select
+
+    open_view(driver, stack.base_url, "submit")
+    one(driver, "details.more summary").click()
+    Select(one(driver, "select[name=priority]")).select_by_value("high")
+    job_id = submit_files(driver, "image-classify", [files["cat"]])
+    card(driver, 0, "succeeded")
+    with httpx.Client(base_url=stack.base_url, timeout=30) as client:
+        assert client.get(f"/v1/jobs/{job_id}").json()["priority"] == "high"
+
+
 def test_a_corrupt_file_shows_its_reason(driver: Any, stack: Stack, files: dict[str, Path]) -> None:
     open_view(driver, stack.base_url, "submit")
     submit_files(driver, "image-classify", [files["corrupt"], files["cat"]])

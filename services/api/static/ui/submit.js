@@ -1,5 +1,5 @@
 // Submit: a pipeline (GET /v1/pipelines), its inputs (files dropped or chosen; texts typed),
-// a video's interval and fps, timeout_s, a webhook with its events, metadata (JSON). Sent as
+// a video's interval and fps, timeout_s, priority, a webhook with its events, metadata (JSON). Sent as
 // multipart with keep_inputs, so the job's view can show the inputs; then the job opens.
 
 import { api, errorText, pipelines } from './api.js';
@@ -25,6 +25,8 @@ export function renderSubmit(main) {
   const video = h('fieldset', { class: 'video-opts' }, h('legend', {}, 'Video frames'),
     h('div', { class: 'row' }, field('From (s)', start), field('To (s)', end), field('Frames per second', fps)));
   const timeout = h('input', { type: 'number', name: 'timeout_s', min: 0, step: 'any', placeholder: 'no deadline' });
+  const priority = h('select', { name: 'priority' },
+    ['normal', 'high', 'low'].map((p) => h('option', { value: p }, p)));
   const webhook = h('input', { type: 'url', name: 'webhook', placeholder: 'https://example.com/hook', spellcheck: 'false' });
   const events = EVENTS.map((name) => h('input', { type: 'checkbox', name: 'webhook_events', value: name, checked: name === 'completed' }));
   const eventsBox = h('fieldset', { class: 'events' }, h('legend', {}, 'Webhook events'),
@@ -97,6 +99,7 @@ export function renderSubmit(main) {
       form.append('options', JSON.stringify(options));
     }
     if (timeout.value) form.append('timeout_s', timeout.value);
+    if (priority.value !== 'normal') form.append('priority', priority.value);
     if (webhook.value.trim()) {
       form.append('webhook', webhook.value.trim());
       const chosen = events.filter((b) => b.checked).map((b) => b.value);
@@ -138,8 +141,9 @@ export function renderSubmit(main) {
     field('Pipeline', select), about,
     h('section', { class: 'inputs', 'aria-label': 'Inputs' }, textsField, field('Files', fileInput), drop, fileList),
     video,
-    h('details', { class: 'more' }, h('summary', {}, 'Deadline, webhook, metadata'),
+    h('details', { class: 'more' }, h('summary', {}, 'Deadline, priority, webhook, metadata'),
       field('Timeout (s)', timeout, 'Items not finished by then fail as expired.'),
+      field('Priority', priority, 'High goes first into every batch; low still gets its share.'),
       field('Webhook URL', webhook, 'Receives the job\'s events by POST (Standard Webhooks).'), eventsBox,
       field('Metadata (JSON object)', metadata, 'Stored with the job and returned unchanged.')),
     h('div', { class: 'actions' }, submit), status);
