@@ -18,7 +18,9 @@ from tests.waiting import wait_until
 pytestmark = pytest.mark.e2e
 
 GUIDE = REPO / "docs" / "custom-models.md"
-FENCE = re.compile(r"```(?:python|yaml|sh)\n(?P<head># (?P<path>[\w./-]+)(?::[^\n]*)?\n)(?P<body>.*?)```", re.S)
+# A block whose first line names a file: `# my_models/colors.py`, or `# first-job.sh: what it does`.
+FENCE = re.compile(r"```(?:python|yaml|sh)\n(?P<head># (?P<path>[\w./-]+)(?::[^\n]*)?\n)(?P<body>.*?)```",
+                   re.S)  # fmt: skip
 
 
 def write_guide_files(root: Path, guide: Path = GUIDE) -> dict[str, Path]:

@@ -30,8 +30,8 @@ def slug(heading: str) -> str:
 def anchors(page: Path) -> set[str]:
     found: set[str] = set()
     seen: dict[str, int] = {}
-    for heading in re.findall(r"^#{1,6} (.+)$", re.sub(r"^```.*?^```", "", page.read_text(), flags=re.S | re.M),
-                              re.M):  # fmt: skip
+    text = re.sub(r"^```.*?^```", "", page.read_text(), flags=re.S | re.M)
+    for heading in re.findall(r"^#{1,6} (.+)$", text, re.M):
         base = slug(heading)
         count = seen.get(base, 0)
         seen[base] = count + 1
