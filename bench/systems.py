@@ -2,7 +2,7 @@
 processes are named, and where its model counters are read.
 
 - dlpipe: its own redis-server (shared.embedded_redis) plus `dlpipe up` pointed at it, as
-  benchmarks/e2e_throughput.py does (bench/stack.py); counters from the model worker's stats
+  bench/scripts/e2e_throughput.py does (bench/stack.py); counters from the model worker's stats
   hashes (keys.model_stats: batches, items, forward_ms; None where the worker publishes none).
   Its variants (DLPIPE_SYSTEMS) run the same stack with one setting changed: `dlpipe-oldest`
   DLPIPE_MODEL_SCHEDULER=oldest (the policy before the scheduler), `dlpipe-unfused`

@@ -9,7 +9,7 @@ Redis can make accepted jobs vanish without any error:
 
 RDB snapshots alone (`appendonly no`, some `save` points; Redis's default) lose whatever
 changed since the last snapshot. `appendfsync everysec` is reported as a note, not a
-problem: see the README's "Durability" section.
+problem: see docs/reliability.md.
 
 `check_redis` (sync clients) and `check_redis_async` (the API's asyncio client) read the
 configuration with CONFIG GET (one round trip) and log one WARNING per problem. A Redis that

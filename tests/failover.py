@@ -1,5 +1,5 @@
 """A Redis Sentinel setup of real redis-server processes, and a failover run of the whole stack on
-it: used by tests/e2e/test_redis_failover.py and benchmarks/failover.py.
+it: used by tests/e2e/test_redis_failover.py and bench/scripts/failover.py.
 
 Topology: a primary, a replica and three sentinels (`redis-server conf --sentinel`), each on a
 free loopback port (never 6379), with short down-after / failover timeouts. The run: `dlpipe up`

@@ -42,7 +42,7 @@ class ForwardPass:
 
     def counters(self) -> dict[str, int | float]:
         """Its increments of the model's stats hash in Redis (keys.model_stats), which
-        benchmarks/e2e_throughput.py reads across processes."""
+        bench/scripts/e2e_throughput.py reads across processes."""
         return {
             "batches": 1,
             "items": len(self.results),  # the forward batch size

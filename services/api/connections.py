@@ -1,5 +1,5 @@
 """The HTTP/1.1 protocol of every API connection: uvicorn's httptools protocol with limits on
-what one client may hold (the rules: README's Security section; the numbers, from the settings,
+what one client may hold (the rules: docs/security.md; the numbers, from the settings,
 and the answers: services/api/connection_limits.py).
 
 Alone, uvicorn reads a head of any size (httptools joins a partial header in Python: a 60 MB

@@ -115,7 +115,7 @@ def _histogram(
 
 
 def families(snapshot: Snapshot) -> Iterator[Metric]:
-    """The metric families of a snapshot (see the README's Metrics section for each)."""
+    """The metric families of a snapshot (docs/metrics.md has each)."""
     stream_backlog = GaugeMetricFamily(
         "dlpipe_stream_backlog_items",
         "Entries of a stream its workers have not finished: waiting (not read yet) or in_progress "

@@ -1,5 +1,5 @@
 """What the API answers is on DLPIPE_REDIS_MIN_REPLICAS replicas first (Redis WAIT), so a
-failover cannot take back an answer already given (README: Redis failover).
+failover cannot take back an answer already given (docs/reliability.md: Redis failover).
 
 Replication is asynchronous: a write the primary answered may not have reached a replica when
 the primary dies, and the replica the sentinels promote never had it. With min replicas set,

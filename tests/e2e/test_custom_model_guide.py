@@ -18,16 +18,19 @@ from tests.waiting import wait_until
 pytestmark = pytest.mark.e2e
 
 GUIDE = REPO / "docs" / "custom-models.md"
-FENCE = re.compile(r"```(?:python|yaml)\n# (?P<path>[\w./-]+)\n(?P<body>.*?)```", re.S)
+# A block whose first line names a file: `# my_models/colors.py`, or `# first-job.sh: what it does`.
+FENCE = re.compile(r"```(?:python|yaml|sh)\n(?P<head># (?P<path>[\w./-]+)(?::[^\n]*)?\n)(?P<body>.*?)```",
+                   re.S)  # fmt: skip
 
 
-def write_guide_files(root: Path) -> dict[str, Path]:
-    """Every fenced block whose first line names a file (`# my_models/colors.py`) becomes that file."""
+def write_guide_files(root: Path, guide: Path = GUIDE) -> dict[str, Path]:
+    """Every fenced block whose first line names a file (`# my_models/colors.py`, or
+    `# first-job.sh: what it does`) becomes that file. For this guide and for the README."""
     written = {}
-    for match in FENCE.finditer(GUIDE.read_text()):
+    for match in FENCE.finditer(guide.read_text()):
         path = root / match["path"]
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(f"# {match['path']}\n{match['body']}")
+        path.write_text(match["head"] + match["body"])
         written[match["path"]] = path
     return written
 

@@ -2,7 +2,7 @@
 three sentinels; `dlpipe up` on the sentinels with DLPIPE_REDIS_MIN_REPLICAS=1; 300 jobs; the
 primary SIGKILLed mid-run. No job that got a 202 is lost, none is made twice, every process rides
 it out (the stack serves again without a restart), and /readyz says what is going on meanwhile.
-The same run without WAIT, and the timings, are benchmarks/failover.py's."""
+The same run without WAIT, and the timings, are bench/scripts/failover.py's."""
 
 from __future__ import annotations
 

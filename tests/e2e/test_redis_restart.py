@@ -5,7 +5,7 @@ says 503 while Redis is away and a submission gets 503, not 500.
 Two ways: a Redis this test starts (DLPIPE_REDIS_URL) and starts again itself, after every
 worker has backed off; and `dlpipe up`'s embedded Redis, which `dlpipe up` itself restarts.
 Both with `appendfsync always`: every write, a job's included, is fsynced before Redis
-answers, so a 202 means the job is on disk (README: Durability). Jobs are submitted all along
+answers, so a 202 means the job is on disk (docs/reliability.md). Jobs are submitted all along
 by a client that retries what is refused.
 """
 

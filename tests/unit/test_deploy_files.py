@@ -207,26 +207,38 @@ def test_compose_file_is_valid_for_compose() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-# --- README ------------------------------------------------------------------------------
+# --- README and docs ---------------------------------------------------------------------
+
+CONFIGURATION = REPO / "docs" / "configuration.md"  # the settings table
 
 
-def test_readme_documents_every_setting() -> None:
-    readme = (REPO / "README.md").read_text()
-    documented = set(re.findall(r"`(DLPIPE_[A-Z0-9_]+)`", readme))
+def test_the_configuration_page_documents_every_setting() -> None:
+    page = CONFIGURATION.read_text()
+    documented = set(re.findall(r"`(DLPIPE_[A-Z0-9_]+)`", page))
     fields = {f"DLPIPE_{name.upper()}" for name in Settings.model_fields}
-    assert fields - documented == set(), "settings missing from README's configuration table"
-    assert documented - fields == set(), "README names settings that don't exist"
+    assert fields - documented == set(), "settings missing from docs/configuration.md's table"
+    assert documented - fields == set(), "docs/configuration.md names settings that don't exist"
     for name, field in Settings.model_fields.items():
         row = next(
-            (line for line in readme.splitlines() if line.startswith(f"| `DLPIPE_{name.upper()}`")), None
+            (line for line in page.splitlines() if line.startswith(f"| `DLPIPE_{name.upper()}`")), None
         )
         assert row is not None, f"no table row for DLPIPE_{name.upper()}"
         assert field.description and field.description in row, name
 
 
+def test_no_page_names_a_setting_that_does_not_exist() -> None:
+    """A name alone in backticks is a setting (`DLPIPE_SCREENSHOTS=1`, a test's, is a command)."""
+    fields = {f"DLPIPE_{name.upper()}" for name in Settings.model_fields}
+    for page in [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]:
+        named = set(re.findall(r"`(DLPIPE_[A-Z0-9_]+)`", page.read_text()))
+        assert named - fields == set(), page.relative_to(REPO)
+
+
 def test_readme_commands_exist() -> None:
     readme = (REPO / "README.md").read_text()
+    commands = (REPO / "docs" / "cli.md").read_text()
     for args in CHILD_COMMANDS.values():
-        assert "dlpipe " + " ".join(args) in readme
-    assert "make run" in readme and "make test" in readme
+        assert "dlpipe " + " ".join(args) in readme  # the picture names each process
+        assert "dlpipe " + " ".join(args) in commands
+    assert "make run" in readme and "make test" in readme and "docker compose up" in readme
     assert "```mermaid" in readme

@@ -231,9 +231,10 @@ def test_the_schema_catches_what_keda_would_ignore(capsys: pytest.CaptureFixture
 
 def test_readme_and_docs_point_at_the_kubernetes_page() -> None:
     readme = (REPO / "README.md").read_text()
-    compose = readme[readme.index("## Deploy with Docker Compose") :]
-    compose = compose[: compose.index("\n## ", 3)]
-    assert "docs/kubernetes.md" in compose
+    deployment = (REPO / "docs" / "deployment.md").read_text()
+    compose = deployment[deployment.index("## Deploy with Docker Compose") :]
+    assert "](kubernetes.md)" in compose and "](kubernetes.md)" in deployment.split("\n## ", 1)[0]
+    assert "docs/kubernetes.md" in readme
     layout = readme[readme.index("## Repository layout") :]
     assert re.search(r"^deploy/", layout, re.MULTILINE)
     page = (REPO / "docs" / "kubernetes.md").read_text()

@@ -206,17 +206,16 @@ def test_an_empty_stack_renders_zeros_not_errors() -> None:
 def test_the_schema_documents_metrics_as_open_text() -> None:
     app = create_app(Settings(redis_url="redis://unused", api_keys=SecretStr("a-key")))
     operation = app.openapi()["paths"]["/metrics"]["get"]
-    assert "security" not in operation  # API keys guard /v1 only (README: Security)
+    assert "security" not in operation  # API keys guard /v1 only (docs/security.md)
     assert set(operation["responses"]["200"]["content"]) == {"text/plain", "application/openmetrics-text"}
     assert operation["tags"] == ["metrics"]
 
 
-def test_the_readme_lists_every_metric_and_no_other() -> None:
+def test_the_metrics_page_lists_every_metric_and_no_other() -> None:
     rendered = {
         family.name + ("_total" if family.type == "counter" else "")
         for family in text_string_to_metric_families(render(snapshot(), None)[0].decode())
     }
-    readme = (REPO / "README.md").read_text()
-    section = readme.split("\n## Metrics\n", 1)[1].split("\n## ", 1)[0]
-    listed = set(re.findall(r"^\| `(dlpipe_\w+)` \|", section, re.MULTILINE))
+    page = (REPO / "docs" / "metrics.md").read_text()
+    listed = set(re.findall(r"^\| `(dlpipe_\w+)` \|", page, re.MULTILINE))
     assert rendered == listed

@@ -2,7 +2,7 @@
 
 Open, like /healthz: DLPIPE_API_KEYS do not cover it (a scraper is infrastructure, not a
 caller of /v1; it shows counts and names from the pipelines file, never job ids, inputs or
-results). Keep it off public networks, or put it behind your proxy's auth (README, Security).
+results). Keep it off public networks, or put it behind your proxy's auth (docs/security.md).
 """
 
 from __future__ import annotations

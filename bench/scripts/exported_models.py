@@ -1,6 +1,6 @@
 """Exported models beside the native one: images/s of EfficientNet-Lite0 per format, one thread.
 
-    .venv/bin/python benchmarks/exported_models.py --seconds 3
+    .venv/bin/python bench/scripts/exported_models.py --seconds 3
 
 Exports the project's EfficientNet-Lite0 (tests/exports.py: the network alone, BatchNorms
 folded) to TorchScript, torch.export (.pt2) and ONNX in a temporary folder, loads each through
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from tests.exports import FORMATS, NORMALISATION, export  # noqa: E402

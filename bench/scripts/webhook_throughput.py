@@ -1,6 +1,6 @@
 """Webhook deliveries per second that one notifier process sustains to a local receiver.
 
-    .venv/bin/python benchmarks/webhook_throughput.py --deliveries 2000 --concurrency 16
+    .venv/bin/python bench/scripts/webhook_throughput.py --deliveries 2000 --concurrency 16
 
 Starts its own redis-server and `dlpipe worker notifier` (rq workers as threads, signed
 deliveries, the SSRF guard lifted for 127.0.0.1), writes `deliveries` finished jobs whose
@@ -30,7 +30,7 @@ from pathlib import Path
 import redis
 from standardwebhooks.webhooks import Webhook
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from shared import keys  # noqa: E402

@@ -1,7 +1,7 @@
 """Accepted jobs lost, jobs duplicated and time to serve again across a Redis Sentinel failover,
 with and without WAIT (DLPIPE_REDIS_MIN_REPLICAS=1 / 0).
 
-    PYTHONPATH=. .venv/bin/python benchmarks/failover.py --jobs 300 --kill-after 100 --rounds 2
+    PYTHONPATH=. .venv/bin/python bench/scripts/failover.py --jobs 300 --kill-after 100 --rounds 2
 
 Each round, each mode: a primary, a replica and three sentinels (real redis-server processes on
 free loopback ports, down-after 1 s, failover-timeout 3 s; with `--lag-ms` the replica replicates
@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tests.e2e.conftest import start_stack, stop_stack  # noqa: E402
 from tests.failover import run_failover, stack_env, start_topology  # noqa: E402

@@ -1,6 +1,6 @@
 """How KEDA and the HPA would size a worker Deployment on its stream: a model, not a cluster.
 
-    .venv/bin/python benchmarks/autoscale_model.py
+    .venv/bin/python bench/scripts/autoscale_model.py
 
 Why each stream has a pending trigger beside its lag trigger (services/keda.py). One stream, one
 Deployment, one-second steps: items arrive at a rate, ready pods take them at `rate` a pod, a
@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from services import keda  # noqa: E402

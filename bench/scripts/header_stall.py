@@ -1,7 +1,7 @@
 """How long one client sending a giant request header stalls the API's event loop for everyone
 else: `/healthz` latency on another connection while the header is sent.
 
-    .venv/bin/python benchmarks/header_stall.py --header-mb 60
+    .venv/bin/python bench/scripts/header_stall.py --header-mb 60
 
 Starts its own redis-server and `dlpipe api` (loopback, free ports). One thread sends
 `GET / HTTP/1.1` and a single `X-Big:` header of `header_mb` MB as fast as the API takes it
@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from shared.embedded_redis import free_port, start_redis  # noqa: E402

@@ -1,6 +1,6 @@
 """End-to-end throughput of the whole stack through HTTP: jobs/s, latency, model batch sizes.
 
-    .venv/bin/python benchmarks/e2e_throughput.py --jobs 300 --concurrency 16
+    .venv/bin/python bench/scripts/e2e_throughput.py --jobs 300 --concurrency 16
 
 Starts its own redis-server and `dlpipe up` on free loopback ports (or measures a running
 stack with --url and --redis-url), submits single-image jobs of 1920x1080 JPEG photos from
@@ -30,7 +30,7 @@ import httpx
 import redis
 from PIL import Image
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from shared import keys  # noqa: E402

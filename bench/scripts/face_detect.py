@@ -1,7 +1,7 @@
 """face-detect end to end through a real `dlpipe up`: jobs/s, each model's batch sizes, time per stage.
 
-    .venv/bin/python benchmarks/face_detect.py --jobs 60 --concurrency 8
-    .venv/bin/python benchmarks/face_detect.py --pipeline face-blur   # and GET each blurred JPEG
+    .venv/bin/python bench/scripts/face_detect.py --jobs 60 --concurrency 8
+    .venv/bin/python bench/scripts/face_detect.py --pipeline face-blur   # and GET each blurred JPEG
 
 Starts its own redis-server and `dlpipe up` (the bundled pipelines file) on free loopback ports,
 or measures a running stack (--url, --redis-url). Clients submit single-photo face-detect jobs
@@ -32,8 +32,8 @@ import httpx
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from e2e_throughput import REPO, model_counters, percentile, wait_ready  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from bench.scripts.e2e_throughput import REPO, model_counters, percentile, wait_ready  # noqa: E402
 
 from shared.embedded_redis import free_port, start_redis  # noqa: E402
 

@@ -1,7 +1,7 @@
 """Priorities on the simulated device: a high job's latency while a saturating low backlog waits,
 against the same on an idle stack, and the low throughput that still flows.
 
-    PYTHONPATH=$PWD .venv/bin/python benchmarks/priorities.py [--scale 16] [--backlog 400] [--probes 8]
+    PYTHONPATH=$PWD .venv/bin/python bench/scripts/priorities.py [--scale 16] [--backlog 400] [--probes 8]
 
 A redis-server of its own, one preprocess process and one model worker (as on a GPU box: one
 process owns the device) on the sim bench's device (bench/sim: `sim-classify`, decode -> the
@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 import redis  # noqa: E402

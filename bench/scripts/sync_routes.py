@@ -3,7 +3,7 @@ the same run: `POST /v1/embeddings` and `POST /v2/models/text-embed/infer` again
 `POST /v1/pipelines/text-embed/jobs` with `Prefer: wait=60`; `POST /v2/models/image-classify/infer`
 against the image-classify submit with `Prefer: wait=60`.
 
-    .venv/bin/python benchmarks/sync_routes.py --rounds 100 --texts 1
+    .venv/bin/python bench/scripts/sync_routes.py --rounds 100 --texts 1
 
 Starts its own `dlpipe up` (embedded Redis, free loopback port) with image-classify and
 text-embed only. One client, one request at a time, keep-alive: each round runs every route
@@ -33,7 +33,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from services.api.protocols.oip_tensors import HEADER_LENGTH, join_bytes  # noqa: E402

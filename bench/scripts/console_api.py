@@ -1,6 +1,6 @@
 """The console's routes under load; prints one JSON document (numbers only, nothing asserted).
 
-    PYTHONPATH=. .venv/bin/python benchmarks/console_api.py --jobs 100000 --clients 200
+    PYTHONPATH=. .venv/bin/python bench/scripts/console_api.py --jobs 100000 --clients 200
 
 (a) SSE: `clients` event streams on `clients` jobs of `items` items each, served by one `dlpipe
     api` process; a writer ends the items through the real COMPLETE_STAGE (Store.complete, in
@@ -31,7 +31,7 @@ from typing import Any
 import httpx
 import redis
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from shared import job_index, jobs, keys  # noqa: E402

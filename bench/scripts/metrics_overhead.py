@@ -2,7 +2,7 @@
 write a worker makes anyway (Store.complete: the tally's HINCRBYs in its pipeline, the item and
 job counts in COMPLETE_STAGE).
 
-    .venv/bin/python benchmarks/metrics_overhead.py --rounds 400 --batch 8
+    .venv/bin/python bench/scripts/metrics_overhead.py --rounds 400 --batch 8
 
 Starts its own redis-server (loopback, free port). Python: a preprocess step of `batch`
 entries (waited, a timed stage each, take) and a model batch (waited, forward, take), timed
@@ -28,7 +28,7 @@ from typing import Any
 
 import redis
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from shared import keys  # noqa: E402
