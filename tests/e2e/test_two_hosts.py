@@ -7,8 +7,9 @@ talks to the API and to Redis from inside host A. What it shows:
   namespace, and Redis sees each worker's connections (named with its worker id) come from B's
   address, none from anywhere else;
 - the notifier on B delivers a signed webhook to a receiver on A;
-- B's link down: /readyz on A says no worker serves the streams, a job is accepted all the same;
-  the link back: /readyz recovers and that job is done, its webhook delivered.
+- B's link down: /readyz on A says no worker serves the streams, a job is accepted all the same,
+  the workers' connections break; the link back: the same worker processes reconnect, /readyz
+  recovers, and that job is done, its webhook delivered.
 """
 
 from __future__ import annotations
@@ -119,11 +120,18 @@ def test_webhook_from_host_b_reaches_host_a(hosts: Split, http: httpx.Client, re
     assert expected in hook.headers["webhook-signature"].split(), hook.headers
 
 
-def test_link_down_then_back(hosts: Split, http: httpx.Client, receiver: Receiver) -> None:
+def live_pids(rdb: redis.Redis) -> dict[str, str]:
+    """kind -> pid of each worker with a heartbeat hash (the hash expires with its TTL)."""
+    return {h["kind"]: h["pid"] for w in rdb.zrange(keys.WORKERS, 0, -1) if (h := rdb.hgetall(keys.worker(w)))}
+
+
+def test_link_down_then_back(hosts: Split, http: httpx.Client, rdb: redis.Redis, receiver: Receiver) -> None:
     def readyz() -> tuple[int, dict[str, Any]]:
         response = http.get("/readyz")
         return response.status_code, response.json()
 
+    before = live_pids(rdb)
+    assert set(before) == set(WORKER_KINDS), before
     hosts.b.link(up=False)
     try:
         status, body = wait_until(lambda: (r := readyz())[1].get("workers") == 0 and r, 20, "/readyz to see no workers")
@@ -131,9 +139,14 @@ def test_link_down_then_back(hosts: Split, http: httpx.Client, receiver: Receive
         assert "no live worker for stream" in body["reason"] and "no live notifier" in body["reason"], body
         job_id = submit(http, "during the outage", webhook=receiver.url)  # Redis is on A: accepted
         assert http.get(f"/v1/jobs/{job_id}").json()["status"] not in TERMINAL  # no worker can reach it
+        # Down past the workers' socket timeouts: their connections break, they must reconnect (a
+        # blocking read Redis answered meanwhile is lost on the way: its entry is reclaimed later).
+        wait_until(lambda: all("Network is unreachable" in hosts.log(k) for k in ("preprocess", "model")), 30,
+                   "the workers on B to find Redis unreachable")  # fmt: skip
     finally:
         hosts.b.link(up=True)
     wait_until(lambda: readyz()[0] == 200, 30, "/readyz to see the workers again")
+    assert live_pids(rdb) == before  # the same processes came back: none died of the outage
     job = finished(http, job_id)
     assert job["status"] == "succeeded", job
     assert job["outputs"][0]["result"]["sum"] == 2.0 * len("during the outage"), job
