@@ -52,19 +52,22 @@ def phase(split: Split, jobs: int, clients: int) -> dict[str, float]:
 
     started = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
-        latencies = [t for part in pool.map(run, [range(c, jobs, clients) for c in range(clients)]) for t in part]
+        parts = pool.map(run, [range(c, jobs, clients) for c in range(clients)])
+        latencies = [t for part in parts for t in part]
     wall = time.perf_counter() - started
     cuts = statistics.quantiles(latencies, n=100)
     return {"jobs": jobs, "clients": clients, "jobs_per_s": round(jobs / wall, 1),
-            "p50_ms": round(statistics.median(latencies) * 1000, 2), "p95_ms": round(cuts[94] * 1000, 2)}  # fmt: skip
+            "p50_ms": round(statistics.median(latencies) * 1000, 2),
+            "p95_ms": round(cuts[94] * 1000, 2)}  # fmt: skip
 
 
 def add_delay(host: netns.Host, delay_ms: float) -> str | None:
     """Delay what `host` sends on the pair; the reason it cannot, or None."""
     try:
         host.ip("link", "show", host.ifname)
-        subprocess.run(["ip", "netns", "exec", host.ns, "tc", "qdisc", "add", "dev", host.ifname, "root",
-                        "netem", "delay", f"{delay_ms}ms"], check=True, capture_output=True, text=True)  # fmt: skip
+        argv = ["ip", "netns", "exec", host.ns, "tc", "qdisc", "add", "dev", host.ifname, "root",
+                "netem", "delay", f"{delay_ms}ms"]  # fmt: skip
+        subprocess.run(argv, check=True, capture_output=True, text=True)
     except (subprocess.CalledProcessError, FileNotFoundError) as exc:
         return getattr(exc, "stderr", None) or str(exc)
     return None
@@ -75,10 +78,11 @@ def layout(name: str, args: argparse.Namespace) -> None:
         delay = ""
         if name == "two-hosts" and args.delay_ms:
             problem = add_delay(b, args.delay_ms)
-            delay = f"netem {args.delay_ms} ms on B's sends" if problem is None else f"no delay: {problem.strip()}"
+            delay = f"netem {args.delay_ms} ms, B's sends" if problem is None else f"none: {problem.strip()}"
         with split_stack(a, b, Path(tmp), workers_on=b if name == "two-hosts" else a) as split:
             phase(split, 20, args.clients)  # warm up: imports, first batches, connections
-            for label, jobs, clients in (("one-at-a-time", args.latency_jobs, 1), ("loaded", args.jobs, args.clients)):
+            phases = (("one-at-a-time", args.latency_jobs, 1), ("loaded", args.jobs, args.clients))
+            for label, jobs, clients in phases:
                 row = {"layout": name, "phase": label, **phase(split, jobs, clients)}
                 if delay:
                     row["delay"] = delay
@@ -90,7 +94,7 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=300)
     parser.add_argument("--latency-jobs", type=int, default=50)
     parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--delay-ms", type=float, default=0.0, help="netem delay on host B's sends (two-hosts)")
+    parser.add_argument("--delay-ms", type=float, default=0.0, help="netem delay of what B sends")
     args = parser.parse_args()
     reason = netns.unavailable()
     if reason is not None:

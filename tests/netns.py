@@ -146,7 +146,8 @@ def two_hosts() -> Iterator[tuple[Host, Host]]:
         for host in (a, b):
             _run("ip", "netns", "add", host.ns)
             made.append(host)
-        _run("ip", "link", "add", a.ifname, "netns", a.ns, "type", "veth", "peer", "name", b.ifname, "netns", b.ns)
+        _run("ip", "link", "add", a.ifname, "netns", a.ns,
+             "type", "veth", "peer", "name", b.ifname, "netns", b.ns)  # fmt: skip
         for host in (a, b):
             host.ip("addr", "add", f"{host.addr}/{PREFIX}", "dev", host.ifname)
             host.ip("link", "set", "lo", "up")

@@ -96,7 +96,8 @@ def split_stack(a: Host, b: Host, tmp: Path, workers_on: Host | None = None,
         home = tmp / f"host-{'a' if where is a else 'b'}" / name
         home.mkdir(parents=True, exist_ok=True)
         env = _env(**common, data_dir=str(home / "data"), **settings)
-        return where.popen([sys.executable, "-m", "services.cli", *args], log=logs / f"{name}.log", env=env, cwd=home)
+        argv = [sys.executable, "-m", "services.cli", *args]
+        return where.popen(argv, log=logs / f"{name}.log", env=env, cwd=home)
 
     procs = {"redis": redis_proc}
     # the API checks a webhook URL at submit too: this test's receiver is on a test host

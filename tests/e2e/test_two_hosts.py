@@ -86,7 +86,9 @@ def netns_inode(path: str) -> int:
     return os.stat(path).st_ino
 
 
-def test_jobs_on_host_a_are_done_by_workers_on_host_b(hosts: Split, http: httpx.Client, rdb: redis.Redis) -> None:
+def test_jobs_on_host_a_are_done_by_workers_on_host_b(
+    hosts: Split, http: httpx.Client, rdb: redis.Redis
+) -> None:
     ids = [submit(http, "x" * n) for n in range(1, 9)]
     for n, job_id in enumerate(ids, start=1):
         job = finished(http, job_id)
@@ -116,13 +118,15 @@ def test_webhook_from_host_b_reaches_host_a(hosts: Split, http: httpx.Client, re
                       "the completion webhook")  # fmt: skip
     assert hook.peer == hosts.b.addr, hook  # sent by the notifier on host B
     key = signing.secret_key(WEBHOOK_SECRET)
-    expected = signing.sign(key, hook.headers["webhook-id"], int(hook.headers["webhook-timestamp"]), hook.body)
+    msg_id, timestamp = hook.headers["webhook-id"], int(hook.headers["webhook-timestamp"])
+    expected = signing.sign(key, msg_id, timestamp, hook.body)
     assert expected in hook.headers["webhook-signature"].split(), hook.headers
 
 
 def live_pids(rdb: redis.Redis) -> dict[str, str]:
     """kind -> pid of each worker with a heartbeat hash (the hash expires with its TTL)."""
-    return {h["kind"]: h["pid"] for w in rdb.zrange(keys.WORKERS, 0, -1) if (h := rdb.hgetall(keys.worker(w)))}
+    hashes = [rdb.hgetall(keys.worker(w)) for w in rdb.zrange(keys.WORKERS, 0, -1)]
+    return {h["kind"]: h["pid"] for h in hashes if h}
 
 
 def test_link_down_then_back(hosts: Split, http: httpx.Client, rdb: redis.Redis, receiver: Receiver) -> None:
@@ -134,7 +138,8 @@ def test_link_down_then_back(hosts: Split, http: httpx.Client, rdb: redis.Redis,
     assert set(before) == set(WORKER_KINDS), before
     hosts.b.link(up=False)
     try:
-        status, body = wait_until(lambda: (r := readyz())[1].get("workers") == 0 and r, 20, "/readyz to see no workers")
+        status, body = wait_until(lambda: (r := readyz())[1].get("workers") == 0 and r, 20,
+                                  "/readyz to see no workers")  # fmt: skip
         assert status == 503, body
         assert "no live worker for stream" in body["reason"] and "no live notifier" in body["reason"], body
         job_id = submit(http, "during the outage", webhook=receiver.url)  # Redis is on A: accepted
