@@ -1,7 +1,7 @@
 """Jobs/s and latency with the workers on another host than Redis and the API, against the same
 processes on one host, in one run (needs root: the hosts are network namespaces).
 
-    sudo PYTHONPATH=. .venv/bin/python benchmarks/two_hosts.py --jobs 300 --clients 8 [--delay-ms 1]
+    sudo PYTHONPATH=. .venv/bin/python benchmarks/two_hosts.py --jobs 300 --rounds 2 [--delay-ms 1]
 
 Each layout gets fresh test hosts (tests/netns.py: two namespaces, one veth pair, TEST-NET-1
 addresses) and the light `sums` pipeline (tests/twohosts.py: text -> SumModel, no weights):
@@ -12,7 +12,7 @@ With `--delay-ms`, B's end of the pair delays what it sends by that much (`tc ne
 said, where the kernel has no netem). The clients run on host A. First `--latency-jobs` jobs one
 at a time (the latency of one job with nothing else queued), then `--jobs` jobs from `--clients`
 threads; every submit asks `Prefer: wait=60`, so its answer is the finished job.
-Prints one JSON line per layout and phase.
+Prints one JSON line per layout and phase (and round: `--rounds` runs both layouts in turn).
 """
 
 from __future__ import annotations
@@ -94,14 +94,17 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=300)
     parser.add_argument("--latency-jobs", type=int, default=50)
     parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=1, help="both layouts, this many times, in turn")
     parser.add_argument("--delay-ms", type=float, default=0.0, help="netem delay of what B sends")
     args = parser.parse_args()
     reason = netns.unavailable()
     if reason is not None:
         print(f"cannot make test hosts here: {reason}", file=sys.stderr)
         return 2
-    for name in ("one-host", "two-hosts"):
-        layout(name, args)
+    for round_ in range(args.rounds):  # interleaved: the machine's load drifts between runs
+        for name in ("one-host", "two-hosts"):
+            print(f"# round {round_ + 1}: {name}", file=sys.stderr, flush=True)
+            layout(name, args)
     return 0
 
 
