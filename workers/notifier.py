@@ -219,8 +219,8 @@ def serve(settings: Settings, stop: threading.Event, consumer: str | None = None
     until `stop`, then let each finish what it holds: 0. Or until one of them dies: 1, within
     WATCH_S + FAIL_GRACE_S (threads still busy then are left to die with the process)."""
     consumer = consumer or runtime.new_consumer_id()
-    events_client = runtime.redis_client(settings)
-    rq_client = runtime.redis_client(settings)  # rq raises its own client's socket timeout
+    events_client = runtime.redis_client(settings, name=consumer)
+    rq_client = runtime.redis_client(settings, name=consumer)  # rq raises its own client's socket timeout
     sender = Sender(settings.webhook_timeout_s, address_policy(settings))
     attempt.configure(attempt.Context(rq_client, settings, sender, signing_key(settings)))
     queue = rqthreads.delivery_queue(rq_client)

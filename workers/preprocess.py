@@ -129,8 +129,10 @@ def run_child(settings: Settings) -> int:
     stop = threading.Event()
     pool.prepare_child(stop)
     config = runtime.load_config(settings)
-    store = Store(runtime.redis_client(settings), config, settings.job_ttl_s, settings.max_output_file_bytes)
-    PreprocessWorker(store, settings, runtime.new_consumer_id()).run(stop)
+    consumer = runtime.new_consumer_id()
+    store = Store(runtime.redis_client(settings, name=consumer), config, settings.job_ttl_s,
+                  settings.max_output_file_bytes)  # fmt: skip
+    PreprocessWorker(store, settings, consumer).run(stop)
     return 0
 
 

@@ -94,15 +94,21 @@ def watch_parent(stop: threading.Event, parent_pid: int, interval_s: float = 1.0
     return thread
 
 
-def redis_client(settings: Settings, longest_block_ms: int | float | None = None) -> redis.Redis:
+def redis_client(
+    settings: Settings, longest_block_ms: int | float | None = None, *, name: str | None = None
+) -> redis.Redis:
     """A client for the configured Redis (URL or sentinels, shared/redis_conn.py) whose socket
-    timeout outlasts the longest blocking read and a WAIT."""
+    timeout outlasts the longest blocking read and a WAIT. `name`: the worker's id, given to each of
+    its connections (CLIENT SETNAME), so that `CLIENT LIST` tells which worker, on which host's
+    address, holds each one (the heartbeat's `host` is a host name, the same in every container or
+    network namespace that shares it)."""
     if not settings.redis_configured():
         raise PipelineConfigError(
             "workers need DLPIPE_REDIS_URL or DLPIPE_REDIS_SENTINELS (`dlpipe up` passes them on)"
         )
     block_s = max(settings.read_block_ms, longest_block_ms or 0, settings.redis_wait_timeout_ms) / 1000
-    return redis_conn.sync_client(settings, socket_timeout=block_s + 5.0, health_check_interval=30)
+    named = {"client_name": name} if name else {}
+    return redis_conn.sync_client(settings, socket_timeout=block_s + 5.0, health_check_interval=30, **named)
 
 
 def load_config(settings: Settings) -> PipelinesConfig:

@@ -7,12 +7,9 @@ import json
 import socket
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-
-from shared.embedded_redis import free_port
-
 
 
 @dataclass
@@ -26,15 +23,18 @@ class Hook:
     at: float  # time.monotonic() when it arrived
     k: int | None = None  # the submitter's job number (metadata.k), if the body carries it
     answered: bool = False  # answered 2xx on a connection its sender still held open
+    headers: dict[str, str] = field(default_factory=dict)  # as sent (names lower-cased)
+    body: bytes = b""  # as sent: what the signature covers
+    peer: str = ""  # the sender's address
 
 
 class Receiver:
-    """An HTTP server on 127.0.0.1 that records every webhook POST and answers 204, after
+    """An HTTP server on `host` (127.0.0.1) that records every webhook POST and answers 204, after
     `delay_s` (a receiver that takes its time: a notifier killed meanwhile has sent the
     webhook but not recorded it). A POST whose sender closed the connection meanwhile (its
     process died) gets no answer: it is not `answered`."""
 
-    def __init__(self, delay_s: float = 0.0) -> None:
+    def __init__(self, delay_s: float = 0.0, host: str = "127.0.0.1") -> None:
         self.hooks: list[Hook] = []
         self.torn: list[int] = []  # the bytes of body that came of each POST cut mid-request
         self._lock = threading.Lock()
@@ -62,6 +62,9 @@ class Receiver:
                     status=str(job.get("status", "")),
                     at=time.monotonic(),
                     k=(job.get("metadata") or {}).get("k"),
+                    headers={name.lower(): value for name, value in self.headers.items()},
+                    body=raw,
+                    peer=self.client_address[0],
                 )
                 with receiver._lock:
                     receiver.hooks.append(hook)
@@ -80,8 +83,9 @@ class Receiver:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        # port 0: the kernel picks a free one on `host` (in whatever network namespace this runs)
+        self.server = ThreadingHTTPServer((host, 0), Handler)
+        self.url = f"http://{host}:{self.server.server_address[1]}/hook"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def __enter__(self) -> Receiver:
