@@ -17,7 +17,7 @@ statuses and outcomes: bounded, never job ids. Pipeline and stage names cannot h
 
 Workers aggregate what they observe in a Tally and hand `take()` to the write they make
 anyway (Store.complete's `counters`): no round trip of its own. Items and jobs by final
-status are counted in the Lua scripts that make them final (workers/scripts.py), webhook
+status are counted in the Lua scripts that make them final (shared/redis/lua), webhook
 attempts in the one that records them (shared/webhooks.py FINISH), with the same fields.
 """
 

@@ -41,6 +41,7 @@ from shared.logs import setup_logging
 from shared.messages import JobEvent, now_ms, parse_webhook_events
 from shared.netguard import AddressPolicy
 from shared.settings import Settings
+from shared.redis import scripts
 from workers import runtime
 from workers.heartbeat import Heartbeat
 from workers.reclaim import Reclaimer, give_up_reason
@@ -73,7 +74,7 @@ class Notifier:
             client, keys.NOTIFIER_GROUP, consumer, [keys.EVENTS], settings.lease_ms, settings.max_deliveries,
             trim_interval_s=settings.stream_trim_interval_s,
         )  # fmt: skip
-        self._create = client.register_script(state.CREATE)
+        self._create = scripts.registered(client, scripts.WEBHOOK_CREATE)
 
     def setup(self) -> None:
         try:

@@ -34,7 +34,7 @@ from typing import Any
 import redis
 
 from shared import keys
-from workers import scripts
+from shared.redis import scripts
 from workers.store import Entry, StageResult, Store
 
 log = logging.getLogger(__name__)
@@ -160,9 +160,9 @@ class Reclaimer:
         self.lease_ms = lease_ms
         self.max_deliveries = max_deliveries
         self.schedule = Schedule(lease_ms / 2000, clock)
-        self._script = client.register_script(scripts.RECLAIM)
-        self._dead_letter = client.register_script(scripts.DEAD_LETTER)
-        self._trim = client.register_script(scripts.TRIM_STREAM)
+        self._script = scripts.registered(client, scripts.RECLAIM)
+        self._dead_letter = scripts.registered(client, scripts.DEAD_LETTER)
+        self._trim = scripts.registered(client, scripts.TRIM_STREAM)
         self.trim_schedule = Schedule.after_one_interval(trim_interval_s, clock)
         self._scan: deque[tuple[str, str]] = deque()  # (stream, cursor) left in this scan
         self._own: deque[tuple[str, str]] = deque()  # own unfinished entries: (stream, id)

@@ -1,7 +1,7 @@
 """The workers' side of Redis: read work items, load their inputs, record stage results.
 
 Reads go through consumer groups; an entry is acknowledged only in the same atomic step
-that writes its output (workers/scripts.py), so a worker that dies mid-batch leaves its
+that writes its output (shared/redis/lua), so a worker that dies mid-batch leaves its
 entries pending for another. Each call is one round trip for the whole batch.
 """
 
@@ -22,7 +22,7 @@ from shared.pipeline_spec import INPUT, PipelinesConfig, StageSpec
 from shared.files import DEFAULT_MAX_FILE_BYTES, FileError
 from shared.priority import Priority
 from shared.redis_full import is_out_of_memory
-from workers import scripts
+from shared.redis import scripts
 from workers.output_files import lift
 from workers.scripted_pipeline import ScriptedPipeline
 
@@ -80,8 +80,8 @@ class Store:
         self.config = config
         self.ttl_s = ttl_s
         self.max_file_bytes = max_file_bytes  # DLPIPE_MAX_OUTPUT_FILE_BYTES: one output file at most
-        self._start_job = client.register_script(scripts.START_JOB)
-        self._complete = client.register_script(scripts.COMPLETE_STAGE)
+        self._start_job = scripts.registered(client, scripts.START_JOB)
+        self._complete = scripts.registered(client, scripts.COMPLETE_STAGE)
 
     def stage_of(self, item: WorkItem) -> StageSpec:
         return self.config.pipelines[item.pipeline].stage(item.stage)

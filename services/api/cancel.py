@@ -11,7 +11,7 @@ from shared import keys, redis_conn
 from shared.jobs import drop_items
 from shared.messages import now_ms
 from shared.settings import Settings
-from workers import scripts
+from shared.redis import scripts
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ async def cancel(client: Any, settings: Settings, job_id: str) -> tuple[Canceled
     if pipeline is None:
         return Canceled.no_job, "", redis_conn.Replicated(0, 0)
     name = _text(pipeline)
-    script = client.register_script(scripts.CANCEL_JOB)
+    script = scripts.registered(client, scripts.CANCEL_JOB)
     pipe = client.pipeline(transaction=False)
     seen = redis_conn.wait_after(pipe, settings)
     await script(

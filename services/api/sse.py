@@ -23,35 +23,10 @@ from services.api.job_events import JobEventHub, Subscription, Update, entry_key
 from services.api.routers.jobs import read_job
 from services.api.views import UNRENDERABLE, job_json
 from shared import keys
+from shared.redis import scripts
 from shared.messages import ItemOutput, ItemStatus, JobStatus, _stored_output, group_outputs
 
 RESUMABLE_ID = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$")
-
-# A job's state and its event stream's end, read at one instant. With a resume id (ARGV[1]) whose
-# entry is still in the stream (nothing after it was trimmed), of a job with no groups: the entries
-# after it and their items' outputs instead of every output.
-# KEYS: 1 job hash, 2 outputs hash, 3 event stream. ARGV: 1 resume id or ''
-# Returns {job fields, outputs (flat), last id ('0-0': none), resumed (0/1), entries, their outputs}
-SNAPSHOT = """
-local job = redis.call('HGETALL', KEYS[1])
-local last = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)
-local last_id = '0-0'
-if last[1] then last_id = last[1][1] end
-if ARGV[1] ~= '' and redis.call('HEXISTS', KEYS[1], 'groups') == 0
-   and #redis.call('XRANGE', KEYS[3], ARGV[1], ARGV[1]) == 1 then
-  local entries = redis.call('XRANGE', KEYS[3], '(' .. ARGV[1], '+')
-  local indices = {}
-  for _, e in ipairs(entries) do
-    local f = e[2]
-    for i = 1, #f, 2 do if f[i] == 'i' then indices[#indices + 1] = f[i + 1] end end
-  end
-  local outputs = {}
-  if #indices > 0 then outputs = redis.call('HMGET', KEYS[2], unpack(indices)) end
-  return {job, {}, last_id, 1, entries, outputs}
-end
-return {job, redis.call('HGETALL', KEYS[2]), last_id, 0, {}, {}}
-"""
-
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
@@ -118,7 +93,7 @@ class Session:
         stack = contextlib.AsyncExitStack()
         sub = await stack.enter_async_context(self.hub.subscribe(self.job_id))
         try:
-            script = self.client.register_script(SNAPSHOT)
+            script = scripts.registered(self.client, scripts.JOB_SNAPSHOT)
             resume_id = resume if resume and RESUMABLE_ID.match(resume) else ""
             snapshot = await script(
                 keys=[keys.job(self.job_id), keys.job_outputs(self.job_id), keys.job_events(self.job_id)],

@@ -4,7 +4,7 @@ Each job is in its pipeline's deadlines set (keys.deadlines), scored by when it 
 ended: its deadline (`timeout_s`), else the end of its DLPIPE_JOB_TTL_S. Workers fail items
 past the deadline when they reach them; with no workers, or a stage stuck or gone, nobody
 would. So every DLPIPE_DEADLINE_SWEEP_INTERVAL_MS the sweep reads each pipeline's overdue jobs
-and ends each one with EXPIRE_JOB (workers/scripts.py): its unfinished outputs fail as
+and ends each one with EXPIRE_JOB (shared/redis/lua): its unfinished outputs fail as
 `expired: ...`, the job ends, the backlog counter loses those items, one job.completed event,
 all in one atomic script that does nothing for a job that has ended or left the set. Then the
 inputs of the items that will never run are freed, as on cancel.
@@ -42,7 +42,7 @@ from services.api.drain import BYTES, DrainRates
 from shared import job_index, keys
 from shared.jobs import OPEN_JOB_GRACE_S, TTL_EXPIRED_REASON, drop_items, expired_reason
 from shared.messages import now_ms
-from workers import scripts
+from shared.redis import scripts
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +74,9 @@ class Sweeper:
         self.interval_s = interval_s
         self.rates = rates
         self.clock = clock
-        self._expire = client.register_script(scripts.EXPIRE_JOB)
-        self._recount = client.register_script(scripts.RECOUNT_BACKLOG)
-        self._recount_bytes = client.register_script(scripts.RECOUNT_BYTES)
+        self._expire = scripts.registered(client, scripts.EXPIRE_JOB)
+        self._recount = scripts.registered(client, scripts.RECOUNT_BACKLOG)
+        self._recount_bytes = scripts.registered(client, scripts.RECOUNT_BYTES)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Sweep every interval until `stop` is set (a sweep in hand is finished first: it is not

@@ -33,6 +33,7 @@ from shared import keys, metrics
 from shared import webhooks as state
 from shared.messages import EventType, WebhookState, job_view_from_redis
 from shared.settings import Settings
+from shared.redis import scripts
 from workers.scripted_pipeline import ScriptedPipeline
 from workers.webhooks import signing
 from workers.webhooks.delivery import Outcome, Sender
@@ -55,8 +56,8 @@ class Context:
     key: bytes | None  # the signing key; None: no secret, nothing is sent
 
     def __post_init__(self) -> None:
-        self.begin = self.redis.register_script(state.BEGIN)
-        self.finish = self.redis.register_script(state.FINISH)
+        self.begin = scripts.registered(self.redis, scripts.WEBHOOK_BEGIN)
+        self.finish = scripts.registered(self.redis, scripts.WEBHOOK_FINISH)
 
 
 _context: Context | None = None

@@ -45,6 +45,7 @@ from shared import webhooks as state
 from shared.heartbeat import is_live
 from shared.messages import now_ms
 from shared.settings import Settings
+from shared.redis import scripts
 from workers import runtime
 from workers.webhooks.attempt import FUNCTION
 from workers.webhooks.rqthreads import NOTIFIER_FIELD
@@ -129,7 +130,7 @@ class Recovery:
         self.interval_s = settings.heartbeat_interval_ms / 1000
         self.job_ttl_s = settings.job_ttl_s
         self.first_seen: dict[str, float] = {}
-        self._interrupt = client.register_script(state.INTERRUPT)
+        self._interrupt = scripts.registered(client, scripts.WEBHOOK_INTERRUPT)
 
     def run(self, stop: threading.Event) -> None:
         def step() -> None:

@@ -14,6 +14,7 @@ from services.api.schemas import ErrorBody, JobList, JobSummary
 from shared import job_index, keys
 from shared.jobs import OPEN_JOB_GRACE_S
 from shared.messages import JobStatus, Progress, ms_to_datetime, now_ms
+from shared.redis import scripts
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ async def list_jobs(
 ) -> JobList:
     member, score = job_index.decode_cursor(cursor) if cursor else ("", "0")
     key = keys.job_index(caller_of(request), pipeline, status.value if status else None)
-    script = client.register_script(job_index.JOB_PAGE)
+    script = scripts.registered(client, scripts.JOB_PAGE)
     oldest = job_index.oldest_possible_ms(now_ms(), settings.job_ttl_s, OPEN_JOB_GRACE_S)
     rows, last, last_score = await script(
         keys=[key],
