@@ -33,7 +33,7 @@ from typing import Any
 
 import redis
 
-from shared import keys
+from shared import codecs, keys
 from shared.redis import scripts
 from workers.store import Entry, StageResult, Store
 
@@ -43,9 +43,6 @@ MAX_CLAIMS_PER_STEP = 16  # claim calls one step may make looking for an entry t
 DEFAULT_TRIM_INTERVAL_S = 60.0  # Settings.stream_trim_interval_s
 ADOPT_LIMIT = 10_000  # own pending entries taken back after an error, per stream
 
-
-def _text(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 @dataclass(frozen=True)
@@ -95,13 +92,13 @@ def dead_letter_fields(claimed: Claimed, group: str, reason: str) -> dict[str, s
 
 def parse_claim_reply(stream: str, reply: Sequence[Any]) -> tuple[str, list[Claimed], list[str]]:
     """RECLAIM's answer -> (next cursor, claimed entries, ids deleted from the stream)."""
-    cursor = _text(reply[0])
+    cursor = codecs.text(reply[0])
     claimed: list[Claimed] = []
     for raw_id, deliveries, flat in reply[1] or []:
-        values = [_text(v) for v in flat or []]
+        values = [codecs.text(v) for v in flat or []]
         fields = dict(zip(values[::2], values[1::2], strict=True))
-        claimed.append(Claimed(stream, _text(raw_id), int(deliveries), fields))
-    deleted = [_text(i) for i in (reply[2] if len(reply) > 2 else None) or []]
+        claimed.append(Claimed(stream, codecs.text(raw_id), int(deliveries), fields))
+    deleted = [codecs.text(i) for i in (reply[2] if len(reply) > 2 else None) or []]
     return cursor, claimed, deleted
 
 
@@ -175,7 +172,7 @@ class Reclaimer:
             rows = self.redis.xpending_range(
                 stream, self.group, min="-", max="+", count=ADOPT_LIMIT, consumername=self.consumer
             )
-            self._own.extend((stream, _text(row["message_id"])) for row in rows)
+            self._own.extend((stream, codecs.text(row["message_id"])) for row in rows)
         if self._own:
             log.info("consumer=%s taking back %d unfinished entries", self.consumer, len(self._own))
         return len(self._own)
@@ -221,7 +218,7 @@ class Reclaimer:
         for stream in self.stream_keys:
             floor, count = self._trim(keys=[stream])
             if int(count):
-                log.debug("trimmed %d entries of %s below %s", int(count), stream, _text(floor))
+                log.debug("trimmed %d entries of %s below %s", int(count), stream, codecs.text(floor))
             removed += int(count)
         self.trim_schedule.scanned()
         return removed

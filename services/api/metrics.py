@@ -21,7 +21,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
 from services.api.routers.health import live_workers
-from shared import keys, metrics
+from shared import codecs, keys, metrics
 from shared.pipeline_spec import PipelinesConfig
 from shared.redis import scripts
 
@@ -51,13 +51,10 @@ class Snapshot:
     waiting_requests: int = 0  # requests the scraped API process holds for their job's end
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
 
 def _oldest_ms(*entry_ids: Any) -> int | None:
     """When the oldest of these stream ids was added (ms); '' or None: none."""
-    times = [int(_text(i).partition("-")[0]) for i in entry_ids if i not in (None, b"", "")]
+    times = [int(codecs.text(i).partition("-")[0]) for i in entry_ids if i not in (None, b"", "")]
     return min(times) if times else None
 
 
@@ -90,10 +87,10 @@ async def read_snapshot(client: Any, config: PipelinesConfig, worker_ttl_ms: int
     }
     snapshot.backlog = {p: max(0, int(v or 0)) for p, v in zip(pipelines, backlogs, strict=True)}
     snapshot.models = {
-        model: {_text(k): float(v) for k, v in stats.items()}
+        model: {codecs.text(k): float(v) for k, v in stats.items()}
         for model, stats in zip(models, model_stats, strict=True)
     }
-    snapshot.workers = dict(Counter(_text(w.get(b"kind", w.get("kind", "?"))) for w in workers))
+    snapshot.workers = dict(Counter(codecs.text(w.get(b"kind", w.get("kind", "?"))) for w in workers))
     return snapshot
 
 

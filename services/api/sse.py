@@ -22,14 +22,11 @@ from typing import Any
 from services.api.job_events import JobEventHub, Subscription, Update, entry_key, parse_entry
 from services.api.routers.jobs import read_job
 from services.api.views import UNRENDERABLE, job_json
-from shared import keys
+from shared import codecs, keys
 from shared.redis import scripts
 from shared.messages import ItemOutput, ItemStatus, JobStatus, _stored_output, group_outputs
 
 RESUMABLE_ID = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$")
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def message(event: str | None, data: str, event_id: str | None = None) -> str:
@@ -114,8 +111,8 @@ class Session:
     async def events(self, sub: Subscription, stack: contextlib.AsyncExitStack, snapshot: list[Any]) -> AsyncIterator[str]:
         async with stack:
             flat, outputs_flat, last, resumed, entries, entry_outputs = snapshot
-            job = {_text(k): _text(v) for k, v in zip(flat[::2], flat[1::2], strict=True)}
-            last = _text(last)
+            job = {codecs.text(k): codecs.text(v) for k, v in zip(flat[::2], flat[1::2], strict=True)}
+            last = codecs.text(last)
             if JobStatus(job["status"]).is_final:
                 yield await self._completed(last if last != "0-0" else None)
                 return
@@ -126,7 +123,7 @@ class Session:
                 values = iter(entry_outputs)
                 updates = []
                 for entry_id, fields in entries:
-                    f = {_text(k): _text(v) for k, v in zip(fields[::2], fields[1::2], strict=True)}
+                    f = {codecs.text(k): codecs.text(v) for k, v in zip(fields[::2], fields[1::2], strict=True)}
                     raw = next(values, None) if f.get("t") == "o" else None
                     update = parse_entry(entry_id, f, raw)
                     if update is not None:
@@ -136,7 +133,7 @@ class Session:
                     if ended:
                         return
             else:
-                stored = {int(_text(k)): v for k, v in zip(outputs_flat[::2], outputs_flat[1::2], strict=True)}
+                stored = {int(codecs.text(k)): v for k, v in zip(outputs_flat[::2], outputs_flat[1::2], strict=True)}
                 for index in sorted(stored):
                     for output in outputs.finished(index, stored[index]):
                         yield message("output", _output_json(output))
@@ -151,7 +148,7 @@ class Session:
                     status = await self.client.hget(keys.job(self.job_id), "status")
                     if status is None:
                         return
-                    if JobStatus(_text(status)).is_final:
+                    if JobStatus(codecs.text(status)).is_final:
                         yield await self._completed(None)
                         return
                     continue
