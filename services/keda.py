@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from shared import keys
+from shared.priority import CPU_READ_COUNT
 
 if TYPE_CHECKING:  # the CLI builds its parser from services/deploy_k8s.py: keep imports light
     from shared.pipeline_spec import PipelinesConfig
@@ -97,9 +98,7 @@ def redis_target(url: str | None, namespace: str) -> RedisTarget:
 
 def cpu_target(overlay: Overlay) -> int:
     """Entries of one CPU stream a preprocess pod holds at full load."""
-    from workers.preprocess import READ_COUNT  # noqa: PLC0415 - no torch; only when rendering
-
-    return READ_COUNT * overlay.preprocess_processes
+    return CPU_READ_COUNT * overlay.preprocess_processes
 
 
 def model_target(config: PipelinesConfig, model: str, overlay: Overlay) -> int:

@@ -39,7 +39,7 @@ from shared import redis_conn
 from shared.redis_checks import check_redis
 from shared.redis_conn import redact_url
 from shared.settings import Settings
-from workers.webhooks.signing import secret_env
+from shared.webhook_secret import secret_env
 
 log = logging.getLogger(__name__)
 

@@ -155,3 +155,16 @@ def _decode_list(view: memoryview) -> list[Any]:
     if offset != len(view):
         raise CodecError("trailing bytes after list")
     return out
+
+
+# -- Redis replies -------------------------------------------------------------------------
+
+
+def text(value: Any) -> str:
+    """A Redis reply as text: bytes decoded (UTF-8), anything else as str()."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def text_or_none(value: Any) -> str | None:
+    """As text(), with None (a missing field) kept as None."""
+    return None if value is None else text(value)

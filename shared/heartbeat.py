@@ -1,6 +1,6 @@
 """Worker heartbeats: how workers announce what they serve, and how /readyz reads it.
 
-A worker writes, every `heartbeat_interval_ms`, in one script (HEARTBEAT):
+A worker writes, every `heartbeat_interval_ms`, in one script (shared/redis/lua/heartbeat.lua):
   ZADD  keys.WORKERS {worker_id: now_ms}
   HSET  keys.worker(worker_id) kind=<preprocess|model|notifier> streams=<comma-joined stream names>
         pid=<pid> host=<hostname>
@@ -19,22 +19,12 @@ import socket
 from typing import Any
 
 from shared import keys
-
-
-# KEYS: 1 keys.WORKERS, 2 keys.worker(id). ARGV: 1 worker id, 2 now ms, 3 ttl ms, 4 kind,
-# 5 streams (comma-joined), 6 pid, 7 host. Forgets workers dead for 10 TTLs (keeps the set small).
-HEARTBEAT = """
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[2]) - 10 * tonumber(ARGV[3]))
-redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
-redis.call('HSET', KEYS[2], 'kind', ARGV[4], 'streams', ARGV[5], 'pid', ARGV[6], 'host', ARGV[7])
-redis.call('PEXPIRE', KEYS[2], ARGV[3])
-return 1
-"""
+from shared.redis import scripts
 
 
 def add_heartbeat(pipe: Any, worker_id: str, kind: str, streams: list[str], now_ms: int, ttl_ms: int) -> None:
     pipe.eval(
-        HEARTBEAT, 2, keys.WORKERS, keys.worker(worker_id),
+        scripts.HEARTBEAT, 2, keys.WORKERS, keys.worker(worker_id),
         worker_id, now_ms, ttl_ms, kind, ",".join(streams), str(os.getpid()), socket.gethostname(),
     )  # fmt: skip
 

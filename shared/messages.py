@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from shared import priority as priorities
+from shared import codecs, priority as priorities
 from shared.priority import Priority
 
 log = logging.getLogger(__name__)
@@ -85,9 +85,6 @@ def ms_to_datetime(value: int | str | bytes | None) -> datetime | None:
     return datetime.fromtimestamp(int(value) / 1000, tz=timezone.utc)
 
 
-def _text(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
 
 class WorkItem(BaseModel):
     """One item of one job, queued for one stage: a stream entry."""
@@ -102,7 +99,7 @@ class WorkItem(BaseModel):
 
     @classmethod
     def from_fields(cls, fields: dict[Any, Any]) -> WorkItem:
-        f = {_text(k): _text(v) for k, v in fields.items()}
+        f = {codecs.text(k): codecs.text(v) for k, v in fields.items()}
         return cls(job_id=f["job"], index=int(f["index"]), pipeline=f["pipeline"], stage=f["stage"])
 
 
@@ -191,7 +188,7 @@ class JobEvent(BaseModel):
 
     @classmethod
     def from_fields(cls, fields: dict[Any, Any]) -> JobEvent:
-        f = {_text(k): _text(v) for k, v in fields.items()}
+        f = {codecs.text(k): codecs.text(v) for k, v in fields.items()}
         at = int(f["at"]) if f.get("at") else None
         return cls(job_id=f["job"], type=EventType(f["type"]), at_ms=at)
 
@@ -265,9 +262,9 @@ def _stored_json(raw: str, what: str) -> Any:
 
 def job_view_from_redis(job: dict[Any, Any], outputs: dict[Any, Any]) -> JobView:
     """Build a JobView from the job hash and its outputs hash (as redis-py returns them)."""
-    f = {_text(k): _text(v) for k, v in job.items()}
+    f = {codecs.text(k): codecs.text(v) for k, v in job.items()}
     total = int(f.get("total", 0))
-    done_outputs = {int(_text(k)): _stored_output(int(_text(k)), v) for k, v in outputs.items()}
+    done_outputs = {int(codecs.text(k)): _stored_output(int(codecs.text(k)), v) for k, v in outputs.items()}
     # An item of a canceled job that has no output never will: it shows `canceled`, not `pending`.
     unfinished = ItemStatus.canceled if f["status"] == JobStatus.canceled.value else ItemStatus.pending
     items = [done_outputs.get(i, ItemOutput(index=i, status=unfinished)) for i in range(total)]

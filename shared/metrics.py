@@ -17,7 +17,7 @@ statuses and outcomes: bounded, never job ids. Pipeline and stage names cannot h
 
 Workers aggregate what they observe in a Tally and hand `take()` to the write they make
 anyway (Store.complete's `counters`): no round trip of its own. Items and jobs by final
-status are counted in the Lua scripts that make them final (workers/scripts.py), webhook
+status are counted in the Lua scripts that make them final (shared/redis/lua), webhook
 attempts in the one that records them (shared/webhooks.py FINISH), with the same fields.
 """
 
@@ -29,7 +29,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared import keys
+from shared import codecs, keys
 
 SEP = "|"
 INF = "+Inf"
@@ -182,19 +182,16 @@ class Parsed:
     histograms: dict[Family, dict[tuple[str, ...], Histogram]]
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
 
 def parse(fields: Mapping[Any, Any]) -> Parsed:
     """keys.METRICS as HGETALL returns it -> counters and histograms per family and labels.
     Fields of no known family, or malformed, are skipped (a newer or older writer's)."""
     out = Parsed({f: {} for f in FAMILIES if not f.is_histogram}, {f: {} for f in FAMILIES if f.is_histogram})
     for raw_name, raw_value in fields.items():
-        name = _text(raw_name)
+        name = codecs.text(raw_name)
         family = _BY_ID.get(name.partition(SEP)[0])
         try:
-            value = float(_text(raw_value))
+            value = float(codecs.text(raw_value))
         except ValueError:
             continue
         if family is None or not math.isfinite(value):

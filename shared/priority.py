@@ -36,6 +36,9 @@ class Priority(str, Enum):
 
 ORDER: tuple[Priority, ...] = (Priority.high, Priority.normal, Priority.low)
 DEFAULT = Priority.normal
+# Entries a preprocess worker reads per stage per step, all priorities together (workers/preprocess.py):
+# small, so a slow item holds few others back. services/keda.py sizes CPU pods by it.
+CPU_READ_COUNT = 8
 NAMES: tuple[str, ...] = tuple(p.value for p in ORDER)
 WEIGHTS: tuple[int, ...] = (8, 3, 1)  # high : normal : low, of a worker's slots when all wait
 

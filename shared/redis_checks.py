@@ -25,11 +25,10 @@ from typing import Any
 
 import redis
 
+from shared import codecs
+
 CONFIG_NAMES = ("maxmemory-policy", "maxmemory", "appendonly", "appendfsync", "save")
 
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def problems(config: Mapping[str, str]) -> list[str]:
@@ -71,8 +70,8 @@ def notes(config: Mapping[str, str]) -> list[str]:
 
 def _flat(reply: Any) -> dict[str, str]:
     if isinstance(reply, Mapping):
-        return {_text(k): _text(v) for k, v in reply.items()}
-    values = [_text(v) for v in reply or []]
+        return {codecs.text(k): codecs.text(v) for k, v in reply.items()}
+    values = [codecs.text(v) for v in reply or []]
     return dict(zip(values[::2], values[1::2], strict=True))
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from shared import keys
 from shared.priority import ORDER, Share
-from workers import scripts
+from shared.redis import scripts
 from workers.store import Entry, Store
 
 
@@ -27,7 +27,7 @@ class PriorityReader:
         self.streams = [name for stage in self.stages for name in keys.stage_streams(stage)]
         self.shares = {stage: Share() for stage in self.stages}
         self._keys = [keys.stream(name) for name in self.streams]
-        self._script = store.redis.register_script(scripts.READ_BY_PRIORITY)
+        self._script = scripts.registered(store.redis, scripts.READ_BY_PRIORITY)
 
     def read(self, block_ms: int | None) -> list[Entry]:
         """This step's entries, high first (block_ms None: never block)."""

@@ -35,12 +35,13 @@ from typing import Any
 
 import redis
 
-from shared import keys
+from shared import codecs, keys
 from shared import webhooks as state
 from shared.logs import setup_logging
 from shared.messages import JobEvent, now_ms, parse_webhook_events
 from shared.netguard import AddressPolicy
 from shared.settings import Settings
+from shared.redis import scripts
 from workers import runtime
 from workers.heartbeat import Heartbeat
 from workers.reclaim import Reclaimer, give_up_reason
@@ -73,7 +74,7 @@ class Notifier:
             client, keys.NOTIFIER_GROUP, consumer, [keys.EVENTS], settings.lease_ms, settings.max_deliveries,
             trim_interval_s=settings.stream_trim_interval_s,
         )  # fmt: skip
-        self._create = client.register_script(state.CREATE)
+        self._create = scripts.registered(client, scripts.WEBHOOK_CREATE)
 
     def setup(self) -> None:
         try:
@@ -92,7 +93,7 @@ class Notifier:
             keys.NOTIFIER_GROUP, self.consumer, {keys.EVENTS: start}, count=count, block=block_ms
         )
         return [
-            (_text(entry_id), fields or {}) for _, messages in reply or [] for entry_id, fields in messages
+            (codecs.text(entry_id), fields or {}) for _, messages in reply or [] for entry_id, fields in messages
         ]
 
     def run_once(self, block_ms: int | None = None) -> int:
@@ -119,7 +120,7 @@ class Notifier:
     def _look_up(self, batch: list[dict[Any, Any]]) -> dict[str, tuple[Any, Any, Any]]:
         """Each job's webhook, the events it wants and whether its receiver is gone, for a batch
         of events in one round trip (most jobs have no webhook: their events are only dropped)."""
-        jobs = list(dict.fromkeys(_text(f[b"job"] if b"job" in f else f.get("job", "")) for f in batch))
+        jobs = list(dict.fromkeys(codecs.text(f[b"job"] if b"job" in f else f.get("job", "")) for f in batch))
         jobs = [job for job in jobs if job]
         if not jobs:
             return {}
@@ -135,7 +136,7 @@ class Notifier:
     ) -> str:
         """Queue what an event asks for; returns what was done (for logs and tests). `looked_up`:
         the batch's webhook lookups (`_look_up`), else this event's are read here."""
-        f = {_text(k): _text(v) for k, v in fields.items()}
+        f = {codecs.text(k): codecs.text(v) for k, v in fields.items()}
         if f.get("type") == state.REDELIVER_EVENT:
             try:
                 job_id, delivery, round_ = f["job"], f["delivery"], int(f["round"])
@@ -161,10 +162,10 @@ class Notifier:
             if event.type.short == "completed":
                 log.debug("job=%s has no webhook (or is gone)", event.job_id)
             return "no webhook"
-        if event.type.short not in parse_webhook_events(_text(wanted) if wanted else None):
+        if event.type.short not in parse_webhook_events(codecs.text(wanted) if wanted else None):
             return "not wanted"
         if gone:
-            log.info("job=%s %s not sent: %s", event.job_id, event.type.value, _text(gone))
+            log.info("job=%s %s not sent: %s", event.job_id, event.type.value, codecs.text(gone))
             return "receiver gone"
         delivery = state.delivery_id(event.job_id, event_id)
         at_ms = event.at_ms or int(event_id.split("-", 1)[0])
@@ -190,9 +191,6 @@ class Notifier:
         runtime.retire_consumer(self.redis, keys.NOTIFIER_GROUP, self.consumer, [keys.EVENTS])
         log.info("consumer=%s stopped", self.consumer)
 
-
-def _text(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def signing_key(settings: Settings) -> bytes | None:

@@ -17,6 +17,7 @@ from typing import Any
 
 from shared import keys
 from shared.logs import setup_logging
+from shared.priority import CPU_READ_COUNT
 from shared.settings import Settings
 from workers import pool, runtime
 from workers.heartbeat import Heartbeat
@@ -28,7 +29,7 @@ from workers.store import Entry, StageResult, Store
 
 log = logging.getLogger("workers.preprocess")  # not __main__ under `python -m`
 
-READ_COUNT = 8  # entries per stage per step (all priorities): small, so a slow item holds few others back
+READ_COUNT = CPU_READ_COUNT  # entries per stage per step (all priorities): shared/priority.py
 
 
 class PreprocessWorker:

@@ -33,8 +33,8 @@ from typing import Any
 
 import redis
 
-from shared import keys
-from workers import scripts
+from shared import codecs, keys
+from shared.redis import scripts
 from workers.store import Entry, StageResult, Store
 
 log = logging.getLogger(__name__)
@@ -43,9 +43,6 @@ MAX_CLAIMS_PER_STEP = 16  # claim calls one step may make looking for an entry t
 DEFAULT_TRIM_INTERVAL_S = 60.0  # Settings.stream_trim_interval_s
 ADOPT_LIMIT = 10_000  # own pending entries taken back after an error, per stream
 
-
-def _text(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 @dataclass(frozen=True)
@@ -95,13 +92,13 @@ def dead_letter_fields(claimed: Claimed, group: str, reason: str) -> dict[str, s
 
 def parse_claim_reply(stream: str, reply: Sequence[Any]) -> tuple[str, list[Claimed], list[str]]:
     """RECLAIM's answer -> (next cursor, claimed entries, ids deleted from the stream)."""
-    cursor = _text(reply[0])
+    cursor = codecs.text(reply[0])
     claimed: list[Claimed] = []
     for raw_id, deliveries, flat in reply[1] or []:
-        values = [_text(v) for v in flat or []]
+        values = [codecs.text(v) for v in flat or []]
         fields = dict(zip(values[::2], values[1::2], strict=True))
-        claimed.append(Claimed(stream, _text(raw_id), int(deliveries), fields))
-    deleted = [_text(i) for i in (reply[2] if len(reply) > 2 else None) or []]
+        claimed.append(Claimed(stream, codecs.text(raw_id), int(deliveries), fields))
+    deleted = [codecs.text(i) for i in (reply[2] if len(reply) > 2 else None) or []]
     return cursor, claimed, deleted
 
 
@@ -160,9 +157,9 @@ class Reclaimer:
         self.lease_ms = lease_ms
         self.max_deliveries = max_deliveries
         self.schedule = Schedule(lease_ms / 2000, clock)
-        self._script = client.register_script(scripts.RECLAIM)
-        self._dead_letter = client.register_script(scripts.DEAD_LETTER)
-        self._trim = client.register_script(scripts.TRIM_STREAM)
+        self._script = scripts.registered(client, scripts.RECLAIM)
+        self._dead_letter = scripts.registered(client, scripts.DEAD_LETTER)
+        self._trim = scripts.registered(client, scripts.TRIM_STREAM)
         self.trim_schedule = Schedule.after_one_interval(trim_interval_s, clock)
         self._scan: deque[tuple[str, str]] = deque()  # (stream, cursor) left in this scan
         self._own: deque[tuple[str, str]] = deque()  # own unfinished entries: (stream, id)
@@ -175,7 +172,7 @@ class Reclaimer:
             rows = self.redis.xpending_range(
                 stream, self.group, min="-", max="+", count=ADOPT_LIMIT, consumername=self.consumer
             )
-            self._own.extend((stream, _text(row["message_id"])) for row in rows)
+            self._own.extend((stream, codecs.text(row["message_id"])) for row in rows)
         if self._own:
             log.info("consumer=%s taking back %d unfinished entries", self.consumer, len(self._own))
         return len(self._own)
@@ -221,7 +218,7 @@ class Reclaimer:
         for stream in self.stream_keys:
             floor, count = self._trim(keys=[stream])
             if int(count):
-                log.debug("trimmed %d entries of %s below %s", int(count), stream, _text(floor))
+                log.debug("trimmed %d entries of %s below %s", int(count), stream, codecs.text(floor))
             removed += int(count)
         self.trim_schedule.scanned()
         return removed

@@ -1,7 +1,7 @@
 """The workers' side of Redis: read work items, load their inputs, record stage results.
 
 Reads go through consumer groups; an entry is acknowledged only in the same atomic step
-that writes its output (workers/scripts.py), so a worker that dies mid-batch leaves its
+that writes its output (shared/redis/lua), so a worker that dies mid-batch leaves its
 entries pending for another. Each call is one round trip for the whole batch.
 """
 
@@ -22,7 +22,7 @@ from shared.pipeline_spec import INPUT, PipelinesConfig, StageSpec
 from shared.files import DEFAULT_MAX_FILE_BYTES, FileError
 from shared.priority import Priority
 from shared.redis_full import is_out_of_memory
-from workers import scripts
+from shared.redis import scripts
 from workers.output_files import lift
 from workers.scripted_pipeline import ScriptedPipeline
 
@@ -60,9 +60,6 @@ class StageResult:
 _OPEN = (JobStatus.queued.value, JobStatus.running.value)  # a job in any other status has ended
 
 
-def _text(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
 
 def _need_field(need: str) -> str:
     return keys.INPUT_FIELD if need == INPUT else keys.stage_output_field(need)
@@ -80,8 +77,8 @@ class Store:
         self.config = config
         self.ttl_s = ttl_s
         self.max_file_bytes = max_file_bytes  # DLPIPE_MAX_OUTPUT_FILE_BYTES: one output file at most
-        self._start_job = client.register_script(scripts.START_JOB)
-        self._complete = client.register_script(scripts.COMPLETE_STAGE)
+        self._start_job = scripts.registered(client, scripts.START_JOB)
+        self._complete = scripts.registered(client, scripts.COMPLETE_STAGE)
 
     def stage_of(self, item: WorkItem) -> StageSpec:
         return self.config.pipelines[item.pipeline].stage(item.stage)
@@ -103,7 +100,7 @@ class Store:
             found = self.redis.xinfo_groups(stream_key)
         except redis.ResponseError:  # no such stream
             return False
-        return any(_text(g.get("name", g.get(b"name", b""))) == group for g in found)
+        return any(codecs.text(g.get("name", g.get(b"name", b""))) == group for g in found)
 
     def read(
         self,
@@ -138,7 +135,7 @@ class Store:
             for entry_id, fields in messages:
                 if isinstance(fields, list):
                     fields = dict(zip(fields[::2], fields[1::2], strict=True))
-                entry = self.entry(group, _text(stream_key), _text(entry_id), fields or {})
+                entry = self.entry(group, codecs.text(stream_key), codecs.text(entry_id), fields or {})
                 if entry is not None:
                     entries.append(entry)
         return entries
@@ -209,7 +206,7 @@ class Store:
                 continue
             loaded.append(values)
             if blob_key is not None and isinstance(values[needs.index(INPUT)], dict):
-                blob_refs.append((values[needs.index(INPUT)], _text(blob_key)))
+                blob_refs.append((values[needs.index(INPUT)], codecs.text(blob_key)))
         if blob_refs:
             self._attach_blobs(blob_refs)
         return loaded
@@ -224,10 +221,10 @@ class Store:
         expired: list[StageResult] = []
         for entry, here in zip(entries, present, strict=True):
             status, deadline, timeout_s = jobs[entry.item.job_id]
-            if status is None or _text(status) not in _OPEN:  # ended, or gone (its record expired)
+            if status is None or codecs.text(status) not in _OPEN:  # ended, or gone (its record expired)
                 ended.append(entry)
             elif here and deadline is not None and stamp > int(deadline):
-                reason = expired_reason(_text(timeout_s or b"?"))
+                reason = expired_reason(codecs.text(timeout_s or b"?"))
                 expired.append(StageResult(entry, error=reason))
         if not ended and not expired:
             return set()
@@ -240,7 +237,7 @@ class Store:
         for job_id in dict.fromkeys(e.item.job_id for e in ended):
             count = sum(e.item.job_id == job_id for e in ended)
             status = jobs[job_id][0]
-            why = f"has ended ({_text(status)})" if status is not None else "is gone"
+            why = f"has ended ({codecs.text(status)})" if status is not None else "is gone"
             log.info("job=%s %s: skipped %d entries", job_id, why, count)
         for result in expired:
             item = result.entry.item

@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO))
 from shared import keys  # noqa: E402
 from shared.embedded_redis import start_redis  # noqa: E402
 from shared.messages import now_ms  # noqa: E402
-from workers.webhooks.signing import new_secret  # noqa: E402
+from shared.webhook_secret import new_secret  # noqa: E402
 
 
 class Receiver:

@@ -56,7 +56,7 @@ from services.api.drain import retry_after_s
 from shared import keys
 from shared.errors import InvalidRequest, shown
 from shared.messages import now_ms
-from workers import scripts
+from shared.redis import scripts
 
 log = logging.getLogger(__name__)
 
@@ -64,13 +64,6 @@ IDEMPOTENCY_HEADER = "Idempotency-Key"
 GRANT_MS = 60_000  # how long an admission grant holds its place if its job is never written
 PENDING_S = 10  # how long a claimed key stays claimed if its request dies before the job exists
 WAIT_S = 12.0  # how long a request waits for another one with its key (longer: a dead claim lapses)
-
-# Delete a claim only while it is still the pending claim this request made.
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
 
 # -- admission ------------------------------------------------------------------------------
 
@@ -97,7 +90,7 @@ async def admit(
     (`Retry-After` from the pipeline's drain rate, `drain_per_s` items/s, or for bytes from the
     budget's; None: unknown); returns the grant (for queue_new_job)."""
     grant = uuid.uuid4().hex
-    script = client.register_script(scripts.ADMIT)
+    script = scripts.registered(client, scripts.ADMIT)
     if budget is None:
         granted, backlog = await script(
             keys=[keys.backlog(pipeline), keys.admissions(pipeline)],
@@ -262,7 +255,7 @@ async def claim(
 
 async def release(client: Redis, held: Claim) -> None:
     """Give the key up (the job was not written), if it still holds this request's claim."""
-    script = client.register_script(_RELEASE)
+    script = scripts.registered(client, scripts.IDEMPOTENCY_RELEASE)
     await script(keys=[held.redis_key], args=[held.pending])
 
 

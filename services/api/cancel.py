@@ -7,11 +7,11 @@ import logging
 from enum import Enum
 from typing import Any
 
-from shared import keys, redis_conn
+from shared import codecs, keys, redis_conn
 from shared.jobs import drop_items
 from shared.messages import now_ms
 from shared.settings import Settings
-from workers import scripts
+from shared.redis import scripts
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +28,8 @@ async def cancel(client: Any, settings: Settings, job_id: str) -> tuple[Canceled
     pipeline, total = await client.hmget(keys.job(job_id), ["pipeline", "total"])
     if pipeline is None:
         return Canceled.no_job, "", redis_conn.Replicated(0, 0)
-    name = _text(pipeline)
-    script = client.register_script(scripts.CANCEL_JOB)
+    name = codecs.text(pipeline)
+    script = scripts.registered(client, scripts.CANCEL_JOB)
     pipe = client.pipeline(transaction=False)
     seen = redis_conn.wait_after(pipe, settings)
     await script(
@@ -51,7 +51,7 @@ async def cancel(client: Any, settings: Settings, job_id: str) -> tuple[Canceled
     if int(outcome) == -1:
         return Canceled.no_job, "", seen
     if int(outcome) == 0:
-        return Canceled.ended, _text(status), seen
+        return Canceled.ended, codecs.text(status), seen
     # The inputs of items that will never run: free them now rather than at the job's TTL.
     async with client.pipeline(transaction=False) as drop:
         drop_items(drop, job_id, int(total or 0))
@@ -59,6 +59,3 @@ async def cancel(client: Any, settings: Settings, job_id: str) -> tuple[Canceled
     log.info("job=%s canceled", job_id)
     return Canceled.canceled, "", seen
 
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

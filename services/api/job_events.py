@@ -24,7 +24,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from shared import keys
+from shared import codecs, keys
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +32,6 @@ BLOCK_MS = 200  # a job followed anew waits at most this for the reader's next X
 READ_COUNT = 256  # entries per stream per XREAD
 RETRY_DELAY_S = 0.5
 
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def entry_key(entry_id: str) -> tuple[int, int]:
@@ -60,11 +57,11 @@ class Update:
 
 
 def parse_entry(entry_id: Any, fields: dict[Any, Any], output: bytes | None = None) -> Update | None:
-    f = {_text(k): _text(v) for k, v in fields.items()}
+    f = {codecs.text(k): codecs.text(v) for k, v in fields.items()}
     if f.get("t") == "c":
-        return Update(_text(entry_id), status=f.get("s", "?"))
+        return Update(codecs.text(entry_id), status=f.get("s", "?"))
     if f.get("t") == "o" and f.get("i", "").isdigit():
-        return Update(_text(entry_id), index=int(f["i"]), done=int(f.get("d") or 0), output=output)
+        return Update(codecs.text(entry_id), index=int(f["i"]), done=int(f.get("d") or 0), output=output)
     return None
 
 
@@ -137,15 +134,15 @@ class JobEventHub:
         found: list[tuple[str, list[tuple[Any, dict[Any, Any]]]]] = []
         async with self._client.pipeline(transaction=False) as pipe:
             for stream, entries in reply:
-                job = _text(stream).removeprefix(keys.job("")).removesuffix(":events")
+                job = codecs.text(stream).removeprefix(keys.job("")).removesuffix(":events")
                 found.append((job, entries))
-                indices = [_text(f.get(b"i", b"")) for _, f in entries if f.get(b"t") == b"o"]
+                indices = [codecs.text(f.get(b"i", b"")) for _, f in entries if f.get(b"t") == b"o"]
                 pipe.hmget(keys.job_outputs(job), indices or ["-"])
             outputs = await pipe.execute()
         for (job, entries), values in zip(found, outputs, strict=True):
             if job not in self._after:
                 continue  # its last subscriber left meanwhile
-            self._after[job] = _text(entries[-1][0])
+            self._after[job] = codecs.text(entries[-1][0])
             values_left = iter(values)
             updates = []
             for entry_id, fields in entries:

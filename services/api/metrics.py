@@ -1,7 +1,7 @@
 """GET /metrics: the whole stack's metrics, read from Redis at scrape, in Prometheus's format.
 
 Workers push their counters to Redis (shared/metrics.py: keys.METRICS, and each model's
-keys.model_stats); the API reads them, with the streams' backlogs (workers/scripts.py
+keys.model_stats); the API reads them, with the streams' backlogs (shared/redis/lua
 STREAM_BACKLOG), the pipelines' admission counters (keys.backlog) and the live workers'
 heartbeats, in a few pipelined round trips, into a Snapshot. `families(snapshot)` turns it
 into prometheus_client metric families (a pure function), which a one-off registry renders
@@ -21,9 +21,9 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
 from services.api.routers.health import live_workers
-from shared import keys, metrics
+from shared import codecs, keys, metrics
 from shared.pipeline_spec import PipelinesConfig
-from workers import scripts
+from shared.redis import scripts
 
 EVENTS_STREAM = "events"  # the label of keys.EVENTS
 LAG_COUNT_CAP = 100_000  # most entries STREAM_BACKLOG counts per group on a Redis without `lag`
@@ -51,13 +51,10 @@ class Snapshot:
     waiting_requests: int = 0  # requests the scraped API process holds for their job's end
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
 
 def _oldest_ms(*entry_ids: Any) -> int | None:
     """When the oldest of these stream ids was added (ms); '' or None: none."""
-    times = [int(_text(i).partition("-")[0]) for i in entry_ids if i not in (None, b"", "")]
+    times = [int(codecs.text(i).partition("-")[0]) for i in entry_ids if i not in (None, b"", "")]
     return min(times) if times else None
 
 
@@ -73,7 +70,7 @@ async def read_snapshot(client: Any, config: PipelinesConfig, worker_ttl_ms: int
     streams = watched_streams(config)
     pipelines = sorted(config.pipelines)
     models = list(config.model_streams())
-    backlog_script = client.register_script(scripts.STREAM_BACKLOG)
+    backlog_script = scripts.registered(client, scripts.STREAM_BACKLOG)
     async with client.pipeline(transaction=False) as pipe:
         stream_keys, groups = [key for _, key, _ in streams], [group for _, _, group in streams]
         await backlog_script(keys=stream_keys, args=[LAG_COUNT_CAP, *groups], client=pipe)
@@ -90,10 +87,10 @@ async def read_snapshot(client: Any, config: PipelinesConfig, worker_ttl_ms: int
     }
     snapshot.backlog = {p: max(0, int(v or 0)) for p, v in zip(pipelines, backlogs, strict=True)}
     snapshot.models = {
-        model: {_text(k): float(v) for k, v in stats.items()}
+        model: {codecs.text(k): float(v) for k, v in stats.items()}
         for model, stats in zip(models, model_stats, strict=True)
     }
-    snapshot.workers = dict(Counter(_text(w.get(b"kind", w.get("kind", "?"))) for w in workers))
+    snapshot.workers = dict(Counter(codecs.text(w.get(b"kind", w.get("kind", "?"))) for w in workers))
     return snapshot
 
 

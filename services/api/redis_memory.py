@@ -23,12 +23,12 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.utils import safe_str
 
-from workers import scripts
+from shared.redis import scripts
 
 
 async def read_keys(client: Any, hashes: Sequence[str], lists: Sequence[str] = ()) -> list[Any]:
     """HGETALL of each hash (as dicts) and LRANGE 0 -1 of each list, in one atomic step."""
-    script = client.register_script(scripts.READ)
+    script = scripts.registered(client, scripts.READ)
     replies = await script(keys=[*hashes, *lists], args=[len(hashes)])
     out: list[Any] = [dict(zip(flat[::2], flat[1::2], strict=True)) for flat in replies[: len(hashes)]]
     return out + [list(items) for items in replies[len(hashes) :]]

@@ -22,39 +22,11 @@ from typing import Any
 from services.api.job_events import JobEventHub, Subscription, Update, entry_key, parse_entry
 from services.api.routers.jobs import read_job
 from services.api.views import UNRENDERABLE, job_json
-from shared import keys
+from shared import codecs, keys
+from shared.redis import scripts
 from shared.messages import ItemOutput, ItemStatus, JobStatus, _stored_output, group_outputs
 
 RESUMABLE_ID = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$")
-
-# A job's state and its event stream's end, read at one instant. With a resume id (ARGV[1]) whose
-# entry is still in the stream (nothing after it was trimmed), of a job with no groups: the entries
-# after it and their items' outputs instead of every output.
-# KEYS: 1 job hash, 2 outputs hash, 3 event stream. ARGV: 1 resume id or ''
-# Returns {job fields, outputs (flat), last id ('0-0': none), resumed (0/1), entries, their outputs}
-SNAPSHOT = """
-local job = redis.call('HGETALL', KEYS[1])
-local last = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)
-local last_id = '0-0'
-if last[1] then last_id = last[1][1] end
-if ARGV[1] ~= '' and redis.call('HEXISTS', KEYS[1], 'groups') == 0
-   and #redis.call('XRANGE', KEYS[3], ARGV[1], ARGV[1]) == 1 then
-  local entries = redis.call('XRANGE', KEYS[3], '(' .. ARGV[1], '+')
-  local indices = {}
-  for _, e in ipairs(entries) do
-    local f = e[2]
-    for i = 1, #f, 2 do if f[i] == 'i' then indices[#indices + 1] = f[i + 1] end end
-  end
-  local outputs = {}
-  if #indices > 0 then outputs = redis.call('HMGET', KEYS[2], unpack(indices)) end
-  return {job, {}, last_id, 1, entries, outputs}
-end
-return {job, redis.call('HGETALL', KEYS[2]), last_id, 0, {}, {}}
-"""
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def message(event: str | None, data: str, event_id: str | None = None) -> str:
@@ -118,7 +90,7 @@ class Session:
         stack = contextlib.AsyncExitStack()
         sub = await stack.enter_async_context(self.hub.subscribe(self.job_id))
         try:
-            script = self.client.register_script(SNAPSHOT)
+            script = scripts.registered(self.client, scripts.JOB_SNAPSHOT)
             resume_id = resume if resume and RESUMABLE_ID.match(resume) else ""
             snapshot = await script(
                 keys=[keys.job(self.job_id), keys.job_outputs(self.job_id), keys.job_events(self.job_id)],
@@ -139,8 +111,8 @@ class Session:
     async def events(self, sub: Subscription, stack: contextlib.AsyncExitStack, snapshot: list[Any]) -> AsyncIterator[str]:
         async with stack:
             flat, outputs_flat, last, resumed, entries, entry_outputs = snapshot
-            job = {_text(k): _text(v) for k, v in zip(flat[::2], flat[1::2], strict=True)}
-            last = _text(last)
+            job = {codecs.text(k): codecs.text(v) for k, v in zip(flat[::2], flat[1::2], strict=True)}
+            last = codecs.text(last)
             if JobStatus(job["status"]).is_final:
                 yield await self._completed(last if last != "0-0" else None)
                 return
@@ -151,7 +123,7 @@ class Session:
                 values = iter(entry_outputs)
                 updates = []
                 for entry_id, fields in entries:
-                    f = {_text(k): _text(v) for k, v in zip(fields[::2], fields[1::2], strict=True)}
+                    f = {codecs.text(k): codecs.text(v) for k, v in zip(fields[::2], fields[1::2], strict=True)}
                     raw = next(values, None) if f.get("t") == "o" else None
                     update = parse_entry(entry_id, f, raw)
                     if update is not None:
@@ -161,7 +133,7 @@ class Session:
                     if ended:
                         return
             else:
-                stored = {int(_text(k)): v for k, v in zip(outputs_flat[::2], outputs_flat[1::2], strict=True)}
+                stored = {int(codecs.text(k)): v for k, v in zip(outputs_flat[::2], outputs_flat[1::2], strict=True)}
                 for index in sorted(stored):
                     for output in outputs.finished(index, stored[index]):
                         yield message("output", _output_json(output))
@@ -176,7 +148,7 @@ class Session:
                     status = await self.client.hget(keys.job(self.job_id), "status")
                     if status is None:
                         return
-                    if JobStatus(_text(status)).is_final:
+                    if JobStatus(codecs.text(status)).is_final:
                         yield await self._completed(None)
                         return
                     continue

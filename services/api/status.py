@@ -19,20 +19,17 @@ from services.api.status_schemas import (
     WorkerStatus,
 )
 from services.api.status_series import StatusSampler
-from shared import keys
+from shared import codecs, keys
 from shared.heartbeat import served_streams
 from shared.messages import ms_to_datetime, now_ms
 from shared.pipeline_spec import PipelinesConfig
 from shared.redis_checks import CONFIG_NAMES, problems
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
 
 def _field(fields: dict[Any, Any], name: str) -> str | None:
     value = fields.get(name.encode(), fields.get(name))
-    return None if value is None else _text(value)
+    return None if value is None else codecs.text(value)
 
 
 def _stream_of(label: str, config: PipelinesConfig) -> tuple[str | None, str | None, str | None]:
@@ -57,7 +54,7 @@ async def _redis_status(client: Any) -> RedisStatus:
     try:
         for name in CONFIG_NAMES:
             reply = await client.config_get(name)
-            config.update({_text(k): _text(v) for k, v in reply.items()})
+            config.update({codecs.text(k): codecs.text(v) for k, v in reply.items()})
         found = problems(config)
     except ResponseError as exc:  # a managed Redis may refuse CONFIG
         found = [f"could not read its configuration ({exc})"]

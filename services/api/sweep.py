@@ -4,7 +4,7 @@ Each job is in its pipeline's deadlines set (keys.deadlines), scored by when it 
 ended: its deadline (`timeout_s`), else the end of its DLPIPE_JOB_TTL_S. Workers fail items
 past the deadline when they reach them; with no workers, or a stage stuck or gone, nobody
 would. So every DLPIPE_DEADLINE_SWEEP_INTERVAL_MS the sweep reads each pipeline's overdue jobs
-and ends each one with EXPIRE_JOB (workers/scripts.py): its unfinished outputs fail as
+and ends each one with EXPIRE_JOB (shared/redis/lua): its unfinished outputs fail as
 `expired: ...`, the job ends, the backlog counter loses those items, one job.completed event,
 all in one atomic script that does nothing for a job that has ended or left the set. Then the
 inputs of the items that will never run are freed, as on cancel.
@@ -39,10 +39,10 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from services.api.drain import BYTES, DrainRates
-from shared import job_index, keys
+from shared import codecs, job_index, keys
 from shared.jobs import OPEN_JOB_GRACE_S, TTL_EXPIRED_REASON, drop_items, expired_reason
 from shared.messages import now_ms
-from workers import scripts
+from shared.redis import scripts
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +50,6 @@ BATCH = 200  # overdue jobs read per pipeline per round trip
 MAX_BACKOFF_S = 30.0  # the longest wait between tries while Redis is away
 INDEX_TRIM_S = 60.0  # how often the job index loses the members too old to exist (shared/job_index.py)
 
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class Sweeper:
@@ -74,9 +71,9 @@ class Sweeper:
         self.interval_s = interval_s
         self.rates = rates
         self.clock = clock
-        self._expire = client.register_script(scripts.EXPIRE_JOB)
-        self._recount = client.register_script(scripts.RECOUNT_BACKLOG)
-        self._recount_bytes = client.register_script(scripts.RECOUNT_BYTES)
+        self._expire = scripts.registered(client, scripts.EXPIRE_JOB)
+        self._recount = scripts.registered(client, scripts.RECOUNT_BACKLOG)
+        self._recount_bytes = scripts.registered(client, scripts.RECOUNT_BYTES)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Sweep every interval until `stop` is set (a sweep in hand is finished first: it is not
@@ -103,7 +100,7 @@ class Sweeper:
     async def trim_index(self) -> None:
         """Drop from every owner's job index the jobs created too long ago to exist still (the
         listing drops the others it meets whose record has expired)."""
-        owners = sorted(_text(o) for o in await self.client.smembers(job_index.OWNERS_KEY))
+        owners = sorted(codecs.text(o) for o in await self.client.smembers(job_index.OWNERS_KEY))
         before = job_index.oldest_possible_ms(now_ms(), self.ttl_s, OPEN_JOB_GRACE_S)
         async with self.client.pipeline(transaction=False) as pipe:
             job_index.trim_index(pipe, owners, self.pipelines, before)
@@ -125,7 +122,7 @@ class Sweeper:
             overdue: list[tuple[str, str]] = []
             for name, ids, drained in zip(self.pipelines, replies[::2], replies[1::2], strict=True):
                 self.rates.observe(name, at_s, int(drained or 0))
-                overdue += [(name, _text(job_id)) for job_id in ids]
+                overdue += [(name, codecs.text(job_id)) for job_id in ids]
             if overdue:
                 ended += await self._end(overdue, now)
             if not any(len(ids) == BATCH for ids in replies[::2]):
@@ -165,13 +162,13 @@ class Sweeper:
             )
             log.warning(
                 "pipeline=%s backlog recounted from its open jobs: %s -> %s (%s gone dropped)",
-                name, _text(before), _text(after), _text(dropped),
+                name, codecs.text(before), codecs.text(after), codecs.text(dropped),
             )  # fmt: skip
         if recount:
             before, after = await self._recount_bytes(
                 keys=[keys.BYTES, *(keys.deadlines(name) for name in self.pipelines)], args=[keys.job("")]
             )
             log.warning(
-                "byte budget recounted from the open jobs: %s -> %s bytes", _text(before), _text(after)
+                "byte budget recounted from the open jobs: %s -> %s bytes", codecs.text(before), codecs.text(after)
             )
         return ended

@@ -22,7 +22,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from shared import keys
+from shared import codecs, keys
 from shared.messages import EventType, JobView
 
 log = logging.getLogger(__name__)
@@ -30,9 +30,6 @@ log = logging.getLogger(__name__)
 READ_COUNT = 512
 RETRY_DELAY_S = 0.5
 
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def parse_prefer_wait(header: str | None, max_wait_s: float) -> float | None:
@@ -187,7 +184,7 @@ class JobWaiters:
             try:
                 if last is None:
                     newest = await self._client.xrevrange(keys.EVENTS, count=1)
-                    last = _text(newest[0][0]) if newest else "0-0"
+                    last = codecs.text(newest[0][0]) if newest else "0-0"
                     self._positioned.set()
                     self._wake_all()  # (again) after an outage: whatever ended meanwhile is read now
                 started = asyncio.get_running_loop().time()
@@ -202,7 +199,7 @@ class JobWaiters:
                 continue
             for _stream, entries in reply or []:
                 for entry_id, fields in entries:
-                    last = _text(entry_id)
+                    last = codecs.text(entry_id)
                     kind = fields.get(b"type", fields.get("type"))
-                    if kind is not None and _text(kind) == EventType.completed.value:
-                        self._wake(_text(fields.get(b"job", fields.get("job", b""))))
+                    if kind is not None and codecs.text(kind) == EventType.completed.value:
+                        self._wake(codecs.text(fields.get(b"job", fields.get("job", b""))))

@@ -37,7 +37,8 @@ from shared.pipeline_spec import load_pipelines
 from shared.settings import Settings
 from tests.stagefns import job_view, pipelines
 from tests.unit.test_api_fixtures import anyio_backend, running, write_pipelines  # noqa: F401
-from workers import runtime, scripts
+from shared.redis import scripts
+from workers import runtime
 from workers import store as store_module
 from workers.inference import load_models
 from workers.model_worker import ModelWorker

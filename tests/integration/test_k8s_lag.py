@@ -24,7 +24,7 @@ from shared.embedded_redis import free_port, redis_command, wait_for_redis
 from shared.jobs import queue_new_job
 from shared.messages import now_ms
 from shared.pipeline_spec import parse_pipelines
-from workers import scripts
+from shared.redis import scripts
 from workers.store import StageResult, Store
 
 CONFIG = parse_pipelines(

@@ -21,7 +21,7 @@ from tests.integration.test_webhooks import Hook, hooks, settings_for, start_hoo
 from tests.integration.test_workers import Procs, is_final, procs  # noqa: F401 - fixtures
 from tests.stagefns import queue_job
 from tests.waiting import wait_until
-from workers import scripts
+from shared.redis import scripts
 
 API_KEY = "a-key-for-v1-routes"
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]

@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from tests.unit.test_reclaim import FakeClock
-from workers import scripts
+from shared.redis import scripts
 from workers.reclaim import Reclaimer
 
 STREAM = "dlpipe:stream:cpu.p.s"

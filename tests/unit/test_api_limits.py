@@ -29,7 +29,7 @@ from tests.unit.test_api_fixtures import (  # noqa: F401 - fixtures
     sync_redis,
     write_pipelines,
 )
-from workers import scripts
+from shared.redis import scripts
 
 pytestmark = pytest.mark.anyio
 

@@ -15,6 +15,7 @@ import pytest
 from services.api.app import create_app
 from shared import keys
 from shared import webhooks as state
+from shared.redis import scripts
 from shared.messages import now_ms
 from shared.settings import Settings
 from tests.unit.test_api_fixtures import (  # noqa: F401 - fixtures
@@ -111,7 +112,7 @@ async def test_internal_webhook_addresses_are_allowed_when_configured(
 def make_delivery(client: Any, job_id: str, *finishes: tuple[str, str, str]) -> str:
     """A delivery of the job's completion, then attempts that end as (state, status, error)."""
     delivery = state.delivery_id(job_id, "1700000000000-0")
-    client.eval(state.CREATE, 2, keys.webhook(delivery), keys.job_webhook(job_id), delivery, job_id,
+    client.eval(scripts.WEBHOOK_CREATE, 2, keys.webhook(delivery), keys.job_webhook(job_id), delivery, job_id,
                 "job.completed", 1_700_000_000_000, now_ms(), 3600, now_ms(), "1")  # fmt: skip
     for finish in finishes:
         attempt(client, job_id, delivery, 1, *finish)
@@ -123,11 +124,11 @@ def attempt(
 ) -> None:
     """One attempt of the round, as the notifier makes it (the same scripts), ending as given."""
     dkeys = [keys.webhook(delivery), keys.webhook_attempts(delivery), keys.job_webhook(job_id)]
-    client.eval(state.BEGIN, 3, *dkeys, round_, now_ms(), 3600)
+    client.eval(scripts.WEBHOOK_BEGIN, 3, *dkeys, round_, now_ms(), 3600)
     record = state.Attempt(now_ms(), 12, int(status) if status else None, error or None).to_json()
     nxt = str(now_ms() + 60_000) if new_state == "failed" else ""
     gone = "HTTP 410 Gone" if status == "410" else ""
-    client.eval(state.FINISH, 5, *dkeys, keys.job(job_id), keys.job_outputs(job_id), round_, new_state,
+    client.eval(scripts.WEBHOOK_FINISH, 5, *dkeys, keys.job(job_id), keys.job_outputs(job_id), round_, new_state,
                 record, status, error, nxt, 3600, now_ms(), gone)  # fmt: skip
 
 

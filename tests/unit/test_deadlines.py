@@ -21,7 +21,7 @@ from shared.messages import now_ms
 from shared.pipeline_spec import parse_pipelines
 from tests.stagefns import job_view
 from tests.unit.test_api_fixtures import anyio_backend  # noqa: F401 - fixture
-from workers import scripts
+from shared.redis import scripts
 from workers.store import StageResult, Store
 
 CONFIG = parse_pipelines(

@@ -14,7 +14,7 @@ from shared.messages import now_ms
 from tests.stagefns import queue_job
 from tests.unit.test_worker_steps import SETTINGS, cpu_worker, drain, make_store
 from tests.unit.test_worker_steps import model_worker as fused_model_worker
-from workers import scripts
+from shared.redis import scripts
 from workers.model_worker import ModelWorker
 
 # These steps run `post` in the preprocess worker, as a stage of its own (its queue wait, its

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from shared import keys
 from shared.embedded_redis import redis_command
 from shared.settings import Settings
-from workers import scripts
+from shared.redis import scripts
 
 
 def options(command: list[str]) -> dict[str, str]:

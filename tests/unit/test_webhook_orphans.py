@@ -11,6 +11,7 @@ import pytest
 
 from shared import keys
 from shared import webhooks as state
+from shared.redis import scripts
 from shared.messages import now_ms
 from tests.unit.test_webhook_state import begin, client, finished_job, redeliver  # noqa: F401 - a fixture
 from workers.webhooks.orphans import RqWorker, Running, orphaned, stuck, worker_dead
@@ -75,7 +76,7 @@ def test_a_job_taken_and_not_started_is_stuck_once_it_stays_so_for_the_grace() -
 
 def interrupt(client: Any, delivery: str, round_: int, give_up: bool = False) -> int:
     return client.eval(
-        state.INTERRUPT, 2, keys.webhook(delivery), keys.webhook_attempts(delivery),
+        scripts.WEBHOOK_INTERRUPT, 2, keys.webhook(delivery), keys.webhook_attempts(delivery),
         round_, now_ms(), 3600, "1" if give_up else "0",
     )  # fmt: skip
 

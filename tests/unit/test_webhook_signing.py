@@ -19,6 +19,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from shared.messages import EventType, JobView, WebhookState
 from shared.settings import Settings, parse_delays
+from shared import webhook_secret
 from workers.webhooks import signing
 from workers.webhooks.attempt import Decision, decide, due_at
 from workers.webhooks.delivery import RETRY_AFTER_MAX_S, Outcome, classify, parse_retry_after
@@ -69,18 +70,18 @@ def test_a_tampered_message_does_not_verify(tamper: str) -> None:
     elif tamper == "timestamp":
         headers["webhook-timestamp"] = str(int(headers["webhook-timestamp"]) - 1)
     else:
-        secret = signing.new_secret()
+        secret = webhook_secret.new_secret()
     with pytest.raises(WebhookVerificationError):
         Webhook(secret).verify(body, headers)
 
 
 def test_new_secrets_are_valid_and_kept_private_in_their_file(tmp_path: Path) -> None:
-    path = tmp_path / signing.SECRET_FILE
-    first = signing.load_or_create_secret(path)
+    path = tmp_path / webhook_secret.SECRET_FILE
+    first = webhook_secret.load_or_create_secret(path)
     assert first.startswith("whsec_") and len(signing.secret_key(first)) == 32
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-    assert signing.load_or_create_secret(path) == first  # made once, then reused
-    assert signing.new_secret() != first
+    assert webhook_secret.load_or_create_secret(path) == first  # made once, then reused
+    assert webhook_secret.new_secret() != first
 
 
 def test_a_second_up_making_the_secret_meanwhile_reads_a_whole_one_and_both_agree(
@@ -88,25 +89,25 @@ def test_a_second_up_making_the_secret_meanwhile_reads_a_whole_one_and_both_agre
 ) -> None:
     # two `dlpipe up`s on one data dir start together: the second one runs its whole
     # load_or_create_secret while the first is making its secret (the race CI once hit)
-    path = tmp_path / signing.SECRET_FILE
-    made = signing.new_secret
+    path = tmp_path / webhook_secret.SECRET_FILE
+    made = webhook_secret.new_secret
     seen_meanwhile: list[str] = []
 
     def new_secret_while_another_up_starts() -> str:
-        monkeypatch.setattr(signing, "new_secret", made)
-        seen_meanwhile.append(signing.load_or_create_secret(path))
+        monkeypatch.setattr(webhook_secret, "new_secret", made)
+        seen_meanwhile.append(webhook_secret.load_or_create_secret(path))
         return made()
 
-    monkeypatch.setattr(signing, "new_secret", new_secret_while_another_up_starts)
-    first = signing.load_or_create_secret(path)
+    monkeypatch.setattr(webhook_secret, "new_secret", new_secret_while_another_up_starts)
+    first = webhook_secret.load_or_create_secret(path)
     assert seen_meanwhile == [first] == [path.read_text().strip()]
-    assert [p.name for p in tmp_path.iterdir()] == [signing.SECRET_FILE]  # no temp file left
+    assert [p.name for p in tmp_path.iterdir()] == [webhook_secret.SECRET_FILE]  # no temp file left
 
 
 def test_dlpipe_up_gives_its_children_a_secret_only_when_none_is_set(tmp_path: Path) -> None:
-    made = signing.secret_env(Settings(data_dir=tmp_path / "data"))["DLPIPE_WEBHOOK_SECRET"]
-    assert (tmp_path / "data" / signing.SECRET_FILE).read_text().strip() == made
-    assert signing.secret_env(Settings(data_dir=tmp_path / "other", webhook_secret=SECRET)) == {}
+    made = webhook_secret.secret_env(Settings(data_dir=tmp_path / "data"))["DLPIPE_WEBHOOK_SECRET"]
+    assert (tmp_path / "data" / webhook_secret.SECRET_FILE).read_text().strip() == made
+    assert webhook_secret.secret_env(Settings(data_dir=tmp_path / "other", webhook_secret=SECRET)) == {}
     assert not (tmp_path / "other").exists()
 
 

@@ -23,7 +23,7 @@ from shared.pipeline_spec import parse_pipelines
 from shared.settings import Settings
 from tests.stagefns import pipelines, queue_job
 from tests.unit.test_webhook_signing import SECRET
-from workers import scripts
+from shared.redis import scripts
 from workers.inference import load_models
 from workers.model_worker import ModelWorker
 from workers.notifier import Notifier
@@ -63,10 +63,21 @@ def run_jobs(client: Any) -> Store:
 # -- events from the workers' scripts ------------------------------------------------------
 
 
-def test_the_scripts_name_the_event_types_the_notifier_reads() -> None:
-    assert f"'{EventType.started.value}'" in scripts.START_JOB
-    assert f"'{EventType.started.value}'" in scripts.COMPLETE_STAGE
-    assert f"'{EventType.progress.value}'" in scripts.COMPLETE_STAGE
+def test_the_scripts_name_the_event_types_the_notifier_reads(client: Any) -> None:
+    """START_JOB and COMPLETE_STAGE (job.started when a job ends never started, job.progress) emit
+    the EventType values the notifier reads."""
+    sums = parse_pipelines(pipelines()).pipelines["sums"]
+    wants = ["started", "progress", "completed"]
+    queue_job(client, sums, "s", [{"v": 1}, {"v": 2}], webhook=HOOK, webhook_events=wants)
+    queue_job(client, sums, "n", [{"v": 1}], webhook=HOOK, webhook_events=wants)
+    assert client.eval(scripts.START_JOB, 2, keys.job("s"), keys.EVENTS, 9_000, "s") == 1
+    assert complete_item(client, "s", 0, 10_000) == 2
+    assert complete_item(client, "n", 0, 10_000) == 3  # never started: COMPLETE_STAGE's job.started
+    types = [(f[b"job"].decode(), f[b"type"].decode()) for _, f in client.xrange(keys.EVENTS)]
+    assert types == [
+        ("s", EventType.started.value), ("s", EventType.progress.value),
+        ("n", EventType.started.value), ("n", EventType.completed.value),
+    ]  # fmt: skip
 
 
 def test_started_and_progress_are_emitted_only_for_jobs_that_ask(client: Any) -> None:
@@ -159,13 +170,13 @@ def test_events_nobody_asked_for_are_not_delivered(client: Any) -> None:
 
 def begin(client: Any, delivery: str, round_: int, job_id: str = "j1") -> list[Any]:
     dkeys = [keys.webhook(delivery), keys.webhook_attempts(delivery), keys.job_webhook(job_id)]
-    return [state.text(v) for v in client.eval(state.BEGIN, 3, *dkeys, round_, now_ms(), 3600)]
+    return [state.text(v) for v in client.eval(scripts.WEBHOOK_BEGIN, 3, *dkeys, round_, now_ms(), 3600)]
 
 
 def redeliver(client: Any, delivery: str, job_id: str = "j1") -> list[Any]:
     interval_ms = round(SETTINGS.webhook_redeliver_interval_s * 1000)
     reply = client.eval(
-        state.REDELIVER, 4, keys.webhook(delivery), keys.job_webhook(job_id), keys.EVENTS,
+        scripts.WEBHOOK_REDELIVER, 4, keys.webhook(delivery), keys.job_webhook(job_id), keys.EVENTS,
         keys.webhook_redelivered(job_id), now_ms(), 3600, job_id, delivery, interval_ms,
     )  # fmt: skip
     return [state.text(v) for v in reply]

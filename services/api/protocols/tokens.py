@@ -17,6 +17,7 @@ from functools import lru_cache
 from starlette.concurrency import run_in_threadpool
 
 from shared.pipeline_spec import PipelineSpec
+from shared.tokenizer import DEFAULT_MAX_LENGTH, default_tokenizer_path, load_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +34,7 @@ def estimate(text: str) -> int:
 @lru_cache(maxsize=32)
 def _counter(path: str | None, max_length: int) -> Counter | None:
     try:
-        from workers.transforms import text as text_stage
-
-        tokenizer = text_stage.load_tokenizer(path or str(text_stage.default_tokenizer_path()), max_length)
+        tokenizer = load_tokenizer(path or str(default_tokenizer_path()), max_length)
     except Exception as exc:  # ImportError (no tokenizers here), a missing file, a bad one
         log.warning("usage tokens are estimated (4 bytes a token): cannot load the tokenizer (%s)", exc)
         return None
@@ -46,8 +45,6 @@ def counter_for(pipeline: PipelineSpec) -> Counter | None:
     """The exact counter of `pipeline`'s tokenizing stage, None when there is none to be had."""
     for stage in pipeline.stages:
         if stage.fn == TOKENIZE_FN:
-            from workers.transforms.text import DEFAULT_MAX_LENGTH
-
             max_length = int(stage.params.get("max_length", DEFAULT_MAX_LENGTH))
             path = stage.params.get("tokenizer_path")
             return _counter(str(path) if path else None, max_length)

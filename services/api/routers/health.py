@@ -12,7 +12,7 @@ from redis.exceptions import RedisError
 
 from services.api.deps import ConfigDep, RedisDep, SettingsDep
 from services.api.schemas import Health, Readiness
-from shared import keys
+from shared import codecs, keys
 from shared.heartbeat import live_since, served_streams
 from shared.redis_conn import NO_PRIMARY, is_no_primary, sentinel_problem
 from shared.messages import now_ms
@@ -24,9 +24,6 @@ router = APIRouter(tags=["health"])
 NOTIFIER_KIND = "notifier"
 READY_TIMEOUT_S = 2.0
 
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 @router.get(
@@ -48,10 +45,10 @@ async def live_worker_records(client: Any, ttl_ms: int) -> list[tuple[str, float
         return []
     async with client.pipeline(transaction=False) as pipe:
         for worker_id, _ in beats:
-            pipe.hgetall(keys.worker(_text(worker_id)))
+            pipe.hgetall(keys.worker(codecs.text(worker_id)))
         hashes = await pipe.execute()
     # a hash gone (expired) is a worker gone
-    return [(_text(w), float(beat), h) for (w, beat), h in zip(beats, hashes, strict=True) if h]
+    return [(codecs.text(w), float(beat), h) for (w, beat), h in zip(beats, hashes, strict=True) if h]
 
 
 async def live_workers(client: Any, ttl_ms: int) -> list[dict[Any, Any]]:
@@ -72,7 +69,7 @@ def missing(workers: list[dict[Any, Any]], needed: list[str]) -> list[str]:
             reasons.append(f"no live worker for stream {base}")
         else:
             reasons.extend(f"no live worker for stream {s}" for s in streams)
-    kinds = {_text(w.get(b"kind", w.get("kind", b""))) for w in workers}
+    kinds = {codecs.text(w.get(b"kind", w.get("kind", b""))) for w in workers}
     if NOTIFIER_KIND not in kinds:
         reasons.append("no live notifier worker")
     return reasons

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path, Response
 
 from services.api.deps import OwnedJobId, RedisDep
 from services.api.schemas import ErrorBody
-from shared import keys
+from shared import codecs, keys
 from shared.errors import NotFound, shown
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
@@ -38,9 +38,6 @@ def sniff(data: bytes) -> str:
         return "text/plain; charset=utf-8"
     return OCTETS
 
-
-def _text(value: Any) -> str | None:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def _inputs_of(total: str | None, groups: str | None) -> int:
@@ -81,11 +78,11 @@ async def job_input(
         raise NotFound(f"no job {shown(job_id)}")
     if kept is None:
         raise NotFound(f"job {shown(job_id)} did not keep its inputs (submit it with keep_inputs)")
-    count = _inputs_of(_text(total), _text(groups))
+    count = _inputs_of(codecs.text_or_none(total), codecs.text_or_none(groups))
     if index >= count:
         raise NotFound(f"job {shown(job_id)} has {count} inputs: no input {index}")
     if data is None and blob is not None:
-        data = await client.get(keys.job_blob(job_id, int(_text(blob) or 0)))
+        data = await client.get(keys.job_blob(job_id, int(codecs.text_or_none(blob) or 0)))
         if data is None:
             raise NotFound(f"input {index} of job {shown(job_id)} is no longer kept (expired)")
     if data is None:

@@ -11,9 +11,10 @@ from fastapi import APIRouter, Query, Request
 from services.api.auth import caller_of
 from services.api.deps import RedisDep, SettingsDep
 from services.api.schemas import ErrorBody, JobList, JobSummary
-from shared import job_index, keys
+from shared import codecs, job_index, keys
 from shared.jobs import OPEN_JOB_GRACE_S
 from shared.messages import JobStatus, Progress, ms_to_datetime, now_ms
+from shared.redis import scripts
 
 log = logging.getLogger(__name__)
 
@@ -23,12 +24,9 @@ MAX_LIMIT = 200
 LOOK_FACTOR = 4  # a page looks at up to this many index members per row asked (expired ones are dropped)
 
 
-def _text(value: Any) -> str | None:
-    return value.decode() if isinstance(value, bytes) else value
-
 
 def _summary(row: list[Any]) -> JobSummary:
-    job_id, pipeline, status, done, total, created, completed, metadata = (_text(v) for v in row)
+    job_id, pipeline, status, done, total, created, completed, metadata = (codecs.text_or_none(v) for v in row)
     meta = None
     if metadata:
         try:
@@ -76,12 +74,12 @@ async def list_jobs(
 ) -> JobList:
     member, score = job_index.decode_cursor(cursor) if cursor else ("", "0")
     key = keys.job_index(caller_of(request), pipeline, status.value if status else None)
-    script = client.register_script(job_index.JOB_PAGE)
+    script = scripts.registered(client, scripts.JOB_PAGE)
     oldest = job_index.oldest_possible_ms(now_ms(), settings.job_ttl_s, OPEN_JOB_GRACE_S)
     rows, last, last_score = await script(
         keys=[key],
         args=[member, score, limit, limit * LOOK_FACTOR + 50, status.value if status else "",
               keys.job(""), oldest],
     )  # fmt: skip
-    next_cursor = job_index.encode_cursor(_text(last) or "", _text(last_score) or "0") if last else None
+    next_cursor = job_index.encode_cursor(codecs.text_or_none(last) or "", codecs.text_or_none(last_score) or "0") if last else None
     return JobList(jobs=[_summary(row) for row in rows], next_cursor=next_cursor)

@@ -17,6 +17,7 @@ from shared import keys
 from shared import webhooks as state
 from shared.errors import Conflict, NotFound, shown
 from shared.messages import JobView, WebhookView, job_view_from_redis, now_ms
+from shared.redis import scripts
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ async def redeliver(
     delivery = state.shown_delivery(deliveries)
     if delivery is None:
         raise Conflict(f"job {shown(job_id)}: no webhook event has been sent yet")
-    script = client.register_script(state.REDELIVER)
+    script = scripts.registered(client, scripts.WEBHOOK_REDELIVER)
     interval_ms = round(settings.webhook_redeliver_interval_s * 1000)
     reply = await script(
         keys=[

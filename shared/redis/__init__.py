@@ -1,0 +1,11 @@
+"""dlpipe's Redis layer: every Lua script, and the one loader that builds them.
+
+- shared/keys.py: every key name.
+- shared/redis/lua/*.lua: every Lua script, one a file, its KEYS and ARGV documented at its top.
+  Fragments (Lua functions several scripts share, such as give_bytes_back or job_ended) are
+  .lua files too, pulled in by `--! include <name>` lines (shared/redis/loader.py).
+- shared/redis/loader.py: the loader: includes, and the values from Python (`${NAME}`:
+  enum values of shared/messages.py, limits) put in where a script names them.
+- shared/redis/scripts.py: each script's text (`scripts.COMPLETE_STAGE`...) and `registered()`,
+  which registers a script once per client.
+"""
