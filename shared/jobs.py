@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared import codecs, keys
+from shared.job_index import index_new_job
 from shared.messages import DEFAULT_WEBHOOK_EVENTS, JobStatus, WorkItem
 from shared.pipeline_spec import PipelineSpec
 
@@ -75,6 +76,17 @@ def stored_bytes(encoded: list[bytes], blobs: list[bytes] | None = None) -> int:
     return sum(map(len, encoded)) + sum(map(len, blobs or []))
 
 
+# What a job keeps of one input for previews (`keep_inputs`, keys.job_inputs): its bytes (an
+# upload, a base64 image, a text as UTF-8), the number of the job blob holding it (an uploaded
+# video), or None (nothing kept: a URL, a path).
+Kept = bytes | int | None
+
+
+def kept_bytes(kept: list[Kept] | None) -> int:
+    """The bytes kept inputs add to a job's stored bytes (blobs are counted once, as blobs)."""
+    return sum(len(k) for k in kept or [] if isinstance(k, bytes))
+
+
 def drop_items(pipe: Any, job_id: str, total: int) -> None:
     """Free the inputs of a job's items that will never run (the job was canceled or expired)."""
     for index in range(total):
@@ -99,6 +111,8 @@ def queue_new_job(
     timeout_s: float | None = None,
     admission: str | None = None,
     encoded: list[bytes] | None = None,
+    owner: str = "anon",
+    kept: list[Kept] | None = None,
 ) -> None:
     """Add to a (MULTI) pipeline the commands that create a job and queue its items.
 
@@ -126,6 +140,11 @@ def queue_new_job(
     job hash as `bytes` (given back as the job ends, by the script that ends it), and the grant
     leaves its set too (keys.BYTE_GRANTS). `encoded`: the inputs encoded already
     (encode_inputs), by a caller that needed their size first (admission); else encoded here.
+
+    `owner` (an API key's id, `anon`) owns the job: it is in that owner's index sets
+    (shared/job_index.py) and only that owner sees it when keys are set. `kept` (one per input,
+    `keep_inputs`): the originals kept for previews in keys.job_inputs while the job is kept;
+    counted in the job's `bytes` (the byte budget) while it is open.
     """
     groups_json = groups_record(groups or [], len(inputs))
     n_outputs = len(inputs) - sum(g["count"] - 1 for g in groups_json)
@@ -139,7 +158,7 @@ def queue_new_job(
         encoded = encode_inputs(inputs)
     elif len(encoded) != len(inputs):
         raise ValueError(f"{len(encoded)} encoded inputs for {len(inputs)} items")
-    nbytes = stored_bytes(encoded, blobs)
+    nbytes = stored_bytes(encoded, blobs) + kept_bytes(kept)
     job_key = keys.job(job_id)
     record = {
         "id": job_id,
@@ -165,6 +184,14 @@ def queue_new_job(
     if timeout_s is not None:
         record["timeout_s"] = f"{timeout_s:g}"
         record["deadline"] = str(deadline_ms(created_ms, timeout_s))
+    record.update(index_new_job(pipe, job_id, owner, pipeline.name, created_ms))
+    if kept is not None:
+        record["kept"] = "1"
+        fields = {str(i): k for i, k in enumerate(kept) if isinstance(k, bytes)}
+        fields.update({f"blob:{i}": str(k) for i, k in enumerate(kept) if isinstance(k, int)})
+        if fields:
+            pipe.hset(keys.job_inputs(job_id), mapping=fields)
+            pipe.expire(keys.job_inputs(job_id), ttl_s + OPEN_JOB_GRACE_S)
     for n, blob in enumerate(blobs or []):
         pipe.set(keys.job_blob(job_id, n), blob, ex=ttl_s)
     pipe.hset(job_key, mapping=record)

@@ -151,3 +151,38 @@ def model_stats(model: str) -> str:
 # Hash: every metric counter the workers and the Lua scripts push (field per family, labels
 # and bucket; shared/metrics.py), read by GET /metrics. Never expires: counters outlive restarts.
 METRICS = f"{PREFIX}:metrics"
+
+
+# -- The console's reads (issue 11) ---------------------------------------------------------
+
+
+def job_events(job_id: str) -> str:
+    """Stream: one job's events, for `GET /v1/jobs/{id}/events`: `t=o i=<item index> d=<done>` as
+    an item finishes (COMPLETE_STAGE), `t=c s=<status>` as the job ends (COMPLETE_STAGE,
+    CANCEL_JOB, EXPIRE_JOB). Capped (MAXLEN ~ shared/job_index.JOB_EVENTS_MAXLEN); it expires with
+    the job record (the scripts give it the job's TTL)."""
+    return f"{job(job_id)}:events"
+
+
+def job_inputs(job_id: str) -> str:
+    """Hash: a job's kept inputs (`keep_inputs`): input index -> the original bytes, or
+    `blob:<index>` -> the job blob (keys.job_blob) holding that input. The scripts that end a job
+    give it the job's TTL (they name it as job(id) + ':inputs', the job hash having `kept`)."""
+    return f"{job(job_id)}:inputs"
+
+
+def job_index(owner: str, pipeline: str | None = None, status: str | None = None) -> str:
+    """Sorted set: the job ids of one owner (an API key's id, `anon` without keys), scored by
+    creation (ms): all of them, or those of one pipeline and/or in one status. The job's MULTI
+    (shared/jobs.py) adds it to its four sets; the scripts that change its status move it between
+    the status sets, naming them from the job hash's `ix` (job_index(owner)) + `|p=<pipeline>` +
+    `|s=<status>` (shared/job_index.py)."""
+    key = f"{PREFIX}:index:{owner}"
+    if pipeline is not None:
+        key += f"|p={pipeline}"
+    if status is not None:
+        key += f"|s={status}"
+    return key
+
+
+INDEX_OWNERS = f"{PREFIX}:index-owners"  # set: every owner some job index is kept for

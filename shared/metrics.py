@@ -43,6 +43,10 @@ WAIT_BUCKETS_S = (
     600.0,
 )  # fmt: skip
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+# Seconds from a job's submission to its end (a one-image job: tens of ms; a big one: minutes)
+JOB_BUCKETS_S = (
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -91,7 +95,15 @@ WEBHOOK_ATTEMPTS = Family(
     "not sent).",
     ("event", "outcome", "status_class"),
 )
-FAMILIES = (ITEMS, JOBS, STAGE_SECONDS, QUEUE_WAIT, BATCH_SIZE, WEBHOOK_ATTEMPTS)
+JOB_SECONDS = Family(
+    "job_s",
+    "dlpipe_job_seconds",
+    "Time from a job's submission to its end (succeeded or failed; canceled jobs are not counted), "
+    "observed by the script that ends it.",
+    ("pipeline",),
+    JOB_BUCKETS_S,
+)
+FAMILIES = (ITEMS, JOBS, STAGE_SECONDS, QUEUE_WAIT, BATCH_SIZE, WEBHOOK_ATTEMPTS, JOB_SECONDS)
 _BY_ID = {f.id: f for f in FAMILIES}
 
 

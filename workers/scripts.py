@@ -1,5 +1,7 @@
 """Lua scripts: each state change of an item or job happens atomically, in one round trip."""
 
+from shared.job_index import JOB_ENDED, JOB_EVENTS_MAXLEN, REINDEX
+
 # Job events for webhooks: job.completed is always emitted (the notifier drops the ones no
 # webhook wants); job.started and job.progress only when the job's `webhook_events` (set
 # only with a webhook) names them: one HGET and a substring test. job.progress at most once
@@ -9,11 +11,13 @@
 # Mark a job running when a worker first takes one of its items (emitting job.started).
 # Its first write adds no memory (an HDEL of a field no job has), so that Redis over its
 # maxmemory lets the rest through: a worker must not stall on a full Redis (shared/redis_full.py).
+# It moves the job to the running sets of the job index (shared/job_index.py REINDEX).
 # KEYS[1] job hash, KEYS[2] events stream; ARGV[1] now (ms), ARGV[2] job id
-START_JOB = """
+START_JOB = REINDEX + """
 redis.call('HDEL', KEYS[1], '-')
 if redis.call('HGET', KEYS[1], 'status') == 'queued' then
   redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[1])
+  reindex(KEYS[1], ARGV[2], 'queued', 'running')
   local wants = redis.call('HGET', KEYS[1], 'webhook_events')
   if wants and string.find(wants, 'started', 1, true) then
     redis.call('XADD', KEYS[2], '*', 'job', ARGV[2], 'type', 'job.started', 'at', ARGV[1])
@@ -60,11 +64,13 @@ end
 # item's final status (`items|<pipeline>|succeeded|failed`) and the job's
 # (`jobs|<pipeline>|<status>`) are counted there (shared/metrics.py), once each, in the step
 # that makes them final; then the byte budget (keys.BYTES), given the job's bytes back as it
-# ends (_GIVE_BYTES_BACK).
+# ends (_GIVE_BYTES_BACK); then the job's event stream (keys.job_events): an `o` entry (item
+# index, done) as each item finishes, capped; the job's end runs JOB_ENDED (shared/job_index.py:
+# the job index, kept inputs, the `c` entry, the job's latency).
 # Returns 0 for a duplicate (already final, or the job is gone) or an item of a job that has
 # ended (canceled, expired: acknowledged, nothing recorded, nothing queued), 1 stage recorded,
 # 2 item finished, 3 job finished.
-COMPLETE_STAGE = _GIVE_BYTES_BACK + """
+COMPLETE_STAGE = _GIVE_BYTES_BACK + JOB_ENDED + """
 local acked = redis.call('XACK', KEYS[4], ARGV[1], ARGV[2])
 local tail = 14
 for d = 1, tonumber(ARGV[13]) do tail = tail + 2 + tonumber(ARGV[tail + 1]) end
@@ -115,6 +121,15 @@ local done = redis.call('HINCRBY', KEYS[2], 'done', 1)
 if ARGV[9] == '1' then redis.call('HINCRBY', KEYS[2], 'failed', 1) end
 local total = tonumber(redis.call('HGET', KEYS[2], 'total'))
 local wants = redis.call('HGET', KEYS[2], 'webhook_events') or ''
+local events = false
+if #KEYS > named + 5 then
+  events = KEYS[named + 6]
+  redis.call('XADD', events, 'MAXLEN', '~', """ + str(JOB_EVENTS_MAXLEN) + """, '*', 't', 'o', 'i', ARGV[3], 'd', done)
+  if done == 1 then
+    local left = redis.call('PTTL', KEYS[2])
+    if left > 0 then redis.call('PEXPIRE', events, left) end
+  end
+end
 if done < total then
   if string.find(wants, 'progress', 1, true) then
     local last = tonumber(redis.call('HGET', KEYS[2], 'progress_event_at') or '0')
@@ -143,6 +158,7 @@ if metrics then redis.call('HINCRBY', metrics, 'jobs|' .. ARGV[11] .. '|' .. sta
 -- Deadlines (keys.deadlines): the job has ended, the sweep has nothing left to do for it.
 if #KEYS > named + 2 then redis.call('ZREM', KEYS[named + 3], ARGV[10]) end
 if #KEYS > named + 4 then give_bytes_back(KEYS[2], KEYS[named + 5]) end
+job_ended(KEYS[2], ARGV[10], state, status, ARGV[4], ARGV[5], events, metrics)
 redis.call('EXPIRE', KEYS[2], ARGV[5])
 redis.call('EXPIRE', KEYS[3], ARGV[5])
 redis.call('XADD', KEYS[5], '*', 'job', ARGV[10], 'type', ARGV[12], 'at', ARGV[4])
@@ -156,12 +172,13 @@ return 3
 # KEYS: 1 job hash, 2 job outputs hash, 3 events stream, 4 the pipeline's backlog counter,
 #       5 (optional) its deadlines set (keys.deadlines), which the job leaves,
 #       6 (optional) keys.METRICS: the job and its unfinished items counted as canceled,
-#       7 (optional) the byte budget (keys.BYTES), given the job's bytes back (_GIVE_BYTES_BACK)
+#       7 (optional) the byte budget (keys.BYTES), given the job's bytes back (_GIVE_BYTES_BACK),
+#       8 (optional) the job's event stream (keys.job_events), given its `c` entry (JOB_ENDED)
 # ARGV: 1 now ms, 2 ttl s, 3 job id
 # Returns {1, 'canceled'}, {0, status} if the job had ended already, {-1, ''} if there is no job.
 # Its first write is the ZREM (which never adds memory): a Redis at maxmemory (noeviction)
 # refuses a script's first write only if it may add memory, so a cancel still frees memory then.
-CANCEL_JOB = _GIVE_BYTES_BACK + """
+CANCEL_JOB = _GIVE_BYTES_BACK + JOB_ENDED + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return {-1, ''} end
 if status ~= 'queued' and status ~= 'running' then return {0, status} end
@@ -179,6 +196,7 @@ if KEYS[6] then
   if left > 0 then redis.call('HINCRBY', KEYS[6], 'items|' .. pipeline .. '|canceled', left) end
 end
 -- (end metrics)
+job_ended(KEYS[1], ARGV[3], status, 'canceled', ARGV[1], ARGV[2], KEYS[8] or false, false)
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('EXPIRE', KEYS[2], ARGV[2])
 redis.call('XADD', KEYS[3], '*', 'job', ARGV[3], 'type', 'job.completed', 'at', ARGV[1])
@@ -193,12 +211,13 @@ return {1, 'canceled'}
 # sweepers: a job not in the set (ended already) or not due yet is left alone.
 # KEYS: 1 job hash, 2 job outputs hash, 3 events stream, 4 backlog counter, 5 deadlines set,
 #       6 (optional) keys.METRICS: the job and the items it failed counted there,
-#       7 (optional) the byte budget (keys.BYTES), given the job's bytes back (_GIVE_BYTES_BACK)
+#       7 (optional) the byte budget (keys.BYTES), given the job's bytes back (_GIVE_BYTES_BACK),
+#       8 (optional) the job's event stream (keys.job_events), given its `c` entry (JOB_ENDED)
 # ARGV: 1 now ms, 2 ttl s, 3 job id, 4 reason format (timeout_s), 5 reason (no timeout_s)
 # Returns {1, items it failed, total} ended; {0, 0, 0} nothing to do; {-1, 0, 0} the job's
 # record is gone while it was open (its items and bytes may still count: RECOUNT_BACKLOG,
 # RECOUNT_BYTES).
-EXPIRE_JOB = _GIVE_BYTES_BACK + """
+EXPIRE_JOB = _GIVE_BYTES_BACK + JOB_ENDED + """
 local due = redis.call('ZSCORE', KEYS[5], ARGV[3])
 if not due or tonumber(due) > tonumber(ARGV[1]) then return {0, 0, 0} end
 redis.call('ZREM', KEYS[5], ARGV[3])
@@ -231,6 +250,7 @@ if KEYS[6] then
   redis.call('HINCRBY', KEYS[6], 'jobs|' .. pipeline .. '|' .. status, 1)
 end
 -- (end metrics)
+job_ended(KEYS[1], ARGV[3], job[1], status, ARGV[1], ARGV[2], KEYS[8] or false, KEYS[6] or false)
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('EXPIRE', KEYS[2], ARGV[2])
 redis.call('XADD', KEYS[3], '*', 'job', ARGV[3], 'type', 'job.completed', 'at', ARGV[1])
@@ -415,11 +435,15 @@ return {floor, redis.call('XTRIM', KEYS[1], 'MINID', floor)}
 # Redis knows it; else 0 when the group has read up to the last entry, else the entries after
 # its last-delivered id, counted up to ARGV[1] (Redis 6.2 has no `lag`: bounded work at scrape).
 # A stream with no such group yet (no worker has started) has every entry waiting: lag = XLEN.
+# Also the ids of the oldest entry pending ('' none) and of the oldest not delivered yet ('' none):
+# the older of them is the stream's oldest waiting work (GET /v1/status).
 # KEYS: the streams. ARGV: 1 the most entries counted per stream, 2.. the group of each stream.
+# Returns per stream {lag, pending, oldest pending id, oldest undelivered id}.
 STREAM_BACKLOG = """
 local out = {}
 for k = 1, #KEYS do
   local lag, pending = redis.call('XLEN', KEYS[k]), 0
+  local first_pending, first_waiting, grouped = '', '', false
   if lag > 0 or redis.call('EXISTS', KEYS[k]) == 1 then
     for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[k])) do
       local info = {}
@@ -436,10 +460,21 @@ for k = 1, #KEYS do
             lag = #redis.call('XRANGE', KEYS[k], '(' .. info['last-delivered-id'], '+', 'COUNT', ARGV[1])
           end
         end
+        if tonumber(pending) > 0 then
+          local summary = redis.call('XPENDING', KEYS[k], ARGV[k + 1])
+          if summary[2] then first_pending = summary[2] end
+        end
+        local next_one = redis.call('XRANGE', KEYS[k], '(' .. info['last-delivered-id'], '+', 'COUNT', 1)
+        if next_one[1] then first_waiting = next_one[1][1] end
+        grouped = true
       end
     end
+    if not grouped then
+      local first = redis.call('XRANGE', KEYS[k], '-', '+', 'COUNT', 1)
+      if first[1] then first_waiting = first[1][1] end
+    end
   end
-  out[k] = {lag, pending}
+  out[k] = {lag, pending, first_pending, first_waiting}
 end
 return out
 """

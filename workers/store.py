@@ -291,7 +291,7 @@ class Store:
             result.entry.stream,
             keys.EVENTS,
         ] + [keys.stream(pipeline.stream_name(d)) for d in downstream]
-        tail = self._tail_keys(item.pipeline)
+        tail = [*self._tail_keys(item.pipeline), keys.job_events(item.job_id)]
         args: list[Any] = [
             group, result.entry.entry_id, item.index, stamp, self.ttl_s,
             keys.stage_output_field(stage.name), payload, final_json, failed,
@@ -309,7 +309,7 @@ class Store:
     def _tail_keys(self, pipeline: str) -> list[str]:
         """COMPLETE_STAGE's last keys, after the dead-letter stream if any: the pipeline's
         counters and deadlines set, the metrics hash (final statuses are counted there), and the
-        byte budget (a job that ends gives its bytes back)."""
+        byte budget (a job that ends gives its bytes back); the job's event stream follows them."""
         return [keys.backlog(pipeline), keys.drained(pipeline), keys.deadlines(pipeline), keys.METRICS,
                 keys.BYTES]  # fmt: skip
 

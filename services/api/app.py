@@ -19,23 +19,30 @@ from fastapi import Depends, FastAPI
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 
-from services.api.auth import key_digests, require_api_key
+from services.api import shutdown
+from services.api.auth import key_digests, require_api_key, require_api_key_or_token
 from services.api.drain import DrainRates
 from services.api.errors import install_error_handlers
+from services.api.job_events import JobEventHub
 from services.api.limits import BodySizeLimit
 from services.api.openapi import install_pipeline_operations
 from services.api.routers import (
     docs,
+    events,
     health,
+    inputs,
+    job_list,
     jobs,
     metrics,
     oip,
     openai_embeddings,
     pipelines,
+    status,
     submit,
     webhooks,
 )
 from services.api.schemas import ErrorBody
+from services.api.status_series import StatusSampler
 from services.api.sweep import Sweeper
 from services.api.waiters import JobWaiters
 from shared.callables import check_callables
@@ -123,6 +130,9 @@ def create_app(settings: Settings, *, redis_factory: RedisFactory | None = None)
         client = make_client(redis_url)
         app.state.redis = client
         app.state.waiters = JobWaiters(client)
+        app.state.job_events = JobEventHub(client)
+        app.state.stopping = shutdown.register()
+        app.state.status_sampler = StatusSampler(client, config)
         log.info("api started: pipelines=%s", ",".join(sorted(config.pipelines)))
         checking = asyncio.create_task(_check_redis_when_reachable(client))
         sweeper = Sweeper(
@@ -131,11 +141,15 @@ def create_app(settings: Settings, *, redis_factory: RedisFactory | None = None)
         )  # fmt: skip
         stop_sweeping = asyncio.Event()
         sweeping = asyncio.create_task(sweeper.run(stop_sweeping))
+        sampling = asyncio.create_task(app.state.status_sampler.run(stop_sweeping))
         try:
             yield
         finally:
             stop_sweeping.set()
+            shutdown.unregister(app.state.stopping)
             checking.cancel()
+            await app.state.job_events.stop()
+            await sampling
             await app.state.waiters.stop()
             try:
                 await asyncio.wait_for(sweeping, SWEEP_STOP_S)
@@ -159,6 +173,9 @@ def create_app(settings: Settings, *, redis_factory: RedisFactory | None = None)
     app.state.config = config
     app.state.redis = None
     app.state.waiters = None
+    app.state.job_events = None
+    app.state.stopping = None
+    app.state.status_sampler = None
     app.state.drain_rates = DrainRates()  # sampled by the sweep, read for a 429's Retry-After
     # Who may call: with DLPIPE_API_KEYS set, every /v1 route needs a key (services/api/auth.py);
     # /healthz, /readyz, /metrics, /docs and /openapi.json stay open.
@@ -170,8 +187,14 @@ def create_app(settings: Settings, *, redis_factory: RedisFactory | None = None)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     install_error_handlers(app)
     app.include_router(submit.router, **authenticated)
+    app.include_router(job_list.router, **authenticated)
     app.include_router(jobs.router, **authenticated)
     app.include_router(webhooks.router, **authenticated)
+    # EventSource and <img src> send no headers: these take the key as `?access_token=` too.
+    by_token = {**authenticated, "dependencies": [Depends(require_api_key_or_token)]}
+    app.include_router(events.router, **by_token)
+    app.include_router(inputs.router, **by_token)
+    app.include_router(status.router, **authenticated)
     app.include_router(pipelines.router, **authenticated)
     app.include_router(openai_embeddings.router, **authenticated)
     app.include_router(oip.router)  # its health routes open, the others keyed (services/api/routers/oip.py)

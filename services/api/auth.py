@@ -12,7 +12,7 @@ import hashlib
 import hmac
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException
 
@@ -73,3 +73,24 @@ async def require_api_key(
 def caller_of(request: Request) -> str:
     """The id require_api_key gave this request (`anon` if it did not run)."""
     return getattr(request.state, "caller", ANONYMOUS)
+
+
+async def require_api_key_or_token(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    access_token: Annotated[
+        str | None,
+        Query(
+            max_length=1024,
+            description=(
+                "The API key, for clients that cannot send headers (EventSource, `<img src>`); "
+                "`Authorization: Bearer` wins when both are given."
+            ),
+        ),
+    ] = None,
+) -> str:
+    """require_api_key, also taking the key from `?access_token=` (the routes browsers load
+    directly: job events, kept inputs). The access log shows the query redacted (services/api/server.py)."""
+    if credentials is None and access_token:
+        credentials = HTTPAuthorizationCredentials(scheme="Bearer", credentials=access_token)
+    return await require_api_key(request, credentials)

@@ -28,6 +28,7 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
+from services.api import shutdown
 from services.api.connection_limits import ConnectionLimits, error_answer
 
 log = logging.getLogger(__name__)
@@ -111,6 +112,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def shutdown(self) -> None:
+        shutdown.begin()  # event streams end now, not at the graceful shutdown's timeout
         self._stopping = True
         if self.phase in _ENDING:
             self._close_now()

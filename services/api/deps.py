@@ -12,7 +12,9 @@ from typing import Annotated
 from fastapi import Depends, Path, Request
 from redis.asyncio import Redis
 
+from services.api.auth import caller_of
 from services.api.waiters import JobWaiters
+from shared import keys
 from shared.errors import NotFound, Unavailable, shown
 from shared.pipeline_spec import PipelinesConfig, PipelineSpec
 from shared.settings import Settings
@@ -68,3 +70,18 @@ def check_job_id(job_id: str) -> None:
     """404 for an id no job can have, before asking Redis."""
     if not _JOB_ID.match(job_id):
         raise NotFound(f"no job {shown(job_id)}")
+
+
+async def owned_job(request: Request, client: RedisDep, job_id: JobIdPath) -> str:
+    """The path's job id, when the caller may see that job; else 404 exactly as for an unknown id.
+    With API keys set, a job is its submitter's (the job hash's `owner`, a key's id): another key's
+    job does not exist for the caller. Without keys, every job is everyone's (no round trip)."""
+    check_job_id(job_id)
+    if request.app.state.api_key_digests:
+        owner = await client.hget(keys.job(job_id), "owner")
+        if owner is None or (owner.decode() if isinstance(owner, bytes) else owner) != caller_of(request):
+            raise NotFound(f"no job {shown(job_id)}")
+    return job_id
+
+
+OwnedJobId = Annotated[str, Depends(owned_job)]

@@ -13,10 +13,11 @@ from redis.exceptions import WatchError
 
 from services.api import admission, drain
 from services.api.inputs import ParsedJob
+from services.api.auth import caller_of
 from services.api.redis_memory import transaction
 from services.api.views import strict_json
 from shared.errors import Unavailable
-from shared.jobs import deadline_ms, encode_inputs, groups_record, queue_new_job, stored_bytes
+from shared.jobs import deadline_ms, encode_inputs, groups_record, kept_bytes, queue_new_job, stored_bytes
 from shared.messages import JobStatus, JobView, job_view_from_redis, now_ms
 from shared.pipeline_spec import PipelineSpec
 
@@ -46,13 +47,16 @@ async def admit_and_write(
     try:
         rates = request.app.state.drain_rates
         encoded = encode_inputs(parsed.inputs)  # once: their size is what the byte budget counts
+        kept = parsed.originals if _keeps(parsed, settings) else None
         budget = admission.ByteBudget(
-            stored_bytes(encoded, parsed.blobs), settings.max_backlog_bytes, rates.rate(drain.BYTES)
-        )
+            stored_bytes(encoded, parsed.blobs) + kept_bytes(kept), settings.max_backlog_bytes,
+            rates.rate(drain.BYTES),
+        )  # fmt: skip
         grant = await admission.admit(
             client, pipeline.name, len(parsed.inputs), settings.max_backlog, rates.rate(pipeline.name), budget
         )
-        return await _write_job(client, settings, pipeline, parsed, job_id, grant, claim, encoded)
+        owner = caller_of(request)
+        return await _write_job(client, settings, pipeline, parsed, job_id, grant, claim, encoded, owner, kept)
     except BaseException:
         # Nothing was written (or we cannot tell): give the key and the grant back, best effort;
         # both lapse by themselves if Redis is not there to hear it.
@@ -61,6 +65,11 @@ async def admit_and_write(
         if grant is not None:
             await _quietly(admission.drop_grant(client, pipeline.name, grant))
         raise
+
+
+def _keeps(parsed: ParsedJob, settings: Any) -> bool:
+    """Whether the job keeps its inputs: its `keep_inputs`, else DLPIPE_KEEP_INPUTS."""
+    return settings.keep_inputs if parsed.keep_inputs is None else parsed.keep_inputs
 
 
 async def _quietly(step: Any) -> None:
@@ -79,6 +88,8 @@ async def _write_job(
     grant: str,
     claim: admission.Claim | None,
     encoded: list[bytes],
+    owner: str,
+    kept: list[bytes | int | None] | None,
 ) -> Accepted:
     """Write the job (and the Idempotency-Key's final record) in one transaction; its 202 body,
     rendered first: a job whose answer cannot be rendered is refused, not written."""
@@ -120,6 +131,8 @@ async def _write_job(
                 timeout_s=parsed.timeout_s,
                 admission=grant,
                 encoded=encoded,
+                owner=owner,
+                kept=kept,
             )
             if claim is not None:
                 claim.record(pipe, view.model_dump(mode="json"), settings.idempotency_ttl_s)

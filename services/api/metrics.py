@@ -35,6 +35,7 @@ FINAL_STATUSES = ("succeeded", "failed", "canceled")
 class StreamBacklog:
     waiting: int  # not delivered to a consumer yet (the group's lag)
     in_progress: int  # delivered, not acknowledged (the group's pending entries)
+    oldest_ms: int | None = None  # when the oldest entry waiting or in progress was added (ms)
 
 
 @dataclass
@@ -52,6 +53,12 @@ class Snapshot:
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _oldest_ms(*entry_ids: Any) -> int | None:
+    """When the oldest of these stream ids was added (ms); '' or None: none."""
+    times = [int(_text(i).partition("-")[0]) for i in entry_ids if i not in (None, b"", "")]
+    return min(times) if times else None
 
 
 def watched_streams(config: PipelinesConfig) -> list[tuple[str, str, str]]:
@@ -78,8 +85,8 @@ async def read_snapshot(client: Any, config: PipelinesConfig, worker_ttl_ms: int
     workers = await live_workers(client, worker_ttl_ms)
     snapshot = Snapshot(pipelines=pipelines, counters=metrics.parse(counters))
     snapshot.streams = {
-        label: StreamBacklog(int(lag), int(pending))
-        for (label, _, _), (lag, pending) in zip(streams, stream_backlogs, strict=True)
+        label: StreamBacklog(int(lag), int(pending), _oldest_ms(first_pending, first_waiting))
+        for (label, _, _), (lag, pending, first_pending, first_waiting) in zip(streams, stream_backlogs, strict=True)
     }
     snapshot.backlog = {p: max(0, int(v or 0)) for p, v in zip(pipelines, backlogs, strict=True)}
     snapshot.models = {
@@ -131,7 +138,7 @@ def families(snapshot: Snapshot) -> Iterator[Metric]:
         values = {(p, s): 0.0 for p in snapshot.pipelines for s in FINAL_STATUSES}  # known ones from 0
         values.update(snapshot.counters.counters[family])
         yield _counter(family, values)
-    for family in (metrics.STAGE_SECONDS, metrics.QUEUE_WAIT, metrics.BATCH_SIZE):
+    for family in (metrics.STAGE_SECONDS, metrics.QUEUE_WAIT, metrics.BATCH_SIZE, metrics.JOB_SECONDS):
         yield _histogram(family, snapshot.counters.histograms[family])
     busy = CounterMetricFamily(
         "dlpipe_model_busy_seconds",

@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from services.api import formats
 from services.api.input_models import IMAGE_INPUT_FIELDS, image_input_choice
 from services.api.inputs import (
+    KEEP_INPUTS_FIELD,
     MAX_METADATA_BYTES,
     MULTIPART_FILES_FIELD,
     MULTIPART_OPTIONS_FIELD,
@@ -91,6 +92,10 @@ _EVENTS_DESCRIPTION = (
     "finished; at most one a second), `completed` (the job ended, whatever its status). "
     "Default: `completed`. Needs `webhook` (a URL)."
 )
+_KEEP_DESCRIPTION = (
+    "Keep the job's uploaded and base64 inputs while the job is kept, for `GET "
+    "/v1/jobs/{id}/inputs/{index}` (previews). Default: the server's `DLPIPE_KEEP_INPUTS`."
+)
 _METADATA_DESCRIPTION = (
     f"Any JSON object, at most {MAX_METADATA_BYTES} bytes as compact JSON (not a size the schema can "
     "state); stored with the job and returned unchanged."
@@ -156,6 +161,10 @@ def json_body(kind: InputKind, item: str, settings: Settings) -> dict[str, Any]:
             },
             "metadata": {"anyOf": [{"type": "object"}, _NULL], "description": _METADATA_DESCRIPTION},
             TIMEOUT_FIELD: {"anyOf": [_timeout(settings), _NULL], "description": "Null: no deadline."},
+            KEEP_INPUTS_FIELD: {
+                "anyOf": [{"type": "boolean"}, _NULL],
+                "description": f"{_KEEP_DESCRIPTION} Null: the server's default.",
+            },
         },
         **_needs_webhook(nullable=True),
     }
@@ -200,6 +209,10 @@ def multipart_body(kind: InputKind, fmt: InputFormat, settings: Settings) -> dic
             "description": f"As JSON text. {_METADATA_DESCRIPTION}",
         },
         TIMEOUT_FIELD: {"anyOf": [_timeout(settings), _EMPTY], "description": "A number, as text."},
+        KEEP_INPUTS_FIELD: {
+            "anyOf": [{"enum": ["true", "false", "1", "0"]}, _EMPTY],
+            "description": f"{_KEEP_DESCRIPTION} As text; empty: the server's default.",
+        },
     }
     if fmt.options_model is not None:
         options = fmt.options_model.__name__

@@ -3,11 +3,12 @@ are in services/api/input_models.py and services/api/request_schemas.py."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
 
-from shared.messages import StageKind
+from shared.messages import JobStatus, Progress, StageKind
 
 
 class ErrorBody(BaseModel):
@@ -75,3 +76,24 @@ class Readiness(BaseModel):
         default=None, examples=["no live worker for stream model.efficientnet_lite0"]
     )
     workers: int = Field(default=0, description="Live workers seen.")
+
+
+class JobSummary(BaseModel):
+    """One row of `GET /v1/jobs`: a job without its outputs."""
+
+    id: str
+    pipeline: str
+    status: JobStatus
+    progress: Progress
+    created_at: datetime
+    completed_at: datetime | None = Field(default=None, description="Null until the job has ended.")
+    metadata: dict[str, Any] | None = None
+
+
+class JobList(BaseModel):
+    jobs: list[JobSummary] = Field(description="Newest first.")
+    next_cursor: str | None = Field(
+        default=None,
+        description="Pass as `cursor` for the next page; null: no more jobs. A page may hold fewer "
+        "than `limit` jobs and still have a cursor (the index held jobs that had expired).",
+    )

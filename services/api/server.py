@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 
 import uvicorn
 from fastapi import FastAPI
@@ -21,17 +22,39 @@ from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
+_ACCESS_TOKEN = re.compile(r"([?&]access_token=)[^&\s]*")
+
+
+class RedactAccessTokens(logging.Filter):
+    """The access log without `?access_token=` keys (the routes browsers load take the API key
+    in the query, services/api/auth.py): uvicorn logs each request's path with its query."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(isinstance(a, str) and "access_token=" in a for a in record.args):
+            record.args = tuple(
+                _ACCESS_TOKEN.sub(r"\1[redacted]", a) if isinstance(a, str) else a for a in record.args
+            )
+        return True
+
+
+def _redact_access_log() -> None:
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, RedactAccessTokens) for f in access.filters):
+        access.addFilter(RedactAccessTokens())
+
 
 def create_app_from_env() -> FastAPI:
     """The app of one of several API worker processes: its settings from the environment."""
     settings = Settings()
     setup_logging(settings.log_level, "api")
+    _redact_access_log()
     return create_app(settings)
 
 
 def serve(settings: Settings) -> None:
     """Serve the API on settings.host:settings.port until stopped (SIGINT/SIGTERM)."""
     setup_logging(settings.log_level, "api")
+    _redact_access_log()
     options = {
         "host": settings.host,
         "port": settings.port,

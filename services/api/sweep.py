@@ -39,8 +39,8 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from services.api.drain import BYTES, DrainRates
-from shared import keys
-from shared.jobs import TTL_EXPIRED_REASON, drop_items, expired_reason
+from shared import job_index, keys
+from shared.jobs import OPEN_JOB_GRACE_S, TTL_EXPIRED_REASON, drop_items, expired_reason
 from shared.messages import now_ms
 from workers import scripts
 
@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 BATCH = 200  # overdue jobs read per pipeline per round trip
 MAX_BACKOFF_S = 30.0  # the longest wait between tries while Redis is away
+INDEX_TRIM_S = 60.0  # how often the job index loses the members too old to exist (shared/job_index.py)
 
 
 def _text(value: Any) -> str:
@@ -81,9 +82,13 @@ class Sweeper:
         """Sweep every interval until `stop` is set (a sweep in hand is finished first: it is not
         cancelled mid-way); Redis errors are waited out with a growing delay."""
         delay = self.interval_s
+        trimmed_at = -INDEX_TRIM_S
         while not stop.is_set():
             try:
                 await self.sweep_once()
+                if self.clock() - trimmed_at >= INDEX_TRIM_S:
+                    await self.trim_index()
+                    trimmed_at = self.clock()
                 delay = self.interval_s
             except (RedisError, OSError) as exc:  # /readyz reports Redis; catch up once it is back
                 delay = min(max(delay, self.interval_s) * 2, MAX_BACKOFF_S)
@@ -94,6 +99,15 @@ class Sweeper:
                 await asyncio.wait_for(stop.wait(), delay)
             except TimeoutError:
                 pass
+
+    async def trim_index(self) -> None:
+        """Drop from every owner's job index the jobs created too long ago to exist still (the
+        listing drops the others it meets whose record has expired)."""
+        owners = sorted(_text(o) for o in await self.client.smembers(job_index.OWNERS_KEY))
+        before = job_index.oldest_possible_ms(now_ms(), self.ttl_s, OPEN_JOB_GRACE_S)
+        async with self.client.pipeline(transaction=False) as pipe:
+            job_index.trim_index(pipe, owners, self.pipelines, before)
+            await pipe.execute()
 
     async def sweep_once(self) -> int:
         """One tick: sample the drained counters and end every overdue job; returns how many ended."""
@@ -124,7 +138,8 @@ class Sweeper:
             for name, job_id in overdue:
                 await self._expire(
                     keys=[keys.job(job_id), keys.job_outputs(job_id), keys.EVENTS,
-                          keys.backlog(name), keys.deadlines(name), keys.METRICS, keys.BYTES],
+                          keys.backlog(name), keys.deadlines(name), keys.METRICS, keys.BYTES,
+                          keys.job_events(job_id)],
                     args=[now, self.ttl_s, job_id, expired_reason("%s"), TTL_EXPIRED_REASON],
                     client=pipe,
                 )  # fmt: skip

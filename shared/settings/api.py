@@ -106,6 +106,22 @@ class ApiSettings(SettingsGroup):
         ),
     )
 
+    # The console's reads (issue 11)
+    keep_inputs: bool = Field(
+        default=False,
+        description=(
+            "Keep every job's uploaded and base64 inputs while the job is kept, for "
+            "`GET /v1/jobs/{id}/inputs/{index}` (a request's `keep_inputs` overrides it). Kept inputs "
+            "count in the byte budget while their job is open, not after it ends."
+        ),
+    )
+    sse_keepalive_s: float = Field(
+        default=15.0,
+        gt=0,
+        le=3600,
+        description="How often `GET /v1/jobs/{id}/events` sends a `: keep-alive` comment while nothing happens.",
+    )
+
     # Connections (services/api/connections.py)
     api_max_header_bytes: int = Field(
         default=32 * 1024,

@@ -26,6 +26,7 @@ requests, and the `INPUT_FORMATS` registry). The names other modules use are re-
 
 from services.api.formats import MAX_URL_CHARS, MAX_WEBHOOK_CHARS
 from services.api.inputs.common import (
+    KEEP_INPUTS_FIELD,
     MAX_METADATA_BYTES,
     MAX_SOURCE_CHARS,
     MULTIPART_FILES_FIELD,
@@ -56,6 +57,7 @@ from services.api.inputs.text import check_text
 
 __all__ = [
     "INPUT_FORMATS",
+    "KEEP_INPUTS_FIELD",
     "MAX_METADATA_BYTES",
     "MAX_SOURCE_CHARS",
     "MAX_URL_CHARS",

@@ -26,7 +26,8 @@ MAX_SOURCE_CHARS = 1024
 MAX_METADATA_BYTES = 64 * 1024
 MAX_METADATA_DEPTH = 32  # levels of nesting (the JSON renderers give up at 255)
 _DATA_URL = re.compile(formats.DATA_URL_PREFIX)
-_JSON_FIELDS = ("inputs", "webhook", "webhook_events", "metadata", "timeout_s")
+KEEP_INPUTS_FIELD = "keep_inputs"
+_JSON_FIELDS = ("inputs", "webhook", "webhook_events", "metadata", "timeout_s", KEEP_INPUTS_FIELD)
 WEBHOOK_EVENTS_FIELD = "webhook_events"
 TIMEOUT_FIELD = "timeout_s"
 
@@ -75,6 +76,9 @@ class ParsedJob:
     webhook_events: list[str] = dataclass_field(default_factory=list)  # empty: the default (completed)
     timeout_s: float | None = None  # the job's deadline, from its creation (None: none)
     digest: str | None = None  # SHA-256 of the request as parsed (asked for with an Idempotency-Key)
+    keep_inputs: bool | None = None  # `keep_inputs` as asked (None: the server's DLPIPE_KEEP_INPUTS)
+    # Per input, what keep_inputs keeps (shared/jobs.py Kept): bytes, a blob's number, or None
+    originals: list[bytes | int | None] = dataclass_field(default_factory=list)
 
 
 @dataclass(frozen=True)

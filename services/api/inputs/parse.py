@@ -17,6 +17,7 @@ from services.api.errors import describe_validation_errors
 from services.api.input_models import ImageInput, TextInput, VideoInput, VideoOptions
 from services.api.inputs.common import (
     _JSON_FIELDS,
+    KEEP_INPUTS_FIELD,
     MAX_SOURCE_CHARS,
     MULTIPART_FILES_FIELD,
     MULTIPART_OPTIONS_FIELD,
@@ -89,6 +90,9 @@ def parse_json_body(body: bytes, pipeline: PipelineSpec, limits: Limits, *, dige
     events = check_webhook_events(data.get(WEBHOOK_EVENTS_FIELD), webhook)
     metadata = check_metadata(data.get("metadata"))
     timeout_s = check_timeout(data.get(TIMEOUT_FIELD), limits)
+    keep = data.get(KEEP_INPUTS_FIELD)
+    if keep is not None and not isinstance(keep, bool):
+        raise invalid(KEEP_INPUTS_FIELD, "must be true, false or null")
     fmt = input_format(pipeline.input)
     parsed: list[ParsedInput] = []
     taken = 0  # items so far (a video takes one per frame)
@@ -107,7 +111,7 @@ def parse_json_body(body: bytes, pipeline: PipelineSpec, limits: Limits, *, dige
         taken += sum(p.count for p in new)
         parsed.extend(new)
     _check_count(taken, "inputs", limits)
-    job = replace(_job(parsed, webhook, metadata), webhook_events=events, timeout_s=timeout_s)
+    job = replace(_job(parsed, webhook, metadata), webhook_events=events, timeout_s=timeout_s, keep_inputs=keep)
     return replace(job, digest=_json_digest(data)) if digest else job
 
 
@@ -166,6 +170,7 @@ def _job(parsed: list[ParsedInput], webhook: str | None, metadata: dict[str, Any
         item_blobs.extend([blob] * p.count)
     sources = [p.source for p in parsed]
     return ParsedJob(
+        originals=[_original(p, n) for p, n in zip(parsed, _blob_numbers(parsed), strict=True)],
         inputs=inputs,
         webhook=webhook,
         metadata=metadata,
@@ -174,6 +179,36 @@ def _job(parsed: list[ParsedInput], webhook: str | None, metadata: dict[str, Any
         blobs=blobs,
         item_blobs=item_blobs if blobs else [],
     )
+
+
+def _blob_numbers(parsed: list[ParsedInput]) -> list[int | None]:
+    numbers, n = [], 0
+    for p in parsed:
+        numbers.append(n if p.blob is not None else None)
+        n += p.blob is not None
+    return numbers
+
+
+def _original(p: ParsedInput, blob: int | None) -> bytes | int | None:
+    """What `keep_inputs` keeps of one input: its uploaded blob's number, the bytes of an image
+    sent inline or uploaded, a text as UTF-8; None for what names data elsewhere (URL, path)."""
+    if blob is not None:
+        return blob
+    if p.items is None and isinstance(p.value.get("image"), bytes):
+        return p.value["image"]
+    if p.items is None and isinstance(p.value.get("text"), str):
+        return p.value["text"].encode("utf-8", "surrogatepass")
+    return None
+
+
+def _keep_from_text(text: str | None) -> bool | None:
+    if not text:
+        return None
+    if text in ("true", "1"):
+        return True
+    if text in ("false", "0"):
+        return False
+    raise invalid(KEEP_INPUTS_FIELD, "must be true or false")
 
 
 def _single_text(form: FormData, name: str) -> str | None:
@@ -195,7 +230,7 @@ async def parse_form(form: FormData, pipeline: PipelineSpec, limits: Limits, *, 
     fmt = input_format(pipeline.input)
     if not fmt.takes_files:
         raise invalid(MULTIPART_FILES_FIELD, f"pipeline {pipeline.name!r} takes JSON inputs only")
-    allowed = {MULTIPART_FILES_FIELD, "webhook", WEBHOOK_EVENTS_FIELD, "metadata", TIMEOUT_FIELD}
+    allowed = {MULTIPART_FILES_FIELD, "webhook", WEBHOOK_EVENTS_FIELD, "metadata", TIMEOUT_FIELD, KEEP_INPUTS_FIELD}
     if fmt.options_model is not None:
         allowed.add(MULTIPART_OPTIONS_FIELD)
     unknown = sorted({key for key in form.keys() if key not in allowed})
@@ -217,6 +252,7 @@ async def parse_form(form: FormData, pipeline: PipelineSpec, limits: Limits, *, 
             raise invalid("metadata", "must be a JSON object")
         metadata = check_metadata(metadata)
     timeout_s = timeout_from_text(_single_text(form, TIMEOUT_FIELD), limits)
+    keep = _keep_from_text(_single_text(form, KEEP_INPUTS_FIELD))
     options = _form_options(form, fmt)
     parsed: list[ParsedInput] = []
     file_digests: list[tuple[str, str | None, bytes]] = []
@@ -232,7 +268,7 @@ async def parse_form(form: FormData, pipeline: PipelineSpec, limits: Limits, *, 
             file_digests.append((MULTIPART_FILES_FIELD, source, content))
         taken += one.count
         parsed.append(one)
-    job = replace(_job(parsed, webhook, metadata), webhook_events=events, timeout_s=timeout_s)
+    job = replace(_job(parsed, webhook, metadata), webhook_events=events, timeout_s=timeout_s, keep_inputs=keep)
     if not digest:
         return job
     texts = [(str(key), value) for key, value in form.multi_items() if isinstance(value, str)]

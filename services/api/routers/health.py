@@ -36,17 +36,24 @@ async def healthz() -> Health:
     return Health(status="ok")
 
 
-async def live_workers(client: Any, ttl_ms: int) -> list[dict[Any, Any]]:
-    """HGETALL of every worker whose heartbeat is recent (PING first, so a dead Redis says so)."""
+async def live_worker_records(client: Any, ttl_ms: int) -> list[tuple[str, float, dict[Any, Any]]]:
+    """(id, last heartbeat ms, HGETALL) of every worker whose heartbeat is recent (PING first, so
+    a dead Redis says so)."""
     await client.ping()
-    ids = await client.zrangebyscore(keys.WORKERS, live_since(now_ms(), ttl_ms), "+inf")
-    if not ids:
+    beats = await client.zrangebyscore(keys.WORKERS, live_since(now_ms(), ttl_ms), "+inf", withscores=True)
+    if not beats:
         return []
     async with client.pipeline(transaction=False) as pipe:
-        for worker_id in ids:
+        for worker_id, _ in beats:
             pipe.hgetall(keys.worker(_text(worker_id)))
         hashes = await pipe.execute()
-    return [h for h in hashes if h]  # a hash gone (expired) is a worker gone
+    # a hash gone (expired) is a worker gone
+    return [(_text(w), float(beat), h) for (w, beat), h in zip(beats, hashes, strict=True) if h]
+
+
+async def live_workers(client: Any, ttl_ms: int) -> list[dict[Any, Any]]:
+    """HGETALL of every worker whose heartbeat is recent."""
+    return [h for _, _, h in await live_worker_records(client, ttl_ms)]
 
 
 def missing(workers: list[dict[Any, Any]], needed: list[str]) -> list[str]:

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Response
 from starlette.exceptions import HTTPException
 
-from services.api.deps import JobIdPath, RedisDep, SettingsDep, WaitersDep, check_job_id
+from services.api.deps import OwnedJobId, RedisDep, SettingsDep, WaitersDep
 from services.api.redis_memory import read_keys
 from services.api.routers.webhooks import with_delivery_state
 from services.api.schemas import ErrorBody
@@ -46,13 +46,12 @@ async def get_job(
     client: RedisDep,
     settings: SettingsDep,
     waiters: WaitersDep,
-    job_id: JobIdPath,
+    job_id: OwnedJobId,
     wait_s: Annotated[
         float,
         Query(ge=0, le=3600, description="Wait up to this many seconds for the job to end (0: answer at once)."),
     ] = 0,
 ) -> Response:
-    check_job_id(job_id)
     wait_s = min(wait_s, settings.max_wait_s)
     if wait_s <= 0:
         return job_response(await read_job(client, job_id))
@@ -91,9 +90,8 @@ async def read_job(client: Any, job_id: str) -> JobView:
 async def cancel_job(
     client: RedisDep,
     settings: SettingsDep,
-    job_id: JobIdPath,
+    job_id: OwnedJobId,
 ) -> Response:
-    check_job_id(job_id)
     pipeline, total = await client.hmget(keys.job(job_id), ["pipeline", "total"])
     if pipeline is None:
         raise NotFound(f"no job {shown(job_id)}")
@@ -108,6 +106,7 @@ async def cancel_job(
             keys.deadlines(name),
             keys.METRICS,  # counts the job and its unfinished items as canceled
             keys.BYTES,  # the job's bytes, given back to the byte budget
+            keys.job_events(job_id),  # its `completed` event (GET /v1/jobs/{id}/events)
         ],
         args=[now_ms(), settings.job_ttl_s, job_id],
     )

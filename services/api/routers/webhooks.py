@@ -10,7 +10,7 @@ from fastapi import APIRouter
 from redis.asyncio import Redis
 from starlette.exceptions import HTTPException
 
-from services.api.deps import JobIdPath, RedisDep, SettingsDep, check_job_id
+from services.api.deps import OwnedJobId, RedisDep, SettingsDep
 from services.api.redis_memory import read_keys
 from services.api.schemas import ErrorBody
 from shared import keys
@@ -64,9 +64,8 @@ async def with_delivery_state(client: Redis, view: JobView, deliveries: dict[Any
 async def redeliver(
     client: RedisDep,
     settings: SettingsDep,
-    job_id: JobIdPath,
+    job_id: OwnedJobId,
 ) -> WebhookView:
-    check_job_id(job_id)
     async with client.pipeline(transaction=True) as pipe:
         pipe.hgetall(keys.job(job_id))
         pipe.hgetall(keys.job_webhook(job_id))
