@@ -80,7 +80,10 @@ def _watch(client: Client, view: JobView) -> JobView:
                 reason = f": {out.error}" if out.error else ""
                 print(f"output {out.index}{where}: {out.status.value}{reason}", file=sys.stderr, flush=True)
             elif event.type == "completed":
-                return event.data  # type: ignore[no-any-return]
+                final: JobView = event.data
+                done = f"{final.progress.done}/{final.progress.total}"
+                print(f"completed {final.status.value} {done}", file=sys.stderr, flush=True)
+                return final
     except NotFoundError:
         client.job(view.id)  # still there (else this raises): an API without the event stream
     last = None
@@ -90,6 +93,7 @@ def _watch(client: Client, view: JobView) -> JobView:
             last = (view.progress.done, view.progress.total)
             print(f"progress {last[0]}/{last[1]}", file=sys.stderr, flush=True)
         if view.status.is_final:
+            print(f"completed {view.status.value} {last[0]}/{last[1]}", file=sys.stderr, flush=True)
             return view
 
 
