@@ -119,5 +119,5 @@ def test_bad_arguments_exit_2(stack: Stack, tmp_path: Path) -> None:
     assert missing.returncode == 2 and "no such file" in missing.stderr
     unknown = cli(stack, "submit", "no-such-pipeline", str(tmp_path))
     assert unknown.returncode == 2 and "no pipeline" in unknown.stderr
-    text = cli(stack, "submit", "text-embed", str(tmp_path))
-    assert text.returncode == 2 and "JSON inputs only" in text.stderr
+    metadata = cli(stack, "submit", "image-classify", str(tmp_path), "--metadata", "[1]")
+    assert metadata.returncode == 2 and "JSON object" in metadata.stderr
