@@ -27,8 +27,14 @@ from services.cli_client.progress import Progress
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CONCURRENCY = 8
-DEFAULT_PER_JOB = 4
+DEFAULT_CONCURRENCY = 16
+# --per-job auto: small files share a job (up to AUTO_PER_JOB of them, AUTO_JOB_BYTES together), a
+# file of AUTO_JOB_BYTES or more goes alone. A request costs the API about the same whatever its size,
+# which matters when the files are small; for photos, one per job keeps `--concurrency` of them in
+# flight all the time (a job of several waits for its slowest), which measured as fast or faster
+# (benchmarks/cli_folder.py).
+AUTO_PER_JOB = 16
+AUTO_JOB_BYTES = 256 * 1024
 MAX_JOB_BYTES = 16 * 1024 * 1024  # a job's files together (the API takes 64 MiB bodies by default)
 RETRIES = 30  # 429s while the backlog is full are the normal pace of a big folder: keep at it
 EXPIRED_JOB_RETRIES = 2  # a key's job gone (its TTL is shorter than the key's): sent under a new key
@@ -43,8 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser, positive_int: Any) -> None:
         help=f"jobs in flight at once (default {DEFAULT_CONCURRENCY})",
     )  # fmt: skip
     parser.add_argument(
-        "--per-job", metavar="N", type=positive_int, default=DEFAULT_PER_JOB,
-        help=f"inputs per job, at most (default {DEFAULT_PER_JOB}; capped by the API's max_inputs)",
+        "--per-job", metavar="N", type=positive_int,
+        help=f"inputs per job, at most (capped by the API's max_inputs). Default: files under "
+        f"{AUTO_JOB_BYTES // 1024} KiB share jobs, {AUTO_PER_JOB} or {AUTO_JOB_BYTES // 1024} KiB at most; larger ones go alone",
     )  # fmt: skip
     parser.add_argument("--recursive", "-r", action="store_true", help="go into sub-folders")
     parser.add_argument(
@@ -79,6 +86,12 @@ class Run:
         self.results.write(records)
         self.progress.add(records)
 
+    def not_sent(self, count: int, exc: Exception) -> None:
+        """No line for these: a rerun sends them again."""
+        self.unsent += count
+        self.unsent_reason = str(exc)
+        self.progress.unsent(count)
+
     async def run_job(self, sources: list[Source]) -> None:
         loaded = await asyncio.to_thread(_read, sources, self.max_input_bytes)
         self.finish([_failed(s.name, error) for s, error in loaded if isinstance(error, str)])
@@ -108,12 +121,13 @@ class Run:
                 self.finish([_failed(name, exc.detail) for name, _ in files])
                 return
             except (TransportError, RateLimitedError, UnavailableError) as exc:
-                self.unsent += len(files)  # no line: a rerun sends them again
-                self.unsent_reason = str(exc)
-                self.progress.unsent(len(files))
+                self.not_sent(len(files), exc)
                 return
             except APIError as exc:
-                self.finish([_failed(name, str(exc)) for name, _ in files])
+                if exc.status_code >= 500 or exc.status_code in (401, 403):  # not the files' fault
+                    self.not_sent(len(files), exc)
+                else:
+                    self.finish([_failed(name, str(exc)) for name, _ in files])
                 return
         self.jobs.append(view.id)
         records = []
@@ -176,7 +190,10 @@ async def _submit_all(args: argparse.Namespace, results: ResultsFile, state: dic
         extensions = None if args.all_files else EXTENSIONS.get(info.input.kind)
         sources = discover(args.paths, recursive=args.recursive, extensions=extensions)
         done = results.load()
-        jobs = group(sources, min(args.per_job, info.input.max_inputs), MAX_JOB_BYTES)
+        if args.per_job is None:
+            jobs = group(sources, min(AUTO_PER_JOB, info.input.max_inputs), AUTO_JOB_BYTES)
+        else:
+            jobs = group(sources, min(args.per_job, info.input.max_inputs), MAX_JOB_BYTES)
         todo = [job for job in jobs if any(s.name not in done for s in job)]
         missing = sum(1 for s in sources if s.name not in done)
         progress = Progress(missing, enabled=not args.no_progress)

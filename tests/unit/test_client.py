@@ -208,3 +208,21 @@ def test_dlpipe_imports_and_works_without_torch_or_the_worker_extras() -> None:
                           env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_the_key_and_url_come_from_the_arguments_or_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json=DONE)
+
+    monkeypatch.setenv("DLPIPE_URL", "http://from-env:1234/")
+    monkeypatch.setenv("DLPIPE_API_KEY", "env-key")
+    dlpipe.Client(transport=httpx.MockTransport(handler)).job("j1")
+    dlpipe.Client("http://given:1", api_key="given-key", transport=httpx.MockTransport(handler)).job("j1")
+    assert [str(r.url) for r in seen] == ["http://from-env:1234/v1/jobs/j1", "http://given:1/v1/jobs/j1"]
+    assert [r.headers["authorization"] for r in seen] == ["Bearer env-key", "Bearer given-key"]
+    monkeypatch.delenv("DLPIPE_API_KEY")
+    dlpipe.Client("http://x", transport=httpx.MockTransport(handler)).job("j/../1")
+    assert "authorization" not in seen[-1].headers and seen[-1].url.raw_path == b"/v1/jobs/j%2F..%2F1"

@@ -1,0 +1,154 @@
+"""`dlpipe submit` on a folder of FHD photos against hand-written curl, on one stack, in one run.
+
+    PYTHONPATH=. .venv/bin/python benchmarks/cli_folder.py                  # 500 photos, every config
+    PYTHONPATH=. .venv/bin/python benchmarks/cli_folder.py --photos 100 --cli 8x4 --cli 16x4
+
+Starts `dlpipe up` on a free port (or measures --url), writes N distinct 1920x1080 JPEGs (real
+photos, each shifted and tinted its own way), then sends the whole folder through image-classify
+with each client in turn, every client getting every photo's result:
+
+- curl-loop: `for f in *.jpg; do curl -F files=@$f -H 'Prefer: wait=60' URL; done` (one job per
+  photo, sequential: what one writes by hand);
+- curl-xargs-PN: the same through `xargs -P N` (N at once; --xargs, default 8);
+- dlpipe submit at each `--cli CONCURRENCYxPER_JOB` (its results file, its progress bar off).
+
+Each CLI run sends its own `--metadata` so its Idempotency-Keys are new (no job is replayed).
+Prints one JSON line per run (seconds, photos/s, results that succeeded) and a summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import resource
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from PIL import Image, ImageOps
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from tests.e2e.conftest import dlpipe_command, start_stack, stop_stack  # noqa: E402
+from tests.photos import photo_rgb  # noqa: E402
+
+PHOTOS = ["chelsea.png", "coffee.png", "astronaut.png", "motorcycle_left.png", "rocket.jpg"]
+DEFAULT_CLI = ["1x1", "4x1", "8x1", "8x4", "16x4", "16x8"]
+
+
+def write_photos(folder: Path, count: int) -> int:
+    """`count` distinct FHD JPEGs (quality 90); their total bytes."""
+    bases = [ImageOps.fit(photo_rgb(name), (2000, 1140)) for name in PHOTOS]
+    total = 0
+    for i in range(count):
+        base = bases[i % len(bases)]
+        dx, dy = (i * 7) % 80, (i * 3) % 60
+        img = base.crop((dx, dy, dx + 1920, dy + 1080))
+        buf = io.BytesIO()
+        img.save(buf, "JPEG", quality=90)
+        (folder / f"photo-{i:04d}.jpg").write_bytes(buf.getvalue())
+        total += buf.tell()
+    return total
+
+
+def succeeded_lines(text: str) -> int:
+    count = 0
+    for line in text.splitlines():
+        try:
+            job = json.loads(line)
+        except ValueError:
+            continue
+        if "outputs" in job:  # curl: a job per photo (200: ended within the wait)
+            count += sum(o["status"] == "succeeded" for o in job["outputs"])
+        else:  # dlpipe submit's results file
+            count += job.get("status") == "succeeded"
+    return count
+
+
+def timed(cmd: str | list[str], out: Path | None = None) -> tuple[float, float, str]:
+    """Seconds the command took, the CPU seconds it (and its children: curl) used, and the results
+    it left in `out` (a file, or a folder of them)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.monotonic()
+    done = subprocess.run(cmd, shell=isinstance(cmd, str), capture_output=True, text=True, timeout=3600)
+    seconds = time.monotonic() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    if done.returncode != 0:
+        print(f"# exit {done.returncode}: {done.stderr[-500:]}", file=sys.stderr)
+    if out is None:
+        return seconds, cpu, done.stdout
+    if out.is_dir():
+        return seconds, cpu, "\n".join(p.read_text() for p in sorted(out.iterdir()))
+    return seconds, cpu, out.read_text()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--photos", type=int, default=500)
+    parser.add_argument("--url", help="measure this running API instead of starting one")
+    parser.add_argument("--cli", action="append", help="CONCURRENCYxPER_JOB (repeatable; default: a sweep)")
+    parser.add_argument("--no-curl", action="store_true")
+    parser.add_argument("--xargs", type=int, action="append", help="curl via xargs -P N (repeatable; default 8)")
+    args = parser.parse_args()
+    configs = args.cli or DEFAULT_CLI
+    args.xargs = args.xargs or [8]
+    with tempfile.TemporaryDirectory(prefix="dlpipe-cli-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        folder = tmp / "photos"
+        folder.mkdir()
+        total_bytes = write_photos(folder, args.photos)
+        stack = None
+        if args.url:
+            url = args.url.rstrip("/")
+        else:
+            (tmp / "stack").mkdir()
+            stack = start_stack(tmp / "stack")
+            url = stack.base_url
+        submit_url = f"{url}/v1/pipelines/image-classify/jobs"
+        print(json.dumps({"photos": args.photos, "mean_bytes": total_bytes // args.photos, "url": url}))
+        try:
+            warm = sorted(folder.iterdir())[:16]
+            timed([*dlpipe_command(), "submit", "image-classify", *map(str, warm), "--url", url,
+                   "--no-progress", "--metadata", '{"bench": "warm-up"}', "--out", str(tmp / "warm.jsonl")])  # fmt: skip
+            runs: list[tuple[str, int, int, str | list[str], Path]] = []
+            if not args.no_curl:
+                q, u = shlex.quote(str(folder)), shlex.quote(submit_url)
+                for name, parallel in (("curl-loop", 1), *((f"curl-xargs-P{p}", p) for p in args.xargs)):
+                    got = tmp / name
+                    got.mkdir()
+                    out_dir = shlex.quote(str(got))
+                    if parallel == 1:
+                        cmd = (f"cd {q} && for f in *.jpg; do curl -s -H 'Prefer: wait=60' -F files=@$f "
+                               f"-o {out_dir}/$f.json {u}; done")
+                    else:
+                        cmd = (f"cd {q} && ls *.jpg | xargs -P {parallel} -I {{}} curl -s -H 'Prefer: wait=60' "
+                               f"-F files=@{{}} -o {out_dir}/{{}}.json {u}")
+                    runs.append((name, parallel, 1, cmd, got))
+            for n, config in enumerate(configs):
+                concurrency, per_job = (int(x) for x in config.split("x"))
+                out = tmp / f"cli-{n}.jsonl"
+                cmd = [*dlpipe_command(), "submit", "image-classify", str(folder), "--url", url, "--out", str(out),
+                       "--concurrency", str(concurrency), "--per-job", str(per_job), "--no-progress",
+                       "--metadata", json.dumps({"bench": f"{time.time()}-{n}"})]  # fmt: skip
+                runs.append(("dlpipe-submit", concurrency, per_job, cmd, out))
+            for name, concurrency, per_job, cmd, out in runs:
+                seconds, cpu, text = timed(cmd, out)
+                ok = succeeded_lines(text)
+                record = {"client": name, "concurrency": concurrency, "per_job": per_job, "seconds": round(seconds, 2),
+                          "photos_per_s": round(args.photos / seconds, 2), "client_cpu_s": round(cpu, 2),
+                          "succeeded": ok}  # fmt: skip
+                print(json.dumps(record), flush=True)
+        finally:
+            if stack is not None:
+                stop_stack(stack)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
