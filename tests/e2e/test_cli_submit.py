@@ -124,3 +124,27 @@ def test_bad_arguments_exit_2(stack: Stack, tmp_path: Path) -> None:
     assert unknown.returncode == 2 and "no pipeline" in unknown.stderr
     metadata = cli(stack, "submit", "image-classify", str(tmp_path), "--metadata", "[1]")
     assert metadata.returncode == 2 and "JSON object" in metadata.stderr
+
+
+def test_ctrl_c_leaves_a_valid_file_and_says_how_to_resume(stack: Stack, tmp_path: Path) -> None:
+    names = photo_folder(tmp_path / "photos")
+    out = tmp_path / "results.jsonl"
+    args = ["submit", "image-classify", str(tmp_path / "photos"), "--out", str(out), "--per-job", "1",
+            "--concurrency", "1", "--metadata", json.dumps({"run": uuid.uuid4().hex}), "--no-progress"]  # fmt: skip
+    proc = subprocess.Popen([*dlpipe_command(), *args, "--url", stack.base_url],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        wait_until(lambda: out.exists() and out.read_bytes().count(b"\n") >= 2, timeout_s=120,
+                   what="a few results", interval_s=0.005)  # fmt: skip
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr
+    assert "run the same command again to resume" in stderr and str(out) in stderr
+    lines = read_lines(out)  # every line whole JSON
+    assert 2 <= len(lines) < 30 and len({line["source"] for line in lines}) == len(lines)
+    rerun = cli(stack, *args)
+    assert rerun.returncode == 0, rerun.stderr
+    assert sorted(line["source"] for line in read_lines(out)) == names
