@@ -109,7 +109,9 @@ class AsyncClient:
         """See `Client.wait`."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            left = _core.LONG_POLL_S if deadline is None else min(_core.LONG_POLL_S, _core.remaining(deadline))
+            left = _core.LONG_POLL_S
+            if deadline is not None:
+                left = min(left, _core.remaining(deadline))
             call = _core.job_call(job_id, wait_s=max(0.0, left), http_timeout=self.timeout)
             view = JobView.model_validate_json((await self._send(call)).content)
             if view.status.is_final or (deadline is not None and _core.remaining(deadline) <= 0):

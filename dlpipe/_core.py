@@ -31,7 +31,9 @@ USER_AGENT = "dlpipe-python/0.1"
 
 # One file of `submit(files=...)`: a path, bytes, a file object, or (name, content[, content type]).
 FileContent = Union[bytes, IO[bytes]]
-FileInput = Union[str, "os.PathLike[str]", bytes, IO[bytes], tuple[str, FileContent], tuple[str, FileContent, str]]
+FileInput = Union[
+    str, "os.PathLike[str]", bytes, IO[bytes], tuple[str, FileContent], tuple[str, FileContent, str]
+]
 
 
 @dataclass
@@ -76,7 +78,9 @@ class RetryPolicy:
             return None
         if response.status_code in RETRY_STATUSES:
             after = retry_after_s(response.headers.get("retry-after"))
-            return self.backoff(attempt) if after is None else min(after, MAX_RETRY_AFTER_S) + random.random() / 10  # noqa: S311
+            if after is None:
+                return self.backoff(attempt)
+            return min(after, MAX_RETRY_AFTER_S) + random.random() / 10  # noqa: S311 - spread the retries
         if response.status_code == 409 and IDEMPOTENCY_HEADER in call.headers and call.method == "POST":
             if "in progress" in response.text or "took it over" in response.text:
                 return self.backoff(attempt)  # the key's first request is still being written

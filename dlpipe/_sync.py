@@ -111,14 +111,17 @@ class Client:
 
     def job(self, job_id: str) -> JobView:
         """The job as it is now (`GET /v1/jobs/{id}`)."""
-        return JobView.model_validate_json(self._send(_core.job_call(job_id, http_timeout=self.timeout)).content)
+        call = _core.job_call(job_id, http_timeout=self.timeout)
+        return JobView.model_validate_json(self._send(call).content)
 
     def wait(self, job_id: str, timeout: float | None = None) -> JobView:
         """The job once it has ended (long polls of `GET /v1/jobs/{id}?wait_s=`); with `timeout`,
         the job as it is after that many seconds if it has not ended by then."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            left = _core.LONG_POLL_S if deadline is None else min(_core.LONG_POLL_S, _core.remaining(deadline))
+            left = _core.LONG_POLL_S
+            if deadline is not None:
+                left = min(left, _core.remaining(deadline))
             call = _core.job_call(job_id, wait_s=max(0.0, left), http_timeout=self.timeout)
             view = JobView.model_validate_json(self._send(call).content)
             if view.status.is_final or (deadline is not None and _core.remaining(deadline) <= 0):
@@ -141,7 +144,8 @@ class Client:
         seen = 0
         while True:
             size = max(1, min(200, page_size if limit is None else min(page_size, limit - seen)))
-            page = JobList.model_validate_json(self._send(_core.list_call(status, pipeline, size, cursor)).content)
+            response = self._send(_core.list_call(status, pipeline, size, cursor))
+            page = JobList.model_validate_json(response.content)
             for summary in page.jobs:
                 yield summary
                 seen += 1

@@ -43,7 +43,8 @@ def add_parsers(sub: Any, positive_int: Callable[[str], int]) -> None:
         "(each carries an Idempotency-Key from its files and flags). Exit 1 if any input failed.",
     )  # fmt: skip
     submit.add_arguments(p, positive_int)
-    jobs.add_jobs_arguments(sub.add_parser("jobs", parents=flags, help="list jobs, newest first"), positive_int)
+    p_jobs = sub.add_parser("jobs", parents=flags, help="list jobs, newest first")
+    jobs.add_jobs_arguments(p_jobs, positive_int)
     jobs.add_job_arguments(sub.add_parser("job", parents=flags, help="show one job (--watch: follow it)"))
     jobs.add_cancel_arguments(sub.add_parser("cancel", parents=flags, help="cancel a job"))
 

@@ -35,6 +35,7 @@ DEFAULT_CONCURRENCY = 16
 # (benchmarks/cli_folder.py).
 AUTO_PER_JOB = 16
 AUTO_JOB_BYTES = 256 * 1024
+OCTETS = "application/octet-stream"
 MAX_JOB_BYTES = 16 * 1024 * 1024  # a job's files together (the API takes 64 MiB bodies by default)
 RETRIES = 30  # 429s while the backlog is full are the normal pace of a big folder: keep at it
 EXPIRED_JOB_RETRIES = 2  # a key's job gone (its TTL is shorter than the key's): sent under a new key
@@ -43,7 +44,9 @@ EXPIRED_JOB_RETRIES = 2  # a key's job gone (its TTL is shorter than the key's):
 def add_arguments(parser: argparse.ArgumentParser, positive_int: Any) -> None:
     parser.add_argument("pipeline", help="pipeline name (GET /v1/pipelines lists them)")
     parser.add_argument("paths", nargs="+", metavar="PATH", help="files and folders to send")
-    parser.add_argument("--out", type=Path, help="results file (JSON lines); a rerun skips inputs already in it")
+    parser.add_argument(
+        "--out", type=Path, help="results file (JSON lines); a rerun skips inputs already in it"
+    )  # fmt: skip
     parser.add_argument(
         "--concurrency", dest="in_flight", metavar="N", type=positive_int, default=DEFAULT_CONCURRENCY,
         help=f"jobs in flight at once (default {DEFAULT_CONCURRENCY})",
@@ -51,7 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser, positive_int: Any) -> None:
     parser.add_argument(
         "--per-job", metavar="N", type=positive_int,
         help=f"inputs per job, at most (capped by the API's max_inputs). Default: files under "
-        f"{AUTO_JOB_BYTES // 1024} KiB share jobs, {AUTO_PER_JOB} or {AUTO_JOB_BYTES // 1024} KiB at most; larger ones go alone",
+        f"{AUTO_JOB_BYTES // 1024} KiB share jobs, {AUTO_PER_JOB} or {AUTO_JOB_BYTES // 1024} KiB at "
+        "most; larger ones go alone",
     )  # fmt: skip
     parser.add_argument("--recursive", "-r", action="store_true", help="go into sub-folders")
     parser.add_argument(
@@ -64,7 +68,9 @@ def add_arguments(parser: argparse.ArgumentParser, positive_int: Any) -> None:
     parser.add_argument(
         "--allow-failures", action="store_true", help="exit 0 even when some inputs failed"
     )  # fmt: skip
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar (a summary still ends the run)")
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no progress bar (a summary still ends the run)"
+    )  # fmt: skip
 
 
 @dataclass
@@ -101,17 +107,18 @@ class Run:
 
     async def send(self, files: list[tuple[str, bytes]], split: bool) -> None:
         key = job_key(self.pipeline, self.fields, files)
-        parts = [(name, data, mimetypes.guess_type(name)[0] or "application/octet-stream") for name, data in files]
+        parts = [(name, data, mimetypes.guess_type(name)[0] or OCTETS) for name, data in files]
         for attempt in range(EXPIRED_JOB_RETRIES + 1):
             try:
                 view = await self.client.submit(
-                    self.pipeline, files=parts, wait=True, idempotency_key=key if not attempt else f"{key}.{attempt}",
-                    **self.fields,
+                    self.pipeline, files=parts, wait=True,
+                    idempotency_key=key if not attempt else f"{key}.{attempt}", **self.fields,
                 )  # fmt: skip
                 break
             except NotFoundError:  # the pipeline exists (checked first): the key's job has expired
                 if attempt == EXPIRED_JOB_RETRIES:
-                    self.finish([_failed(name, "its job expired before its results were read") for name, _ in files])
+                    expired = "its job expired before its results were read"
+                    self.finish([_failed(name, expired) for name, _ in files])
                     return
             except InvalidRequestError as exc:
                 if split and len(files) > 1:  # one bad file refuses the whole job: send them one by one
@@ -186,7 +193,9 @@ async def _submit_all(args: argparse.Namespace, results: ResultsFile, state: dic
                            max_connections=args.in_flight * 2) as client:  # fmt: skip
         info = await client.pipeline(args.pipeline)
         if info.input.multipart_field is None:
-            raise InputError(f"pipeline {args.pipeline!r} takes JSON inputs only (use dlpipe.Client(...).submit(inputs=...))")
+            raise InputError(
+                f"pipeline {args.pipeline!r} takes JSON inputs only (use dlpipe.Client().submit(inputs=...))"
+            )
         extensions = None if args.all_files else EXTENSIONS.get(info.input.kind)
         sources = discover(args.paths, recursive=args.recursive, extensions=extensions)
         done = results.load()
@@ -227,8 +236,8 @@ async def _submit_all(args: argparse.Namespace, results: ResultsFile, state: dic
         file=sys.stderr,
     )  # fmt: skip
     if run.unsent:
-        print(f"dlpipe submit: {run.unsent} inputs not sent ({run.unsent_reason}): run the same command again "
-              "to send them", file=sys.stderr)  # fmt: skip
+        print(f"dlpipe submit: {run.unsent} inputs not sent ({run.unsent_reason}): run the same command "
+              "again to send them", file=sys.stderr)  # fmt: skip
         return 1
     return 1 if failed and not args.allow_failures else 0
 
@@ -243,7 +252,8 @@ def run(args: argparse.Namespace) -> int:
         if args.out is None:
             print("\ndlpipe submit: interrupted (no --out: nothing to resume from)", file=sys.stderr)
         else:
-            print(f"\ndlpipe submit: interrupted: {len(results.load())} of {state.get('total', '?')} inputs are in "
+            kept, total = len(results.load()), state.get("total", "?")
+            print(f"\ndlpipe submit: interrupted: {kept} of {total} inputs are in "
                   f"{args.out}; run the same command again to resume (inputs already there are skipped)",
                   file=sys.stderr)  # fmt: skip
         return 130
