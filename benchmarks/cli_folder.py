@@ -10,7 +10,8 @@ with each client in turn, every client getting every photo's result:
 - curl-loop: `for f in *.jpg; do curl -F files=@$f -H 'Prefer: wait=60' URL; done` (one job per
   photo, sequential: what one writes by hand);
 - curl-xargs-PN: the same through `xargs -P N` (N at once; --xargs, default 8);
-- dlpipe submit at each `--cli CONCURRENCYxPER_JOB` (its results file, its progress bar off).
+- dlpipe submit at each `--cli CONCURRENCYxPER_JOB` (its results file, its progress bar off;
+  `auto`: no --per-job, the CLI's default).
 
 Each CLI run sends its own `--metadata` so its Idempotency-Keys are new (no job is replayed).
 Prints one JSON line per run (seconds, photos/s, results that succeeded) and a summary.
@@ -38,7 +39,7 @@ from tests.e2e.conftest import dlpipe_command, start_stack, stop_stack  # noqa: 
 from tests.photos import photo_rgb  # noqa: E402
 
 PHOTOS = ["chelsea.png", "coffee.png", "astronaut.png", "motorcycle_left.png", "rocket.jpg"]
-DEFAULT_CLI = ["1x1", "4x1", "8x1", "8x4", "16x4", "16x8"]
+DEFAULT_CLI = ["16xauto", "1xauto", "8xauto", "16x4", "32xauto", "16xauto"]  # auto: the CLI's default
 
 
 def write_photos(folder: Path, count: int) -> int:
@@ -92,7 +93,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--photos", type=int, default=500)
     parser.add_argument("--url", help="measure this running API instead of starting one")
-    parser.add_argument("--cli", action="append", help="CONCURRENCYxPER_JOB (repeatable; default: a sweep)")
+    parser.add_argument(
+        "--cli", action="append",
+        help="CONCURRENCYxPER_JOB, PER_JOB a number or auto (repeatable; default: a sweep, 16xauto first and last)",
+    )  # fmt: skip
     parser.add_argument("--no-curl", action="store_true")
     parser.add_argument("--xargs", type=int, action="append", help="curl via xargs -P N (repeatable; default 8)")
     args = parser.parse_args()
@@ -116,7 +120,7 @@ def main() -> int:
             warm = sorted(folder.iterdir())[:16]
             timed([*dlpipe_command(), "submit", "image-classify", *map(str, warm), "--url", url,
                    "--no-progress", "--metadata", '{"bench": "warm-up"}', "--out", str(tmp / "warm.jsonl")])  # fmt: skip
-            runs: list[tuple[str, int, int, str | list[str], Path]] = []
+            runs: list[tuple[str, int, int | str, str | list[str], Path]] = []
             if not args.no_curl:
                 q, u = shlex.quote(str(folder)), shlex.quote(submit_url)
                 for name, parallel in (("curl-loop", 1), *((f"curl-xargs-P{p}", p) for p in args.xargs)):
@@ -131,12 +135,14 @@ def main() -> int:
                                f"-F files=@{{}} -o {out_dir}/{{}}.json {u}")
                     runs.append((name, parallel, 1, cmd, got))
             for n, config in enumerate(configs):
-                concurrency, per_job = (int(x) for x in config.split("x"))
+                concurrency_text, per_job = config.split("x")
                 out = tmp / f"cli-{n}.jsonl"
                 cmd = [*dlpipe_command(), "submit", "image-classify", str(folder), "--url", url, "--out", str(out),
-                       "--concurrency", str(concurrency), "--per-job", str(per_job), "--no-progress",
+                       "--concurrency", concurrency_text, "--no-progress",
                        "--metadata", json.dumps({"bench": f"{time.time()}-{n}"})]  # fmt: skip
-                runs.append(("dlpipe-submit", concurrency, per_job, cmd, out))
+                if per_job != "auto":
+                    cmd += ["--per-job", per_job]
+                runs.append(("dlpipe-submit", int(concurrency_text), per_job, cmd, out))
             for name, concurrency, per_job, cmd, out in runs:
                 seconds, cpu, text = timed(cmd, out)
                 ok = succeeded_lines(text)

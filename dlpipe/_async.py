@@ -101,8 +101,9 @@ class AsyncClient:
             return view
         return await self.wait(view.id, timeout=None if wait_s == float("inf") else _core.remaining(deadline))
 
-    async def job(self, job_id: str) -> JobView:
-        call = _core.job_call(job_id, http_timeout=self.timeout)
+    async def job(self, job_id: str, *, wait_s: float = 0) -> JobView:
+        """See `Client.job`."""
+        call = _core.job_call(job_id, wait_s=wait_s, http_timeout=self.timeout)
         return JobView.model_validate_json((await self._send(call)).content)
 
     async def wait(self, job_id: str, timeout: float | None = None) -> JobView:

@@ -109,9 +109,10 @@ class Client:
             return view
         return self.wait(view.id, timeout=None if wait_s == float("inf") else _core.remaining(deadline))
 
-    def job(self, job_id: str) -> JobView:
-        """The job as it is now (`GET /v1/jobs/{id}`)."""
-        call = _core.job_call(job_id, http_timeout=self.timeout)
+    def job(self, job_id: str, *, wait_s: float = 0) -> JobView:
+        """The job as it is now (`GET /v1/jobs/{id}`); with `wait_s`, one long poll: the answer
+        comes when the job ends or after `wait_s` seconds (capped by the API's DLPIPE_MAX_WAIT_S)."""
+        call = _core.job_call(job_id, wait_s=wait_s, http_timeout=self.timeout)
         return JobView.model_validate_json(self._send(call).content)
 
     def wait(self, job_id: str, timeout: float | None = None) -> JobView:

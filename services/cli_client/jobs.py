@@ -88,7 +88,7 @@ def _watch(client: Client, view: JobView) -> JobView:
         client.job(view.id)  # still there (else this raises): an API without the event stream
     last = None
     while True:
-        view = client.wait(view.id, timeout=10)
+        view = client.job(view.id, wait_s=2)  # a line every 2 s at most, as it moves
         if (view.progress.done, view.progress.total) != last:
             last = (view.progress.done, view.progress.total)
             print(f"progress {last[0]}/{last[1]}", file=sys.stderr, flush=True)

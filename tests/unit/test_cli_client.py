@@ -76,3 +76,29 @@ def test_the_commands_parse() -> None:
     assert build_parser().parse_args(["cancel", "x", "--url", "http://h:1"]).url == "http://h:1"
     with pytest.raises(SystemExit):
         build_parser().parse_args(["submit", "image-classify", "a", "--concurrency", "0"])
+
+
+def test_watch_falls_back_to_long_polls_on_an_api_without_the_event_stream(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import httpx
+
+    import dlpipe
+    from services.cli_client.jobs import _watch
+
+    base = {"id": "j1", "pipeline": "image-classify", "created_at": "2026-01-01T00:00:00Z"}
+    states = [{**base, "status": "running", "progress": {"done": 1, "total": 2}},
+              {**base, "status": "succeeded", "progress": {"done": 2, "total": 2}}]  # fmt: skip
+    paths: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        paths.append(request.url.path)
+        if request.url.path.endswith("/events"):
+            return httpx.Response(404, json={"detail": "Not Found"})
+        return httpx.Response(200, json=states[0] if len(paths) < 4 else states[1])
+
+    client = dlpipe.Client("http://api.test", transport=httpx.MockTransport(handler))
+    final = _watch(client, dlpipe.JobView.model_validate(states[0]))
+    assert final.status is dlpipe.JobStatus.succeeded
+    assert paths[0] == "/v1/jobs/j1/events" and set(paths[1:]) == {"/v1/jobs/j1"}
+    assert capsys.readouterr().err.splitlines() == ["progress 1/2", "progress 2/2", "completed succeeded 2/2"]
