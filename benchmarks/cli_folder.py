@@ -9,7 +9,8 @@ with each client in turn, every client getting every photo's result:
 
 - curl-loop: `for f in *.jpg; do curl -F files=@$f -H 'Prefer: wait=60' URL; done` (one job per
   photo, sequential: what one writes by hand);
-- curl-xargs-PN: the same through `xargs -P N` (N at once; --xargs, default 8);
+- curl-xargs-PN: the same through `xargs -P N` (N at once; --xargs, default 8); with --keyed
+  also `-keyed`: each request with an Idempotency-Key, as the CLI sends (what it costs the API);
 - dlpipe submit at each `--cli CONCURRENCYxPER_JOB` (its results file, its progress bar off;
   `auto`: no --per-job, the CLI's default).
 
@@ -110,6 +111,7 @@ def main() -> int:
         help="CONCURRENCYxPER_JOB, PER_JOB a number or auto (repeatable; default: a sweep, 16xauto first and last)",
     )  # fmt: skip
     parser.add_argument("--no-curl", action="store_true")
+    parser.add_argument("--keyed", action="store_true", help="xargs runs again with an Idempotency-Key per request")
     parser.add_argument("--repeats", type=int, default=1, help="rounds of every client, interleaved (medians printed)")
     parser.add_argument("--xargs", type=int, action="append", help="curl via xargs -P N (repeatable; default 8)")
     args = parser.parse_args()
@@ -146,6 +148,12 @@ def main() -> int:
                         cmd = (f"cd {q} && ls *.jpg | xargs -P {parallel} -I {{}} curl -s -H 'Prefer: wait=60' "
                                f"-F files=@{{}} -o {out_dir}/{{}}.json {u}")
                     runs.append((name, parallel, 1, cmd, got))
+                    if args.keyed and parallel > 1:  # what resumability costs the API: a key per request
+                        keyed = tmp / f"{name}-keyed"
+                        key = "-H 'Idempotency-Key: bench-{}-'$(date +%s%N)"
+                        cmd = (f"cd {q} && ls *.jpg | xargs -P {parallel} -I {{}} sh -c \"curl -s -H 'Prefer: wait=60' "
+                               f"{key} -F files=@{{}} -o {shlex.quote(str(keyed))}/{{}}.json {u}\"")
+                        runs.append((f"{name}-keyed", parallel, 1, cmd, keyed))
             for config in configs:
                 concurrency_text, per_job = config.split("x")
                 cmd = [*dlpipe_command(), "submit", "image-classify", str(folder), "--url", url,
