@@ -9,6 +9,8 @@
     dlpipe healthcheck api|preprocess|model|notifier   for container healthchecks
     dlpipe bench [flags]                       benchmark against the limit, the ceiling, peers (-h)
     dlpipe deploy k8s [--overlay cpu|gpu] [--out DIR]  Kubernetes: KEDA ScaledObjects, a kustomization
+    dlpipe submit PIPELINE PATH... [--out F]   files and folders through a pipeline (resumable)
+    dlpipe jobs | job ID [--watch] | cancel ID  jobs of the API (services/cli_client/)
 
 Settings come from DLPIPE_* variables (see README); flags override them. Settings are built
 once, here, and passed down. The API and worker modules are imported only inside their
@@ -25,7 +27,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from services import deploy_k8s
+from services import cli_client, deploy_k8s
 from shared.logs import setup_logging
 from shared.settings import Settings
 
@@ -143,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_bench.add_argument("bench_args", nargs=argparse.REMAINDER)
     deploy_k8s.add_parser(sub, count=_positive_int)
+    cli_client.add_parsers(sub, _positive_int)
     return parser
 
 
@@ -281,6 +284,7 @@ COMMANDS = {
     "healthcheck": cmd_healthcheck,
     "bench": cmd_bench,
     "deploy": deploy_k8s.run,  # `dlpipe deploy k8s`, its only target so far
+    **{name: lambda settings, args: cli_client.run(args) for name in cli_client.COMMANDS},
 }
 
 

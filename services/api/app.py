@@ -23,9 +23,9 @@ from services.api import shutdown
 from services.api.auth import key_digests, require_api_key, require_api_key_or_token
 from services.api.drain import DrainRates
 from services.api.errors import install_error_handlers
+from services.api.job_events import JobEventHub
 from services.api.limits import BodySizeLimit
 from services.api.openapi import install_pipeline_operations
-from services.api.job_events import JobEventHub
 from services.api.routers import (
     docs,
     events,

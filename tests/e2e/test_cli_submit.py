@@ -1,0 +1,150 @@
+"""`dlpipe submit` / `jobs` / `job` / `cancel` as a user runs them, against a real `dlpipe up`:
+a folder of photos, the results file, failures, and a resume after the CLI is SIGKILLed."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+import dlpipe
+from services.cli_client.inputs import EXTENSIONS, discover, group
+from services.cli_client.submit import AUTO_JOB_BYTES, AUTO_PER_JOB
+from tests.e2e.clientfiles import CAT_CLASSES, jobs_of_run, photo_folder, read_lines
+from tests.e2e.conftest import Stack, dlpipe_command
+from tests.photos import FHD, photo_bytes
+from tests.waiting import wait_until
+
+pytestmark = pytest.mark.e2e
+
+
+def cli(stack: Stack, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*dlpipe_command(), *args, "--url", stack.base_url], capture_output=True, text=True,
+                          timeout=timeout)  # fmt: skip
+
+
+@pytest.fixture
+def api(stack: Stack) -> dlpipe.Client:
+    with dlpipe.Client(stack.base_url) as client:
+        yield client
+
+
+def test_a_folder_gives_one_line_per_input_and_a_failure_sets_the_exit_code(
+    stack: Stack, api: dlpipe.Client, tmp_path: Path
+) -> None:
+    names = photo_folder(tmp_path / "photos", corrupt=True)
+    (tmp_path / "photos" / "notes.md").write_text("not a photo: left out of the folder")
+    out, run = tmp_path / "results.jsonl", uuid.uuid4().hex
+    args = ["submit", "image-classify", str(tmp_path / "photos"), "--out", str(out), "--metadata",
+            json.dumps({"run": run}), "--no-progress"]  # fmt: skip
+    first = cli(stack, *args)
+    assert first.returncode == 1, first.stderr  # bad.jpg failed
+    lines = read_lines(out)
+    assert sorted(line["source"] for line in lines) == names
+    by_source = {line["source"]: line for line in lines}
+    bad = by_source[names[0]]
+    assert bad["status"] == "failed" and "image" in bad["error"] and bad["job"]
+    cat = by_source[str(tmp_path / "photos" / "p00.jpg")]
+    assert cat["status"] == "succeeded" and cat["result"]["labels"][0]["index"] in CAT_CLASSES
+    assert "30 succeeded, 1 failed" in first.stderr
+    jobs = jobs_of_run(api, run)
+    small = discover([str(tmp_path / "photos")], recursive=False, extensions=EXTENSIONS["image"])
+    assert len(jobs) == len(group(small, AUTO_PER_JOB, AUTO_JOB_BYTES)) < 10  # small files share jobs
+    assert sorted(o.source for j in jobs for o in j.outputs) == names  # the job's sources are the files
+
+    again = cli(stack, *args, "--allow-failures")
+    assert again.returncode == 0, again.stderr
+    assert "0 ended in this run, 31 were done before" in again.stderr
+    assert len(read_lines(out)) == 31 and len(jobs_of_run(api, run)) == len(jobs)
+
+
+def test_a_killed_run_resumes_with_every_input_once_and_no_second_job(
+    stack: Stack, api: dlpipe.Client, tmp_path: Path
+) -> None:
+    names = photo_folder(tmp_path / "photos")
+    out, run = tmp_path / "results.jsonl", uuid.uuid4().hex
+    args = ["submit", "image-classify", str(tmp_path / "photos"), "--out", str(out), "--per-job", "2",
+            "--concurrency", "2", "--metadata", json.dumps({"run": run}), "--no-progress"]  # fmt: skip
+    proc = subprocess.Popen([*dlpipe_command(), *args, "--url", stack.base_url],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        wait_until(lambda: out.exists() and out.read_bytes().count(b"\n") >= 4, timeout_s=120,
+                   what="a few results", interval_s=0.005)  # fmt: skip
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    before = read_lines(out)
+    assert 4 <= len(before) < 30, "the run ended before it was killed"
+
+    rerun = cli(stack, *args)
+    assert rerun.returncode == 0, rerun.stderr
+    counts = Counter(line["source"] for line in read_lines(out))
+    assert sorted(counts) == names and set(counts.values()) == {1}, counts
+    assert all(line["status"] == "succeeded" for line in read_lines(out))
+    jobs = jobs_of_run(api, run)
+    sources = Counter(o.source for j in jobs for o in j.outputs)
+    assert sorted(sources) == names and set(sources.values()) == {1}, "an input went into two jobs"
+    assert len(jobs) == 15
+
+
+def test_jobs_job_watch_and_cancel(stack: Stack, api: dlpipe.Client, tmp_path: Path) -> None:
+    fhd = ("fhd.jpg", photo_bytes("astronaut.png", size=FHD))
+    job = api.submit("image-classify", files=[fhd] * 100)  # seconds of work: still running when watched
+    watched = cli(stack, "job", job.id, "--watch")
+    assert watched.returncode == 0, watched.stderr
+    assert json.loads(watched.stdout)["status"] == "succeeded"
+    events = watched.stderr.splitlines()
+    assert events[-1] == "completed succeeded 100/100", watched.stderr
+    outputs = [line for line in events if line.startswith("output ")]
+    assert outputs and all(line.endswith(": succeeded") for line in outputs), watched.stderr
+    listed = cli(stack, "jobs", "--pipeline", "image-classify", "--status", "succeeded", "--json", "--limit", "200")
+    assert listed.returncode == 0 and job.id in {json.loads(x)["id"] for x in listed.stdout.splitlines()}
+    table = cli(stack, "jobs", "--limit", "5")
+    assert table.returncode == 0 and table.stdout.startswith("ID")
+    ended = cli(stack, "cancel", job.id)
+    assert ended.returncode == 1 and "already ended" in ended.stderr
+
+    big = api.submit("image-classify", files=[fhd] * 150)
+    canceled = cli(stack, "cancel", big.id)
+    assert canceled.returncode == 0, canceled.stderr
+    assert json.loads(canceled.stdout)["status"] == "canceled"
+    assert cli(stack, "job", "0" * 32).returncode == 1
+
+
+def test_bad_arguments_exit_2(stack: Stack, tmp_path: Path) -> None:
+    missing = cli(stack, "submit", "image-classify", str(tmp_path / "nothing"))
+    assert missing.returncode == 2 and "no such file" in missing.stderr
+    unknown = cli(stack, "submit", "no-such-pipeline", str(tmp_path))
+    assert unknown.returncode == 2 and "no pipeline" in unknown.stderr
+    metadata = cli(stack, "submit", "image-classify", str(tmp_path), "--metadata", "[1]")
+    assert metadata.returncode == 2 and "JSON object" in metadata.stderr
+
+
+def test_ctrl_c_leaves_a_valid_file_and_says_how_to_resume(stack: Stack, tmp_path: Path) -> None:
+    names = photo_folder(tmp_path / "photos")
+    out = tmp_path / "results.jsonl"
+    args = ["submit", "image-classify", str(tmp_path / "photos"), "--out", str(out), "--per-job", "1",
+            "--concurrency", "1", "--metadata", json.dumps({"run": uuid.uuid4().hex}), "--no-progress"]  # fmt: skip
+    proc = subprocess.Popen([*dlpipe_command(), *args, "--url", stack.base_url],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        wait_until(lambda: out.exists() and out.read_bytes().count(b"\n") >= 2, timeout_s=120,
+                   what="a few results", interval_s=0.005)  # fmt: skip
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr
+    assert "run the same command again to resume" in stderr and str(out) in stderr
+    lines = read_lines(out)  # every line whole JSON
+    assert 2 <= len(lines) < 30 and len({line["source"] for line in lines}) == len(lines)
+    rerun = cli(stack, *args)
+    assert rerun.returncode == 0, rerun.stderr
+    assert sorted(line["source"] for line in read_lines(out)) == names
