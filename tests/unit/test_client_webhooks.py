@@ -10,6 +10,7 @@ from standardwebhooks.webhooks import Webhook
 
 import dlpipe
 from shared.messages import EventType, JobStatus, JobView, Progress, WebhookView, now_ms
+from shared.webhook_secret import new_secret
 from workers.webhooks import signing
 
 
@@ -24,7 +25,7 @@ def delivery(secret: str, at: int) -> tuple[bytes, dict[str, str]]:
 
 
 def test_an_event_signed_by_the_notifier_verifies_and_reads_as_a_job() -> None:
-    secret = signing.new_secret()
+    secret = new_secret()
     body, headers = delivery(secret, int(time.time()))
     event = dlpipe.verify_webhook(body, headers, secret)
     assert event.type is EventType.completed and isinstance(event.data, dlpipe.JobView)
@@ -34,7 +35,7 @@ def test_an_event_signed_by_the_notifier_verifies_and_reads_as_a_job() -> None:
 
 
 def test_the_standard_webhooks_library_agrees() -> None:
-    secret = signing.new_secret()
+    secret = new_secret()
     body, headers = delivery(secret, int(time.time()))
     Webhook(secret).verify(body, headers)  # theirs accepts ours
     now = int(time.time())
@@ -44,14 +45,14 @@ def test_the_standard_webhooks_library_agrees() -> None:
 
 @pytest.mark.parametrize("change", ["body", "id", "secret", "signature", "missing"])
 def test_anything_changed_fails(change: str) -> None:
-    secret = signing.new_secret()
+    secret = new_secret()
     body, headers = delivery(secret, int(time.time()))
     if change == "body":
         body = body.replace(b"succeeded", b"failed")
     elif change == "id":
         headers["webhook-id"] = "msg_other"
     elif change == "secret":
-        secret = signing.new_secret()
+        secret = new_secret()
     elif change == "signature":
         headers["webhook-signature"] = "v1," + "A" * 44
     else:
@@ -61,7 +62,7 @@ def test_anything_changed_fails(change: str) -> None:
 
 
 def test_a_replay_with_its_old_timestamp_fails_and_a_fresh_one_passes() -> None:
-    secret = signing.new_secret()
+    secret = new_secret()
     now = int(time.time())
     old_body, old_headers = delivery(secret, now - 301)  # captured more than 5 minutes ago
     with pytest.raises(dlpipe.WebhookVerificationError, match="too old"):
@@ -77,7 +78,7 @@ def test_a_replay_with_its_old_timestamp_fails_and_a_fresh_one_passes() -> None:
 
 
 def test_one_of_several_signatures_may_match() -> None:
-    secret = signing.new_secret()
+    secret = new_secret()
     body, headers = delivery(secret, int(time.time()))
     headers["webhook-signature"] = "v1,bm9wZQ== " + headers["webhook-signature"]
     assert dlpipe.verify_webhook(body, headers, secret).data.id == "abc"
