@@ -2,10 +2,11 @@
 
 - A Debian bookworm base image (Python 3.11): `debootstrap --variant=minbase` from Debian's mirror,
   trimmed (apt's caches and lists, docs, man pages, locales) and kept as a tarball.
-- A wheelhouse: every wheel the images install, built on the host with the project's pins
-  (`pip wheel -c constraints.txt '.[worker]'`). The host's pip finds the CPU build of torch in its
-  find-links folder; PyPI's own torch wheel is the multi-GB CUDA build. The images install from it
-  with `--no-index`, served on loopback by `WheelServer` (builds run on the host's network).
+- A wheelhouse: every wheel the images install, built with the project's pins by pip in the base
+  image (`pip wheel -c constraints.txt '.[worker]'`, from PyPI), with the CPU build of torch the
+  host's pip finds (its find-links folder here; PyPI's own torch wheel is the multi-GB CUDA build).
+  The images install from it with `--no-index`, served on loopback by `WheelServer` (builds run on
+  the host's network).
 
 Both are kept under the cache folder (`.dlpipe/compose-cache`, or DLPIPE_COMPOSE_CACHE) and rebuilt
 only when what they come from changes. A failure to fetch them is the environment's (`Unavailable`).
@@ -18,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -71,31 +73,61 @@ def base_tarball(cache: Path) -> Path:
     return tarball
 
 
-def wheelhouse(cache: Path) -> Path:
-    """Every wheel the API and worker images install, for this host's Python (3.11, manylinux)."""
-    key = _key(*((REPO / name).read_bytes() for name in WHEEL_INPUTS))
+def torch_wheel(cache: Path) -> Path:
+    """The CPU torch wheel constraints.txt pins, as the host's pip finds it (its find-links folder
+    here); PyPI's wheel of the same version is the CUDA build, which the test must not install."""
+    pin = next(line for line in (REPO / "constraints.txt").read_text().splitlines() if line.startswith("torch=="))
+    folder = cache / "torch"
+    found = list(folder.glob("torch-*+cpu-*.whl"))
+    if found:
+        return found[0]
+    shutil.rmtree(folder, ignore_errors=True)
+    _run(
+        [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary", ":all:", "-d", str(folder), pin],
+        f"pip download {pin}", timeout_s=900,
+    )  # fmt: skip
+    found = list(folder.glob("torch-*+cpu-*.whl"))
+    if not found:
+        names = [path.name for path in folder.iterdir()]
+        raise Unavailable(f"pip finds no CPU build for {pin} (found {names}): the worker image would be CUDA")
+    return found[0]
+
+
+def wheelhouse(cache: Path, base_image: str, docker: Callable[..., subprocess.CompletedProcess[str]]) -> Path:
+    """Every wheel the API and worker images install, resolved by pip in the base image itself (its
+    Python is Debian's 3.11.2: markers differ from the host's, e.g. redis wants async-timeout there).
+    That pip reaches PyPI on the host's network with the host's CA bundle, and torch from torch_wheel."""
+    key = _key(*((REPO / name).read_bytes() for name in WHEEL_INPUTS), base_image.encode())
     target = cache / f"wheelhouse-{key}"
     if target.is_dir():
         return target
+    torch = torch_wheel(cache)
     building = cache / "wheelhouse.tmp"
     shutil.rmtree(building, ignore_errors=True)
-    pip = [sys.executable, "-m", "pip"]
-    constraints = str(REPO / "constraints.txt")
-    # setuptools: the project's build backend (pip builds dlpipe from its folder, in isolation).
-    _run(
-        [*pip, "wheel", "-q", "--wheel-dir", str(building), "-c", constraints, f"{REPO}[worker]", "setuptools>=68"],
-        "pip wheel (the images' dependencies)", timeout_s=1200,
+    building.mkdir(parents=True)
+    # The project is copied out of the read-only mount: pip builds it in its folder.
+    script = " && ".join([
+        "mkdir /tmp/src && cp -r /src/pyproject.toml /src/README.md /src/shared /src/services /src/workers /src/bench /tmp/src",
+        "python3 -m venv /tmp/venv",
+        # setuptools: the project's build backend (the images' pip builds dlpipe from its folder)
+        "/tmp/venv/bin/pip wheel -q --wheel-dir /wheels --find-links /torch -c /src/constraints.txt"
+        " '/tmp/src[worker]' 'setuptools>=68'",
+        "/tmp/venv/bin/pip download -q --no-deps -d /wheels -r /src/requirements-nodeps.txt",
+        "rm -f /wheels/dlpipe-*.whl",
+        "chmod -R a+rX /wheels",
+    ])  # fmt: skip
+    host_ca = "/etc/ssl/certs/ca-certificates.crt"
+    ca = ["-v", f"{host_ca}:/etc/ssl/certs/host-ca.crt:ro", "-e", "PIP_CERT=/etc/ssl/certs/host-ca.crt"]
+    done = docker(
+        "run", "--rm", "--network", "host", *(ca if Path(host_ca).is_file() else []),
+        "-v", f"{REPO}:/src:ro", "-v", f"{torch.parent}:/torch:ro", "-v", f"{building}:/wheels",
+        base_image, "bash", "-c", script, timeout_s=1500, check=False,
     )  # fmt: skip
-    _run(
-        [*pip, "download", "-q", "--no-deps", "-d", str(building), "-r", str(REPO / "requirements-nodeps.txt")],
-        "pip download (requirements-nodeps.txt)", timeout_s=600,
-    )  # fmt: skip
-    for own in building.glob("dlpipe-*.whl"):  # the images build the project from its own files
-        own.unlink()
-    torch = list(building.glob("torch-*.whl"))
-    if not torch or "+cpu" not in torch[0].name:
-        found = [path.name for path in torch]
-        raise Unavailable(f"no CPU torch wheel where pip looked (found {found}): the worker image would be CUDA")
+    if done.returncode != 0:
+        tail = " | ".join((done.stdout + done.stderr).strip().splitlines()[-6:])
+        raise Unavailable(f"pip wheel in the base image (PyPI) failed ({done.returncode}): {tail}")
+    if not list(building.glob("torch-*+cpu-*.whl")):
+        raise Unavailable("the wheelhouse has no CPU torch: the worker image would be CUDA")
     for old in cache.glob("wheelhouse-*"):
         shutil.rmtree(old, ignore_errors=True)
     building.rename(target)

@@ -24,8 +24,8 @@ from tests.deploy.dockerd import Dockerd, Unavailable
 
 REPO = Path(__file__).resolve().parents[2]
 BASE_IMAGE = "dlpipe-base:bookworm"
-REDIS_IMAGE = "dlpipe-test-redis:7"
-HEALTHY_TIMEOUT_S = 300
+REDIS_IMAGE = "dlpipe-test-redis:7.1"  # bump when tests/deploy/Dockerfile.redis changes
+HEALTHY_TIMEOUT_S = 240
 TIMER = Timer()  # seconds per step, setup and tests alike
 REPORT: dict[str, Any] = {"seconds": TIMER.seconds}
 
@@ -51,7 +51,7 @@ def _prepare(compose: Compose, cache: Path, timer: Timer) -> Path:
             if done.returncode != 0:
                 raise Unavailable(f"docker import of the base image failed: {done.stderr.strip()}")
     with timer.step("wheelhouse"):
-        wheels = compose_cache.wheelhouse(cache)
+        wheels = compose_cache.wheelhouse(cache, BASE_IMAGE, compose.docker)
     with timer.step("redis_image"):
         if not _image_exists(compose, REDIS_IMAGE):
             built = compose.docker(
