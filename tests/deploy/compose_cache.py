@@ -143,7 +143,14 @@ class WheelServer:
     """The wheelhouse as a find-links page on 127.0.0.1 (pip trusts loopback over plain HTTP)."""
 
     def __init__(self, directory: Path) -> None:
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), partial(_QuietHandler, directory=str(directory)))
+        handler = partial(_QuietHandler, directory=str(directory))
+        # The URL is a build arg, so part of Docker's build cache key: the same port for the same
+        # wheelhouse lets a rerun reuse the cached layers (any free port when that one is taken).
+        preferred = 20000 + int(hashlib.sha256(directory.name.encode()).hexdigest(), 16) % 20000
+        try:
+            self.server = ThreadingHTTPServer(("127.0.0.1", preferred), handler)
+        except OSError:
+            self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     @property
