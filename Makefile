@@ -53,7 +53,7 @@ compose-tools:
 
 # docker-compose.yml + docker-compose.cpu.yml built and run for real on a Docker daemon of the
 # test's own (tests/deploy/test_compose_run.py; needs root, else it skips). The base image,
-# wheelhouse and the daemon's images stay in .dlpipe/compose-cache (DLPIPE_COMPOSE_CACHE) for reruns.
+# wheelhouse and the daemon's images stay in .dlpipe/compose-cache (TEST_COMPOSE_CACHE) for reruns.
 test-compose: install compose-tools
 	$(BIN)/python -m pytest -m compose tests/deploy -p no:cacheprovider
 

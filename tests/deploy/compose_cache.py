@@ -8,7 +8,7 @@
   The images install from it with `--no-index`, served on loopback by `WheelServer` (builds run on
   the host's network).
 
-Both are kept under the cache folder (`.dlpipe/compose-cache`, or DLPIPE_COMPOSE_CACHE) and rebuilt
+Both are kept under the cache folder (`.dlpipe/compose-cache`, or TEST_COMPOSE_CACHE) and rebuilt
 only when what they come from changes. A failure to fetch them is the environment's (`Unavailable`).
 """
 

@@ -31,7 +31,7 @@ REPORT: dict[str, Any] = {"seconds": TIMER.seconds}
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("DLPIPE_COMPOSE_CACHE") or REPO / ".dlpipe" / "compose-cache").resolve()
+    return Path(os.environ.get("TEST_COMPOSE_CACHE") or REPO / ".dlpipe" / "compose-cache").resolve()
 
 
 def _image_exists(compose: Compose, image: str) -> bool:
