@@ -102,4 +102,12 @@ class Dockerd:
                 self.proc.kill()
                 self.proc.wait(timeout=30)
         self.proc = None
+        self._unmount_leftovers()
         shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    def _unmount_leftovers(self) -> None:
+        """dockerd leaves its network namespace bind-mounted (exec/netns/default) after it exits."""
+        prefix = str(self.run_dir) + "/"
+        mounts = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()]
+        for point in sorted((m for m in mounts if m.startswith(prefix)), key=len, reverse=True):
+            subprocess.run(["umount", point], capture_output=True, timeout=30, check=False)
