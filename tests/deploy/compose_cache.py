@@ -30,7 +30,13 @@ from tests.deploy.dockerd import Unavailable
 REPO = Path(__file__).resolve().parents[2]
 DEBOOTSTRAP = ["--variant=minbase", "--include=python3,python3-venv,ca-certificates", "bookworm"]
 # Left out of the base tarball: nothing in the images reads them (apt gets fresh lists if it runs).
-TRIM = ["var/cache/apt/archives/*.deb", "var/lib/apt/lists/*", "usr/share/doc", "usr/share/man", "usr/share/locale"]
+TRIM = [
+    "var/cache/apt/archives/*.deb",
+    "var/lib/apt/lists/*",
+    "usr/share/doc",
+    "usr/share/man",
+    "usr/share/locale",
+]
 WHEEL_INPUTS = ["pyproject.toml", "constraints.txt", "requirements-nodeps.txt"]
 
 
@@ -44,7 +50,9 @@ def _key(*parts: bytes) -> str:
 
 def _run(command: list[str], what: str, timeout_s: float, **kwargs: Any) -> None:
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, check=False, **kwargs)
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=timeout_s, check=False, **kwargs
+        )
     except subprocess.TimeoutExpired as exc:
         raise Unavailable(f"{what}: timed out after {timeout_s}s") from exc
     if done.returncode != 0:
@@ -66,7 +74,11 @@ def base_tarball(cache: Path) -> Path:
         _run(["debootstrap", *DEBOOTSTRAP, str(root)], "debootstrap of the base image", timeout_s=900)
         partial_tar = tarball.with_suffix(".tar.tmp")
         excludes = [f"--exclude=./{pattern}" for pattern in TRIM]
-        _run(["tar", "-C", str(root), *excludes, "-cf", str(partial_tar), "."], "tar of the base", timeout_s=300)
+        _run(
+            ["tar", "-C", str(root), *excludes, "-cf", str(partial_tar), "."],
+            "tar of the base",
+            timeout_s=300,
+        )
         partial_tar.rename(tarball)
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -76,7 +88,9 @@ def base_tarball(cache: Path) -> Path:
 def torch_wheel(cache: Path) -> Path:
     """The CPU torch wheel constraints.txt pins, as the host's pip finds it (its find-links folder
     here); PyPI's wheel of the same version is the CUDA build, which the test must not install."""
-    pin = next(line for line in (REPO / "constraints.txt").read_text().splitlines() if line.startswith("torch=="))
+    pin = next(
+        line for line in (REPO / "constraints.txt").read_text().splitlines() if line.startswith("torch==")
+    )
     folder = cache / "torch"
     found = list(folder.glob("torch-*+cpu-*.whl"))
     if found:
@@ -110,8 +124,10 @@ def wheelhouse(cache: Path, base_image: str, docker: Callable[..., subprocess.Co
         "mkdir /tmp/src && cp -r /src/pyproject.toml /src/README.md /src/shared /src/services /src/workers /src/bench /tmp/src",
         "python3 -m venv /tmp/venv",
         # setuptools: the project's build backend (the images' pip builds dlpipe from its folder)
-        "/tmp/venv/bin/pip wheel -q --wheel-dir /wheels --find-links /torch -c /src/constraints.txt"
-        " '/tmp/src[worker]' 'setuptools>=68'",
+        (
+            "/tmp/venv/bin/pip wheel -q --wheel-dir /wheels --find-links /torch -c /src/constraints.txt"
+            " '/tmp/src[worker]' 'setuptools>=68'"
+        ),
         "/tmp/venv/bin/pip download -q --no-deps -d /wheels -r /src/requirements-nodeps.txt",
         "rm -f /wheels/dlpipe-*.whl",
         "chmod -R a+rX /wheels",

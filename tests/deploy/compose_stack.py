@@ -58,13 +58,19 @@ class Compose:
     def env(self) -> dict[str, str]:
         return {**self.dockerd.env(), **self.variables}
 
-    def docker(self, *args: str, timeout_s: float = 120, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def docker(
+        self, *args: str, timeout_s: float = 120, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         return self._run(["docker", *args], timeout_s, check)
 
-    def compose(self, *args: str, timeout_s: float = 300, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def compose(
+        self, *args: str, timeout_s: float = 300, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         files = [part for path in FILES for part in ("-f", str(path))]
         return self._run(
-            ["docker-compose", "--project-directory", str(REPO), "-p", PROJECT, *files, *args], timeout_s, check
+            ["docker-compose", "--project-directory", str(REPO), "-p", PROJECT, *files, *args],
+            timeout_s,
+            check,
         )
 
     def _run(self, command: list[str], timeout_s: float, check: bool) -> subprocess.CompletedProcess[str]:
@@ -72,7 +78,9 @@ class Compose:
             command, env=self.env(), cwd=REPO, capture_output=True, text=True, timeout=timeout_s, check=False
         )
         if check and done.returncode != 0:
-            raise CommandFailed(f"{' '.join(command[:6])} ... exited {done.returncode}:\n{tail(done.stdout + done.stderr)}")
+            raise CommandFailed(
+                f"{' '.join(command[:6])} ... exited {done.returncode}:\n{tail(done.stdout + done.stderr)}"
+            )
         return done
 
     def container(self, service: str) -> str:
@@ -87,7 +95,11 @@ class Compose:
         status = {}
         for service in services:
             state = self.state(service)["State"]
-            status[service] = state.get("Health", {}).get("Status", state["Status"]) if state["Running"] else state["Status"]
+            status[service] = (
+                state.get("Health", {}).get("Status", state["Status"])
+                if state["Running"]
+                else state["Status"]
+            )
         return status
 
     def wait_healthy(self, services: list[str], timeout_s: float) -> None:
@@ -100,7 +112,9 @@ class Compose:
             raise AssertionError(f"{exc}\nstatus: {self.healthy(services)}\n{self.logs()}") from None
 
     def logs(self, service: str | None = None, lines: int = 30) -> str:
-        done = self.compose("logs", "--no-color", "--tail", str(lines), *([service] if service else []), check=False)
+        done = self.compose(
+            "logs", "--no-color", "--tail", str(lines), *([service] if service else []), check=False
+        )
         return tail(done.stdout + done.stderr, lines * 5)
 
     def image_size_mb(self, image: str) -> float:

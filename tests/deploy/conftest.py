@@ -60,7 +60,9 @@ def _prepare(compose: Compose, cache: Path, timer: Timer) -> Path:
                 timeout_s=600, check=False,
             )  # fmt: skip
             if built.returncode != 0:
-                raise Unavailable(f"the stand-in Redis image (apt in the base) did not build: {built.stderr[-500:]}")
+                raise Unavailable(
+                    f"the stand-in Redis image (apt in the base) did not build: {built.stderr[-500:]}"
+                )
     return wheels
 
 
@@ -90,7 +92,8 @@ def compose_stack() -> Iterator[Compose]:
             with timer.step("build_workers"):
                 compose.compose("build", "preprocess", "model-cpu", "notifier", timeout_s=900)
         REPORT["image_mb"] = {
-            image: compose.image_size_mb(image) for image in (BASE_IMAGE, API_IMAGE, WORKER_IMAGE, REDIS_IMAGE)
+            image: compose.image_size_mb(image)
+            for image in (BASE_IMAGE, API_IMAGE, WORKER_IMAGE, REDIS_IMAGE)
         }
         with timer.step("up_to_healthy"):
             compose.compose("up", "-d", "--no-build")

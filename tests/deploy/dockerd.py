@@ -69,7 +69,9 @@ class Dockerd:
             "--pidfile", str(self.run_dir / "dockerd.pid"), "--host", self.host, "--bridge", "none",
         ]  # fmt: skip
         with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -55,18 +55,22 @@ def _top1(job: dict[str, Any]) -> int:
 
 
 def test_the_api_image_has_no_torch_and_the_worker_image_has_cpu_torch(compose_stack: Compose) -> None:
-    api = compose_stack.docker("run", "--rm", "--network", "none", API_IMAGE, "python", "-c", "import torch", check=False)
+    run = ("run", "--rm", "--network", "none")
+    api = compose_stack.docker(*run, API_IMAGE, "python", "-c", "import torch", check=False)
     assert api.returncode != 0 and "No module named 'torch'" in api.stderr, api.stdout + api.stderr
-    listed = compose_stack.docker("run", "--rm", "--network", "none", API_IMAGE, "pip", "list", "--format", "freeze")
+    listed = compose_stack.docker(*run, API_IMAGE, "pip", "list", "--format", "freeze")
     assert "fastapi==" in listed.stdout and "torch" not in listed.stdout.lower()
     worker = compose_stack.docker(
-        "run", "--rm", "--network", "none", WORKER_IMAGE, "python", "-c", "import torch; print(torch.__version__)"
+        *run, WORKER_IMAGE, "python", "-c", "import torch; print(torch.__version__)"
     )
     assert worker.stdout.strip() == "2.13.0+cpu"
 
 
 def test_every_container_runs_as_non_root(compose_stack: Compose) -> None:
-    uids = {s: compose_stack.docker("exec", compose_stack.container(s), "id", "-u").stdout.strip() for s in SERVICES}
+    uids = {
+        s: compose_stack.docker("exec", compose_stack.container(s), "id", "-u").stdout.strip()
+        for s in SERVICES
+    }
     assert all(uid.isdigit() and uid != "0" for uid in uids.values()), uids
     REPORT["uids"] = uids
 
@@ -87,7 +91,10 @@ def test_a_killed_model_worker_is_restarted_and_the_next_job_succeeds(compose_st
 
         def restarted() -> bool:
             state = compose_stack.state("model-cpu")
-            return state["RestartCount"] > before["RestartCount"] and state["State"]["Pid"] != before["State"]["Pid"]
+            return (
+                state["RestartCount"] > before["RestartCount"]
+                and state["State"]["Pid"] != before["State"]["Pid"]
+            )
 
         wait_until(restarted, timeout_s=60, what="the model container to restart", interval_s=0.2)
         compose_stack.wait_healthy(["model-cpu"], timeout_s=120)
@@ -109,14 +116,20 @@ def test_a_job_accepted_before_redis_restarts_survives_it(compose_stack: Compose
                 compose_stack.compose("restart", "redis")
                 compose_stack.wait_healthy(["redis"], timeout_s=120)
             log = compose_stack.docker("logs", "--since", "2m", redis).stdout
-            REPORT["redis_loaded"] = [line.split(" * ")[-1] for line in log.splitlines() if "loaded" in line.lower()]
-            assert any("aof" in line.lower() or "append only" in line.lower() for line in REPORT["redis_loaded"]), log
+            REPORT["redis_loaded"] = [
+                line.split(" * ")[-1] for line in log.splitlines() if "loaded" in line.lower()
+            ]
+            assert any(
+                "aof" in line.lower() or "append only" in line.lower() for line in REPORT["redis_loaded"]
+            ), log
 
             def survived() -> dict[str, Any] | None:
                 response = client.get(f"/v1/jobs/{job['id']}")
                 return response.json() if response.status_code == 200 else None
 
-            seen = wait_until(survived, timeout_s=60, what="the API to answer for the job again", interval_s=0.2)
+            seen = wait_until(
+                survived, timeout_s=60, what="the API to answer for the job again", interval_s=0.2
+            )
             assert seen["status"] not in ("succeeded", "failed", "canceled"), seen
         finally:
             compose_stack.compose("start", "model-cpu")

@@ -23,7 +23,9 @@ def test_a_missing_engine_is_a_reason_to_skip(monkeypatch: pytest.MonkeyPatch, t
         Dockerd(data_root=tmp_path / "docker", run_dir=tmp_path / "run").start()
 
 
-def test_a_daemon_that_exits_is_a_reason_to_skip_with_its_log(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_a_daemon_that_exits_is_a_reason_to_skip_with_its_log(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for tool, body in {"dockerd": "echo 'failed to start daemon: no cgroups' >&2; exit 1", "docker": "exit 1",
