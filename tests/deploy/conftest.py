@@ -76,6 +76,7 @@ def compose_stack() -> Iterator[Compose]:
         try:
             dockerd.start()
         except Unavailable as exc:
+            dockerd.stop()  # its run folder
             REPORT["skipped"] = str(exc)
             pytest.skip(f"no Docker daemon for the Compose test: {exc}")
     compose = Compose(dockerd, {"TEST_BASE_IMAGE": BASE_IMAGE, "TEST_REDIS_IMAGE": REDIS_IMAGE})

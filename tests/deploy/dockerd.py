@@ -94,9 +94,7 @@ class Dockerd:
 
     def stop(self) -> None:
         """SIGTERM the daemon we started (its containerd goes with it) and wait for it to exit."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
+        if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout=STOP_TIMEOUT_S)
