@@ -5,7 +5,7 @@ PORT ?= 8000
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install tools run test clean vendor-docs
+.PHONY: install tools compose-tools run test test-compose clean vendor-docs
 
 $(STAMP): pyproject.toml constraints.txt requirements-nodeps.txt
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,21 @@ tools:
 
 test: install tools
 	$(BIN)/python -m pytest
+
+# Docker's engine, Compose and debootstrap for `make test-compose`, installed when we may (root);
+# else the test skips and says why. No Docker Hub here: the test makes its base image with
+# debootstrap and its wheels with pip (tests/deploy/compose_cache.py).
+compose-tools:
+	@{ command -v dockerd >/dev/null 2>&1 && command -v docker-compose >/dev/null 2>&1 && \
+	  command -v debootstrap >/dev/null 2>&1; } || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io docker-compose debootstrap >/dev/null; }; } || \
+	  echo "docker.io/docker-compose/debootstrap not installed: the Compose run test will skip"
+
+# docker-compose.yml + docker-compose.cpu.yml built and run for real on a Docker daemon of the
+# test's own (tests/deploy/test_compose_run.py; needs root, else it skips). The base image,
+# wheelhouse and the daemon's images stay in .dlpipe/compose-cache (TEST_COMPOSE_CACHE) for reruns.
+test-compose: install compose-tools
+	$(BIN)/python -m pytest -m compose tests/deploy -p no:cacheprovider
 
 # The Swagger UI /docs serves, vendored (services/api/vendor.py): re-fetch it with `npm pack`,
 # checked against the npm registry's integrity, e.g. `make vendor-docs SWAGGER_UI_VERSION=5.36.0`.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -56,7 +57,8 @@ def test_redis_is_internal_durable_and_never_evicts(compose: dict[str, Any]) -> 
 def test_only_the_api_publishes_a_port(compose: dict[str, Any]) -> None:
     published = {name for name, body in _services(compose).items() if body.get("ports")}
     assert published == {"api"}
-    assert _services(compose)["api"]["ports"] == ["8000:8000"]
+    # API_PUBLISH: [address:]port on the host (a variable: an override's `ports` add to these).
+    assert _services(compose)["api"]["ports"] == ["${API_PUBLISH:-8000}:8000"]
 
 
 def test_every_service_runs_a_supervisor_command(compose: dict[str, Any]) -> None:
@@ -118,9 +120,27 @@ def _run_commands(dockerfile: Path) -> list[str]:
     return commands
 
 
+def _base_image(dockerfile: Path) -> str:
+    """The production base: the default of `ARG BASE_IMAGE`, which the only FROM uses."""
+    text = dockerfile.read_text()
+    assert re.findall(r"^FROM (.*)$", text, re.MULTILINE) == ["${BASE_IMAGE}"], dockerfile.name
+    default = re.search(r"^ARG BASE_IMAGE=(\S+)$", text, re.MULTILINE)
+    assert default, f"{dockerfile.name}: ARG BASE_IMAGE=<production base> before FROM"
+    return default.group(1)
+
+
+def test_both_images_take_the_base_and_pip_sources_as_build_args() -> None:
+    for dockerfile in DOCKERFILES:
+        text = dockerfile.read_text()
+        assert text.index("ARG BASE_IMAGE=") < text.index("FROM ${BASE_IMAGE}"), dockerfile.name
+        for name in ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "PIP_NO_INDEX"):
+            assert re.search(rf"^ARG {name}$", text, re.MULTILINE), f"{dockerfile.name}: ARG {name} (no default)"
+        assert "PATH=/opt/dlpipe/bin:$PATH" in text, f"{dockerfile.name}: the venv first on PATH"
+
+
 def test_api_image_installs_no_torch_and_no_worker_extra() -> None:
     dockerfile = REPO / "Dockerfile.api"
-    assert re.search(r"^FROM python:3\.11-slim", dockerfile.read_text(), re.MULTILINE)
+    assert _base_image(dockerfile).startswith("python:3.11-slim")
     installs = [c for c in _run_commands(dockerfile) if "pip install" in c]
     assert installs, "Dockerfile.api installs the project with pip"
     for command in installs:
@@ -132,10 +152,11 @@ def test_api_image_installs_no_torch_and_no_worker_extra() -> None:
 def test_gpu_image_keeps_the_base_images_torch() -> None:
     dockerfile = REPO / "Dockerfile.gpu"
     text = dockerfile.read_text()
-    base = re.search(r"^FROM (pytorch/pytorch:(\S+))$", text, re.MULTILINE)
-    assert base, "Dockerfile.gpu starts FROM a pinned pytorch/pytorch tag"
+    base = re.fullmatch(r"pytorch/pytorch:(\S+)", _base_image(dockerfile))
+    assert base, "Dockerfile.gpu's default base is a pinned pytorch/pytorch tag"
     pinned = re.search(r"^torch==(\S+)$", (REPO / "constraints.txt").read_text(), re.MULTILINE)
-    assert pinned and base.group(2).startswith(pinned.group(1) + "-"), "base image torch == constraints pin"
+    assert pinned and base.group(1).startswith(pinned.group(1) + "-"), "base image torch == constraints pin"
+    assert "--system-site-packages" in text, "the venv sees the base image's torch"
     installs = [c for c in _run_commands(dockerfile) if "pip install" in c and NODEPS.name not in c]
     assert installs and all("[worker]" in c and "/tmp/constraints.txt" in c for c in installs)
 
@@ -242,3 +263,57 @@ def test_readme_commands_exist() -> None:
         assert "dlpipe " + " ".join(args) in commands
     assert "make run" in readme and "make test" in readme and "docker compose up" in readme
     assert "```mermaid" in readme
+
+
+# --- docker-compose.cpu.yml and the Compose run test ---------------------------------------
+
+CPU = REPO / "docker-compose.cpu.yml"
+TEST_OVERRIDE = REPO / "tests/deploy/compose.test.yml"
+
+
+def test_cpu_override_parks_the_gpu_model_and_runs_the_same_worker_on_cpu(compose: dict[str, Any]) -> None:
+    cpu = yaml.safe_load(CPU.read_text())["services"]
+    assert cpu["model"] == {"profiles": ["gpu"]}, "the GPU service only parked: Compose cannot drop a reservation"
+    model, base = cpu["model-cpu"], _services(compose)["model"]
+    assert "deploy" not in model
+    assert model["environment"] == {**base["environment"], "DLPIPE_DEVICE": "cpu"}
+    for key in ("command", "healthcheck", "depends_on", "networks", "restart", "stop_grace_period"):
+        assert model[key] == base[key], key
+    for name in ("preprocess", "notifier", "model-cpu"):
+        assert cpu[name]["image"] == "dlpipe-worker-cpu:0.1.0", name  # never mistaken for the CUDA image
+        build = cpu[name]["build"]
+        assert build["dockerfile"] == "Dockerfile.gpu" and build["args"]["BASE_IMAGE"].startswith("python:3.11-slim")
+        assert build["args"]["PIP_EXTRA_INDEX_URL"] == "https://download.pytorch.org/whl/cpu"
+
+
+def test_the_test_override_publishes_nothing_and_keeps_the_healthchecks() -> None:
+    services = yaml.safe_load(TEST_OVERRIDE.read_text())["services"]
+    for name, body in services.items():
+        assert "ports" not in body, name
+        assert set(body.get("healthcheck", {})) <= {"interval"}, f"{name}: only how often it is polled"
+
+
+@pytest.mark.skipif(_compose_command() is None, reason="no Compose to merge the files with (apt-get install docker-compose)")
+def test_cpu_override_merged_has_no_gpu_and_the_api_on_loopback() -> None:
+    done = subprocess.run(
+        [*_compose_command(), "--project-directory", str(REPO), "-f", str(COMPOSE), "-f", str(CPU), "config"],
+        capture_output=True, text=True, timeout=120, cwd=REPO, check=False,
+        env={"PATH": os.environ["PATH"], "API_PUBLISH": "127.0.0.1:8000"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    services = yaml.safe_load(done.stdout)["services"]
+    started = {name: body for name, body in services.items() if not body.get("profiles")}
+    assert set(started) == {"redis", "api", "preprocess", "model-cpu", "notifier"}
+    assert not any(body.get("deploy") for body in started.values()), "nothing started reserves a device"
+    (port,) = services["api"]["ports"]
+    assert port in ("127.0.0.1:8000:8000/tcp", {"host_ip": "127.0.0.1", "published": 8000, "target": 8000}), port
+
+
+def test_ci_runs_the_compose_test_after_the_suite_and_the_suite_leaves_it_out() -> None:
+    ci = (REPO / ".ci/run").read_text()
+    assert ci.index("make test\n") < ci.index("make test-compose\n")
+    makefile = (REPO / "Makefile").read_text()
+    recipe = re.search(r"^test-compose:.*\n\t(.*)$", makefile, re.MULTILINE)
+    assert recipe and "-m compose" in recipe.group(1) and "tests/deploy" in recipe.group(1)
+    addopts = re.search(r'^addopts = "(.*)"$', (REPO / "pyproject.toml").read_text(), re.MULTILINE)
+    assert addopts and "-m 'not compose'" in addopts.group(1)
