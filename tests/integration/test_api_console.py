@@ -21,7 +21,7 @@ from shared.pipeline_spec import load_pipelines
 from shared.settings import Settings
 from tests.integration.test_api_redis import _groups, _step
 from tests.sse import Event, collect_until, read_events, served
-from tests.unit.test_api_fixtures import anyio_backend, write_pipelines  # noqa: F401
+from tests.support.api import write_pipelines
 from workers.store import Entry, StageResult, Store
 
 pytestmark = pytest.mark.anyio

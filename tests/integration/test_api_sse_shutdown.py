@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 
 from tests.apiproc import api_process
-from tests.unit.test_api_fixtures import write_pipelines
+from tests.support.api import write_pipelines
 
 BODY = {"inputs": [{"image_base64": base64.b64encode(b"abc").decode()}]}
 

@@ -29,7 +29,7 @@ from shared.messages import now_ms
 from tests.apiproc import api_process as start_api
 from tests.integration.test_api_limits import Stack, backlog, stack  # noqa: F401 - fixture
 from tests.stagefns import job_view
-from tests.unit.test_api_fixtures import anyio_backend, write_pipelines  # noqa: F401 - fixture
+from tests.support.api import write_pipelines
 from tests.waiting import wait_until
 
 SWEEP_MS = 100

@@ -27,7 +27,7 @@ from shared.settings import Settings
 from tests.integration.test_face_detect import HEAD, overlap
 from tests.photos import photo_bytes, photo_rgb
 from tests.stagefns import job_view
-from tests.unit.test_api_fixtures import anyio_backend, running, write_pipelines  # noqa: F401
+from tests.support.api import running, write_pipelines
 from tests.unit.test_output_files import CAP, PIPELINES, assert_expire_together
 from tests.videos import astronaut_then_coffee
 from workers.inference import load_models

@@ -24,7 +24,7 @@ from shared.pipeline_spec import PipelinesConfig, load_pipelines
 from shared.settings import Settings
 from tests.photos import photo_bytes
 from tests.stagefns import job_view
-from tests.unit.test_api_fixtures import anyio_backend, running  # noqa: F401
+from tests.support.api import running
 from tests.videos import cat_then_coffee
 from workers.models.efficientnet_lite import EfficientNetLite0
 from workers.preprocess import PreprocessWorker

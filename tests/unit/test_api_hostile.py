@@ -20,16 +20,7 @@ import uvicorn
 from services.api.app import create_app
 from shared import keys
 from shared.settings import Settings
-from tests.unit.test_api_fixtures import (  # noqa: F401 - fixtures
-    anyio_backend,
-    b64,
-    fake_factory,
-    fake_server,
-    make_settings,
-    running,
-    sync_redis,
-    write_pipelines,
-)
+from tests.support.api import b64, fake_factory, make_settings, running, write_pipelines
 from tests.unit.test_api_limits import PIPELINES_YAML, job_count
 
 pytestmark = pytest.mark.anyio

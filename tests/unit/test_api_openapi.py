@@ -18,7 +18,7 @@ from services.api.app import create_app
 from services.api.input_models import EXAMPLE_IMAGE_BASE64
 from shared.pipeline_spec import load_pipelines
 from shared.settings import Settings
-from tests.unit.test_api_fixtures import anyio_backend, fake_factory, running  # noqa: F401 - fixtures
+from tests.support.api import fake_factory, running
 from tests.videos import cat_then_coffee
 
 SUBMITS = {

@@ -19,9 +19,8 @@ from shared import keys, metrics
 from shared.jobs import OPEN_JOB_GRACE_S, TTL_EXPIRED_REASON, expired_reason, queue_new_job
 from shared.messages import now_ms
 from shared.pipeline_spec import parse_pipelines
-from tests.stagefns import job_view
-from tests.unit.test_api_fixtures import anyio_backend  # noqa: F401 - fixture
 from shared.redis import scripts
+from tests.stagefns import job_view
 from workers.store import StageResult, Store
 
 CONFIG = parse_pipelines(

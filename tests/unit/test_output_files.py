@@ -18,7 +18,7 @@ from services.api.app import create_app
 from shared import files, keys
 from shared.files import FileError, OutputFile
 from shared.pipeline_spec import load_pipelines
-from tests.unit.test_api_fixtures import fake_factory, make_settings, running, write_pipelines
+from tests.support.api import fake_factory, make_settings, running, write_pipelines
 from workers.output_files import lift
 from workers.preprocess import PreprocessWorker
 from workers.store import Store
