@@ -1,9 +1,12 @@
 """Fixtures of the unit tests: one fakeredis server per test, the sync client on it, and the API
-app run in-process against it (the helpers are in tests/support/api.py)."""
+app run in-process against it (the helpers are in tests/support/api.py).
+
+Every unit test that needs Redis uses these: `sync_redis` (also under the name `client`) and the
+app's async clients all talk to the same `fake_server`."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import fakeredis
@@ -26,8 +29,16 @@ def fake_server() -> fakeredis.FakeServer:
 
 
 @pytest.fixture
-def sync_redis(fake_server: fakeredis.FakeServer) -> fakeredis.FakeRedis:
-    return fakeredis.FakeRedis(server=fake_server)
+def sync_redis(fake_server: fakeredis.FakeServer) -> Iterator[fakeredis.FakeRedis]:
+    fake = fakeredis.FakeRedis(server=fake_server)
+    yield fake
+    fake.close()
+
+
+@pytest.fixture
+def client(sync_redis: fakeredis.FakeRedis) -> fakeredis.FakeRedis:
+    """The same client, under the name the worker-side modules use."""
+    return sync_redis
 
 
 @pytest.fixture

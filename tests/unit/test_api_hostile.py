@@ -210,8 +210,8 @@ async def test_a_stored_job_that_cannot_be_rendered_is_shown_without_those_parts
 
 
 @pytest.fixture
-def server_with_a_bug(tmp_path: Path) -> Iterator[int]:
-    app = create_app(_settings(tmp_path), redis_factory=fake_factory(fakeredis.FakeServer()))
+def server_with_a_bug(tmp_path: Path, fake_server: fakeredis.FakeServer) -> Iterator[int]:
+    app = create_app(_settings(tmp_path), redis_factory=fake_factory(fake_server))
 
     @app.get("/bug")
     async def bug() -> None:

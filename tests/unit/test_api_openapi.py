@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import fakeredis
-import httpx
 import jsonschema_rs
 import pytest
 from PIL import Image
@@ -110,9 +109,9 @@ def test_every_json_example_is_valid_for_its_schema(root: Path) -> None:
 
 
 @pytest.mark.anyio
-async def test_every_json_example_is_accepted(root: Path) -> None:
+async def test_every_json_example_is_accepted(root: Path, fake_server: fakeredis.FakeServer) -> None:
     settings = Settings(redis_url="redis://fake.invalid:1/0", data_root=root)
-    app = create_app(settings, redis_factory=fake_factory(fakeredis.FakeServer()))
+    app = create_app(settings, redis_factory=fake_factory(fake_server))
     examples = [
         (path, example["value"])
         for path, item in app.openapi()["paths"].items()
@@ -130,9 +129,11 @@ async def test_every_json_example_is_accepted(root: Path) -> None:
 
 
 @pytest.mark.anyio
-async def test_an_upload_as_the_multipart_schema_describes_it_is_accepted(root: Path) -> None:
+async def test_an_upload_as_the_multipart_schema_describes_it_is_accepted(
+    root: Path, fake_server: fakeredis.FakeServer
+) -> None:
     settings = Settings(redis_url="redis://fake.invalid:1/0", data_root=root)
-    app = create_app(settings, redis_factory=fake_factory(fakeredis.FakeServer()))
+    app = create_app(settings, redis_factory=fake_factory(fake_server))
     form = {
         "webhook": "https://example.com/hooks/dlpipe", "webhook_events": "started, completed",
         "metadata": '{"request": "abc-123"}', "timeout_s": "30",
