@@ -39,7 +39,7 @@ from shared.messages import now_ms
 from shared.redis_full import is_out_of_memory
 from tests.integration.test_api_limits import Stack, api_settings, b64, finish_everything, job_count
 from tests.support.api import running
-from tests.waiting import wait_until
+from tests.support.waiting import wait_until
 from workers.heartbeat import Heartbeat
 
 pytestmark = pytest.mark.anyio

@@ -20,7 +20,7 @@ from shared import keys
 from shared.embedded_redis import start_redis
 from shared.settings import Settings
 from tests.support.api import running, write_pipelines
-from tests.waiting import wait_until
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.anyio
 

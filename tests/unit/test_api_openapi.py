@@ -18,7 +18,7 @@ from services.api.input_models import EXAMPLE_IMAGE_BASE64
 from shared.pipeline_spec import load_pipelines
 from shared.settings import Settings
 from tests.support.api import fake_factory, running
-from tests.videos import cat_then_coffee
+from tests.support.videos import cat_then_coffee
 
 SUBMITS = {
     "image-classify": "image", "image-tag": "image", "text-embed": "text", "video-classify": "video"

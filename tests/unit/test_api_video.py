@@ -17,7 +17,7 @@ from services.api.app import create_app
 from shared import codecs, keys
 from shared.settings import Settings
 from tests.support.api import PIPELINES_YAML, fake_factory, make_settings, running, write_pipelines
-from tests.videos import cat_then_coffee
+from tests.support.videos import cat_then_coffee
 
 pytestmark = pytest.mark.anyio
 

@@ -19,7 +19,7 @@ from shared.messages import now_ms
 from shared.redis import scripts
 from shared.settings import Settings
 from tests.support.api import b64, fake_factory, running
-from tests.waiting import wait_until_async
+from tests.support.waiting import wait_until_async
 
 pytestmark = pytest.mark.anyio
 
