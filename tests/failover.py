@@ -32,7 +32,7 @@ import yaml
 
 from shared import keys
 from shared.embedded_redis import find_redis_server, free_port, wait_for_redis
-from tests.waiting import wait_until
+from tests.support.waiting import wait_until
 
 MASTER = "dlpipe"
 DOWN_AFTER_MS = 1000

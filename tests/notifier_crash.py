@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.settings import Settings
-from tests.waiting import wait_until
+from tests.support.waiting import wait_until
 from workers import notifier
 from workers.webhooks import orphans, rqthreads
 

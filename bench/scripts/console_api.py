@@ -38,7 +38,7 @@ from shared import job_index, jobs, keys  # noqa: E402
 from shared.embedded_redis import free_port, start_redis  # noqa: E402
 from shared.messages import WorkItem, now_ms  # noqa: E402
 from shared.pipeline_spec import load_pipelines  # noqa: E402
-from tests.unit.test_api_fixtures import write_pipelines  # noqa: E402
+from tests.support.api import write_pipelines  # noqa: E402
 from workers.store import Entry, StageResult, Store  # noqa: E402
 
 

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/scripts/exported_models.py --seconds 3
 
-Exports the project's EfficientNet-Lite0 (tests/exports.py: the network alone, BatchNorms
+Exports the project's EfficientNet-Lite0 (tests/support/exports.py: the network alone, BatchNorms
 folded) to TorchScript, torch.export (.pt2) and ONNX in a temporary folder, loads each through
 its generic class (workers/models/exported.py, configured as a pipelines file would) and the
 native class (workers/models/efficientnet_lite.py), and times each model's whole predict() on
@@ -27,7 +27,7 @@ import torch
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from tests.exports import FORMATS, NORMALISATION, export  # noqa: E402
+from tests.support.exports import FORMATS, NORMALISATION, export  # noqa: E402
 from workers.models.base import Model  # noqa: E402
 from workers.models.efficientnet_lite import EfficientNetLite0  # noqa: E402
 from workers.models.exported import ExportedProgramModel, OnnxModel, TorchScriptModel  # noqa: E402

@@ -45,7 +45,7 @@ SENTENCES = ["a photo of a cat on a sofa", "quarterly tax filing deadline", "esp
 
 def photo() -> bytes:
     sys.path.insert(0, str(REPO))
-    from tests.photos import FHD, photo_bytes  # noqa: PLC0415 - dev only (scikit-image's photos)
+    from tests.support.photos import FHD, photo_bytes  # noqa: PLC0415 - dev only (scikit-image's photos)
 
     return photo_bytes("chelsea.png", size=FHD)
 

@@ -3,8 +3,8 @@ processes on one host, in one run (needs root: the hosts are network namespaces)
 
     sudo PYTHONPATH=. .venv/bin/python bench/scripts/two_hosts.py --jobs 300 --rounds 2 [--delay-ms 1]
 
-Each layout gets fresh test hosts (tests/netns.py: two namespaces, one veth pair, TEST-NET-1
-addresses) and the light `sums` pipeline (tests/twohosts.py: text -> SumModel, no weights):
+Each layout gets fresh test hosts (tests/support/netns.py: two namespaces, one veth pair, TEST-NET-1
+addresses) and the light `sums` pipeline (tests/support/twohosts.py: text -> SumModel, no weights):
 - `one-host`: Redis, the API and every worker on host A, the workers on Redis's loopback address;
 - `two-hosts`: Redis and the API on A, the workers on B, on A's veth address (each of a job's
   hops, API -> Redis -> preprocess -> model -> postprocess -> events, crosses the pair).
@@ -31,8 +31,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests import netns  # noqa: E402
-from tests.twohosts import PIPELINE, Split, split_stack  # noqa: E402
+from tests.support import netns  # noqa: E402
+from tests.support.twohosts import PIPELINE, Split, split_stack  # noqa: E402
 
 
 def one_job(http: httpx.Client, k: int) -> float:

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from shared.embedded_redis import free_port
-from tests.waiting import wait_until
+from tests.support.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -35,7 +35,7 @@ from tests.e2e.chaos import (
 )
 from tests.e2e.conftest import Stack, start_stack, stop_stack
 from tests.e2e.receiver import Receiver
-from tests.waiting import wait_until
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -14,10 +14,17 @@ import pytest
 
 from tests.e2e.conftest import Stack
 from tests.e2e.console_browser import (
-    browser_for, css, one, open_view, page_errors, screenshots, skip_without_browser, wait,
+    browser_for,
+    css,
+    one,
+    open_view,
+    page_errors,
+    screenshots,
+    skip_without_browser,
+    wait,
 )  # fmt: skip
-from tests.photos import FHD, corrupt_bytes, photo_bytes
-from tests.videos import cat_then_coffee, make_video
+from tests.support.photos import FHD, corrupt_bytes, photo_bytes
+from tests.support.videos import cat_then_coffee, make_video
 
 pytestmark = [pytest.mark.e2e, skip_without_browser()]
 

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from tests.e2e.conftest import REPO, dlpipe_command, start_stack, stop_stack
-from tests.waiting import wait_until
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -17,8 +17,8 @@ import yaml
 from services import cli
 from tests.e2e.conftest import REPO, dlpipe_command, start_stack, stop_stack
 from tests.e2e.test_custom_model_guide import GUIDE, write_guide_files
-from tests.photos import photo_bytes
-from tests.waiting import wait_until
+from tests.support.photos import photo_bytes
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -15,8 +15,8 @@ from PIL import Image
 
 from tests.e2e.test_stack import wait_final
 from tests.integration.test_face_detect import HEAD, overlap
-from tests.photos import photo_bytes, photo_rgb
-from tests.videos import astronaut_then_coffee
+from tests.support.photos import photo_bytes, photo_rgb
+from tests.support.videos import astronaut_then_coffee
 
 pytestmark = pytest.mark.e2e
 

@@ -8,8 +8,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.photos import corrupt_bytes, photo_bytes
-from tests.waiting import wait_until
+from tests.support.photos import corrupt_bytes, photo_bytes
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -9,8 +9,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.test_stack import b64, submit, wait_final
-from tests.photos import corrupt_bytes, photo_bytes
-from tests.waiting import wait_until
+from tests.support.photos import corrupt_bytes, photo_bytes
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 

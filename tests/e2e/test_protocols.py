@@ -18,7 +18,7 @@ import tritonclient.http as triton
 import yaml
 
 from tests.e2e.conftest import REPO, Stack, start_stack, stop_stack
-from tests.photos import corrupt_bytes, photo_bytes
+from tests.support.photos import corrupt_bytes, photo_bytes
 
 pytestmark = pytest.mark.e2e
 

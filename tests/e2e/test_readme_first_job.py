@@ -12,7 +12,7 @@ import pytest
 
 from tests.e2e.conftest import REPO, start_stack, stop_stack
 from tests.e2e.test_custom_model_guide import write_guide_files
-from tests.photos import photo_bytes
+from tests.support.photos import photo_bytes
 
 pytestmark = pytest.mark.e2e
 

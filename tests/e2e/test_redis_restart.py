@@ -31,18 +31,18 @@ from tests.e2e.chaos import (
     Verdict,
     check,
     delivery_state,
-    retry_pending,
     finished,
     image_classify_only,
     processes,
     redis_url_of,
+    retry_pending,
     submit_jobs,
     tiny_jpegs,
     unfinished_entries,
 )
 from tests.e2e.conftest import Stack, start_stack, stop_stack
 from tests.e2e.receiver import Receiver
-from tests.waiting import wait_until
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -16,8 +16,8 @@ from standardwebhooks.webhooks import Webhook
 
 from shared.embedded_redis import free_port
 from tests.e2e.conftest import Stack
-from tests.photos import corrupt_bytes, photo_bytes
-from tests.waiting import wait_until
+from tests.support.photos import corrupt_bytes, photo_bytes
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -8,7 +8,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.waiting import wait_until
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -1,6 +1,6 @@
 """More than one host: Redis and the API on test host A, every worker on test host B.
 
-The hosts are network namespaces of the test's own (tests/netns.py: a veth pair, TEST-NET-1
+The hosts are network namespaces of the test's own (tests/support/netns.py: a veth pair, TEST-NET-1
 addresses, no route anywhere else; needs root, else skipped with the reason). The test itself
 talks to the API and to Redis from inside host A. What it shows:
 - jobs submitted on A are done by the workers on B: their heartbeats' processes live in B's
@@ -23,10 +23,10 @@ import pytest
 import redis
 
 from shared import keys
-from tests import netns
 from tests.e2e.receiver import Receiver
-from tests.twohosts import PIPELINE, WEBHOOK_SECRET, WORKER_KINDS, Split, split_stack
-from tests.waiting import wait_until
+from tests.support import netns
+from tests.support.twohosts import PIPELINE, WEBHOOK_SECRET, WORKER_KINDS, Split, split_stack
+from tests.support.waiting import wait_until
 from workers.webhooks import signing
 
 TERMINAL = {"succeeded", "failed", "canceled"}

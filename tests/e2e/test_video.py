@@ -12,7 +12,7 @@ import pytest
 
 from tests.e2e.conftest import Stack
 from tests.e2e.test_stack import CAT_CLASSES, COFFEE_CLASSES, wait_final
-from tests.videos import cat_then_coffee
+from tests.support.videos import cat_then_coffee
 
 pytestmark = pytest.mark.e2e
 

@@ -29,8 +29,8 @@ import httpx
 import pytest
 
 from shared.settings import DEFAULT_PIPELINES_FILE
-from tests.apiproc import ApiProcess, api_process
-from tests.waiting import wait_until
+from tests.support.apiproc import ApiProcess, api_process
+from tests.support.waiting import wait_until
 
 TIMEOUT_S = 1.0  # header, idle and body-grace timeouts of the API under test
 SLACK_S = 4.0  # this busy 2-core machine's scheduling, on top of a timeout

@@ -30,8 +30,8 @@ from hypothesis import strategies as st
 from services.api.input_models import EXAMPLE_IMAGE_BASE64
 from shared import keys
 from shared.embedded_redis import start_redis
-from tests.apiproc import ApiProcess, api_process
-from tests.rawhttp import Answer, request
+from tests.support.apiproc import ApiProcess, api_process
+from tests.support.rawhttp import Answer, request
 
 EXAMPLES = int(os.environ.get("DLPIPE_FUZZ_EXAMPLES", "400"))
 PIPELINES = ["image-classify", "text-embed", "video-classify", "image-tag", "no-such-pipeline"]

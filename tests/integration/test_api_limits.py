@@ -34,10 +34,10 @@ from shared import keys
 from shared.jobs import queue_new_job
 from shared.messages import now_ms
 from shared.pipeline_spec import load_pipelines
+from shared.redis import scripts
 from shared.settings import Settings
 from tests.stagefns import job_view, pipelines
-from tests.unit.test_api_fixtures import anyio_backend, running, write_pipelines  # noqa: F401
-from shared.redis import scripts
+from tests.support.api import running, write_pipelines
 from workers import runtime
 from workers import store as store_module
 from workers.inference import load_models

@@ -16,9 +16,9 @@ import pytest
 import redis
 
 from services.api.input_models import EXAMPLE_IMAGE_BASE64
-from tests.apiproc import ApiProcess, api_process
-from tests.rawhttp import request
-from tests.waiting import wait_until
+from tests.support.apiproc import ApiProcess, api_process
+from tests.support.rawhttp import request
+from tests.support.waiting import wait_until
 
 URL = "/v1/pipelines/image-classify/jobs"
 BODY = json.dumps({"inputs": [{"image_base64": EXAMPLE_IMAGE_BASE64}]}).encode()

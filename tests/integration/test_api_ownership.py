@@ -16,7 +16,7 @@ from starlette.routing import Route
 
 from services.api.app import create_app
 from shared.settings import Settings
-from tests.unit.test_api_fixtures import anyio_backend, running, write_pipelines  # noqa: F401
+from tests.support.api import running, write_pipelines
 
 pytestmark = pytest.mark.anyio
 

@@ -17,7 +17,7 @@ from shared.heartbeat import add_heartbeat
 from shared.messages import now_ms
 from shared.pipeline_spec import load_pipelines
 from shared.settings import Settings
-from tests.unit.test_api_fixtures import anyio_backend, running, write_pipelines  # noqa: F401
+from tests.support.api import running, write_pipelines
 from workers.store import Entry, StageResult, Store
 
 pytestmark = pytest.mark.anyio

@@ -39,7 +39,7 @@ from shared.heartbeat import add_heartbeat
 from shared.pipeline_spec import load_pipelines
 from shared.settings import DEFAULT_PIPELINES_FILE, Settings
 from tests.conftest import REPO
-from tests.waiting import wait_until
+from tests.support.waiting import wait_until
 
 schemathesis = pytest.importorskip("schemathesis", reason="schemathesis is a dev dependency")
 from hypothesis import HealthCheck, settings  # noqa: E402 - schemathesis brings hypothesis
@@ -142,7 +142,7 @@ def pretend_workers(redis_url: str) -> None:
 
 def data_root_with_examples(root: Path) -> Path:
     """The files the schema's examples name (`photos/cat.jpg`, `photos/`, `clips/cat.mp4`)."""
-    from tests.videos import cat_then_coffee
+    from tests.support.videos import cat_then_coffee
 
     (root / "photos").mkdir()
     (root / "photos" / "cat.jpg").write_bytes(base64.b64decode(EXAMPLE_IMAGE_BASE64))

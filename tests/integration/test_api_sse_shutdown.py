@@ -9,8 +9,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.apiproc import api_process
-from tests.unit.test_api_fixtures import write_pipelines
+from tests.support.api import write_pipelines
+from tests.support.apiproc import api_process
 
 BODY = {"inputs": [{"image_base64": base64.b64encode(b"abc").decode()}]}
 

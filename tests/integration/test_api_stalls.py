@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.apiproc import ApiProcess, api_process
-from tests.rawhttp import Answer, request
+from tests.support.apiproc import ApiProcess, api_process
+from tests.support.rawhttp import Answer, request
 
 URL = "/v1/pipelines/image-classify/jobs"
 MAX_STALL_S = 0.5  # the test's bound; the figures printed are what counts (goal: about 100 ms)

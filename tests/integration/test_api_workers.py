@@ -12,7 +12,7 @@ import psutil
 
 from shared.embedded_redis import free_port
 from tests.conftest import REPO
-from tests.waiting import wait_until
+from tests.support.waiting import wait_until
 
 
 def test_two_api_processes_share_the_port_and_take_jobs(tmp_path: Path, redis_url: str) -> None:

@@ -37,10 +37,10 @@ from shared import keys
 from shared.embedded_redis import find_redis_server, start_redis
 from shared.messages import now_ms
 from shared.redis_full import is_out_of_memory
-from workers.heartbeat import Heartbeat
 from tests.integration.test_api_limits import Stack, api_settings, b64, finish_everything, job_count
-from tests.unit.test_api_fixtures import anyio_backend, running  # noqa: F401
-from tests.waiting import wait_until
+from tests.support.api import running
+from tests.support.waiting import wait_until
+from workers.heartbeat import Heartbeat
 
 pytestmark = pytest.mark.anyio
 

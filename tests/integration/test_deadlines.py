@@ -26,11 +26,11 @@ from services.api.sweep import Sweeper
 from shared import keys
 from shared.jobs import TTL_EXPIRED_REASON, queue_new_job
 from shared.messages import now_ms
-from tests.apiproc import api_process as start_api
 from tests.integration.test_api_limits import Stack, backlog, stack  # noqa: F401 - fixture
 from tests.stagefns import job_view
-from tests.unit.test_api_fixtures import anyio_backend, write_pipelines  # noqa: F401 - fixture
-from tests.waiting import wait_until
+from tests.support.api import write_pipelines
+from tests.support.apiproc import api_process as start_api
+from tests.support.waiting import wait_until
 
 SWEEP_MS = 100
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.photos import FHD, photo_bytes
+from tests.support.photos import FHD, photo_bytes
 from workers.models.efficientnet_lite import EfficientNetLite0, EfficientNetLite0Net, default_weights_path
 from workers.transforms.image import decode_resize_crop
 from workers.transforms.imagenet import top_k_labels

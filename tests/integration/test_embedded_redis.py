@@ -14,7 +14,7 @@ import redis
 
 from shared.embedded_redis import free_port
 from tests.integration.test_supervisor import LOOP, UpProcess, pid_gone, ups  # noqa: F401 - fixture
-from tests.waiting import wait_until
+from tests.support.waiting import wait_until
 
 
 def test_a_killed_embedded_redis_comes_back_on_its_port_with_its_data(

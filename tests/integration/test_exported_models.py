@@ -1,5 +1,5 @@
 """Your own exported model, no Python: EfficientNet-Lite0 exported to TorchScript, torch.export
-and ONNX (tests/exports.py), each served through a user's pipelines file that names only the
+and ONNX (tests/support/exports.py), each served through a user's pipelines file that names only the
 generic class, the file and its layout and normalisation, must label real photos as the native
 model does: the same top 5, probabilities within 1e-4. The exported graphs leave the input
 normalisation out, so the params' `mean`/`std` are what make them match (checked: without
@@ -20,9 +20,9 @@ import yaml
 from services import cli
 from shared.pipeline_spec import PipelinesConfig, load_pipelines, parse_pipelines
 from shared.settings import Settings
-from tests.exports import FORMATS, NORMALISATION, export
-from tests.inprocess import run_pipeline
-from tests.photos import photo_bytes
+from tests.support.exports import FORMATS, NORMALISATION, export
+from tests.support.inprocess import run_pipeline
+from tests.support.photos import photo_bytes
 from workers.inference import load_models
 from workers.models.exported import ExportedModel, ExportedProgramModel, OnnxModel, TorchScriptModel
 from workers.models.exported_config import ExportedModelError

@@ -25,11 +25,11 @@ from shared import keys
 from shared.pipeline_spec import PipelinesConfig, load_pipelines
 from shared.settings import Settings
 from tests.integration.test_face_detect import HEAD, overlap
-from tests.photos import photo_bytes, photo_rgb
 from tests.stagefns import job_view
-from tests.unit.test_api_fixtures import anyio_backend, running, write_pipelines  # noqa: F401
+from tests.support.api import running, write_pipelines
+from tests.support.photos import photo_bytes, photo_rgb
+from tests.support.videos import astronaut_then_coffee
 from tests.unit.test_output_files import CAP, PIPELINES, assert_expire_together
-from tests.videos import astronaut_then_coffee
 from workers.inference import load_models
 from workers.model_worker import ModelWorker
 from workers.models.base import Model

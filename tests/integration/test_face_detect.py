@@ -19,8 +19,8 @@ from PIL import Image
 
 from shared.pipeline_spec import PipelinesConfig, load_pipelines
 from shared.settings import Settings
-from tests.inprocess import run_stages
-from tests.photos import photo_bytes
+from tests.support.inprocess import run_stages
+from tests.support.photos import photo_bytes
 from workers.inference import load_models
 from workers.models import mtcnn
 from workers.models.base import Model

@@ -22,7 +22,7 @@ from shared.messages import JobStatus
 from shared.pipeline_spec import load_pipelines
 from shared.settings import Settings
 from tests.stagefns import job_view
-from tests.unit.test_api_fixtures import anyio_backend, running  # noqa: F401
+from tests.support.api import running
 from workers.inference import load_models
 from workers.model_worker import ModelWorker
 from workers.preprocess import PreprocessWorker

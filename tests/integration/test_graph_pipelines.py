@@ -22,7 +22,7 @@ from shared.jobs import queue_new_job
 from shared.messages import JobStatus, job_view_from_redis, now_ms
 from shared.pipeline_spec import load_pipelines
 from tests.e2e.conftest import REPO, dlpipe_command
-from tests.waiting import wait_until
+from tests.support.waiting import wait_until
 
 PIPELINES = {
     "models": {

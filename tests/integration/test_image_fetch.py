@@ -22,7 +22,7 @@ import pytest
 from shared import netguard
 from shared.errors import ItemError
 from shared.settings import Settings
-from tests.photos import photo_bytes
+from tests.support.photos import photo_bytes
 from workers import runtime
 from workers.fetch import FetchPolicy, fetch, human_bytes
 from workers.transforms import image

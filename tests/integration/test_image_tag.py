@@ -14,8 +14,8 @@ import torch
 
 from shared.pipeline_spec import PipelinesConfig, load_pipelines
 from shared.settings import Settings
-from tests.inprocess import run_pipeline
-from tests.photos import photo_bytes
+from tests.support.inprocess import run_pipeline
+from tests.support.photos import photo_bytes
 from workers.inference import load_models
 from workers.models.base import Model
 

@@ -18,7 +18,7 @@ from services.api.app import create_app
 from shared.pipeline_spec import load_pipelines
 from shared.settings import Settings
 from tests.integration.test_api_redis import _groups, _step
-from tests.unit.test_api_fixtures import anyio_backend, running, write_pipelines  # noqa: F401
+from tests.support.api import running, write_pipelines
 from workers.store import Store
 
 pytestmark = pytest.mark.anyio

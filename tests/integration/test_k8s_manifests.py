@@ -31,7 +31,7 @@ from shared import keys
 from shared.pipeline_spec import load_pipelines
 from shared.settings import DEFAULT_PIPELINES_FILE, Settings
 from tests import stagefns
-from tests.netpolicy import may_connect, selects
+from tests.support.netpolicy import may_connect, selects
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "deploy" / "k8s"

@@ -17,11 +17,11 @@ from services.api.metrics import LAG_COUNT_CAP
 from shared import keys
 from shared.embedded_redis import free_port
 from shared.pipeline_spec import load_pipelines
+from shared.redis import scripts
 from tests.integration.test_webhooks import Hook, hooks, settings_for, start_hook, wait_state  # noqa: F401
 from tests.integration.test_workers import Procs, is_final, procs  # noqa: F401 - fixtures
 from tests.stagefns import queue_job
-from tests.waiting import wait_until
-from shared.redis import scripts
+from tests.support.waiting import wait_until
 
 API_KEY = "a-key-for-v1-routes"
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]

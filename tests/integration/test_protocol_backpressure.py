@@ -14,7 +14,7 @@ import pytest
 import redis
 import tritonclient.http as triton
 
-from tests.apiproc import ApiProcess, api_process
+from tests.support.apiproc import ApiProcess, api_process
 
 KEY = "bp-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}

@@ -30,7 +30,7 @@ from tests.integration.test_workers import (  # noqa: F401 - `procs` and `receiv
     thread_workers,
 )
 from tests.stagefns import job_view, pipelines, queue_job
-from tests.waiting import wait_until
+from tests.support.waiting import wait_until
 from workers.preprocess import PreprocessWorker
 from workers.reclaim import Reclaimer
 from workers.store import Store

@@ -136,7 +136,7 @@ def test_the_api_app_checks_in_its_lifespan(bad_redis_url: str, caplog: pytest.L
 
     from services.api.app import create_app  # noqa: PLC0415
     from shared.settings import Settings  # noqa: PLC0415
-    from tests.waiting import wait_until  # noqa: PLC0415
+    from tests.support.waiting import wait_until  # noqa: PLC0415
 
     app = create_app(Settings(redis_url=bad_redis_url))
     with caplog.at_level(logging.WARNING), TestClient(app) as http:

@@ -19,8 +19,8 @@ from services.api.app import create_app
 from shared import keys
 from shared.embedded_redis import start_redis
 from shared.settings import Settings
-from tests.unit.test_api_fixtures import anyio_backend, running, write_pipelines  # noqa: F401
-from tests.waiting import wait_until
+from tests.support.api import running, write_pipelines
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.anyio
 

@@ -22,10 +22,10 @@ from shared import keys
 from shared.messages import JobStatus, JobView
 from shared.pipeline_spec import PipelinesConfig, load_pipelines
 from shared.settings import Settings
-from tests.photos import photo_bytes
 from tests.stagefns import job_view
-from tests.unit.test_api_fixtures import anyio_backend, running  # noqa: F401
-from tests.videos import cat_then_coffee
+from tests.support.api import running
+from tests.support.photos import photo_bytes
+from tests.support.videos import cat_then_coffee
 from workers.models.efficientnet_lite import EfficientNetLite0
 from workers.preprocess import PreprocessWorker
 from workers.store import StageResult, Store

@@ -38,7 +38,7 @@ from tests.integration.test_webhooks import (  # noqa: F401 - `api_client`, `hoo
     wait_state,
 )
 from tests.integration.test_workers import Procs
-from tests.waiting import wait_until
+from tests.support.waiting import wait_until
 from workers import notifier
 from workers.notifier import Notifier
 from workers.webhooks import rqthreads

@@ -22,7 +22,7 @@ from tests.integration.test_webhooks import (  # noqa: F401 - `hooks` and `procs
     wait_state,
 )
 from tests.integration.test_workers import Procs
-from tests.waiting import wait_until
+from tests.support.waiting import wait_until
 
 INTERVAL_S = 60  # longer than the test: only the first call may redeliver
 

@@ -39,8 +39,8 @@ from tests.integration.test_workers import (  # noqa: F401 - `procs` is a fixtur
     thread_workers,
 )
 from tests.stagefns import pipelines, queue_job
+from tests.support.waiting import wait_until
 from tests.unit.test_webhook_signing import SECRET
-from tests.waiting import wait_until
 from workers.webhooks import signing
 from workers.webhooks.delivery import Sender
 

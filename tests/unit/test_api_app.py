@@ -15,14 +15,7 @@ from services.api import server
 from services.api.app import create_app
 from shared.pipeline_spec import PipelineConfigError
 from shared.settings import Settings
-from tests.unit.test_api_fixtures import (  # noqa: F401 - fixtures
-    PIPELINES_YAML,
-    anyio_backend,
-    make_settings,
-    running,
-    settings,
-    write_pipelines,
-)
+from tests.support.api import PIPELINES_YAML, make_settings, running, write_pipelines
 
 REPO = Path(__file__).resolve().parents[2]
 

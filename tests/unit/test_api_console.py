@@ -17,15 +17,8 @@ from pydantic import SecretStr
 from services.api.app import create_app
 from services.api.routers import ui
 from shared.settings import Settings
+from tests.support.api import fake_factory, running
 from tests.unit.test_api_docs import links_of
-from tests.unit.test_api_fixtures import (  # noqa: F401 - fixtures
-    anyio_backend,
-    api,
-    fake_factory,
-    fake_server,
-    running,
-    settings,
-)
 
 pytestmark = pytest.mark.anyio
 
@@ -39,7 +32,7 @@ def csp_of(response: httpx.Response) -> dict[str, str]:
 
 
 async def test_the_page_and_its_files_are_served_with_a_strict_policy(
-    api: httpx.AsyncClient,  # noqa: F811
+    api: httpx.AsyncClient,
 ) -> None:
     root = await api.get("/")
     assert root.status_code == 307 and root.headers["location"] == "/ui/"
@@ -65,12 +58,12 @@ async def test_the_page_and_its_files_are_served_with_a_strict_policy(
 @pytest.mark.parametrize(
     "path", ["/ui/nothing.js", "/ui/..%2Fvendor.py", "/ui/%2e%2e/app.py", "/ui/sub/app.js", "/ui/.hidden.js"]
 )
-async def test_nothing_else_is_served(api: httpx.AsyncClient, path: str) -> None:  # noqa: F811
+async def test_nothing_else_is_served(api: httpx.AsyncClient, path: str) -> None:
     assert (await api.get(path)).status_code == 404
 
 
 async def test_the_page_needs_no_key_but_the_api_does(
-    settings: Settings, fake_server: fakeredis.FakeServer  # noqa: F811
+    settings: Settings, fake_server: fakeredis.FakeServer
 ) -> None:
     keyed = settings.model_copy(update={"api_keys": SecretStr("a-key")})
     async with running(create_app(keyed, redis_factory=fake_factory(fake_server))) as client:

@@ -17,14 +17,7 @@ from pydantic import SecretStr
 from services.api import vendor
 from services.api.app import create_app
 from shared.settings import Settings
-from tests.unit.test_api_fixtures import (  # noqa: F401 - fixtures
-    anyio_backend,
-    api,
-    fake_factory,
-    fake_server,
-    running,
-    settings,
-)
+from tests.support.api import fake_factory, running
 
 pytestmark = pytest.mark.anyio
 

@@ -13,14 +13,7 @@ from shared.embedded_redis import free_port
 from shared.heartbeat import add_heartbeat
 from shared.messages import now_ms
 from shared.settings import Settings
-from tests.unit.test_api_fixtures import (  # noqa: F401 - fixtures
-    anyio_backend,
-    api,
-    fake_server,
-    running,
-    settings,
-    sync_redis,
-)
+from tests.support.api import running
 
 pytestmark = pytest.mark.anyio
 

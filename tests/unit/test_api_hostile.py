@@ -20,16 +20,7 @@ import uvicorn
 from services.api.app import create_app
 from shared import keys
 from shared.settings import Settings
-from tests.unit.test_api_fixtures import (  # noqa: F401 - fixtures
-    anyio_backend,
-    b64,
-    fake_factory,
-    fake_server,
-    make_settings,
-    running,
-    sync_redis,
-    write_pipelines,
-)
+from tests.support.api import b64, fake_factory, make_settings, running, write_pipelines
 from tests.unit.test_api_limits import PIPELINES_YAML, job_count
 
 pytestmark = pytest.mark.anyio
@@ -219,8 +210,8 @@ async def test_a_stored_job_that_cannot_be_rendered_is_shown_without_those_parts
 
 
 @pytest.fixture
-def server_with_a_bug(tmp_path: Path) -> Iterator[int]:
-    app = create_app(_settings(tmp_path), redis_factory=fake_factory(fakeredis.FakeServer()))
+def server_with_a_bug(tmp_path: Path, fake_server: fakeredis.FakeServer) -> Iterator[int]:
+    app = create_app(_settings(tmp_path), redis_factory=fake_factory(fake_server))
 
     @app.get("/bug")
     async def bug() -> None:

@@ -16,17 +16,7 @@ from services.api.app import create_app
 from shared import codecs, keys
 from shared.messages import ItemOutput, ItemStatus, job_view_from_redis
 from shared.settings import Settings
-from tests.unit.test_api_fixtures import (  # noqa: F401 - fixtures
-    MAX_INPUTS,
-    anyio_backend,
-    b64,
-    fake_factory,
-    fake_server,
-    make_settings,
-    running,
-    sync_redis,
-    write_pipelines,
-)
+from tests.support.api import MAX_INPUTS, b64, fake_factory, make_settings, running, write_pipelines
 
 pytestmark = pytest.mark.anyio
 
@@ -194,14 +184,13 @@ async def test_paths_are_refused_when_no_data_root_is_set(
 
 
 async def test_a_folder_of_a_thousand_images_fills_a_job_and_one_more_is_too_many(
-    tmp_path: Path, fake_server: fakeredis.FakeServer, root: Path
+    tmp_path: Path, fake_server: fakeredis.FakeServer, client: fakeredis.FakeRedis, root: Path
 ) -> None:
     folder = root / "thousand"
     folder.mkdir()
     for i in range(1000):
         (folder / f"img_{i:04d}.png").write_bytes(b"x")
     settings = make_settings(write_pipelines(tmp_path), data_root=root, max_inputs_per_job=1000)
-    client = fakeredis.FakeRedis(server=fake_server)
     async with running(create_app(settings, redis_factory=fake_factory(fake_server))) as api:
         response = await api.post(URL, json={"inputs": [{"path": "thousand"}]})
         assert response.status_code == 202, response.text

@@ -15,17 +15,7 @@ from shared import codecs, keys
 from shared.embedded_redis import free_port
 from shared.jobs import OPEN_JOB_GRACE_S
 from shared.settings import Settings
-from tests.unit.test_api_fixtures import (  # noqa: F401 - fixtures
-    MAX_BYTES,
-    MAX_INPUTS,
-    anyio_backend,
-    api,
-    b64,
-    fake_server,
-    running,
-    settings,
-    sync_redis,
-)
+from tests.support.api import MAX_BYTES, MAX_INPUTS, b64, running
 
 pytestmark = pytest.mark.anyio
 

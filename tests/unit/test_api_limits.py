@@ -17,19 +17,9 @@ from starlette.exceptions import HTTPException
 from services.api import admission
 from services.api.app import create_app
 from shared import keys
-from shared.settings import Settings
-from tests.unit.test_api_fixtures import (  # noqa: F401 - fixtures
-    MAX_INPUTS,
-    anyio_backend,
-    b64,
-    fake_factory,
-    fake_server,
-    make_settings,
-    running,
-    sync_redis,
-    write_pipelines,
-)
 from shared.redis import scripts
+from shared.settings import Settings
+from tests.support.api import MAX_INPUTS, b64, fake_factory, make_settings, running, write_pipelines
 
 pytestmark = pytest.mark.anyio
 

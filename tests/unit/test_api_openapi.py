@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import fakeredis
-import httpx
 import jsonschema_rs
 import pytest
 from PIL import Image
@@ -18,8 +17,8 @@ from services.api.app import create_app
 from services.api.input_models import EXAMPLE_IMAGE_BASE64
 from shared.pipeline_spec import load_pipelines
 from shared.settings import Settings
-from tests.unit.test_api_fixtures import anyio_backend, fake_factory, running  # noqa: F401 - fixtures
-from tests.videos import cat_then_coffee
+from tests.support.api import fake_factory, running
+from tests.support.videos import cat_then_coffee
 
 SUBMITS = {
     "image-classify": "image", "image-tag": "image", "text-embed": "text", "video-classify": "video"
@@ -110,9 +109,9 @@ def test_every_json_example_is_valid_for_its_schema(root: Path) -> None:
 
 
 @pytest.mark.anyio
-async def test_every_json_example_is_accepted(root: Path) -> None:
+async def test_every_json_example_is_accepted(root: Path, fake_server: fakeredis.FakeServer) -> None:
     settings = Settings(redis_url="redis://fake.invalid:1/0", data_root=root)
-    app = create_app(settings, redis_factory=fake_factory(fakeredis.FakeServer()))
+    app = create_app(settings, redis_factory=fake_factory(fake_server))
     examples = [
         (path, example["value"])
         for path, item in app.openapi()["paths"].items()
@@ -130,9 +129,11 @@ async def test_every_json_example_is_accepted(root: Path) -> None:
 
 
 @pytest.mark.anyio
-async def test_an_upload_as_the_multipart_schema_describes_it_is_accepted(root: Path) -> None:
+async def test_an_upload_as_the_multipart_schema_describes_it_is_accepted(
+    root: Path, fake_server: fakeredis.FakeServer
+) -> None:
     settings = Settings(redis_url="redis://fake.invalid:1/0", data_root=root)
-    app = create_app(settings, redis_factory=fake_factory(fakeredis.FakeServer()))
+    app = create_app(settings, redis_factory=fake_factory(fake_server))
     form = {
         "webhook": "https://example.com/hooks/dlpipe", "webhook_events": "started, completed",
         "metadata": '{"request": "abc-123"}', "timeout_s": "30",

@@ -8,16 +8,7 @@ import pytest
 
 from services.api.app import create_app
 from shared.settings import Settings
-from tests.unit.test_api_fixtures import (  # noqa: F401 - fixtures
-    MAX_BYTES,
-    MAX_INPUTS,
-    anyio_backend,
-    api,
-    fake_factory,
-    fake_server,
-    running,
-    settings,
-)
+from tests.support.api import MAX_BYTES, MAX_INPUTS, fake_factory, running
 
 pytestmark = pytest.mark.anyio
 

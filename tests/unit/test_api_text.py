@@ -15,16 +15,13 @@ from shared import codecs, keys
 from shared.errors import InvalidRequest
 from shared.pipeline_spec import InputKind
 from shared.settings import Settings
-from tests.unit.test_api_fixtures import (  # noqa: F401 - fixtures
+from tests.support.api import (
     MAX_BYTES,
     MAX_INPUTS,
-    anyio_backend,
     fake_factory,
-    fake_server,
     make_settings,
     pipelines_yaml,
     running,
-    sync_redis,
     write_pipelines,
 )
 from tests.unit.test_api_jobs import _no_job_written, multipart

@@ -16,17 +16,8 @@ import pytest
 from services.api.app import create_app
 from shared import codecs, keys
 from shared.settings import Settings
-from tests.unit.test_api_fixtures import (  # noqa: F401 - fixtures
-    PIPELINES_YAML,
-    anyio_backend,
-    fake_factory,
-    fake_server,
-    make_settings,
-    running,
-    sync_redis,
-    write_pipelines,
-)
-from tests.videos import cat_then_coffee
+from tests.support.api import PIPELINES_YAML, fake_factory, make_settings, running, write_pipelines
+from tests.support.videos import cat_then_coffee
 
 pytestmark = pytest.mark.anyio
 

@@ -15,20 +15,11 @@ import pytest
 from services.api.app import create_app
 from shared import keys
 from shared import webhooks as state
-from shared.redis import scripts
 from shared.messages import now_ms
+from shared.redis import scripts
 from shared.settings import Settings
-from tests.unit.test_api_fixtures import (  # noqa: F401 - fixtures
-    anyio_backend,
-    api,
-    b64,
-    fake_factory,
-    fake_server,
-    running,
-    settings,
-    sync_redis,
-)
-from tests.waiting import wait_until_async
+from tests.support.api import b64, fake_factory, running
+from tests.support.waiting import wait_until_async
 
 pytestmark = pytest.mark.anyio
 

@@ -7,7 +7,7 @@ import socket
 from urllib.parse import urlsplit
 
 from tests.e2e.receiver import Receiver
-from tests.waiting import wait_until
+from tests.support.waiting import wait_until
 
 
 def post(url: str, body: bytes, *, send_body: bytes | None = None) -> None:

@@ -5,7 +5,6 @@ and the 429's Retry-After follows the drain rate."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import fakeredis
@@ -19,9 +18,8 @@ from shared import keys, metrics
 from shared.jobs import OPEN_JOB_GRACE_S, TTL_EXPIRED_REASON, expired_reason, queue_new_job
 from shared.messages import now_ms
 from shared.pipeline_spec import parse_pipelines
-from tests.stagefns import job_view
-from tests.unit.test_api_fixtures import anyio_backend  # noqa: F401 - fixture
 from shared.redis import scripts
+from tests.stagefns import job_view
 from workers.store import StageResult, Store
 
 CONFIG = parse_pipelines(
@@ -41,18 +39,6 @@ CONFIG = parse_pipelines(
 PIPELINE = CONFIG.pipelines["two"]
 STREAMS = [PIPELINE.stream_name(stage) for stage in PIPELINE.stages]  # in stage order
 TTL_S = 600
-
-
-@pytest.fixture
-def server() -> fakeredis.FakeServer:
-    return fakeredis.FakeServer()
-
-
-@pytest.fixture
-def client(server: fakeredis.FakeServer) -> Iterator[fakeredis.FakeRedis]:
-    fake = fakeredis.FakeRedis(server=server)
-    yield fake
-    fake.close()
 
 
 @pytest.fixture
@@ -223,14 +209,14 @@ def sweeper(server: fakeredis.FakeServer, rates: DrainRates | None = None, clock
 
 @pytest.mark.anyio
 async def test_the_sweep_ends_overdue_jobs_frees_their_inputs_and_recounts(
-    client: Any, server: fakeredis.FakeServer
+    client: Any, fake_server: fakeredis.FakeServer
 ) -> None:
     queue(client, "due1", 2, age_ms=60_000)
     queue(client, "due2", 1, age_ms=31_000)
     queue(client, "later", 1, timeout_s=300)
     queue(client, "gone", 5, age_ms=60_000)
     client.delete(keys.job("gone"))
-    first, second = sweeper(server), sweeper(server)  # two API processes
+    first, second = sweeper(fake_server), sweeper(fake_server)  # two API processes
     assert await first.sweep_once() == 2
     assert await second.sweep_once() == 0
     for job_id in ("due1", "due2"):
@@ -245,10 +231,10 @@ async def test_the_sweep_ends_overdue_jobs_frees_their_inputs_and_recounts(
 
 
 @pytest.mark.anyio
-async def test_the_sweep_samples_the_drain_rate(client: Any, server: fakeredis.FakeServer) -> None:
+async def test_the_sweep_samples_the_drain_rate(client: Any, fake_server: fakeredis.FakeServer) -> None:
     now = [100.0]
     rates = DrainRates()
-    sweep = sweeper(server, rates, clock=lambda: now[0])
+    sweep = sweeper(fake_server, rates, clock=lambda: now[0])
     await sweep.sweep_once()
     assert rates.rate("two") is None  # one sample: unknown
     client.incrby(keys.drained("two"), 40)
@@ -288,10 +274,10 @@ def test_retry_after_is_the_time_to_drain_to_the_cap(
 
 @pytest.mark.anyio
 async def test_a_429_says_when_to_retry_from_the_drain_rate(
-    server: fakeredis.FakeServer, client: Any
+    fake_server: fakeredis.FakeServer, client: Any
 ) -> None:
     client.set(keys.backlog("two"), 130)
-    async_client = fakeredis.FakeAsyncRedis(server=server)
+    async_client = fakeredis.FakeAsyncRedis(server=fake_server)
     with pytest.raises(HTTPException) as refused:
         await admission.admit(async_client, "two", 1, 100, drain_per_s=4.0)
     assert refused.value.status_code == 429

@@ -10,7 +10,7 @@ from PIL import Image
 
 from shared.errors import ItemError
 from shared.files import OutputFile
-from tests.photos import photo_rgb
+from tests.support.photos import photo_rgb
 from workers.transforms.blur import blur_boxes, blur_faces, padded_box
 
 HEAD = [180.0, 59.0, 270.0, 174.0]  # the astronaut's face box, as face-detect finds it

@@ -4,12 +4,8 @@ same stage run by a preprocess worker, one stream hop less."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import fakeredis
-import pytest
 
 from bench.sim.pipelines import SimSpec, document
 from shared import keys, metrics
@@ -21,13 +17,6 @@ from workers.fusion import Fusion, fused_stage
 from workers.store import Store
 
 UNFUSED = SETTINGS.model_copy(update={"fuse_postprocess": False})
-
-
-@pytest.fixture
-def client() -> Iterator[fakeredis.FakeRedis]:
-    fake = fakeredis.FakeRedis()
-    yield fake
-    fake.close()
 
 
 def fused_of(config: Any) -> dict[tuple[str, str], str]:

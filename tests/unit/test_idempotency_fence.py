@@ -15,14 +15,7 @@ from starlette.exceptions import HTTPException
 
 from services.api import admission, job_writer
 from shared import keys
-from tests.unit.test_api_fixtures import (  # noqa: F401 - fixtures
-    anyio_backend,
-    api,
-    b64,
-    fake_server,
-    settings,
-    sync_redis,
-)
+from tests.support.api import b64
 
 pytestmark = pytest.mark.anyio
 

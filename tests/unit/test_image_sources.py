@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from shared.errors import ItemError
-from tests.photos import photo_bytes
+from tests.support.photos import photo_bytes
 from workers.transforms.image import InputConfig, decode_resize_crop, load_image_bytes
 
 CAT = photo_bytes("chelsea.png")

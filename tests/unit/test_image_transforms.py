@@ -11,7 +11,7 @@ import pytest
 from PIL import Image, ImageFile, JpegImagePlugin
 
 from shared.errors import ItemError
-from tests.photos import FHD, corrupt_bytes, photo_bytes, photo_rgb, truncated_jpeg
+from tests.support.photos import FHD, corrupt_bytes, photo_bytes, photo_rgb, truncated_jpeg
 from workers.transforms.image import decode_resize_crop
 
 

@@ -113,8 +113,7 @@ def test_a_job_without_groups_is_shown_item_by_item_as_before() -> None:
     ]
 
 
-def test_queue_new_job_stores_the_video_once_and_every_frame_names_it() -> None:
-    client = fakeredis.FakeRedis()
+def test_queue_new_job_stores_the_video_once_and_every_frame_names_it(client: fakeredis.FakeRedis) -> None:
     inputs = [{"t": 0.0}, {"t": 0.5}, {"video_path": "b.mp4", "t": 0.0}]
     with client.pipeline(transaction=True) as pipe:
         queue_new_job(
@@ -159,10 +158,10 @@ def test_queue_new_job_stores_the_video_once_and_every_frame_names_it() -> None:
     ],
 )
 def test_queue_new_job_refuses_groups_and_blobs_that_do_not_add_up(
-    kwargs: dict[str, Any], message: str
+    kwargs: dict[str, Any], message: str, client: fakeredis.FakeRedis
 ) -> None:
     with pytest.raises(ValueError, match=message):
         queue_new_job(
-            fakeredis.FakeRedis().pipeline(), job_id="j", pipeline=PIPELINE, inputs=[{"t": 0}, {"t": 1}],
+            client.pipeline(), job_id="j", pipeline=PIPELINE, inputs=[{"t": 0}, {"t": 1}],
             webhook=None, metadata=None, ttl_s=600, created_ms=1, **kwargs,
         )  # fmt: skip

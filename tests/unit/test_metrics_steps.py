@@ -3,18 +3,16 @@ hand): counted once where things become final, carried in the round trips the wo
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
-import fakeredis
 import pytest
 
 from shared import keys, metrics
 from shared.messages import now_ms
+from shared.redis import scripts
 from tests.stagefns import queue_job
 from tests.unit.test_worker_steps import SETTINGS, cpu_worker, drain, make_store
 from tests.unit.test_worker_steps import model_worker as fused_model_worker
-from shared.redis import scripts
 from workers.model_worker import ModelWorker
 
 # These steps run `post` in the preprocess worker, as a stage of its own (its queue wait, its
@@ -24,13 +22,6 @@ UNFUSED = SETTINGS.model_copy(update={"fuse_postprocess": False})
 
 def model_worker(store: Any, names: list[str] | None) -> ModelWorker:
     return fused_model_worker(store, names, UNFUSED)
-
-
-@pytest.fixture
-def client() -> Iterator[fakeredis.FakeRedis]:
-    fake = fakeredis.FakeRedis()
-    yield fake
-    fake.close()
 
 
 def stored(client: Any) -> metrics.Parsed:

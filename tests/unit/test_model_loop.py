@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.waiting import wait_until
+from tests.support.waiting import wait_until
 from workers.inference import ForwardPass, Prepared
 from workers.model_loop import Computed, run_session
 

@@ -6,21 +6,10 @@ own `sleep`, which here also brings in the entries that arrive meanwhile."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
-
-import fakeredis
-import pytest
 
 from tests.stagefns import queue_job
 from tests.unit.test_worker_steps import SETTINGS, cpu_worker, make_store, model_worker
-
-
-@pytest.fixture
-def client() -> Iterator[fakeredis.FakeRedis]:
-    fake = fakeredis.FakeRedis()
-    yield fake
-    fake.close()
 
 
 def setup(client: Any, scheduler: str, replicas: int = 1) -> tuple[Any, Any, Any]:

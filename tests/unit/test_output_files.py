@@ -18,7 +18,7 @@ from services.api.app import create_app
 from shared import files, keys
 from shared.files import FileError, OutputFile
 from shared.pipeline_spec import load_pipelines
-from tests.unit.test_api_fixtures import fake_factory, make_settings, running, write_pipelines
+from tests.support.api import fake_factory, make_settings, running, write_pipelines
 from workers.output_files import lift
 from workers.preprocess import PreprocessWorker
 from workers.store import Store
@@ -157,25 +157,19 @@ def assert_expire_together(client: Any, key: str, other: str) -> None:
 
 
 @pytest.fixture
-def server() -> fakeredis.FakeServer:
-    return fakeredis.FakeServer()
-
-
-@pytest.fixture
 def pipelines_file(tmp_path: Path) -> Path:
     return write_pipelines(tmp_path, PIPELINES)
 
 
 @pytest.fixture
-async def api(server: fakeredis.FakeServer, pipelines_file: Path) -> AsyncIterator[httpx.AsyncClient]:
+async def api(fake_server: fakeredis.FakeServer, pipelines_file: Path) -> AsyncIterator[httpx.AsyncClient]:
     settings = make_settings(pipelines_file, max_input_bytes=1000)
-    async with running(create_app(settings, redis_factory=fake_factory(server))) as client:
+    async with running(create_app(settings, redis_factory=fake_factory(fake_server))) as client:
         yield client
 
 
 @pytest.fixture
-def worker(server: fakeredis.FakeServer, pipelines_file: Path) -> PreprocessWorker:
-    client = fakeredis.FakeRedis(server=server)
+def worker(client: fakeredis.FakeRedis, pipelines_file: Path) -> PreprocessWorker:
     settings = make_settings(pipelines_file, read_block_ms=1)
     store = Store(client, load_pipelines(pipelines_file), 3600, max_file_bytes=CAP)
     cpu = PreprocessWorker(store, settings, "c1")
@@ -236,7 +230,7 @@ async def test_unknown_jobs_outputs_and_names_are_404_with_a_reason(
 
 
 async def test_a_file_too_large_or_not_written_fails_its_item_with_the_reason(
-    api: httpx.AsyncClient, worker: PreprocessWorker, server: fakeredis.FakeServer
+    api: httpx.AsyncClient, worker: PreprocessWorker, client: fakeredis.FakeRedis
 ) -> None:
     job = await run_job(api, worker, "big", "ghost", "jpeg")
     assert job["status"] == "succeeded" and job["progress"] == {"done": 3, "total": 3}
@@ -249,14 +243,13 @@ async def test_a_file_too_large_or_not_written_fails_its_item_with_the_reason(
     assert ghost["status"] == "failed"
     assert ghost["error"].startswith("stage 'give': its result names the file 'ghost.jpg' but did not write")
     assert fine["status"] == "succeeded"
-    stored = fakeredis.FakeRedis(server=server).hkeys(keys.job_files(job["id"]))
+    stored = client.hkeys(keys.job_files(job["id"]))
     assert stored == [b"2/a.jpg"]  # nothing of the failed items
 
 
 async def test_files_count_in_the_byte_budget_while_open_and_expire_with_the_job(
-    api: httpx.AsyncClient, worker: PreprocessWorker, server: fakeredis.FakeServer
+    api: httpx.AsyncClient, worker: PreprocessWorker, client: fakeredis.FakeRedis
 ) -> None:
-    client = fakeredis.FakeRedis(server=server)
     response = await api.post("/v1/pipelines/give/jobs", json={"inputs": [{"text": "jpeg"}, {"text": "two"}]})
     job_id = response.json()["id"]
     inputs = int(client.hget(keys.job(job_id), "bytes"))
@@ -275,9 +268,8 @@ async def test_files_count_in_the_byte_budget_while_open_and_expire_with_the_job
 
 
 async def test_a_canceled_jobs_files_expire_with_its_outputs(
-    api: httpx.AsyncClient, worker: PreprocessWorker, server: fakeredis.FakeServer
+    api: httpx.AsyncClient, worker: PreprocessWorker, client: fakeredis.FakeRedis
 ) -> None:
-    client = fakeredis.FakeRedis(server=server)
     response = await api.post("/v1/pipelines/give/jobs", json={"inputs": [{"text": "jpeg"}, {"text": "two"}]})
     job_id = response.json()["id"]
     worker.process(worker.store.read(keys.CPU_GROUP, "c1", worker.streams, 1, None))

@@ -7,11 +7,8 @@ claim script on the real (6.2) redis-server as well.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from typing import Any
 
-import fakeredis
-import pytest
 import torch
 
 from shared import keys
@@ -46,13 +43,6 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture
-def client() -> Iterator[fakeredis.FakeRedis]:
-    fake = fakeredis.FakeRedis()
-    yield fake
-    fake.close()
 
 
 def make_store(client: Any) -> Store:

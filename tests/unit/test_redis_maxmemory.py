@@ -12,8 +12,8 @@ from pydantic import ValidationError
 
 from shared import keys
 from shared.embedded_redis import redis_command
-from shared.settings import Settings
 from shared.redis import scripts
+from shared.settings import Settings
 
 
 def options(command: list[str]) -> dict[str, str]:
@@ -45,8 +45,9 @@ def test_the_embedded_redis_command_line_carries_maxmemory_and_noeviction(
             redis_command("redis-server", 7001, tmp_path, "everysec", bad)
 
 
-def test_admission_by_bytes_counts_held_bytes_and_open_grants_and_lets_them_lapse() -> None:
-    client = fakeredis.FakeRedis()
+def test_admission_by_bytes_counts_held_bytes_and_open_grants_and_lets_them_lapse(
+    client: fakeredis.FakeRedis,
+) -> None:
 
     def admit(now: int, grant: str, items: int, nbytes: int, byte_cap: int = 1000) -> list[int]:
         reply = client.eval(

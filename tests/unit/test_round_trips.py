@@ -3,10 +3,8 @@ lookups and acks come once per batch; a later stage's load does not mark its job
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
-import fakeredis
 import pytest
 
 from shared import keys
@@ -14,13 +12,6 @@ from tests.stagefns import queue_job
 from tests.unit.test_worker_steps import SETTINGS, cpu_worker, make_store
 from workers import scripted_pipeline
 from workers.notifier import Notifier
-
-
-@pytest.fixture
-def client() -> Iterator[fakeredis.FakeRedis]:
-    fake = fakeredis.FakeRedis()
-    yield fake
-    fake.close()
 
 
 class Counting:

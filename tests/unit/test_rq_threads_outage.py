@@ -12,7 +12,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from shared.embedded_redis import free_port
-from tests.waiting import wait_until
+from tests.support.waiting import wait_until
 from workers.webhooks import rqthreads
 
 

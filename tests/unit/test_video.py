@@ -13,7 +13,7 @@ from PIL import Image
 
 from shared.errors import ItemError
 from shared.video import VideoError, frame_count, frame_key, frame_times, probe, sniff_format
-from tests.videos import cat_then_coffee, make_video, scene_of
+from tests.support.videos import cat_then_coffee, make_video, scene_of
 from workers.transforms import image
 from workers.transforms.image import InputConfig
 from workers.transforms.video import frame_at, upright

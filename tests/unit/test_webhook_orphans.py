@@ -11,9 +11,9 @@ import pytest
 
 from shared import keys
 from shared import webhooks as state
-from shared.redis import scripts
 from shared.messages import now_ms
-from tests.unit.test_webhook_state import begin, client, finished_job, redeliver  # noqa: F401 - a fixture
+from shared.redis import scripts
+from tests.unit.test_webhook_state import begin, finished_job, redeliver
 from workers.webhooks.orphans import RqWorker, Running, orphaned, stuck, worker_dead
 
 NOW = 1_000_000

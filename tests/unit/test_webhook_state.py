@@ -8,7 +8,6 @@ import json
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-import fakeredis
 import httpx
 import pytest
 import torch
@@ -20,10 +19,10 @@ from shared import webhooks as state
 from shared.messages import EventType, WebhookState, WebhookView, job_view_from_redis, now_ms
 from shared.netguard import AddressPolicy
 from shared.pipeline_spec import parse_pipelines
+from shared.redis import scripts
 from shared.settings import Settings
 from tests.stagefns import pipelines, queue_job
 from tests.unit.test_webhook_signing import SECRET
-from shared.redis import scripts
 from workers.inference import load_models
 from workers.model_worker import ModelWorker
 from workers.notifier import Notifier
@@ -36,13 +35,6 @@ SETTINGS = Settings(
     redis_url="redis://unused", read_block_ms=1, webhook_secret=SECRET, webhook_retry_schedule_s="0,1,1"
 )
 HOOK = "http://hooks.example.com/in"
-
-
-@pytest.fixture
-def client() -> Iterator[fakeredis.FakeRedis]:
-    fake = fakeredis.FakeRedis()
-    yield fake
-    fake.close()
 
 
 def events(client: Any) -> list[tuple[str, str]]:

@@ -5,10 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from typing import Any
 
-import fakeredis
 import numpy as np
 import pytest
 import redis
@@ -29,13 +27,6 @@ from workers.preprocess import PreprocessWorker
 from workers.store import Store
 
 SETTINGS = Settings(redis_url="redis://unused", read_block_ms=1)
-
-
-@pytest.fixture
-def client() -> Iterator[fakeredis.FakeRedis]:
-    fake = fakeredis.FakeRedis()
-    yield fake
-    fake.close()
 
 
 def make_store(client: Any, **options: Any) -> Store:
@@ -350,7 +341,7 @@ def test_model_step_moves_batches_to_cuda(client: Any) -> None:
 
 
 def test_the_model_worker_batches_as_its_device_type_says() -> None:
-    from workers.inference import model_batching  # noqa: PLC0415
+    from workers.inference import model_batching
 
     data = pipelines()
     data["models"]["tenfold"]["batching_by_device"] = {"cuda": {"max_batch_size": 64, "max_batch_delay_ms": 9}}

@@ -15,7 +15,7 @@ import httpx
 
 from shared.embedded_redis import free_port
 from tests.conftest import REPO
-from tests.waiting import wait_until
+from tests.support.waiting import wait_until
 
 
 @dataclass(frozen=True)

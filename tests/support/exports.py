@@ -19,7 +19,12 @@ from pathlib import Path
 import torch
 from torch.export import Dim
 
-from workers.models.efficientnet_lite import INPUT_MEAN, INPUT_SCALE, EfficientNetLite0Net, default_weights_path
+from workers.models.efficientnet_lite import (
+    INPUT_MEAN,
+    INPUT_SCALE,
+    EfficientNetLite0Net,
+    default_weights_path,
+)
 
 SIZE = 224
 FORMATS = {

@@ -1,4 +1,4 @@
-"""Small test videos made with PyAV from the bundled photos (tests/photos.py): nothing downloaded.
+"""Small test videos made with PyAV from the bundled photos (tests/support/photos.py): nothing downloaded.
 
 `cat_then_coffee()` is 3 s at 10 fps, 320x240, H.264 in MP4 with a keyframe every second:
 frames 0-14 (0.0-1.4 s) show the cat, frames 15-29 (1.5-2.9 s) the espresso cup. So the
@@ -15,7 +15,7 @@ import av
 import numpy as np
 from PIL import Image
 
-from tests.photos import photo_rgb
+from tests.support.photos import photo_rgb
 from workers.transforms.image import resize_crop
 
 SIZE = (320, 240)

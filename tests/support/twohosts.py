@@ -1,4 +1,4 @@
-"""dlpipe on two test hosts (tests/netns.py): Redis and the API on host A, every worker on host B.
+"""dlpipe on two test hosts (tests/support/netns.py): Redis and the API on host A, every worker on host B.
 
 Used by tests/e2e/test_two_hosts.py and bench/scripts/two_hosts.py. Host A runs redis-server (bound
 to its veth address and loopback, with a password) and `dlpipe api` (on its veth address); host B
@@ -27,9 +27,9 @@ import httpx
 
 from shared.embedded_redis import find_redis_server, redis_command
 from tests.failover import PIPELINE, pipelines_file
-from tests.netns import Host
+from tests.support.netns import Host
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 REDIS_PORT = 16379  # in host A's own namespace: nothing else listens there
 API_PORT = 18000
 WEBHOOK_SECRET = "whsec_" + "dGVzdC1zZWNyZXQtb2YtdHdvLWhvc3RzLTMyYnl0ZXM="  # 32 bytes, tests only
@@ -127,5 +127,5 @@ def split_stack(a: Host, b: Host, tmp: Path, workers_on: Host | None = None,
             raise RuntimeError(f"{', '.join(dead)} exited:\n{split.all_logs()}")
         if time.monotonic() > deadline:
             raise AssertionError(f"the API on host A never saw every worker:\n{split.all_logs()}")
-        time.sleep(0.2)  # a poll's interval, as tests/waiting.py's
+        time.sleep(0.2)  # a poll's interval, as tests/support/waiting.py's
     yield split

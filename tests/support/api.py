@@ -1,8 +1,8 @@
-"""Fixtures and helpers shared by the API tests (no tests here).
+"""Helpers for the API tests: a pipelines file, settings, and the app run in-process.
 
 The app runs in-process: its lifespan is entered by hand and requests go through
-httpx.ASGITransport; Redis is a fakeredis server shared by the app's async client and the
-tests' sync one.
+httpx.ASGITransport; under the unit tests Redis is a fakeredis server shared by the app's async
+client and the tests' sync one (the fixtures are in tests/unit/conftest.py).
 """
 
 from __future__ import annotations
@@ -15,15 +15,18 @@ from typing import Any
 
 import fakeredis
 import httpx
-import pytest
 from fastapi import FastAPI
 
-from services.api.app import create_app
 from shared.settings import Settings
 
+
 # Stage functions and the model class only need to be locatable modules (the API never runs them).
-def pipelines_yaml(name: str = "img", input_kind: str = "image", description: str = "A test image pipeline.",
-                   output: str = '{size: "bytes in the image"}') -> str:
+def pipelines_yaml(
+    name: str = "img",
+    input_kind: str = "image",
+    description: str = "A test image pipeline.",
+    output: str = '{size: "bytes in the image"}',
+) -> str:
     """A pipelines file with one three-stage pipeline (preprocess -> model -> postprocess)."""
     return f"""\
 models:
@@ -80,30 +83,3 @@ async def running(app: FastAPI, raise_app_exceptions: bool = True) -> AsyncItera
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=raise_app_exceptions)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             yield client
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return make_settings(write_pipelines(tmp_path))
-
-
-@pytest.fixture
-def fake_server() -> fakeredis.FakeServer:
-    return fakeredis.FakeServer()
-
-
-@pytest.fixture
-def sync_redis(fake_server: fakeredis.FakeServer) -> fakeredis.FakeRedis:
-    return fakeredis.FakeRedis(server=fake_server)
-
-
-@pytest.fixture
-async def api(settings: Settings, fake_server: fakeredis.FakeServer) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings, redis_factory=fake_factory(fake_server))
-    async with running(app) as client:
-        yield client

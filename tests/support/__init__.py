@@ -1,0 +1,1 @@
+"""Helpers shared by the tests (no tests and no fixtures here: fixtures live in conftest.py files)."""
