@@ -40,7 +40,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from tests.e2e.conftest import dlpipe_command, start_stack, stop_stack  # noqa: E402
-from tests.photos import photo_rgb  # noqa: E402
+from tests.support.photos import photo_rgb  # noqa: E402
 
 PHOTOS = ["chelsea.png", "coffee.png", "astronaut.png", "motorcycle_left.png", "rocket.jpg"]
 DEFAULT_CLI = ["1xauto", "8xauto", "16xauto", "16x4", "32xauto"]  # auto: the CLI's default

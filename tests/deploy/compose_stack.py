@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.deploy.dockerd import Dockerd
-from tests.waiting import wait_until
+from tests.support.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 FILES = [REPO / "docker-compose.yml", REPO / "docker-compose.cpu.yml", REPO / "tests/deploy/compose.test.yml"]

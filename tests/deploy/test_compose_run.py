@@ -19,8 +19,8 @@ import pytest
 
 from tests.deploy.compose_stack import API_IMAGE, SERVICES, WORKER_IMAGE, Compose
 from tests.deploy.conftest import REPORT, TIMER
-from tests.photos import photo_bytes
-from tests.waiting import wait_until
+from tests.support.photos import photo_bytes
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.compose, pytest.mark.timeout(1500)]
 

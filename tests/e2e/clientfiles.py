@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import dlpipe
-from tests.photos import corrupt_bytes, photo_bytes
+from tests.support.photos import corrupt_bytes, photo_bytes
 
 PHOTOS = ("chelsea.png", "coffee.png", "astronaut.png", "motorcycle_left.png", "rocket.jpg")
 CAT_CLASSES = range(281, 286)

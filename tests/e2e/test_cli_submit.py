@@ -17,8 +17,8 @@ from services.cli_client.inputs import EXTENSIONS, discover, group
 from services.cli_client.submit import AUTO_JOB_BYTES, AUTO_PER_JOB
 from tests.e2e.clientfiles import CAT_CLASSES, jobs_of_run, photo_folder, read_lines
 from tests.e2e.conftest import Stack, dlpipe_command
-from tests.photos import FHD, photo_bytes
-from tests.waiting import wait_until
+from tests.support.photos import FHD, photo_bytes
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -16,7 +16,7 @@ import pytest
 import dlpipe
 from tests.e2e.clientfiles import CAT_CLASSES
 from tests.e2e.conftest import REPO, Stack
-from tests.photos import FHD, photo_bytes
+from tests.support.photos import FHD, photo_bytes
 
 pytestmark = pytest.mark.e2e
 
