@@ -17,12 +17,12 @@ import redis
 
 from shared import codecs, keys
 from shared.jobs import expired_reason
-from shared.messages import EventType, ItemOutput, ItemStatus, JobStatus, WorkItem, now_ms
+from shared.messages import ItemOutput, ItemStatus, JobStatus, WorkItem, now_ms
 from shared.pipeline_spec import INPUT, PipelinesConfig, StageSpec
 from shared.files import DEFAULT_MAX_FILE_BYTES, FileError
 from shared.priority import Priority
 from shared.redis_full import is_out_of_memory
-from shared.redis import scripts
+from shared.redis import jobs as job_scripts
 from workers.output_files import lift
 from workers.scripted_pipeline import ScriptedPipeline
 
@@ -77,8 +77,6 @@ class Store:
         self.config = config
         self.ttl_s = ttl_s
         self.max_file_bytes = max_file_bytes  # DLPIPE_MAX_OUTPUT_FILE_BYTES: one output file at most
-        self._start_job = scripts.registered(client, scripts.START_JOB)
-        self._complete = scripts.registered(client, scripts.COMPLETE_STAGE)
 
     def stage_of(self, item: WorkItem) -> StageSpec:
         return self.config.pipelines[item.pipeline].stage(item.stage)
@@ -172,7 +170,7 @@ class Store:
         # because an earlier stage ran, whose load marked the job running.
         starting = list(dict.fromkeys(e.item.job_id for e in entries if set(self.stage_of(e.item).needs) <= {INPUT}))
         for job_id in starting:
-            pipe.script(self._start_job, [keys.job(job_id), keys.EVENTS], [stamp, job_id])
+            pipe.call(job_scripts.start_job(job_id=job_id, now=stamp))
         for entry in entries:
             stage = self.stage_of(entry.item)
             fields = [_need_field(n) for n in stage.needs]
@@ -262,7 +260,7 @@ class Store:
         group: str,
         results: list[StageResult],
         counters: Mapping[str, Mapping[str, int | float]] | None = None,
-    ) -> list[int]:
+    ) -> list[job_scripts.CompleteOutcome]:
         """Record every result (and acknowledge its entry) in one round trip; see COMPLETE_STAGE.
 
         `counters` (hash key -> field -> increment) are added in the same round trip, after
@@ -279,13 +277,13 @@ class Store:
                     pipe.pipe.hincrbyfloat(key, name, amount)
                 else:
                     pipe.pipe.hincrby(key, name, amount)
-        return [int(r) for r in pipe.execute(counts_from=counted)[: len(results)]]
+        return pipe.execute(counts_from=counted)[: len(results)]
 
     def _complete_one(self, pipe: ScriptedPipeline, group: str, result: StageResult, stamp: int) -> None:
         item = result.entry.item
         pipeline = self.config.pipelines[item.pipeline]
         stage = pipeline.stage(result.stage or item.stage)
-        final_json, failed, payload = "", "0", b""
+        final_json, failed, payload = "", False, b""
         error, value, field = result.error, result.value, keys.stage_output_field(stage.name)
         if error is None and stage.name == pipeline.sink.name:
             # The result's files (shared/files.py) go in ARGV 6 and 7, unused for a final result.
@@ -304,41 +302,27 @@ class Store:
                 error = f"stage {stage.name!r} returned a value that cannot travel: {exc}"
         if error is not None:
             output = ItemOutput(index=item.index, status=ItemStatus.failed, error=error)
-            final_json, failed, field, payload = output.model_dump_json(), "1", "", b""
+            final_json, failed, field, payload = output.model_dump_json(), True, "", b""
         elif stage.name == pipeline.sink.name:
             output = ItemOutput(index=item.index, status=ItemStatus.succeeded, result=value)
             final_json = output.model_dump_json()
         downstream = [] if final_json else pipeline.downstream(stage.name)
-        keys_ = [
-            keys.item(item.job_id, item.index),
-            keys.job(item.job_id),
-            keys.job_outputs(item.job_id),
-            result.entry.stream,
-            keys.EVENTS,
-        ] + [keys.stream(keys.priority_stream_name(pipeline.stream_name(d), result.entry.priority))
-             for d in downstream]  # fmt: skip  (the item keeps its priority at every stage)
-        tail = self._tail_keys(item.pipeline, item.job_id)
-        args: list[Any] = [
-            group, result.entry.entry_id, item.index, stamp, self.ttl_s,
-            field, payload, final_json, failed,
-            item.job_id, item.pipeline, EventType.completed.value, len(downstream),
-        ]  # fmt: skip
-        for d in downstream:
-            args += [d.name, len(d.needs)] + [_need_field(n) for n in d.needs]
-        if result.dead_letter:
-            assert result.error is not None, "an entry given up fails its item"
-            keys_.append(keys.DEADLETTER)
-            for name, value in result.dead_letter.items():
-                args += [name, value]
-        pipe.script(self._complete, [*keys_, *tail], args)
-
-    def _tail_keys(self, pipeline: str, job_id: str) -> list[str]:
-        """COMPLETE_STAGE's last keys, after the dead-letter stream if any: the pipeline's
-        counters and deadlines set, the metrics hash (final statuses are counted there), the
-        byte budget (a job that ends gives its bytes back), the job's event stream and its files
-        hash."""
-        return [keys.backlog(pipeline), keys.drained(pipeline), keys.deadlines(pipeline), keys.METRICS,
-                keys.BYTES, keys.job_events(job_id), keys.job_files(job_id)]  # fmt: skip
+        assert not result.dead_letter or result.error is not None, "an entry given up fails its item"
+        pipe.call(job_scripts.complete_stage(
+            job_id=item.job_id, index=item.index, pipeline=item.pipeline,
+            stream=result.entry.stream, group=group, entry_id=result.entry.entry_id,
+            now=stamp, ttl_s=self.ttl_s, output_field=field, payload=payload,
+            final_json=final_json, failed=failed,
+            downstream=[
+                job_scripts.Downstream(
+                    # the item keeps its priority at every stage
+                    keys.stream(keys.priority_stream_name(pipeline.stream_name(d), result.entry.priority)),
+                    d.name, [_need_field(n) for n in d.needs],
+                )
+                for d in downstream
+            ],
+            dead_letter=result.dead_letter,
+        ))  # fmt: skip
 
     def ack_gone(self, group: str, entries: list[Entry]) -> None:
         """Acknowledge entries whose item no longer exists (finished already, or expired)."""
