@@ -124,8 +124,9 @@ def write_jobs(client: redis.Redis, store: Store, n: int) -> float:
         pipe = client.pipeline(transaction=False)
         for i in range(start, min(n, start + 1000)):
             jobs.queue_new_job(
-                pipe, job_id=f"bulk{i:07d}", pipeline=pipeline, inputs=[{"image": b"abc"}], webhook=None,
-                metadata={"i": i}, ttl_s=86400, created_ms=created + i,
+                pipe,
+                jobs.JobRecord.new(id=f"bulk{i:07d}", pipeline=pipeline.name, total=1, metadata={"i": i}, created_ms=created + i),
+                pipeline=pipeline, inputs=[{"image": b"abc"}], ttl_s=86400,
             )  # fmt: skip
         pipe.execute()
     ended = [result(f"bulk{i:07d}", 0) for i in range(0, n, 10)]
@@ -177,8 +178,11 @@ def bench_hot_path(client: redis.Redis, store: Store, n: int) -> dict[str, Any]:
         for start in range(0, n, 100):  # 100 jobs per round trip: Redis's work, not the round trips
             pipe = client.pipeline(transaction=True)
             for i in range(start, min(n, start + 100)):
-                jobs.queue_new_job(pipe, job_id=f"hot{label}{i}", pipeline=pipeline, inputs=[{"image": b"abc"}],
-                                   webhook=None, metadata=None, ttl_s=3600, created_ms=now_ms())  # fmt: skip
+                jobs.queue_new_job(
+                    pipe,
+                    jobs.JobRecord.new(id=f"hot{label}{i}", pipeline=pipeline.name, total=1, created_ms=now_ms()),
+                    pipeline=pipeline, inputs=[{"image": b"abc"}], ttl_s=3600,
+                )  # fmt: skip
             pipe.execute()
         out[f"job_write_ms_{label}"] = round((time.perf_counter() - started) / n * 1000, 4)
         jobs.index_new_job = original  # type: ignore[assignment]

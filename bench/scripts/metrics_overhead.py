@@ -33,6 +33,7 @@ sys.path.insert(0, str(REPO))
 
 from shared import keys  # noqa: E402
 from shared.embedded_redis import start_redis  # noqa: E402
+from shared.job_record import JobRecord
 from shared.jobs import queue_new_job  # noqa: E402
 from shared.messages import WorkItem, now_ms  # noqa: E402
 from shared.pipeline_spec import parse_pipelines  # noqa: E402
@@ -109,8 +110,9 @@ def redis_cost(client: redis.Redis, rounds: int, batch: int) -> dict[str, Any]:
             job_id = f"{variant}-{n}"
             pipe = client.pipeline()
             queue_new_job(
-                pipe, job_id=job_id, pipeline=config.pipelines["p"], inputs=[{"v": i} for i in range(batch)],
-                webhook=None, metadata=None, ttl_s=3600, created_ms=now_ms(),
+                pipe,
+                JobRecord.new(id=job_id, pipeline=config.pipelines["p"].name, total=batch, created_ms=now_ms()),
+                pipeline=config.pipelines["p"], inputs=[{"v": i} for i in range(batch)], ttl_s=3600,
             )  # fmt: skip
             pipe.execute()
             results = [StageResult(e, value={"v": 1}) for e in entries(job_id, batch, "post", now_ms())]

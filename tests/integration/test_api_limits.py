@@ -31,6 +31,7 @@ from PIL import Image
 
 from services.api.app import create_app
 from shared import keys
+from shared.job_record import JobRecord
 from shared.jobs import queue_new_job
 from shared.messages import now_ms
 from shared.pipeline_spec import load_pipelines
@@ -260,9 +261,9 @@ class Stack:
     def queue(self, job_id: str, n: int, timeout_s: float | None = None) -> None:
         pipe = self.client.pipeline()
         queue_new_job(
-            pipe, job_id=job_id, pipeline=self.store.config.pipelines["sums"],
-            inputs=[{"v": i} for i in range(n)], webhook=None, metadata=None, ttl_s=600,
-            created_ms=now_ms(), timeout_s=timeout_s,
+            pipe,
+            JobRecord.new(id=job_id, pipeline=self.store.config.pipelines["sums"].name, total=n, created_ms=now_ms(), timeout_s=timeout_s),
+            pipeline=self.store.config.pipelines["sums"], inputs=[{"v": i} for i in range(n)], ttl_s=600,
         )  # fmt: skip
         pipe.execute()
 

@@ -14,7 +14,8 @@ import pytest
 
 from services.api.app import create_app
 from shared import codecs, keys
-from shared.messages import ItemOutput, ItemStatus, job_view_from_redis
+from shared.job_record import job_view_from_redis
+from shared.messages import ItemOutput, ItemStatus
 from shared.settings import Settings
 from tests.unit.test_api_fixtures import (  # noqa: F401 - fixtures
     MAX_INPUTS,

@@ -31,7 +31,8 @@ from rq import Retry, get_current_job
 
 from shared import keys, metrics
 from shared import webhooks as state
-from shared.messages import EventType, WebhookState, job_view_from_redis
+from shared.job_record import job_view_from_redis
+from shared.messages import EventType, WebhookState
 from shared.settings import Settings
 from shared.redis import webhooks as webhook_scripts
 from workers.scripted_pipeline import ScriptedPipeline

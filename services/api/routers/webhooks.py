@@ -16,7 +16,8 @@ from services.api.schemas import ErrorBody
 from shared import keys
 from shared import webhooks as state
 from shared.errors import Conflict, NotFound, shown
-from shared.messages import JobView, WebhookView, job_view_from_redis, now_ms
+from shared.job_record import job_view_from_redis
+from shared.messages import JobView, WebhookView, now_ms
 from shared.redis import webhooks as webhook_scripts
 
 log = logging.getLogger(__name__)
