@@ -40,6 +40,7 @@ from shared.messages import WorkItem, now_ms  # noqa: E402
 from shared.pipeline_spec import load_pipelines  # noqa: E402
 from tests.unit.test_api_fixtures import write_pipelines  # noqa: E402
 from workers.store import Entry, StageResult, Store  # noqa: E402
+from workers.store.results import Results  # noqa: E402
 
 
 def start_api(folder: Path, redis_url: str, pipelines: Path) -> tuple[subprocess.Popen[bytes], str]:
@@ -189,7 +190,7 @@ def bench_hot_path(client: redis.Redis, store: Store, n: int) -> dict[str, Any]:
     for label, events_on in (("with_events", True), ("without_events", False)):
         ids = [f"hot{'with_index' if events_on else 'without_index'}{i}" for i in range(n)]
         if not events_on:
-            store._complete_one = _without_events(store)  # type: ignore[method-assign]
+            store.results.complete_one = _without_events(store)  # type: ignore[method-assign]
         started = time.perf_counter()
         for start in range(0, n, 100):
             store.complete("cpu", [result(job_id, 0) for job_id in ids[start : start + 100]])
@@ -198,8 +199,8 @@ def bench_hot_path(client: redis.Redis, store: Store, n: int) -> dict[str, Any]:
 
 
 def _without_events(store: Store) -> Any:
-    """Store._complete_one minus the job's event stream key (COMPLETE_STAGE then writes none)."""
-    original = Store._complete_one
+    """Results.complete_one minus the job's event stream key (COMPLETE_STAGE then writes none)."""
+    original = Results.complete_one
 
     def complete_one(pipe: Any, group: str, result: StageResult, stamp: int) -> None:
         real = pipe.script
@@ -208,7 +209,7 @@ def _without_events(store: Store) -> Any:
             real(s, [k for k in keys_ if not (k.startswith(keys.job("")) and k.endswith(":events"))], args)
 
         pipe.script = script
-        original(store, pipe, group, result, stamp)
+        original(store.results, pipe, group, result, stamp)
         pipe.script = real
 
     return complete_one

@@ -93,9 +93,22 @@ def python_cost(batch: int, loops: int) -> dict[str, float]:
 class WithoutMetrics(Store):
     """Store.complete as it was before metrics: no keys.METRICS for COMPLETE_STAGE, no counters."""
 
-    def _tail_keys(self, pipeline: str, job_id: str) -> list[str]:
-        tail = super()._tail_keys(pipeline, job_id)
-        return tail[: tail.index(METRICS_KEY)]  # optional keys are positional: those after it go too
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        original = self.results.complete_one
+
+        def complete_one(pipe: Any, group: str, result: StageResult, stamp: int) -> None:
+            real = pipe.script
+
+            def script(s: Any, keys_: list[str], args: list[Any]) -> None:
+                # the optional keys are positional: those after keys.METRICS go too
+                real(s, keys_[: keys_.index(METRICS_KEY)] if METRICS_KEY in keys_ else keys_, args)
+
+            pipe.script = script
+            original(pipe, group, result, stamp)
+            pipe.script = real
+
+        self.results.complete_one = complete_one  # type: ignore[method-assign]
 
 
 METRICS_KEY = keys.METRICS

@@ -40,7 +40,8 @@ from tests.stagefns import job_view, pipelines
 from tests.unit.test_api_fixtures import anyio_backend, running, write_pipelines  # noqa: F401
 from shared.redis import scripts
 from workers import runtime
-from workers import store as store_module
+from workers.store import inputs as store_inputs
+from workers.store import results as store_results
 from workers.inference import load_models
 from workers.model_worker import ModelWorker
 from workers.preprocess import PreprocessWorker
@@ -388,8 +389,9 @@ async def test_items_past_the_jobs_deadline_fail_as_expired_and_later_stages_ski
     stack.queue("d1", 20, timeout_s=30)
     stack.half_way()  # 0-7 done in time; 8-15 wait for the model, 16-19 for prep
     before = dict(stack.calls)
-    real_now = store_module.now_ms
-    monkeypatch.setattr(store_module, "now_ms", lambda: real_now() + 31_000)  # 31 s later
+    real_now = store_inputs.now_ms
+    for module in (store_inputs, store_results):  # the store's clock, where it reads it
+        monkeypatch.setattr(module, "now_ms", lambda: real_now() + 31_000)  # 31 s later
     stack.drain()
     assert dict(stack.calls) == before  # no stage ran for an expired item
     view = job_view(stack.client, "d1")
@@ -404,8 +406,9 @@ async def test_items_past_the_jobs_deadline_fail_as_expired_and_later_stages_ski
 
 async def test_a_job_whose_items_all_expire_fails(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
     stack.queue("d2", 3, timeout_s=0.5)
-    real_now = store_module.now_ms
-    monkeypatch.setattr(store_module, "now_ms", lambda: real_now() + 1_000)
+    real_now = store_inputs.now_ms
+    for module in (store_inputs, store_results):
+        monkeypatch.setattr(module, "now_ms", lambda: real_now() + 1_000)
     stack.drain()
     assert not stack.calls
     view = job_view(stack.client, "d2")
