@@ -19,14 +19,14 @@ import socket
 from typing import Any
 
 from shared import keys
-from shared.redis import scripts
+from shared.redis import heartbeats
 
 
 def add_heartbeat(pipe: Any, worker_id: str, kind: str, streams: list[str], now_ms: int, ttl_ms: int) -> None:
-    pipe.eval(
-        scripts.HEARTBEAT, 2, keys.WORKERS, keys.worker(worker_id),
-        worker_id, now_ms, ttl_ms, kind, ",".join(streams), str(os.getpid()), socket.gethostname(),
-    )  # fmt: skip
+    heartbeats.heartbeat(
+        worker_id=worker_id, now_ms=now_ms, ttl_ms=ttl_ms, kind=kind, streams=streams,
+        pid=os.getpid(), host=socket.gethostname(),
+    ).eval_on(pipe)  # fmt: skip
 
 
 def remove_heartbeat(pipe: Any, worker_id: str) -> None:

@@ -1,59 +1,20 @@
-"""Job records in Redis: how a new job is written. Works with sync and async redis-py pipelines."""
+"""Job records in Redis: how a new job is written (its record: shared/job_record.py). Works with sync and async redis-py pipelines."""
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from typing import Any
 
 from shared import codecs, keys
 from shared.job_index import index_new_job
-from shared.messages import DEFAULT_WEBHOOK_EVENTS, JobStatus, WorkItem
+from shared.job_record import JobRecord, deadline_ms
+from shared.messages import WorkItem
 from shared.pipeline_spec import PipelineSpec
-from shared.priority import DEFAULT as DEFAULT_PRIORITY
-from shared.priority import Priority
-
-
-@dataclass(frozen=True)
-class InputGroup:
-    """One input that runs as several items (a video: one item per frame time).
-
-    Its items are the len(keys) consecutive ones from `first` on; the job view shows them as
-    the input's one output, `{field: {key: item result}, ...}` (messages.group_outputs).
-    """
-
-    first: int
-    keys: list[str]
-    field: str
-
-
-def groups_record(groups: list[InputGroup], n_items: int) -> list[dict[str, Any]]:
-    """The job hash's `groups`, checked: in order, not overlapping, inside the items."""
-    record, end, folded = [], 0, 0  # folded: items beyond the first of each group so far
-    for group in groups:
-        if not group.keys or group.first < end or group.first + len(group.keys) > n_items:
-            raise ValueError(
-                f"group of {len(group.keys)} items at {group.first} does not fit {n_items} items"
-            )
-        record.append(
-            {"input": group.first - folded, "first": group.first, "count": len(group.keys),
-             "keys": list(group.keys), "field": group.field}
-        )  # fmt: skip
-        end = group.first + len(group.keys)
-        folded += len(group.keys) - 1
-    return record
-
 
 # An open job's record outlives the end of its TTL by this much, so that the deadline sweep
 # (which ends it then, services/api/sweep.py) finds it there: ended, it is kept DLPIPE_JOB_TTL_S more.
 OPEN_JOB_GRACE_S = 3600
 # Why the outputs of a job without `timeout_s` still unfinished at the end of its TTL fail.
 TTL_EXPIRED_REASON = "expired: not finished within the job's TTL (DLPIPE_JOB_TTL_S)"
-
-
-def deadline_ms(created_ms: int, timeout_s: float) -> int:
-    """When a job created at `created_ms` with `timeout_s` expires (ms)."""
-    return created_ms + int(round(timeout_s * 1000))
 
 
 def must_end_by_ms(created_ms: int, timeout_s: float | None, ttl_s: int) -> int:
@@ -97,43 +58,33 @@ def drop_items(pipe: Any, job_id: str, total: int) -> None:
 
 def queue_new_job(
     pipe: Any,
+    record: JobRecord,
     *,
-    job_id: str,
     pipeline: PipelineSpec,
     inputs: list[dict[str, Any]],
-    webhook: str | None,
-    metadata: dict[str, Any] | None,
     ttl_s: int,
-    created_ms: int,
-    sources: list[str | None] | None = None,
-    groups: list[InputGroup] | None = None,
     blobs: list[bytes] | None = None,
     item_blobs: list[int | None] | None = None,
-    webhook_events: list[str] | None = None,
-    timeout_s: float | None = None,
     admission: str | None = None,
     encoded: list[bytes] | None = None,
     owner: str = "anon",
     kept: list[Kept] | None = None,
-    priority: Priority = DEFAULT_PRIORITY,
 ) -> None:
     """Add to a (MULTI) pipeline the commands that create a job and queue its items.
 
-    Each item's original input is stored once, in its item hash; the stream entries
-    carry only references. `inputs` are the items; `groups` (in order) gather consecutive
-    items that stand for one input (a video's frames), recorded in the job hash as JSON
-    `groups` so that the job view shows one output per input. `sources` (one per output,
-    that is per input: a file name, path or URL, or None) go in the job hash as a JSON list,
-    `sources`, when any is given.
+    `record` (shared/job_record.py: its id, pipeline, items, priority, webhook, metadata,
+    sources, groups, deadline) is the job hash, as record.to_hash() writes it, plus `bytes`,
+    `kept` and the index's fields. Each item's original input is stored once, in its item
+    hash; the stream entries carry only references. `inputs` are the items (record.total).
 
     `blobs` are stored once each, as the job's blob keys (keys.job_blob, with the job's TTL);
     `item_blobs` (one per item, None: none) names the blob an item reads, in its hash's
     `blob` field (Store.load hands the bytes to the item's stages). The caller executes the
     pipeline.
 
-    `timeout_s`: the job's items not finished `timeout_s` after `created_ms` fail as expired
-    (the job hash keeps `timeout_s` and `deadline`, in ms; workers check it as they take an
-    item). Every job joins its pipeline's deadlines set (keys.deadlines), scored by when it must
+    The record's `timeout_s`: the job's items not finished `timeout_s` after its creation fail as
+    expired (the job hash keeps `timeout_s` and `deadline`, in ms; workers check it as they take
+    an item). Every job joins its pipeline's deadlines set (keys.deadlines), scored by when it must
     have ended (must_end_by_ms); its record is kept OPEN_JOB_GRACE_S past its TTL while open. The
     pipeline's backlog counter (keys.backlog) grows by the number of items in the same
     transaction; `admission` names the grant (keys.admissions) the API took for this job,
@@ -148,14 +99,13 @@ def queue_new_job(
     (shared/job_index.py) and only that owner sees it when keys are set. `kept` (one per input,
     `keep_inputs`): the originals kept for previews in keys.job_inputs while the job is kept;
     counted in the job's `bytes` (the byte budget) while it is open.
-    `priority` (kept in the job hash as `priority`) picks the streams its items go to
+    The record's `priority` (kept in the job hash as `priority`) picks the streams its items go to
     (keys.priority_stream_name), here and at every later stage (Store.complete follows the
     stream an entry came from).
     """
-    groups_json = groups_record(groups or [], len(inputs))
-    n_outputs = len(inputs) - sum(g["count"] - 1 for g in groups_json)
-    if sources is not None and len(sources) != n_outputs:
-        raise ValueError(f"{len(sources)} sources for {n_outputs} inputs")
+    if record.pipeline != pipeline.name or record.total != len(inputs):
+        raise ValueError(f"a record of {record.total} items of {record.pipeline!r} for {len(inputs)} of {pipeline.name!r}")
+    job_id, created_ms, priority = record.id, record.created_ms, record.priority
     if item_blobs is not None and len(item_blobs) != len(inputs):
         raise ValueError(f"{len(item_blobs)} blob references for {len(inputs)} items")
     if any(n is not None and not 0 <= n < len(blobs or []) for n in item_blobs or []):
@@ -166,34 +116,11 @@ def queue_new_job(
         raise ValueError(f"{len(encoded)} encoded inputs for {len(inputs)} items")
     nbytes = stored_bytes(encoded, blobs) + kept_bytes(kept)
     job_key = keys.job(job_id)
-    record = {
-        "id": job_id,
-        "pipeline": pipeline.name,
-        "status": JobStatus.queued.value,
-        "created_at": str(created_ms),
-        "total": str(len(inputs)),
-        "done": "0",
-        "failed": "0",
-        "bytes": str(nbytes),
-        "priority": Priority(priority).value,
-    }
-    if webhook:
-        record["webhook"] = webhook
-        # Which events it gets ('started,progress,completed'): the workers' scripts read it
-        # to decide, cheaply, whether to emit job.started / job.progress at all.
-        record["webhook_events"] = ",".join(webhook_events or DEFAULT_WEBHOOK_EVENTS)
-    if metadata is not None:
-        record["metadata"] = json.dumps(metadata, separators=(",", ":"))
-    if sources and any(s is not None for s in sources):
-        record["sources"] = json.dumps(sources, separators=(",", ":"), ensure_ascii=False)
-    if groups_json:
-        record["groups"] = json.dumps(groups_json, separators=(",", ":"), ensure_ascii=False)
-    if timeout_s is not None:
-        record["timeout_s"] = f"{timeout_s:g}"
-        record["deadline"] = str(deadline_ms(created_ms, timeout_s))
-    record.update(index_new_job(pipe, job_id, owner, pipeline.name, created_ms))
+    fields_ = record.to_hash()
+    fields_["bytes"] = str(nbytes)
+    fields_.update(index_new_job(pipe, job_id, owner, pipeline.name, created_ms))
     if kept is not None:
-        record["kept"] = "1"
+        fields_["kept"] = "1"
         fields = {str(i): k for i, k in enumerate(kept) if isinstance(k, bytes)}
         fields.update({f"blob:{i}": str(k) for i, k in enumerate(kept) if isinstance(k, int)})
         if fields:
@@ -201,9 +128,9 @@ def queue_new_job(
             pipe.expire(keys.job_inputs(job_id), ttl_s + OPEN_JOB_GRACE_S)
     for n, blob in enumerate(blobs or []):
         pipe.set(keys.job_blob(job_id, n), blob, ex=ttl_s)
-    pipe.hset(job_key, mapping=record)
+    pipe.hset(job_key, mapping=fields_)
     pipe.expire(job_key, ttl_s + OPEN_JOB_GRACE_S)
-    pipe.zadd(keys.deadlines(pipeline.name), {job_id: must_end_by_ms(created_ms, timeout_s, ttl_s)})
+    pipe.zadd(keys.deadlines(pipeline.name), {job_id: must_end_by_ms(created_ms, record.timeout_s, ttl_s)})
     pipe.incrby(keys.backlog(pipeline.name), len(inputs))
     pipe.hincrby(keys.BYTES, "held", nbytes)
     if admission is not None:

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from shared import codecs, priority as priorities
+from shared import codecs
 from shared.priority import Priority
 
 log = logging.getLogger(__name__)
@@ -249,50 +249,3 @@ def _stored_output(index: int, raw: Any) -> ItemOutput:
     except (ValueError, RecursionError, TypeError) as exc:
         log.error("output %d cannot be read (%s)", index, exc)
         return ItemOutput(index=index, status=ItemStatus.failed, error=UNREADABLE)
-
-
-def _stored_json(raw: str, what: str) -> Any:
-    """A JSON field of a job record (its metadata); None, logged, if it cannot be read."""
-    try:
-        return json.loads(raw)
-    except (ValueError, RecursionError) as exc:
-        log.error("a job's %s cannot be read (%s): left out", what, exc)
-        return None
-
-
-def job_view_from_redis(job: dict[Any, Any], outputs: dict[Any, Any]) -> JobView:
-    """Build a JobView from the job hash and its outputs hash (as redis-py returns them)."""
-    f = {codecs.text(k): codecs.text(v) for k, v in job.items()}
-    total = int(f.get("total", 0))
-    done_outputs = {int(codecs.text(k)): _stored_output(int(codecs.text(k)), v) for k, v in outputs.items()}
-    # An item of a canceled job that has no output never will: it shows `canceled`, not `pending`.
-    unfinished = ItemStatus.canceled if f["status"] == JobStatus.canceled.value else ItemStatus.pending
-    items = [done_outputs.get(i, ItemOutput(index=i, status=unfinished)) for i in range(total)]
-    if f.get("groups"):  # inputs that ran as several items (a video's frames): one output each
-        items = group_outputs(items, json.loads(f["groups"]))
-    sources = json.loads(f["sources"]) if f.get("sources") else []  # one per output
-    for item, source in zip(items, sources):
-        item.source = source
-    metadata = _stored_json(f["metadata"], "metadata") if f.get("metadata") else None
-    return JobView(
-        id=f["id"],
-        pipeline=f["pipeline"],
-        status=JobStatus(f["status"]),
-        priority=priorities.parse(f.get("priority")),
-        progress=Progress(done=int(f.get("done", 0)), total=total),
-        created_at=ms_to_datetime(f["created_at"]),
-        started_at=ms_to_datetime(f.get("started_at")),
-        completed_at=ms_to_datetime(f.get("completed_at")),
-        deadline_at=ms_to_datetime(f.get("deadline")),
-        outputs=items,
-        error=f.get("error") or None,
-        metadata=metadata,
-        webhook=(
-            WebhookView(
-                url=f["webhook"],
-                events=parse_webhook_events(f.get("webhook_events")),  # type: ignore[arg-type]
-            )
-            if f.get("webhook")
-            else None
-        ),
-    )

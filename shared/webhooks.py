@@ -18,7 +18,7 @@ States: pending -> delivering -> succeeded | failed (a retry is due) -> deliveri
 Each rq job runs one round of attempts of one delivery; a redelivery (the API) starts the next
 round: `round` + 1, state pending, and a `webhook.redeliver` entry on the events stream for the
 notifier to enqueue it. Every state change is one Lua script, so the API and the notifier
-never overwrite each other (shared/redis/lua/webhook_*.lua; their texts: shared/redis/scripts.py).
+never overwrite each other (shared/redis/lua/webhook_*.lua; called through shared/redis/webhooks.py).
 """
 
 from __future__ import annotations

@@ -41,7 +41,7 @@ from shared.logs import setup_logging
 from shared.messages import JobEvent, now_ms, parse_webhook_events
 from shared.netguard import AddressPolicy
 from shared.settings import Settings
-from shared.redis import scripts
+from shared.redis import webhooks as webhook_scripts
 from workers import runtime
 from workers.heartbeat import Heartbeat
 from workers.reclaim import Reclaimer, give_up_reason
@@ -74,7 +74,6 @@ class Notifier:
             client, keys.NOTIFIER_GROUP, consumer, [keys.EVENTS], settings.lease_ms, settings.max_deliveries,
             trim_interval_s=settings.stream_trim_interval_s,
         )  # fmt: skip
-        self._create = scripts.registered(client, scripts.WEBHOOK_CREATE)
 
     def setup(self) -> None:
         try:
@@ -172,15 +171,12 @@ class Notifier:
         delay = self.settings.webhook_delays_s[0]
         now = now_ms()
         due_ms = int(attempt.due_at(delay, now / 1000) * 1000)
-        completed = "1" if event.type.short == "completed" else "0"
-        created, round_ = self._create(
-            keys=[keys.webhook(delivery), keys.job_webhook(event.job_id)],
-            args=[
-                delivery, event.job_id, event.type.value, at_ms, now, self.settings.job_ttl_s,
-                due_ms, completed,
-            ],
-        )  # fmt: skip
-        queued = self.enqueue(event.job_id, delivery, int(round_), delay)
+        made = webhook_scripts.webhook_create(
+            delivery=delivery, job_id=event.job_id, event=event.type, event_at=at_ms, now=now,
+            ttl_s=self.settings.job_ttl_s, due_ms=due_ms,
+        ).run(self.redis)  # fmt: skip
+        queued = self.enqueue(event.job_id, delivery, made.round, delay)
+        created = made.created
         if created:
             log.info("job=%s webhook %s %s queued", event.job_id, event.type.value, delivery)
         return "queued" if queued or created else "queued already"

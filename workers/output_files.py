@@ -1,6 +1,6 @@
 """The files of a final result, lifted out of it for storing (shared/files.py says what they are).
 
-Store._complete_one calls `lift` on a pipeline's final result before recording it: each
+Results.complete_one (workers/store/results.py) calls `lift` on a pipeline's final result before recording it: each
 OutputFile in the result's `files` list is checked (name, size, content type), encoded as
 stored, and replaced by its description; COMPLETE_STAGE stores the files in the same step
 that records the output (ARGV 6 and 7, unused for a final result otherwise: the manifest and

@@ -18,7 +18,7 @@ that, not one per crash. (Hence max_deliveries >= 2 in practice.)
 Acknowledged entries stay in a stream until something trims it. Every `trim_interval_s`
 (DLPIPE_STREAM_TRIM_INTERVAL_S; the first time one interval after start) the reclaimer
 also trims each of its streams below the oldest entry some consumer group of that stream
-still needs, pending or not yet read (scripts.TRIM_STREAM): the streams stay as long as
+still needs, pending or not yet read (TRIM_STREAM): the streams stay as long as
 the work in flight, and no entry anyone still needs is ever dropped.
 """
 
@@ -27,14 +27,14 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import redis
 
-from shared import codecs, keys
-from shared.redis import scripts
+from shared import codecs
+from shared.redis import streams as stream_scripts
+from shared.redis.streams import Claimed, parse_claim_reply  # noqa: F401  (parse_claim_reply: re-exported)
 from workers.store import Entry, StageResult, Store
 
 log = logging.getLogger(__name__)
@@ -43,16 +43,6 @@ MAX_CLAIMS_PER_STEP = 16  # claim calls one step may make looking for an entry t
 DEFAULT_TRIM_INTERVAL_S = 60.0  # Settings.stream_trim_interval_s
 ADOPT_LIMIT = 10_000  # own pending entries taken back after an error, per stream
 
-
-
-@dataclass(frozen=True)
-class Claimed:
-    """An entry this consumer now holds, and how often it was delivered before this claim."""
-
-    stream: str  # the stream's key
-    entry_id: str
-    deliveries: int
-    fields: dict[str, str]
 
 
 @dataclass
@@ -88,18 +78,6 @@ def dead_letter_fields(claimed: Claimed, group: str, reason: str) -> dict[str, s
         "deliveries": str(claimed.deliveries),
         "reason": reason,
     }
-
-
-def parse_claim_reply(stream: str, reply: Sequence[Any]) -> tuple[str, list[Claimed], list[str]]:
-    """RECLAIM's answer -> (next cursor, claimed entries, ids deleted from the stream)."""
-    cursor = codecs.text(reply[0])
-    claimed: list[Claimed] = []
-    for raw_id, deliveries, flat in reply[1] or []:
-        values = [codecs.text(v) for v in flat or []]
-        fields = dict(zip(values[::2], values[1::2], strict=True))
-        claimed.append(Claimed(stream, codecs.text(raw_id), int(deliveries), fields))
-    deleted = [codecs.text(i) for i in (reply[2] if len(reply) > 2 else None) or []]
-    return cursor, claimed, deleted
 
 
 def split(claimed: list[Claimed], max_deliveries: int) -> Taken:
@@ -157,9 +135,6 @@ class Reclaimer:
         self.lease_ms = lease_ms
         self.max_deliveries = max_deliveries
         self.schedule = Schedule(lease_ms / 2000, clock)
-        self._script = scripts.registered(client, scripts.RECLAIM)
-        self._dead_letter = scripts.registered(client, scripts.DEAD_LETTER)
-        self._trim = scripts.registered(client, scripts.TRIM_STREAM)
         self.trim_schedule = Schedule.after_one_interval(trim_interval_s, clock)
         self._scan: deque[tuple[str, str]] = deque()  # (stream, cursor) left in this scan
         self._own: deque[tuple[str, str]] = deque()  # own unfinished entries: (stream, id)
@@ -216,33 +191,30 @@ class Reclaimer:
         yet read); returns the entries removed."""
         removed = 0
         for stream in self.stream_keys:
-            floor, count = self._trim(keys=[stream])
-            if int(count):
-                log.debug("trimmed %d entries of %s below %s", int(count), stream, codecs.text(floor))
-            removed += int(count)
+            trimmed = stream_scripts.trim_stream(stream=stream).run(self.redis)
+            if trimmed.removed:
+                log.debug("trimmed %d entries of %s below %s", trimmed.removed, stream, trimmed.floor)
+            removed += trimmed.removed
         self.trim_schedule.scanned()
         return removed
 
     def _claim(self, stream: str, cursor: str, ids: list[str]) -> list[Claimed]:
-        reply = self._script(
-            keys=[stream], args=[self.group, self.consumer, self.lease_ms, cursor, 1, *ids]
-        )
-        next_cursor, claimed, deleted = parse_claim_reply(stream, reply)
-        if cursor and next_cursor != "0-0":  # more of this stream to scan: next in line
-            self._scan.appendleft((stream, next_cursor))
-        for entry_id in deleted:
+        found = stream_scripts.reclaim(
+            stream=stream, group=self.group, consumer=self.consumer, min_idle_ms=self.lease_ms,
+            cursor=cursor, count=1, ids=ids,
+        ).run(self.redis)  # fmt: skip
+        if cursor and found.cursor != "0-0":  # more of this stream to scan: next in line
+            self._scan.appendleft((stream, found.cursor))
+        for entry_id in found.deleted:
             log.info("entry %s of %s was deleted while pending; acknowledged", entry_id, stream)
-        return claimed
+        return found.claimed
 
     def dead_letter(self, claimed: Claimed, reason: str) -> bool:
         """Acknowledge an entry that has no item to fail, copying it to the dead-letter stream."""
-        flat: list[str] = []
-        for name, value in dead_letter_fields(claimed, self.group, reason).items():
-            flat += [name, value]
-        done = self._dead_letter(
-            keys=[claimed.stream, keys.DEADLETTER], args=[self.group, claimed.entry_id, *flat]
-        )
-        return bool(done)
+        return stream_scripts.dead_letter(
+            stream=claimed.stream, group=self.group, entry_id=claimed.entry_id,
+            fields=dead_letter_fields(claimed, self.group, reason),
+        ).run(self.redis)  # fmt: skip
 
 
 # -- work items (preprocess and model workers) -----------------------------------------

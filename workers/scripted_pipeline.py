@@ -17,6 +17,7 @@ from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 
 from shared import redis_conn
+from shared.redis.scripts import ScriptCall, registered
 from shared.redis_full import is_out_of_memory
 
 if TYPE_CHECKING:
@@ -26,7 +27,8 @@ log = logging.getLogger(__name__)
 
 
 class ScriptedPipeline:
-    """`pipe` is a non-transactional pipeline for any other command; `script()` adds a script call."""
+    """`pipe` is a non-transactional pipeline for any other command; `call()` adds a script's
+    typed call (shared/redis: its reply comes back from execute() read), `script()` a raw one."""
 
     def __init__(self, client: redis.Redis, wait: Settings | None = None) -> None:
         """`wait`: WAIT for its DLPIPE_REDIS_MIN_REPLICAS after the commands (shared/redis_conn.py);
@@ -36,10 +38,16 @@ class ScriptedPipeline:
         self.pipe = client.pipeline(transaction=False)
         self.replicated = redis_conn.wait_after(self.pipe, wait) if wait is not None else None
         self._scripts: dict[int, tuple[Script, list[Any], list[Any]]] = {}  # position -> call
+        self._readers: dict[int, Any] = {}  # position -> its ScriptCall's `read`
 
     def script(self, script: Script, keys: list[Any], args: list[Any]) -> None:
         self._scripts[len(self.pipe)] = (script, keys, args)
         self.pipe.evalsha(script.sha, len(keys), *keys, *args)
+
+    def call(self, call: ScriptCall[Any]) -> None:
+        """Add a typed script call (registered once per client); execute() gives its reply read."""
+        self._readers[len(self.pipe)] = call.read
+        self.script(registered(self._client, call.text), call.keys, call.args)
 
     def __len__(self) -> int:
         return len(self.pipe)
@@ -69,4 +77,7 @@ class ScriptedPipeline:
                 replies[at:] = [None] * (len(replies) - at)
                 break
             raise reply
+        for at, read in self._readers.items():
+            if counts_from is None or at < counts_from:  # past it: maybe a count dropped for memory
+                replies[at] = read(replies[at])
         return replies

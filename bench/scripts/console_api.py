@@ -40,6 +40,7 @@ from shared.messages import WorkItem, now_ms  # noqa: E402
 from shared.pipeline_spec import load_pipelines  # noqa: E402
 from tests.support.api import write_pipelines  # noqa: E402
 from workers.store import Entry, StageResult, Store  # noqa: E402
+from workers.store.results import Results  # noqa: E402
 
 
 def start_api(folder: Path, redis_url: str, pipelines: Path) -> tuple[subprocess.Popen[bytes], str]:
@@ -124,8 +125,9 @@ def write_jobs(client: redis.Redis, store: Store, n: int) -> float:
         pipe = client.pipeline(transaction=False)
         for i in range(start, min(n, start + 1000)):
             jobs.queue_new_job(
-                pipe, job_id=f"bulk{i:07d}", pipeline=pipeline, inputs=[{"image": b"abc"}], webhook=None,
-                metadata={"i": i}, ttl_s=86400, created_ms=created + i,
+                pipe,
+                jobs.JobRecord.new(id=f"bulk{i:07d}", pipeline=pipeline.name, total=1, metadata={"i": i}, created_ms=created + i),
+                pipeline=pipeline, inputs=[{"image": b"abc"}], ttl_s=86400,
             )  # fmt: skip
         pipe.execute()
     ended = [result(f"bulk{i:07d}", 0) for i in range(0, n, 10)]
@@ -177,15 +179,18 @@ def bench_hot_path(client: redis.Redis, store: Store, n: int) -> dict[str, Any]:
         for start in range(0, n, 100):  # 100 jobs per round trip: Redis's work, not the round trips
             pipe = client.pipeline(transaction=True)
             for i in range(start, min(n, start + 100)):
-                jobs.queue_new_job(pipe, job_id=f"hot{label}{i}", pipeline=pipeline, inputs=[{"image": b"abc"}],
-                                   webhook=None, metadata=None, ttl_s=3600, created_ms=now_ms())  # fmt: skip
+                jobs.queue_new_job(
+                    pipe,
+                    jobs.JobRecord.new(id=f"hot{label}{i}", pipeline=pipeline.name, total=1, created_ms=now_ms()),
+                    pipeline=pipeline, inputs=[{"image": b"abc"}], ttl_s=3600,
+                )  # fmt: skip
             pipe.execute()
         out[f"job_write_ms_{label}"] = round((time.perf_counter() - started) / n * 1000, 4)
         jobs.index_new_job = original  # type: ignore[assignment]
     for label, events_on in (("with_events", True), ("without_events", False)):
         ids = [f"hot{'with_index' if events_on else 'without_index'}{i}" for i in range(n)]
         if not events_on:
-            store._complete_one = _without_events(store)  # type: ignore[method-assign]
+            store.results.complete_one = _without_events(store)  # type: ignore[method-assign]
         started = time.perf_counter()
         for start in range(0, n, 100):
             store.complete("cpu", [result(job_id, 0) for job_id in ids[start : start + 100]])
@@ -194,8 +199,8 @@ def bench_hot_path(client: redis.Redis, store: Store, n: int) -> dict[str, Any]:
 
 
 def _without_events(store: Store) -> Any:
-    """Store._complete_one minus the job's event stream key (COMPLETE_STAGE then writes none)."""
-    original = Store._complete_one
+    """Results.complete_one minus the job's event stream key (COMPLETE_STAGE then writes none)."""
+    original = Results.complete_one
 
     def complete_one(pipe: Any, group: str, result: StageResult, stamp: int) -> None:
         real = pipe.script
@@ -204,7 +209,7 @@ def _without_events(store: Store) -> Any:
             real(s, [k for k in keys_ if not (k.startswith(keys.job("")) and k.endswith(":events"))], args)
 
         pipe.script = script
-        original(store, pipe, group, result, stamp)
+        original(store.results, pipe, group, result, stamp)
         pipe.script = real
 
     return complete_one

@@ -33,6 +33,7 @@ sys.path.insert(0, str(REPO))
 
 from shared import keys  # noqa: E402
 from shared.embedded_redis import start_redis  # noqa: E402
+from shared.job_record import JobRecord
 from shared.jobs import queue_new_job  # noqa: E402
 from shared.messages import WorkItem, now_ms  # noqa: E402
 from shared.pipeline_spec import parse_pipelines  # noqa: E402
@@ -92,9 +93,22 @@ def python_cost(batch: int, loops: int) -> dict[str, float]:
 class WithoutMetrics(Store):
     """Store.complete as it was before metrics: no keys.METRICS for COMPLETE_STAGE, no counters."""
 
-    def _tail_keys(self, pipeline: str, job_id: str) -> list[str]:
-        tail = super()._tail_keys(pipeline, job_id)
-        return tail[: tail.index(METRICS_KEY)]  # optional keys are positional: those after it go too
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        original = self.results.complete_one
+
+        def complete_one(pipe: Any, group: str, result: StageResult, stamp: int) -> None:
+            real = pipe.script
+
+            def script(s: Any, keys_: list[str], args: list[Any]) -> None:
+                # the optional keys are positional: those after keys.METRICS go too
+                real(s, keys_[: keys_.index(METRICS_KEY)] if METRICS_KEY in keys_ else keys_, args)
+
+            pipe.script = script
+            original(pipe, group, result, stamp)
+            pipe.script = real
+
+        self.results.complete_one = complete_one  # type: ignore[method-assign]
 
 
 METRICS_KEY = keys.METRICS
@@ -109,8 +123,9 @@ def redis_cost(client: redis.Redis, rounds: int, batch: int) -> dict[str, Any]:
             job_id = f"{variant}-{n}"
             pipe = client.pipeline()
             queue_new_job(
-                pipe, job_id=job_id, pipeline=config.pipelines["p"], inputs=[{"v": i} for i in range(batch)],
-                webhook=None, metadata=None, ttl_s=3600, created_ms=now_ms(),
+                pipe,
+                JobRecord.new(id=job_id, pipeline=config.pipelines["p"].name, total=batch, created_ms=now_ms()),
+                pipeline=config.pipelines["p"], inputs=[{"v": i} for i in range(batch)], ttl_s=3600,
             )  # fmt: skip
             pipe.execute()
             results = [StageResult(e, value={"v": 1}) for e in entries(job_id, batch, "post", now_ms())]

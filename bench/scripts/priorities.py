@@ -42,6 +42,7 @@ import redis  # noqa: E402
 from bench.sim import pipelines as simpipes  # noqa: E402
 from shared import keys  # noqa: E402
 from shared.embedded_redis import start_redis  # noqa: E402
+from shared.job_record import JobRecord
 from shared.jobs import queue_new_job  # noqa: E402
 from shared.messages import now_ms  # noqa: E402
 from shared.pipeline_spec import PipelineSpec, load_pipelines  # noqa: E402
@@ -89,8 +90,11 @@ class Stack:
 
     def queue(self, job_id: str, inputs: list[dict[str, Any]], priority: Priority) -> None:
         pipe = self.client.pipeline()
-        queue_new_job(pipe, job_id=job_id, pipeline=self.pipeline, inputs=inputs, webhook=None,
-                      metadata=None, ttl_s=3600, created_ms=now_ms(), priority=priority)  # fmt: skip
+        queue_new_job(
+            pipe,
+            JobRecord.new(id=job_id, pipeline=self.pipeline.name, total=len(inputs), created_ms=now_ms(), priority=priority),
+            pipeline=self.pipeline, inputs=inputs, ttl_s=3600,
+        )  # fmt: skip
         pipe.execute()
 
     def wait(self, job_id: str, timeout_s: float = 300) -> float:

@@ -2,7 +2,7 @@
 
 Admission. Each pipeline's backlog is a counter in Redis (keys.backlog: items accepted and
 not finished; +n in the job's own MULTI, -1 as each item finishes, the rest on cancel). A
-new job first takes a grant (scripts.ADMIT, one atomic check-and-reserve): refused (429,
+new job first takes a grant (shared/redis/admission.py admit, one atomic check-and-reserve): refused (429,
 `Retry-After`) while counter + open grants is at or over DLPIPE_MAX_BACKLOG, so a job
 admitted just under the cap overshoots it by at most its own items. The job's MULTI adds
 its items to the counter and drops the grant; a request that dies in between leaves a
@@ -56,7 +56,7 @@ from services.api.drain import retry_after_s
 from shared import keys
 from shared.errors import InvalidRequest, shown
 from shared.messages import now_ms
-from shared.redis import scripts
+from shared.redis import admission as admission_scripts
 
 log = logging.getLogger(__name__)
 
@@ -90,29 +90,25 @@ async def admit(
     (`Retry-After` from the pipeline's drain rate, `drain_per_s` items/s, or for bytes from the
     budget's; None: unknown); returns the grant (for queue_new_job)."""
     grant = uuid.uuid4().hex
-    script = scripts.registered(client, scripts.ADMIT)
-    if budget is None:
-        granted, backlog = await script(
-            keys=[keys.backlog(pipeline), keys.admissions(pipeline)],
-            args=[now_ms(), GRANT_MS, max_backlog, grant, items],
-        )
-    else:
-        granted, backlog, held = await script(
-            keys=[keys.backlog(pipeline), keys.admissions(pipeline), keys.BYTES, keys.BYTE_GRANTS],
-            args=[now_ms(), GRANT_MS, max_backlog, grant, items, budget.max_bytes, budget.job_bytes],
-        )
-    if int(granted):
+    ask = None if budget is None else admission_scripts.ByteAsk(budget.max_bytes, budget.job_bytes)
+    reply = await admission_scripts.admit(
+        pipeline=pipeline, now=now_ms(), grant_ms=GRANT_MS, max_backlog=max_backlog, grant=grant,
+        items=items, budget=ask,
+    ).run_async(client)  # fmt: skip
+    backlog = reply.backlog
+    if reply.granted:
         return f"{grant}:{items}" if budget is None else f"{grant}:{items}:{budget.job_bytes}"
-    if int(backlog) >= max_backlog or budget is None:
-        wait_s = retry_after_s(int(backlog), max_backlog, drain_per_s)
+    if backlog >= max_backlog or budget is None:
+        wait_s = retry_after_s(backlog, max_backlog, drain_per_s)
         detail = (
-            f"pipeline {pipeline!r} is at capacity: {int(backlog)} items accepted and not finished, "
+            f"pipeline {pipeline!r} is at capacity: {backlog} items accepted and not finished, "
             f"at most {max_backlog} (DLPIPE_MAX_BACKLOG); retry after {wait_s} s"
         )
     else:
-        wait_s = retry_after_s(int(held), budget.max_bytes, budget.freed_per_s)
+        held = reply.held or 0
+        wait_s = retry_after_s(held, budget.max_bytes, budget.freed_per_s)
         detail = (
-            f"at capacity: the jobs not finished hold {_size(int(held))} of inputs in Redis, at most "
+            f"at capacity: the jobs not finished hold {_size(held)} of inputs in Redis, at most "
             f"{_size(budget.max_bytes)} (DLPIPE_MAX_BACKLOG_BYTES, all pipelines together); "
             f"retry after {wait_s} s"
         )
@@ -255,8 +251,7 @@ async def claim(
 
 async def release(client: Redis, held: Claim) -> None:
     """Give the key up (the job was not written), if it still holds this request's claim."""
-    script = scripts.registered(client, scripts.IDEMPOTENCY_RELEASE)
-    await script(keys=[held.redis_key], args=[held.pending])
+    await admission_scripts.idempotency_release(redis_key=held.redis_key, claim=held.pending).run_async(client)
 
 
 _releasing: set[asyncio.Task[None]] = set()

@@ -3,7 +3,6 @@ its Idempotency-Key's record in one transaction (services/api/routers/submit.py 
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -20,8 +19,9 @@ from services.api.replication import unconfirmed
 from services.api.views import strict_json
 from shared import redis_conn
 from shared.errors import Unavailable
-from shared.jobs import deadline_ms, encode_inputs, groups_record, kept_bytes, queue_new_job, stored_bytes
-from shared.messages import JobStatus, JobView, job_view_from_redis, now_ms
+from shared.job_record import JobRecord
+from shared.jobs import encode_inputs, kept_bytes, queue_new_job, stored_bytes
+from shared.messages import JobView, now_ms
 from shared.pipeline_spec import PipelineSpec
 
 log = logging.getLogger(__name__)
@@ -121,22 +121,13 @@ async def _write_job(
     the replicas (DLPIPE_REDIS_MIN_REPLICAS); its 202 body, rendered first: a job whose answer
     cannot be rendered is refused, not written."""
     created = now_ms()
-    record = {
-        "id": job_id,
-        "pipeline": pipeline.name,
-        "status": JobStatus.queued.value,
-        "created_at": str(created),
-        "total": str(len(parsed.inputs)),
-        "priority": parsed.priority.value,
-        "webhook": parsed.webhook or "",
-        "webhook_events": ",".join(parsed.webhook_events),
-        "metadata": json.dumps(parsed.metadata) if parsed.metadata is not None else "",
-        "sources": json.dumps(parsed.sources) if parsed.sources else "",
-        "groups": json.dumps(groups_record(parsed.groups, len(parsed.inputs))) if parsed.groups else "",
-    }
-    if parsed.timeout_s is not None:
-        record["deadline"] = str(deadline_ms(created, parsed.timeout_s))
-    view = job_view_from_redis(record, {})
+    record = JobRecord.new(
+        id=job_id, pipeline=pipeline.name, created_ms=created, total=len(parsed.inputs),
+        priority=parsed.priority, webhook=parsed.webhook, webhook_events=parsed.webhook_events,
+        metadata=parsed.metadata, sources=parsed.sources or None, groups=parsed.groups,
+        timeout_s=parsed.timeout_s,
+    )  # fmt: skip
+    view = record.to_view()  # the 202 body: the view of the very record the job hash gets
     body = strict_json(view)
     try:
         async with transaction(client) as pipe:  # its refusal (Redis full) reported at once
@@ -145,24 +136,16 @@ async def _write_job(
                 await claim.fence(pipe)
             queue_new_job(
                 pipe,
-                job_id=job_id,
+                record,
                 pipeline=pipeline,
                 inputs=parsed.inputs,
-                webhook=parsed.webhook,
-                webhook_events=parsed.webhook_events or None,
-                metadata=parsed.metadata,
                 ttl_s=settings.job_ttl_s,
-                created_ms=created,
-                sources=parsed.sources or None,
-                groups=parsed.groups or None,
                 blobs=parsed.blobs or None,
                 item_blobs=parsed.item_blobs or None,
-                timeout_s=parsed.timeout_s,
                 admission=grant,
                 encoded=encoded,
                 owner=owner,
                 kept=kept,
-                priority=parsed.priority,
             )
             if claim is not None:
                 claim.record(pipe, view.model_dump(mode="json"), settings.idempotency_ttl_s)

@@ -23,7 +23,7 @@ from prometheus_client.utils import floatToGoString
 from services.api.routers.health import live_workers
 from shared import codecs, keys, metrics
 from shared.pipeline_spec import PipelinesConfig
-from shared.redis import scripts
+from shared.redis import streams as stream_scripts
 
 EVENTS_STREAM = "events"  # the label of keys.EVENTS
 LAG_COUNT_CAP = 100_000  # most entries STREAM_BACKLOG counts per group on a Redis without `lag`
@@ -70,10 +70,9 @@ async def read_snapshot(client: Any, config: PipelinesConfig, worker_ttl_ms: int
     streams = watched_streams(config)
     pipelines = sorted(config.pipelines)
     models = list(config.model_streams())
-    backlog_script = scripts.registered(client, scripts.STREAM_BACKLOG)
+    backlog_call = stream_scripts.stream_backlog(streams=[(key, group) for _, key, group in streams], count_cap=LAG_COUNT_CAP)
     async with client.pipeline(transaction=False) as pipe:
-        stream_keys, groups = [key for _, key, _ in streams], [group for _, _, group in streams]
-        await backlog_script(keys=stream_keys, args=[LAG_COUNT_CAP, *groups], client=pipe)
+        await backlog_call.queue_async(pipe)
         pipe.mget([keys.backlog(p) for p in pipelines])
         pipe.hgetall(keys.METRICS)
         for model in models:
@@ -82,8 +81,8 @@ async def read_snapshot(client: Any, config: PipelinesConfig, worker_ttl_ms: int
     workers = await live_workers(client, worker_ttl_ms)
     snapshot = Snapshot(pipelines=pipelines, counters=metrics.parse(counters))
     snapshot.streams = {
-        label: StreamBacklog(int(lag), int(pending), _oldest_ms(first_pending, first_waiting))
-        for (label, _, _), (lag, pending, first_pending, first_waiting) in zip(streams, stream_backlogs, strict=True)
+        label: StreamBacklog(b.lag, b.pending, _oldest_ms(b.oldest_pending, b.oldest_waiting))
+        for (label, _, _), b in zip(streams, backlog_call.read(stream_backlogs), strict=True)
     }
     snapshot.backlog = {p: max(0, int(v or 0)) for p, v in zip(pipelines, backlogs, strict=True)}
     snapshot.models = {

@@ -7,7 +7,8 @@ Two things of redis-py's and Redis's would cost more:
   one, but Redis refuses to queue any command, reads included, while its memory is over
   maxmemory: GET /v1/jobs would answer 503 just when clients poll most, after a submit was
   refused for memory (the refused request's buffer alone can keep Redis over it for a moment).
-  A script's reads are never refused: read_keys runs scripts.READ.
+  A script's reads are never refused: read_keys runs the READ script
+  (shared/redis/job_reads.py).
 - A refused transaction. redis-py names a command Redis refused in its error by quoting it,
   arguments and all, through textwrap.shorten: about half a second per MiB of input (measured),
   on the event loop, for every refused command of a job's MULTI; a refused 2 x 20 MB submit held
@@ -23,15 +24,12 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.utils import safe_str
 
-from shared.redis import scripts
+from shared.redis import job_reads
 
 
 async def read_keys(client: Any, hashes: Sequence[str], lists: Sequence[str] = ()) -> list[Any]:
     """HGETALL of each hash (as dicts) and LRANGE 0 -1 of each list, in one atomic step."""
-    script = scripts.registered(client, scripts.READ)
-    replies = await script(keys=[*hashes, *lists], args=[len(hashes)])
-    out: list[Any] = [dict(zip(flat[::2], flat[1::2], strict=True)) for flat in replies[: len(hashes)]]
-    return out + [list(items) for items in replies[len(hashes) :]]
+    return await job_reads.read_keys(hashes=hashes, lists=lists).run_async(client)
 
 
 def _annotate(exception: Exception, number: int, command: Any) -> None:

@@ -23,7 +23,7 @@ from services.api.job_events import JobEventHub, Subscription, Update, entry_key
 from services.api.routers.jobs import read_job
 from services.api.views import UNRENDERABLE, job_json
 from shared import codecs, keys
-from shared.redis import scripts
+from shared.redis import job_reads
 from shared.messages import ItemOutput, ItemStatus, JobStatus, _stored_output, group_outputs
 
 RESUMABLE_ID = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$")
@@ -85,21 +85,17 @@ class Session:
     stopping: asyncio.Event
     keepalive_s: float
 
-    async def open(self, resume: str | None) -> tuple[Subscription, contextlib.AsyncExitStack, list[Any]] | None:
+    async def open(self, resume: str | None) -> tuple[Subscription, contextlib.AsyncExitStack, job_reads.JobSnapshot] | None:
         """Subscribe, then read the snapshot; None (nothing held) if there is no such job."""
         stack = contextlib.AsyncExitStack()
         sub = await stack.enter_async_context(self.hub.subscribe(self.job_id))
         try:
-            script = scripts.registered(self.client, scripts.JOB_SNAPSHOT)
             resume_id = resume if resume and RESUMABLE_ID.match(resume) else ""
-            snapshot = await script(
-                keys=[keys.job(self.job_id), keys.job_outputs(self.job_id), keys.job_events(self.job_id)],
-                args=[resume_id],
-            )
+            snapshot = await job_reads.job_snapshot(job_id=self.job_id, resume_id=resume_id).run_async(self.client)
         except BaseException:
             await stack.aclose()
             raise
-        if not snapshot[0]:
+        if not snapshot.job:
             await stack.aclose()
             return None
         return sub, stack, snapshot
@@ -108,21 +104,19 @@ class Session:
         view = await read_job(self.client, self.job_id)
         return message("completed", job_json(view).decode(), event_id)
 
-    async def events(self, sub: Subscription, stack: contextlib.AsyncExitStack, snapshot: list[Any]) -> AsyncIterator[str]:
+    async def events(self, sub: Subscription, stack: contextlib.AsyncExitStack, snapshot: job_reads.JobSnapshot) -> AsyncIterator[str]:
         async with stack:
-            flat, outputs_flat, last, resumed, entries, entry_outputs = snapshot
-            job = {codecs.text(k): codecs.text(v) for k, v in zip(flat[::2], flat[1::2], strict=True)}
-            last = codecs.text(last)
+            job, outputs_flat, last = snapshot.job, snapshot.outputs, snapshot.last
             if JobStatus(job["status"]).is_final:
                 yield await self._completed(last if last != "0-0" else None)
                 return
             outputs = Outputs(job)
             self.hub.start_from(self.job_id, last)
             done = int(job.get("done") or 0)
-            if int(resumed):
-                values = iter(entry_outputs)
+            if snapshot.resumed:
+                values = iter(snapshot.entry_outputs)
                 updates = []
-                for entry_id, fields in entries:
+                for entry_id, fields in snapshot.entries:
                     f = {codecs.text(k): codecs.text(v) for k, v in zip(fields[::2], fields[1::2], strict=True)}
                     raw = next(values, None) if f.get("t") == "o" else None
                     update = parse_entry(entry_id, f, raw)

@@ -42,7 +42,8 @@ from services.api.drain import BYTES, DrainRates
 from shared import codecs, job_index, keys
 from shared.jobs import OPEN_JOB_GRACE_S, TTL_EXPIRED_REASON, drop_items, expired_reason
 from shared.messages import now_ms
-from shared.redis import scripts
+from shared.redis import admission as admission_scripts
+from shared.redis import jobs as job_scripts
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +72,6 @@ class Sweeper:
         self.interval_s = interval_s
         self.rates = rates
         self.clock = clock
-        self._expire = scripts.registered(client, scripts.EXPIRE_JOB)
-        self._recount = scripts.registered(client, scripts.RECOUNT_BACKLOG)
-        self._recount_bytes = scripts.registered(client, scripts.RECOUNT_BYTES)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Sweep every interval until `stop` is set (a sweep in hand is finished first: it is not
@@ -132,43 +130,37 @@ class Sweeper:
         """End these jobs (EXPIRE_JOB) in one round trip, free their items' inputs in another;
         recount the backlog of a pipeline where a job's record was gone, and the byte budget."""
         async with self.client.pipeline(transaction=False) as pipe:
-            for name, job_id in overdue:
-                await self._expire(
-                    keys=[keys.job(job_id), keys.job_outputs(job_id), keys.EVENTS,
-                          keys.backlog(name), keys.deadlines(name), keys.METRICS, keys.BYTES,
-                          keys.job_events(job_id),
-                          keys.job_files(job_id)],
-                    args=[now, self.ttl_s, job_id, expired_reason("%s"), TTL_EXPIRED_REASON],
-                    client=pipe,
-                )  # fmt: skip
-            replies = await pipe.execute()
+            calls = [
+                job_scripts.expire_job(
+                    job_id=job_id, pipeline=name, now=now, ttl_s=self.ttl_s,
+                    timeout_reason=expired_reason("%s"), ttl_reason=TTL_EXPIRED_REASON,
+                )
+                for name, job_id in overdue
+            ]  # fmt: skip
+            for call in calls:
+                await call.queue_async(pipe)
+            replies = [call.read(raw) for call, raw in zip(calls, await pipe.execute(), strict=True)]
         ended, recount = 0, set()
         async with self.client.pipeline(transaction=False) as pipe:
-            for (name, job_id), (outcome, expired, total) in zip(overdue, replies, strict=True):
-                if int(outcome) == 1:
+            for (name, job_id), reply in zip(overdue, replies, strict=True):
+                if reply.outcome == job_scripts.Expired.ended:
                     ended += 1
-                    drop_items(pipe, job_id, int(total))
+                    drop_items(pipe, job_id, reply.total)
                     log.warning(
                         "job=%s stage=sweep ended past its deadline: %d of %d outputs expired",
-                        job_id, int(expired), int(total),
+                        job_id, reply.failed, reply.total,
                     )  # fmt: skip
-                elif int(outcome) == -1:
+                elif reply.outcome == job_scripts.Expired.gone:
                     recount.add(name)
                     log.error("job=%s stage=sweep its record vanished while it was open", job_id)
             await pipe.execute()
         for name in sorted(recount):
-            before, after, dropped = await self._recount(
-                keys=[keys.backlog(name), keys.deadlines(name)], args=[keys.job("")]
-            )
+            counted = await admission_scripts.recount_backlog(pipeline=name).run_async(self.client)
             log.warning(
                 "pipeline=%s backlog recounted from its open jobs: %s -> %s (%s gone dropped)",
-                name, codecs.text(before), codecs.text(after), codecs.text(dropped),
+                name, counted.before, counted.after, counted.dropped,
             )  # fmt: skip
         if recount:
-            before, after = await self._recount_bytes(
-                keys=[keys.BYTES, *(keys.deadlines(name) for name in self.pipelines)], args=[keys.job("")]
-            )
-            log.warning(
-                "byte budget recounted from the open jobs: %s -> %s bytes", codecs.text(before), codecs.text(after)
-            )
+            counted = await admission_scripts.recount_bytes(pipelines=self.pipelines).run_async(self.client)
+            log.warning("byte budget recounted from the open jobs: %s -> %s bytes", counted.before, counted.after)
         return ended

@@ -6,6 +6,11 @@
   .lua files too, pulled in by `--! include <name>` lines (shared/redis/loader.py).
 - shared/redis/loader.py: the loader: includes, and the values from Python (`${NAME}`:
   enum values of shared/messages.py, limits) put in where a script names them.
-- shared/redis/scripts.py: each script's text (`scripts.COMPLETE_STAGE`...) and `registered()`,
-  which registers a script once per client.
+- shared/redis/scripts.py: each script's text (`scripts.COMPLETE_STAGE`...), `registered()`,
+  which registers a script once per client, and `ScriptCall` (one call: KEYS, ARGV, its reply read).
+- One typed function per script, a module per noun: jobs.py (START_JOB, COMPLETE_STAGE,
+  CANCEL_JOB, EXPIRE_JOB), job_reads.py (JOB_SNAPSHOT, JOB_PAGE, READ), admission.py (ADMIT,
+  IDEMPOTENCY_RELEASE, RECOUNT_BACKLOG, RECOUNT_BYTES), streams.py (READ_BY_PRIORITY, RECLAIM,
+  DEAD_LETTER, TRIM_STREAM, STREAM_BACKLOG), webhooks.py (WEBHOOK_*), heartbeats.py (HEARTBEAT).
+  Callers name their arguments; no caller builds KEYS or ARGV by position.
 """

@@ -3,15 +3,21 @@ registration, once per client.
 
 Each script does one state change of an item, a job, a delivery or a stream atomically, in one
 round trip; what each takes (KEYS, ARGV) and returns is written at the top of its .lua file.
-Python calls them through `registered(client, TEXT)` (a redis-py Script, made once per client:
-it works with sync and async clients alike, and with workers/scripted_pipeline.py) or, in tests
-and one-off reads, `client.eval(TEXT, ...)`.
+Python calls each through its one typed function, beside the others of its noun (jobs.py,
+job_reads.py, admission.py, streams.py, webhooks.py, heartbeats.py in this package): named
+arguments in, KEYS and ARGV built there and nowhere else, a `ScriptCall` out, whose reply reads
+as a typed result (a str enum, a small dataclass). A call runs on a sync client (`run`), an
+async one (`run_async`), a redis-py pipeline (`queue`/`queue_async`, then `read` the reply),
+or workers/scripted_pipeline.py (`pipe.call`); each through `registered(client, TEXT)` (a
+redis-py Script, made once per client). Tests of a script itself may `client.eval(TEXT, ...)`.
 """
 
 from __future__ import annotations
 
 import weakref
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 from shared.redis.loader import source
 
@@ -59,3 +65,37 @@ def registered(client: Any, script: str) -> Any:
     if found is None:
         found = cache[script] = client.register_script(script)
     return found
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ScriptCall(Generic[T]):
+    """One call of a script: its KEYS and ARGV (built by the script's typed function) and how
+    its reply reads (`read`: the raw reply -> the typed result)."""
+
+    text: str
+    keys: list[Any]
+    args: list[Any]
+    read: Callable[[Any], T]
+
+    def run(self, client: Any) -> T:
+        """Run it on a sync client."""
+        return self.read(registered(client, self.text)(keys=self.keys, args=self.args))
+
+    async def run_async(self, client: Any) -> T:
+        """Run it on an async client."""
+        return self.read(await registered(client, self.text)(keys=self.keys, args=self.args))
+
+    def queue(self, pipe: Any) -> None:
+        """Add it to a sync redis-py pipeline (or transaction); `read` its reply from execute()."""
+        registered(pipe, self.text)(keys=self.keys, args=self.args, client=pipe)
+
+    async def queue_async(self, pipe: Any) -> None:
+        """Add it to an async redis-py pipeline; `read` its reply from execute()."""
+        await registered(pipe, self.text)(keys=self.keys, args=self.args, client=pipe)
+
+    def eval_on(self, pipe: Any) -> None:
+        """Add it as a plain EVAL to a sync or async pipeline (no SCRIPT EXISTS round trip)."""
+        pipe.eval(self.text, len(self.keys), *self.keys, *self.args)

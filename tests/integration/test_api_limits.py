@@ -31,6 +31,7 @@ from PIL import Image
 
 from services.api.app import create_app
 from shared import keys
+from shared.job_record import JobRecord
 from shared.jobs import queue_new_job
 from shared.messages import now_ms
 from shared.pipeline_spec import load_pipelines
@@ -39,7 +40,8 @@ from shared.settings import Settings
 from tests.stagefns import job_view, pipelines
 from tests.support.api import running, write_pipelines
 from workers import runtime
-from workers import store as store_module
+from workers.store import inputs as store_inputs
+from workers.store import results as store_results
 from workers.inference import load_models
 from workers.model_worker import ModelWorker
 from workers.preprocess import PreprocessWorker
@@ -260,9 +262,9 @@ class Stack:
     def queue(self, job_id: str, n: int, timeout_s: float | None = None) -> None:
         pipe = self.client.pipeline()
         queue_new_job(
-            pipe, job_id=job_id, pipeline=self.store.config.pipelines["sums"],
-            inputs=[{"v": i} for i in range(n)], webhook=None, metadata=None, ttl_s=600,
-            created_ms=now_ms(), timeout_s=timeout_s,
+            pipe,
+            JobRecord.new(id=job_id, pipeline=self.store.config.pipelines["sums"].name, total=n, created_ms=now_ms(), timeout_s=timeout_s),
+            pipeline=self.store.config.pipelines["sums"], inputs=[{"v": i} for i in range(n)], ttl_s=600,
         )  # fmt: skip
         pipe.execute()
 
@@ -387,8 +389,9 @@ async def test_items_past_the_jobs_deadline_fail_as_expired_and_later_stages_ski
     stack.queue("d1", 20, timeout_s=30)
     stack.half_way()  # 0-7 done in time; 8-15 wait for the model, 16-19 for prep
     before = dict(stack.calls)
-    real_now = store_module.now_ms
-    monkeypatch.setattr(store_module, "now_ms", lambda: real_now() + 31_000)  # 31 s later
+    real_now = store_inputs.now_ms
+    for module in (store_inputs, store_results):  # the store's clock, where it reads it
+        monkeypatch.setattr(module, "now_ms", lambda: real_now() + 31_000)  # 31 s later
     stack.drain()
     assert dict(stack.calls) == before  # no stage ran for an expired item
     view = job_view(stack.client, "d1")
@@ -403,8 +406,9 @@ async def test_items_past_the_jobs_deadline_fail_as_expired_and_later_stages_ski
 
 async def test_a_job_whose_items_all_expire_fails(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
     stack.queue("d2", 3, timeout_s=0.5)
-    real_now = store_module.now_ms
-    monkeypatch.setattr(store_module, "now_ms", lambda: real_now() + 1_000)
+    real_now = store_inputs.now_ms
+    for module in (store_inputs, store_results):
+        monkeypatch.setattr(module, "now_ms", lambda: real_now() + 1_000)
     stack.drain()
     assert not stack.calls
     view = job_view(stack.client, "d2")

@@ -24,6 +24,7 @@ from services.api import sweep as sweep_module
 from services.api.drain import MAX_S, DrainRates
 from services.api.sweep import Sweeper
 from shared import keys
+from shared.job_record import JobRecord
 from shared.jobs import TTL_EXPIRED_REASON, queue_new_job
 from shared.messages import now_ms
 from tests.integration.test_api_limits import Stack, backlog, stack  # noqa: F401 - fixture
@@ -116,8 +117,9 @@ def write_job(client: redis.Redis, stack: Stack, job_id: str, n: int, ttl_s: int
     created = now_ms()
     pipe = client.pipeline()
     queue_new_job(
-        pipe, job_id=job_id, pipeline=stack.store.config.pipelines["sums"],
-        inputs=[{"v": i} for i in range(n)], webhook=None, metadata=None, ttl_s=ttl_s, created_ms=created,
+        pipe,
+        JobRecord.new(id=job_id, pipeline=stack.store.config.pipelines["sums"].name, total=n, created_ms=created),
+        pipeline=stack.store.config.pipelines["sums"], inputs=[{"v": i} for i in range(n)], ttl_s=ttl_s,
     )  # fmt: skip
     pipe.execute()
     return created

@@ -19,7 +19,8 @@ import yaml
 
 from shared import keys
 from shared.jobs import queue_new_job
-from shared.messages import JobStatus, job_view_from_redis, now_ms
+from shared.job_record import JobRecord, job_view_from_redis
+from shared.messages import JobStatus, now_ms
 from shared.pipeline_spec import load_pipelines
 from tests.e2e.conftest import REPO, dlpipe_command
 from tests.support.waiting import wait_until
@@ -86,8 +87,11 @@ def test_a_chain_and_a_graph_share_the_model_batches(
     config = load_pipelines(Path(env["DLPIPE_PIPELINES_FILE"]))
     pipe = redis_client.pipeline()
     for job_id, name, values in (("c1", "chain", [1, 2, 3]), ("g1", "graph", [4, 5, 6])):
-        queue_new_job(pipe, job_id=job_id, pipeline=config.pipelines[name], inputs=[{"v": v} for v in values],
-                      webhook=None, metadata=None, ttl_s=3600, created_ms=now_ms())  # fmt: skip
+        queue_new_job(
+            pipe,
+            JobRecord.new(id=job_id, pipeline=config.pipelines[name].name, total=len(values), created_ms=now_ms()),
+            pipeline=config.pipelines[name], inputs=[{"v": v} for v in values], ttl_s=3600,
+        )  # fmt: skip
     pipe.execute()
 
     workers("worker", "preprocess")

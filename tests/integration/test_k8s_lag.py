@@ -21,6 +21,7 @@ import redis
 
 from shared import keys
 from shared.embedded_redis import free_port, redis_command, wait_for_redis
+from shared.job_record import JobRecord
 from shared.jobs import queue_new_job
 from shared.messages import now_ms
 from shared.pipeline_spec import parse_pipelines
@@ -76,8 +77,9 @@ def counts(client: redis.Redis, stream: str, group: str) -> tuple[int | None, in
 def queue(client: redis.Redis, job_id: str, items: int) -> None:
     pipe = client.pipeline()
     queue_new_job(
-        pipe, job_id=job_id, pipeline=CONFIG.pipelines["p"], inputs=[{"v": i} for i in range(items)],
-        webhook=None, metadata=None, ttl_s=3600, created_ms=now_ms(),
+        pipe,
+        JobRecord.new(id=job_id, pipeline=CONFIG.pipelines["p"].name, total=items, created_ms=now_ms()),
+        pipeline=CONFIG.pipelines["p"], inputs=[{"v": i} for i in range(items)], ttl_s=3600,
     )  # fmt: skip
     pipe.execute()
 

@@ -14,7 +14,8 @@ import pytest
 
 from services.api.app import create_app
 from shared import codecs, keys
-from shared.messages import ItemOutput, ItemStatus, job_view_from_redis
+from shared.job_record import job_view_from_redis
+from shared.messages import ItemOutput, ItemStatus
 from shared.settings import Settings
 from tests.support.api import MAX_INPUTS, b64, fake_factory, make_settings, running, write_pipelines
 

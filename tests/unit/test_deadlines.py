@@ -15,6 +15,7 @@ from services.api import admission
 from services.api.drain import DEFAULT_S, MAX_S, DrainRates, retry_after_s
 from services.api.sweep import Sweeper
 from shared import keys, metrics
+from shared.job_record import JobRecord
 from shared.jobs import OPEN_JOB_GRACE_S, TTL_EXPIRED_REASON, expired_reason, queue_new_job
 from shared.messages import now_ms
 from shared.pipeline_spec import parse_pipelines
@@ -52,8 +53,9 @@ def queue(client: Any, job_id: str, n: int, *, timeout_s: float | None = 30, age
     """A job of n items created `age_ms` ago (so its deadline may be past already)."""
     pipe = client.pipeline()
     queue_new_job(
-        pipe, job_id=job_id, pipeline=PIPELINE, inputs=[{"v": i} for i in range(n)], webhook=None,
-        metadata=None, ttl_s=TTL_S, created_ms=now_ms() - age_ms, timeout_s=timeout_s,
+        pipe,
+        JobRecord.new(id=job_id, pipeline=PIPELINE.name, total=n, created_ms=now_ms() - age_ms, timeout_s=timeout_s),
+        pipeline=PIPELINE, inputs=[{"v": i} for i in range(n)], ttl_s=TTL_S,
     )  # fmt: skip
     pipe.execute()
 

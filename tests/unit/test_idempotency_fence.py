@@ -52,11 +52,11 @@ async def test_a_takeover_between_fence_and_write_fails_the_request_and_writes_n
 ) -> None:
     real_queue = job_writer.queue_new_job
 
-    def queue_after_a_takeover(pipe: Any, **kwargs: Any) -> None:
+    def queue_after_a_takeover(pipe: Any, *args: Any, **kwargs: Any) -> None:
         # The claim lapses and a retry takes the key over while this request builds its MULTI.
         (key,) = sync_redis.scan_iter("dlpipe:idem:*")
         sync_redis.set(key, '{"fingerprint": "x", "job": "other", "state": "pending"}')
-        real_queue(pipe, **kwargs)
+        real_queue(pipe, *args, **kwargs)
 
     monkeypatch.setattr(job_writer, "queue_new_job", queue_after_a_takeover)
     response = await api.post("/v1/pipelines/img/jobs", json=BODY, headers={"Idempotency-Key": "slow-1"})

@@ -10,8 +10,9 @@ import fakeredis
 import pytest
 
 from shared import codecs, keys
-from shared.jobs import InputGroup, queue_new_job
-from shared.messages import ItemOutput, ItemStatus, JobStatus, job_view_from_redis
+from shared.job_record import InputGroup, JobRecord, job_view_from_redis
+from shared.jobs import queue_new_job
+from shared.messages import ItemOutput, ItemStatus, JobStatus
 from shared.pipeline_spec import parse_pipelines
 
 CONFIG = parse_pipelines(
@@ -117,11 +118,10 @@ def test_queue_new_job_stores_the_video_once_and_every_frame_names_it(client: fa
     inputs = [{"t": 0.0}, {"t": 0.5}, {"video_path": "b.mp4", "t": 0.0}]
     with client.pipeline(transaction=True) as pipe:
         queue_new_job(
-            pipe, job_id="j", pipeline=PIPELINE, inputs=inputs, webhook=None, metadata=None, ttl_s=600,
-            created_ms=1000, sources=["up.mp4", "b.mp4"],
-            groups=[InputGroup(first=0, keys=["0.000", "0.500"], field="frames"),
-                    InputGroup(first=2, keys=["0.000"], field="frames")],
-            blobs=[b"VIDEO BYTES"], item_blobs=[0, 0, None],
+            pipe,
+            JobRecord.new(id="j", pipeline=PIPELINE.name, total=len(inputs), created_ms=1000, sources=["up.mp4", "b.mp4"], groups=[InputGroup(first=0, keys=["0.000", "0.500"], field="frames"),
+                    InputGroup(first=2, keys=["0.000"], field="frames")]),
+            pipeline=PIPELINE, inputs=inputs, ttl_s=600, blobs=[b"VIDEO BYTES"], item_blobs=[0, 0, None],
         )  # fmt: skip
         pipe.execute()
     assert client.get(keys.job_blob("j", 0)) == b"VIDEO BYTES"
@@ -161,7 +161,9 @@ def test_queue_new_job_refuses_groups_and_blobs_that_do_not_add_up(
     kwargs: dict[str, Any], message: str, client: fakeredis.FakeRedis
 ) -> None:
     with pytest.raises(ValueError, match=message):
+        record = {k: kwargs.pop(k) for k in ("groups", "sources") if k in kwargs}  # the record's part
         queue_new_job(
-            client.pipeline(), job_id="j", pipeline=PIPELINE, inputs=[{"t": 0}, {"t": 1}],
-            webhook=None, metadata=None, ttl_s=600, created_ms=1, **kwargs,
+            client.pipeline(),
+            JobRecord.new(id="j", pipeline=PIPELINE.name, total=2, created_ms=1, **record),
+            pipeline=PIPELINE, inputs=[{"t": 0}, {"t": 1}], ttl_s=600, **kwargs,
         )  # fmt: skip

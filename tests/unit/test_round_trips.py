@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from shared import keys
+from shared.redis import scripts
 from tests.stagefns import queue_job
 from tests.unit.test_worker_steps import SETTINGS, cpu_worker, make_store
 from workers import scripted_pipeline
@@ -53,7 +54,7 @@ def test_a_later_stage_does_not_mark_its_job_running_again(client: Any, monkeypa
     script = scripted_pipeline.ScriptedPipeline.script
 
     def spy(self: Any, which: Any, keys_: list[Any], args: list[Any]) -> None:
-        if which is store._start_job:
+        if which is scripts.registered(client, scripts.START_JOB):
             started.append(str(keys_[0]))
         script(self, which, keys_, args)
 

@@ -16,7 +16,8 @@ from standardwebhooks.webhooks import Webhook
 
 from shared import keys
 from shared import webhooks as state
-from shared.messages import EventType, WebhookState, WebhookView, job_view_from_redis, now_ms
+from shared.job_record import job_view_from_redis
+from shared.messages import EventType, WebhookState, WebhookView, now_ms
 from shared.netguard import AddressPolicy
 from shared.pipeline_spec import parse_pipelines
 from shared.redis import scripts

@@ -29,11 +29,12 @@ from typing import Any
 import redis
 from rq import Retry, get_current_job
 
-from shared import codecs, keys, metrics
+from shared import keys, metrics
 from shared import webhooks as state
-from shared.messages import EventType, WebhookState, job_view_from_redis
+from shared.job_record import job_view_from_redis
+from shared.messages import EventType, WebhookState
 from shared.settings import Settings
-from shared.redis import scripts
+from shared.redis import webhooks as webhook_scripts
 from workers.scripted_pipeline import ScriptedPipeline
 from workers.webhooks import signing
 from workers.webhooks.delivery import Outcome, Sender
@@ -54,10 +55,6 @@ class Context:
     settings: Settings
     sender: Sender
     key: bytes | None  # the signing key; None: no secret, nothing is sent
-
-    def __post_init__(self) -> None:
-        self.begin = scripts.registered(self.redis, scripts.WEBHOOK_BEGIN)
-        self.finish = scripts.registered(self.redis, scripts.WEBHOOK_FINISH)
 
 
 _context: Context | None = None
@@ -102,20 +99,19 @@ def run_delivery(job_id: str, delivery: str, round_: int) -> Any:
     """One attempt of `delivery` (round `round_`) of an event of `job_id`; see the module's docstring."""
     ctx = current()
     ttl = ctx.settings.job_ttl_s
-    dkeys = [keys.webhook(delivery), keys.webhook_attempts(delivery), keys.job_webhook(job_id)]
     # One round trip: begin, and the job as it is now; then WAIT (DLPIPE_REDIS_MIN_REPLICAS): the
     # job's state is sent only once replicas have it, or a failover could take back what was said.
     pipe = ScriptedPipeline(ctx.redis, wait=ctx.settings)
-    pipe.script(ctx.begin, dkeys, [round_, _ms(), ttl])
+    pipe.call(webhook_scripts.webhook_begin(delivery=delivery, job_id=job_id, round_=round_, now=_ms(), ttl_s=ttl))
     pipe.pipe.hgetall(keys.job(job_id))
     pipe.pipe.hgetall(keys.job_outputs(job_id))
-    reply, job, outputs = pipe.execute()
-    begun = [codecs.text(v) for v in reply]
-    if begun[0] != "go":
-        log.info("job=%s webhook %s round %d: nothing to do (%s)", job_id, delivery, round_, begun[0])
-        return {"skipped": begun[0]}
-    tries = int(begun[1]) + 1  # this attempt's number in the round
-    event, event_at, gone = EventType(begun[3]), int(begun[4] or _ms()), begun[5]
+    begun, job, outputs = pipe.execute()
+    if begun.verdict != webhook_scripts.Begin.go:
+        log.info("job=%s webhook %s round %d: nothing to do (%s)", job_id, delivery, round_, begun.verdict.value)
+        return {"skipped": begun.verdict.value}
+    tries = begun.tries_before + 1  # this attempt's number in the round
+    assert begun.event is not None
+    event, event_at, gone = begun.event, begun.event_at if begun.event_at is not None else _ms(), begun.gone
     started, started_ms = time.monotonic(), _ms()
     replicated = pipe.replicated
     if replicated is not None and not replicated.confirmed:
@@ -130,10 +126,12 @@ def run_delivery(job_id: str, delivery: str, round_: int) -> Any:
     record = state.Attempt(started_ms, took_ms, outcome.status_code, None if outcome.ok else outcome.error)
     gone_reason = f"HTTP 410 Gone from {delivery}" if outcome.status_code == 410 else ""
     error = "" if outcome.ok else (outcome.error or "")
-    status = "" if outcome.status_code is None else outcome.status_code
-    args = [round_, decision.state.value, record.to_json(), status, error, next_at, ttl, _ms(), gone_reason]
     metric = metrics.webhook_field(event.short, decision.state.value, outcome.status_code)
-    ctx.finish(keys=[*dkeys, keys.job(job_id), keys.job_outputs(job_id), keys.METRICS], args=[*args, metric])
+    webhook_scripts.webhook_finish(
+        delivery=delivery, job_id=job_id, round_=round_, state=decision.state, attempt_json=record.to_json(),
+        status=outcome.status_code, error=error, next_at=next_at, ttl_s=ttl, now=_ms(),
+        gone_reason=gone_reason, metric=metric,
+    ).run(ctx.redis)  # fmt: skip
     what = f"job={job_id} webhook {event.value} {delivery} attempt {tries}"
     shown = f"HTTP {outcome.status_code}" if outcome.ok else outcome.error
     if decision.state == WebhookState.succeeded:

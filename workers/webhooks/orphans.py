@@ -45,7 +45,7 @@ from shared import webhooks as state
 from shared.heartbeat import is_live
 from shared.messages import now_ms
 from shared.settings import Settings
-from shared.redis import scripts
+from shared.redis import webhooks as webhook_scripts
 from workers import runtime
 from workers.webhooks.attempt import FUNCTION
 from workers.webhooks.rqthreads import NOTIFIER_FIELD
@@ -130,7 +130,6 @@ class Recovery:
         self.interval_s = settings.heartbeat_interval_ms / 1000
         self.job_ttl_s = settings.job_ttl_s
         self.first_seen: dict[str, float] = {}
-        self._interrupt = scripts.registered(client, scripts.WEBHOOK_INTERRUPT)
 
     def run(self, stop: threading.Event) -> None:
         def step() -> None:
@@ -202,9 +201,9 @@ class Recovery:
                     self.queue.enqueue_job(job, pipeline=pipe, at_front=True)
                 delivery = _delivery_of(job)
                 if running is not None and delivery is not None:
-                    dkeys = [keys.webhook(delivery[1]), keys.webhook_attempts(delivery[1])]
-                    args = [delivery[2], now_ms(), self.job_ttl_s, "1" if give_up else "0"]
-                    self._interrupt(keys=dkeys, args=args, client=pipe)
+                    webhook_scripts.webhook_interrupt(
+                        delivery=delivery[1], round_=delivery[2], now=now_ms(), ttl_s=self.job_ttl_s, give_up=give_up
+                    ).queue(pipe)
                 pipe.execute()
             except redis.WatchError:
                 return False

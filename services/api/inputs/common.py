@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from services.api import formats
 from shared import datapaths
 from shared.errors import InvalidRequest
-from shared.jobs import InputGroup
+from shared.job_record import InputGroup
 from shared.priority import DEFAULT as DEFAULT_PRIORITY
 from shared.priority import Priority
 

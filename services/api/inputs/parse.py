@@ -46,7 +46,7 @@ from services.api.inputs.multipart import form_digest
 from services.api.inputs.text import _text_from_file, _text_from_json
 from services.api.inputs.video import _video_from_json, _video_from_upload
 from shared.errors import InvalidRequest, cut
-from shared.jobs import InputGroup
+from shared.job_record import InputGroup
 from shared.pipeline_spec import InputKind, PipelineSpec
 
 

@@ -14,7 +14,7 @@ from services.api.schemas import ErrorBody, JobList, JobSummary
 from shared import codecs, job_index, keys
 from shared.jobs import OPEN_JOB_GRACE_S
 from shared.messages import JobStatus, Progress, ms_to_datetime, now_ms
-from shared.redis import scripts
+from shared.redis import job_reads
 
 log = logging.getLogger(__name__)
 
@@ -74,12 +74,10 @@ async def list_jobs(
 ) -> JobList:
     member, score = job_index.decode_cursor(cursor) if cursor else ("", "0")
     key = keys.job_index(caller_of(request), pipeline, status.value if status else None)
-    script = scripts.registered(client, scripts.JOB_PAGE)
     oldest = job_index.oldest_possible_ms(now_ms(), settings.job_ttl_s, OPEN_JOB_GRACE_S)
-    rows, last, last_score = await script(
-        keys=[key],
-        args=[member, score, limit, limit * LOOK_FACTOR + 50, status.value if status else "",
-              keys.job(""), oldest],
-    )  # fmt: skip
-    next_cursor = job_index.encode_cursor(codecs.text_or_none(last) or "", codecs.text_or_none(last_score) or "0") if last else None
-    return JobList(jobs=[_summary(row) for row in rows], next_cursor=next_cursor)
+    page = await job_reads.job_page(
+        index_key=key, member=member, score=score, limit=limit, look_at=limit * LOOK_FACTOR + 50,
+        status=status, oldest_ms=oldest,
+    ).run_async(client)  # fmt: skip
+    next_cursor = None if page.next_member is None else job_index.encode_cursor(page.next_member, page.next_score)
+    return JobList(jobs=[_summary(row) for row in page.rows], next_cursor=next_cursor)

@@ -17,7 +17,8 @@ from services.api.cancel import Canceled, cancel
 from services.api.replication import unconfirmed
 from shared import keys
 from shared.errors import NotFound, shown
-from shared.messages import JobView, job_view_from_redis
+from shared.job_record import job_view_from_redis
+from shared.messages import JobView
 
 log = logging.getLogger(__name__)
 

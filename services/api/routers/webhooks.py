@@ -16,8 +16,9 @@ from services.api.schemas import ErrorBody
 from shared import keys
 from shared import webhooks as state
 from shared.errors import Conflict, NotFound, shown
-from shared.messages import JobView, WebhookView, job_view_from_redis, now_ms
-from shared.redis import scripts
+from shared.job_record import job_view_from_redis
+from shared.messages import JobView, WebhookView, now_ms
+from shared.redis import webhooks as webhook_scripts
 
 log = logging.getLogger(__name__)
 
@@ -79,19 +80,12 @@ async def redeliver(
     delivery = state.shown_delivery(deliveries)
     if delivery is None:
         raise Conflict(f"job {shown(job_id)}: no webhook event has been sent yet")
-    script = scripts.registered(client, scripts.WEBHOOK_REDELIVER)
     interval_ms = round(settings.webhook_redeliver_interval_s * 1000)
-    reply = await script(
-        keys=[
-            keys.webhook(delivery),
-            keys.job_webhook(job_id),
-            keys.EVENTS,
-            keys.webhook_redelivered(job_id),
-        ],
-        args=[now_ms(), settings.job_ttl_s, job_id, delivery, interval_ms],
-    )
-    if int(reply[0]) == -2:
-        wait_s = max(1, math.ceil(int(reply[1]) / 1000))
+    reply = await webhook_scripts.webhook_redeliver(
+        delivery=delivery, job_id=job_id, now=now_ms(), ttl_s=settings.job_ttl_s, interval_ms=interval_ms
+    ).run_async(client)
+    if reply.outcome == webhook_scripts.Redelivery.too_soon:
+        wait_s = max(1, math.ceil(reply.wait_ms / 1000))
         raise HTTPException(
             429,
             f"job {job_id!r}: its webhook was redelivered less than "
@@ -99,11 +93,9 @@ async def redeliver(
             f"retry after {wait_s} s",
             headers={"Retry-After": str(wait_s)},
         )
-    if int(reply[0]) == -1:
+    if reply.outcome == webhook_scripts.Redelivery.gone:
         raise Conflict(f"job {shown(job_id)}: its webhook delivery {delivery} is gone (expired)")
-    if int(reply[0]) == 0:
-        raise Conflict(
-            f"job {shown(job_id)}: its webhook delivery {delivery} is still in flight ({state.text(reply[1])})"
-        )
-    log.info("job=%s webhook %s redelivery requested (round %s)", job_id, delivery, reply[1])
+    if reply.outcome == webhook_scripts.Redelivery.in_flight:
+        raise Conflict(f"job {shown(job_id)}: its webhook delivery {delivery} is still in flight ({reply.state})")
+    log.info("job=%s webhook %s redelivery requested (round %s)", job_id, delivery, reply.round)
     return (await with_delivery_state(client, view, deliveries)).webhook  # type: ignore[return-value]
