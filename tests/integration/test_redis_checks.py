@@ -21,6 +21,7 @@ from redis.retry import Retry
 from services.supervisor import check_redis_config
 from shared.embedded_redis import find_redis_server, free_port, wait_for_redis
 from shared.redis_checks import check_redis, check_redis_async, notes, problems
+from shared.settings import Settings
 from workers.heartbeat import Heartbeat
 
 LOG = logging.getLogger("test.redis_checks")
@@ -100,7 +101,7 @@ def test_a_redis_that_does_not_answer_raises(caplog: pytest.LogCaptureFixture) -
 
 def test_dlpipe_up_warns(bad_redis_url: str, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING):
-        check_redis_config(bad_redis_url)
+        check_redis_config(Settings(redis_url=bad_redis_url))  # as `dlpipe up` passes its settings
     assert_both_problems(warnings(caplog))
 
 

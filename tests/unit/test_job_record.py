@@ -17,7 +17,7 @@ from shared import keys
 from shared.job_record import InputGroup, JobRecord, job_view_from_redis
 from shared.messages import JobStatus
 from shared.priority import Priority
-from tests.unit.test_api_fixtures import b64, fake_factory, make_settings, running, write_pipelines
+from tests.support.api import b64, fake_factory, make_settings, running, write_pipelines
 
 pytestmark = pytest.mark.anyio
 URL = "/v1/pipelines/img/jobs"
