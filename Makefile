@@ -5,7 +5,7 @@ PORT ?= 8000
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install tools compose-tools run test test-compose clean vendor-docs
+.PHONY: install tools compose-tools run lint test test-compose clean vendor-docs
 
 $(STAMP): pyproject.toml constraints.txt requirements-nodeps.txt
 	$(PYTHON) -m venv $(VENV)
@@ -39,7 +39,14 @@ tools:
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }; } || \
 	  echo "chromium/chromedriver not installed: the console's browser tests will skip"
 
-test: install tools
+# ruff (lint and format, pinned) and mypy on shared/ ([tool.mypy] in pyproject.toml); the import
+# layers are checked by a test (tests/unit/test_layers.py).
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: install tools lint
 	$(BIN)/python -m pytest
 
 # Docker's engine, Compose and debootstrap for `make test-compose`, installed when we may (root);

@@ -77,8 +77,9 @@ def _device_summary(windows: list[dict[str, Any]]) -> dict[str, Any] | None:
         "of_ceiling": _median([d["of_ceiling"] for d in seen], 3),
         "ceiling_items_per_s": seen[0]["ceiling_items_per_s"],
         "overlap_s": max(d["overlap_s"] for d in seen),
-        "mean_batch_size": {m: _median([(d["models"].get(m) or {}).get("mean_batch_size") for d in seen], 2)
-                            for m in models},  # fmt: skip
+        "mean_batch_size": {
+            m: _median([(d["models"].get(m) or {}).get("mean_batch_size") for d in seen], 2) for m in models
+        },
     }
 
 
@@ -93,8 +94,10 @@ def limit_summary(turns: list[dict[str, Any]]) -> dict[str, Any] | None:
                 per[(row["batch"], row["threads"])].append(row["images_per_s"])
     if not per:
         return None
-    table = [{"batch": b, "threads": t, "images_per_s": round(statistics.median(v), 2), "runs": len(v)}
-             for (b, t), v in sorted(per.items())]  # fmt: skip
+    table = [
+        {"batch": b, "threads": t, "images_per_s": round(statistics.median(v), 2), "runs": len(v)}
+        for (b, t), v in sorted(per.items())
+    ]
     best = max(table, key=lambda row: row["images_per_s"])
     return {"model": model, "best": best, "configs": table}
 
@@ -138,8 +141,12 @@ def ceilings(stages: dict[str, Any] | None, http: dict[str, Any], cores: int) ->
     for workload, sizes in stages["workloads"].items():
         size, best = min(sizes.items(), key=lambda kv: kv[1]["cpu_s_per_job"])
         stage_cpu = {name: ms / 1000.0 for name, ms in best["stages_cpu_ms"].items()}
-        entry = {"batch_size": int(size), "torch_threads": stages["torch_threads"],
-                 "compute_only": ceiling(cores, stage_cpu), "with_stack_overhead": {}}  # fmt: skip
+        entry = {
+            "batch_size": int(size),
+            "torch_threads": stages["torch_threads"],
+            "compute_only": ceiling(cores, stage_cpu),
+            "with_stack_overhead": {},
+        }
         for concurrency, by_system in http.get(workload, {}).items():
             dl = by_system.get("dlpipe")
             if not dl or not dl["cpu_s_per_job"]:
@@ -205,7 +212,13 @@ def summarize(turns: list[dict[str, Any]], cores: int) -> dict[str, Any]:
 
 
 # The targets (12): on the simulated chain, and on the CPU bench.
-SIM_CHAIN_TARGETS = {"clients": "24", "of_ceiling": 0.9, "duty_cycle": 0.95, "vs_litserve": 1.3, "vs_sequential": 5.0}
+SIM_CHAIN_TARGETS = {
+    "clients": "24",
+    "of_ceiling": 0.9,
+    "duty_cycle": 0.95,
+    "vs_litserve": 1.3,
+    "vs_sequential": 5.0,
+}
 CPU_TARGETS = {"vs_litserve": 1.3, "stack_overhead_ms_per_job": 8.0}
 
 
@@ -217,23 +230,40 @@ def targets(http: dict[str, Any], rat: dict[str, Any]) -> dict[str, Any]:
     dl = at.get("dlpipe")
     if dl and dl.get("device"):
         r = rat.get("sim-chain", {}).get(SIM_CHAIN_TARGETS["clients"], {})
-        checks = {"of_ceiling": (dl["device"]["of_ceiling"], SIM_CHAIN_TARGETS["of_ceiling"]),
-                  "duty_cycle": (dl["device"]["duty_cycle"], SIM_CHAIN_TARGETS["duty_cycle"]),
-                  "vs_litserve": (r.get("dlpipe/litserve"), SIM_CHAIN_TARGETS["vs_litserve"]),
-                  "vs_sequential": (r.get("dlpipe/baseline"), SIM_CHAIN_TARGETS["vs_sequential"])}  # fmt: skip
-        entry = {k: {"value": v, "target": t, "met": None if v is None else v >= t} for k, (v, t) in checks.items()}
+        checks = {
+            "of_ceiling": (dl["device"]["of_ceiling"], SIM_CHAIN_TARGETS["of_ceiling"]),
+            "duty_cycle": (dl["device"]["duty_cycle"], SIM_CHAIN_TARGETS["duty_cycle"]),
+            "vs_litserve": (r.get("dlpipe/litserve"), SIM_CHAIN_TARGETS["vs_litserve"]),
+            "vs_sequential": (r.get("dlpipe/baseline"), SIM_CHAIN_TARGETS["vs_sequential"]),
+        }
+        entry = {
+            k: {"value": v, "target": t, "met": None if v is None else v >= t} for k, (v, t) in checks.items()
+        }
         eight = chain.get("8", {})
-        new, old = (eight.get("dlpipe") or {}).get("latency_ms", {}), (eight.get("dlpipe-oldest") or {}).get("latency_ms", {})
+        new, old = (
+            (eight.get("dlpipe") or {}).get("latency_ms", {}),
+            (eight.get("dlpipe-oldest") or {}).get("latency_ms", {}),
+        )
         if new.get("p99") is not None and old.get("p99") is not None:
-            entry["p99_at_8_vs_oldest"] = {"value": new["p99"], "target": old["p99"], "met": new["p99"] <= old["p99"]}
+            entry["p99_at_8_vs_oldest"] = {
+                "value": new["p99"],
+                "target": old["p99"],
+                "met": new["p99"] <= old["p99"],
+            }
         out["sim-chain@24"] = entry
     for concurrency, row in rat.get("image-classify", {}).items():
         if "dlpipe/litserve" in row or "dlpipe_stack_overhead_ms_per_job" in row:
             vs, overhead = row.get("dlpipe/litserve"), row.get("dlpipe_stack_overhead_ms_per_job")
             out[f"image-classify@{concurrency}"] = {
-                "vs_litserve": {"value": vs, "target": CPU_TARGETS["vs_litserve"],
-                                "met": None if vs is None else vs >= CPU_TARGETS["vs_litserve"]},
-                "stack_overhead_ms_per_job": {"value": overhead, "target": CPU_TARGETS["stack_overhead_ms_per_job"],
-                                              "met": None if overhead is None else overhead <= CPU_TARGETS["stack_overhead_ms_per_job"]},
-            }  # fmt: skip
+                "vs_litserve": {
+                    "value": vs,
+                    "target": CPU_TARGETS["vs_litserve"],
+                    "met": None if vs is None else vs >= CPU_TARGETS["vs_litserve"],
+                },
+                "stack_overhead_ms_per_job": {
+                    "value": overhead,
+                    "target": CPU_TARGETS["stack_overhead_ms_per_job"],
+                    "met": None if overhead is None else overhead <= CPU_TARGETS["stack_overhead_ms_per_job"],
+                },
+            }
     return out

@@ -11,9 +11,14 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-COLORS = {"dlpipe": "#1f77b4", "dlpipe-oldest": "#9ecae1", "dlpipe-unfused": "#6baed6", "baseline": "#7f7f7f",
-          "litserve": "#ff7f0e",
-          "ray": "#2ca02c"}  # fmt: skip
+COLORS = {
+    "dlpipe": "#1f77b4",
+    "dlpipe-oldest": "#9ecae1",
+    "dlpipe-unfused": "#6baed6",
+    "baseline": "#7f7f7f",
+    "litserve": "#ff7f0e",
+    "ray": "#2ca02c",
+}
 
 
 def device_ceiling(by_conc: dict[str, Any]) -> float | None:
@@ -63,8 +68,13 @@ def draw(doc: dict[str, Any], path: Path) -> Path:
             )
         device = device_ceiling(by_conc)
         if device:
-            ax.axhline(device, color="m", linestyle="--", linewidth=1,
-                       label=f"device ceiling (full batches) {device:.1f}")  # fmt: skip
+            ax.axhline(
+                device,
+                color="m",
+                linestyle="--",
+                linewidth=1,
+                label=f"device ceiling (full batches) {device:.1f}",
+            )
         if summary["limit"] and workload == "image-classify":
             limit = summary["limit"]["best"]["images_per_s"]
             ax.axhline(limit, color="r", linestyle=":", linewidth=1, label=f"model-only limit {limit:.1f}")
@@ -81,8 +91,11 @@ def draw(doc: dict[str, Any], path: Path) -> Path:
         ax.set_ylabel("latency, submit to final (ms)")
         ax.set_title(f"{workload}: latency p50 (light) / p99 (dark)")
     m = doc["machine"]
-    fig.suptitle(f"dlpipe bench, {doc['created_at']}: {m['cpu_model']}, {m['cores']} cores; "
-                 f"{doc['options']['repeats']} repeats, medians", fontsize=10)  # fmt: skip
+    fig.suptitle(
+        f"dlpipe bench, {doc['created_at']}: {m['cpu_model']}, {m['cores']} cores; "
+        f"{doc['options']['repeats']} repeats, medians",
+        fontsize=10,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -19,17 +19,35 @@ from pathlib import Path
 
 log = logging.getLogger("bench")
 
-SYSTEMS = ("limit", "stages", "dlpipe", "dlpipe-oldest", "dlpipe-unfused", "baseline", "litserve", "ray", "api")
+SYSTEMS = (
+    "limit",
+    "stages",
+    "dlpipe",
+    "dlpipe-oldest",
+    "dlpipe-unfused",
+    "baseline",
+    "litserve",
+    "ray",
+    "api",
+)
 CPU_WORKLOADS = ("image-classify", "image-tag")
 SIM_WORKLOADS = ("sim-chain", "sim-classify")
 # What each device measures unless told: on the CPU, everything but the old scheduler; on the
 # simulated device, dlpipe (its scheduler and the old one), the sequential flow and LitServe.
 DEFAULTS = {
-    "cpu": {"systems": [s for s in SYSTEMS if s not in ("dlpipe-oldest", "dlpipe-unfused")], "workloads": list(CPU_WORKLOADS),
-            "concurrency": [8], "open_loop": []},
-    "sim": {"systems": ["dlpipe", "dlpipe-oldest", "baseline", "litserve"], "workloads": list(SIM_WORKLOADS),
-            "concurrency": [8, 24, 64], "open_loop": [0.5, 0.9]},
-}  # fmt: skip
+    "cpu": {
+        "systems": [s for s in SYSTEMS if s not in ("dlpipe-oldest", "dlpipe-unfused")],
+        "workloads": list(CPU_WORKLOADS),
+        "concurrency": [8],
+        "open_loop": [],
+    },
+    "sim": {
+        "systems": ["dlpipe", "dlpipe-oldest", "baseline", "litserve"],
+        "workloads": list(SIM_WORKLOADS),
+        "concurrency": [8, 24, 64],
+        "open_loop": [0.5, 0.9],
+    },
+}
 
 
 def _ints(text: str) -> list[int]:
@@ -88,37 +106,85 @@ def build_parser() -> argparse.ArgumentParser:
         "--requests", type=int, help="instead of --duration-s: measure this many completed requests"
     )
     p.add_argument("--warmup-s", type=float, default=5.0, help="load before each measured window")
-    p.add_argument("--device", choices=("cpu", "sim"), default="cpu",
-                   help="where the models run: this CPU, or a simulated accelerator (bench/sim) the CPU stages "
-                   "do not share")  # fmt: skip
-    p.add_argument("--concurrency", type=_ints, default=None,
-                   help="concurrent clients, e.g. 4,8 to sweep (default: 8; sim: 8,24,64)")  # fmt: skip
-    p.add_argument("--open-loop", type=_fractions, default=None,
-                   help="sim: also Poisson arrivals at these fractions of the device's ceiling (default 0.5,0.9)")
-    p.add_argument("--sim-scale", type=float, default=None,
-                   help="sim: the published T4 batch curve, every cost times this (bench/sim/pipelines.py)")
-    p.add_argument("--sim-costs", default=None, metavar="MODEL=A,B;...",
-                   help="sim: each model's cost a + b*n in ms instead, e.g. sim_detect=99,4.3;sim_classify=99,4.3")
-    p.add_argument("--sim-max-batch", type=int, default=8, help="sim: the models' max_batch_size (everyone's)")
-    p.add_argument("--sim-delay-ms", type=float, default=2.0, help="sim: the models' max_batch_delay_ms")
-    p.add_argument("--tune-seconds", type=float, default=10.0,
-                   help="each peer configuration's tuning window before the turns (0: no tuning)")
-    p.add_argument("--tune-concurrency", type=int, default=None,
-                   help="clients of the tuning windows (default: the middle --concurrency)")
-    p.add_argument("--api-concurrency", type=_ints, default=[4, 8],
-                   help="the API-alone turn (`api`: no-op jobs, no workers): connections")  # fmt: skip
-    p.add_argument("--api-duration-s", type=float, default=10.0, help="the API-alone turn: measured window")
-    p.add_argument("--api-workers", type=_ints, default=sorted({1, cores}),
-                   help="the API-alone turn: API processes (DLPIPE_API_WORKERS), each in turn")  # fmt: skip
     p.add_argument(
-        "--poll-interval-ms", type=float, default=None,
+        "--device",
+        choices=("cpu", "sim"),
+        default="cpu",
+        help="where the models run: this CPU, or a simulated accelerator (bench/sim) the CPU stages "
+        "do not share",
+    )
+    p.add_argument(
+        "--concurrency",
+        type=_ints,
+        default=None,
+        help="concurrent clients, e.g. 4,8 to sweep (default: 8; sim: 8,24,64)",
+    )
+    p.add_argument(
+        "--open-loop",
+        type=_fractions,
+        default=None,
+        help="sim: also Poisson arrivals at these fractions of the device's ceiling (default 0.5,0.9)",
+    )
+    p.add_argument(
+        "--sim-scale",
+        type=float,
+        default=None,
+        help="sim: the published T4 batch curve, every cost times this (bench/sim/pipelines.py)",
+    )
+    p.add_argument(
+        "--sim-costs",
+        default=None,
+        metavar="MODEL=A,B;...",
+        help="sim: each model's cost a + b*n in ms instead, e.g. sim_detect=99,4.3;sim_classify=99,4.3",
+    )
+    p.add_argument(
+        "--sim-max-batch", type=int, default=8, help="sim: the models' max_batch_size (everyone's)"
+    )
+    p.add_argument("--sim-delay-ms", type=float, default=2.0, help="sim: the models' max_batch_delay_ms")
+    p.add_argument(
+        "--tune-seconds",
+        type=float,
+        default=10.0,
+        help="each peer configuration's tuning window before the turns (0: no tuning)",
+    )
+    p.add_argument(
+        "--tune-concurrency",
+        type=int,
+        default=None,
+        help="clients of the tuning windows (default: the middle --concurrency)",
+    )
+    p.add_argument(
+        "--api-concurrency",
+        type=_ints,
+        default=[4, 8],
+        help="the API-alone turn (`api`: no-op jobs, no workers): connections",
+    )
+    p.add_argument("--api-duration-s", type=float, default=10.0, help="the API-alone turn: measured window")
+    p.add_argument(
+        "--api-workers",
+        type=_ints,
+        default=sorted({1, cores}),
+        help="the API-alone turn: API processes (DLPIPE_API_WORKERS), each in turn",
+    )
+    p.add_argument(
+        "--poll-interval-ms",
+        type=float,
+        default=None,
         help="poll dlpipe jobs at this interval instead of waiting for them (Prefer: wait, long polls)",
     )
-    p.add_argument("--workloads", type=_names((*CPU_WORKLOADS, *SIM_WORKLOADS)), default=None,
-                   help="pipelines to load (default: image-classify,image-tag; sim: sim-chain,sim-classify)")
-    p.add_argument("--systems", type=_names(SYSTEMS), default=None,
-                   help="what to measure (default: all but dlpipe's variants dlpipe-oldest, dlpipe-unfused; "
-                   "sim: dlpipe,dlpipe-oldest,baseline,litserve)")
+    p.add_argument(
+        "--workloads",
+        type=_names((*CPU_WORKLOADS, *SIM_WORKLOADS)),
+        default=None,
+        help="pipelines to load (default: image-classify,image-tag; sim: sim-chain,sim-classify)",
+    )
+    p.add_argument(
+        "--systems",
+        type=_names(SYSTEMS),
+        default=None,
+        help="what to measure (default: all but dlpipe's variants dlpipe-oldest, dlpipe-unfused; "
+        "sim: dlpipe,dlpipe-oldest,baseline,litserve)",
+    )
     p.add_argument("--out-dir", type=Path, default=Path("docs/benchmarks"), help="where the JSON and PNG go")
     p.add_argument("--name", help="file name stem (default bench-<UTC time>)")
     p.add_argument(
@@ -128,8 +194,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-install", action="store_true", help="do not create missing peer venvs (skip the peer)"
     )
-    p.add_argument("--base-port", type=int, default=18100,
-                   help="dlpipe, dlpipe-oldest, dlpipe-unfused, baseline, litserve, ray, api: this port + 0..6")  # fmt: skip
+    p.add_argument(
+        "--base-port",
+        type=int,
+        default=18100,
+        help="dlpipe, dlpipe-oldest, dlpipe-unfused, baseline, litserve, ray, api: this port + 0..6",
+    )
     p.add_argument(
         "--limit-batches", type=_ints, default=[1, 2, 4, 8, 16], help="model-only limit: batch sizes"
     )
@@ -145,8 +215,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-batch-size", type=int, help="peers' batching (default: the pipelines file's, as dlpipe)"
     )
     p.add_argument("--batch-timeout-ms", type=float, help="peers' batch wait (default: the pipelines file's)")
-    p.add_argument("--dlpipe-env", type=_env_pair, action="append", default=[], metavar="DLPIPE_X=V",
-                   help="a setting for `dlpipe up`, e.g. DLPIPE_TORCH_THREADS=1 (repeatable)")  # fmt: skip
+    p.add_argument(
+        "--dlpipe-env",
+        type=_env_pair,
+        action="append",
+        default=[],
+        metavar="DLPIPE_X=V",
+        help="a setting for `dlpipe up`, e.g. DLPIPE_TORCH_THREADS=1 (repeatable)",
+    )
     return p
 
 
@@ -182,7 +258,9 @@ def _fill_defaults(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
     if args.device == "sim":
         wrong = set(args.workloads) - set(SIM_WORKLOADS)
         if wrong or {"limit", "stages", "api", "ray"} & set(args.systems):
-            parser.error("--device sim runs the sim-* workloads on dlpipe, dlpipe-oldest, baseline and litserve")
+            parser.error(
+                "--device sim runs the sim-* workloads on dlpipe, dlpipe-oldest, baseline and litserve"
+            )
 
 
 def _exit_on_sigterm(signum: int, _frame: object) -> None:
@@ -201,19 +279,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     from bench import aggregate, orchestrate, report  # noqa: PLC0415
 
     sim = _sim_spec(args) if args.device == "sim" else None
-    size, delay = (sim.max_batch_size, sim.max_batch_delay_ms) if sim else _pipeline_batching(args.workloads[0])
+    size, delay = (
+        (sim.max_batch_size, sim.max_batch_delay_ms) if sim else _pipeline_batching(args.workloads[0])
+    )
     opts = orchestrate.Options(
-        repeats=args.repeats, duration_s=args.duration_s, warmup_s=args.warmup_s, requests=args.requests,
-        concurrency=args.concurrency, api_concurrency=args.api_concurrency, api_workers=args.api_workers, api_duration_s=args.api_duration_s,
-        poll_interval_ms=args.poll_interval_ms, workloads=args.workloads,
-        systems=[s for s in SYSTEMS if s in args.systems], out_dir=args.out_dir, cache_dir=args.cache_dir,
-        run_dir=args.run_dir, base_port=args.base_port, limit_batches=args.limit_batches,
-        limit_threads=args.limit_threads, limit_seconds=args.limit_seconds, stage_seconds=args.stage_seconds,
-        peer_threads=args.peer_threads, max_batch_size=args.max_batch_size or size,
+        repeats=args.repeats,
+        duration_s=args.duration_s,
+        warmup_s=args.warmup_s,
+        requests=args.requests,
+        concurrency=args.concurrency,
+        api_concurrency=args.api_concurrency,
+        api_workers=args.api_workers,
+        api_duration_s=args.api_duration_s,
+        poll_interval_ms=args.poll_interval_ms,
+        workloads=args.workloads,
+        systems=[s for s in SYSTEMS if s in args.systems],
+        out_dir=args.out_dir,
+        cache_dir=args.cache_dir,
+        run_dir=args.run_dir,
+        base_port=args.base_port,
+        limit_batches=args.limit_batches,
+        limit_threads=args.limit_threads,
+        limit_seconds=args.limit_seconds,
+        stage_seconds=args.stage_seconds,
+        peer_threads=args.peer_threads,
+        max_batch_size=args.max_batch_size or size,
         batch_timeout_ms=args.batch_timeout_ms if args.batch_timeout_ms is not None else delay,
-        dlpipe_env=dict(args.dlpipe_env), install_peers=not args.no_install, device=args.device, sim=sim,
-        open_loop=args.open_loop, tune_seconds=args.tune_seconds, tune_concurrency=args.tune_concurrency,
-    )  # fmt: skip
+        dlpipe_env=dict(args.dlpipe_env),
+        install_peers=not args.no_install,
+        device=args.device,
+        sim=sim,
+        open_loop=args.open_loop,
+        tune_seconds=args.tune_seconds,
+        tune_concurrency=args.tune_concurrency,
+    )
     result = orchestrate.run(opts)
     options = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(opts).items() if k != "sim"}
     summary = aggregate.summarize(result["turns"], os.cpu_count() or 1)

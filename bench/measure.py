@@ -57,12 +57,15 @@ def measure_limit(model_name: str, batches: list[int], threads: list[int], secon
                     model.predict(tensor)
                     runs += 1
                 wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
-            rows.append({
-                "batch": batch, "threads": n_threads,
-                "images_per_s": round(runs * batch / wall, 2),
-                "ms_per_batch": round(wall / runs * 1000, 2),
-                "cpu_s_per_image": round(cpu / (runs * batch), 5),
-            })  # fmt: skip
+            rows.append(
+                {
+                    "batch": batch,
+                    "threads": n_threads,
+                    "images_per_s": round(runs * batch / wall, 2),
+                    "ms_per_batch": round(wall / runs * 1000, 2),
+                    "cpu_s_per_image": round(cpu / (runs * batch), 5),
+                }
+            )
             log.info("limit batch=%d threads=%d %.1f images/s", batch, n_threads, runs * batch / wall)
     return {"model": model_name, "configs": rows}
 

@@ -82,8 +82,12 @@ def dlpipe_settings(opts: Options) -> dict[str, Any]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-    return {"torch_threads": s.torch_threads, "model_replicas": s.model_replicas,
-            "preprocess_concurrency": s.preprocess_concurrency, "pipelines_file": str(s.pipelines_file)}  # fmt: skip
+    return {
+        "torch_threads": s.torch_threads,
+        "model_replicas": s.model_replicas,
+        "preprocess_concurrency": s.preprocess_concurrency,
+        "pipelines_file": str(s.pipelines_file),
+    }
 
 
 def run(opts: Options) -> dict[str, Any]:
@@ -93,15 +97,28 @@ def run(opts: Options) -> dict[str, Any]:
     cores = os.cpu_count() or 1
     dl_settings = dlpipe_settings(opts)
     peer_envs, peer_info = _prepare_peers(opts)
-    setup = systems.Setup(run_dir=run_dir, workloads=opts.workloads, cores=cores, peer_threads=opts.peer_threads,
-                          max_batch_size=opts.max_batch_size, batch_timeout_ms=opts.batch_timeout_ms,
-                          dlpipe_env=opts.dlpipe_env, peers=peer_envs, device=opts.device)  # fmt: skip
+    setup = systems.Setup(
+        run_dir=run_dir,
+        workloads=opts.workloads,
+        cores=cores,
+        peer_threads=opts.peer_threads,
+        max_batch_size=opts.max_batch_size,
+        batch_timeout_ms=opts.batch_timeout_ms,
+        dlpipe_env=opts.dlpipe_env,
+        peers=peer_envs,
+        device=opts.device,
+    )
     if opts.device == "sim":
         dl_settings = {**dl_settings, **stack.settings_summary(setup)}
     bodies = [request_body(jpeg) for jpeg in fhd_jpegs()]
     ports = {name: opts.base_port + i for i, name in enumerate(systems.HTTP_SYSTEMS)}
-    tuned = tuning.tune_peers(setup, ports, opts, peer_info,
-                              lambda turn, workload, clients, short, trial: _window(turn, workload, clients, bodies, short, trial))  # fmt: skip
+    tuned = tuning.tune_peers(
+        setup,
+        ports,
+        opts,
+        peer_info,
+        lambda turn, workload, clients, short, trial: _window(turn, workload, clients, bodies, short, trial),
+    )
     turns: list[dict[str, Any]] = []
     order = [
         (r, s)
@@ -114,11 +131,29 @@ def run(opts: Options) -> dict[str, Any]:
         t0 = time.monotonic()
         try:
             if system == "limit":
-                turn["limit"] = _measure(["limit", "--batches", _csv(opts.limit_batches), "--threads",
-                                          _csv(opts.limit_threads), "--seconds", str(opts.limit_seconds)])  # fmt: skip
+                turn["limit"] = _measure(
+                    [
+                        "limit",
+                        "--batches",
+                        _csv(opts.limit_batches),
+                        "--threads",
+                        _csv(opts.limit_threads),
+                        "--seconds",
+                        str(opts.limit_seconds),
+                    ]
+                )
             elif system == "stages":
-                turn["stages"] = _measure(["stages", "--workloads", ",".join(opts.workloads), "--threads",
-                                           str(dl_settings["torch_threads"]), "--seconds", str(opts.stage_seconds)])  # fmt: skip
+                turn["stages"] = _measure(
+                    [
+                        "stages",
+                        "--workloads",
+                        ",".join(opts.workloads),
+                        "--threads",
+                        str(dl_settings["torch_threads"]),
+                        "--seconds",
+                        str(opts.stage_seconds),
+                    ]
+                )
             else:
                 turn.update(_http_turn(system, setup, ports[system], bodies, opts, repeat))
         except Exception as exc:  # noqa: BLE001 - one failed turn is recorded, the run goes on
@@ -135,8 +170,6 @@ def run(opts: Options) -> dict[str, Any]:
         "sim": opts.sim.as_dict() if opts.sim else None,
         "turns": turns,
     }
-
-
 
 
 def _csv(values: list[int]) -> str:
@@ -160,8 +193,14 @@ def _prepare_peers(opts: Options) -> tuple[dict[str, peers.PeerEnv], dict[str, d
 
 def _measure(args: list[str], timeout_s: float = 900.0) -> dict[str, Any]:
     """`python -m bench.measure ARGS` in a child process; its JSON line."""
-    done = subprocess.run([sys.executable, "-m", "bench.measure", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=timeout_s, check=False)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.measure", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
     if done.returncode != 0:
         raise RuntimeError(f"bench.measure {args[0]} exited {done.returncode}: {done.stderr[-1500:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -185,11 +224,23 @@ def _http_turn(
                 if rate is not None and rate > closed_best * OVERLOAD:
                     # Arrivals faster than the system ever served: its queue (and latency) would only
                     # grow, and what is left in flight would spill into the next window.
-                    out.setdefault("skipped", []).append({"workload": workload, "load": label,
-                        "arrivals_per_s": round(rate, 3), "reason": f"over {closed_best:.2f} jobs/s, the most it "
-                        "served closed-loop: it cannot keep up"})  # fmt: skip
-                    log.info("%s %s %s skipped: %.2f/s arrivals, at most %.2f jobs/s served", system, workload,
-                             label, rate, closed_best)  # fmt: skip
+                    out.setdefault("skipped", []).append(
+                        {
+                            "workload": workload,
+                            "load": label,
+                            "arrivals_per_s": round(rate, 3),
+                            "reason": f"over {closed_best:.2f} jobs/s, the most it "
+                            "served closed-loop: it cannot keep up",
+                        }
+                    )
+                    log.info(
+                        "%s %s %s skipped: %.2f/s arrivals, at most %.2f jobs/s served",
+                        system,
+                        workload,
+                        label,
+                        rate,
+                        closed_best,
+                    )
                     continue
                 window = _window(turn, workload, label, bodies, opts, setup, rate)
                 out["windows"].append(window)
@@ -224,32 +275,53 @@ def _api_turn(setup: systems.Setup, port: int, opts: Options) -> dict[str, Any]:
 
 
 def _window(
-    turn: systems.Turn, workload: str, concurrency: int | str, bodies: list[bytes], opts: Options,
-    setup: systems.Setup | None = None, arrivals_per_s: float | None = None,
-) -> dict[str, Any]:  # fmt: skip
+    turn: systems.Turn,
+    workload: str,
+    concurrency: int | str,
+    bodies: list[bytes],
+    opts: Options,
+    setup: systems.Setup | None = None,
+    arrivals_per_s: float | None = None,
+) -> dict[str, Any]:
     """One measured window: `concurrency` closed-loop clients, or Poisson arrivals (then
     `concurrency` is the window's label)."""
-    load = Load(path=f"/v1/pipelines/{workload}/jobs", bodies=bodies,
-                concurrency=concurrency if isinstance(concurrency, int) else 1,
-                warmup_s=opts.warmup_s, duration_s=opts.duration_s, requests=opts.requests,
-                poll_interval_s=None if opts.poll_interval_ms is None else opts.poll_interval_ms / 1000.0,
-                arrivals_per_s=arrivals_per_s)  # fmt: skip
+    load = Load(
+        path=f"/v1/pipelines/{workload}/jobs",
+        bodies=bodies,
+        concurrency=concurrency if isinstance(concurrency, int) else 1,
+        warmup_s=opts.warmup_s,
+        duration_s=opts.duration_s,
+        requests=opts.requests,
+        poll_interval_s=None if opts.poll_interval_ms is None else opts.poll_interval_ms / 1000.0,
+        arrivals_per_s=arrivals_per_s,
+    )
     marks: dict[str, Mark] = {}
 
     def on_mark(which: str) -> None:
-        marks[which] = (procs.cpu_snapshot(turn.processes(), turn.role), turn.counters(workload), time.monotonic())
+        marks[which] = (
+            procs.cpu_snapshot(turn.processes(), turn.role),
+            turn.counters(workload),
+            time.monotonic(),
+        )
 
     window = asyncio.run(run_load(turn.base_url, load, on_mark))
     record = _record(turn, workload, concurrency, window, marks)
     if arrivals_per_s is not None:
         record["arrivals_per_s"] = round(arrivals_per_s, 3)
-    device = simbench.device_record(turn.device_log, marks["start"][2], marks["end"][2], record["jobs_per_s"],
-                                    opts.sim, workload)  # fmt: skip
+    device = simbench.device_record(
+        turn.device_log, marks["start"][2], marks["end"][2], record["jobs_per_s"], opts.sim, workload
+    )
     if device is not None:
         record["device"] = device
-        log.info("%s %s %s: device duty %.3f, %.3f of its ceiling, batches %s", turn.system, workload, concurrency,
-                 device["duty_cycle"], device["of_ceiling"] or 0,
-                 {m: v["mean_batch_size"] for m, v in device["models"].items()})  # fmt: skip
+        log.info(
+            "%s %s %s: device duty %.3f, %.3f of its ceiling, batches %s",
+            turn.system,
+            workload,
+            concurrency,
+            device["duty_cycle"],
+            device["of_ceiling"] or 0,
+            {m: v["mean_batch_size"] for m, v in device["models"].items()},
+        )
     return record
 
 
@@ -261,8 +333,17 @@ def _api_window(turn: systems.Turn, port: int, concurrency: int, opts: Options) 
         marks[which] = (procs.cpu_snapshot(turn.processes(), turn.role), None, time.monotonic())
 
     request = rawload.request_bytes("127.0.0.1", port, f"/v1/pipelines/{noop.PIPELINE}/jobs", noop.BODY)
-    window = asyncio.run(rawload.run("127.0.0.1", port, request, concurrency, min(opts.warmup_s, 2.0),
-                                     opts.api_duration_s, on_mark=on_mark))  # fmt: skip
+    window = asyncio.run(
+        rawload.run(
+            "127.0.0.1",
+            port,
+            request,
+            concurrency,
+            min(opts.warmup_s, 2.0),
+            opts.api_duration_s,
+            on_mark=on_mark,
+        )
+    )
     record = _record(turn, noop.PIPELINE, concurrency, window, marks)
     record["statuses"] = {str(k): v for k, v in sorted(window.statuses.items())}
     return record
@@ -277,7 +358,9 @@ def _record(
     models = None
     if marks["end"][1] is not None:
         delta = counters_delta(marks["start"][1] or {}, marks["end"][1])
-        models = {name: model_activity(d, window.wall_s, turn.model_workers) for name, d in sorted(delta.items())}
+        models = {
+            name: model_activity(d, window.wall_s, turn.model_workers) for name, d in sorted(delta.items())
+        }
     latency = latency_summary(window.latencies_s)
     result: dict[str, Any] = {
         "workload": workload,
@@ -294,6 +377,14 @@ def _record(
         "client_cpu_s_per_job": round(window.client_cpu_s / n, 5) if n else None,
         "models": models,
     }
-    log.info("%s %s c=%s: %.2f jobs/s, p50 %s ms, p99 %s ms, %d errors", turn.system, workload, concurrency,
-             result["jobs_per_s"] or 0, result["latency"]["p50_ms"], result["latency"]["p99_ms"], window.errors)  # fmt: skip
+    log.info(
+        "%s %s c=%s: %.2f jobs/s, p50 %s ms, p99 %s ms, %d errors",
+        turn.system,
+        workload,
+        concurrency,
+        result["jobs_per_s"] or 0,
+        result["latency"]["p50_ms"],
+        result["latency"]["p99_ms"],
+        window.errors,
+    )
     return result

@@ -142,12 +142,14 @@ def _install(spec: PeerSpec, venv: Path) -> float:
 
 def _probe(python: Path, spec: PeerSpec) -> dict[str, str]:
     """The peer's and torch's versions; refuses a CUDA torch or nvidia-* wheels."""
-    code = "\n".join([
-        "import json, importlib.metadata as m, torch",
-        "names = [d.metadata['Name'] or '' for d in m.distributions()]",
-        f"print(json.dumps({{'version': m.version({spec.dist!r}), 'torch': torch.__version__,",
-        "    'cuda': torch.version.cuda, 'nvidia': sorted(n for n in names if n.lower().startswith('nvidia'))}))",
-    ])  # fmt: skip
+    code = "\n".join(
+        [
+            "import json, importlib.metadata as m, torch",
+            "names = [d.metadata['Name'] or '' for d in m.distributions()]",
+            f"print(json.dumps({{'version': m.version({spec.dist!r}), 'torch': torch.__version__,",
+            "    'cuda': torch.version.cuda, 'nvidia': sorted(n for n in names if n.lower().startswith('nvidia'))}))",
+        ]
+    )
     out = subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=False)
     if out.returncode != 0:
         raise RuntimeError(f"peer {spec.name}: its venv does not import: {out.stderr[-800:]}")

@@ -106,8 +106,13 @@ def stop(server: Server, grace_s: float = 30.0) -> None:
         _signal(p, signal.SIGTERM)
     alive = _wait_gone(server, list(procs.values()), grace_s)
     if alive:
-        log.warning("%s: %d processes still up after %.0fs: SIGKILL %s", server.name, len(alive), grace_s,
-                    [p.pid for p in alive])  # fmt: skip
+        log.warning(
+            "%s: %d processes still up after %.0fs: SIGKILL %s",
+            server.name,
+            len(alive),
+            grace_s,
+            [p.pid for p in alive],
+        )
         _signal_group(server.proc.pid, signal.SIGKILL)
         for p in alive:
             _signal(p, signal.SIGKILL)

@@ -47,10 +47,17 @@ def _dist_version(name: str) -> str | None:
 
 def versions(peers: dict[str, dict[str, Any]]) -> dict[str, Any]:
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                                check=False).stdout.strip() or None  # fmt: skip
-        dirty = bool(subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True,
-                                    check=False).stdout.strip())  # fmt: skip
+        commit = (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False
+            ).stdout.strip()
+            or None
+        )
+        dirty = bool(
+            subprocess.run(
+                ["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True, check=False
+            ).stdout.strip()
+        )
     except OSError:
         commit, dirty = None, None
     return {
@@ -94,12 +101,26 @@ def build(options: dict[str, Any], result: dict[str, Any], summary: dict[str, An
 # -- schema ------------------------------------------------------------------------------
 
 _REQUIRED: dict[str, type | tuple[type, ...]] = {
-    "schema": str, "created_at": str, "machine": dict, "versions": dict, "threads": dict,
-    "options": dict, "peers": dict, "wall_s": (int, float), "turns": list, "summary": dict,
-}  # fmt: skip
+    "schema": str,
+    "created_at": str,
+    "machine": dict,
+    "versions": dict,
+    "threads": dict,
+    "options": dict,
+    "peers": dict,
+    "wall_s": (int, float),
+    "turns": list,
+    "summary": dict,
+}
 _MACHINE = {"cpu_model": str, "cores": int, "memory_gb": (int, float)}
-_SUMMARY = {"http": dict, "limit": (dict, type(None)), "stages": (dict, type(None)), "ceiling": dict,
-            "ratios": dict, "failed_turns": list}  # fmt: skip
+_SUMMARY = {
+    "http": dict,
+    "limit": (dict, type(None)),
+    "stages": (dict, type(None)),
+    "ceiling": dict,
+    "ratios": dict,
+    "failed_turns": list,
+}
 _SYSTEM = {"jobs_per_s": (int, float, type(None)), "latency_ms": dict, "repeats": int}
 
 
@@ -168,33 +189,53 @@ def table(doc: dict[str, Any]) -> str:
     ]
     if s["limit"]:
         b = s["limit"]["best"]
-        lines.append(f"model-only limit ({s['limit']['model']}): {b['images_per_s']:.1f} images/s "
-                     f"(batch {b['batch']}, {b['threads']} threads)")  # fmt: skip
+        lines.append(
+            f"model-only limit ({s['limit']['model']}): {b['images_per_s']:.1f} images/s "
+            f"(batch {b['batch']}, {b['threads']} threads)"
+        )
     wl = max([15, *(len(w) + 1 for w in s["http"])])
-    header = f"{'workload':<{wl}}{'clients':>12}  {'system':<14}{'jobs/s':>8}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}" \
-             f"{'CPU s/job':>10}  duty (mean batch)"  # fmt: skip
+    header = (
+        f"{'workload':<{wl}}{'clients':>12}  {'system':<14}{'jobs/s':>8}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}"
+        f"{'CPU s/job':>10}  duty (mean batch)"
+    )
     lines += ["", header, "-" * len(header)]
     for workload, by_conc in s["http"].items():
         c = s["ceiling"].get(workload)
         if c:
-            lines.append(f"{workload:<{wl}}{'':>12}  {'ceiling':<14}{_f(c['compute_only']['jobs_per_s']):>8}"
-                         f"{'':>27}{_f(c['compute_only']['cpu_s_per_job'], '{:.4f}'):>10}  (stages alone)")  # fmt: skip
+            lines.append(
+                f"{workload:<{wl}}{'':>12}  {'ceiling':<14}{_f(c['compute_only']['jobs_per_s']):>8}"
+                f"{'':>27}{_f(c['compute_only']['cpu_s_per_job'], '{:.4f}'):>10}  (stages alone)"
+            )
         for conc, by_system in by_conc.items():
             for system, row in by_system.items():
-                duty = ", ".join(f"{name} {_f(v['duty_cycle'], '{:.2f}')} ({_f(v['mean_batch_size'], '{:.2f}')})"
-                                 for name, v in row["models"].items())  # fmt: skip
+                duty = ", ".join(
+                    f"{name} {_f(v['duty_cycle'], '{:.2f}')} ({_f(v['mean_batch_size'], '{:.2f}')})"
+                    for name, v in row["models"].items()
+                )
                 lat = row["latency_ms"]
-                lines.append(f"{workload:<{wl}}{conc:>12}  {system:<14}{_f(row['jobs_per_s']):>8}{_f(lat['p50']):>9}"
-                             f"{_f(lat['p95']):>9}{_f(lat['p99']):>9}{_f(row['cpu_s_per_job_total'], '{:.4f}'):>10}"
-                             f"  {duty or '-'}{'  ERRORS ' + str(row['errors']) if row['errors'] else ''}")  # fmt: skip
-    devices = [(w, c, system, row["device"]) for w, by_conc in s["http"].items() for c, by_system in by_conc.items()
-               for system, row in by_system.items() if row.get("device")]  # fmt: skip
+                lines.append(
+                    f"{workload:<{wl}}{conc:>12}  {system:<14}{_f(row['jobs_per_s']):>8}{_f(lat['p50']):>9}"
+                    f"{_f(lat['p95']):>9}{_f(lat['p99']):>9}{_f(row['cpu_s_per_job_total'], '{:.4f}'):>10}"
+                    f"  {duty or '-'}{'  ERRORS ' + str(row['errors']) if row['errors'] else ''}"
+                )
+    devices = [
+        (w, c, system, row["device"])
+        for w, by_conc in s["http"].items()
+        for c, by_system in by_conc.items()
+        for system, row in by_system.items()
+        if row.get("device")
+    ]
     if devices:
-        lines += ["", f"{'simulated device':<{wl}}{'load':>12}  {'system':<14}{'duty':>6}{'of ceiling':>12}  mean batch"]
+        lines += [
+            "",
+            f"{'simulated device':<{wl}}{'load':>12}  {'system':<14}{'duty':>6}{'of ceiling':>12}  mean batch",
+        ]
         for workload, conc, system, d in devices:
             batches = ", ".join(f"{m} {_f(v, '{:.2f}')}" for m, v in d["mean_batch_size"].items())
-            lines.append(f"{workload:<{wl}}{conc:>12}  {system:<14}{_f(d['duty_cycle'], '{:.3f}'):>6}"
-                         f"{_f(d['of_ceiling'], '{:.3f}'):>12}  {batches}")  # fmt: skip
+            lines.append(
+                f"{workload:<{wl}}{conc:>12}  {system:<14}{_f(d['duty_cycle'], '{:.3f}'):>6}"
+                f"{_f(d['of_ceiling'], '{:.3f}'):>12}  {batches}"
+            )
     lines.append("")
     for workload, by_conc in s["ratios"].items():
         for conc, row in by_conc.items():
@@ -204,8 +245,10 @@ def table(doc: dict[str, Any]) -> str:
             lines.append(f"ratios {workload} @{conc} clients: " + ", ".join(parts))
     for where, checks in (s.get("targets") or {}).items():
         verdict = {True: "met", False: "NOT met", None: "not measured"}
-        parts = [f"{k} {_f(v['value'], '{:.3g}')} ({verdict[v['met']]}, target {v['target']})"
-                 for k, v in checks.items()]  # fmt: skip
+        parts = [
+            f"{k} {_f(v['value'], '{:.3g}')} ({verdict[v['met']]}, target {v['target']})"
+            for k, v in checks.items()
+        ]
         lines.append(f"targets {where}: " + ", ".join(parts))
     for failed in s["failed_turns"]:
         lines.append(

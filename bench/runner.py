@@ -112,8 +112,12 @@ class PipelineRunner:
                 model = resolve(mspec.class_path)(**mspec.params)
                 model.load(torch.device("cpu"))
                 self.models[stage.model] = model
-        log.info("pipeline %s loaded: models %s, torch threads %d", self.spec.name, list(self.models),
-                 torch.get_num_threads())  # fmt: skip
+        log.info(
+            "pipeline %s loaded: models %s, torch threads %d",
+            self.spec.name,
+            list(self.models),
+            torch.get_num_threads(),
+        )
         return self
 
     def batch_size(self, model: str) -> int:
@@ -169,8 +173,10 @@ class PipelineRunner:
         if not alive:
             return
         model = self.models[stage.model or ""]
-        values = [item.values[stage.needs[0]] if len(stage.needs) == 1 else [item.values[n] for n in stage.needs]
-                  for item in alive]  # fmt: skip
+        values = [
+            item.values[stage.needs[0]] if len(stage.needs) == 1 else [item.values[n] for n in stage.needs]
+            for item in alive
+        ]
         cpu, wall = time.process_time(), time.perf_counter()
         try:
             with torch.inference_mode():

@@ -24,8 +24,9 @@ def turn_setup(setup: Setup, spec: simpipes.SimSpec | None, system: str, repeat:
     return replace(setup, pipelines_file=path, device_log=folder / "device" / LOG_FILE)
 
 
-def loads(concurrency: list[int], open_loop: list[float], spec: simpipes.SimSpec | None,
-          workload: str) -> list[tuple[int | str, float | None]]:  # fmt: skip
+def loads(
+    concurrency: list[int], open_loop: list[float], spec: simpipes.SimSpec | None, workload: str
+) -> list[tuple[int | str, float | None]]:
     """(label, arrivals per second or None) of each window: the closed-loop client counts, then
     each open-loop fraction of the device's ceiling (only on the simulated device)."""
     out: list[tuple[int | str, float | None]] = [(c, None) for c in concurrency]
@@ -39,8 +40,14 @@ def poisson_label(fraction: float) -> str:
     return f"poisson {fraction:.0%}"
 
 
-def device_record(log: Path | None, t0: float, t1: float, jobs_per_s: float | None,
-                  spec: simpipes.SimSpec | None, workload: str) -> dict[str, Any] | None:  # fmt: skip
+def device_record(
+    log: Path | None,
+    t0: float,
+    t1: float,
+    jobs_per_s: float | None,
+    spec: simpipes.SimSpec | None,
+    workload: str,
+) -> dict[str, Any] | None:
     """The window as the device saw it: duty cycle, batches per model, and throughput against
     the device's full-batch ceiling."""
     if log is None or spec is None or t1 <= t0:

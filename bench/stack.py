@@ -24,8 +24,13 @@ def dlpipe_role(p: psutil.Process) -> str:
         return "?"
     if "redis-server" in name or "redis-server" in cmd:
         return "redis"
-    for role, mark in (("preprocess", "preprocess"), ("model", "worker model"), ("model", "model_main"),
-                       ("notifier", "notifier"), ("api", " api")):  # fmt: skip
+    for role, mark in (
+        ("preprocess", "preprocess"),
+        ("model", "worker model"),
+        ("model", "model_main"),
+        ("notifier", "notifier"),
+        ("api", " api"),
+    ):
         if mark in cmd:
             return role
     if " up" in cmd:
@@ -40,7 +45,9 @@ def _start_redis(data: Path) -> tuple[procs.Server, str]:
     if data.exists():
         shutil.rmtree(data)
     redis_proc, redis_port = start_redis(data / "redis")
-    return procs.Server("redis", redis_proc, data / "redis" / "redis.log"), f"redis://127.0.0.1:{redis_port}/0"
+    return procs.Server(
+        "redis", redis_proc, data / "redis" / "redis.log"
+    ), f"redis://127.0.0.1:{redis_port}/0"
 
 
 def _dlpipe_argv(command: str) -> list[str]:
@@ -52,8 +59,13 @@ def dlpipe_env(setup: Setup, system: str = "dlpipe") -> dict[str, str]:
     """The DLPIPE_* settings a dlpipe turn gives `dlpipe up` (on top of this environment)."""
     env = {"DLPIPE_LOG_LEVEL": "WARNING"}
     if setup.device == "sim":  # as on a GPU box: one model worker owns the device (its threads idle)
-        env.update({"DLPIPE_MODEL_REPLICAS": "1", "DLPIPE_TORCH_THREADS": "1",
-                    "DLPIPE_PREPROCESS_CONCURRENCY": str(setup.cores)})  # fmt: skip
+        env.update(
+            {
+                "DLPIPE_MODEL_REPLICAS": "1",
+                "DLPIPE_TORCH_THREADS": "1",
+                "DLPIPE_PREPROCESS_CONCURRENCY": str(setup.cores),
+            }
+        )
     env.update(setup.dlpipe_env)
     if setup.pipelines_file is not None:
         env["DLPIPE_PIPELINES_FILE"] = str(setup.pipelines_file)
@@ -64,8 +76,12 @@ def dlpipe_env(setup: Setup, system: str = "dlpipe") -> dict[str, str]:
 def settings_summary(setup: Setup) -> dict[str, object]:
     """What `dlpipe up` runs with on the simulated device (dlpipe_env), for the run's record."""
     env = dlpipe_env(setup)
-    return {"torch_threads": int(env["DLPIPE_TORCH_THREADS"]), "model_replicas": int(env["DLPIPE_MODEL_REPLICAS"]),
-            "preprocess_concurrency": int(env["DLPIPE_PREPROCESS_CONCURRENCY"]), "pipelines_file": "per turn (bench/sim)"}  # fmt: skip
+    return {
+        "torch_threads": int(env["DLPIPE_TORCH_THREADS"]),
+        "model_replicas": int(env["DLPIPE_MODEL_REPLICAS"]),
+        "preprocess_concurrency": int(env["DLPIPE_PREPROCESS_CONCURRENCY"]),
+        "pipelines_file": "per turn (bench/sim)",
+    }
 
 
 def start_dlpipe(setup: Setup, port: int, system: str) -> Turn:
@@ -76,11 +92,18 @@ def start_dlpipe(setup: Setup, port: int, system: str) -> Turn:
     data = setup.run_dir / system
     redis_server, redis_url = _start_redis(data)
     settings = dlpipe_env(setup, system)
-    env = {**os.environ, **settings, "DLPIPE_REDIS_URL": redis_url,
-           "DLPIPE_PORT": str(port), "DLPIPE_HOST": "127.0.0.1", "DLPIPE_DATA_DIR": str(data)}  # fmt: skip
+    env = {
+        **os.environ,
+        **settings,
+        "DLPIPE_REDIS_URL": redis_url,
+        "DLPIPE_PORT": str(port),
+        "DLPIPE_HOST": "127.0.0.1",
+        "DLPIPE_DATA_DIR": str(data),
+    }
     try:
-        stack = procs.start(system, _dlpipe_argv("up"), env=env, cwd=REPO,
-                            log_path=setup.run_dir / "logs" / f"{system}.log")  # fmt: skip
+        stack = procs.start(
+            system, _dlpipe_argv("up"), env=env, cwd=REPO, log_path=setup.run_dir / "logs" / f"{system}.log"
+        )
     except Exception:
         procs.stop(redis_server)
         raise
@@ -96,8 +119,15 @@ def start_dlpipe(setup: Setup, port: int, system: str) -> Turn:
                 out[model] = {k.decode() if isinstance(k, bytes) else k: float(v) for k, v in fields.items()}
         return out or None
 
-    turn = Turn(system, base_url, [redis_server, stack], dlpipe_role, counters,
-                model_workers=_dlpipe_model_replicas(settings), device_log=setup.device_log)  # fmt: skip
+    turn = Turn(
+        system,
+        base_url,
+        [redis_server, stack],
+        dlpipe_role,
+        counters,
+        model_workers=_dlpipe_model_replicas(settings),
+        device_log=setup.device_log,
+    )
     try:
         procs.wait_until(
             stack, lambda: procs.http_ok(f"{base_url}/readyz", timeout_s=5), setup.ready_timeout_s
@@ -120,18 +150,30 @@ def start_api(setup: Setup, port: int) -> Turn:
 
     data = setup.run_dir / "api"
     redis_server, redis_url = _start_redis(data)
-    env = {**os.environ, "DLPIPE_LOG_LEVEL": "WARNING", **setup.dlpipe_env, "DLPIPE_REDIS_URL": redis_url,
-           "DLPIPE_PORT": str(port), "DLPIPE_HOST": "127.0.0.1", "DLPIPE_PIPELINES_FILE": str(PIPELINES_FILE),
-           "DLPIPE_MAX_BACKLOG": str(10**12), "DLPIPE_API_WORKERS": str(setup.api_workers)}  # fmt: skip
+    env = {
+        **os.environ,
+        "DLPIPE_LOG_LEVEL": "WARNING",
+        **setup.dlpipe_env,
+        "DLPIPE_REDIS_URL": redis_url,
+        "DLPIPE_PORT": str(port),
+        "DLPIPE_HOST": "127.0.0.1",
+        "DLPIPE_PIPELINES_FILE": str(PIPELINES_FILE),
+        "DLPIPE_MAX_BACKLOG": str(10**12),
+        "DLPIPE_API_WORKERS": str(setup.api_workers),
+    }
     try:
-        api = procs.start("api", _dlpipe_argv("api"), env=env, cwd=REPO, log_path=setup.run_dir / "logs" / "api.log")
+        api = procs.start(
+            "api", _dlpipe_argv("api"), env=env, cwd=REPO, log_path=setup.run_dir / "logs" / "api.log"
+        )
     except Exception:
         procs.stop(redis_server)
         raise
     base_url = f"http://127.0.0.1:{port}"
     turn = Turn("api", base_url, [redis_server, api], _api_role, lambda workload: None)
     try:
-        procs.wait_until(api, lambda: procs.http_ok(f"{base_url}/healthz", timeout_s=5), setup.ready_timeout_s)
+        procs.wait_until(
+            api, lambda: procs.http_ok(f"{base_url}/healthz", timeout_s=5), setup.ready_timeout_s
+        )
     except Exception:
         stop(turn, port)
         raise
@@ -142,7 +184,7 @@ def _dlpipe_model_replicas(dlpipe_settings: dict[str, str]) -> int:
     """DLPIPE_MODEL_REPLICAS as `dlpipe up` will see it (this environment plus the turn's)."""
     from shared.settings import Settings  # noqa: PLC0415
 
-    env = {k[len("DLPIPE_"):].lower(): v for k, v in dlpipe_settings.items() if k.startswith("DLPIPE_")}
+    env = {k[len("DLPIPE_") :].lower(): v for k, v in dlpipe_settings.items() if k.startswith("DLPIPE_")}
     return Settings(**{k: v for k, v in env.items() if k in Settings.model_fields}).model_replicas
 
 

@@ -107,11 +107,29 @@ def _start_served(system: str, setup: Setup, port: int) -> Turn:
     if stats_dir.exists():
         shutil.rmtree(stats_dir)
     stats_dir.mkdir(parents=True)
-    config = {"workers": 1, "threads": setup.peer_threads, "max_batch_size": setup.max_batch_size,
-              "batch_timeout_ms": setup.batch_timeout_ms, **setup.peer_config.get(system, {})}  # fmt: skip
-    args = ["--port", str(port), "--pipelines", ",".join(setup.workloads), "--threads", str(config["threads"]),
-            "--stats-dir", str(stats_dir), "--max-batch-size", str(config["max_batch_size"]),
-            "--batch-timeout-ms", str(config["batch_timeout_ms"]), "--workers", str(config["workers"])]  # fmt: skip
+    config = {
+        "workers": 1,
+        "threads": setup.peer_threads,
+        "max_batch_size": setup.max_batch_size,
+        "batch_timeout_ms": setup.batch_timeout_ms,
+        **setup.peer_config.get(system, {}),
+    }
+    args = [
+        "--port",
+        str(port),
+        "--pipelines",
+        ",".join(setup.workloads),
+        "--threads",
+        str(config["threads"]),
+        "--stats-dir",
+        str(stats_dir),
+        "--max-batch-size",
+        str(config["max_batch_size"]),
+        "--batch-timeout-ms",
+        str(config["batch_timeout_ms"]),
+        "--workers",
+        str(config["workers"]),
+    ]
     if setup.pipelines_file is not None:
         args += ["--pipelines-file", str(setup.pipelines_file)]
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
@@ -127,9 +145,14 @@ def _start_served(system: str, setup: Setup, port: int) -> Turn:
         markers.append(str(peer.python.parent.parent))
         env.pop("VIRTUAL_ENV", None)
         if system == "ray":
-            env.update({"BENCH_RAY_MAX_BATCH": str(config["max_batch_size"]),
-                        "BENCH_RAY_BATCH_WAIT_S": str(config["batch_timeout_ms"] / 1000.0),
-                        "RAY_USAGE_STATS_ENABLED": "0", "RAY_DISABLE_DOCKER_CPU_WARNING": "1"})  # fmt: skip
+            env.update(
+                {
+                    "BENCH_RAY_MAX_BATCH": str(config["max_batch_size"]),
+                    "BENCH_RAY_BATCH_WAIT_S": str(config["batch_timeout_ms"] / 1000.0),
+                    "RAY_USAGE_STATS_ENABLED": "0",
+                    "RAY_DISABLE_DOCKER_CPU_WARNING": "1",
+                }
+            )
     work_dir = setup.run_dir / "cwd" / system  # LitServe and Ray write files where they run
     work_dir.mkdir(parents=True, exist_ok=True)
     server = procs.start(
@@ -161,8 +184,9 @@ def _stop_strays(marker: str) -> None:
         if marker in text and p.pid != os.getpid():
             strays.append(p)
     if strays:
-        log.warning("stopping %d processes left behind under %s: %s", len(strays), marker,
-                    [p.pid for p in strays])  # fmt: skip
+        log.warning(
+            "stopping %d processes left behind under %s: %s", len(strays), marker, [p.pid for p in strays]
+        )
         for p in strays:
             try:
                 p.terminate()

@@ -51,8 +51,14 @@ def tune(
     for config in tries:
         try:
             window = measure(config)
-            results.append({"config": config, "jobs_per_s": window["jobs_per_s"],
-                            "p99_ms": window["latency"]["p99_ms"], "errors": window["errors"]})  # fmt: skip
+            results.append(
+                {
+                    "config": config,
+                    "jobs_per_s": window["jobs_per_s"],
+                    "p99_ms": window["latency"]["p99_ms"],
+                    "errors": window["errors"],
+                }
+            )
         except Exception as exc:  # noqa: BLE001 - a configuration that fails is recorded, not fatal
             log.error("tuning %s with %s failed: %s", peer, config, exc)
             results.append(
@@ -68,8 +74,9 @@ def tune(
 Window = Callable[[Any, str, int, Any, Any], dict[str, Any]]
 
 
-def tune_peers(setup: Any, ports: dict[str, int], opts: Any, peer_info: dict[str, dict[str, Any]],
-               window: Window) -> dict[str, Any]:  # fmt: skip
+def tune_peers(
+    setup: Any, ports: dict[str, int], opts: Any, peer_info: dict[str, dict[str, Any]], window: Window
+) -> dict[str, Any]:
     """Each peer to be measured, at its best: setup.peer_config[peer] is set; what was tried."""
     from bench import simbench, systems  # noqa: PLC0415
 
@@ -84,18 +91,27 @@ def tune_peers(setup: Any, ports: dict[str, int], opts: Any, peer_info: dict[str
             setup.peer_config[peer] = tries[0]
             out[peer] = {"how": "not tuned (--tune-seconds 0)", "tries": [], "best": tries[0]}
             continue
-        how = (f"each configuration started, loaded {opts.warmup_s:g} s then measured {opts.tune_seconds:g} s "
-               f"on {workload} at {concurrency} clients; the most jobs/s without errors kept")  # fmt: skip
+        how = (
+            f"each configuration started, loaded {opts.warmup_s:g} s then measured {opts.tune_seconds:g} s "
+            f"on {workload} at {concurrency} clients; the most jobs/s without errors kept"
+        )
 
         def measure(
             config: dict[str, Any], peer: str = peer, tries: list[dict[str, Any]] = tries
         ) -> dict[str, Any]:
-            trial = replace(simbench.turn_setup(setup, opts.sim, f"tune-{peer}", tries.index(config)),
-                            peer_config={**setup.peer_config, peer: config})  # fmt: skip
+            trial = replace(
+                simbench.turn_setup(setup, opts.sim, f"tune-{peer}", tries.index(config)),
+                peer_config={**setup.peer_config, peer: config},
+            )
             turn = systems.start(peer, trial, ports[peer])
             try:
-                return window(turn, workload, concurrency, replace(opts, duration_s=opts.tune_seconds, requests=None),
-                              trial)  # fmt: skip
+                return window(
+                    turn,
+                    workload,
+                    concurrency,
+                    replace(opts, duration_s=opts.tune_seconds, requests=None),
+                    trial,
+                )
             finally:
                 systems.stop(turn, ports[peer])
 

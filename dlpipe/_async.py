@@ -91,11 +91,20 @@ class AsyncClient:
         wait_s = _core.wait_seconds(wait)
         deadline = time.monotonic() + (wait_s or 0)
         call = _core.submit_call(
-            pipeline, files=files, inputs=inputs, webhook=webhook, webhook_events=webhook_events,
-            metadata=metadata, timeout_s=timeout_s, options=options, keep_inputs=keep_inputs,
-            idempotency_key=idempotency_key, wait_s=wait_s, max_wait_per_request_s=_core.LONG_POLL_S * 2,
+            pipeline,
+            files=files,
+            inputs=inputs,
+            webhook=webhook,
+            webhook_events=webhook_events,
+            metadata=metadata,
+            timeout_s=timeout_s,
+            options=options,
+            keep_inputs=keep_inputs,
+            idempotency_key=idempotency_key,
+            wait_s=wait_s,
+            max_wait_per_request_s=_core.LONG_POLL_S * 2,
             http_timeout=self.timeout,
-        )  # fmt: skip
+        )
         view = JobView.model_validate_json((await self._send(call)).content)
         if wait_s is None or view.status.is_final or _core.remaining(deadline) <= 0:
             return view

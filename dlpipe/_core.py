@@ -30,7 +30,7 @@ LONG_POLL_S = 30.0  # one GET ?wait_s= of wait(); the API caps it at DLPIPE_MAX_
 USER_AGENT = "dlpipe-python/0.1"
 
 # One file of `submit(files=...)`: a path, bytes, a file object, or (name, content[, content type]).
-FileContent = Union[bytes, IO[bytes]]
+FileContent = bytes | IO[bytes]
 FileInput = Union[
     str, "os.PathLike[str]", bytes, IO[bytes], tuple[str, FileContent], tuple[str, FileContent, str]
 ]
@@ -54,9 +54,15 @@ class Call:
     def build(self, http: httpx.Client | httpx.AsyncClient) -> httpx.Request:
         extra: dict[str, Any] = {} if self.timeout is None else {"timeout": self.timeout}
         return http.build_request(
-            self.method, self.path, params=self.params, headers=self.headers, json=self.json,
-            files=self.files, data=self.data, **extra,
-        )  # fmt: skip
+            self.method,
+            self.path,
+            params=self.params,
+            headers=self.headers,
+            json=self.json,
+            files=self.files,
+            data=self.data,
+            **extra,
+        )
 
 
 @dataclass(frozen=True)

@@ -172,8 +172,12 @@ class Supervisor:
         child.restarts += 1
         log.warning(
             "%s %s after %.1fs; restarting in %.1fs (failure %d in a row)",
-            child.name, why, now - child.started_at, delay, child.failures,
-        )  # fmt: skip
+            child.name,
+            why,
+            now - child.started_at,
+            delay,
+            child.failures,
+        )
 
     def start(self) -> None:
         for child in self.children:

@@ -243,9 +243,11 @@ def cmd_healthcheck(settings: Settings, args: argparse.Namespace) -> int:
 
     import redis  # noqa: PLC0415
 
-    from shared import heartbeat, keys  # noqa: PLC0415
-
-    from shared import redis_conn  # noqa: PLC0415
+    from shared import (  # noqa: PLC0415
+        heartbeat,
+        keys,
+        redis_conn,  # noqa: PLC0415
+    )
 
     if not settings.redis_configured():
         print("unhealthy: DLPIPE_REDIS_URL is not set (nor DLPIPE_REDIS_SENTINELS)", file=sys.stderr)
@@ -295,7 +297,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = settings_from_args(args)
     except ValidationError as exc:
         problems = "; ".join(
-            f"DLPIPE_{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()
+            f"DLPIPE_{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+            for err in exc.errors()
             if err["type"] != "default_factory_not_called"  # a consequence of another error, not one
         )
         print(f"dlpipe: invalid settings: {problems}", file=sys.stderr)

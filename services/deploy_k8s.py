@@ -57,9 +57,15 @@ def _header(args: argparse.Namespace, path: Path, redis: RedisTarget) -> str:
 
 
 def kustomization(
-    out: Path, k8s_dir: Path, overlay: str, namespace: str, *, pipelines: bool, in_cluster_redis: bool,
+    out: Path,
+    k8s_dir: Path,
+    overlay: str,
+    namespace: str,
+    *,
+    pipelines: bool,
+    in_cluster_redis: bool,
     registry: str | None,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """The kustomization.yaml of DIR: deploy/k8s's parts, keda.yaml, maybe the pipelines ConfigMap."""
     rel = os.path.relpath(k8s_dir, out.resolve())
     data: dict[str, Any] = {
@@ -105,9 +111,14 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         (out / "pipelines.yaml").write_text(path.read_text())
     (out / "keda.yaml").write_text(text)
     data = kustomization(
-        out, k8s_dir, args.overlay, args.namespace, pipelines=custom, in_cluster_redis=args.redis_url is None,
+        out,
+        k8s_dir,
+        args.overlay,
+        args.namespace,
+        pipelines=custom,
+        in_cluster_redis=args.redis_url is None,
         registry=args.registry,
-    )  # fmt: skip
+    )
     (out / "kustomization.yaml").write_text(
         to_yaml([data], f"Written by `dlpipe deploy k8s`: kubectl apply -k {out}")
     )

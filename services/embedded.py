@@ -44,13 +44,18 @@ class EmbeddedRedis:
         if child.restarts > restarts:
             log.error(
                 "EMBEDDED REDIS DIED (redis-server pid %s): the API answers 503 and the workers wait; "
-                "restarting it on %s with its AOF in %s", pid, self.url, self.data_dir,
-            )  # fmt: skip
+                "restarting it on %s with its AOF in %s",
+                pid,
+                self.url,
+                self.data_dir,
+            )
         elif child.pid is not None and child.pid != pid:
             log.error(
                 "EMBEDDED REDIS RESTARTED: redis-server pid=%d on %s (restart %d), replaying its AOF",
-                child.pid, self.url, child.restarts,
-            )  # fmt: skip
+                child.pid,
+                self.url,
+                child.restarts,
+            )
 
 
 def lock_data_dir(path: Path) -> IO[bytes]:

@@ -76,8 +76,9 @@ def check_redis_config(settings: Settings) -> None:
     """Warn loudly if the Redis in use can evict keys or keeps nothing on disk (shared/redis_checks.py).
     Best effort: a Redis not answering yet is checked by the API and each worker when it does."""
     where = redis_conn.describe(settings)
-    client = redis_conn.sync_client(settings.model_copy(update={"redis_retries": 0}), socket_timeout=2,
-                                    socket_connect_timeout=2)  # fmt: skip
+    client = redis_conn.sync_client(
+        settings.model_copy(update={"redis_retries": 0}), socket_timeout=2, socket_connect_timeout=2
+    )
     try:
         check_redis(client, log, f"at {where}")
     except redis.RedisError as exc:
@@ -162,10 +163,15 @@ def up(
             log.info(
                 "Redis: %s (embedded redis-server pid=%d, AOF on, appendfsync %s, maxmemory %s "
                 "noeviction, data and redis.log in %s)",
-                redis_url, embedded.pid, settings.redis_appendfsync, settings.redis_maxmemory or "0",
+                redis_url,
+                embedded.pid,
+                settings.redis_appendfsync,
+                settings.redis_maxmemory or "0",
                 redis_dir.resolve(),
-            )  # fmt: skip
-        check_redis_config(settings if redis_url is None else settings.model_copy(update={"redis_url": redis_url}))
+            )
+        check_redis_config(
+            settings if redis_url is None else settings.model_copy(update={"redis_url": redis_url})
+        )
         env = child_env(settings, redis_url)
         env.update(secret_env(settings))  # webhooks are signed: a secret of its own when none is set
         sup = Supervisor([Child(name, list(argv), env) for name, argv in commands.items()], **sup_kwargs)

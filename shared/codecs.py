@@ -19,9 +19,21 @@ from typing import Any
 import numpy as np
 
 ALLOWED_DTYPES = frozenset(
-    ["bool", "uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64",
-     "float16", "float32", "float64"]
-)  # fmt: skip
+    [
+        "bool",
+        "uint8",
+        "int8",
+        "uint16",
+        "int16",
+        "uint32",
+        "int32",
+        "uint64",
+        "int64",
+        "float16",
+        "float32",
+        "float64",
+    ]
+)
 
 _U8 = struct.Struct("<B")
 _U16 = struct.Struct("<H")

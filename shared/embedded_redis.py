@@ -52,17 +52,27 @@ def redis_command(
         raise ValueError(f"maxmemory must be a Redis memory size such as 2gb or 512mb, not {maxmemory!r}")
     return [
         binary,
-        "--port", str(port),
-        "--bind", "127.0.0.1",
-        "--dir", str(data_dir),
-        "--appendonly", "yes",
-        "--appendfsync", appendfsync,
-        "--maxmemory", maxmemory or "0",
-        "--maxmemory-policy", "noeviction",
-        "--save", "",
-        "--protected-mode", "yes",
-        "--logfile", "redis.log",
-    ]  # fmt: skip
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        str(data_dir),
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        appendfsync,
+        "--maxmemory",
+        maxmemory or "0",
+        "--maxmemory-policy",
+        "noeviction",
+        "--save",
+        "",
+        "--protected-mode",
+        "yes",
+        "--logfile",
+        "redis.log",
+    ]
 
 
 def start_redis(

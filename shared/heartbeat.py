@@ -24,9 +24,14 @@ from shared.redis import heartbeats
 
 def add_heartbeat(pipe: Any, worker_id: str, kind: str, streams: list[str], now_ms: int, ttl_ms: int) -> None:
     heartbeats.heartbeat(
-        worker_id=worker_id, now_ms=now_ms, ttl_ms=ttl_ms, kind=kind, streams=streams,
-        pid=os.getpid(), host=socket.gethostname(),
-    ).eval_on(pipe)  # fmt: skip
+        worker_id=worker_id,
+        now_ms=now_ms,
+        ttl_ms=ttl_ms,
+        kind=kind,
+        streams=streams,
+        pid=os.getpid(),
+        host=socket.gethostname(),
+    ).eval_on(pipe)
 
 
 def remove_heartbeat(pipe: Any, worker_id: str) -> None:

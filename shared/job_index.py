@@ -30,6 +30,7 @@ from shared.messages import JobStatus
 JOB_EVENTS_MAXLEN = 1000  # a job's event stream keeps about this many entries (MAXLEN ~)
 OWNERS_KEY = keys.INDEX_OWNERS
 
+
 def index_new_job(pipe: Any, job_id: str, owner: str, pipeline: str, created_ms: int) -> dict[str, str]:
     """Add a new (queued) job to its owner's index sets (in the job's MULTI); returns the fields
     its hash gets (`owner`, and `ix`, which the status scripts name the sets from)."""

@@ -62,9 +62,14 @@ def groups_record(groups: list[InputGroup], n_items: int) -> list[dict[str, Any]
                 f"group of {len(group.keys)} items at {group.first} does not fit {n_items} items"
             )
         record.append(
-            {"input": group.first - folded, "first": group.first, "count": len(group.keys),
-             "keys": list(group.keys), "field": group.field}
-        )  # fmt: skip
+            {
+                "input": group.first - folded,
+                "first": group.first,
+                "count": len(group.keys),
+                "keys": list(group.keys),
+                "field": group.field,
+            }
+        )
         end = group.first + len(group.keys)
         folded += len(group.keys) - 1
     return record
@@ -113,11 +118,19 @@ class JobRecord:
         if sources is not None and len(sources) != n_outputs:
             raise ValueError(f"{len(sources)} sources for {n_outputs} inputs")
         return cls(
-            id=id, pipeline=pipeline, created_ms=created_ms, total=total, priority=Priority(priority),
-            webhook=webhook or None, webhook_events=tuple(webhook_events or ()), metadata=metadata,
-            sources=tuple(sources or ()), groups=tuple(checked), timeout_s=timeout_s,
+            id=id,
+            pipeline=pipeline,
+            created_ms=created_ms,
+            total=total,
+            priority=Priority(priority),
+            webhook=webhook or None,
+            webhook_events=tuple(webhook_events or ()),
+            metadata=metadata,
+            sources=tuple(sources or ()),
+            groups=tuple(checked),
+            timeout_s=timeout_s,
             deadline_ms=deadline_ms(created_ms, timeout_s) if timeout_s is not None else None,
-        )  # fmt: skip
+        )
 
     def to_hash(self) -> dict[str, str]:
         """The job hash's fields, as a new (queued) job has them."""
@@ -185,7 +198,7 @@ class JobRecord:
             items = [ItemOutput(index=i, status=unfinished) for i in range(self.total)]
         if self.groups:  # inputs that ran as several items (a video's frames): one output each
             items = group_outputs(items, list(self.groups))
-        for item, source in zip(items, self.sources):
+        for item, source in zip(items, self.sources, strict=False):
             item.source = source
         return JobView(
             id=self.id,

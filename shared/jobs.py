@@ -104,7 +104,9 @@ def queue_new_job(
     stream an entry came from).
     """
     if record.pipeline != pipeline.name or record.total != len(inputs):
-        raise ValueError(f"a record of {record.total} items of {record.pipeline!r} for {len(inputs)} of {pipeline.name!r}")
+        raise ValueError(
+            f"a record of {record.total} items of {record.pipeline!r} for {len(inputs)} of {pipeline.name!r}"
+        )
     job_id, created_ms, priority = record.id, record.created_ms, record.priority
     if item_blobs is not None and len(item_blobs) != len(inputs):
         raise ValueError(f"{len(item_blobs)} blob references for {len(inputs)} items")
@@ -121,10 +123,10 @@ def queue_new_job(
     fields_.update(index_new_job(pipe, job_id, owner, pipeline.name, created_ms))
     if kept is not None:
         fields_["kept"] = "1"
-        fields = {str(i): k for i, k in enumerate(kept) if isinstance(k, bytes)}
-        fields.update({f"blob:{i}": str(k) for i, k in enumerate(kept) if isinstance(k, int)})
-        if fields:
-            pipe.hset(keys.job_inputs(job_id), mapping=fields)
+        originals: dict[str, bytes | str] = {str(i): k for i, k in enumerate(kept) if isinstance(k, bytes)}
+        originals.update({f"blob:{i}": str(k) for i, k in enumerate(kept) if isinstance(k, int)})
+        if originals:
+            pipe.hset(keys.job_inputs(job_id), mapping=originals)
             pipe.expire(keys.job_inputs(job_id), ttl_s + OPEN_JOB_GRACE_S)
     for n, blob in enumerate(blobs or []):
         pipe.set(keys.job_blob(job_id, n), blob, ex=ttl_s)
@@ -141,8 +143,9 @@ def queue_new_job(
         item_key = keys.item(job_id, index)
         fields: dict[str, bytes | str] = {keys.INPUT_FIELD: value}
         fields.update({keys.stage_enqueued_field(s.name): "1" for s in first_stages})
-        if item_blobs is not None and item_blobs[index] is not None:
-            fields[keys.BLOB_FIELD] = keys.job_blob(job_id, item_blobs[index])
+        blob_n = item_blobs[index] if item_blobs is not None else None
+        if blob_n is not None:
+            fields[keys.BLOB_FIELD] = keys.job_blob(job_id, blob_n)
         pipe.hset(item_key, mapping=fields)
         pipe.expire(item_key, ttl_s)
         for stage in first_stages:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import Enum
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 from pydantic import BaseModel, Field
 
@@ -76,14 +76,18 @@ class WebhookState(str, Enum):
 
 
 def now_ms() -> int:
-    return int(datetime.now(timezone.utc).timestamp() * 1000)
+    return int(datetime.now(UTC).timestamp() * 1000)
 
 
+@overload
+def ms_to_datetime(value: int) -> datetime: ...
+@overload
+def ms_to_datetime(value: int | str | bytes | None) -> datetime | None: ...
 def ms_to_datetime(value: int | str | bytes | None) -> datetime | None:
+    """Epoch milliseconds (as Redis gives them: text or bytes too) as a UTC datetime; None for none."""
     if value in (None, b"", ""):
         return None
-    return datetime.fromtimestamp(int(value) / 1000, tz=timezone.utc)
-
+    return datetime.fromtimestamp(int(value) / 1000, tz=UTC)
 
 
 class WorkItem(BaseModel):
@@ -213,7 +217,7 @@ def group_outputs(items: list[ItemOutput], groups: list[dict[str, Any]]) -> list
             position += 1
             continue
         count, field = int(group["count"]), str(group.get("field") or "items")
-        members = list(zip(group["keys"], items[position : position + count]))
+        members = list(zip(group["keys"], items[position : position + count], strict=False))
         position += count
         if any(item.status == ItemStatus.pending for _, item in members):
             grouped.append(ItemOutput(index=index, status=ItemStatus.pending))

@@ -39,14 +39,46 @@ SUM = "sum"
 STAGE_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 # Seconds in a stream before a worker starts on the entry (a backlog can hold minutes)
 WAIT_BUCKETS_S = (
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
     600.0,
-)  # fmt: skip
+)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 # Seconds from a job's submission to its end (a one-image job: tens of ms; a big one: minutes)
 JOB_BUCKETS_S = (
-    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
-)  # fmt: skip
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+    600.0,
+    1800.0,
+    3600.0,
+)
 
 
 @dataclass(frozen=True)
@@ -180,7 +212,6 @@ class Histogram:
 class Parsed:
     counters: dict[Family, dict[tuple[str, ...], float]]
     histograms: dict[Family, dict[tuple[str, ...], Histogram]]
-
 
 
 def parse(fields: Mapping[Any, Any]) -> Parsed:

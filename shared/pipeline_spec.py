@@ -270,7 +270,9 @@ def parse_pipelines(data: Any) -> PipelinesConfig:
         try:
             pipeline = PipelineSpec.model_validate({**body, "name": pipeline_name})
         except ValidationError as exc:
-            raise PipelineConfigError(f"pipeline {pipeline_name!r}: {_format_validation_error(exc)}") from None
+            raise PipelineConfigError(
+                f"pipeline {pipeline_name!r}: {_format_validation_error(exc)}"
+            ) from None
         for stage in pipeline.stages:
             _check_stage(pipeline_name, stage, models)
         _check_graph(pipeline)

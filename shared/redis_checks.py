@@ -30,7 +30,6 @@ from shared import codecs
 CONFIG_NAMES = ("maxmemory-policy", "maxmemory", "appendonly", "appendfsync", "save")
 
 
-
 def problems(config: Mapping[str, str]) -> list[str]:
     """What in this Redis configuration (CONFIG GET names -> values) can lose accepted jobs."""
     found: list[str] = []

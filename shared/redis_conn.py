@@ -62,13 +62,18 @@ def _check(settings: Settings) -> None:
         raise ValueError("no Redis: set DLPIPE_REDIS_URL or DLPIPE_REDIS_SENTINELS")
 
 
-def sync_client(settings: Settings, *, socket_timeout: float, socket_connect_timeout: float = 5.0,
-                **kwargs: Any) -> redis.Redis:  # fmt: skip
+def sync_client(
+    settings: Settings, *, socket_timeout: float, socket_connect_timeout: float = 5.0, **kwargs: Any
+) -> redis.Redis:
     """A redis-py client for the configured Redis (`kwargs`: more connection options)."""
     _check(settings)
     retry = redis.retry.Retry(_backoff(settings), settings.redis_retries)
-    options = {"socket_timeout": socket_timeout, "socket_connect_timeout": socket_connect_timeout,
-               "retry": retry, **kwargs}  # fmt: skip
+    options = {
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": socket_connect_timeout,
+        "retry": retry,
+        **kwargs,
+    }
     if settings.redis_sentinels:
         sentinel = redis.sentinel.Sentinel(
             settings.sentinel_nodes(),
@@ -76,9 +81,11 @@ def sync_client(settings: Settings, *, socket_timeout: float, socket_connect_tim
         )
         options.setdefault("socket_keepalive", True)
         return sentinel.master_for(
-            settings.redis_master_name, password=_secret(settings.redis_password), db=settings.redis_db,
+            settings.redis_master_name,
+            password=_secret(settings.redis_password),
+            db=settings.redis_db,
             **options,
-        )  # fmt: skip
+        )
     assert settings.redis_url
     return client_for_url(settings.redis_url, **options)
 
@@ -92,29 +99,45 @@ def client_for_url(url: str, **kwargs: Any) -> redis.Redis:
     return redis.Redis.from_url(url, **kwargs)
 
 
-class BlockingSentinelPool(redis.asyncio.sentinel.SentinelConnectionPool, redis.asyncio.BlockingConnectionPool):
+class BlockingSentinelPool(
+    redis.asyncio.sentinel.SentinelConnectionPool, redis.asyncio.BlockingConnectionPool
+):
     """A Sentinel-managed asyncio pool that waits for a free connection (BlockingConnectionPool)
     instead of failing at once with "Too many connections"."""
 
 
-def async_client(settings: Settings, *, max_connections: int, pool_timeout_s: float,
-                 socket_timeout: float, socket_connect_timeout: float = 5.0) -> redis.asyncio.Redis:  # fmt: skip
+def async_client(
+    settings: Settings,
+    *,
+    max_connections: int,
+    pool_timeout_s: float,
+    socket_timeout: float,
+    socket_connect_timeout: float = 5.0,
+) -> redis.asyncio.Redis:
     """An asyncio client with a blocking pool of `max_connections` (a caller finding them all in
     use waits up to `pool_timeout_s`); it owns its pool (aclose() closes it)."""
     _check(settings)
     retry = redis.asyncio.retry.Retry(_backoff(settings), settings.redis_retries)
-    options = {"socket_timeout": socket_timeout, "socket_connect_timeout": socket_connect_timeout,
-               "retry": retry, "health_check_interval": 30, "max_connections": max_connections,
-               "timeout": pool_timeout_s}  # fmt: skip
+    options: dict[str, Any] = {
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": socket_connect_timeout,
+        "retry": retry,
+        "health_check_interval": 30,
+        "max_connections": max_connections,
+        "timeout": pool_timeout_s,
+    }
     if settings.redis_sentinels:
         sentinel = redis.asyncio.sentinel.Sentinel(
             settings.sentinel_nodes(),
             sentinel_kwargs=_sentinel_kwargs(settings, redis.asyncio.retry.Retry(NoBackoff(), 0)),
         )
         return sentinel.master_for(
-            settings.redis_master_name, connection_pool_class=BlockingSentinelPool,
-            password=_secret(settings.redis_password), db=settings.redis_db, **options,
-        )  # fmt: skip
+            settings.redis_master_name,
+            connection_pool_class=BlockingSentinelPool,
+            password=_secret(settings.redis_password),
+            db=settings.redis_db,
+            **options,
+        )
     assert settings.redis_url
     pool = redis.asyncio.BlockingConnectionPool.from_url(settings.redis_url, **options)
     return redis.asyncio.Redis.from_pool(pool)

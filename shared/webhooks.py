@@ -47,6 +47,8 @@ def rq_job_id(delivery: str, round_: int) -> str:
 
 # What an attempt cut short by the death of its notifier shows (its `error`; no answer, no duration).
 INTERRUPTED = "interrupted: the notifier died during this attempt"
+
+
 def text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -66,10 +68,14 @@ class Attempt:
 
     def to_json(self) -> str:
         return json.dumps(
-            {"at": self.at_ms, "status_code": self.status_code, "duration_ms": self.duration_ms,
-             "error": self.error},
+            {
+                "at": self.at_ms,
+                "status_code": self.status_code,
+                "duration_ms": self.duration_ms,
+                "error": self.error,
+            },
             separators=(",", ":"),
-        )  # fmt: skip
+        )
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Attempt:
@@ -101,9 +107,11 @@ def with_delivery(view: WebhookView, delivery: Mapping[Any, Any], attempts: list
             "state": WebhookState(d["state"]),
             "attempts": [
                 WebhookAttempt(
-                    at=ms_to_datetime(t.at_ms), status_code=t.status_code, error=t.error,
+                    at=ms_to_datetime(t.at_ms),
+                    status_code=t.status_code,
+                    error=t.error,
                     duration_ms=t.duration_ms,
-                )  # fmt: skip
+                )
                 for t in tries
             ],
             "last_status_code": int(d["last_status"]) if d.get("last_status") else None,

@@ -129,7 +129,9 @@ class LagProxy:
             threading.Thread(target=self._deliver, args=(down, held), daemon=True).start()
             threading.Thread(target=self._pipe, args=(down, up), daemon=True).start()
 
-    def _read(self, up: socket.socket, down: socket.socket, held: queue.Queue[tuple[float, bytes] | None]) -> None:
+    def _read(
+        self, up: socket.socket, down: socket.socket, held: queue.Queue[tuple[float, bytes] | None]
+    ) -> None:
         while True:
             try:
                 chunk = up.recv(65536)
@@ -173,9 +175,19 @@ def _write(path: Path, lines: list[str]) -> Path:
 
 
 def _data_conf(folder: Path, port: int, replica_of: int | None) -> Path:
-    lines = [f"port {port}", "bind 127.0.0.1", "protected-mode no", f"dir {folder}", "save \"\"",
-             "appendonly yes", "appendfsync everysec", "maxmemory-policy noeviction",
-             "repl-diskless-sync yes", "repl-diskless-sync-delay 0", "logfile \"\""]  # fmt: skip
+    lines = [
+        f"port {port}",
+        "bind 127.0.0.1",
+        "protected-mode no",
+        f"dir {folder}",
+        'save ""',
+        "appendonly yes",
+        "appendfsync everysec",
+        "maxmemory-policy noeviction",
+        "repl-diskless-sync yes",
+        "repl-diskless-sync-delay 0",
+        'logfile ""',
+    ]
     if replica_of is not None:
         lines.append(f"replicaof 127.0.0.1 {replica_of}")
     return _write(folder / "redis.conf", lines)
@@ -190,13 +202,20 @@ def start_topology(tmp: Path, lag_ms: float = 0) -> Topology:
     sentinels = []
     for n in range(3):
         port = free_port()
-        conf = _write(tmp / f"sentinel{n}" / "sentinel.conf", [
-            f"port {port}", "bind 127.0.0.1", "protected-mode no", f"dir {tmp / f'sentinel{n}'}",
-            f"sentinel monitor {MASTER} 127.0.0.1 {p_port} 2",
-            f"sentinel down-after-milliseconds {MASTER} {DOWN_AFTER_MS}",
-            f"sentinel failover-timeout {MASTER} {FAILOVER_TIMEOUT_MS}",
-            f"sentinel parallel-syncs {MASTER} 1", "logfile \"\"",
-        ])  # fmt: skip
+        conf = _write(
+            tmp / f"sentinel{n}" / "sentinel.conf",
+            [
+                f"port {port}",
+                "bind 127.0.0.1",
+                "protected-mode no",
+                f"dir {tmp / f'sentinel{n}'}",
+                f"sentinel monitor {MASTER} 127.0.0.1 {p_port} 2",
+                f"sentinel down-after-milliseconds {MASTER} {DOWN_AFTER_MS}",
+                f"sentinel failover-timeout {MASTER} {FAILOVER_TIMEOUT_MS}",
+                f"sentinel parallel-syncs {MASTER} 1",
+                'logfile ""',
+            ],
+        )
         sentinels.append(Node(port, conf, sentinel=True))
     topo = Topology(data, replica, sentinels, lag_ms)
     try:
@@ -223,14 +242,23 @@ def start_topology(tmp: Path, lag_ms: float = 0) -> Topology:
 def pipelines_file(path: Path) -> Path:
     """`sums` (text in, tests/stagefns.py's SumModel, no weights): light enough for 300 jobs."""
     doc = {
-        "models": {"summer": {"class": "tests.stagefns:SumModel",
-                              "batching": {"max_batch_size": 16, "max_batch_delay_ms": 2}}},
-        "pipelines": {PIPELINE: {"input": "text", "stages": [
-            {"name": "prep", "kind": "preprocess", "fn": "tests.failover:text_vector"},
-            {"name": "infer", "kind": "model", "model": "summer"},
-            {"name": "post", "kind": "postprocess", "fn": "tests.stagefns:to_result"},
-        ]}},
-    }  # fmt: skip
+        "models": {
+            "summer": {
+                "class": "tests.stagefns:SumModel",
+                "batching": {"max_batch_size": 16, "max_batch_delay_ms": 2},
+            }
+        },
+        "pipelines": {
+            PIPELINE: {
+                "input": "text",
+                "stages": [
+                    {"name": "prep", "kind": "preprocess", "fn": "tests.failover:text_vector"},
+                    {"name": "infer", "kind": "model", "model": "summer"},
+                    {"name": "post", "kind": "postprocess", "fn": "tests.stagefns:to_result"},
+                ],
+            }
+        },
+    }
     path.write_text(yaml.safe_dump(doc))
     return path
 
@@ -309,9 +337,11 @@ class Result:
     readyz_reasons: list[str]
 
     def line(self, label: str) -> str:
-        return (f"{label}: accepted={self.accepted} lost={len(self.lost)} duplicated={len(self.duplicated)} "
-                f"unfinished={len(self.unfinished)} promoted_s={self.promoted_s:.2f} "
-                f"served_again_s={self.served_s:.2f} refused={self.refused}")  # fmt: skip
+        return (
+            f"{label}: accepted={self.accepted} lost={len(self.lost)} duplicated={len(self.duplicated)} "
+            f"unfinished={len(self.unfinished)} promoted_s={self.promoted_s:.2f} "
+            f"served_again_s={self.served_s:.2f} refused={self.refused}"
+        )
 
 
 def watch_readyz(base_url: str, stop: threading.Event, reasons: list[str]) -> None:
@@ -341,8 +371,9 @@ def jobs_by_number(client: redis.Redis) -> dict[int, list[tuple[str, str]]]:
     return out
 
 
-def run_failover(base_url: str, topo: Topology, jobs: int, kill_after: int, threads: int = 4,
-                 drain_s: float = 60) -> Result:  # fmt: skip
+def run_failover(
+    base_url: str, topo: Topology, jobs: int, kill_after: int, threads: int = 4, drain_s: float = 60
+) -> Result:
     """The load, the kill, the old primary's return, and the count (see the module docstring)."""
     load = Load()
     stop_watch = threading.Event()
@@ -358,7 +389,9 @@ def run_failover(base_url: str, topo: Topology, jobs: int, kill_after: int, thre
         topo.lag_replication()
         topo.node(old).kill()
         killed = time.monotonic()
-        wait_until(lambda: topo.primary_port() not in (None, old), 30, "the sentinels to promote the replica", 0.05)
+        wait_until(
+            lambda: topo.primary_port() not in (None, old), 30, "the sentinels to promote the replica", 0.05
+        )
         promoted = time.monotonic() - killed
         # Back as a replica of the new primary, as an operator (or a Helm chart's start script, asking
         # the sentinels) restarts it: started as a primary, it would wait for the sentinels' next
@@ -381,9 +414,20 @@ def run_failover(base_url: str, topo: Topology, jobs: int, kill_after: int, thre
     finally:
         stop_watch.set()
     lost = [k for k, j in load.accepted.items() if j not in {jid for jid, _ in found.get(k, [])}]
-    unfinished = [k for k, j in load.accepted.items()
-                  if any(jid == j and s not in TERMINAL for jid, s in found.get(k, []))]  # fmt: skip
+    unfinished = [
+        k
+        for k, j in load.accepted.items()
+        if any(jid == j and s not in TERMINAL for jid, s in found.get(k, []))
+    ]
     duplicated = [k for k, entries in found.items() if len(entries) > 1]
     after = [answered for sent, answered, status in load.attempts if status == 202 and sent > killed]
-    return Result(len(load.accepted), sorted(lost), sorted(duplicated), sorted(unfinished), promoted,
-                  (min(after) - killed) if after else float("inf"), dict(load.refused), reasons)  # fmt: skip
+    return Result(
+        len(load.accepted),
+        sorted(lost),
+        sorted(duplicated),
+        sorted(unfinished),
+        promoted,
+        (min(after) - killed) if after else float("inf"),
+        dict(load.refused),
+        reasons,
+    )

@@ -18,8 +18,8 @@ import numpy as np
 
 from shared import keys
 from shared.errors import ItemError
-from shared.jobs import queue_new_job
 from shared.job_record import JobRecord, job_view_from_redis
+from shared.jobs import queue_new_job
 from shared.messages import JobView, now_ms
 from shared.pipeline_spec import PipelineSpec
 from shared.priority import Priority
@@ -184,8 +184,18 @@ def queue_job(
     pipe = client.pipeline()
     queue_new_job(
         pipe,
-        JobRecord.new(id=job_id, pipeline=pipeline.name, total=len(inputs), webhook=webhook, webhook_events=webhook_events, created_ms=now_ms(), priority=priority),
-        pipeline=pipeline, inputs=inputs, ttl_s=3600,
+        JobRecord.new(
+            id=job_id,
+            pipeline=pipeline.name,
+            total=len(inputs),
+            webhook=webhook,
+            webhook_events=webhook_events,
+            created_ms=now_ms(),
+            priority=priority,
+        ),
+        pipeline=pipeline,
+        inputs=inputs,
+        ttl_s=3600,
     )
     pipe.execute()
 

@@ -116,9 +116,7 @@ def _open(client: httpx.Client, target: _Target, timeout: float) -> httpx.Respon
     return client.send(request, stream=True)
 
 
-def _read_body(
-    response: httpx.Response, deadline: float, policy: FetchPolicy, label: str
-) -> bytes:
+def _read_body(response: httpx.Response, deadline: float, policy: FetchPolicy, label: str) -> bytes:
     too_large = f"{label}: larger than {human_bytes(policy.max_bytes)}"
     declared = response.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > policy.max_bytes:

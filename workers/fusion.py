@@ -67,6 +67,12 @@ class Fusion:
                 out.append(result)
                 continue
             fn = self.functions[post.fn or ""]
-            out.append(metrics.timed(lambda e, v, p=post, f=fn: call_stage(f, p, e, v, as_stage=p.name),
-                                     result.entry, [result.value], stage=post.name))  # fmt: skip
+            out.append(
+                metrics.timed(
+                    lambda e, v, p=post, f=fn: call_stage(f, p, e, v, as_stage=p.name),
+                    result.entry,
+                    [result.value],
+                    stage=post.name,
+                )
+            )
         return out

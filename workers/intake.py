@@ -34,9 +34,12 @@ class PriorityReader:
             return []
         plans = [self.shares[stage].plan(self.count) for stage in self.stages]
         read = stream_scripts.read_by_priority(
-            stream_keys=self._keys, group=self.group, consumer=self.consumer, count=self.count,
+            stream_keys=self._keys,
+            group=self.group,
+            consumer=self.consumer,
+            count=self.count,
             quotas=[q for plan in plans for q in plan],
-        ).run(self.store.redis)  # fmt: skip
+        ).run(self.store.redis)
         taken = read.taken
         n = len(ORDER)
         for i, (stage, plan) in enumerate(zip(self.stages, plans, strict=True)):

@@ -49,7 +49,9 @@ class StageMetrics:
         started = self.timer()
         result = run(entry, values)
         item = entry.item
-        self.tally.observe(metrics.STAGE_SECONDS, (item.pipeline, stage or item.stage), self.timer() - started)
+        self.tally.observe(
+            metrics.STAGE_SECONDS, (item.pipeline, stage or item.stage), self.timer() - started
+        )
         return result
 
     def forward(self, model: str, results: Sequence[StageResult], seconds: float) -> None:

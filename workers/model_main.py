@@ -57,8 +57,12 @@ def main(settings: Settings, models: list[str] | None = None, child: bool = Fals
         return 2
     longest = max(b.max_batch_delay_ms for b in model_batching(config, list(loaded), device).values())
     consumer = runtime.new_consumer_id()
-    store = Store(runtime.redis_client(settings, longest, name=consumer), config, settings.job_ttl_s,
-                  settings.max_output_file_bytes)  # fmt: skip
+    store = Store(
+        runtime.redis_client(settings, longest, name=consumer),
+        config,
+        settings.job_ttl_s,
+        settings.max_output_file_bytes,
+    )
     ModelWorker(store, settings, consumer, loaded, device).run(stop)
     return 0
 

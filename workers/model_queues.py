@@ -197,8 +197,16 @@ class ModelQueues:
             if held:
                 arrived = _entry_order(min(held, key=_entry_order))
                 age_s = max(0, now_ms - arrived[0]) / 1000.0
-                out.append(ModelQueue(name, len(held), age_s, self.batching[name].max_batch_size, arrived,
-                                      rank=_best_rank(held)))  # fmt: skip
+                out.append(
+                    ModelQueue(
+                        name,
+                        len(held),
+                        age_s,
+                        self.batching[name].max_batch_size,
+                        arrived,
+                        rank=_best_rank(held),
+                    )
+                )
         return out
 
     # -- reading ------------------------------------------------------------------------
@@ -239,8 +247,13 @@ class ModelQueues:
 
     def _collect(self, name: str) -> list[Entry]:
         batching = self.batching[name]
-        return collect_batch(partial(self._read_for, name), self.clock, batching.max_batch_size,
-                             batching.max_batch_delay_ms, first_block_ms=1)  # fmt: skip
+        return collect_batch(
+            partial(self._read_for, name),
+            self.clock,
+            batching.max_batch_size,
+            batching.max_batch_delay_ms,
+            first_block_ms=1,
+        )
 
     def _take(self, name: str, count: int) -> list[Entry]:
         """Up to `count` held entries of a model, shared among the priorities (its Share), high

@@ -102,10 +102,14 @@ class ModelWorker:
         if settings.model_scheduler == "efficiency":
             # Batches fill while the device is busy where this process owns it (a GPU: one model
             # worker); CPU replicas share the streams item by item and take what is there.
-            scheduler = Scheduler(self.curves, settings.scheduler_max_age_ms / 1000.0,
-                                  fill_while_busy=settings.model_replicas == 1)  # fmt: skip
-        self.queues = ModelQueues(store, consumer, self.streams, self.batching, self.reclaimer,
-                                  self.device_clock, scheduler, clock)  # fmt: skip
+            scheduler = Scheduler(
+                self.curves,
+                settings.scheduler_max_age_ms / 1000.0,
+                fill_while_busy=settings.model_replicas == 1,
+            )
+        self.queues = ModelQueues(
+            store, consumer, self.streams, self.batching, self.reclaimer, self.device_clock, scheduler, clock
+        )
         self.fusion = Fusion(store.config, list(self.streams), settings.fuse_postprocess)
         runtime.configure_stage_modules(self.fusion.functions, settings)
         self._prepare_s = 0.0  # mean time from choosing a batch to having it ready

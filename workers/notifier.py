@@ -40,8 +40,8 @@ from shared import webhooks as state
 from shared.logs import setup_logging
 from shared.messages import JobEvent, now_ms, parse_webhook_events
 from shared.netguard import AddressPolicy
-from shared.settings import Settings
 from shared.redis import webhooks as webhook_scripts
+from shared.settings import Settings
 from workers import runtime
 from workers.heartbeat import Heartbeat
 from workers.reclaim import Reclaimer, give_up_reason
@@ -71,9 +71,14 @@ class Notifier:
         self.consumer = consumer
         self.enqueue = enqueue
         self.reclaimer = Reclaimer(
-            client, keys.NOTIFIER_GROUP, consumer, [keys.EVENTS], settings.lease_ms, settings.max_deliveries,
+            client,
+            keys.NOTIFIER_GROUP,
+            consumer,
+            [keys.EVENTS],
+            settings.lease_ms,
+            settings.max_deliveries,
             trim_interval_s=settings.stream_trim_interval_s,
-        )  # fmt: skip
+        )
 
     def setup(self) -> None:
         try:
@@ -92,7 +97,9 @@ class Notifier:
             keys.NOTIFIER_GROUP, self.consumer, {keys.EVENTS: start}, count=count, block=block_ms
         )
         return [
-            (codecs.text(entry_id), fields or {}) for _, messages in reply or [] for entry_id, fields in messages
+            (codecs.text(entry_id), fields or {})
+            for _, messages in reply or []
+            for entry_id, fields in messages
         ]
 
     def run_once(self, block_ms: int | None = None) -> int:
@@ -172,9 +179,14 @@ class Notifier:
         now = now_ms()
         due_ms = int(attempt.due_at(delay, now / 1000) * 1000)
         made = webhook_scripts.webhook_create(
-            delivery=delivery, job_id=event.job_id, event=event.type, event_at=at_ms, now=now,
-            ttl_s=self.settings.job_ttl_s, due_ms=due_ms,
-        ).run(self.redis)  # fmt: skip
+            delivery=delivery,
+            job_id=event.job_id,
+            event=event.type,
+            event_at=at_ms,
+            now=now,
+            ttl_s=self.settings.job_ttl_s,
+            due_ms=due_ms,
+        ).run(self.redis)
         queued = self.enqueue(event.job_id, delivery, made.round, delay)
         created = made.created
         if created:
@@ -186,7 +198,6 @@ class Notifier:
         runtime.run_loop(f"notifier {self.consumer}", self.run_once, stop, recover=self.recover)
         runtime.retire_consumer(self.redis, keys.NOTIFIER_GROUP, self.consumer, [keys.EVENTS])
         log.info("consumer=%s stopped", self.consumer)
-
 
 
 def signing_key(settings: Settings) -> bytes | None:
@@ -244,8 +255,11 @@ def serve(settings: Settings, stop: threading.Event, consumer: str | None = None
         thread.start()
     log.info(
         "consumer=%s delivering webhooks: %d rq workers on queue %s, retry schedule %s s",
-        consumer, settings.webhook_concurrency, keys.WEBHOOK_QUEUE, settings.webhook_retry_schedule_s,
-    )  # fmt: skip
+        consumer,
+        settings.webhook_concurrency,
+        keys.WEBHOOK_QUEUE,
+        settings.webhook_retry_schedule_s,
+    )
     died: list[str] = []
     try:
         while not stop.wait(WATCH_S):
@@ -253,8 +267,10 @@ def serve(settings: Settings, stop: threading.Event, consumer: str | None = None
             if died:
                 log.error(
                     "consumer=%s notifier thread %s died; exiting 1 within %gs so that it is restarted",
-                    consumer, ", ".join(died), FAIL_GRACE_S,
-                )  # fmt: skip
+                    consumer,
+                    ", ".join(died),
+                    FAIL_GRACE_S,
+                )
                 break
     finally:
         stop.set()

@@ -79,7 +79,13 @@ def lift(value: Any, *, job_id: str, index: int, max_bytes: int = DEFAULT_MAX_FI
         field = files.field(index, name)
         manifest.append(f"{field} {len(stored)}")
         chunks.append(stored)
-        described.append({"name": name, "content_type": content_type, "size": len(data),
-                          "url": files.url(job_id, index, name)})  # fmt: skip
+        described.append(
+            {
+                "name": name,
+                "content_type": content_type,
+                "size": len(data),
+                "url": files.url(job_id, index, name),
+            }
+        )
     payload = b"".join(chunks)
     return Lifted({**value, FILES_FIELD: described}, " ".join(manifest), payload, len(payload))

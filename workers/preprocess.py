@@ -131,8 +131,12 @@ def run_child(settings: Settings) -> int:
     pool.prepare_child(stop)
     config = runtime.load_config(settings)
     consumer = runtime.new_consumer_id()
-    store = Store(runtime.redis_client(settings, name=consumer), config, settings.job_ttl_s,
-                  settings.max_output_file_bytes)  # fmt: skip
+    store = Store(
+        runtime.redis_client(settings, name=consumer),
+        config,
+        settings.job_ttl_s,
+        settings.max_output_file_bytes,
+    )
     PreprocessWorker(store, settings, consumer).run(stop)
     return 0
 

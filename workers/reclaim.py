@@ -44,7 +44,6 @@ DEFAULT_TRIM_INTERVAL_S = 60.0  # Settings.stream_trim_interval_s
 ADOPT_LIMIT = 10_000  # own pending entries taken back after an error, per stream
 
 
-
 @dataclass
 class Taken:
     """What one reclaim step found: entries to run (at most one) and entries to give up."""
@@ -65,7 +64,9 @@ def must_give_up(deliveries: int, max_deliveries: int) -> bool:
 
 
 def give_up_reason(deliveries: int, where: str, subject: str = "item") -> str:
-    return f"given up after {deliveries} deliveries: the {subject} kept failing or killing its worker ({where})"
+    return (
+        f"given up after {deliveries} deliveries: the {subject} kept failing or killing its worker ({where})"
+    )
 
 
 def dead_letter_fields(claimed: Claimed, group: str, reason: str) -> dict[str, str]:
@@ -181,9 +182,12 @@ class Reclaimer:
         for c in taken.run:
             log.warning(
                 "job=%s stage=%s reclaimed entry %s of %s (delivery %d)",
-                c.fields.get("job", "?"), c.fields.get("stage", self.group),
-                c.entry_id, c.stream, c.deliveries + 1,
-            )  # fmt: skip
+                c.fields.get("job", "?"),
+                c.fields.get("stage", self.group),
+                c.entry_id,
+                c.stream,
+                c.deliveries + 1,
+            )
         return taken
 
     def trim(self) -> int:
@@ -200,9 +204,14 @@ class Reclaimer:
 
     def _claim(self, stream: str, cursor: str, ids: list[str]) -> list[Claimed]:
         found = stream_scripts.reclaim(
-            stream=stream, group=self.group, consumer=self.consumer, min_idle_ms=self.lease_ms,
-            cursor=cursor, count=1, ids=ids,
-        ).run(self.redis)  # fmt: skip
+            stream=stream,
+            group=self.group,
+            consumer=self.consumer,
+            min_idle_ms=self.lease_ms,
+            cursor=cursor,
+            count=1,
+            ids=ids,
+        ).run(self.redis)
         if cursor and found.cursor != "0-0":  # more of this stream to scan: next in line
             self._scan.appendleft((stream, found.cursor))
         for entry_id in found.deleted:
@@ -212,9 +221,11 @@ class Reclaimer:
     def dead_letter(self, claimed: Claimed, reason: str) -> bool:
         """Acknowledge an entry that has no item to fail, copying it to the dead-letter stream."""
         return stream_scripts.dead_letter(
-            stream=claimed.stream, group=self.group, entry_id=claimed.entry_id,
+            stream=claimed.stream,
+            group=self.group,
+            entry_id=claimed.entry_id,
             fields=dead_letter_fields(claimed, self.group, reason),
-        ).run(self.redis)  # fmt: skip
+        ).run(self.redis)
 
 
 # -- work items (preprocess and model workers) -----------------------------------------
@@ -233,8 +244,12 @@ def take_work(reclaimer: Reclaimer, store: Store) -> tuple[list[Entry], int]:
         reason = give_up_reason(c.deliveries, f"stage {entry.item.stage!r}")
         log.error(
             "job=%s stage=%s index=%d %s; dead-lettered entry %s",
-            entry.item.job_id, entry.item.stage, entry.item.index, reason, c.entry_id,
-        )  # fmt: skip
+            entry.item.job_id,
+            entry.item.stage,
+            entry.item.index,
+            reason,
+            c.entry_id,
+        )
         results.append(StageResult(entry, error=reason, dead_letter=dead_letter_fields(c, group, reason)))
     if results:
         store.complete(group, results)

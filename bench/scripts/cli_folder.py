@@ -34,7 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from PIL import Image, ImageOps
+from PIL import ImageOps
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
@@ -107,13 +107,20 @@ def main() -> int:
     parser.add_argument("--photos", type=int, default=500)
     parser.add_argument("--url", help="measure this running API instead of starting one")
     parser.add_argument(
-        "--cli", action="append",
+        "--cli",
+        action="append",
         help="CONCURRENCYxPER_JOB, PER_JOB a number or auto (repeatable; default: a sweep, 16xauto first and last)",
-    )  # fmt: skip
+    )
     parser.add_argument("--no-curl", action="store_true")
-    parser.add_argument("--keyed", action="store_true", help="xargs runs again with an Idempotency-Key per request")
-    parser.add_argument("--repeats", type=int, default=1, help="rounds of every client, interleaved (medians printed)")
-    parser.add_argument("--xargs", type=int, action="append", help="curl via xargs -P N (repeatable; default 8)")
+    parser.add_argument(
+        "--keyed", action="store_true", help="xargs runs again with an Idempotency-Key per request"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="rounds of every client, interleaved (medians printed)"
+    )
+    parser.add_argument(
+        "--xargs", type=int, action="append", help="curl via xargs -P N (repeatable; default 8)"
+    )
     args = parser.parse_args()
     configs = args.cli or DEFAULT_CLI
     args.xargs = args.xargs or [8]
@@ -133,8 +140,21 @@ def main() -> int:
         print(json.dumps({"photos": args.photos, "mean_bytes": total_bytes // args.photos, "url": url}))
         try:
             warm = sorted(folder.iterdir())[:16]
-            timed([*dlpipe_command(), "submit", "image-classify", *map(str, warm), "--url", url,
-                   "--no-progress", "--metadata", '{"bench": "warm-up"}', "--out", str(tmp / "warm.jsonl")])  # fmt: skip
+            timed(
+                [
+                    *dlpipe_command(),
+                    "submit",
+                    "image-classify",
+                    *map(str, warm),
+                    "--url",
+                    url,
+                    "--no-progress",
+                    "--metadata",
+                    '{"bench": "warm-up"}',
+                    "--out",
+                    str(tmp / "warm.jsonl"),
+                ]
+            )
             runs: list[tuple[str, int, int | str, str | list[str], Path]] = []
             if not args.no_curl:
                 q, u = shlex.quote(str(folder)), shlex.quote(submit_url)
@@ -142,22 +162,37 @@ def main() -> int:
                     got = tmp / name
                     out_dir = shlex.quote(str(got))
                     if parallel == 1:
-                        cmd = (f"cd {q} && for f in *.jpg; do curl -s -H 'Prefer: wait=60' -F files=@$f "
-                               f"-o {out_dir}/$f.json {u}; done")
+                        cmd = (
+                            f"cd {q} && for f in *.jpg; do curl -s -H 'Prefer: wait=60' -F files=@$f "
+                            f"-o {out_dir}/$f.json {u}; done"
+                        )
                     else:
-                        cmd = (f"cd {q} && ls *.jpg | xargs -P {parallel} -I {{}} curl -s -H 'Prefer: wait=60' "
-                               f"-F files=@{{}} -o {out_dir}/{{}}.json {u}")
+                        cmd = (
+                            f"cd {q} && ls *.jpg | xargs -P {parallel} -I {{}} curl -s -H 'Prefer: wait=60' "
+                            f"-F files=@{{}} -o {out_dir}/{{}}.json {u}"
+                        )
                     runs.append((name, parallel, 1, cmd, got))
                     if args.keyed and parallel > 1:  # what resumability costs the API: a key per request
                         keyed = tmp / f"{name}-keyed"
                         key = "-H 'Idempotency-Key: bench-{}-'$(date +%s%N)"
-                        cmd = (f"cd {q} && ls *.jpg | xargs -P {parallel} -I {{}} sh -c \"curl -s -H 'Prefer: wait=60' "
-                               f"{key} -F files=@{{}} -o {shlex.quote(str(keyed))}/{{}}.json {u}\"")
+                        cmd = (
+                            f"cd {q} && ls *.jpg | xargs -P {parallel} -I {{}} sh -c \"curl -s -H 'Prefer: wait=60' "
+                            f'{key} -F files=@{{}} -o {shlex.quote(str(keyed))}/{{}}.json {u}"'
+                        )
                         runs.append((f"{name}-keyed", parallel, 1, cmd, keyed))
             for config in configs:
                 concurrency_text, per_job = config.split("x")
-                cmd = [*dlpipe_command(), "submit", "image-classify", str(folder), "--url", url,
-                       "--concurrency", concurrency_text, "--no-progress"]  # fmt: skip
+                cmd = [
+                    *dlpipe_command(),
+                    "submit",
+                    "image-classify",
+                    str(folder),
+                    "--url",
+                    url,
+                    "--concurrency",
+                    concurrency_text,
+                    "--no-progress",
+                ]
                 if per_job != "auto":
                     cmd += ["--per-job", per_job]
                 runs.append(("dlpipe-submit", int(concurrency_text), per_job, cmd, tmp / "cli.jsonl"))
@@ -169,9 +204,15 @@ def main() -> int:
                         bench = json.dumps({"bench": f"{time.time()}-{round_}-{n}"})
                         cmd = [*cmd, "--out", str(out), "--metadata", bench]  # type: ignore[misc]
                     seconds, cpu, text = timed(cmd, out)
-                    record = {"client": name, "concurrency": concurrency, "per_job": per_job,
-                              "seconds": round(seconds, 2), "photos_per_s": round(args.photos / seconds, 2),
-                              "client_cpu_s": round(cpu, 2), "succeeded": succeeded_lines(text)}  # fmt: skip
+                    record = {
+                        "client": name,
+                        "concurrency": concurrency,
+                        "per_job": per_job,
+                        "seconds": round(seconds, 2),
+                        "photos_per_s": round(args.photos / seconds, 2),
+                        "client_cpu_s": round(cpu, 2),
+                        "succeeded": succeeded_lines(text),
+                    }
                     print(json.dumps(record), flush=True)
                     rates.setdefault(f"{name} {concurrency}x{per_job}", []).append(record["photos_per_s"])
             summary = {key: round(statistics.median(values), 2) for key, values in rates.items()}

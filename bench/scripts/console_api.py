@@ -46,10 +46,17 @@ from workers.store.results import Results  # noqa: E402
 def start_api(folder: Path, redis_url: str, pipelines: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("DLPIPE_")}
-    env.update(DLPIPE_REDIS_URL=redis_url, DLPIPE_PORT=str(port), DLPIPE_PIPELINES_FILE=str(pipelines),
-               DLPIPE_LOG_LEVEL="WARNING", PYTHONPATH=str(REPO))  # fmt: skip
+    env.update(
+        DLPIPE_REDIS_URL=redis_url,
+        DLPIPE_PORT=str(port),
+        DLPIPE_PIPELINES_FILE=str(pipelines),
+        DLPIPE_LOG_LEVEL="WARNING",
+        PYTHONPATH=str(REPO),
+    )
     log = (folder / "api.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "services.cli", "api"], cwd=REPO, env=env, stdout=log, stderr=log)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "services.cli", "api"], cwd=REPO, env=env, stdout=log, stderr=log
+    )
     url = f"http://127.0.0.1:{port}"
     for _ in range(600):
         try:
@@ -62,12 +69,18 @@ def start_api(folder: Path, redis_url: str, pipelines: Path) -> tuple[subprocess
 
 def result(job_id: str, index: int) -> StageResult:
     item = WorkItem(job_id=job_id, index=index, pipeline="img", stage="post")
-    return StageResult(Entry(stream=keys.stream("cpu.img.post"), entry_id="0-1", item=item), value={"n": index})
+    return StageResult(
+        Entry(stream=keys.stream("cpu.img.post"), entry_id="0-1", item=item), value={"n": index}
+    )
 
 
-async def sse_client(port: int, job_id: str, counts: list[int], slot: int, ready: asyncio.Event, opened: list[int]) -> None:
+async def sse_client(
+    port: int, job_id: str, counts: list[int], slot: int, ready: asyncio.Event, opened: list[int]
+) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(f"GET /v1/jobs/{job_id}/events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n".encode())
+    writer.write(
+        f"GET /v1/jobs/{job_id}/events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n".encode()
+    )
     await writer.drain()
     while line := await reader.readline():
         if line.startswith(b"event: progress") and not opened[slot]:
@@ -83,7 +96,9 @@ async def sse_client(port: int, job_id: str, counts: list[int], slot: int, ready
 
 def bench_sse(redis_url: str, url: str, store: Store, clients: int, items: int) -> dict[str, Any]:
     body = {"inputs": [{"image_base64": "YWJj"}] * items}
-    ids = [httpx.post(f"{url}/v1/pipelines/img/jobs", json=body, timeout=30).json()["id"] for _ in range(clients)]
+    ids = [
+        httpx.post(f"{url}/v1/pipelines/img/jobs", json=body, timeout=30).json()["id"] for _ in range(clients)
+    ]
     port = int(url.rsplit(":", 1)[1])
     counts, opened = [0] * clients, [0] * clients
     times: dict[str, float] = {}
@@ -99,7 +114,9 @@ def bench_sse(redis_url: str, url: str, store: Store, clients: int, items: int) 
 
     async def run() -> None:
         ready = asyncio.Event()
-        tasks = [asyncio.create_task(sse_client(port, j, counts, i, ready, opened)) for i, j in enumerate(ids)]
+        tasks = [
+            asyncio.create_task(sse_client(port, j, counts, i, ready, opened)) for i, j in enumerate(ids)
+        ]
         await asyncio.wait_for(ready.wait(), 120)
         writer = threading.Thread(target=write)
         writer.start()
@@ -111,10 +128,14 @@ def bench_sse(redis_url: str, url: str, store: Store, clients: int, items: int) 
     received = sum(counts)
     wall = times["received"] - times["start"]
     return {
-        "clients": clients, "jobs": clients, "items_per_job": items, "output_events_received": received,
-        "wall_s": round(wall, 3), "output_events_per_s": round(received / wall, 1),
+        "clients": clients,
+        "jobs": clients,
+        "items_per_job": items,
+        "output_events_received": received,
+        "wall_s": round(wall, 3),
+        "output_events_per_s": round(received / wall, 1),
         "items_completed_per_s_by_writer": round(clients * items / (times["written"] - times["start"]), 1),
-    }  # fmt: skip
+    }
 
 
 def write_jobs(client: redis.Redis, store: Store, n: int) -> float:
@@ -126,9 +147,17 @@ def write_jobs(client: redis.Redis, store: Store, n: int) -> float:
         for i in range(start, min(n, start + 1000)):
             jobs.queue_new_job(
                 pipe,
-                jobs.JobRecord.new(id=f"bulk{i:07d}", pipeline=pipeline.name, total=1, metadata={"i": i}, created_ms=created + i),
-                pipeline=pipeline, inputs=[{"image": b"abc"}], ttl_s=86400,
-            )  # fmt: skip
+                jobs.JobRecord.new(
+                    id=f"bulk{i:07d}",
+                    pipeline=pipeline.name,
+                    total=1,
+                    metadata={"i": i},
+                    created_ms=created + i,
+                ),
+                pipeline=pipeline,
+                inputs=[{"image": b"abc"}],
+                ttl_s=86400,
+            )
         pipe.execute()
     ended = [result(f"bulk{i:07d}", 0) for i in range(0, n, 10)]
     for start in range(0, len(ended), 500):
@@ -138,8 +167,10 @@ def write_jobs(client: redis.Redis, store: Store, n: int) -> float:
 
 def percentiles(samples: list[float]) -> dict[str, float]:
     ordered = sorted(samples)
-    return {"p50_ms": round(statistics.median(ordered) * 1000, 2),
-            "p99_ms": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000, 2)}  # fmt: skip
+    return {
+        "p50_ms": round(statistics.median(ordered) * 1000, 2),
+        "p99_ms": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000, 2),
+    }
 
 
 def bench_list(url: str, requests: int) -> dict[str, Any]:
@@ -148,7 +179,9 @@ def bench_list(url: str, requests: int) -> dict[str, Any]:
         deep = None
         cursor = None
         for _ in range(40):  # 40 pages of 200 in: 8000 jobs deep
-            cursor = http.get("/v1/jobs", params={"limit": 200, **({"cursor": cursor} if cursor else {})}).json()["next_cursor"]
+            cursor = http.get(
+                "/v1/jobs", params={"limit": 200, **({"cursor": cursor} if cursor else {})}
+            ).json()["next_cursor"]
         deep = cursor
         cases = {
             "first_page_50": {},
@@ -181,9 +214,13 @@ def bench_hot_path(client: redis.Redis, store: Store, n: int) -> dict[str, Any]:
             for i in range(start, min(n, start + 100)):
                 jobs.queue_new_job(
                     pipe,
-                    jobs.JobRecord.new(id=f"hot{label}{i}", pipeline=pipeline.name, total=1, created_ms=now_ms()),
-                    pipeline=pipeline, inputs=[{"image": b"abc"}], ttl_s=3600,
-                )  # fmt: skip
+                    jobs.JobRecord.new(
+                        id=f"hot{label}{i}", pipeline=pipeline.name, total=1, created_ms=now_ms()
+                    ),
+                    pipeline=pipeline,
+                    inputs=[{"image": b"abc"}],
+                    ttl_s=3600,
+                )
             pipe.execute()
         out[f"job_write_ms_{label}"] = round((time.perf_counter() - started) / n * 1000, 4)
         jobs.index_new_job = original  # type: ignore[assignment]
@@ -216,7 +253,9 @@ def _without_events(store: Store) -> Any:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--jobs", type=int, default=100_000)
     parser.add_argument("--clients", type=int, default=200)
     parser.add_argument("--items", type=int, default=20)

@@ -66,7 +66,9 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-async def run_clients(base_url: str, payloads: list[str], jobs: int, concurrency: int) -> tuple[list[float], float]:
+async def run_clients(
+    base_url: str, payloads: list[str], jobs: int, concurrency: int
+) -> tuple[list[float], float]:
     latencies: list[float] = []
     next_job = iter(range(jobs))
     async with httpx.AsyncClient(base_url=base_url, timeout=60) as client:
@@ -107,7 +109,9 @@ def wait_ready(base_url: str, proc: subprocess.Popen | None, timeout_s: float = 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--jobs", type=int, default=300)
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--concurrency", type=int, default=16)
@@ -126,12 +130,22 @@ def main() -> None:
             redis_proc, redis_port = start_redis(tmp / "redis")
             redis_url = f"redis://127.0.0.1:{redis_port}/0"
             port = free_port()
-            env = {**os.environ, "DLPIPE_REDIS_URL": redis_url, "DLPIPE_PORT": str(port),
-                   "DLPIPE_PREPROCESS_CONCURRENCY": str(args.preprocess_concurrency),
-                   "DLPIPE_LOG_LEVEL": "WARNING"}  # fmt: skip
+            env = {
+                **os.environ,
+                "DLPIPE_REDIS_URL": redis_url,
+                "DLPIPE_PORT": str(port),
+                "DLPIPE_PREPROCESS_CONCURRENCY": str(args.preprocess_concurrency),
+                "DLPIPE_LOG_LEVEL": "WARNING",
+            }
             dlpipe = Path(sys.executable).with_name("dlpipe")
-            stack = subprocess.Popen([str(dlpipe), "up"], env=env, cwd=REPO, start_new_session=True,
-                                     stdout=(tmp / "stack.log").open("wb"), stderr=subprocess.STDOUT)  # fmt: skip
+            stack = subprocess.Popen(
+                [str(dlpipe), "up"],
+                env=env,
+                cwd=REPO,
+                start_new_session=True,
+                stdout=(tmp / "stack.log").open("wb"),
+                stderr=subprocess.STDOUT,
+            )
             base_url = f"http://127.0.0.1:{port}"
         wait_ready(base_url, stack)
         asyncio.run(run_clients(base_url, payloads, args.warmup, min(args.concurrency, args.warmup)))
@@ -149,18 +163,30 @@ def main() -> None:
                     "mean_batch_size": round(delta["items"] / delta["batches"], 2),
                     "duty_cycle": round(delta.get("forward_ms", 0.0) / 1000 / wall_s, 3),
                 }
-        print(json.dumps({
-            "workload": "image-classify, one 1920x1080 JPEG per job",
-            "jobs": args.jobs, "concurrency": args.concurrency,
-            "preprocess_concurrency": args.preprocess_concurrency,
-            "wall_s": round(wall_s, 2),
-            "jobs_per_s": round(args.jobs / wall_s, 2),
-            "latency_ms": {q: round(percentile(latencies, p) * 1000, 1)
-                           for q, p in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))},
-            "latency_mean_ms": round(statistics.fmean(latencies) * 1000, 1),
-            "models": models,
-            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
-        }, indent=2))  # fmt: skip
+        print(
+            json.dumps(
+                {
+                    "workload": "image-classify, one 1920x1080 JPEG per job",
+                    "jobs": args.jobs,
+                    "concurrency": args.concurrency,
+                    "preprocess_concurrency": args.preprocess_concurrency,
+                    "wall_s": round(wall_s, 2),
+                    "jobs_per_s": round(args.jobs / wall_s, 2),
+                    "latency_ms": {
+                        q: round(percentile(latencies, p) * 1000, 1)
+                        for q, p in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))
+                    },
+                    "latency_mean_ms": round(statistics.fmean(latencies) * 1000, 1),
+                    "models": models,
+                    "machine": {
+                        "cpus": os.cpu_count(),
+                        "python": platform.python_version(),
+                        "platform": platform.platform(),
+                    },
+                },
+                indent=2,
+            )
+        )
     finally:
         if stack is not None:
             stack.send_signal(signal.SIGTERM)

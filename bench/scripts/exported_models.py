@@ -48,7 +48,9 @@ def images_per_s(model: Model, batch_size: int, seconds: float) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seconds", type=float, default=3.0, help="timed per format and batch size")
     parser.add_argument("--batch-sizes", default="1,8")
     args = parser.parse_args()
@@ -58,18 +60,29 @@ def main() -> None:
     models: dict[str, Model] = {"native": EfficientNetLite0()}
     for fmt, cls in CLASSES.items():
         path = export(fmt, folder)
-        models[fmt] = cls(path=str(path), input_size=224, layout="NCHW", dtype="float32", **NORMALISATION,
-                          output="raw")  # fmt: skip
+        models[fmt] = cls(
+            path=str(path), input_size=224, layout="NCHW", dtype="float32", **NORMALISATION, output="raw"
+        )
     results = {}
     for name, model in models.items():
         model.load(torch.device("cpu"))
         results[name] = {f"batch_{b}": round(images_per_s(model, b, args.seconds), 1) for b in sizes}
-    print(json.dumps({
-        "model": "EfficientNet-Lite0, uint8 NHWC 224x224 in, predict() whole (normalisation, softmax for native)",
-        "threads": 1, "images_per_s": results,
-        "files": {fmt: FORMATS[fmt][0] for fmt in CLASSES},
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__},
-    }, indent=2))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "model": "EfficientNet-Lite0, uint8 NHWC 224x224 in, predict() whole (normalisation, softmax for native)",
+                "threads": 1,
+                "images_per_s": results,
+                "files": {fmt: FORMATS[fmt][0] for fmt in CLASSES},
+                "machine": {
+                    "cpus": os.cpu_count(),
+                    "python": platform.python_version(),
+                    "torch": torch.__version__,
+                },
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

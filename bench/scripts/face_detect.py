@@ -34,7 +34,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from bench.scripts.e2e_throughput import REPO, model_counters, percentile, wait_ready  # noqa: E402
-
 from shared.embedded_redis import free_port, start_redis  # noqa: E402
 
 PHOTOS = ["astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png"]
@@ -83,8 +82,10 @@ async def run_clients(
                 response.raise_for_status()
                 job_id = response.json()["id"]
                 while (job := (await client.get(f"/v1/jobs/{job_id}")).json())["status"] not in (
-                    "succeeded", "failed", "canceled"
-                ):  # fmt: skip
+                    "succeeded",
+                    "failed",
+                    "canceled",
+                ):
                     await asyncio.sleep(0.02)  # the client's poll interval, not a wait for a condition
                 if job["status"] != "succeeded":
                     raise RuntimeError(f"job {job_id} ended {job['status']}: {job}")
@@ -100,7 +101,9 @@ async def run_clients(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--pipeline", choices=PIPELINES, default=PIPELINES[0])
     parser.add_argument("--jobs", type=int, default=60)
     parser.add_argument("--warmup", type=int, default=10)
@@ -119,13 +122,25 @@ def main() -> None:
             redis_proc, redis_port = start_redis(tmp / "redis")
             redis_url = f"redis://127.0.0.1:{redis_port}/0"
             port = free_port()
-            env = {**os.environ, "DLPIPE_REDIS_URL": redis_url, "DLPIPE_PORT": str(port), "DLPIPE_LOG_LEVEL": "WARNING"}
-            stack = subprocess.Popen([str(Path(sys.executable).with_name("dlpipe")), "up"], env=env, cwd=REPO,
-                                     start_new_session=True, stdout=(tmp / "stack.log").open("wb"),
-                                     stderr=subprocess.STDOUT)  # fmt: skip
+            env = {
+                **os.environ,
+                "DLPIPE_REDIS_URL": redis_url,
+                "DLPIPE_PORT": str(port),
+                "DLPIPE_LOG_LEVEL": "WARNING",
+            }
+            stack = subprocess.Popen(
+                [str(Path(sys.executable).with_name("dlpipe")), "up"],
+                env=env,
+                cwd=REPO,
+                start_new_session=True,
+                stdout=(tmp / "stack.log").open("wb"),
+                stderr=subprocess.STDOUT,
+            )
             base_url = f"http://127.0.0.1:{port}"
         wait_ready(base_url, stack)
-        asyncio.run(run_clients(base_url, args.pipeline, payloads, args.warmup, min(args.concurrency, args.warmup)))
+        asyncio.run(
+            run_clients(base_url, args.pipeline, payloads, args.warmup, min(args.concurrency, args.warmup))
+        )
         r = redis.Redis.from_url(redis_url) if redis_url else None
         before, stages_before = (model_counters(r) if r else {}), stage_times(base_url, args.pipeline)
         latencies, wall_s, faces = asyncio.run(
@@ -136,25 +151,37 @@ def main() -> None:
         for name, totals in after.items():
             delta = {k: v - before.get(name, {}).get(k, 0.0) for k, v in totals.items()}
             if name.startswith("mtcnn") and delta.get("batches"):
-                models[name] = {"batches": int(delta["batches"]), "items": int(delta["items"]),
-                                "mean_batch_size": round(delta["items"] / delta["batches"], 2),
-                                "duty_cycle": round(delta.get("forward_ms", 0.0) / 1000 / wall_s, 3)}  # fmt: skip
+                models[name] = {
+                    "batches": int(delta["batches"]),
+                    "items": int(delta["items"]),
+                    "mean_batch_size": round(delta["items"] / delta["batches"], 2),
+                    "duty_cycle": round(delta.get("forward_ms", 0.0) / 1000 / wall_s, 3),
+                }
         stages = {}
         for stage, (seconds, items) in stages_after.items():
             s0, n0 = stages_before.get(stage, (0.0, 0.0))
             if items - n0:
                 stages[stage] = round((seconds - s0) / (items - n0) * 1000, 2)
-        print(json.dumps({
-            "workload": f"{args.pipeline}, one photo per job ({', '.join(PHOTOS)}, in turn)",
-            "jobs": args.jobs, "concurrency": args.concurrency, "wall_s": round(wall_s, 2),
-            "jobs_per_s": round(args.jobs / wall_s, 2),
-            "latency_ms": {q: round(percentile(latencies, p) * 1000, 1) for q, p in (("p50", 0.5), ("p95", 0.95))},
-            "faces_per_photo": faces,
-            "models": models,
-            "stage_ms_per_item": stages,
-            "cpu_ms_per_job": round(sum(stages.values()), 1),
-            "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-        }, indent=2))  # fmt: skip
+        print(
+            json.dumps(
+                {
+                    "workload": f"{args.pipeline}, one photo per job ({', '.join(PHOTOS)}, in turn)",
+                    "jobs": args.jobs,
+                    "concurrency": args.concurrency,
+                    "wall_s": round(wall_s, 2),
+                    "jobs_per_s": round(args.jobs / wall_s, 2),
+                    "latency_ms": {
+                        q: round(percentile(latencies, p) * 1000, 1) for q, p in (("p50", 0.5), ("p95", 0.95))
+                    },
+                    "faces_per_photo": faces,
+                    "models": models,
+                    "stage_ms_per_item": stages,
+                    "cpu_ms_per_job": round(sum(stages.values()), 1),
+                    "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+                },
+                indent=2,
+            )
+        )
     finally:
         if stack is not None:
             stack.send_signal(signal.SIGTERM)

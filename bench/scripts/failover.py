@@ -45,12 +45,21 @@ def one_run(min_replicas: int, jobs: int, kill_after: int, lag_ms: float) -> dic
         finally:
             topo.stop()
     return {
-        "min_replicas": min_replicas, "lag_ms": lag_ms, "jobs": jobs, "accepted": result.accepted, "lost": len(result.lost),
-        "lost_jobs": result.lost[:20], "duplicated": len(result.duplicated), "unfinished": len(result.unfinished),
-        "promoted_s": round(result.promoted_s, 2), "served_again_s": round(result.served_s, 2),
-        "refused": result.refused, "process_restarts": restarts, "run_s": round(took, 1),
+        "min_replicas": min_replicas,
+        "lag_ms": lag_ms,
+        "jobs": jobs,
+        "accepted": result.accepted,
+        "lost": len(result.lost),
+        "lost_jobs": result.lost[:20],
+        "duplicated": len(result.duplicated),
+        "unfinished": len(result.unfinished),
+        "promoted_s": round(result.promoted_s, 2),
+        "served_again_s": round(result.served_s, 2),
+        "refused": result.refused,
+        "process_restarts": restarts,
+        "run_s": round(took, 1),
         "readyz_reasons": result.readyz_reasons,
-    }  # fmt: skip
+    }
 
 
 def main() -> int:
@@ -59,8 +68,11 @@ def main() -> int:
     parser.add_argument("--kill-after", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--modes", default="1,0", help="DLPIPE_REDIS_MIN_REPLICAS values, in order")
-    parser.add_argument("--lag-ms", default="0,100",
-                        help="replication link latencies to run (tests/failover.py LagProxy; 0: none)")
+    parser.add_argument(
+        "--lag-ms",
+        default="0,100",
+        help="replication link latencies to run (tests/failover.py LagProxy; 0: none)",
+    )
     args = parser.parse_args()
     runs = []
     for _ in range(args.rounds):
@@ -71,9 +83,11 @@ def main() -> int:
                 runs.append(run)
     for lag, mode in sorted({(r["lag_ms"], r["min_replicas"]) for r in runs}):
         mine = [r for r in runs if r["min_replicas"] == mode and r["lag_ms"] == lag]
-        print(f"lag_ms={lag:g} min_replicas={mode}: runs={len(mine)} lost={[r['lost'] for r in mine]} "
-              f"duplicated={[r['duplicated'] for r in mine]} promoted_s={[r['promoted_s'] for r in mine]} "
-              f"served_again_s={[r['served_again_s'] for r in mine]}")  # fmt: skip
+        print(
+            f"lag_ms={lag:g} min_replicas={mode}: runs={len(mine)} lost={[r['lost'] for r in mine]} "
+            f"duplicated={[r['duplicated'] for r in mine]} promoted_s={[r['promoted_s'] for r in mine]} "
+            f"served_again_s={[r['served_again_s'] for r in mine]}"
+        )
     return 0
 
 

@@ -35,13 +35,18 @@ from shared.embedded_redis import free_port, start_redis  # noqa: E402
 def start_api(port: int, redis_port: int, log: Path) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DLPIPE_")}
     env.update(
-        DLPIPE_REDIS_URL=f"redis://127.0.0.1:{redis_port}/0", DLPIPE_PORT=str(port),
-        DLPIPE_LOG_LEVEL="WARNING", PYTHONPATH=str(REPO),
-    )  # fmt: skip
+        DLPIPE_REDIS_URL=f"redis://127.0.0.1:{redis_port}/0",
+        DLPIPE_PORT=str(port),
+        DLPIPE_LOG_LEVEL="WARNING",
+        PYTHONPATH=str(REPO),
+    )
     return subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "api"], cwd=REPO, env=env,
-        stdout=log.open("wb"), stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        [sys.executable, "-m", "services.cli", "api"],
+        cwd=REPO,
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
 
 
 def healthz(sock: socket.socket) -> None:

@@ -124,9 +124,13 @@ def redis_cost(client: redis.Redis, rounds: int, batch: int) -> dict[str, Any]:
             pipe = client.pipeline()
             queue_new_job(
                 pipe,
-                JobRecord.new(id=job_id, pipeline=config.pipelines["p"].name, total=batch, created_ms=now_ms()),
-                pipeline=config.pipelines["p"], inputs=[{"v": i} for i in range(batch)], ttl_s=3600,
-            )  # fmt: skip
+                JobRecord.new(
+                    id=job_id, pipeline=config.pipelines["p"].name, total=batch, created_ms=now_ms()
+                ),
+                pipeline=config.pipelines["p"],
+                inputs=[{"v": i} for i in range(batch)],
+                ttl_s=3600,
+            )
             pipe.execute()
             results = [StageResult(e, value={"v": 1}) for e in entries(job_id, batch, "post", now_ms())]
             if variant == "with":

@@ -71,17 +71,33 @@ class Stack:
         self.client = redis.Redis.from_url(self.url)
         path = simpipes.write(self.spec, folder / "sim")
         self.pipeline: PipelineSpec = load_pipelines(path).pipelines[PIPELINE]
-        env = {**os.environ, "PYTHONPATH": str(REPO), "DLPIPE_REDIS_URL": self.url,
-               "DLPIPE_PIPELINES_FILE": str(path), "DLPIPE_DEVICE": "cpu", "DLPIPE_MODEL_REPLICAS": "1",
-               "DLPIPE_TORCH_THREADS": "1", "DLPIPE_LOG_LEVEL": "WARNING", "DLPIPE_READ_BLOCK_MS": "200"}  # fmt: skip
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(REPO),
+            "DLPIPE_REDIS_URL": self.url,
+            "DLPIPE_PIPELINES_FILE": str(path),
+            "DLPIPE_DEVICE": "cpu",
+            "DLPIPE_MODEL_REPLICAS": "1",
+            "DLPIPE_TORCH_THREADS": "1",
+            "DLPIPE_LOG_LEVEL": "WARNING",
+            "DLPIPE_READ_BLOCK_MS": "200",
+        }
         logs = open(folder / "workers.log", "wb")  # noqa: SIM115 - closed with the stack
         self.logs = logs
         self.procs = [
-            subprocess.Popen([sys.executable, "-m", "workers.preprocess", "--concurrency", "1"],
-                             env=env, stdout=logs, stderr=logs),
-            subprocess.Popen([sys.executable, "-m", "workers.model_main", "--models", simpipes.CLASSIFIER],
-                             env=env, stdout=logs, stderr=logs),
-        ]  # fmt: skip
+            subprocess.Popen(
+                [sys.executable, "-m", "workers.preprocess", "--concurrency", "1"],
+                env=env,
+                stdout=logs,
+                stderr=logs,
+            ),
+            subprocess.Popen(
+                [sys.executable, "-m", "workers.model_main", "--models", simpipes.CLASSIFIER],
+                env=env,
+                stdout=logs,
+                stderr=logs,
+            ),
+        ]
         deadline = time.monotonic() + 120
         while self.client.zcard(keys.WORKERS) < 2:
             if time.monotonic() > deadline or any(p.poll() is not None for p in self.procs):
@@ -92,9 +108,17 @@ class Stack:
         pipe = self.client.pipeline()
         queue_new_job(
             pipe,
-            JobRecord.new(id=job_id, pipeline=self.pipeline.name, total=len(inputs), created_ms=now_ms(), priority=priority),
-            pipeline=self.pipeline, inputs=inputs, ttl_s=3600,
-        )  # fmt: skip
+            JobRecord.new(
+                id=job_id,
+                pipeline=self.pipeline.name,
+                total=len(inputs),
+                created_ms=now_ms(),
+                priority=priority,
+            ),
+            pipeline=self.pipeline,
+            inputs=inputs,
+            ttl_s=3600,
+        )
         pipe.execute()
 
     def wait(self, job_id: str, timeout_s: float = 300) -> float:
@@ -141,8 +165,11 @@ def probes(stack: Stack, name: str, n: int, image: bytes, seed: int = 0) -> list
 
 def summary(latencies: list[float]) -> dict[str, float]:
     ordered = sorted(latencies)
-    return {"p50_ms": round(statistics.median(ordered), 1), "mean_ms": round(statistics.fmean(ordered), 1),
-            "max_ms": round(ordered[-1], 1)}  # fmt: skip
+    return {
+        "p50_ms": round(statistics.median(ordered), 1),
+        "mean_ms": round(statistics.fmean(ordered), 1),
+        "max_ms": round(ordered[-1], 1),
+    }
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -165,19 +192,30 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             during = (d2 - d1) / (t2 - t1)
             left = args.backlog - d2
             ceiling = stack.spec.ceiling_items_per_s(PIPELINE)
-            print(f"low backlog of {args.backlog}: {left} still waiting after the probes "
-                  f"({'saturated throughout' if left > 0 else 'NOT saturated: raise --backlog'})")  # fmt: skip
-            print(f"loaded stack: high job latency {summary(loaded)}; "
-                  f"p50 {statistics.median(loaded) / statistics.median(idle):.2f}x the idle stack's")  # fmt: skip
-            print(f"low throughput: {alone:.1f} items/s alone, {during:.1f} items/s beside the high "
-                  f"probes (device ceiling {ceiling:.1f} items/s)")  # fmt: skip
+            print(
+                f"low backlog of {args.backlog}: {left} still waiting after the probes "
+                f"({'saturated throughout' if left > 0 else 'NOT saturated: raise --backlog'})"
+            )
+            print(
+                f"loaded stack: high job latency {summary(loaded)}; "
+                f"p50 {statistics.median(loaded) / statistics.median(idle):.2f}x the idle stack's"
+            )
+            print(
+                f"low throughput: {alone:.1f} items/s alone, {during:.1f} items/s beside the high "
+                f"probes (device ceiling {ceiling:.1f} items/s)"
+            )
             result: dict[str, Any] = {
-                "scale": args.scale, "backlog": args.backlog, "probes": args.probes,
-                "idle": summary(idle), "loaded": summary(loaded),
+                "scale": args.scale,
+                "backlog": args.backlog,
+                "probes": args.probes,
+                "idle": summary(idle),
+                "loaded": summary(loaded),
                 "p50_ratio": round(statistics.median(loaded) / statistics.median(idle), 2),
-                "low_items_per_s_alone": round(alone, 2), "low_items_per_s_during_probes": round(during, 2),
-                "ceiling_items_per_s": round(ceiling, 2), "backlog_left": left,
-            }  # fmt: skip
+                "low_items_per_s_alone": round(alone, 2),
+                "low_items_per_s_during_probes": round(during, 2),
+                "ceiling_items_per_s": round(ceiling, 2),
+                "backlog_left": left,
+            }
             if args.fifo_probe and left > 0:
                 stack.queue("fifo", [{"image": image}], Priority.low)
                 fifo = stack.wait("fifo")
@@ -190,11 +228,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--scale", type=float, default=simpipes.DEFAULT_SCALE, help="the sim device's slowdown")
+    parser.add_argument(
+        "--scale", type=float, default=simpipes.DEFAULT_SCALE, help="the sim device's slowdown"
+    )
     parser.add_argument("--backlog", type=int, default=400, help="items of the low job")
     parser.add_argument("--probes", type=int, default=8, help="high jobs per phase")
-    parser.add_argument("--settle-s", type=float, default=3.0, help="seconds to saturate, then to measure low alone")
-    parser.add_argument("--fifo-probe", action="store_true", help="also time one low probe behind the backlog")
+    parser.add_argument(
+        "--settle-s", type=float, default=3.0, help="seconds to saturate, then to measure low alone"
+    )
+    parser.add_argument(
+        "--fifo-probe", action="store_true", help="also time one low probe behind the backlog"
+    )
     result = run(parser.parse_args(argv))
     print(json.dumps(result))
     return 0

@@ -39,8 +39,13 @@ sys.path.insert(0, str(REPO))
 from services.api.protocols.oip_tensors import HEADER_LENGTH, join_bytes  # noqa: E402
 from shared.embedded_redis import free_port  # noqa: E402
 
-SENTENCES = ["a photo of a cat on a sofa", "quarterly tax filing deadline", "espresso in a white cup",
-             "a red motorbike parked by the road", "an astronaut floating in space"]  # fmt: skip
+SENTENCES = [
+    "a photo of a cat on a sofa",
+    "quarterly tax filing deadline",
+    "espresso in a white cup",
+    "a red motorbike parked by the road",
+    "an astronaut floating in space",
+]
 
 
 def photo() -> bytes:
@@ -52,17 +57,29 @@ def photo() -> bytes:
 
 def start(tmp: Path) -> tuple[subprocess.Popen, str]:
     config = yaml.safe_load((REPO / "shared" / "pipelines.yaml").read_text())
-    config["pipelines"] = {k: v for k, v in config["pipelines"].items() if k in ("image-classify", "text-embed")}
+    config["pipelines"] = {
+        k: v for k, v in config["pipelines"].items() if k in ("image-classify", "text-embed")
+    }
     config["models"] = {k: v for k, v in config["models"].items() if k in ("efficientnet_lite0", "minilm_l6")}
     (tmp / "pipelines.yaml").write_text(yaml.safe_dump(config))
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("DLPIPE_")}
-    env.update(DLPIPE_PORT=str(port), DLPIPE_DATA_DIR=str(tmp / "data"), DLPIPE_LOG_LEVEL="WARNING",
-               DLPIPE_PIPELINES_FILE=str(tmp / "pipelines.yaml"))  # fmt: skip
+    env.update(
+        DLPIPE_PORT=str(port),
+        DLPIPE_DATA_DIR=str(tmp / "data"),
+        DLPIPE_LOG_LEVEL="WARNING",
+        DLPIPE_PIPELINES_FILE=str(tmp / "pipelines.yaml"),
+    )
     dlpipe = Path(sys.executable).with_name("dlpipe")
     command = [str(dlpipe)] if dlpipe.exists() else [sys.executable, "-m", "services.cli"]
-    proc = subprocess.Popen([*command, "up"], env=env, cwd=REPO, start_new_session=True,
-                            stdout=(tmp / "stack.log").open("wb"), stderr=subprocess.STDOUT)  # fmt: skip
+    proc = subprocess.Popen(
+        [*command, "up"],
+        env=env,
+        cwd=REPO,
+        start_new_session=True,
+        stdout=(tmp / "stack.log").open("wb"),
+        stderr=subprocess.STDOUT,
+    )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
@@ -83,10 +100,19 @@ def routes(http: httpx.Client, texts: list[str], image: bytes) -> dict[str, Call
     image_job = {"inputs": [{"image_base64": base64.b64encode(image).decode()}]}
     text_infer = {"inputs": [{"name": "texts", "shape": [len(texts)], "datatype": "BYTES", "data": texts}]}
     blob = join_bytes([image])
-    head = json.dumps({
-        "inputs": [{"name": "images", "shape": [1], "datatype": "BYTES", "parameters": {"binary_data_size": len(blob)}}],
-        "parameters": {"binary_data_output": True},
-    }).encode()  # fmt: skip
+    head = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "images",
+                    "shape": [1],
+                    "datatype": "BYTES",
+                    "parameters": {"binary_data_size": len(blob)},
+                }
+            ],
+            "parameters": {"binary_data_output": True},
+        }
+    ).encode()
 
     def check(response: httpx.Response, status: int = 200) -> None:
         if response.status_code != status:
@@ -107,15 +133,18 @@ def routes(http: httpx.Client, texts: list[str], image: bytes) -> dict[str, Call
         ),
         "image: POST /v2/models/image-classify/infer (binary)": lambda: check(
             http.post(
-                "/v2/models/image-classify/infer", content=head + blob,
+                "/v2/models/image-classify/infer",
+                content=head + blob,
                 headers={HEADER_LENGTH: str(len(head)), "Content-Type": "application/octet-stream"},
-            )  # fmt: skip
+            )
         ),
     }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rounds", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--texts", type=int, default=1, help="texts per text request")
@@ -149,15 +178,29 @@ def main() -> None:
     }
     names = list(calls)
     overhead = {
-        "/v1/embeddings vs text submit-wait (p50)": round(table[names[1]]["p50_ms"] - table[names[0]]["p50_ms"], 2),
-        "/v2 text infer vs text submit-wait (p50)": round(table[names[2]]["p50_ms"] - table[names[0]]["p50_ms"], 2),
-        "/v2 image infer vs image submit-wait (p50)": round(table[names[4]]["p50_ms"] - table[names[3]]["p50_ms"], 2),
+        "/v1/embeddings vs text submit-wait (p50)": round(
+            table[names[1]]["p50_ms"] - table[names[0]]["p50_ms"], 2
+        ),
+        "/v2 text infer vs text submit-wait (p50)": round(
+            table[names[2]]["p50_ms"] - table[names[0]]["p50_ms"], 2
+        ),
+        "/v2 image infer vs image submit-wait (p50)": round(
+            table[names[4]]["p50_ms"] - table[names[3]]["p50_ms"], 2
+        ),
     }
-    print(json.dumps({
-        "rounds": args.rounds, "texts_per_request": args.texts, "image": "1920x1080 JPEG (chelsea.png)",
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-        "latency": table, "overhead_ms": overhead,
-    }, indent=2))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "rounds": args.rounds,
+                "texts_per_request": args.texts,
+                "image": "1920x1080 JPEG (chelsea.png)",
+                "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+                "latency": table,
+                "overhead_ms": overhead,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

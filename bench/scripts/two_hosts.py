@@ -37,8 +37,11 @@ from tests.support.twohosts import PIPELINE, Split, split_stack  # noqa: E402
 
 def one_job(http: httpx.Client, k: int) -> float:
     started = time.perf_counter()
-    response = http.post(f"/v1/pipelines/{PIPELINE}/jobs", json={"inputs": [{"text": "x" * (k % 7 + 1)}]},
-                         headers={"Prefer": "wait=60"})  # fmt: skip
+    response = http.post(
+        f"/v1/pipelines/{PIPELINE}/jobs",
+        json={"inputs": [{"text": "x" * (k % 7 + 1)}]},
+        headers={"Prefer": "wait=60"},
+    )
     took = time.perf_counter() - started
     if response.status_code != 200 or response.json()["status"] != "succeeded":
         raise RuntimeError(f"job {k}: {response.status_code} {response.text[:300]}")
@@ -56,17 +59,34 @@ def phase(split: Split, jobs: int, clients: int) -> dict[str, float]:
         latencies = [t for part in parts for t in part]
     wall = time.perf_counter() - started
     cuts = statistics.quantiles(latencies, n=100)
-    return {"jobs": jobs, "clients": clients, "jobs_per_s": round(jobs / wall, 1),
-            "p50_ms": round(statistics.median(latencies) * 1000, 2),
-            "p95_ms": round(cuts[94] * 1000, 2)}  # fmt: skip
+    return {
+        "jobs": jobs,
+        "clients": clients,
+        "jobs_per_s": round(jobs / wall, 1),
+        "p50_ms": round(statistics.median(latencies) * 1000, 2),
+        "p95_ms": round(cuts[94] * 1000, 2),
+    }
 
 
 def add_delay(host: netns.Host, delay_ms: float) -> str | None:
     """Delay what `host` sends on the pair; the reason it cannot, or None."""
     try:
         host.ip("link", "show", host.ifname)
-        argv = ["ip", "netns", "exec", host.ns, "tc", "qdisc", "add", "dev", host.ifname, "root",
-                "netem", "delay", f"{delay_ms}ms"]  # fmt: skip
+        argv = [
+            "ip",
+            "netns",
+            "exec",
+            host.ns,
+            "tc",
+            "qdisc",
+            "add",
+            "dev",
+            host.ifname,
+            "root",
+            "netem",
+            "delay",
+            f"{delay_ms}ms",
+        ]
         subprocess.run(argv, check=True, capture_output=True, text=True)
     except (subprocess.CalledProcessError, FileNotFoundError) as exc:
         return getattr(exc, "stderr", None) or str(exc)

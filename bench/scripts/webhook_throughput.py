@@ -92,11 +92,22 @@ def write_jobs(client: redis.Redis, prefix: str, count: int, url: str) -> list[s
     pipe = client.pipeline(transaction=False)
     output = json.dumps({"index": 0, "status": "succeeded", "result": {"labels": ["tabby"] * 5}})
     for job_id in ids:
-        pipe.hset(keys.job(job_id), mapping={
-            "id": job_id, "pipeline": "bench", "status": "succeeded", "created_at": now_ms(),
-            "started_at": now_ms(), "completed_at": now_ms(), "total": 1, "done": 1, "failed": 0,
-            "webhook": url, "webhook_events": "completed",
-        })  # fmt: skip
+        pipe.hset(
+            keys.job(job_id),
+            mapping={
+                "id": job_id,
+                "pipeline": "bench",
+                "status": "succeeded",
+                "created_at": now_ms(),
+                "started_at": now_ms(),
+                "completed_at": now_ms(),
+                "total": 1,
+                "done": 1,
+                "failed": 0,
+                "webhook": url,
+                "webhook_events": "completed",
+            },
+        )
         pipe.hset(keys.job_outputs(job_id), "0", output)
     pipe.execute()
     return ids
@@ -132,11 +143,15 @@ def main() -> int:
         client = redis.Redis.from_url(redis_url)
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("DLPIPE_")},
-            "PYTHONPATH": str(REPO), "DLPIPE_REDIS_URL": redis_url, "DLPIPE_WEBHOOK_SECRET": secret,
-            "DLPIPE_WEBHOOK_ALLOW_PRIVATE": "true", "DLPIPE_WEBHOOK_CONCURRENCY": str(args.concurrency),
-            "DLPIPE_WEBHOOK_TIMEOUT_S": str(args.timeout_s), "DLPIPE_LOG_LEVEL": "WARNING",
+            "PYTHONPATH": str(REPO),
+            "DLPIPE_REDIS_URL": redis_url,
+            "DLPIPE_WEBHOOK_SECRET": secret,
+            "DLPIPE_WEBHOOK_ALLOW_PRIVATE": "true",
+            "DLPIPE_WEBHOOK_CONCURRENCY": str(args.concurrency),
+            "DLPIPE_WEBHOOK_TIMEOUT_S": str(args.timeout_s),
+            "DLPIPE_LOG_LEVEL": "WARNING",
             "DLPIPE_READ_BLOCK_MS": "100",
-        }  # fmt: skip
+        }
         notifier = subprocess.Popen([sys.executable, "-m", "workers.notifier"], cwd=REPO, env=env)
         try:
             wait_for(lambda: client.zcard(keys.WORKERS) > 0, 60, "the notifier's heartbeat")

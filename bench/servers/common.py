@@ -21,9 +21,15 @@ def parse_args(description: str, argv: list[str] | None = None) -> argparse.Name
     parser.add_argument("--stats-dir", type=Path, help="write each pipeline's model counters here")
     parser.add_argument("--max-batch-size", type=int, default=4, help="batching servers: largest batch")
     parser.add_argument("--batch-timeout-ms", type=float, default=2.0, help="batching servers: longest wait")
-    parser.add_argument("--pipelines-file", type=Path, help="the pipelines file (default: dlpipe's bundled one)")
-    parser.add_argument("--workers", type=int, default=1,
-                        help="LitServe: workers_per_device; Ray Serve: replicas (processes running the model)")  # fmt: skip
+    parser.add_argument(
+        "--pipelines-file", type=Path, help="the pipelines file (default: dlpipe's bundled one)"
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="LitServe: workers_per_device; Ray Serve: replicas (processes running the model)",
+    )
     args = parser.parse_args(argv)
     args.pipelines = [name.strip() for name in args.pipelines.split(",") if name.strip()]
     return args
@@ -40,8 +46,9 @@ def load_runners(args: argparse.Namespace) -> dict[str, PipelineRunner]:
     for name in args.pipelines:
         # One file per process: LitServe's workers and Ray's replicas each count their own.
         stats = args.stats_dir / f"{name}.{os.getpid()}.json" if args.stats_dir else None
-        runners[name] = PipelineRunner(name, pipelines_file=args.pipelines_file, torch_threads=args.threads,
-                                       stats_file=stats).load()  # fmt: skip
+        runners[name] = PipelineRunner(
+            name, pipelines_file=args.pipelines_file, torch_threads=args.threads, stats_file=stats
+        ).load()
     return runners
 
 

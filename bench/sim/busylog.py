@@ -68,5 +68,5 @@ def window(intervals: list[Busy], t0: float, t1: float) -> dict[str, Any]:
                 "busy_s": round(m["busy_s"], 3),
             }
             for name, m in sorted(models.items())
-        },  # fmt: skip
+        },
     }

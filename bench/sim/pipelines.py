@@ -66,8 +66,9 @@ class SimSpec:
     scale: float = DEFAULT_SCALE
 
     @classmethod
-    def published(cls, scale: float = DEFAULT_SCALE, max_batch_size: int = 8,
-                  max_batch_delay_ms: float = 2.0) -> SimSpec:  # fmt: skip
+    def published(
+        cls, scale: float = DEFAULT_SCALE, max_batch_size: int = 8, max_batch_delay_ms: float = 2.0
+    ) -> SimSpec:
         cost = Cost(round(T4_A_MS * scale, 3), round(T4_B_MS * scale, 3))
         return cls({DETECTOR: cost, CLASSIFIER: cost}, max_batch_size, max_batch_delay_ms, scale)
 
@@ -99,8 +100,12 @@ def document(spec: SimSpec, device_dir: Path) -> dict[str, Any]:
         params = {"device": str(device_dir), "name": name, "a_ms": cost.a_ms, "b_ms": cost.b_ms}
         return {"class": f"bench.sim.models:{cls}", "params": params, "batching": batching}
 
-    decode = {"name": "decode", "kind": "preprocess", "fn": "workers.transforms.image:decode_resize_crop",
-              "params": {"resize": 256, "crop": 224}}  # fmt: skip
+    decode = {
+        "name": "decode",
+        "kind": "preprocess",
+        "fn": "workers.transforms.image:decode_resize_crop",
+        "params": {"resize": 256, "crop": 224},
+    }
     top5 = {"kind": "postprocess", "fn": "workers.transforms.imagenet:top_k_labels", "params": {"k": 5}}
     return {
         "models": {DETECTOR: model("SimDetector", DETECTOR), CLASSIFIER: model("SimClassifier", CLASSIFIER)},
@@ -118,7 +123,7 @@ def document(spec: SimSpec, device_dir: Path) -> dict[str, Any]:
                         "fn": "bench.sim.stages:crop_box",
                         "needs": ["input", "detect"],
                         "params": {"size": 224},
-                    },  # fmt: skip
+                    },
                     {"name": "classify", "kind": "model", "model": CLASSIFIER, "needs": ["crop"]},
                     {"name": "result", "needs": ["classify"], **top5},
                 ],
@@ -130,7 +135,7 @@ def document(spec: SimSpec, device_dir: Path) -> dict[str, Any]:
                     decode,
                     {"name": "classify", "kind": "model", "model": CLASSIFIER},
                     {"name": "top5", **top5},
-                ],  # fmt: skip
+                ],
             },
         },
     }

@@ -92,9 +92,14 @@ async def admit(
     grant = uuid.uuid4().hex
     ask = None if budget is None else admission_scripts.ByteAsk(budget.max_bytes, budget.job_bytes)
     reply = await admission_scripts.admit(
-        pipeline=pipeline, now=now_ms(), grant_ms=GRANT_MS, max_backlog=max_backlog, grant=grant,
-        items=items, budget=ask,
-    ).run_async(client)  # fmt: skip
+        pipeline=pipeline,
+        now=now_ms(),
+        grant_ms=GRANT_MS,
+        max_backlog=max_backlog,
+        grant=grant,
+        items=items,
+        budget=ask,
+    ).run_async(client)
     backlog = reply.backlog
     if reply.granted:
         return f"{grant}:{items}" if budget is None else f"{grant}:{items}:{budget.job_bytes}"
@@ -196,9 +201,10 @@ class Claim:
 
     def taken_over(self) -> HTTPException:
         return HTTPException(
-            409, f"this request's claim on its {IDEMPOTENCY_HEADER} lapsed and a retry took it over; "
+            409,
+            f"this request's claim on its {IDEMPOTENCY_HEADER} lapsed and a retry took it over; "
             "retry it to get that request's job",
-        )  # fmt: skip
+        )
 
     def record(self, pipe: Any, response: dict[str, Any], ttl_s: int) -> None:
         """Add to the job's MULTI: the key's final record (the job and its 202 body)."""
@@ -243,7 +249,8 @@ async def claim(
         # The first request with this key is writing its job (or the claim just lapsed): wait.
         if time.monotonic() >= deadline:
             raise HTTPException(
-                409, f"a request with {IDEMPOTENCY_HEADER} {shown(key)} is still in progress; retry it shortly"
+                409,
+                f"a request with {IDEMPOTENCY_HEADER} {shown(key)} is still in progress; retry it shortly",
             )
         await asyncio.sleep(delay)
         delay = min(delay * 2, 0.1)
@@ -251,7 +258,9 @@ async def claim(
 
 async def release(client: Redis, held: Claim) -> None:
     """Give the key up (the job was not written), if it still holds this request's claim."""
-    await admission_scripts.idempotency_release(redis_key=held.redis_key, claim=held.pending).run_async(client)
+    await admission_scripts.idempotency_release(redis_key=held.redis_key, claim=held.pending).run_async(
+        client
+    )
 
 
 _releasing: set[asyncio.Task[None]] = set()

@@ -137,9 +137,12 @@ def create_app(settings: Settings, *, redis_factory: RedisFactory | None = None)
         log.info("api started: pipelines=%s", ",".join(sorted(config.pipelines)))
         checking = asyncio.create_task(_check_redis_when_reachable(client))
         sweeper = Sweeper(
-            client, config.pipelines, ttl_s=settings.job_ttl_s,
-            interval_s=settings.deadline_sweep_interval_ms / 1000, rates=app.state.drain_rates,
-        )  # fmt: skip
+            client,
+            config.pipelines,
+            ttl_s=settings.job_ttl_s,
+            interval_s=settings.deadline_sweep_interval_ms / 1000,
+            rates=app.state.drain_rates,
+        )
         stop_sweeping = asyncio.Event()
         sweeping = asyncio.create_task(sweeper.run(stop_sweeping))
         sampling = asyncio.create_task(app.state.status_sampler.run(stop_sweeping))

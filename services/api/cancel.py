@@ -9,9 +9,9 @@ from typing import Any
 from shared import codecs, keys, redis_conn
 from shared.jobs import drop_items
 from shared.messages import now_ms
-from shared.settings import Settings
 from shared.redis import jobs as job_scripts
 from shared.redis.jobs import Canceled
+from shared.settings import Settings
 
 __all__ = ["Canceled", "cancel"]
 
@@ -39,4 +39,3 @@ async def cancel(client: Any, settings: Settings, job_id: str) -> tuple[Canceled
         await drop.execute()
     log.info("job=%s canceled", job_id)
     return Canceled.canceled, "", seen
-

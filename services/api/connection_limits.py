@@ -90,8 +90,10 @@ def connection_limits(settings: Settings) -> ConnectionLimits:
         log.warning(
             "DLPIPE_API_MAX_CONNECTIONS=%d, but this process may open only %d files (RLIMIT_NOFILE, "
             "hard limit): at most %d connections at once; raise the limit (ulimit -n) for more",
-            wanted, files, usable,
-        )  # fmt: skip
+            wanted,
+            files,
+            usable,
+        )
     return ConnectionLimits.from_settings(settings, max_connections=min(wanted, usable))
 
 

@@ -52,6 +52,7 @@ MAX_DETAIL_CHARS = 2000  # past this, a detail is cut (a client's value quoted i
 class UnsupportedMediaType(DlpipeError):
     """A request body of a content type the endpoint does not take (HTTP 415)."""
 
+
 _LOCATIONS = {"body", "path", "query", "header", "cookie"}
 
 

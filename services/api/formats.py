@@ -10,7 +10,7 @@ value is valid for both or for neither (tests/unit/test_api_formats.py checks bo
 from __future__ import annotations
 
 import re
-from functools import lru_cache
+from functools import cache
 
 MAX_URL_CHARS = 2048  # an `image_url`
 MAX_WEBHOOK_CHARS = 2048
@@ -55,7 +55,7 @@ NUMBER_TEXT = "^-?[0-9]+(?:\\.[0-9]+)?(?:[eE][+-]?[0-9]+)?$"
 IDEMPOTENCY_KEY = "^[\\u0021-\\u007e][\\u0020-\\u007e]{0,254}$"
 
 
-@lru_cache(maxsize=None)
+@cache
 def _compiled(pattern: str) -> re.Pattern[str]:
     return re.compile(pattern)
 

@@ -33,7 +33,6 @@ READ_COUNT = 256  # entries per stream per XREAD
 RETRY_DELAY_S = 0.5
 
 
-
 def entry_key(entry_id: str) -> tuple[int, int]:
     """A stream id as numbers, to compare ids."""
     ms, _, seq = entry_id.partition("-")

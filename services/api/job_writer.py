@@ -11,9 +11,9 @@ from fastapi import Request
 from redis.exceptions import RedisError, WatchError
 
 from services.api import admission, drain
+from services.api.auth import caller_of
 from services.api.cancel import cancel
 from services.api.inputs import ParsedJob
-from services.api.auth import caller_of
 from services.api.redis_memory import transaction
 from services.api.replication import unconfirmed
 from services.api.views import strict_json
@@ -52,9 +52,10 @@ async def admit_and_write(
         encoded = encode_inputs(parsed.inputs)  # once: their size is what the byte budget counts
         kept = parsed.originals if _keeps(parsed, settings) else None
         budget = admission.ByteBudget(
-            stored_bytes(encoded, parsed.blobs) + kept_bytes(kept), settings.max_backlog_bytes,
+            stored_bytes(encoded, parsed.blobs) + kept_bytes(kept),
+            settings.max_backlog_bytes,
             rates.rate(drain.BYTES),
-        )  # fmt: skip
+        )
         grant = await admission.admit(
             client, pipeline.name, len(parsed.inputs), settings.max_backlog, rates.rate(pipeline.name), budget
         )
@@ -82,8 +83,11 @@ async def _unconfirmed(
     (its key's retry answers 202 once confirmed); without one it is canceled (no retry can find it)."""
     log.warning("job=%s not confirmed on the replicas: %s", job_id, seen.describe())
     if claim is not None:
-        raise unconfirmed(f"job {job_id} is written", seen,
-                          f"retry with the same {admission.IDEMPOTENCY_HEADER}: 202 once it is")  # fmt: skip
+        raise unconfirmed(
+            f"job {job_id} is written",
+            seen,
+            f"retry with the same {admission.IDEMPOTENCY_HEADER}: 202 once it is",
+        )
     try:
         await cancel(client, settings, job_id)
         outcome = "so it is canceled"
@@ -122,11 +126,18 @@ async def _write_job(
     cannot be rendered is refused, not written."""
     created = now_ms()
     record = JobRecord.new(
-        id=job_id, pipeline=pipeline.name, created_ms=created, total=len(parsed.inputs),
-        priority=parsed.priority, webhook=parsed.webhook, webhook_events=parsed.webhook_events,
-        metadata=parsed.metadata, sources=parsed.sources or None, groups=parsed.groups,
+        id=job_id,
+        pipeline=pipeline.name,
+        created_ms=created,
+        total=len(parsed.inputs),
+        priority=parsed.priority,
+        webhook=parsed.webhook,
+        webhook_events=parsed.webhook_events,
+        metadata=parsed.metadata,
+        sources=parsed.sources or None,
+        groups=parsed.groups,
         timeout_s=parsed.timeout_s,
-    )  # fmt: skip
+    )
     view = record.to_view()  # the 202 body: the view of the very record the job hash gets
     body = strict_json(view)
     try:
@@ -163,7 +174,10 @@ async def _write_job(
             ) from None
         log.warning("job=%s written, though its transaction's answer was lost", job_id)
     log.info(
-        "job=%s pipeline=%s accepted n=%d priority=%s", job_id, pipeline.name, len(parsed.inputs),
+        "job=%s pipeline=%s accepted n=%d priority=%s",
+        job_id,
+        pipeline.name,
+        len(parsed.inputs),
         parsed.priority.value,
-    )  # fmt: skip
+    )
     return Accepted(view, body), seen

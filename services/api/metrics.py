@@ -51,7 +51,6 @@ class Snapshot:
     waiting_requests: int = 0  # requests the scraped API process holds for their job's end
 
 
-
 def _oldest_ms(*entry_ids: Any) -> int | None:
     """When the oldest of these stream ids was added (ms); '' or None: none."""
     times = [int(codecs.text(i).partition("-")[0]) for i in entry_ids if i not in (None, b"", "")]
@@ -70,7 +69,9 @@ async def read_snapshot(client: Any, config: PipelinesConfig, worker_ttl_ms: int
     streams = watched_streams(config)
     pipelines = sorted(config.pipelines)
     models = list(config.model_streams())
-    backlog_call = stream_scripts.stream_backlog(streams=[(key, group) for _, key, group in streams], count_cap=LAG_COUNT_CAP)
+    backlog_call = stream_scripts.stream_backlog(
+        streams=[(key, group) for _, key, group in streams], count_cap=LAG_COUNT_CAP
+    )
     async with client.pipeline(transaction=False) as pipe:
         await backlog_call.queue_async(pipe)
         pipe.mget([keys.backlog(p) for p in pipelines])

@@ -29,7 +29,7 @@ _HOW = {
         "(fetched by the workers){path}; as multipart/form-data, one image file per `files` part."
     ),
     InputKind.text: (
-        "Each input is a text: in JSON, `{{\"text\": ...}}`; as multipart/form-data, one UTF-8 text file "
+        'Each input is a text: in JSON, `{{"text": ...}}`; as multipart/form-data, one UTF-8 text file '
         "per `files` part."
     ),
     InputKind.video: (
@@ -78,7 +78,9 @@ def _description(pipeline: PipelineSpec, settings: Settings, shared: str) -> str
     elif kind == InputKind.video:
         json = (
             "In JSON, `video_path` (a video file under the server's data root) with optional `interval` "
-            "and `fps`. " if request_schemas.takes_json(kind, settings) else ""
+            "and `fps`. "
+            if request_schemas.takes_json(kind, settings)
+            else ""
         )
         how = _HOW[kind].format(json=json)
     else:

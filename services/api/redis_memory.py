@@ -36,8 +36,10 @@ def _annotate(exception: Exception, number: int, command: Any) -> None:
     """Pipeline.annotate_exception, naming the command and its key only."""
     name = " ".join(safe_str(part) for part in command[:2])
     message = exception.args[0] if exception.args else ""
-    exception.args = (f"Command # {number} ({name} ...) of pipeline caused error: {message}",
-                      *exception.args[1:])  # fmt: skip
+    exception.args = (
+        f"Command # {number} ({name} ...) of pipeline caused error: {message}",
+        *exception.args[1:],
+    )
 
 
 def transaction(client: Redis) -> Pipeline:

@@ -195,9 +195,11 @@ def _file_items(kind: InputKind, fmt: InputFormat, settings: Settings) -> dict[s
                 f"One text file: UTF-8, not blank, {limit} (a size in bytes the schema cannot state)."
             ),
         }
-    what = "A video file (MP4/MOV, Matroska/WebM or AVI) that is readable (else 422)" if (
-        kind == InputKind.video
-    ) else "An image file (JPEG, PNG, WebP, BMP, GIF, TIFF; one that does not decode fails its output)"
+    what = (
+        "A video file (MP4/MOV, Matroska/WebM or AVI) that is readable (else 422)"
+        if (kind == InputKind.video)
+        else "An image file (JPEG, PNG, WebP, BMP, GIF, TIFF; one that does not decode fails its output)"
+    )
     return {"type": "string", "format": "binary", "minLength": 1, "description": f"{what}, {limit}."}
 
 

@@ -72,9 +72,7 @@ class Health(BaseModel):
 
 class Readiness(BaseModel):
     status: str = Field(description="`ready` or `unavailable`.", examples=["ready"])
-    reason: str | None = Field(
-        default=None, examples=["no live worker for stream model.efficientnet_lite0"]
-    )
+    reason: str | None = Field(default=None, examples=["no live worker for stream model.efficientnet_lite0"])
     workers: int = Field(default=0, description="Live workers seen.")
 
 

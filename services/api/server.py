@@ -30,7 +30,9 @@ class RedactAccessTokens(logging.Filter):
     in the query, services/api/auth.py): uvicorn logs each request's path with its query."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple) and any(isinstance(a, str) and "access_token=" in a for a in record.args):
+        if isinstance(record.args, tuple) and any(
+            isinstance(a, str) and "access_token=" in a for a in record.args
+        ):
             record.args = tuple(
                 _ACCESS_TOKEN.sub(r"\1[redacted]", a) if isinstance(a, str) else a for a in record.args
             )
@@ -71,8 +73,10 @@ def serve(settings: Settings) -> None:
         os.environ.update(settings.worker_env())  # the flags given to `dlpipe api`, for every process
         log.info(
             "api listening on http://%s:%d with %d processes (docs at /docs)",
-            settings.host, settings.port, settings.api_workers,
-        )  # fmt: skip
+            settings.host,
+            settings.port,
+            settings.api_workers,
+        )
         uvicorn.run(
             "services.api.server:create_app_from_env", factory=True, workers=settings.api_workers, **options
         )

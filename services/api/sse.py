@@ -23,8 +23,8 @@ from services.api.job_events import JobEventHub, Subscription, Update, entry_key
 from services.api.routers.jobs import read_job
 from services.api.views import UNRENDERABLE, job_json
 from shared import codecs, keys
-from shared.redis import job_reads
 from shared.messages import ItemOutput, ItemStatus, JobStatus, _stored_output, group_outputs
+from shared.redis import job_reads
 
 RESUMABLE_ID = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$")
 
@@ -85,13 +85,17 @@ class Session:
     stopping: asyncio.Event
     keepalive_s: float
 
-    async def open(self, resume: str | None) -> tuple[Subscription, contextlib.AsyncExitStack, job_reads.JobSnapshot] | None:
+    async def open(
+        self, resume: str | None
+    ) -> tuple[Subscription, contextlib.AsyncExitStack, job_reads.JobSnapshot] | None:
         """Subscribe, then read the snapshot; None (nothing held) if there is no such job."""
         stack = contextlib.AsyncExitStack()
         sub = await stack.enter_async_context(self.hub.subscribe(self.job_id))
         try:
             resume_id = resume if resume and RESUMABLE_ID.match(resume) else ""
-            snapshot = await job_reads.job_snapshot(job_id=self.job_id, resume_id=resume_id).run_async(self.client)
+            snapshot = await job_reads.job_snapshot(job_id=self.job_id, resume_id=resume_id).run_async(
+                self.client
+            )
         except BaseException:
             await stack.aclose()
             raise
@@ -104,7 +108,9 @@ class Session:
         view = await read_job(self.client, self.job_id)
         return message("completed", job_json(view).decode(), event_id)
 
-    async def events(self, sub: Subscription, stack: contextlib.AsyncExitStack, snapshot: job_reads.JobSnapshot) -> AsyncIterator[str]:
+    async def events(
+        self, sub: Subscription, stack: contextlib.AsyncExitStack, snapshot: job_reads.JobSnapshot
+    ) -> AsyncIterator[str]:
         async with stack:
             job, outputs_flat, last = snapshot.job, snapshot.outputs, snapshot.last
             if JobStatus(job["status"]).is_final:
@@ -117,7 +123,9 @@ class Session:
                 values = iter(snapshot.entry_outputs)
                 updates = []
                 for entry_id, fields in snapshot.entries:
-                    f = {codecs.text(k): codecs.text(v) for k, v in zip(fields[::2], fields[1::2], strict=True)}
+                    f = {
+                        codecs.text(k): codecs.text(v) for k, v in zip(fields[::2], fields[1::2], strict=True)
+                    }
                     raw = next(values, None) if f.get("t") == "o" else None
                     update = parse_entry(entry_id, f, raw)
                     if update is not None:
@@ -127,11 +135,17 @@ class Session:
                     if ended:
                         return
             else:
-                stored = {int(codecs.text(k)): v for k, v in zip(outputs_flat[::2], outputs_flat[1::2], strict=True)}
+                stored = {
+                    int(codecs.text(k)): v for k, v in zip(outputs_flat[::2], outputs_flat[1::2], strict=True)
+                }
                 for index in sorted(stored):
                     for output in outputs.finished(index, stored[index]):
                         yield message("output", _output_json(output))
-            yield message("progress", json.dumps({"done": done, "total": outputs.total}), last if last != "0-0" else None)
+            yield message(
+                "progress",
+                json.dumps({"done": done, "total": outputs.total}),
+                last if last != "0-0" else None,
+            )
             seen = entry_key(last)
             while True:
                 batch = await self._next(sub)
@@ -175,7 +189,9 @@ class Session:
         getting = asyncio.ensure_future(sub.queue.get())
         stopping = asyncio.ensure_future(self.stopping.wait())
         try:
-            done, _ = await asyncio.wait({getting, stopping}, timeout=self.keepalive_s, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                {getting, stopping}, timeout=self.keepalive_s, return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
             stopping.cancel()
             if not getting.done():

@@ -26,7 +26,6 @@ from shared.pipeline_spec import PipelinesConfig
 from shared.redis_checks import CONFIG_NAMES, problems
 
 
-
 def _field(fields: dict[Any, Any], name: str) -> str | None:
     value = fields.get(name.encode(), fields.get(name))
     return None if value is None else codecs.text(value)
@@ -72,7 +71,9 @@ async def _redis_status(client: Any) -> RedisStatus:
     )
 
 
-async def read_status(client: Any, config: PipelinesConfig, worker_ttl_ms: int, sampler: StatusSampler) -> SystemStatus:
+async def read_status(
+    client: Any, config: PipelinesConfig, worker_ttl_ms: int, sampler: StatusSampler
+) -> SystemStatus:
     snapshot = await read_snapshot(client, config, worker_ttl_ms)
     records = await live_worker_records(client, worker_ttl_ms)
     hashes = [h for _, _, h in records]
@@ -82,15 +83,25 @@ async def read_status(client: Any, config: PipelinesConfig, worker_ttl_ms: int, 
     for label, backlog in sorted(snapshot.streams.items()):
         pipeline, stage, model = _stream_of(label, config)
         name = "notifier" if label == EVENTS_STREAM else label
-        serving = sum(1 for h in hashes if name in served_streams([h])) if label != EVENTS_STREAM else sum(
-            1 for h in hashes if _field(h, "kind") == "notifier"
+        serving = (
+            sum(1 for h in hashes if name in served_streams([h]))
+            if label != EVENTS_STREAM
+            else sum(1 for h in hashes if _field(h, "kind") == "notifier")
         )
-        streams.append(StreamStatus(
-            stream=label, pipeline=pipeline, stage=stage, model=model, workers=serving,
-            priority=None if label == EVENTS_STREAM else keys.stream_priority(label).value,
-            backlog=backlog.waiting + backlog.in_progress, lag=backlog.waiting, pending=backlog.in_progress,
-            oldest_age_ms=None if backlog.oldest_ms is None else max(0, now - backlog.oldest_ms),
-        ))  # fmt: skip
+        streams.append(
+            StreamStatus(
+                stream=label,
+                pipeline=pipeline,
+                stage=stage,
+                model=model,
+                workers=serving,
+                priority=None if label == EVENTS_STREAM else keys.stream_priority(label).value,
+                backlog=backlog.waiting + backlog.in_progress,
+                lag=backlog.waiting,
+                pending=backlog.in_progress,
+                oldest_age_ms=None if backlog.oldest_ms is None else max(0, now - backlog.oldest_ms),
+            )
+        )
     model_rates, pipeline_rates = sampler.model_rates(), sampler.pipeline_rates()
     workers = [
         WorkerStatus(
@@ -117,5 +128,3 @@ async def read_status(client: Any, config: PipelinesConfig, worker_ttl_ms: int, 
         redis=await _redis_status(client),
         at=ms_to_datetime(now),
     )
-
-

@@ -20,7 +20,9 @@ class StreamStatus(BaseModel):
     backlog: int = Field(description="lag + pending.")
     lag: int = Field(description="Entries no worker has taken yet.")
     pending: int = Field(description="Entries taken and not finished.")
-    oldest_age_ms: int | None = Field(description="Age of the oldest entry waiting or in progress (null: none).")
+    oldest_age_ms: int | None = Field(
+        description="Age of the oldest entry waiting or in progress (null: none)."
+    )
 
 
 class ModelStatus(BaseModel):
@@ -35,7 +37,9 @@ class ModelStatus(BaseModel):
 class PipelineStatus(BaseModel):
     pipeline: str
     jobs_per_s: float | None = Field(description="Jobs ended per second over the last 5 minutes.")
-    p50_ms: float | None = Field(description="Median time from submission to end, last 5 minutes (succeeded or failed).")
+    p50_ms: float | None = Field(
+        description="Median time from submission to end, last 5 minutes (succeeded or failed)."
+    )
     p95_ms: float | None = Field(description="95th percentile of that time.")
     backlog: int = Field(description="Items accepted and not finished (what DLPIPE_MAX_BACKLOG caps).")
 

@@ -76,7 +76,9 @@ def quantile_ms(histogram: metrics.Histogram, q: float) -> float | None:
 
 
 class StatusSampler:
-    def __init__(self, client: Any, config: PipelinesConfig, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, client: Any, config: PipelinesConfig, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.client = client
         self.clock = clock
         self.pipelines = sorted(config.pipelines)
@@ -145,5 +147,9 @@ class StatusSampler:
             prefix = metrics.field_name(metrics.JOB_SECONDS, (p,)) + metrics.SEP
             histogram = metrics.parse({k: v for k, v in grown.items() if k.startswith(prefix)})
             latency = histogram.histograms[metrics.JOB_SECONDS].get((p,), metrics.Histogram())
-            out[p] = {"jobs_per_s": ended / span, "p50_ms": quantile_ms(latency, 0.5), "p95_ms": quantile_ms(latency, 0.95)}
+            out[p] = {
+                "jobs_per_s": ended / span,
+                "p50_ms": quantile_ms(latency, 0.5),
+                "p95_ms": quantile_ms(latency, 0.95),
+            }
         return out

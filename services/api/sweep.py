@@ -33,7 +33,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -50,7 +49,6 @@ log = logging.getLogger(__name__)
 BATCH = 200  # overdue jobs read per pipeline per round trip
 MAX_BACKOFF_S = 30.0  # the longest wait between tries while Redis is away
 INDEX_TRIM_S = 60.0  # how often the job index loses the members too old to exist (shared/job_index.py)
-
 
 
 class Sweeper:
@@ -132,11 +130,15 @@ class Sweeper:
         async with self.client.pipeline(transaction=False) as pipe:
             calls = [
                 job_scripts.expire_job(
-                    job_id=job_id, pipeline=name, now=now, ttl_s=self.ttl_s,
-                    timeout_reason=expired_reason("%s"), ttl_reason=TTL_EXPIRED_REASON,
+                    job_id=job_id,
+                    pipeline=name,
+                    now=now,
+                    ttl_s=self.ttl_s,
+                    timeout_reason=expired_reason("%s"),
+                    ttl_reason=TTL_EXPIRED_REASON,
                 )
                 for name, job_id in overdue
-            ]  # fmt: skip
+            ]
             for call in calls:
                 await call.queue_async(pipe)
             replies = [call.read(raw) for call, raw in zip(calls, await pipe.execute(), strict=True)]
@@ -148,8 +150,10 @@ class Sweeper:
                     drop_items(pipe, job_id, reply.total)
                     log.warning(
                         "job=%s stage=sweep ended past its deadline: %d of %d outputs expired",
-                        job_id, reply.failed, reply.total,
-                    )  # fmt: skip
+                        job_id,
+                        reply.failed,
+                        reply.total,
+                    )
                 elif reply.outcome == job_scripts.Expired.gone:
                     recount.add(name)
                     log.error("job=%s stage=sweep its record vanished while it was open", job_id)
@@ -158,9 +162,14 @@ class Sweeper:
             counted = await admission_scripts.recount_backlog(pipeline=name).run_async(self.client)
             log.warning(
                 "pipeline=%s backlog recounted from its open jobs: %s -> %s (%s gone dropped)",
-                name, counted.before, counted.after, counted.dropped,
-            )  # fmt: skip
+                name,
+                counted.before,
+                counted.after,
+                counted.dropped,
+            )
         if recount:
             counted = await admission_scripts.recount_bytes(pipelines=self.pipelines).run_async(self.client)
-            log.warning("byte budget recounted from the open jobs: %s -> %s bytes", counted.before, counted.after)
+            log.warning(
+                "byte budget recounted from the open jobs: %s -> %s bytes", counted.before, counted.after
+            )
         return ended

@@ -45,9 +45,14 @@ def job_json(view: JobView) -> bytes:
     except _RENDER_ERRORS as exc:  # a field no one writes by hand: the job's bare state
         log.error("job=%s stage=api not even its parts render (%s)", view.id, exc)
         bare = JobView(
-            id=view.id, pipeline=view.pipeline, status=view.status, progress=view.progress,
-            created_at=view.created_at, completed_at=view.completed_at, error=UNRENDERABLE,
-        )  # fmt: skip
+            id=view.id,
+            pipeline=view.pipeline,
+            status=view.status,
+            progress=view.progress,
+            created_at=view.created_at,
+            completed_at=view.completed_at,
+            error=UNRENDERABLE,
+        )
         return bare.__pydantic_serializer__.to_json(bare)
 
 
@@ -73,4 +78,6 @@ def _renderable_parts(view: JobView) -> JobView:
     metadata = view.metadata if _renders(view.metadata) else None
     error = view.error if _renders(view.error) else UNRENDERABLE
     webhook = view.webhook if _renders(view.webhook) else None
-    return view.model_copy(update={"outputs": outputs, "metadata": metadata, "error": error, "webhook": webhook})
+    return view.model_copy(
+        update={"outputs": outputs, "metadata": metadata, "error": error, "webhook": webhook}
+    )

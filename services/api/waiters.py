@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -29,7 +28,6 @@ log = logging.getLogger(__name__)
 
 READ_COUNT = 512
 RETRY_DELAY_S = 0.5
-
 
 
 def parse_prefer_wait(header: str | None, max_wait_s: float) -> float | None:

@@ -24,24 +24,27 @@ COMMANDS = ("submit", "jobs", "job", "cancel")
 def _connection_flags() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
     parent.add_argument(
-        "--url", default=os.environ.get("DLPIPE_URL") or "http://127.0.0.1:8000",
+        "--url",
+        default=os.environ.get("DLPIPE_URL") or "http://127.0.0.1:8000",
         help="the API (DLPIPE_URL; default http://127.0.0.1:8000)",
-    )  # fmt: skip
+    )
     parent.add_argument(
         "--api-key", default=os.environ.get("DLPIPE_API_KEY") or None, help="API key (DLPIPE_API_KEY)"
-    )  # fmt: skip
+    )
     return parent
 
 
 def add_parsers(sub: Any, positive_int: Callable[[str], int]) -> None:
     flags = [_connection_flags()]
     p = sub.add_parser(
-        "submit", parents=flags, help="send files and folders through a pipeline",
+        "submit",
+        parents=flags,
+        help="send files and folders through a pipeline",
         description="Send every file of the PATHs through PIPELINE, --concurrency jobs at once, and write "
         "one JSON line per input (source, status, result or error) as each ends. With --out a rerun "
         "resumes: inputs already in the file are skipped, and a job sent before is not made again "
         "(each carries an Idempotency-Key from its files and flags). Exit 1 if any input failed.",
-    )  # fmt: skip
+    )
     submit.add_arguments(p, positive_int)
     p_jobs = sub.add_parser("jobs", parents=flags, help="list jobs, newest first")
     jobs.add_jobs_arguments(p_jobs, positive_int)

@@ -28,10 +28,11 @@ def add_jobs_arguments(parser: argparse.ArgumentParser, positive_int: Callable[[
 def add_job_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("job_id", metavar="ID")
     parser.add_argument(
-        "--watch", action="store_true",
+        "--watch",
+        action="store_true",
         help="follow the job live until it ends (its event stream; long polls on an API without one); "
         "exit 1 unless it succeeded",
-    )  # fmt: skip
+    )
 
 
 def add_cancel_arguments(parser: argparse.ArgumentParser) -> None:

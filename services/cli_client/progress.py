@@ -14,9 +14,13 @@ class Progress:
         self.succeeded = 0
         self.failed = 0
         self._bar = tqdm(
-            total=total, unit="input", file=sys.stderr, dynamic_ncols=True, smoothing=0.1,
+            total=total,
+            unit="input",
+            file=sys.stderr,
+            dynamic_ncols=True,
+            smoothing=0.1,
             disable=None if enabled else True,  # None: shown only on a terminal
-        )  # fmt: skip
+        )
 
     def add(self, records: list[dict[str, Any]]) -> None:
         ok = sum(1 for r in records if r.get("status") == "succeeded")

@@ -19,8 +19,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dlpipe import APIError, AsyncClient, InvalidRequestError, NotFoundError, TransportError
-from dlpipe import RateLimitedError, UnavailableError
+from dlpipe import (
+    APIError,
+    AsyncClient,
+    InvalidRequestError,
+    NotFoundError,
+    RateLimitedError,
+    TransportError,
+    UnavailableError,
+)
 from services.cli_client.inputs import EXTENSIONS, InputError, Source, discover, group, job_key
 from services.cli_client.outfile import ResultsFile
 from services.cli_client.progress import Progress
@@ -46,31 +53,36 @@ def add_arguments(parser: argparse.ArgumentParser, positive_int: Any) -> None:
     parser.add_argument("paths", nargs="+", metavar="PATH", help="files and folders to send")
     parser.add_argument(
         "--out", type=Path, help="results file (JSON lines); a rerun skips inputs already in it"
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--concurrency", dest="in_flight", metavar="N", type=positive_int, default=DEFAULT_CONCURRENCY,
+        "--concurrency",
+        dest="in_flight",
+        metavar="N",
+        type=positive_int,
+        default=DEFAULT_CONCURRENCY,
         help=f"jobs in flight at once (default {DEFAULT_CONCURRENCY})",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--per-job", metavar="N", type=positive_int,
+        "--per-job",
+        metavar="N",
+        type=positive_int,
         help=f"inputs per job, at most (capped by the API's max_inputs). Default: files under "
         f"{AUTO_JOB_BYTES // 1024} KiB share jobs, {AUTO_PER_JOB} or {AUTO_JOB_BYTES // 1024} KiB at "
         "most; larger ones go alone",
-    )  # fmt: skip
+    )
     parser.add_argument("--recursive", "-r", action="store_true", help="go into sub-folders")
     parser.add_argument(
-        "--all-files", action="store_true",
+        "--all-files",
+        action="store_true",
         help="send every file of a folder (default: only the extensions of the pipeline's input kind)",
-    )  # fmt: skip
+    )
     parser.add_argument("--timeout-s", type=float, help="each job's deadline (its `timeout_s`)")
     parser.add_argument("--webhook", help="URL each job's completion is POSTed to")
     parser.add_argument("--metadata", help="JSON object stored with each job")
-    parser.add_argument(
-        "--allow-failures", action="store_true", help="exit 0 even when some inputs failed"
-    )  # fmt: skip
+    parser.add_argument("--allow-failures", action="store_true", help="exit 0 even when some inputs failed")
     parser.add_argument(
         "--no-progress", action="store_true", help="no progress bar (a summary still ends the run)"
-    )  # fmt: skip
+    )
 
 
 @dataclass
@@ -111,9 +123,12 @@ class Run:
         for attempt in range(EXPIRED_JOB_RETRIES + 1):
             try:
                 view = await self.client.submit(
-                    self.pipeline, files=parts, wait=True,
-                    idempotency_key=key if not attempt else f"{key}.{attempt}", **self.fields,
-                )  # fmt: skip
+                    self.pipeline,
+                    files=parts,
+                    wait=True,
+                    idempotency_key=key if not attempt else f"{key}.{attempt}",
+                    **self.fields,
+                )
                 break
             except NotFoundError:  # the pipeline exists (checked first): the key's job has expired
                 if attempt == EXPIRED_JOB_RETRIES:
@@ -138,7 +153,7 @@ class Run:
                 return
         self.jobs.append(view.id)
         records = []
-        for (name, _), output in zip(files, view.outputs):
+        for (name, _), output in zip(files, view.outputs, strict=False):
             record: dict[str, Any] = {"source": name, "status": output.status.value, "job": view.id}
             if output.result is not None:
                 record["result"] = output.result
@@ -189,8 +204,9 @@ def _job_fields(args: argparse.Namespace) -> dict[str, Any]:
 
 async def _submit_all(args: argparse.Namespace, results: ResultsFile, state: dict[str, Any]) -> int:
     fields = _job_fields(args)
-    async with AsyncClient(args.url, api_key=args.api_key, max_retries=RETRIES,
-                           max_connections=args.in_flight * 2) as client:  # fmt: skip
+    async with AsyncClient(
+        args.url, api_key=args.api_key, max_retries=RETRIES, max_connections=args.in_flight * 2
+    ) as client:
         info = await client.pipeline(args.pipeline)
         if info.input.multipart_field is None:
             raise InputError(
@@ -234,10 +250,13 @@ async def _submit_all(args: argparse.Namespace, results: ResultsFile, state: dic
         f"({now} ended in this run, {len(sources) - missing} were done before); {len(set(run.jobs))} jobs "
         f"in {elapsed:.1f} s ({rate:.1f} inputs/s){where}",
         file=sys.stderr,
-    )  # fmt: skip
+    )
     if run.unsent:
-        print(f"dlpipe submit: {run.unsent} inputs not sent ({run.unsent_reason}): run the same command "
-              "again to send them", file=sys.stderr)  # fmt: skip
+        print(
+            f"dlpipe submit: {run.unsent} inputs not sent ({run.unsent_reason}): run the same command "
+            "again to send them",
+            file=sys.stderr,
+        )
         return 1
     return 1 if failed and not args.allow_failures else 0
 
@@ -253,9 +272,11 @@ def run(args: argparse.Namespace) -> int:
             print("\ndlpipe submit: interrupted (no --out: nothing to resume from)", file=sys.stderr)
         else:
             kept, total = len(results.load()), state.get("total", "?")
-            print(f"\ndlpipe submit: interrupted: {kept} of {total} inputs are in "
-                  f"{args.out}; run the same command again to resume (inputs already there are skipped)",
-                  file=sys.stderr)  # fmt: skip
+            print(
+                f"\ndlpipe submit: interrupted: {kept} of {total} inputs are in "
+                f"{args.out}; run the same command again to resume (inputs already there are skipped)",
+                file=sys.stderr,
+            )
         return 130
     except InputError as exc:
         print(f"dlpipe submit: {exc}", file=sys.stderr)

@@ -33,7 +33,14 @@ def _admitted(reply: Any) -> Admitted:
 
 
 def admit(
-    *, pipeline: str, now: int, grant_ms: int, max_backlog: int, grant: str, items: int, budget: ByteAsk | None = None
+    *,
+    pipeline: str,
+    now: int,
+    grant_ms: int,
+    max_backlog: int,
+    grant: str,
+    items: int,
+    budget: ByteAsk | None = None,
 ) -> ScriptCall[Admitted]:
     """Grant a job of `items` items (and, with `budget`, its bytes) its place, or refuse it."""
     keys_ = [keys.backlog(pipeline), keys.admissions(pipeline)]

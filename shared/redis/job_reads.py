@@ -30,7 +30,9 @@ class JobSnapshot:
 def _snapshot(reply: Any) -> JobSnapshot:
     flat, outputs, last, resumed, entries, entry_outputs = reply
     job = {codecs.text(k): codecs.text(v) for k, v in zip(flat[::2], flat[1::2], strict=True)}
-    return JobSnapshot(job, list(outputs), codecs.text(last), bool(int(resumed)), list(entries), list(entry_outputs))
+    return JobSnapshot(
+        job, list(outputs), codecs.text(last), bool(int(resumed)), list(entries), list(entry_outputs)
+    )
 
 
 def job_snapshot(*, job_id: str, resume_id: str = "") -> ScriptCall[JobSnapshot]:
@@ -58,7 +60,14 @@ def _page(reply: Any) -> JobPage:
 
 
 def job_page(
-    *, index_key: str, member: str, score: str, limit: int, look_at: int, status: JobStatus | None, oldest_ms: int
+    *,
+    index_key: str,
+    member: str,
+    score: str,
+    limit: int,
+    look_at: int,
+    status: JobStatus | None,
+    oldest_ms: int,
 ) -> ScriptCall[JobPage]:
     """One page of the index set `index_key` (keys.job_index), newest first, from the cursor
     (`member`, `score`; '' from the start), at most `look_at` members looked at, only jobs in

@@ -66,10 +66,20 @@ def complete_stage(
     keys_ = [keys.item(job_id, index), keys.job(job_id), keys.job_outputs(job_id), stream, keys.EVENTS]
     keys_ += [d.stream for d in downstream]
     args: list[Any] = [
-        group, entry_id, index, now, ttl_s,
-        output_field, payload, final_json, "1" if failed else "0",
-        job_id, pipeline, event.value, len(downstream),
-    ]  # fmt: skip
+        group,
+        entry_id,
+        index,
+        now,
+        ttl_s,
+        output_field,
+        payload,
+        final_json,
+        "1" if failed else "0",
+        job_id,
+        pipeline,
+        event.value,
+        len(downstream),
+    ]
     for d in downstream:
         args += [d.stage, len(d.need_fields), *d.need_fields]
     if dead_letter:
@@ -79,8 +89,15 @@ def complete_stage(
     # The optional keys, last: the pipeline's counters and deadlines set, the metrics hash (final
     # statuses are counted there), the byte budget (a job that ends gives its bytes back), the
     # job's event stream and its files hash.
-    keys_ += [keys.backlog(pipeline), keys.drained(pipeline), keys.deadlines(pipeline), keys.METRICS,
-              keys.BYTES, keys.job_events(job_id), keys.job_files(job_id)]  # fmt: skip
+    keys_ += [
+        keys.backlog(pipeline),
+        keys.drained(pipeline),
+        keys.deadlines(pipeline),
+        keys.METRICS,
+        keys.BYTES,
+        keys.job_events(job_id),
+        keys.job_files(job_id),
+    ]
     return ScriptCall(scripts.COMPLETE_STAGE, keys_, args, lambda reply: CompleteOutcome(int(reply)))
 
 

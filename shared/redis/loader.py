@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import re
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 LUA_DIR = Path(__file__).with_name("lua")
@@ -67,7 +67,7 @@ def _expand(name: str, seen: set[str], chain: tuple[str, ...]) -> str:
     return "".join(fragments) + _INCLUDE.sub("", text)
 
 
-@lru_cache(maxsize=None)
+@cache
 def source(name: str) -> str:
     """The text of script `name` (lua/<name>.lua): its fragments first, then its own body, with
     every `${NAME}` replaced; KeyError for a name CONSTANTS lacks."""

@@ -63,7 +63,14 @@ class Reclaimed:
 
 
 def reclaim(
-    *, stream: str, group: str, consumer: str, min_idle_ms: int, cursor: str, count: int = 1, ids: Sequence[str] = ()
+    *,
+    stream: str,
+    group: str,
+    consumer: str,
+    min_idle_ms: int,
+    cursor: str,
+    count: int = 1,
+    ids: Sequence[str] = (),
 ) -> ScriptCall[Reclaimed]:
     """Claim, for `consumer`, the next entries idle `min_idle_ms` from `cursor` (at most
     `count`), or (cursor '') the `ids` still pending for this consumer."""
@@ -82,7 +89,10 @@ def dead_letter(*, stream: str, group: str, entry_id: str, fields: Mapping[str, 
     for name, value in fields.items():
         flat += [name, value]
     return ScriptCall(
-        scripts.DEAD_LETTER, [stream, keys.DEADLETTER], [group, entry_id, *flat], lambda reply: bool(int(reply))
+        scripts.DEAD_LETTER,
+        [stream, keys.DEADLETTER],
+        [group, entry_id, *flat],
+        lambda reply: bool(int(reply)),
     )
 
 
@@ -115,7 +125,9 @@ def stream_backlog(*, streams: Sequence[tuple[str, str]], count_cap: int) -> Scr
         [key for key, _ in streams],
         [count_cap, *(group for _, group in streams)],
         lambda reply: [
-            Backlog(int(lag), int(pending), codecs.text(first_pending or b""), codecs.text(first_waiting or b""))
+            Backlog(
+                int(lag), int(pending), codecs.text(first_pending or b""), codecs.text(first_waiting or b"")
+            )
             for lag, pending, first_pending, first_waiting in reply
         ],
     )

@@ -86,8 +86,18 @@ def webhook_finish(
 ) -> ScriptCall[bool]:
     """An attempt ended: the delivery is now `state`, the attempt recorded, `metric` (a field of
     keys.METRICS) counted; False if the round is stale (nothing written)."""
-    args = [round_, state.value, attempt_json, "" if status is None else status, error, next_at, ttl_s, now,
-            gone_reason, metric]  # fmt: skip
+    args = [
+        round_,
+        state.value,
+        attempt_json,
+        "" if status is None else status,
+        error,
+        next_at,
+        ttl_s,
+        now,
+        gone_reason,
+        metric,
+    ]
     keys_ = [*_delivery_keys(delivery, job_id), keys.job(job_id), keys.job_outputs(job_id), keys.METRICS]
     return ScriptCall(scripts.WEBHOOK_FINISH, keys_, args, lambda reply: bool(int(reply)))
 

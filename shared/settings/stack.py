@@ -28,7 +28,9 @@ class StackSettings(SettingsGroup):
         ),
     )
     redis_master_name: str = Field(
-        default="dlpipe", min_length=1, description="The Sentinel name of the primary (`DLPIPE_REDIS_SENTINELS`)."
+        default="dlpipe",
+        min_length=1,
+        description="The Sentinel name of the primary (`DLPIPE_REDIS_SENTINELS`).",
     )
     redis_sentinel_password: SecretStr | None = Field(
         default=None, description="Password of the sentinels themselves, if they have one."

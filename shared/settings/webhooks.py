@@ -39,6 +39,7 @@ def check_webhook_secret(value: str) -> str:
         raise ValueError(f"the key is {len(key)} bytes; use 24 to 64 random bytes")
     return value
 
+
 class WebhookSettings(SettingsGroup):
     # Notifier
     webhook_timeout_s: float = Field(default=15.0, gt=0, description="Timeout of one webhook attempt.")

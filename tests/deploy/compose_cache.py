@@ -97,9 +97,22 @@ def torch_wheel(cache: Path) -> Path:
         return found[0]
     shutil.rmtree(folder, ignore_errors=True)
     _run(
-        [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary", ":all:", "-d", str(folder), pin],
-        f"pip download {pin}", timeout_s=900,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "-q",
+            "--no-deps",
+            "--only-binary",
+            ":all:",
+            "-d",
+            str(folder),
+            pin,
+        ],
+        f"pip download {pin}",
+        timeout_s=900,
+    )
     found = list(folder.glob("torch-*+cpu-*.whl"))
     if not found:
         names = [path.name for path in folder.iterdir()]
@@ -120,25 +133,41 @@ def wheelhouse(cache: Path, base_image: str, docker: Callable[..., subprocess.Co
     shutil.rmtree(building, ignore_errors=True)
     building.mkdir(parents=True)
     # The project is copied out of the read-only mount: pip builds it in its folder.
-    script = " && ".join([
-        "mkdir /tmp/src && cp -r /src/pyproject.toml /src/README.md /src/shared /src/services /src/workers /src/bench /tmp/src",
-        "python3 -m venv /tmp/venv",
-        # setuptools: the project's build backend (the images' pip builds dlpipe from its folder)
-        (
-            "/tmp/venv/bin/pip wheel -q --wheel-dir /wheels --find-links /torch -c /src/constraints.txt"
-            " '/tmp/src[worker]' 'setuptools>=68'"
-        ),
-        "/tmp/venv/bin/pip download -q --no-deps -d /wheels -r /src/requirements-nodeps.txt",
-        "rm -f /wheels/dlpipe-*.whl",
-        "chmod -R a+rX /wheels",
-    ])  # fmt: skip
+    script = " && ".join(
+        [
+            "mkdir /tmp/src && cp -r /src/pyproject.toml /src/README.md /src/shared /src/services /src/workers /src/bench /tmp/src",
+            "python3 -m venv /tmp/venv",
+            # setuptools: the project's build backend (the images' pip builds dlpipe from its folder)
+            (
+                "/tmp/venv/bin/pip wheel -q --wheel-dir /wheels --find-links /torch -c /src/constraints.txt"
+                " '/tmp/src[worker]' 'setuptools>=68'"
+            ),
+            "/tmp/venv/bin/pip download -q --no-deps -d /wheels -r /src/requirements-nodeps.txt",
+            "rm -f /wheels/dlpipe-*.whl",
+            "chmod -R a+rX /wheels",
+        ]
+    )
     host_ca = "/etc/ssl/certs/ca-certificates.crt"
     ca = ["-v", f"{host_ca}:/etc/ssl/certs/host-ca.crt:ro", "-e", "PIP_CERT=/etc/ssl/certs/host-ca.crt"]
     done = docker(
-        "run", "--rm", "--network", "host", *(ca if Path(host_ca).is_file() else []),
-        "-v", f"{REPO}:/src:ro", "-v", f"{torch.parent}:/torch:ro", "-v", f"{building}:/wheels",
-        base_image, "bash", "-c", script, timeout_s=1500, check=False,
-    )  # fmt: skip
+        "run",
+        "--rm",
+        "--network",
+        "host",
+        *(ca if Path(host_ca).is_file() else []),
+        "-v",
+        f"{REPO}:/src:ro",
+        "-v",
+        f"{torch.parent}:/torch:ro",
+        "-v",
+        f"{building}:/wheels",
+        base_image,
+        "bash",
+        "-c",
+        script,
+        timeout_s=1500,
+        check=False,
+    )
     if done.returncode != 0:
         tail = " | ".join((done.stdout + done.stderr).strip().splitlines()[-6:])
         raise Unavailable(f"pip wheel in the base image (PyPI) failed ({done.returncode}): {tail}")

@@ -106,8 +106,10 @@ class Compose:
         try:
             wait_until(
                 lambda: all(s == "healthy" for s in self.healthy(services).values()),
-                timeout_s=timeout_s, what=f"{services} to be healthy", interval_s=0.5,
-            )  # fmt: skip
+                timeout_s=timeout_s,
+                what=f"{services} to be healthy",
+                interval_s=0.5,
+            )
         except AssertionError as exc:
             raise AssertionError(f"{exc}\nstatus: {self.healthy(services)}\n{self.logs()}") from None
 

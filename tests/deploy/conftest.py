@@ -45,9 +45,14 @@ def _prepare(compose: Compose, cache: Path, timer: Timer) -> Path:
             tarball = compose_cache.base_tarball(cache)
             with tarball.open("rb") as data:
                 done = subprocess.run(
-                    ["docker", "import", "-", BASE_IMAGE], stdin=data, env=compose.env(),
-                    capture_output=True, text=True, timeout=300, check=False,
-                )  # fmt: skip
+                    ["docker", "import", "-", BASE_IMAGE],
+                    stdin=data,
+                    env=compose.env(),
+                    capture_output=True,
+                    text=True,
+                    timeout=300,
+                    check=False,
+                )
             if done.returncode != 0:
                 raise Unavailable(f"docker import of the base image failed: {done.stderr.strip()}")
     with timer.step("wheelhouse"):
@@ -55,10 +60,19 @@ def _prepare(compose: Compose, cache: Path, timer: Timer) -> Path:
     with timer.step("redis_image"):
         if not _image_exists(compose, REDIS_IMAGE):
             built = compose.docker(
-                "build", "--network", "host", "--build-arg", f"BASE_IMAGE={BASE_IMAGE}", "-t", REDIS_IMAGE,
-                "-f", str(REPO / "tests/deploy/Dockerfile.redis"), str(REPO / "tests/deploy"),
-                timeout_s=600, check=False,
-            )  # fmt: skip
+                "build",
+                "--network",
+                "host",
+                "--build-arg",
+                f"BASE_IMAGE={BASE_IMAGE}",
+                "-t",
+                REDIS_IMAGE,
+                "-f",
+                str(REPO / "tests/deploy/Dockerfile.redis"),
+                str(REPO / "tests/deploy"),
+                timeout_s=600,
+                check=False,
+            )
             if built.returncode != 0:
                 raise Unavailable(
                     f"the stand-in Redis image (apt in the base) did not build: {built.stderr[-500:]}"

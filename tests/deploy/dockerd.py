@@ -47,9 +47,12 @@ class Dockerd:
         would fetch its Dockerfile frontend from Docker Hub), no Compose or Docker config of the user's."""
         env = dict(os.environ)
         env.update(
-            DOCKER_HOST=self.host, DOCKER_BUILDKIT="0", COMPOSE_DOCKER_CLI_BUILD="0",
-            DOCKER_CONFIG=str(self.run_dir / "config"), COMPOSE_INTERACTIVE_NO_CLI="1",
-        )  # fmt: skip
+            DOCKER_HOST=self.host,
+            DOCKER_BUILDKIT="0",
+            COMPOSE_DOCKER_CLI_BUILD="0",
+            DOCKER_CONFIG=str(self.run_dir / "config"),
+            COMPOSE_INTERACTIVE_NO_CLI="1",
+        )
         env.pop("COMPOSE_FILE", None)
         env.pop("COMPOSE_PROJECT_NAME", None)
         return env
@@ -65,9 +68,18 @@ class Dockerd:
         self.data_root.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "config").mkdir(exist_ok=True)
         command = [
-            "dockerd", "--data-root", str(self.data_root), "--exec-root", str(self.run_dir / "exec"),
-            "--pidfile", str(self.run_dir / "dockerd.pid"), "--host", self.host, "--bridge", "none",
-        ]  # fmt: skip
+            "dockerd",
+            "--data-root",
+            str(self.data_root),
+            "--exec-root",
+            str(self.run_dir / "exec"),
+            "--pidfile",
+            str(self.run_dir / "dockerd.pid"),
+            "--host",
+            self.host,
+            "--bridge",
+            "none",
+        ]
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
                 command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -78,8 +90,12 @@ class Dockerd:
                 raise Unavailable(f"dockerd exited ({self.proc.returncode}): {self.log_tail()}")
             probe = subprocess.run(
                 ["docker", "info", "--format", "{{.ServerVersion}}"],
-                env=self.env(), capture_output=True, text=True, timeout=30, check=False,
-            )  # fmt: skip
+                env=self.env(),
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            )
             if probe.returncode == 0:
                 return
             time.sleep(0.2)  # polling the daemon's socket, with a deadline

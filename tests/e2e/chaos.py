@@ -45,9 +45,12 @@ def tiny_jpegs(n: int = 8, size: int = 48) -> list[bytes]:
     for k in range(n):
         img = Image.new("RGB", (size, size))
         img.putdata(
-            [((x * 5 + k * 29) % 256, (y * 5 + k * 53) % 256, (x + y + k * 17) % 256)
-             for y in range(size) for x in range(size)]
-        )  # fmt: skip
+            [
+                ((x * 5 + k * 29) % 256, (y * 5 + k * 53) % 256, (x + y + k * 17) % 256)
+                for y in range(size)
+                for x in range(size)
+            ]
+        )
         out = io.BytesIO()
         img.save(out, format="JPEG", quality=85)
         images.append(out.getvalue())
@@ -104,8 +107,9 @@ def submit_jobs(
         while True:
             tries += 1
             try:
-                response = client.post(f"/v1/pipelines/{PIPELINE}/jobs", json=body,
-                                       headers=headers(k) if headers else None)  # fmt: skip
+                response = client.post(
+                    f"/v1/pipelines/{PIPELINE}/jobs", json=body, headers=headers(k) if headers else None
+                )
                 what = str(response.status_code)
                 if response.status_code == 202:
                     with done.lock:
@@ -193,9 +197,7 @@ def job_states(client: redis.Redis, job_ids: list[str]) -> list[tuple[str | None
     replies = pipe.execute()
     states = []
     for (status, done, total), n_outputs in zip(replies[::2], replies[1::2], strict=True):
-        states.append(
-            (status.decode() if status else None, int(done or 0), int(total or 0), int(n_outputs))
-        )
+        states.append((status.decode() if status else None, int(done or 0), int(total or 0), int(n_outputs)))
     return states
 
 
@@ -230,13 +232,20 @@ class Verdict:
             f"unknown={self.unknown_hooks} "
             f"ambiguous_retries={self.ambiguous_hooks}"
             + (f" unknown hooks: {self.unknown}" if self.unknown else "")
-            + (f" failed outputs (job: error): {dict(list(self.failed_outputs.items())[:5])}"
-               if self.failed_outputs else "")
+            + (
+                f" failed outputs (job: error): {dict(list(self.failed_outputs.items())[:5])}"
+                if self.failed_outputs
+                else ""
+            )
         )
 
 
 def check(
-    base_url: str, client: redis.Redis, job_ids: list[str], hooks: list[Hook], uncertain: set[int] | None = None
+    base_url: str,
+    client: redis.Redis,
+    job_ids: list[str],
+    hooks: list[Hook],
+    uncertain: set[int] | None = None,
 ) -> Verdict:
     """Judge every accepted job by what a user sees (GET /v1/jobs/{id}) and by what Redis holds.
 

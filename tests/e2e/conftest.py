@@ -54,12 +54,20 @@ def start_stack(tmp: Path, extra_env: dict[str, str] | None = None, cwd: Path = 
     log_path = tmp / "stack.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [*dlpipe_command(), "up"], cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
+            [*dlpipe_command(), "up"],
+            cwd=cwd,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
-        )  # fmt: skip
+        )
     root = env.get("DLPIPE_DATA_ROOT")
-    stack = Stack(base_url=f"http://127.0.0.1:{port}", proc=proc, log_path=log_path,
-                  data_root=Path(root) if root else None)  # fmt: skip
+    stack = Stack(
+        base_url=f"http://127.0.0.1:{port}",
+        proc=proc,
+        log_path=log_path,
+        data_root=Path(root) if root else None,
+    )
 
     def ready() -> bool:
         if proc.poll() is not None:

@@ -50,8 +50,15 @@ def browser_for() -> Iterator[Any]:
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium") or CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                f"--window-size={LAPTOP[0]},{LAPTOP[1]}", "--lang=en-US", "--no-first-run"):  # fmt: skip
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        f"--window-size={LAPTOP[0]},{LAPTOP[1]}",
+        "--lang=en-US",
+        "--no-first-run",
+    ):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     options.unhandled_prompt_behavior = "ignore"  # an alert stays open for the test to see

@@ -89,11 +89,16 @@ def run_with_api_kills(tmp_path: Path, env: dict[str, str], receiver: Receiver) 
         submitter = threading.Thread(
             target=submit_jobs,
             kwargs={
-                "base_url": stack.base_url, "n": JOBS, "images": tiny_jpegs(), "webhook": receiver.url,
-                "threads": 4, "into": submitted, "retry": lambda tries: not stop.wait(0.1),
+                "base_url": stack.base_url,
+                "n": JOBS,
+                "images": tiny_jpegs(),
+                "webhook": receiver.url,
+                "threads": 4,
+                "into": submitted,
+                "retry": lambda tries: not stop.wait(0.1),
                 "headers": lambda k: {"Idempotency-Key": f"api-restart-{run}-{k}"},
             },
-        )  # fmt: skip
+        )
         t0 = time.monotonic()
         submitter.start()
         recoveries = []

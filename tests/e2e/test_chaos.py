@@ -99,8 +99,11 @@ def target_pid(stack: Stack, what: str) -> int:
         (parent,) = processes(stack.proc.pid, "worker", "preprocess")
         (pid,) = processes(parent, "workers.preprocess", "--child")
         return pid
-    tail = {"dlpipe worker preprocess": ("worker", "preprocess"), "model worker": ("worker", "model"),
-            "notifier": ("worker", "notifier")}[what]  # fmt: skip
+    tail = {
+        "dlpipe worker preprocess": ("worker", "preprocess"),
+        "model worker": ("worker", "model"),
+        "notifier": ("worker", "notifier"),
+    }[what]
     (pid,) = processes(stack.proc.pid, *tail)
     return pid
 
@@ -162,8 +165,10 @@ def run_chaos(stack: Stack, receiver: Receiver, started: float) -> None:
             os.kill(pid, signal.SIGKILL)
             wait_until(
                 lambda: set(live_workers(client, kind, WORKER_TTL_MS).values()) - before - {pid},
-                60, f"a new {kind} worker after killing the {what}", interval_s=0.02,
-            )  # fmt: skip
+                60,
+                f"a new {kind} worker after killing the {what}",
+                interval_s=0.02,
+            )
             kill.replaced_s = time.monotonic() - t_kill
             at_live = counter(kind)
             wait_until(lambda: counter(kind) > at_live, 60, f"{kind} progress after the kill", 0.02)
@@ -171,8 +176,13 @@ def run_chaos(stack: Stack, receiver: Receiver, started: float) -> None:
             kills.append(kill)
             log.warning(
                 "chaos: killed the %s (pid %d) at %d/%d finished jobs: replaced in %.2fs, progress in %.2fs",
-                what, pid, kill.at_finished, JOBS, kill.replaced_s, kill.resumed_s,
-            )  # fmt: skip
+                what,
+                pid,
+                kill.at_finished,
+                JOBS,
+                kill.replaced_s,
+                kill.resumed_s,
+            )
         submitting.join(120)
         assert not submitting.is_alive(), "submitting took too long"
         job_ids = accepted()

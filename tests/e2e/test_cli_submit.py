@@ -24,8 +24,9 @@ pytestmark = pytest.mark.e2e
 
 
 def cli(stack: Stack, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*dlpipe_command(), *args, "--url", stack.base_url], capture_output=True, text=True,
-                          timeout=timeout)  # fmt: skip
+    return subprocess.run(
+        [*dlpipe_command(), *args, "--url", stack.base_url], capture_output=True, text=True, timeout=timeout
+    )
 
 
 @pytest.fixture
@@ -40,8 +41,16 @@ def test_a_folder_gives_one_line_per_input_and_a_failure_sets_the_exit_code(
     names = photo_folder(tmp_path / "photos", corrupt=True)
     (tmp_path / "photos" / "notes.md").write_text("not a photo: left out of the folder")
     out, run = tmp_path / "results.jsonl", uuid.uuid4().hex
-    args = ["submit", "image-classify", str(tmp_path / "photos"), "--out", str(out), "--metadata",
-            json.dumps({"run": run}), "--no-progress"]  # fmt: skip
+    args = [
+        "submit",
+        "image-classify",
+        str(tmp_path / "photos"),
+        "--out",
+        str(out),
+        "--metadata",
+        json.dumps({"run": run}),
+        "--no-progress",
+    ]
     first = cli(stack, *args)
     assert first.returncode == 1, first.stderr  # bad.jpg failed
     lines = read_lines(out)
@@ -68,13 +77,30 @@ def test_a_killed_run_resumes_with_every_input_once_and_no_second_job(
 ) -> None:
     names = photo_folder(tmp_path / "photos")
     out, run = tmp_path / "results.jsonl", uuid.uuid4().hex
-    args = ["submit", "image-classify", str(tmp_path / "photos"), "--out", str(out), "--per-job", "2",
-            "--concurrency", "2", "--metadata", json.dumps({"run": run}), "--no-progress"]  # fmt: skip
-    proc = subprocess.Popen([*dlpipe_command(), *args, "--url", stack.base_url],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    args = [
+        "submit",
+        "image-classify",
+        str(tmp_path / "photos"),
+        "--out",
+        str(out),
+        "--per-job",
+        "2",
+        "--concurrency",
+        "2",
+        "--metadata",
+        json.dumps({"run": run}),
+        "--no-progress",
+    ]
+    proc = subprocess.Popen(
+        [*dlpipe_command(), *args, "--url", stack.base_url], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     try:
-        wait_until(lambda: out.exists() and out.read_bytes().count(b"\n") >= 4, timeout_s=120,
-                   what="a few results", interval_s=0.005)  # fmt: skip
+        wait_until(
+            lambda: out.exists() and out.read_bytes().count(b"\n") >= 4,
+            timeout_s=120,
+            what="a few results",
+            interval_s=0.005,
+        )
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.wait(timeout=30)
@@ -103,7 +129,9 @@ def test_jobs_job_watch_and_cancel(stack: Stack, api: dlpipe.Client, tmp_path: P
     assert events[-1] == "completed succeeded 100/100", watched.stderr
     outputs = [line for line in events if line.startswith("output ")]
     assert outputs and all(line.endswith(": succeeded") for line in outputs), watched.stderr
-    listed = cli(stack, "jobs", "--pipeline", "image-classify", "--status", "succeeded", "--json", "--limit", "200")
+    listed = cli(
+        stack, "jobs", "--pipeline", "image-classify", "--status", "succeeded", "--json", "--limit", "200"
+    )
     assert listed.returncode == 0 and job.id in {json.loads(x)["id"] for x in listed.stdout.splitlines()}
     table = cli(stack, "jobs", "--limit", "5")
     assert table.returncode == 0 and table.stdout.startswith("ID")
@@ -129,13 +157,33 @@ def test_bad_arguments_exit_2(stack: Stack, tmp_path: Path) -> None:
 def test_ctrl_c_leaves_a_valid_file_and_says_how_to_resume(stack: Stack, tmp_path: Path) -> None:
     names = photo_folder(tmp_path / "photos")
     out = tmp_path / "results.jsonl"
-    args = ["submit", "image-classify", str(tmp_path / "photos"), "--out", str(out), "--per-job", "1",
-            "--concurrency", "1", "--metadata", json.dumps({"run": uuid.uuid4().hex}), "--no-progress"]  # fmt: skip
-    proc = subprocess.Popen([*dlpipe_command(), *args, "--url", stack.base_url],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    args = [
+        "submit",
+        "image-classify",
+        str(tmp_path / "photos"),
+        "--out",
+        str(out),
+        "--per-job",
+        "1",
+        "--concurrency",
+        "1",
+        "--metadata",
+        json.dumps({"run": uuid.uuid4().hex}),
+        "--no-progress",
+    ]
+    proc = subprocess.Popen(
+        [*dlpipe_command(), *args, "--url", stack.base_url],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
-        wait_until(lambda: out.exists() and out.read_bytes().count(b"\n") >= 2, timeout_s=120,
-                   what="a few results", interval_s=0.005)  # fmt: skip
+        wait_until(
+            lambda: out.exists() and out.read_bytes().count(b"\n") >= 2,
+            timeout_s=120,
+            what="a few results",
+            interval_s=0.005,
+        )
         proc.send_signal(signal.SIGINT)
         _, stderr = proc.communicate(timeout=60)
     finally:

@@ -30,8 +30,12 @@ def api(stack: Stack) -> Iterator[dlpipe.Client]:
 def test_submit_and_wait_gives_the_apis_typed_job(api: dlpipe.Client, tmp_path: Path) -> None:
     cat = tmp_path / "cat.jpg"
     cat.write_bytes(photo_bytes("chelsea.png"))
-    job = api.submit("image-classify", files=[cat, ("coffee.jpg", photo_bytes("coffee.png"))], wait=True,
-                     metadata={"who": "test"})  # fmt: skip
+    job = api.submit(
+        "image-classify",
+        files=[cat, ("coffee.jpg", photo_bytes("coffee.png"))],
+        wait=True,
+        metadata={"who": "test"},
+    )
     assert isinstance(job, dlpipe.JobView) and job.status is dlpipe.JobStatus.succeeded
     assert [o.source for o in job.outputs] == ["cat.jpg", "coffee.jpg"] and job.metadata == {"who": "test"}
     assert job.outputs[0].status is dlpipe.ItemStatus.succeeded
@@ -45,7 +49,9 @@ def test_events_follow_a_job_to_its_end(api: dlpipe.Client) -> None:
     job = api.submit("image-classify", files=[("a.jpg", photo_bytes("coffee.png", size=FHD))] * 8)
     events = list(api.events(job.id))
     outputs = [e.data for e in events if e.type == "output"]
-    assert sorted(o.index for o in outputs) == list(range(8)) and all(isinstance(o, dlpipe.ItemOutput) for o in outputs)
+    assert sorted(o.index for o in outputs) == list(range(8)) and all(
+        isinstance(o, dlpipe.ItemOutput) for o in outputs
+    )
     assert events[-1].type == "completed" and events[-1].data.status is dlpipe.JobStatus.succeeded
     assert events[-1].id is not None
     late = list(api.events(job.id))  # a late client: `completed` at once
@@ -80,10 +86,14 @@ def test_errors_carry_the_apis_detail_and_field(api: dlpipe.Client) -> None:
 def test_the_async_client(stack: Stack) -> None:
     async def main() -> None:
         async with dlpipe.AsyncClient(stack.base_url) as client:
-            jobs = await asyncio.gather(*(
-                client.submit("image-classify", files=[("cat.jpg", photo_bytes("chelsea.png"))], wait=True)
-                for _ in range(3)
-            ))  # fmt: skip
+            jobs = await asyncio.gather(
+                *(
+                    client.submit(
+                        "image-classify", files=[("cat.jpg", photo_bytes("chelsea.png"))], wait=True
+                    )
+                    for _ in range(3)
+                )
+            )
             assert all(j.status is dlpipe.JobStatus.succeeded for j in jobs)
             events = [e async for e in client.events(jobs[0].id)]
             assert events[-1].type == "completed"
@@ -100,8 +110,9 @@ def test_the_guides_example_runs_as_written(stack: Stack, tmp_path: Path) -> Non
     (tmp_path / "example.py").write_text(block)
     (tmp_path / "cat.jpg").write_bytes(photo_bytes("chelsea.png"))
     env = {**os.environ, "DLPIPE_URL": stack.base_url, "PYTHONPATH": str(REPO)}
-    done = subprocess.run([sys.executable, "example.py"], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=120)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "example.py"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0].startswith("succeeded ") and "cat" in lines[0].lower(), lines

@@ -22,7 +22,7 @@ from tests.e2e.console_browser import (
     screenshots,
     skip_without_browser,
     wait,
-)  # fmt: skip
+)
 from tests.support.photos import FHD, corrupt_bytes, photo_bytes
 from tests.support.videos import cat_then_coffee, make_video
 
@@ -86,10 +86,14 @@ def test_a_photo_gets_its_cat_label_live(driver: Any, stack: Stack, files: dict[
     labels = wait(driver, lambda d: [e.text for e in css(d, ".output[data-index='0'] .label-name")], "labels")
     assert any("cat" in label for label in labels), labels
     card(driver, 1, "succeeded")
-    wait(driver, lambda d: d.execute_script(
-        "const i = document.querySelector(\".output[data-index='0'] img.thumb\");"
-        " return i && i.complete && i.naturalWidth > 0"),
-        "the photo's thumbnail, from the kept input")  # fmt: skip
+    wait(
+        driver,
+        lambda d: d.execute_script(
+            "const i = document.querySelector(\".output[data-index='0'] img.thumb\");"
+            " return i && i.complete && i.naturalWidth > 0"
+        ),
+        "the photo's thumbnail, from the kept input",
+    )
     wait(driver, lambda d: "succeeded" in one(d, ".job-status").text, "the job's end")
     assert "2 / 2" in one(driver, ".progress-text").text
     assert job_id in one(driver, ".raw").get_attribute("textContent")
@@ -113,7 +117,9 @@ def test_a_corrupt_file_shows_its_reason(driver: Any, stack: Stack, files: dict[
     open_view(driver, stack.base_url, "submit")
     submit_files(driver, "image-classify", [files["corrupt"], files["cat"]])
     card(driver, 0, "failed")
-    reason = wait(driver, lambda d: one(d, ".output[data-index='0'] .reason").text, "the failed item's reason")
+    reason = wait(
+        driver, lambda d: one(d, ".output[data-index='0'] .reason").text, "the failed item's reason"
+    )
     assert reason and reason != "failed", reason
     card(driver, 1, "succeeded")
 
@@ -126,7 +132,9 @@ def test_faces_are_boxed_over_their_photo(driver: Any, stack: Stack, files: dict
     assert len(boxes) >= 1
 
 
-def test_a_blurred_photo_is_shown_from_its_output_file(driver: Any, stack: Stack, files: dict[str, Path]) -> None:
+def test_a_blurred_photo_is_shown_from_its_output_file(
+    driver: Any, stack: Stack, files: dict[str, Path]
+) -> None:
     open_view(driver, stack.base_url, "submit")
     submit_files(driver, "face-blur", [files["astronaut"]])
     card(driver, 0, "succeeded")
@@ -196,15 +204,22 @@ def test_the_job_list_filters_by_status(driver: Any, stack: Stack, tmp_path: Pat
     canceled = long_job(stack, tmp_path)
     with httpx.Client(base_url=stack.base_url, timeout=60) as client:
         assert client.post(f"/v1/jobs/{canceled}/cancel").status_code == 200
-        done = client.post("/v1/pipelines/text-embed/jobs", json={"inputs": [{"text": "hello"}]},
-                           headers={"Prefer": "wait=60"}).json()  # fmt: skip
+        done = client.post(
+            "/v1/pipelines/text-embed/jobs",
+            json={"inputs": [{"text": "hello"}]},
+            headers={"Prefer": "wait=60"},
+        ).json()
         assert done["status"] == "succeeded"
     open_view(driver, stack.base_url, "jobs")
     wait(driver, lambda d: css(d, f"tr[data-id='{done['id']}']"), "the finished job listed")
     screenshots(driver, "jobs")
     Select(one(driver, "select[name=status]")).select_by_value("canceled")
     statuses = lambda d: {r.get_attribute("data-status") for r in css(d, "tbody tr[data-id]")}  # noqa: E731
-    wait(driver, lambda d: statuses(d) == {"canceled"} and css(d, f"tr[data-id='{canceled}']"), "only canceled jobs")
+    wait(
+        driver,
+        lambda d: statuses(d) == {"canceled"} and css(d, f"tr[data-id='{canceled}']"),
+        "only canceled jobs",
+    )
     assert not css(driver, f"tr[data-id='{done['id']}']")
     one(driver, f"tr[data-id='{canceled}'] a.job-link").click()
     wait(driver, lambda d: "canceled" in one(d, ".job-status").text, "the job's view from the list")
@@ -218,7 +233,9 @@ def test_hostile_names_and_metadata_stay_text(driver: Any, stack: Stack, files: 
     wait(driver, lambda d: one(d, ".output[data-index='0'] .source").text == XSS_NAME, "the name, as text")
     assert XSS_META["note"] in one(driver, "code.metadata").text
     open_view(driver, stack.base_url, "jobs")
-    wait(driver, lambda d: XSS_META["note"] in one(d, f"tr[data-id='{job_id}'] .meta").text, "metadata listed")
+    wait(
+        driver, lambda d: XSS_META["note"] in one(d, f"tr[data-id='{job_id}'] .meta").text, "metadata listed"
+    )
     for view in ("jobs", f"job/{job_id}"):
         open_view(driver, stack.base_url, view)
         one(driver, ".output .source" if view.startswith("job/") else f"tr[data-id='{job_id}']")
@@ -238,7 +255,9 @@ def test_the_system_view_shows_every_worker_and_the_backlog_under_load(driver: A
     assert workers
     open_view(driver, stack.base_url, "system")
     ids = {w["id"] for w in workers}
-    wait(driver, lambda d: {r.get_attribute("data-worker") for r in css(d, "tr.worker")} == ids, "every worker")
+    wait(
+        driver, lambda d: {r.get_attribute("data-worker") for r in css(d, "tr.worker")} == ids, "every worker"
+    )
     assert css(driver, "svg.graph .node[data-stage='classify']")
     photo = photo_bytes("coffee.png", "JPEG", FHD)
 

@@ -12,8 +12,14 @@ import pytest
 
 from tests.e2e.conftest import Stack, start_stack, stop_stack
 from tests.e2e.console_browser import (
-    browser_for, css, one, open_view, screenshots, skip_without_browser, wait,
-)  # fmt: skip
+    browser_for,
+    css,
+    one,
+    open_view,
+    screenshots,
+    skip_without_browser,
+    wait,
+)
 
 pytestmark = [pytest.mark.e2e, skip_without_browser()]
 

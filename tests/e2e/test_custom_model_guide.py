@@ -19,8 +19,9 @@ pytestmark = pytest.mark.e2e
 
 GUIDE = REPO / "docs" / "custom-models.md"
 # A block whose first line names a file: `# my_models/colors.py`, or `# first-job.sh: what it does`.
-FENCE = re.compile(r"```(?:python|yaml|sh)\n(?P<head># (?P<path>[\w./-]+)(?::[^\n]*)?\n)(?P<body>.*?)```",
-                   re.S)  # fmt: skip
+FENCE = re.compile(
+    r"```(?:python|yaml|sh)\n(?P<head># (?P<path>[\w./-]+)(?::[^\n]*)?\n)(?P<body>.*?)```", re.S
+)
 
 
 def write_guide_files(root: Path, guide: Path = GUIDE) -> dict[str, Path]:
@@ -46,9 +47,13 @@ def test_the_guide_runs_as_written(tmp_path: Path) -> None:
     assert {"my_models/colors.py", "my-pipelines.yaml"} <= set(files)  # (and section 5's: a sibling test)
     env_vars = {"PYTHONPATH": str(tmp_path), "DLPIPE_PIPELINES_FILE": str(files["my-pipelines.yaml"])}
     check = subprocess.run(
-        [*dlpipe_command(), "check"], env={**os.environ, **env_vars}, cwd=tmp_path,
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [*dlpipe_command(), "check"],
+        env={**os.environ, **env_vars},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert check.returncode == 0, check.stdout + check.stderr
     assert "dominant-color" in check.stdout
 
@@ -56,15 +61,18 @@ def test_the_guide_runs_as_written(tmp_path: Path) -> None:
     stack = start_stack(tmp_path / "stack", env_vars)
     try:
         with httpx.Client(base_url=stack.base_url, timeout=30) as client:
-            files_ = [("files", (f"{name}.jpg", solid_jpeg(rgb), "image/jpeg"))
-                      for name, rgb in (("red", (200, 20, 25)), ("blue", (20, 50, 230)))]  # fmt: skip
+            files_ = [
+                ("files", (f"{name}.jpg", solid_jpeg(rgb), "image/jpeg"))
+                for name, rgb in (("red", (200, 20, 25)), ("blue", (20, 50, 230)))
+            ]
             response = client.post("/v1/pipelines/dominant-color/jobs", files=files_)
             assert response.status_code == 202, response.text
             job_id = response.json()["id"]
             job = wait_until(
                 lambda: (j := client.get(f"/v1/jobs/{job_id}").json())["status"] == "succeeded" and j,
-                timeout_s=60, what="the dominant-color job",
-            )  # fmt: skip
+                timeout_s=60,
+                what="the dominant-color job",
+            )
         red, blue = (o["result"] for o in job["outputs"])
         assert red["colors"][0] == "red" and blue["colors"][0] == "blue", job["outputs"]
         assert abs(red["rgb"][0] - 200) < 6 and abs(blue["rgb"][2] - 230) < 6

@@ -41,7 +41,9 @@ def section_commands() -> list[str]:
     return [line.split("#", 1)[0].strip() for line in block[1].splitlines() if line.split("#", 1)[0].strip()]
 
 
-def test_the_exported_model_section_runs_as_written(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_exported_model_section_runs_as_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert section_commands() == COMMANDS  # the steps below are the section's, in its order
     files = write_guide_files(tmp_path)
     assert {"export_model.py", "exported-pipelines.yaml"} <= set(files)
@@ -50,24 +52,32 @@ def test_the_exported_model_section_runs_as_written(tmp_path: Path, capsys: pyte
     subprocess.run([sys.executable, "export_model.py"], cwd=tmp_path, env=env, check=True, timeout=300)
     assert (tmp_path / "model.onnx").is_file() and (tmp_path / "labels.txt").is_file()
     env["DLPIPE_PIPELINES_FILE"] = "exported-pipelines.yaml"
-    check = subprocess.run([*dlpipe_command(), "check"], cwd=tmp_path, env=env, capture_output=True, text=True,
-                           timeout=120)  # fmt: skip
+    check = subprocess.run(
+        [*dlpipe_command(), "check"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
     assert check.returncode == 0 and "my-classify" in check.stdout, check.stdout + check.stderr
 
     # The error the section quotes, for the same file with another input size.
     document = yaml.safe_load(files["exported-pipelines.yaml"].read_text())
     params = document["models"]["my_classifier"]["params"]
-    params.update(input_size=[299, 299], path=str(tmp_path / params["path"]), labels=str(tmp_path / params["labels"]))
+    params.update(
+        input_size=[299, 299], path=str(tmp_path / params["path"]), labels=str(tmp_path / params["labels"])
+    )
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(document))
     assert cli.main(["check", "--pipelines-file", str(tmp_path / "bad.yaml")]) == 1
-    quoted = ("model 'my_classifier': params.input_size: the model takes input of shape ['batch', 3, 224, 224], "
-              "the params give ['N', 3, 299, 299] (NCHW)")
+    quoted = (
+        "model 'my_classifier': params.input_size: the model takes input of shape ['batch', 3, 224, 224], "
+        "the params give ['N', 3, 299, 299] (NCHW)"
+    )
     assert " ".join(quoted.split()) in " ".join(GUIDE.read_text().split())
     assert " ".join(quoted.split()) in capsys.readouterr().err
 
     (tmp_path / "stack").mkdir()
-    stack = start_stack(tmp_path / "stack", {"DLPIPE_PIPELINES_FILE": "exported-pipelines.yaml",
-                                             "PYTHONPATH": str(REPO)}, cwd=tmp_path)  # fmt: skip
+    stack = start_stack(
+        tmp_path / "stack",
+        {"DLPIPE_PIPELINES_FILE": "exported-pipelines.yaml", "PYTHONPATH": str(REPO)},
+        cwd=tmp_path,
+    )
     try:
         with httpx.Client(base_url=stack.base_url, timeout=30) as client:
             files_ = [("files", ("cat.jpg", photo_bytes("chelsea.png"), "image/jpeg"))]
@@ -76,8 +86,9 @@ def test_the_exported_model_section_runs_as_written(tmp_path: Path, capsys: pyte
             job_id = response.json()["id"]
             job = wait_until(
                 lambda: (j := client.get(f"/v1/jobs/{job_id}").json())["status"] == "succeeded" and j,
-                timeout_s=60, what="the my-classify job",
-            )  # fmt: skip
+                timeout_s=60,
+                what="the my-classify job",
+            )
         (output,) = job["outputs"]
         labels = output["result"]["labels"]
         assert len(labels) == 3 and labels[0]["index"] in CAT_CLASSES, labels

@@ -27,7 +27,9 @@ def test_faces_in_photos_and_in_a_videos_frames(client: httpx.Client) -> None:
     photo_job = client.post("/v1/pipelines/face-detect/jobs", json=body)
     assert photo_job.status_code == 202, photo_job.text
     files = [("files", ("scene.mp4", astronaut_then_coffee(), "video/mp4"))]
-    video_job = client.post("/v1/pipelines/video-faces/jobs", files=files, data={"options": json.dumps({"fps": 1})})
+    video_job = client.post(
+        "/v1/pipelines/video-faces/jobs", files=files, data={"options": json.dumps({"fps": 1})}
+    )
     assert video_job.status_code == 202, video_job.text
 
     done = wait_final(client, photo_job.json()["id"])

@@ -48,7 +48,9 @@ class Photos:
 
 @pytest.fixture
 def photos() -> Iterator[Photos]:
-    server = Photos({"/cat.jpg": ("image/jpeg", photo_bytes("chelsea.png")), "/page": ("text/html", b"<p>x</p>")})
+    server = Photos(
+        {"/cat.jpg": ("image/jpeg", photo_bytes("chelsea.png")), "/page": ("text/html", b"<p>x</p>")}
+    )
     yield server
     server.close()
 

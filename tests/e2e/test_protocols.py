@@ -31,7 +31,9 @@ TEXTS = ["a photo of a cat", "a picture of a kitten", "quarterly tax filing dead
 
 def two_pipelines(path: Path) -> Path:
     config = yaml.safe_load((REPO / "shared" / "pipelines.yaml").read_text())
-    config["pipelines"] = {k: v for k, v in config["pipelines"].items() if k in ("image-classify", "text-embed")}
+    config["pipelines"] = {
+        k: v for k, v in config["pipelines"].items() if k in ("image-classify", "text-embed")
+    }
     config["models"] = {k: v for k, v in config["models"].items() if k in ("efficientnet_lite0", "minilm_l6")}
     path.write_text(yaml.safe_dump(config))
     return path
@@ -71,7 +73,9 @@ def tc(stack: Stack) -> Iterator[triton.InferenceServerClient]:
 def text_embed_vectors(http: httpx.Client, texts: list[str]) -> list[list[float]]:
     """The same texts through the text-embed pipeline's own submit (Prefer: wait)."""
     answer = http.post(
-        "/v1/pipelines/text-embed/jobs", json={"inputs": [{"text": t} for t in texts]}, headers={"Prefer": "wait=60"}
+        "/v1/pipelines/text-embed/jobs",
+        json={"inputs": [{"text": t} for t in texts]},
+        headers={"Prefer": "wait=60"},
     )
     assert answer.status_code == 200, answer.text
     return [o["result"]["embedding"] for o in answer.json()["outputs"]]
@@ -110,10 +114,15 @@ def test_openai_usage_counts_the_tokenizers_tokens(oai: openai.OpenAI) -> None:
 def test_openai_errors_come_in_openais_shape(oai: openai.OpenAI, stack: Stack) -> None:
     with pytest.raises(openai.NotFoundError) as missing:
         oai.embeddings.create(model="text-embedding-3-small", input="hi")
-    assert missing.value.body["code"] == "model_not_found" and "all-MiniLM-L6-v2" in missing.value.body["message"]
+    assert (
+        missing.value.body["code"] == "model_not_found"
+        and "all-MiniLM-L6-v2" in missing.value.body["message"]
+    )
     with pytest.raises(openai.BadRequestError) as blank:
         oai.embeddings.create(model="text-embed", input=["ok", "   "])
-    assert blank.value.body["param"] == "input[1].text" and blank.value.body["type"] == "invalid_request_error"
+    assert (
+        blank.value.body["param"] == "input[1].text" and blank.value.body["type"] == "invalid_request_error"
+    )
     with pytest.raises(openai.BadRequestError) as tokens:
         oai.embeddings.create(model="text-embed", input=[[1, 2, 3]])
     assert "token arrays" in tokens.value.body["message"]
@@ -132,7 +141,9 @@ def test_openai_errors_come_in_openais_shape(oai: openai.OpenAI, stack: Stack) -
 def test_triton_health_metadata_and_readiness(tc: triton.InferenceServerClient, stack: Stack) -> None:
     assert tc.is_server_live() and tc.is_server_ready()
     keyed = triton_headers()
-    assert tc.is_model_ready("image-classify", headers=keyed) and tc.is_model_ready("text-embed", headers=keyed)
+    assert tc.is_model_ready("image-classify", headers=keyed) and tc.is_model_ready(
+        "text-embed", headers=keyed
+    )
     assert not tc.is_model_ready("no-such-model", headers=keyed)
     assert not tc.is_model_ready("image-classify")  # without the key: 401
     meta = tc.get_model_metadata("image-classify", headers=keyed)
@@ -148,10 +159,14 @@ def triton_headers() -> dict[str, str]:
     return dict(AUTH)
 
 
-def infer_images(tc: triton.InferenceServerClient, images: list[bytes], **output_kw: Any) -> triton.InferResult:
+def infer_images(
+    tc: triton.InferenceServerClient, images: list[bytes], **output_kw: Any
+) -> triton.InferResult:
     tensor = triton.InferInput("images", [len(images)], "BYTES")
     tensor.set_data_from_numpy(np.array(images, dtype=np.object_))  # binary data: the client's default
-    outputs = [triton.InferRequestedOutput(n, **output_kw) for n in ("labels", "scores")] if output_kw else None
+    outputs = (
+        [triton.InferRequestedOutput(n, **output_kw) for n in ("labels", "scores")] if output_kw else None
+    )
     return tc.infer("image-classify", [tensor], outputs=outputs, headers=triton_headers())
 
 
@@ -185,7 +200,9 @@ def test_triton_infer_embeds_texts_as_fp32(tc: triton.InferenceServerClient, htt
     np.testing.assert_allclose(embedding, expected, rtol=0, atol=ATOL)
 
 
-def test_triton_errors_come_in_the_protocols_shape(tc: triton.InferenceServerClient, http: httpx.Client) -> None:
+def test_triton_errors_come_in_the_protocols_shape(
+    tc: triton.InferenceServerClient, http: httpx.Client
+) -> None:
     bad = triton.InferInput("images", [2], "BYTES")
     bad.set_data_from_numpy(np.array([photo_bytes("coffee.png"), corrupt_bytes()], dtype=np.object_))
     with pytest.raises(triton.InferenceServerException) as failed:
@@ -198,5 +215,8 @@ def test_triton_errors_come_in_the_protocols_shape(tc: triton.InferenceServerCli
     assert "'images'" in misnamed.value.message()
     answer = http.post("/v2/models/nope/infer", json={"inputs": []})
     assert answer.status_code == 404 and set(answer.json()) == {"error"}
-    answer = http.post("/v2/models/text-embed/infer", json={"inputs": [{"name": "texts", "shape": [2], "datatype": "BYTES", "data": ["a"]}]})
+    answer = http.post(
+        "/v2/models/text-embed/infer",
+        json={"inputs": [{"name": "texts", "shape": [2], "datatype": "BYTES", "data": ["a"]}]},
+    )
     assert answer.status_code == 400 and "2 elements" in answer.json()["error"], answer.text

@@ -31,8 +31,13 @@ def test_the_readme_first_job_runs_as_written(tmp_path: Path) -> None:
     stack = start_stack(tmp_path / "stack")
     try:
         script.write_text(script.read_text().replace(ADDRESS, stack.base_url))
-        done = subprocess.run(["bash", "-e", "-o", "pipefail", script.name], cwd=tmp_path,
-                              capture_output=True, text=True, timeout=120)  # fmt: skip
+        done = subprocess.run(
+            ["bash", "-e", "-o", "pipefail", script.name],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     finally:
         stop_stack(stack)
     assert done.returncode == 0, done.stdout + done.stderr

@@ -43,4 +43,6 @@ def test_no_accepted_job_is_lost_in_a_sentinel_failover_with_wait(tmp_path: Path
     assert set(result.refused) <= {"503", "ConnectError", "ReadTimeout", "RemoteProtocolError"}, summary
     # /readyz says so while it happens: the dead primary not answering, then (most runs: a 2 s probe
     # can span the second or so before the promotion) the sentinels naming no primary.
-    assert any(r.startswith(("redis: failing over", "redis unreachable")) for r in result.readyz_reasons), summary
+    assert any(r.startswith(("redis: failing over", "redis unreachable")) for r in result.readyz_reasons), (
+        summary
+    )

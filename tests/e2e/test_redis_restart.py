@@ -126,9 +126,13 @@ class Settled:
 
 
 def settle(
-    stack: Stack, client: redis.Redis, receiver: Receiver, submitted: Submitted, submitter: threading.Thread,
+    stack: Stack,
+    client: redis.Redis,
+    receiver: Receiver,
+    submitted: Submitted,
+    submitter: threading.Thread,
     since: float,
-) -> Settled:  # fmt: skip
+) -> Settled:
     """Wait for every job to be accepted and to end, and judge them all (chaos.check)."""
     submitter.join(120)
     assert not submitter.is_alive()

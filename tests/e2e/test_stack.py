@@ -58,7 +58,9 @@ def test_a_cat_photo_is_classified_as_a_cat(client: httpx.Client) -> None:
     labels = output["result"]["labels"]
     assert output["status"] == "succeeded" and output["index"] == 0
     assert labels[0]["index"] in CAT_CLASSES and "cat" in labels[0]["label"].lower(), labels
-    assert len(labels) == 5 and [x["score"] for x in labels] == sorted((x["score"] for x in labels), reverse=True)
+    assert len(labels) == 5 and [x["score"] for x in labels] == sorted(
+        (x["score"] for x in labels), reverse=True
+    )
     assert done["progress"] == {"done": 1, "total": 1}
     assert done["created_at"] <= done["started_at"] <= done["completed_at"]
 
@@ -73,7 +75,12 @@ def test_a_corrupt_image_fails_its_item_with_a_reason_and_the_next_job_succeeds(
 
 
 def test_outputs_keep_input_order_with_mixed_items(client: httpx.Client) -> None:
-    inputs = [photo_bytes("chelsea.png"), corrupt_bytes(), photo_bytes("coffee.png"), photo_bytes("chelsea.png", fmt="PNG")]
+    inputs = [
+        photo_bytes("chelsea.png"),
+        corrupt_bytes(),
+        photo_bytes("coffee.png"),
+        photo_bytes("chelsea.png", fmt="PNG"),
+    ]
     done = wait_final(client, submit(client, [{"image_base64": b64(x)} for x in inputs])["id"])
     assert done["status"] == "succeeded"
     assert [o["index"] for o in done["outputs"]] == [0, 1, 2, 3]
@@ -83,9 +90,13 @@ def test_outputs_keep_input_order_with_mixed_items(client: httpx.Client) -> None
 
 
 def test_multipart_upload(client: httpx.Client) -> None:
-    files = [("files", ("cat.jpg", photo_bytes("chelsea.png"), "image/jpeg")),
-             ("files", ("coffee.jpg", photo_bytes("coffee.png"), "image/jpeg"))]  # fmt: skip
-    response = client.post("/v1/pipelines/image-classify/jobs", files=files, data={"metadata": '{"user": "u1"}'})
+    files = [
+        ("files", ("cat.jpg", photo_bytes("chelsea.png"), "image/jpeg")),
+        ("files", ("coffee.jpg", photo_bytes("coffee.png"), "image/jpeg")),
+    ]
+    response = client.post(
+        "/v1/pipelines/image-classify/jobs", files=files, data={"metadata": '{"user": "u1"}'}
+    )
     assert response.status_code == 202, response.text
     done = wait_final(client, response.json()["id"])
     assert top1(done["outputs"][0]) in CAT_CLASSES and top1(done["outputs"][1]) in COFFEE_CLASSES
@@ -93,7 +104,9 @@ def test_multipart_upload(client: httpx.Client) -> None:
 
 
 def test_bad_requests_get_clear_4xx(client: httpx.Client) -> None:
-    assert client.post("/v1/pipelines/nope/jobs", json={"inputs": [{"image_base64": "aGk="}]}).status_code == 404
+    assert (
+        client.post("/v1/pipelines/nope/jobs", json={"inputs": [{"image_base64": "aGk="}]}).status_code == 404
+    )
     response = client.post("/v1/pipelines/image-classify/jobs", json={"inputs": [{"image_base64": "%%%"}]})
     assert response.status_code == 422 and "image_base64" in response.text
     response = client.post("/v1/pipelines/image-classify/jobs", json={"inputs": []})
@@ -133,6 +146,7 @@ def test_the_webhook_receives_the_final_job_signed(stack: Stack, client: httpx.C
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/hook"
         job = submit(client, [{"image_base64": b64(photo_bytes("chelsea.png"))}], webhook=url)
+
         def delivered() -> tuple[dict[str, str], bytes] | None:
             return next((r for r in _Receiver.received if json.loads(r[1])["data"]["id"] == job["id"]), None)
 
@@ -170,8 +184,14 @@ def _children_running(stack: Stack, *argv_tail: str) -> set[int]:
 def test_a_killed_model_worker_is_restarted_and_work_goes_on(stack: Stack, client: httpx.Client) -> None:
     (pid,) = _children_running(stack, "worker", "model")
     os.kill(pid, signal.SIGKILL)
-    wait_until(lambda: _children_running(stack, "worker", "model") - {pid}, timeout_s=60, what="a restarted model worker")
-    done = wait_final(client, submit(client, [{"image_base64": b64(photo_bytes("chelsea.png"))}])["id"], timeout_s=90)
+    wait_until(
+        lambda: _children_running(stack, "worker", "model") - {pid},
+        timeout_s=60,
+        what="a restarted model worker",
+    )
+    done = wait_final(
+        client, submit(client, [{"image_base64": b64(photo_bytes("chelsea.png"))}])["id"], timeout_s=90
+    )
     assert done["status"] == "succeeded"
     assert "restart" in stack.log().lower()
 

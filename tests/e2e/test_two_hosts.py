@@ -77,8 +77,13 @@ def submit(http: httpx.Client, text: str, **extra: Any) -> str:
 
 
 def finished(http: httpx.Client, job_id: str, wait_s: float = 30) -> dict[str, Any]:
-    job = wait_until(lambda: (j := http.get(f"/v1/jobs/{job_id}", params={"wait_s": 5}).json())["status"]
-                     in TERMINAL and j, wait_s, f"job {job_id} to end")  # fmt: skip
+    job = wait_until(
+        lambda: (
+            (j := http.get(f"/v1/jobs/{job_id}", params={"wait_s": 5}).json())["status"] in TERMINAL and j
+        ),
+        wait_s,
+        f"job {job_id} to end",
+    )
     return job
 
 
@@ -114,8 +119,11 @@ def test_jobs_on_host_a_are_done_by_workers_on_host_b(
 def test_webhook_from_host_b_reaches_host_a(hosts: Split, http: httpx.Client, receiver: Receiver) -> None:
     job_id = submit(http, "abc", webhook=receiver.url)
     assert finished(http, job_id)["status"] == "succeeded"
-    hook = wait_until(lambda: next((h for h in receiver.completed() if h.job_id == job_id), None), 30,
-                      "the completion webhook")  # fmt: skip
+    hook = wait_until(
+        lambda: next((h for h in receiver.completed() if h.job_id == job_id), None),
+        30,
+        "the completion webhook",
+    )
     assert hook.peer == hosts.b.addr, hook  # sent by the notifier on host B
     key = signing.secret_key(WEBHOOK_SECRET)
     msg_id, timestamp = hook.headers["webhook-id"], int(hook.headers["webhook-timestamp"])
@@ -138,16 +146,20 @@ def test_link_down_then_back(hosts: Split, http: httpx.Client, rdb: redis.Redis,
     assert set(before) == set(WORKER_KINDS), before
     hosts.b.link(up=False)
     try:
-        status, body = wait_until(lambda: (r := readyz())[1].get("workers") == 0 and r, 20,
-                                  "/readyz to see no workers")  # fmt: skip
+        status, body = wait_until(
+            lambda: (r := readyz())[1].get("workers") == 0 and r, 20, "/readyz to see no workers"
+        )
         assert status == 503, body
         assert "no live worker for stream" in body["reason"] and "no live notifier" in body["reason"], body
         job_id = submit(http, "during the outage", webhook=receiver.url)  # Redis is on A: accepted
         assert http.get(f"/v1/jobs/{job_id}").json()["status"] not in TERMINAL  # no worker can reach it
         # Down past the workers' socket timeouts: their connections break, they must reconnect (a
         # blocking read Redis answered meanwhile is lost on the way: its entry is reclaimed later).
-        wait_until(lambda: all("Network is unreachable" in hosts.log(k) for k in ("preprocess", "model")), 30,
-                   "the workers on B to find Redis unreachable")  # fmt: skip
+        wait_until(
+            lambda: all("Network is unreachable" in hosts.log(k) for k in ("preprocess", "model")),
+            30,
+            "the workers on B to find Redis unreachable",
+        )
     finally:
         hosts.b.link(up=True)
     wait_until(lambda: readyz()[0] == 200, 30, "/readyz to see the workers again")

@@ -41,10 +41,14 @@ SUBMIT = "/v1/pipelines/text-embed/jobs"
 def api(tmp_path_factory: pytest.TempPathFactory, redis_server: str) -> Iterator[ApiProcess]:
     timeouts = str(TIMEOUT_S)
     with api_process(
-        tmp_path_factory.mktemp("api"), redis_server, pipelines_file=str(DEFAULT_PIPELINES_FILE),
-        api_header_timeout_s=timeouts, api_idle_timeout_s=timeouts, api_body_timeout_s=timeouts,
+        tmp_path_factory.mktemp("api"),
+        redis_server,
+        pipelines_file=str(DEFAULT_PIPELINES_FILE),
+        api_header_timeout_s=timeouts,
+        api_idle_timeout_s=timeouts,
+        api_body_timeout_s=timeouts,
         api_body_min_rate="1000",
-    ) as running:  # fmt: skip
+    ) as running:
         yield running
 
 
@@ -266,9 +270,7 @@ def test_a_body_slower_than_the_minimum_rate_is_cut_with_408(api: ApiProcess) ->
     assert status == 408 and body["field"] == "body", body
     assert "(DLPIPE_API_BODY_TIMEOUT_S, DLPIPE_API_BODY_MIN_RATE)" in body["detail"]
     # The route reading that body sees its client gone: no bug, no traceback in the log.
-    wait_until(
-        lambda: "went away before its request was read" in api.log_text(), SLACK_S, "the app told"
-    )
+    wait_until(lambda: "went away before its request was read" in api.log_text(), SLACK_S, "the app told")
     assert "Traceback" not in api.log_text()
 
 
@@ -309,7 +311,9 @@ def test_a_long_poll_and_a_prefer_wait_submit_are_not_cut(api: ApiProcess) -> No
 
 def test_urllib_posting_70_mb_reads_the_413(api: ApiProcess) -> None:
     body = b"{" + b" " * (70 * 1024 * 1024) + b"}"
-    request = urllib.request.Request(api.url + SUBMIT, data=body, headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        api.url + SUBMIT, data=body, headers={"Content-Type": "application/json"}
+    )
     for _ in range(10):
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(request, timeout=30)

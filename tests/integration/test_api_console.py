@@ -30,12 +30,17 @@ PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 20
 
 
 def _body(n: int = 3, **extra: Any) -> dict[str, Any]:
-    return {"inputs": [{"image_base64": base64.b64encode(PNG + bytes([i])).decode()} for i in range(n)], **extra}
+    return {
+        "inputs": [{"image_base64": base64.b64encode(PNG + bytes([i])).decode()} for i in range(n)],
+        **extra,
+    }
 
 
 @pytest.fixture
 def settings(tmp_path: Path, redis_url: str) -> Settings:
-    return Settings(redis_url=redis_url, pipelines_file=write_pipelines(tmp_path), job_ttl_s=600, sse_keepalive_s=30)
+    return Settings(
+        redis_url=redis_url, pipelines_file=write_pipelines(tmp_path), job_ttl_s=600, sse_keepalive_s=30
+    )
 
 
 @pytest.fixture
@@ -69,8 +74,14 @@ async def test_jobs_list_newest_first_with_filters_and_pages(api: httpx.AsyncCli
     ids = [await submit(api, 1, metadata={"n": n}) for n in range(5)]
     first = (await api.get("/v1/jobs", params={"limit": 2})).json()
     assert [j["id"] for j in first["jobs"]] == ids[::-1][:2]
-    assert first["jobs"][0] == {**first["jobs"][0], "pipeline": "img", "status": "queued",
-                                "progress": {"done": 0, "total": 1}, "completed_at": None, "metadata": {"n": 4}}
+    assert first["jobs"][0] == {
+        **first["jobs"][0],
+        "pipeline": "img",
+        "status": "queued",
+        "progress": {"done": 0, "total": 1},
+        "completed_at": None,
+        "metadata": {"n": 4},
+    }
     rest, cursor = [], first["next_cursor"]
     while cursor:
         page = (await api.get("/v1/jobs", params={"limit": 2, "cursor": cursor})).json()
@@ -82,7 +93,10 @@ async def test_jobs_list_newest_first_with_filters_and_pages(api: httpx.AsyncCli
     assert [j["id"] for j in done] == [ids[1]] and done[0]["completed_at"] is not None
     queued = (await api.get("/v1/jobs", params={"status": "queued", "pipeline": "img"})).json()["jobs"]
     assert ids[1] not in [j["id"] for j in queued] and len(queued) == 4
-    assert (await api.get("/v1/jobs", params={"pipeline": "nope"})).json() == {"jobs": [], "next_cursor": None}
+    assert (await api.get("/v1/jobs", params={"pipeline": "nope"})).json() == {
+        "jobs": [],
+        "next_cursor": None,
+    }
     for bad in ({"limit": 0}, {"limit": 201}, {"status": "lost"}, {"cursor": "!!"}):
         assert (await api.get("/v1/jobs", params=bad)).status_code == 422, bad
 
@@ -154,7 +168,9 @@ async def test_a_cancel_completes_the_stream_and_quiet_streams_get_keep_alives(
     settings = Settings(redis_url=redis_url, pipelines_file=write_pipelines(tmp_path), sse_keepalive_s=0.1)
     async with served(create_app(settings)) as api:
         job_id = await submit(api)
-        async with api.stream("GET", f"/v1/jobs/{job_id}/events", params={"last_event_id": "junk"}) as response:
+        async with api.stream(
+            "GET", f"/v1/jobs/{job_id}/events", params={"last_event_id": "junk"}
+        ) as response:
             events = read_events(response.aiter_lines())
             await collect_until(events, "progress")
             comment = await asyncio.wait_for(events.__anext__(), 20)
@@ -168,7 +184,9 @@ async def test_a_cancel_completes_the_stream_and_quiet_streams_get_keep_alives(
 # -- kept inputs -----------------------------------------------------------------------
 
 
-async def test_kept_inputs_come_back_as_sent(api: httpx.AsyncClient, store: Store, redis_client: redis.Redis) -> None:
+async def test_kept_inputs_come_back_as_sent(
+    api: httpx.AsyncClient, store: Store, redis_client: redis.Redis
+) -> None:
     body = _body(2, keep_inputs=True)
     body["inputs"].append({"image_url": "https://example.com/a.jpg"})
     response = await api.post("/v1/pipelines/img/jobs", json=body)
@@ -189,9 +207,15 @@ async def test_kept_inputs_come_back_as_sent(api: httpx.AsyncClient, store: Stor
     assert refused.status_code == 404 and "keep_inputs" in refused.json()["detail"]
     assert (await api.post("/v1/pipelines/img/jobs", json=_body(1, keep_inputs="yes"))).status_code == 422
     text = await api.post(
-        "/v1/pipelines/img/jobs", files={"files": ("a.txt", b"hello", "text/plain")}, data={"keep_inputs": "true"}
+        "/v1/pipelines/img/jobs",
+        files={"files": ("a.txt", b"hello", "text/plain")},
+        data={"keep_inputs": "true"},
     )
-    assert (await api.get(f"/v1/jobs/{text.json()['id']}/inputs/0")).headers["content-type"].startswith("text/plain")
+    assert (
+        (await api.get(f"/v1/jobs/{text.json()['id']}/inputs/0"))
+        .headers["content-type"]
+        .startswith("text/plain")
+    )
 
 
 # -- status ------------------------------------------------------------------------------
@@ -207,12 +231,20 @@ async def test_status_shows_streams_workers_rates_and_redis(
     status = before.json()
     assert status["ready"] is False and any("no live worker" in r for r in status["reasons"])
     pre = next(s for s in status["streams"] if s["stream"] == "cpu.img.pre")
-    assert (pre["pipeline"], pre["stage"], pre["model"], pre["lag"], pre["backlog"]) == ("img", "pre", None, 2, 2)
+    assert (pre["pipeline"], pre["stage"], pre["model"], pre["lag"], pre["backlog"]) == (
+        "img",
+        "pre",
+        None,
+        2,
+        2,
+    )
     assert pre["oldest_age_ms"] is not None and pre["oldest_age_ms"] >= 0
     model = next(s for s in status["streams"] if s["stream"] == "model.m1")
     assert model["model"] == "m1" and model["pipeline"] is None and model["oldest_age_ms"] is None
     assert status["redis"]["version"] and status["redis"]["used_memory"] > 0
-    assert status["pipelines"] == [{"pipeline": "img", "jobs_per_s": None, "p50_ms": None, "p95_ms": None, "backlog": 2}]
+    assert status["pipelines"] == [
+        {"pipeline": "img", "jobs_per_s": None, "p50_ms": None, "p95_ms": None, "backlog": 2}
+    ]
     sampler = api.app.state.status_sampler  # type: ignore[attr-defined]
     await sampler.sample_once()
     while sum(_step(store, g, s) for g, s in groups):

@@ -46,9 +46,15 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ApiProcess
     try:
         # Small limits, so that generated bodies reach them; a short wait for `Prefer`.
         with api_process(
-            folder, f"redis://127.0.0.1:{port}/0", max_inputs_per_job="8", max_input_bytes="4096",
-            max_json_body_bytes="65536", max_json_values="2000", max_body_bytes="131072", max_wait_s="0.2",
-        ) as api:  # fmt: skip
+            folder,
+            f"redis://127.0.0.1:{port}/0",
+            max_inputs_per_job="8",
+            max_input_bytes="4096",
+            max_json_body_bytes="65536",
+            max_json_values="2000",
+            max_body_bytes="131072",
+            max_wait_s="0.2",
+        ) as api:
             yield api, client
     finally:
         client.close()
@@ -59,24 +65,50 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ApiProcess
 # -- what gets sent ------------------------------------------------------------------------
 
 scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=False, allow_infinity=False),
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
     st.text(max_size=20),
-)  # fmt: skip
+)
 json_values = st.recursive(
-    scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=20,
-)  # fmt: skip
+)
 # What JSON text can hold that Python's json module writes only when asked: NaN, lone surrogates, depth.
 odd_json = st.sampled_from(
-    ["NaN", "Infinity", "-Infinity", '"\\ud800"', '"\\udfff x"', "1e999", "[" * 40 + "]" * 40,
-     '{"a":' * 1100 + "1" + "}" * 1100, "[" * 3000, '"\\u0000"', "18446744073709551616", '""'],
-)  # fmt: skip
+    [
+        "NaN",
+        "Infinity",
+        "-Infinity",
+        '"\\ud800"',
+        '"\\udfff x"',
+        "1e999",
+        "[" * 40 + "]" * 40,
+        '{"a":' * 1100 + "1" + "}" * 1100,
+        "[" * 3000,
+        '"\\u0000"',
+        "18446744073709551616",
+        '""',
+    ],
+)
 image_inputs = st.fixed_dictionaries(
     {},
     optional={
-        "image_base64": st.sampled_from([EXAMPLE_IMAGE_BASE64, "", "!!", "data:image/jpeg;base64," + EXAMPLE_IMAGE_BASE64,
-                                         base64.b64encode(os.urandom(8000)).decode()]) | st.text(max_size=30),
-        "image_url": st.sampled_from(["http://example.com/a.jpg", "ftp://x", "http://127.0.0.1/", "http://[::1]/"])
+        "image_base64": st.sampled_from(
+            [
+                EXAMPLE_IMAGE_BASE64,
+                "",
+                "!!",
+                "data:image/jpeg;base64," + EXAMPLE_IMAGE_BASE64,
+                base64.b64encode(os.urandom(8000)).decode(),
+            ]
+        )
+        | st.text(max_size=30),
+        "image_url": st.sampled_from(
+            ["http://example.com/a.jpg", "ftp://x", "http://127.0.0.1/", "http://[::1]/"]
+        )
         | st.text(max_size=30),
         "path": st.text(max_size=30),
         "text": st.text(max_size=30),
@@ -84,7 +116,7 @@ image_inputs = st.fixed_dictionaries(
         "interval": json_values,
         "fps": scalars,
     },
-)  # fmt: skip
+)
 job_fields = st.fixed_dictionaries(
     {"inputs": st.lists(image_inputs, max_size=10) | json_values},
     optional={
@@ -95,7 +127,7 @@ job_fields = st.fixed_dictionaries(
         "timeout_s": scalars,
         "unknown": json_values,
     },
-)  # fmt: skip
+)
 
 
 @st.composite
@@ -104,7 +136,11 @@ def json_bodies(draw: st.DrawFn) -> bytes:
     text = json.dumps(data, separators=(",", ":"), ensure_ascii=draw(st.booleans()))
     how = draw(st.sampled_from(["as is", "odd value", "cut", "bytes"]))
     if how == "odd value":
-        text = text.replace("null", draw(odd_json), 1) if "null" in text else text[:-1] + ',"metadata":' + draw(odd_json) + "}"
+        text = (
+            text.replace("null", draw(odd_json), 1)
+            if "null" in text
+            else text[:-1] + ',"metadata":' + draw(odd_json) + "}"
+        )
     elif how == "cut":
         text = text[: draw(st.integers(0, len(text)))]
     body = text.encode("utf-8", "surrogatepass")
@@ -118,13 +154,25 @@ def multipart_bodies(draw: st.DrawFn) -> tuple[bytes, str]:
     boundary = draw(st.sampled_from(["b0undary", "----x", "a" * 70]))
     parts = []
     for _ in range(draw(st.integers(0, 5))):
-        name = draw(st.sampled_from(["files", "metadata", "webhook", "webhook_events", "timeout_s", "options", "x"]))
+        name = draw(
+            st.sampled_from(["files", "metadata", "webhook", "webhook_events", "timeout_s", "options", "x"])
+        )
         filename = draw(st.none() | st.text(max_size=20) | st.just("<img src=x onerror=alert(1)>.jpg"))
         content = draw(
-            st.sampled_from([base64.b64decode(EXAMPLE_IMAGE_BASE64), b"", b"\xff\xd8junk", '{"a":1}'.encode(),
-                             b"\xe9t\xe9", b'{"a":NaN}', b'{"a":"\\ud800"}', os.urandom(5000)])
+            st.sampled_from(
+                [
+                    base64.b64decode(EXAMPLE_IMAGE_BASE64),
+                    b"",
+                    b"\xff\xd8junk",
+                    b'{"a":1}',
+                    b"\xe9t\xe9",
+                    b'{"a":NaN}',
+                    b'{"a":"\\ud800"}',
+                    os.urandom(5000),
+                ]
+            )
             | st.binary(max_size=64)
-        )  # fmt: skip
+        )
         disposition = f'form-data; name="{name}"' + ("" if filename is None else f'; filename="{filename}"')
         head = f"--{boundary}\r\nContent-Disposition: {disposition}\r\n\r\n".encode("utf-8", "surrogatepass")
         parts.append(head + content + b"\r\n")
@@ -134,9 +182,12 @@ def multipart_bodies(draw: st.DrawFn) -> tuple[bytes, str]:
 
 header_values = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=40)
 odd_headers = st.dictionaries(
-    st.sampled_from(["X-Odd", "Accept", "Authorization", "Prefer", "Idempotency-Key", "Expect", "Content-Encoding"]),
-    header_values, max_size=3,
-)  # fmt: skip
+    st.sampled_from(
+        ["X-Odd", "Accept", "Authorization", "Prefer", "Idempotency-Key", "Expect", "Content-Encoding"]
+    ),
+    header_values,
+    max_size=3,
+)
 
 
 @st.composite
@@ -145,7 +196,10 @@ def requests(draw: st.DrawFn) -> tuple[str, str, dict[str, str], bytes]:
     kind = draw(st.sampled_from(["valid", "json", "json", "multipart", "other body", "read"]))
     headers = draw(odd_headers)
     if kind == "valid":  # a good request, metadata and headers aside: the path that writes jobs
-        data = {"inputs": [{"image_base64": EXAMPLE_IMAGE_BASE64}] * draw(st.integers(1, 3)), "metadata": draw(json_values)}
+        data = {
+            "inputs": [{"image_base64": EXAMPLE_IMAGE_BASE64}] * draw(st.integers(1, 3)),
+            "metadata": draw(json_values),
+        }
         if not isinstance(data["metadata"], dict):
             data["metadata"] = {"value": data["metadata"]}
         headers["Content-Type"] = "application/json"
@@ -153,17 +207,43 @@ def requests(draw: st.DrawFn) -> tuple[str, str, dict[str, str], bytes]:
             headers["Idempotency-Key"] = draw(st.sampled_from(["v1", "v2"]))
         return "POST", "/v1/pipelines/image-classify/jobs", headers, json.dumps(data).encode()
     if kind == "read":
-        job = draw(st.sampled_from(["0" * 32, "x" * 300, "../../etc", "%00", "a b"]) | st.text("abc0-_%", max_size=10))
-        path = draw(st.sampled_from([f"/v1/jobs/{job}", f"/v1/jobs/{job}/cancel", f"/v1/jobs/{job}/webhook/redeliver",
-                                     "/v1/pipelines", f"/v1/pipelines/{job}", "/metrics", "/docs"]))  # fmt: skip
-        query = draw(st.sampled_from(["", "?wait_s=0.1", "?wait_s=-1", "?wait_s=1e999", "?wait_s=NaN", "?a=%ff&&="]))
+        job = draw(
+            st.sampled_from(["0" * 32, "x" * 300, "../../etc", "%00", "a b"])
+            | st.text("abc0-_%", max_size=10)
+        )
+        path = draw(
+            st.sampled_from(
+                [
+                    f"/v1/jobs/{job}",
+                    f"/v1/jobs/{job}/cancel",
+                    f"/v1/jobs/{job}/webhook/redeliver",
+                    "/v1/pipelines",
+                    f"/v1/pipelines/{job}",
+                    "/metrics",
+                    "/docs",
+                ]
+            )
+        )
+        query = draw(
+            st.sampled_from(["", "?wait_s=0.1", "?wait_s=-1", "?wait_s=1e999", "?wait_s=NaN", "?a=%ff&&="])
+        )
         method = "POST" if path.endswith(("cancel", "redeliver")) else "GET"
         return method, path + query, headers, b""
-    path = f"/v1/pipelines/{draw(st.sampled_from(PIPELINES))}/jobs" + draw(st.sampled_from(["", "?x=1", "?wait=%zz"]))
+    path = f"/v1/pipelines/{draw(st.sampled_from(PIPELINES))}/jobs" + draw(
+        st.sampled_from(["", "?x=1", "?wait=%zz"])
+    )
     if kind == "json":
         body = draw(json_bodies())
-        headers["Content-Type"] = draw(st.sampled_from(["application/json", "application/json; charset=utf-8",
-                                                         "application/x+json", "APPLICATION/JSON"]))  # fmt: skip
+        headers["Content-Type"] = draw(
+            st.sampled_from(
+                [
+                    "application/json",
+                    "application/json; charset=utf-8",
+                    "application/x+json",
+                    "APPLICATION/JSON",
+                ]
+            )
+        )
     elif kind == "multipart":
         body, headers["Content-Type"] = draw(multipart_bodies())
     else:
@@ -172,7 +252,9 @@ def requests(draw: st.DrawFn) -> tuple[str, str, dict[str, str], bytes]:
     if draw(st.booleans()):
         headers["Idempotency-Key"] = draw(st.sampled_from(["k1", "k2", "k3"]) | header_values)
     if draw(st.booleans()):
-        headers["Prefer"] = draw(st.sampled_from(["wait=0.1", "wait=abc", "wait=-5", "respond-async, wait=1e309"]))
+        headers["Prefer"] = draw(
+            st.sampled_from(["wait=0.1", "wait=abc", "wait=-5", "respond-async, wait=1e309"])
+        )
     return "POST", path, headers, body
 
 
@@ -180,13 +262,24 @@ def requests(draw: st.DrawFn) -> tuple[str, str, dict[str, str], bytes]:
 
 
 def jobs(client: redis.Redis) -> set[str]:
-    return {key.decode().rsplit(":", 1)[1] for key in client.scan_iter("dlpipe:job:*", count=1000) if key.count(b":") == 2}
+    return {
+        key.decode().rsplit(":", 1)[1]
+        for key in client.scan_iter("dlpipe:job:*", count=1000)
+        if key.count(b":") == 2
+    }
 
 
 @settings(
-    max_examples=EXAMPLES, deadline=None, database=None, derandomize=False,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture],
-)  # fmt: skip
+    max_examples=EXAMPLES,
+    deadline=None,
+    database=None,
+    derandomize=False,
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.function_scoped_fixture,
+    ],
+)
 @given(sent=requests())
 def test_no_request_gets_a_5xx_or_makes_a_job_without_a_202(
     stack: tuple[ApiProcess, redis.Redis], sent: tuple[str, str, dict[str, str], bytes]
@@ -210,7 +303,9 @@ def test_no_request_gets_a_5xx_or_makes_a_job_without_a_202(
     replayed = answer.headers.get("idempotent-replayed") == "true"
     if answer.status in (200, 202) and path.split("?")[0].endswith("/jobs") and method == "POST":
         job_id = answer.json()["id"]
-        assert client.exists(keys.job(job_id)), f"answered {answer.status} for a job that is not there: {what}"
+        assert client.exists(keys.job(job_id)), (
+            f"answered {answer.status} for a job that is not there: {what}"
+        )
         assert made == (set() if replayed else {job_id}), what
     else:
         assert made == set(), f"a job was written without a 202: {what}"

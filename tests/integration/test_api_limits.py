@@ -40,12 +40,12 @@ from shared.settings import Settings
 from tests.stagefns import job_view, pipelines
 from tests.support.api import running, write_pipelines
 from workers import runtime
-from workers.store import inputs as store_inputs
-from workers.store import results as store_results
 from workers.inference import load_models
 from workers.model_worker import ModelWorker
 from workers.preprocess import PreprocessWorker
 from workers.store import StageResult, Store
+from workers.store import inputs as store_inputs
+from workers.store import results as store_results
 
 pytestmark = pytest.mark.anyio
 
@@ -176,9 +176,13 @@ async def test_a_multipart_retry_is_the_same_request_whatever_its_boundary(
 ) -> None:
     def multipart(boundary: str, content: bytes) -> tuple[bytes, dict[str, str]]:
         raw = (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="a.jpg"\r\n'
-            f"Content-Type: image/jpeg\r\n\r\n"
-        ).encode() + content + f"\r\n--{boundary}--\r\n".encode()
+            (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="a.jpg"\r\n'
+                f"Content-Type: image/jpeg\r\n\r\n"
+            ).encode()
+            + content
+            + f"\r\n--{boundary}--\r\n".encode()
+        )
         return raw, {"content-type": f"multipart/form-data; boundary={boundary}", "Idempotency-Key": "up-1"}
 
     raw, headers = multipart("boundary-one", b"\xff\xd8pixels")
@@ -230,8 +234,9 @@ class Stack:
         path = tmp_path / "sums.yaml"
         path.write_text(yaml.safe_dump(pipelines()))
         # `post` is a stage of the preprocess worker's here (counted, stepped): not fused.
-        self.settings = Settings(redis_url=redis_url, pipelines_file=path, read_block_ms=1, job_ttl_s=600,
-                                 fuse_postprocess=False)  # fmt: skip
+        self.settings = Settings(
+            redis_url=redis_url, pipelines_file=path, read_block_ms=1, job_ttl_s=600, fuse_postprocess=False
+        )
         self.client = redis.Redis.from_url(redis_url)
         self.store = Store(self.client, load_pipelines(path), ttl_s=600)
         self.calls: Counter[str] = Counter()
@@ -263,9 +268,17 @@ class Stack:
         pipe = self.client.pipeline()
         queue_new_job(
             pipe,
-            JobRecord.new(id=job_id, pipeline=self.store.config.pipelines["sums"].name, total=n, created_ms=now_ms(), timeout_s=timeout_s),
-            pipeline=self.store.config.pipelines["sums"], inputs=[{"v": i} for i in range(n)], ttl_s=600,
-        )  # fmt: skip
+            JobRecord.new(
+                id=job_id,
+                pipeline=self.store.config.pipelines["sums"].name,
+                total=n,
+                created_ms=now_ms(),
+                timeout_s=timeout_s,
+            ),
+            pipeline=self.store.config.pipelines["sums"],
+            inputs=[{"v": i} for i in range(n)],
+            ttl_s=600,
+        )
         pipe.execute()
 
     def half_way(self) -> None:
@@ -291,9 +304,10 @@ class Stack:
 
     def completed_events(self, job_id: str) -> int:
         return sum(
-            1 for _, f in self.client.xrange(keys.EVENTS)
+            1
+            for _, f in self.client.xrange(keys.EVENTS)
             if f[b"job"] == job_id.encode() and f[b"type"] == b"job.completed"
-        )  # fmt: skip
+        )
 
 
 @pytest.fixture
@@ -370,9 +384,16 @@ def test_workers_skip_a_canceled_jobs_items_even_while_their_inputs_are_still_th
     stack.queue("c4", 10)
     assert stack.cpu.run_once(1) == 8
     reply = stack.client.eval(
-        scripts.CANCEL_JOB, 4, keys.job("c4"), keys.job_outputs("c4"), keys.EVENTS, keys.backlog("sums"),
-        now_ms(), 600, "c4",
-    )  # fmt: skip
+        scripts.CANCEL_JOB,
+        4,
+        keys.job("c4"),
+        keys.job_outputs("c4"),
+        keys.EVENTS,
+        keys.backlog("sums"),
+        now_ms(),
+        600,
+        "c4",
+    )
     assert [int(reply[0]), reply[1]] == [1, b"canceled"]
     assert stack.client.exists(keys.item("c4", 9))
     before = dict(stack.calls)

@@ -72,7 +72,9 @@ def test_a_thousand_long_polls_on_one_job_all_get_its_end(api: ApiProcess, redis
 def test_two_hundred_waiting_submits_at_once_are_all_answered(api: ApiProcess) -> None:
     async def run() -> list[int]:
         wait = {**JSON, "Prefer": "wait=1"}
-        answers = await asyncio.gather(*[request(api.port, "POST", URL, headers=wait, body=BODY) for _ in range(SUBMITS)])
+        answers = await asyncio.gather(
+            *[request(api.port, "POST", URL, headers=wait, body=BODY) for _ in range(SUBMITS)]
+        )
         return [a.status for a in answers]
 
     codes = asyncio.run(run())

@@ -21,8 +21,11 @@ from tests.support.api import running, write_pipelines
 pytestmark = pytest.mark.anyio
 
 A, B = "key-of-a-0123456789", "key-of-b-9876543210"
-BODY = {"inputs": [{"image_base64": base64.b64encode(b"\x89PNG\r\n\x1a\nabc").decode()}], "keep_inputs": True,
-        "webhook": "https://example.com/hook"}  # fmt: skip
+BODY = {
+    "inputs": [{"image_base64": base64.b64encode(b"\x89PNG\r\n\x1a\nabc").decode()}],
+    "keep_inputs": True,
+    "webhook": "https://example.com/hook",
+}
 UNKNOWN = "0" * 32
 
 
@@ -48,12 +51,14 @@ def _every_route(routes: list[Any]) -> Iterator[Any]:
 
 def job_routes(api: httpx.AsyncClient) -> list[tuple[str, str]]:
     app = api._transport.app  # type: ignore[attr-defined]
-    found = sorted({
-        (method, route.path)
-        for route in _every_route(app.routes)
-        if "{job_id}" in route.path
-        for method in route.methods - {"HEAD"}
-    })  # fmt: skip
+    found = sorted(
+        {
+            (method, route.path)
+            for route in _every_route(app.routes)
+            if "{job_id}" in route.path
+            for method in route.methods - {"HEAD"}
+        }
+    )
     assert len(found) >= 5, found  # get, cancel, redeliver, events, inputs (and whatever comes)
     return found
 
@@ -70,7 +75,10 @@ async def test_one_key_cannot_reach_another_keys_job_through_any_route(api: http
         theirs = await api.request(method, _url(path, job_id), headers=_as(B))
         unknown = await api.request(method, _url(path, UNKNOWN), headers=_as(B))
         assert theirs.status_code == unknown.status_code == 404, (method, path, theirs.text)
-        assert theirs.json() == {**unknown.json(), "detail": unknown.json()["detail"].replace(UNKNOWN, job_id)}
+        assert theirs.json() == {
+            **unknown.json(),
+            "detail": unknown.json()["detail"].replace(UNKNOWN, job_id),
+        }
         by_token = await api.request(method, _url(path, job_id), params={"access_token": B})
         assert by_token.status_code in (401, 404), (method, path, by_token.text)  # 401: no query keys there
     # The owner reaches it (reads: 200; the events stream of an ended job ends at once).

@@ -64,7 +64,10 @@ def _step(store: Store, group: str, streams: list[str]) -> int:
 
 def _groups(store: Store) -> list[tuple[str, list[str]]]:
     config = store.config
-    groups = [(keys.CPU_GROUP, config.cpu_streams()), (keys.MODEL_GROUP, list(config.model_streams().values()))]
+    groups = [
+        (keys.CPU_GROUP, config.cpu_streams()),
+        (keys.MODEL_GROUP, list(config.model_streams().values())),
+    ]
     for group, streams in groups:
         store.ensure_groups(streams, group)
     return groups
@@ -93,7 +96,9 @@ async def test_a_job_submitted_through_the_api_is_run_by_the_stages(
     store.complete(cpu_group, [_run_stage(entries[1], [{"image": IMAGES[1]}])])
     view = (await api.get(f"/v1/jobs/{job_id}")).json()
     assert view["status"] == "running" and view["progress"] == {"done": 0, "total": 3}
-    store.complete(cpu_group, [_run_stage(e, [{"image": IMAGES[e.item.index]}]) for e in (entries[2], entries[0])])
+    store.complete(
+        cpu_group, [_run_stage(e, [{"image": IMAGES[e.item.index]}]) for e in (entries[2], entries[0])]
+    )
 
     while sum(_step(store, group, streams) for group, streams in groups):
         pass
@@ -103,8 +108,13 @@ async def test_a_job_submitted_through_the_api_is_run_by_the_stages(
     view = response.json()
     assert view["status"] == "succeeded" and view["progress"] == {"done": 3, "total": 3}
     assert view["outputs"] == [
-        {"index": i, "status": "succeeded", "result": {"score": len(image) * 10, "index": i}, "error": None,
-         "source": None}
+        {
+            "index": i,
+            "status": "succeeded",
+            "result": {"score": len(image) * 10, "index": i},
+            "error": None,
+            "source": None,
+        }
         for i, image in enumerate(IMAGES)
     ]
     assert view["metadata"] == {"t": 1} and view["completed_at"] is not None
@@ -112,7 +122,9 @@ async def test_a_job_submitted_through_the_api_is_run_by_the_stages(
 
 async def test_multipart_job_reaches_the_workers_with_its_files(api: httpx.AsyncClient, store: Store) -> None:
     files = [("files", (f"{i}.jpg", image, "image/jpeg")) for i, image in enumerate(IMAGES[:2])]
-    response = await api.post("/v1/pipelines/img/jobs", files=files, data={"webhook": "https://hooks.example.com/h"})
+    response = await api.post(
+        "/v1/pipelines/img/jobs", files=files, data={"webhook": "https://hooks.example.com/h"}
+    )
     assert response.status_code == 202, response.text
     cpu_group, cpu_streams = _groups(store)[0]
     entries = store.read(cpu_group, "test", cpu_streams, count=100, block_ms=None)

@@ -175,8 +175,11 @@ def api(redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "services.cli", "api"],
-            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{port}"
     pretend_workers(redis_server)
 
@@ -232,7 +235,9 @@ def test_the_api_answers_every_generated_request_as_its_schema_says(
     url, _ = api
     response = case.call(base_url=url, headers=AUTH, timeout=30)
     if case.operation.path not in SYNC_PATHS:
-        excused = [checks.positive_data_acceptance] if data_refusal(response) or not body_is_valid(case) else []
+        excused = (
+            [checks.positive_data_acceptance] if data_refusal(response) or not body_is_valid(case) else []
+        )
     elif response.status_code == 504:  # no worker runs the job
         excused = [checks.positive_data_acceptance, checks.not_a_server_error]
     else:  # a 400 for the protocols' own rules: a model's input name and datatype, a shape's count

@@ -20,8 +20,12 @@ def test_event_streams_end_when_the_api_stops(tmp_path: Path, redis_url: str) ->
     with api_process(tmp_path, redis_url, pipelines_file=pipelines, api_keys="k1") as api:
         headers = {"Authorization": "Bearer k1"}
         job = httpx.post(f"{api.url}/v1/pipelines/img/jobs", json=BODY, headers=headers, timeout=10).json()
-        streams = [httpx.stream("GET", f"{api.url}/v1/jobs/{job['id']}/events",
-                                params={"access_token": "k1"}, timeout=60) for _ in range(3)]  # fmt: skip
+        streams = [
+            httpx.stream(
+                "GET", f"{api.url}/v1/jobs/{job['id']}/events", params={"access_token": "k1"}, timeout=60
+            )
+            for _ in range(3)
+        ]
         responses = [s.__enter__() for s in streams]
         lines = [r.iter_lines() for r in responses]
         for it in lines:  # each stream is open: its first progress event came

@@ -68,8 +68,10 @@ def test_megabytes_of_empty_lists_are_refused_at_once_and_the_api_goes_on(
     # as it arrives, after its first 1.5 MB), both built to cost the parser seconds.
     body = b'{"inputs":[' + b",".join([b"[]"] * lists) + b"]}"
     answer, took, stall = watched(api, body, {"Content-Type": "application/json"})
-    print(f"\n{len(body) / 1e6:.0f} MB of empty lists: {answer.status} in {took:.2f} s; "
-          f"slowest /healthz meanwhile {stall * 1000:.0f} ms")  # fmt: skip
+    print(
+        f"\n{len(body) / 1e6:.0f} MB of empty lists: {answer.status} in {took:.2f} s; "
+        f"slowest /healthz meanwhile {stall * 1000:.0f} ms"
+    )
     assert answer.status == 413, answer.body
     assert answer.json()["field"] == "body" and setting in answer.json()["detail"]
     assert stall < MAX_STALL_S
@@ -87,13 +89,17 @@ def test_the_largest_bodies_accepted_do_not_hold_the_loop(api: ApiProcess, tmp_p
         boundary = "x-dlpipe-stall-test"
         parts = [
             f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="{n}.jpg"\r\n'
-            f"Content-Type: image/jpeg\r\n\r\n".encode() + image + b"\r\n"
+            f"Content-Type: image/jpeg\r\n\r\n".encode()
+            + image
+            + b"\r\n"
             for n in range(60)
         ]
         payload = b"".join(parts) + f"--{boundary}--\r\n".encode()
         headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
     answer, took, stall = watched(api, payload, headers)
-    print(f"\n{kind} body of {len(payload) / 2**20:.1f} MiB: {answer.status} in {took:.2f} s; "
-          f"slowest /healthz meanwhile {stall * 1000:.0f} ms")  # fmt: skip
+    print(
+        f"\n{kind} body of {len(payload) / 2**20:.1f} MiB: {answer.status} in {took:.2f} s; "
+        f"slowest /healthz meanwhile {stall * 1000:.0f} ms"
+    )
     assert answer.status == 202, answer.body
     assert stall < MAX_STALL_S

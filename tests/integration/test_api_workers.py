@@ -17,11 +17,19 @@ from tests.support.waiting import wait_until
 
 def test_two_api_processes_share_the_port_and_take_jobs(tmp_path: Path, redis_url: str) -> None:
     port = free_port()
-    env = {**os.environ, "DLPIPE_REDIS_URL": redis_url, "DLPIPE_API_WORKERS": "2", "DLPIPE_LOG_LEVEL": "WARNING"}
+    env = {
+        **os.environ,
+        "DLPIPE_REDIS_URL": redis_url,
+        "DLPIPE_API_WORKERS": "2",
+        "DLPIPE_LOG_LEVEL": "WARNING",
+    }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "api", "--port", str(port)], cwd=REPO, env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
+        [sys.executable, "-m", "services.cli", "api", "--port", str(port)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         base = f"http://127.0.0.1:{port}"
 

@@ -25,18 +25,36 @@ def test_model_only_limit_measures_each_configuration() -> None:
 
 
 def test_baseline_answers_the_bench_client_and_stops(tmp_path: Path) -> None:
-    setup = systems.Setup(run_dir=tmp_path, workloads=["image-classify"], cores=2, peer_threads=1,
-                          max_batch_size=4, batch_timeout_ms=2.0, dlpipe_env={}, peers={},
-                          ready_timeout_s=120.0)  # fmt: skip
+    setup = systems.Setup(
+        run_dir=tmp_path,
+        workloads=["image-classify"],
+        cores=2,
+        peer_threads=1,
+        max_batch_size=4,
+        batch_timeout_ms=2.0,
+        dlpipe_env={},
+        peers={},
+        ready_timeout_s=120.0,
+    )
     port = free_port()
     turn = systems.start("baseline", setup, port)
     try:
         pid = turn.servers[0].proc.pid
-        load = Load(path="/v1/pipelines/image-classify/jobs", bodies=[request_body(fhd_jpegs()[0])],
-                    concurrency=2, warmup_s=0.5, duration_s=1.5)  # fmt: skip
+        load = Load(
+            path="/v1/pipelines/image-classify/jobs",
+            bodies=[request_body(fhd_jpegs()[0])],
+            concurrency=2,
+            warmup_s=0.5,
+            duration_s=1.5,
+        )
         marks: dict[str, procs.CpuSnapshot] = {}
-        window = asyncio.run(run_load(turn.base_url, load, lambda m: marks.update(
-            {m: procs.cpu_snapshot(turn.processes(), turn.role)})))  # fmt: skip
+        window = asyncio.run(
+            run_load(
+                turn.base_url,
+                load,
+                lambda m: marks.update({m: procs.cpu_snapshot(turn.processes(), turn.role)}),
+            )
+        )
     finally:
         systems.stop(turn, port)
     assert window.errors == 0, window.error_samples
@@ -52,8 +70,17 @@ def test_the_api_alone_turn_measures_accepted_jobs_and_stops(tmp_path: Path) -> 
     client for a second, once with 1 and once with 2 API processes; everything stopped by pid."""
     from bench import orchestrate  # noqa: PLC0415
 
-    setup = systems.Setup(run_dir=tmp_path, workloads=[], cores=2, peer_threads=1, max_batch_size=1,
-                          batch_timeout_ms=0.0, dlpipe_env={}, peers={}, ready_timeout_s=120.0)  # fmt: skip
+    setup = systems.Setup(
+        run_dir=tmp_path,
+        workloads=[],
+        cores=2,
+        peer_threads=1,
+        max_batch_size=1,
+        batch_timeout_ms=0.0,
+        dlpipe_env={},
+        peers={},
+        ready_timeout_s=120.0,
+    )
     opts = orchestrate.Options(api_concurrency=[2], api_workers=[1, 2], api_duration_s=1.0, warmup_s=0.5)
     port = free_port()
     out = orchestrate._http_turn("api", setup, port, [], opts)
@@ -74,10 +101,27 @@ def test_a_turn_on_the_simulated_device_reads_the_device_and_loads_open_loop(tmp
     from bench.sim.pipelines import CLASSIFIER, DETECTOR, Cost, SimSpec  # noqa: PLC0415
 
     spec = SimSpec({DETECTOR: Cost(5.0, 0.5), CLASSIFIER: Cost(5.0, 0.5)}, max_batch_size=4)
-    setup = systems.Setup(run_dir=tmp_path, workloads=["sim-classify"], cores=2, peer_threads=1, max_batch_size=4,
-                          batch_timeout_ms=2.0, dlpipe_env={}, peers={}, ready_timeout_s=120.0, device="sim")  # fmt: skip
-    opts = orchestrate.Options(concurrency=[2], open_loop=[0.01, 50.0], warmup_s=0.5, duration_s=1.5,
-                               workloads=["sim-classify"], device="sim", sim=spec)  # fmt: skip
+    setup = systems.Setup(
+        run_dir=tmp_path,
+        workloads=["sim-classify"],
+        cores=2,
+        peer_threads=1,
+        max_batch_size=4,
+        batch_timeout_ms=2.0,
+        dlpipe_env={},
+        peers={},
+        ready_timeout_s=120.0,
+        device="sim",
+    )
+    opts = orchestrate.Options(
+        concurrency=[2],
+        open_loop=[0.01, 50.0],
+        warmup_s=0.5,
+        duration_s=1.5,
+        workloads=["sim-classify"],
+        device="sim",
+        sim=spec,
+    )
     port = free_port()
     out = orchestrate._http_turn("baseline", setup, port, [request_body(fhd_jpegs()[0])], opts)
     closed, poisson = out["windows"]
@@ -87,6 +131,8 @@ def test_a_turn_on_the_simulated_device_reads_the_device_and_loads_open_loop(tmp
         device = window["device"]
         assert 0 < device["duty_cycle"] < 1 and device["overlap_s"] == 0.0
         assert device["models"][CLASSIFIER]["mean_batch_size"] == 1.0  # the classical flow: one at a time
-    assert poisson["arrivals_per_s"] == pytest.approx(0.01 * spec.ceiling_items_per_s("sim-classify"), rel=1e-3)
+    assert poisson["arrivals_per_s"] == pytest.approx(
+        0.01 * spec.ceiling_items_per_s("sim-classify"), rel=1e-3
+    )
     assert [s["load"] for s in out["skipped"]] == ["poisson 5000%"]
     assert procs.port_is_free(port)

@@ -45,9 +45,12 @@ def completed_events(client: redis.Redis, job_id: str) -> int:
 def api_process(tmp_path: Path, redis_url: str) -> Iterator[str]:
     """`dlpipe api` on a free port, on the test's Redis, with no worker anywhere; its base URL."""
     with start_api(
-        tmp_path, redis_url, max_backlog="3", pipelines_file=str(write_pipelines(tmp_path)),
+        tmp_path,
+        redis_url,
+        max_backlog="3",
+        pipelines_file=str(write_pipelines(tmp_path)),
         deadline_sweep_interval_ms=str(SWEEP_MS),
-    ) as api:  # fmt: skip
+    ) as api:
         yield api.url
 
 
@@ -62,16 +65,21 @@ def test_with_no_worker_a_job_still_ends_by_its_deadline(api_process: str, redis
         # At the cap (3 items) and nothing drains (no worker): retry in the longest wait, 60 s
         # (once the API has watched the drain for 2 s; 5 s before that).
         refused = wait_until(
-            lambda: (r := http.post("/v1/pipelines/img/jobs", json={"inputs": [image]})).status_code == 429
-            and r.headers["retry-after"] == str(MAX_S) and r,
-            5, "a 429 whose Retry-After knows nothing drains",
-        )  # fmt: skip
+            lambda: (
+                (r := http.post("/v1/pipelines/img/jobs", json={"inputs": [image]})).status_code == 429
+                and r.headers["retry-after"] == str(MAX_S)
+                and r
+            ),
+            5,
+            "a 429 whose Retry-After knows nothing drains",
+        )
         assert refused.json()["detail"].endswith(f"retry after {MAX_S} s")
         job_id = timed.json()["id"]
         view = wait_until(
             lambda: (v := http.get(f"/v1/jobs/{job_id}").json())["status"] != "queued" and v,
-            10, "the job to end",
-        )  # fmt: skip
+            10,
+            "the job to end",
+        )
         ended_s = time.time()
         # Ended by its deadline plus about one sweep interval (and this machine's scheduling).
         assert ended_s - deadline_s < SWEEP_MS / 1000 + 1.0, ended_s - deadline_s
@@ -118,9 +126,13 @@ def write_job(client: redis.Redis, stack: Stack, job_id: str, n: int, ttl_s: int
     pipe = client.pipeline()
     queue_new_job(
         pipe,
-        JobRecord.new(id=job_id, pipeline=stack.store.config.pipelines["sums"].name, total=n, created_ms=created),
-        pipeline=stack.store.config.pipelines["sums"], inputs=[{"v": i} for i in range(n)], ttl_s=ttl_s,
-    )  # fmt: skip
+        JobRecord.new(
+            id=job_id, pipeline=stack.store.config.pipelines["sums"].name, total=n, created_ms=created
+        ),
+        pipeline=stack.store.config.pipelines["sums"],
+        inputs=[{"v": i} for i in range(n)],
+        ttl_s=ttl_s,
+    )
     pipe.execute()
     return created
 
@@ -135,8 +147,9 @@ async def test_the_backlog_counter_never_stays_up_for_jobs_past_their_ttl_or_gon
     wait_until(lambda: not client.exists(keys.job("lost")), 5, "the record to expire")
     assert backlog(client, "sums") == 2 + 3 + 4
     wait_until(lambda: now_ms() > created + 1000, 5, "the old job's TTL to pass")
-    sweeper = Sweeper(AsyncRedis.from_url(stack.settings.redis_url), ["sums"], ttl_s=600, interval_s=0.1,
-                      rates=DrainRates())  # fmt: skip
+    sweeper = Sweeper(
+        AsyncRedis.from_url(stack.settings.redis_url), ["sums"], ttl_s=600, interval_s=0.1, rates=DrainRates()
+    )
     try:
         assert await sweeper.sweep_once() == 1
     finally:

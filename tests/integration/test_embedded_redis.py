@@ -18,7 +18,8 @@ from tests.support.waiting import wait_until
 
 
 def test_a_killed_embedded_redis_comes_back_on_its_port_with_its_data(
-    tmp_path: Path, ups: list[UpProcess]  # noqa: F811 - the fixture
+    tmp_path: Path,
+    ups: list[UpProcess],  # noqa: F811 - the fixture
 ) -> None:
     up = UpProcess(tmp_path, free_port(), {"loop": LOOP})
     ups.append(up)

@@ -29,8 +29,10 @@ from workers.models.exported_config import ExportedModelError
 
 PHOTOS = ("chelsea.png", "coffee.png", "astronaut.png", "motorcycle_left.png")
 CLASSES: dict[str, type[ExportedModel]] = {
-    "torchscript": TorchScriptModel, "torch.export": ExportedProgramModel, "onnx": OnnxModel,
-}  # fmt: skip
+    "torchscript": TorchScriptModel,
+    "torch.export": ExportedProgramModel,
+    "onnx": OnnxModel,
+}
 LABELS = Path(__file__).resolve().parents[2] / "workers" / "data" / "imagenet_classes.txt"
 
 
@@ -46,17 +48,41 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def users_file(folder: Path, fmt: str, **params: Any) -> dict[str, Any]:
     """A pipelines file as a user writes one: the generic class, the file, layout and normalisation."""
     filename, class_path = FORMATS[fmt]
-    model = {"path": str(folder / filename), "input_size": [224, 224], "layout": "NCHW", "dtype": "float32",
-             **NORMALISATION, "output": "softmax_top_k", "labels": str(folder / "labels.txt"), "k": 5, **params}  # fmt: skip
+    model = {
+        "path": str(folder / filename),
+        "input_size": [224, 224],
+        "layout": "NCHW",
+        "dtype": "float32",
+        **NORMALISATION,
+        "output": "softmax_top_k",
+        "labels": str(folder / "labels.txt"),
+        "k": 5,
+        **params,
+    }
     return {
-        "models": {"mine": {"class": class_path, "params": model, "batching": {"max_batch_size": 8, "max_batch_delay_ms": 2}}},
-        "pipelines": {"my-classify": {"input": "image", "stages": [
-            {"name": "decode", "kind": "preprocess", "fn": "workers.transforms.image:decode_resize_crop",
-             "params": {"resize": 256, "crop": 224}},
-            {"name": "classify", "kind": "model", "model": "mine"},
-            {"name": "result", "kind": "postprocess", "fn": "workers.transforms.outputs:result"},
-        ]}},
-    }  # fmt: skip
+        "models": {
+            "mine": {
+                "class": class_path,
+                "params": model,
+                "batching": {"max_batch_size": 8, "max_batch_delay_ms": 2},
+            }
+        },
+        "pipelines": {
+            "my-classify": {
+                "input": "image",
+                "stages": [
+                    {
+                        "name": "decode",
+                        "kind": "preprocess",
+                        "fn": "workers.transforms.image:decode_resize_crop",
+                        "params": {"resize": 256, "crop": 224},
+                    },
+                    {"name": "classify", "kind": "model", "model": "mine"},
+                    {"name": "result", "kind": "postprocess", "fn": "workers.transforms.outputs:result"},
+                ],
+            }
+        },
+    }
 
 
 def classify(document: dict[str, Any]) -> list[dict[str, Any]]:
@@ -69,7 +95,9 @@ def classify(document: dict[str, Any]) -> list[dict[str, Any]]:
 def native() -> list[dict[str, Any]]:
     config: PipelinesConfig = load_pipelines(Settings().pipelines_file)
     models = load_models(config, ["efficientnet_lite0"], torch.device("cpu"))
-    return run_pipeline(config, models, "image-classify", [{"image": photo_bytes(p, fmt=None)} for p in PHOTOS])
+    return run_pipeline(
+        config, models, "image-classify", [{"image": photo_bytes(p, fmt=None)} for p in PHOTOS]
+    )
 
 
 @pytest.mark.parametrize("fmt", list(FORMATS))
@@ -79,8 +107,12 @@ def test_an_exported_model_labels_photos_as_the_native_model_does(
     for photo, mine, theirs in zip(PHOTOS, classify(users_file(folder, fmt)), native, strict=True):
         assert [x["index"] for x in mine["labels"]] == [x["index"] for x in theirs["labels"]], photo
         assert [x["label"] for x in mine["labels"]] == [x["label"] for x in theirs["labels"]], photo
-        np.testing.assert_allclose([x["score"] for x in mine["labels"]], [x["score"] for x in theirs["labels"]],
-                                   atol=1e-4, err_msg=photo)  # fmt: skip
+        np.testing.assert_allclose(
+            [x["score"] for x in mine["labels"]],
+            [x["score"] for x in theirs["labels"]],
+            atol=1e-4,
+            err_msg=photo,
+        )
 
 
 def test_the_normalisation_params_are_what_makes_it_match(folder: Path, native: list[dict[str, Any]]) -> None:
@@ -110,7 +142,12 @@ def entry_error(folder: Path, fmt: str, **params: Any) -> ExportedModelError:
     [
         ("onnx", {"path": "/nonexistent/model.onnx"}, "path", "no such file"),
         ("onnx", {"input_size": 256}, "input_size", "the params give ['N', 3, 256, 256]"),
-        ("torch.export", {"input_size": [256, 256]}, "input_size", "refuses a float32 NCHW batch of shape (2, 3, 256, 256)"),
+        (
+            "torch.export",
+            {"input_size": [256, 256]},
+            "input_size",
+            "refuses a float32 NCHW batch of shape (2, 3, 256, 256)",
+        ),
         ("onnx", {"layout": "NHWC"}, "layout", "takes input of shape ['batch', 3, 224, 224]"),
         ("onnx", {"dtype": "float16"}, "dtype", "takes float32 input"),
         ("torchscript", {"output": "argmax"}, "output", "'raw' or 'softmax_top_k'"),

@@ -62,8 +62,13 @@ async def api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-def workers(client: redis.Redis, settings: Settings, config: PipelinesConfig, models: dict[str, Model],
-            max_file_bytes: int = 16 << 20) -> list[Any]:  # fmt: skip
+def workers(
+    client: redis.Redis,
+    settings: Settings,
+    config: PipelinesConfig,
+    models: dict[str, Model],
+    max_file_bytes: int = 16 << 20,
+) -> list[Any]:
     store = Store(client, config, settings.job_ttl_s, max_file_bytes)
     steps = [PreprocessWorker(store, settings, "cpu-blur"), ModelWorker(store, settings, "gpu-blur", models)]
     for worker in steps:
@@ -100,9 +105,12 @@ def mean_diff(a: np.ndarray, b: np.ndarray, region: tuple[int, int, int, int]) -
 
 
 async def test_the_served_jpeg_has_the_face_blurred_and_the_rest_as_it_was(
-    api: httpx.AsyncClient, settings: Settings, config: PipelinesConfig, models: dict[str, Model],
+    api: httpx.AsyncClient,
+    settings: Settings,
+    config: PipelinesConfig,
+    models: dict[str, Model],
     redis_client: redis.Redis,
-) -> None:  # fmt: skip
+) -> None:
     photos = [(name, photo_bytes(name, fmt=None)) for name in ("astronaut.png", "coffee.png")]
     job_id = await submit(api, "face-blur", files=[("files", photo) for photo in photos])
     run_until_final(redis_client, job_id, workers(redis_client, settings, config, models))
@@ -130,11 +138,18 @@ async def test_the_served_jpeg_has_the_face_blurred_and_the_rest_as_it_was(
 
 
 async def test_video_blur_gives_each_frame_its_jpeg(
-    api: httpx.AsyncClient, settings: Settings, config: PipelinesConfig, models: dict[str, Model],
+    api: httpx.AsyncClient,
+    settings: Settings,
+    config: PipelinesConfig,
+    models: dict[str, Model],
     redis_client: redis.Redis,
-) -> None:  # fmt: skip
-    job_id = await submit(api, "video-blur", files=[("files", ("scene.mp4", astronaut_then_coffee()))],
-                          data={"options": json.dumps({"fps": 1})})  # fmt: skip
+) -> None:
+    job_id = await submit(
+        api,
+        "video-blur",
+        files=[("files", ("scene.mp4", astronaut_then_coffee()))],
+        data={"options": json.dumps({"fps": 1})},
+    )
     run_until_final(redis_client, job_id, workers(redis_client, settings, config, models))
     job = (await api.get(f"/v1/jobs/{job_id}")).json()
     assert job["status"] == "succeeded", job
@@ -150,9 +165,12 @@ async def test_video_blur_gives_each_frame_its_jpeg(
 
 
 async def test_a_jpeg_over_the_cap_fails_its_item_with_the_reason(
-    api: httpx.AsyncClient, settings: Settings, config: PipelinesConfig, models: dict[str, Model],
+    api: httpx.AsyncClient,
+    settings: Settings,
+    config: PipelinesConfig,
+    models: dict[str, Model],
     redis_client: redis.Redis,
-) -> None:  # fmt: skip
+) -> None:
     photo = ("a.png", photo_bytes("astronaut.png", fmt=None))
     job_id = await submit(api, "face-blur", files=[("files", photo)])
     steps = workers(redis_client, settings, config, models, max_file_bytes=10_000)
@@ -162,14 +180,16 @@ async def test_a_jpeg_over_the_cap_fails_its_item_with_the_reason(
     (output,) = job["outputs"]
     assert output["status"] == "failed" and output["result"] is None
     assert output["error"].startswith("stage 'blur': file 'blurred.jpg' is ")
-    assert output["error"].endswith(" bytes, over the 10000-byte cap on an output file "
-                                    "(DLPIPE_MAX_OUTPUT_FILE_BYTES)")
+    assert output["error"].endswith(
+        " bytes, over the 10000-byte cap on an output file (DLPIPE_MAX_OUTPUT_FILE_BYTES)"
+    )
     assert not redis_client.exists(keys.job_files(job_id))
     assert (await api.get(f"/v1/jobs/{job_id}/outputs/0/files/blurred.jpg")).status_code == 404
 
 
-async def test_bad_files_fail_their_items_on_real_redis_too(tmp_path: Path, redis_url: str,
-                                                           redis_client: redis.Redis) -> None:  # fmt: skip
+async def test_bad_files_fail_their_items_on_real_redis_too(
+    tmp_path: Path, redis_url: str, redis_client: redis.Redis
+) -> None:
     pipelines_file = write_pipelines(tmp_path, PIPELINES)
     settings = Settings(redis_url=redis_url, pipelines_file=pipelines_file, read_block_ms=1)
     store = Store(redis_client, load_pipelines(settings.pipelines_file), 600, max_file_bytes=CAP)

@@ -129,7 +129,9 @@ def test_a_batch_whose_items_hold_no_crops_runs(models: dict[str, Model]) -> Non
         onet.collate([{"crops": np.zeros((1, 24, 24, 3), np.uint8)}])
 
 
-def test_images_too_small_or_too_plain_for_a_face_get_none(config: PipelinesConfig, models: dict[str, Model]) -> None:
+def test_images_too_small_or_too_plain_for_a_face_get_none(
+    config: PipelinesConfig, models: dict[str, Model]
+) -> None:
     def png(size: tuple[int, int]) -> bytes:
         out = io.BytesIO()
         Image.new("RGB", size, (128, 128, 128)).save(out, "PNG")

@@ -41,8 +41,12 @@ def mean_colour(inp: dict[str, Any]) -> np.ndarray:
 
 
 PIPELINES = {
-    "models": {"summer": {"class": "tests.stagefns:SumModel", "batching": {"max_batch_size": 16,
-                                                                          "max_batch_delay_ms": 1}}},
+    "models": {
+        "summer": {
+            "class": "tests.stagefns:SumModel",
+            "batching": {"max_batch_size": 16, "max_batch_delay_ms": 1},
+        }
+    },
     "pipelines": {
         "colours": {
             "input": "image",
@@ -53,7 +57,7 @@ PIPELINES = {
             ],
         }
     },
-}  # fmt: skip
+}
 
 
 def png(colour: tuple[int, int, int]) -> bytes:

@@ -18,8 +18,8 @@ import redis
 import yaml
 
 from shared import keys
-from shared.jobs import queue_new_job
 from shared.job_record import JobRecord, job_view_from_redis
+from shared.jobs import queue_new_job
 from shared.messages import JobStatus, now_ms
 from shared.pipeline_spec import load_pipelines
 from tests.e2e.conftest import REPO, dlpipe_command
@@ -27,7 +27,10 @@ from tests.support.waiting import wait_until
 
 PIPELINES = {
     "models": {
-        "doubler": {"class": "tests.graphmodels:Doubler", "batching": {"max_batch_size": 16, "max_batch_delay_ms": 50}}
+        "doubler": {
+            "class": "tests.graphmodels:Doubler",
+            "batching": {"max_batch_size": 16, "max_batch_delay_ms": 50},
+        }
     },
     "pipelines": {
         "chain": {
@@ -42,14 +45,23 @@ PIPELINES = {
             "input": "image",
             "stages": [
                 {"name": "pair", "kind": "preprocess", "fn": "tests.graphfns:to_pair"},
-                {"name": "shift", "kind": "preprocess", "fn": "tests.graphfns:plus_hundred", "needs": ["input"]},
+                {
+                    "name": "shift",
+                    "kind": "preprocess",
+                    "fn": "tests.graphfns:plus_hundred",
+                    "needs": ["input"],
+                },
                 {"name": "double", "kind": "model", "model": "doubler", "needs": ["pair"]},
-                {"name": "join", "kind": "postprocess", "fn": "tests.graphfns:join_result",
-                 "needs": ["double", "shift", "input"]},
+                {
+                    "name": "join",
+                    "kind": "postprocess",
+                    "fn": "tests.graphfns:join_result",
+                    "needs": ["double", "shift", "input"],
+                },
             ],
         },
     },
-}  # fmt: skip
+}
 
 
 @pytest.fixture
@@ -57,8 +69,13 @@ def env(redis_url: str, tmp_path: Path) -> dict[str, str]:
     path = tmp_path / "pipelines.yaml"
     path.write_text(yaml.safe_dump(PIPELINES))
     base = {k: v for k, v in os.environ.items() if not k.startswith("DLPIPE_")}
-    return {**base, "DLPIPE_REDIS_URL": redis_url, "DLPIPE_PIPELINES_FILE": str(path),
-            "DLPIPE_READ_BLOCK_MS": "100", "PYTHONPATH": str(REPO)}  # fmt: skip
+    return {
+        **base,
+        "DLPIPE_REDIS_URL": redis_url,
+        "DLPIPE_PIPELINES_FILE": str(path),
+        "DLPIPE_READ_BLOCK_MS": "100",
+        "PYTHONPATH": str(REPO),
+    }
 
 
 @pytest.fixture
@@ -67,7 +84,9 @@ def workers(env: dict[str, str], tmp_path: Path) -> Iterator[dict[str, subproces
 
     def start(*argv: str) -> subprocess.Popen:
         log = (tmp_path / f"{'-'.join(argv)}.log").open("wb")
-        proc = subprocess.Popen([*dlpipe_command(), *argv], env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [*dlpipe_command(), *argv], env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT
+        )
         started[" ".join(argv)] = proc
         return proc
 
@@ -89,9 +108,13 @@ def test_a_chain_and_a_graph_share_the_model_batches(
     for job_id, name, values in (("c1", "chain", [1, 2, 3]), ("g1", "graph", [4, 5, 6])):
         queue_new_job(
             pipe,
-            JobRecord.new(id=job_id, pipeline=config.pipelines[name].name, total=len(values), created_ms=now_ms()),
-            pipeline=config.pipelines[name], inputs=[{"v": v} for v in values], ttl_s=3600,
-        )  # fmt: skip
+            JobRecord.new(
+                id=job_id, pipeline=config.pipelines[name].name, total=len(values), created_ms=now_ms()
+            ),
+            pipeline=config.pipelines[name],
+            inputs=[{"v": v} for v in values],
+            ttl_s=3600,
+        )
     pipe.execute()
 
     workers("worker", "preprocess")
@@ -101,9 +124,13 @@ def test_a_chain_and_a_graph_share_the_model_batches(
     workers("worker", "model")
 
     def view(job_id: str):
-        return job_view_from_redis(redis_client.hgetall(keys.job(job_id)), redis_client.hgetall(keys.job_outputs(job_id)))
+        return job_view_from_redis(
+            redis_client.hgetall(keys.job(job_id)), redis_client.hgetall(keys.job_outputs(job_id))
+        )
 
-    wait_until(lambda: view("c1").status.is_final and view("g1").status.is_final, timeout_s=90, what="both jobs")
+    wait_until(
+        lambda: view("c1").status.is_final and view("g1").status.is_final, timeout_s=90, what="both jobs"
+    )
     chain, graph = view("c1"), view("g1")
     assert chain.status == graph.status == JobStatus.succeeded
     assert [o.result for o in chain.outputs] == [{"doubled": 2.0 * v, "batch": 6} for v in (1, 2, 3)]

@@ -127,7 +127,9 @@ def configured() -> Iterator[Callable[[InputConfig], None]]:
     image.configure(None)
 
 
-def test_the_decode_stage_fetches_an_image_url(server: Server, configured: Callable[[InputConfig], None]) -> None:
+def test_the_decode_stage_fetches_an_image_url(
+    server: Server, configured: Callable[[InputConfig], None]
+) -> None:
     url = server.image("/photos/cat.jpg?v=1")
     configured(config())
     crop = decode_resize_crop({"image_url": url})
@@ -215,7 +217,10 @@ def test_redirects_are_followed_a_few_times(server: Server) -> None:
     assert fetch(server.base + "/r2", policy()) == CAT
     assert [p for p, _ in server.requests] == ["/r2", "/r1", "/cat.jpg"]
     server.redirect("/loop", "/loop")
-    assert failure(lambda: fetch(server.base + "/loop", policy())) == "image_url: too many redirects (more than 3)"
+    assert (
+        failure(lambda: fetch(server.base + "/loop", policy()))
+        == "image_url: too many redirects (more than 3)"
+    )
     assert [p for p, _ in server.requests].count("/loop") == 4  # the first request and 3 redirects
     message = failure(lambda: fetch(server.base + "/r1", policy(max_redirects=0)))
     assert message == "image_url: server answered 301 (a redirect); redirects are not followed"
@@ -235,7 +240,9 @@ def test_each_redirect_target_is_checked_again(server: Server) -> None:
             resolver=lambda host, port: {"internal.test": ["127.0.0.2"]}[host],
         )
         message = failure(lambda: fetch(server.base + "/hop", guarded))
-        assert message.startswith("image_url: internal.test (127.0.0.2) is a loopback address, which is refused")
+        assert message.startswith(
+            "image_url: internal.test (127.0.0.2) is a loopback address, which is refused"
+        )
         assert [p for p, _ in server.requests] == ["/hop"] and other.requests == []
         # The same redirect with the address allowed reaches it: the refusal came from the check.
         assert fetch(server.base + "/hop", policy(resolver=guarded.resolver)) == CAT
@@ -262,9 +269,12 @@ def test_nothing_listening_is_a_clear_failure(server: Server) -> None:
 
 @pytest.mark.parametrize(
     ("url", "fragment"),
-    [("not a url at all", "only http and https"), ("http://user:pw@127.0.0.1/x.jpg", "credentials"),
-     ("http:///x.jpg", "no host")],
-)  # fmt: skip
+    [
+        ("not a url at all", "only http and https"),
+        ("http://user:pw@127.0.0.1/x.jpg", "credentials"),
+        ("http:///x.jpg", "no host"),
+    ],
+)
 def test_malformed_urls_fail_before_any_request(server: Server, url: str, fragment: str) -> None:
     assert fragment in failure(lambda: fetch(url, policy()))
     assert server.requests == []
@@ -278,10 +288,28 @@ def tls_server(tmp_path: Path, server: Server) -> Iterator[tuple[Server, ssl.SSL
         pytest.skip("needs the openssl command to make a certificate")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-keyout", str(key),
-         "-out", str(cert), "-subj", "/CN=cat-pics.test", "-addext", "subjectAltName=DNS:cat-pics.test"],
-        check=True, capture_output=True, timeout=60,
-    )  # fmt: skip
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-subj",
+            "/CN=cat-pics.test",
+            "-addext",
+            "subjectAltName=DNS:cat-pics.test",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     server_side = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_side.load_cert_chain(cert, key)
     server.httpd.socket = server_side.wrap_socket(server.httpd.socket, server_side=True)

@@ -28,7 +28,9 @@ BODY = {"inputs": [{"image_base64": base64.b64encode(b"\x01\x02\x03").decode()}]
 
 @pytest.fixture
 def settings(tmp_path: Path, redis_url: str) -> Settings:
-    return Settings(redis_url=redis_url, pipelines_file=write_pipelines(tmp_path), job_ttl_s=600, max_wait_s=30)
+    return Settings(
+        redis_url=redis_url, pipelines_file=write_pipelines(tmp_path), job_ttl_s=600, max_wait_s=30
+    )
 
 
 @pytest.fixture
@@ -131,7 +133,9 @@ async def test_submit_with_prefer_wait_answers_200_with_the_final_job(
 
 
 async def test_submit_with_prefer_wait_answers_202_when_the_job_has_not_ended(api: httpx.AsyncClient) -> None:
-    response = await api.post("/v1/pipelines/img/jobs", json=BODY, headers={"Prefer": "respond-async, wait=0.2"})
+    response = await api.post(
+        "/v1/pipelines/img/jobs", json=BODY, headers={"Prefer": "respond-async, wait=0.2"}
+    )
     assert response.status_code == 202 and response.json()["status"] == "queued"
     assert "preference-applied" not in response.headers
 

@@ -79,8 +79,10 @@ def queue(client: redis.Redis, job_id: str, items: int) -> None:
     queue_new_job(
         pipe,
         JobRecord.new(id=job_id, pipeline=CONFIG.pipelines["p"].name, total=items, created_ms=now_ms()),
-        pipeline=CONFIG.pipelines["p"], inputs=[{"v": i} for i in range(items)], ttl_s=3600,
-    )  # fmt: skip
+        pipeline=CONFIG.pipelines["p"],
+        inputs=[{"v": i} for i in range(items)],
+        ttl_s=3600,
+    )
     pipe.execute()
 
 

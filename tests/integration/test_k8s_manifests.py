@@ -68,7 +68,7 @@ def kubectl() -> str:
 def kustomize(path: Path) -> list[dict[str, Any]]:
     done = subprocess.run(
         [kubectl(), "kustomize", str(path)], capture_output=True, text=True, timeout=60, check=False
-    )  # fmt: skip
+    )
     assert done.returncode == 0, done.stderr
     return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
 
@@ -95,8 +95,20 @@ def custom(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[st
     pipelines = root / "mine.yaml"
     pipelines.write_text(yaml.safe_dump(stagefns.pipelines(max_batch_size=4)))
     out = root / "deploy"
-    argv = ["deploy", "k8s", "--overlay", "gpu", "--pipelines-file", str(pipelines), "--namespace", "ml",
-            "--registry", "registry.example.com/team", "--out", str(out)]  # fmt: skip
+    argv = [
+        "deploy",
+        "k8s",
+        "--overlay",
+        "gpu",
+        "--pipelines-file",
+        str(pipelines),
+        "--namespace",
+        "ml",
+        "--registry",
+        "registry.example.com/team",
+        "--out",
+        str(out),
+    ]
     assert cli.main(argv) == 0
     return pipelines, kustomize(out)
 
@@ -164,7 +176,9 @@ def test_the_custom_kustomization_validates_and_scales_its_own_streams(
             (keys.stream(p), keys.CPU_GROUP) for s in config.cpu_streams() for p in keys.stage_streams(s)
         },
         "dlpipe-model": {
-            (keys.stream(p), keys.MODEL_GROUP) for s in config.model_streams().values() for p in keys.stage_streams(s)
+            (keys.stream(p), keys.MODEL_GROUP)
+            for s in config.model_streams().values()
+            for p in keys.stage_streams(s)
         },
     }
     for name, streams in want.items():

@@ -52,8 +52,13 @@ def test_metrics_show_a_run_of_real_worker_processes(
     settings = settings_for(redis_url, tmp_path)
     config = load_pipelines(settings.pipelines_file)
     hook = start_hook(hooks, (503, {}), (204, {}))  # the first attempt fails, the retry (1 s) succeeds
-    queue_job(redis_client, config.pipelines["sums"], "x1", [{"v": 1}, {"v": 2, "bad": "x"}, {"v": 3}],
-              webhook=hook.url)  # fmt: skip
+    queue_job(
+        redis_client,
+        config.pipelines["sums"],
+        "x1",
+        [{"v": 1}, {"v": 2, "bad": "x"}, {"v": 3}],
+        webhook=hook.url,
+    )
     queue_job(redis_client, config.pipelines["boom"], "x2", [{"v": 1}])  # its model raises
     queue_job(redis_client, config.pipelines["tens"], "x3", [{"v": 1}, {"v": 2}])
     with TestClient(create_app(settings)) as api:
@@ -69,8 +74,11 @@ def test_metrics_show_a_run_of_real_worker_processes(
         procs.start(settings, "workers.preprocess", "--concurrency", "2")
         procs.start(settings, "workers.model_worker", "--models", "summer,exploder")
         procs.start(settings, "workers.notifier")
-        wait_until(lambda: is_final(redis_client, "x1") and is_final(redis_client, "x2"), 60,
-                   f"jobs x1 and x2 to end\n{procs.logs()}")  # fmt: skip
+        wait_until(
+            lambda: is_final(redis_client, "x1") and is_final(redis_client, "x2"),
+            60,
+            f"jobs x1 and x2 to end\n{procs.logs()}",
+        )
         wait_state(api, "x1", "succeeded", 30, f"x1's webhook to succeed\n{procs.logs()}")
 
         def settled() -> Samples | None:  # every stream drained and acknowledged, every worker seen

@@ -18,7 +18,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from workers.models.minilm import HIDDEN, MiniLM, MiniLML6Net, WEIGHTS_FILE, default_model_dir
+from workers.models.minilm import HIDDEN, WEIGHTS_FILE, MiniLM, MiniLML6Net, default_model_dir
 from workers.transforms.text import embedding_result, tokenize
 
 REPO = Path(__file__).resolve().parents[2]

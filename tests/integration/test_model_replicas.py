@@ -60,7 +60,9 @@ def test_replicas_share_the_models_streams_and_one_that_dies_is_replaced(
     assert procs.stop(parent, timeout_s=60) == 0, procs.logs()
     assert procs.stop(pre) == 0, procs.logs()
     assert not any(psutil.pid_exists(pid) for pid in children - {victim}) or all(
-        psutil.Process(pid).status() == psutil.STATUS_ZOMBIE for pid in children - {victim} if psutil.pid_exists(pid)
+        psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        for pid in children - {victim}
+        if psutil.pid_exists(pid)
     )
     assert "restarting it" in procs.log(parent)
     # Every replica stopped by the SIGTERM removed its heartbeat (the killed one's lapses by itself).

@@ -107,8 +107,11 @@ def test_reclaim_and_trimming_cover_the_priority_streams(
     for stream in ("cpu.sums.prep:high", "cpu.sums.prep:low"):  # a worker that died holding them
         redis_client.xreadgroup(keys.CPU_GROUP, "dead", {keys.stream(stream): ">"})
         assert pending(redis_client, stream, keys.CPU_GROUP) == 3
-    wait_for(lambda: step(cpu, model) >= 0 and is_final(redis_client, "h") and is_final(redis_client, "l"),
-             30, "both jobs to finish, their entries taken back from the dead worker")  # fmt: skip
+    wait_for(
+        lambda: step(cpu, model) >= 0 and is_final(redis_client, "h") and is_final(redis_client, "l"),
+        30,
+        "both jobs to finish, their entries taken back from the dead worker",
+    )
     for job_id in ("h", "l"):
         view = job_view(redis_client, job_id)
         assert view.status == JobStatus.succeeded, view
@@ -118,6 +121,13 @@ def test_reclaim_and_trimming_cover_the_priority_streams(
             group = keys.stream_group(keys.stream(name))
             assert pending(redis_client, name, group) == 0, name
     # Trimming: every priority's stream loses what every group is done with.
-    wait_for(lambda: (cpu.reclaimer.trim(), model.reclaimer.trim()) and all(
-        redis_client.xlen(keys.stream(name)) <= 1 for s in STAGES for name in keys.stage_streams(s)
-    ), 10, "the priority streams to be trimmed")  # fmt: skip
+    wait_for(
+        lambda: (
+            (cpu.reclaimer.trim(), model.reclaimer.trim())
+            and all(
+                redis_client.xlen(keys.stream(name)) <= 1 for s in STAGES for name in keys.stage_streams(s)
+            )
+        ),
+        10,
+        "the priority streams to be trimmed",
+    )

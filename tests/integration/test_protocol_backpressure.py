@@ -23,12 +23,19 @@ AUTH = {"Authorization": f"Bearer {KEY}"}
 @pytest.fixture
 def api(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[ApiProcess]:
     folder = tmp_path_factory.mktemp("protocol-bp")
-    settings = {"max_backlog": "1", "sync_timeout_s": "1", "deadline_sweep_interval_ms": "100", "api_keys": KEY}
+    settings = {
+        "max_backlog": "1",
+        "sync_timeout_s": "1",
+        "deadline_sweep_interval_ms": "100",
+        "api_keys": KEY,
+    }
     with api_process(folder, redis_url, **settings) as running:
         yield running
 
 
-def test_a_job_not_done_in_time_is_504_and_a_full_backlog_429(api: ApiProcess, redis_client: redis.Redis) -> None:
+def test_a_job_not_done_in_time_is_504_and_a_full_backlog_429(
+    api: ApiProcess, redis_client: redis.Redis
+) -> None:
     oai = openai.OpenAI(base_url=f"{api.url}/v1", api_key=KEY, max_retries=0)
     with pytest.raises(openai.APIStatusError) as late:
         oai.embeddings.create(model="all-MiniLM-L6-v2", input=["no worker will embed this"])
@@ -41,7 +48,10 @@ def test_a_job_not_done_in_time_is_504_and_a_full_backlog_429(api: ApiProcess, r
         with pytest.raises(openai.RateLimitError) as full:
             oai.embeddings.create(model="text-embed", input="one more")
         assert full.value.response.headers["retry-after"].isdigit()
-        assert full.value.body["type"] == "rate_limit_error" and "DLPIPE_MAX_BACKLOG" in full.value.body["message"]
+        assert (
+            full.value.body["type"] == "rate_limit_error"
+            and "DLPIPE_MAX_BACKLOG" in full.value.body["message"]
+        )
         answer = http.post(
             "/v2/models/text-embed/infer",
             json={"inputs": [{"name": "texts", "shape": [1], "datatype": "BYTES", "data": ["one more"]}]},

@@ -31,9 +31,20 @@ LOG = logging.getLogger("test.redis_checks")
 def bad_redis_url(tmp_path: Path) -> Iterator[str]:
     port = free_port()
     argv = [
-        find_redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp_path),
-        "--appendonly", "no", "--save", "", "--maxmemory-policy", "allkeys-lru",
-    ]  # fmt: skip
+        find_redis_server(),
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        str(tmp_path),
+        "--appendonly",
+        "no",
+        "--save",
+        "",
+        "--maxmemory-policy",
+        "allkeys-lru",
+    ]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
     url = f"redis://127.0.0.1:{port}/0"
     try:

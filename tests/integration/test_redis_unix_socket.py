@@ -18,7 +18,8 @@ def unix_url(tmp_path: Path) -> str:
     sock = tmp_path / "redis.sock"
     port = free_port()
     proc = subprocess.Popen(
-        redis_command(find_redis_server(), port, tmp_path) + ["--unixsocket", str(sock), "--unixsocketperm", "700"]
+        redis_command(find_redis_server(), port, tmp_path)
+        + ["--unixsocket", str(sock), "--unixsocketperm", "700"]
     )
     try:
         wait_for_redis(f"redis://127.0.0.1:{port}/0", 10, proc)

@@ -45,9 +45,11 @@ def client(primary: int) -> Iterator[redis.Redis]:
 @pytest.fixture
 async def api(tmp_path: Path, primary: int) -> AsyncIterator[httpx.AsyncClient]:
     settings = Settings(
-        redis_url=f"redis://127.0.0.1:{primary}/0", pipelines_file=write_pipelines(tmp_path),
-        redis_min_replicas=1, redis_wait_timeout_ms=50,
-    )  # fmt: skip
+        redis_url=f"redis://127.0.0.1:{primary}/0",
+        pipelines_file=write_pipelines(tmp_path),
+        redis_min_replicas=1,
+        redis_wait_timeout_ms=50,
+    )
     async with running(create_app(settings)) as http:
         yield http
 
@@ -72,7 +74,9 @@ def job_ids(client: redis.Redis) -> list[str]:
     return [k.removeprefix(prefix) for k in client.keys(keys.job("*")) if ":" not in k.removeprefix(prefix)]
 
 
-async def test_without_a_key_the_unconfirmed_job_is_canceled(api: httpx.AsyncClient, client: redis.Redis) -> None:
+async def test_without_a_key_the_unconfirmed_job_is_canceled(
+    api: httpx.AsyncClient, client: redis.Redis
+) -> None:
     response = await api.post("/v1/pipelines/img/jobs", json=BODY)
     assert response.status_code == 503, response.text
     assert response.headers["retry-after"] == "1"

@@ -34,7 +34,9 @@ def test_scripts_run_once_each_also_after_the_script_cache_is_lost(redis_client:
 def _script_command_calls(client: redis.Redis) -> int:
     """SCRIPT subcommands run so far (Redis 6.2 counts them as `script`, 7.x per subcommand)."""
     stats = client.info("commandstats")
-    return sum(v["calls"] for k, v in stats.items() if k == "cmdstat_script" or k.startswith("cmdstat_script|"))
+    return sum(
+        v["calls"] for k, v in stats.items() if k == "cmdstat_script" or k.startswith("cmdstat_script|")
+    )
 
 
 def test_an_error_in_the_pipeline_is_raised_after_every_command_ran(redis_client: redis.Redis) -> None:

@@ -26,8 +26,11 @@ JOBS = 24
 def test_the_sim_chain_batches_on_one_device_never_two_batches_at_once(
     redis_client: redis.Redis, redis_url: str, tmp_path: Path, procs: Procs
 ) -> None:
-    spec = simpipes.SimSpec({m: simpipes.Cost(15.0, 1.5) for m in (simpipes.DETECTOR, simpipes.CLASSIFIER)},
-                            max_batch_size=8, max_batch_delay_ms=2.0)  # fmt: skip
+    spec = simpipes.SimSpec(
+        {m: simpipes.Cost(15.0, 1.5) for m in (simpipes.DETECTOR, simpipes.CLASSIFIER)},
+        max_batch_size=8,
+        max_batch_delay_ms=2.0,
+    )
     doc = simpipes.document(spec, tmp_path / "device")
     settings = make_settings(redis_url, tmp_path, doc).model_copy(
         update={"fuse_postprocess": True, "model_scheduler": "efficiency", "model_replicas": 1}

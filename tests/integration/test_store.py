@@ -6,8 +6,8 @@ import pytest
 import redis
 
 from shared import keys
-from shared.jobs import queue_new_job
 from shared.job_record import JobRecord, job_view_from_redis
+from shared.jobs import queue_new_job
 from shared.messages import JobStatus, now_ms
 from shared.pipeline_spec import parse_pipelines
 from workers.store import StageResult, Store
@@ -32,9 +32,17 @@ def _new_job(client: redis.Redis, store: Store, job_id: str, n: int) -> None:
     pipe = client.pipeline()
     queue_new_job(
         pipe,
-        JobRecord.new(id=job_id, pipeline=store.config.pipelines["graph"].name, total=n, metadata={"k": 1}, created_ms=now_ms()),
-        pipeline=store.config.pipelines["graph"], inputs=[{"v": i} for i in range(n)], ttl_s=3600,
-    )  # fmt: skip
+        JobRecord.new(
+            id=job_id,
+            pipeline=store.config.pipelines["graph"].name,
+            total=n,
+            metadata={"k": 1},
+            created_ms=now_ms(),
+        ),
+        pipeline=store.config.pipelines["graph"],
+        inputs=[{"v": i} for i in range(n)],
+        ttl_s=3600,
+    )
     pipe.execute()
 
 
@@ -122,9 +130,17 @@ def test_all_items_failed_fails_the_job(redis_client: redis.Redis) -> None:
     pipe = redis_client.pipeline()
     queue_new_job(
         pipe,
-        JobRecord.new(id="j3", pipeline=store.config.pipelines["graph"].name, total=1, webhook="http://127.0.0.1:9/x", created_ms=now_ms()),
-        pipeline=store.config.pipelines["graph"], inputs=[{"v": 1}], ttl_s=3600,
-    )  # fmt: skip
+        JobRecord.new(
+            id="j3",
+            pipeline=store.config.pipelines["graph"].name,
+            total=1,
+            webhook="http://127.0.0.1:9/x",
+            created_ms=now_ms(),
+        ),
+        pipeline=store.config.pipelines["graph"],
+        inputs=[{"v": 1}],
+        ttl_s=3600,
+    )
     pipe.execute()
     _drain(store)
     view = _view(redis_client, "j3")
@@ -136,15 +152,22 @@ def test_all_items_failed_fails_the_job(redis_client: redis.Redis) -> None:
 @pytest.mark.parametrize("value", [object(), float("nan")])
 def test_a_final_result_that_is_not_json_fails_the_item(redis_client: redis.Redis, value: object) -> None:
     config = parse_pipelines(
-        {"models": {}, "pipelines": {"p": {"input": "image", "stages": [{"name": "s", "kind": "postprocess", "fn": "a.b:c"}]}}}
+        {
+            "models": {},
+            "pipelines": {
+                "p": {"input": "image", "stages": [{"name": "s", "kind": "postprocess", "fn": "a.b:c"}]}
+            },
+        }
     )
     store = Store(redis_client, config, ttl_s=3600)
     pipe = redis_client.pipeline()
     queue_new_job(
         pipe,
         JobRecord.new(id="j4", pipeline=config.pipelines["p"].name, total=1, created_ms=now_ms()),
-        pipeline=config.pipelines["p"], inputs=[{}], ttl_s=3600,
-    )  # fmt: skip
+        pipeline=config.pipelines["p"],
+        inputs=[{}],
+        ttl_s=3600,
+    )
     pipe.execute()
     store.ensure_groups(config.cpu_streams(), keys.CPU_GROUP)
     (entry,) = store.read(keys.CPU_GROUP, "t", config.cpu_streams(), count=10, block_ms=None)

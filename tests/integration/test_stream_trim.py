@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 import redis
 
-from tests.unit.test_reclaim import FakeClock
 from shared.redis import scripts
+from tests.unit.test_reclaim import FakeClock
 from workers.reclaim import Reclaimer
 
 STREAM = "dlpipe:stream:cpu.p.s"

@@ -216,8 +216,15 @@ while True:
 class UpProcess:
     """A supervisor process running `up()` with stand-in children; its log goes to a file."""
 
-    def __init__(self, tmp: Path, port: int, commands: dict[str, list[str]], grace_s: float = 10.0,
-                 redis_url: str | None = None, data_dir: Path | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        tmp: Path,
+        port: int,
+        commands: dict[str, list[str]],
+        grace_s: float = 10.0,
+        redis_url: str | None = None,
+        data_dir: Path | None = None,
+    ) -> None:
         import json
 
         self.tmp = tmp
@@ -233,8 +240,11 @@ class UpProcess:
         self._log = open(self.log_path, "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [PY, str(script), json.dumps(commands), str(grace_s)],
-            cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            cwd=REPO,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
 
     def log(self) -> str:
         return self.log_path.read_text()
@@ -393,8 +403,9 @@ def test_no_embedded_redis_when_url_is_set(tmp_path: Path, redis_url: str, ups: 
 # --- dlpipe healthcheck against a real Redis ------------------------------------------------
 
 
-def test_worker_healthcheck_reads_heartbeats(redis_client: redis.Redis, redis_url: str,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_worker_healthcheck_reads_heartbeats(
+    redis_client: redis.Redis, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("DLPIPE_REDIS_URL", redis_url)
     monkeypatch.setattr(cli, "setup_logging", lambda level, role: None)
     assert cli.main(["healthcheck", "model"]) == 1  # nobody yet

@@ -90,8 +90,9 @@ def model_step(store: Store, model: EfficientNetLite0, count: int = 64) -> list[
     return [e.item.pipeline for e in entries]
 
 
-def run_jobs(store: Store, cpu: PreprocessWorker, model: EfficientNetLite0, client: redis.Redis,
-             job_ids: list[str]) -> list[list[str]]:  # fmt: skip
+def run_jobs(
+    store: Store, cpu: PreprocessWorker, model: EfficientNetLite0, client: redis.Redis, job_ids: list[str]
+) -> list[list[str]]:
     """CPU steps until nothing is left, then a model batch, until every job is final. Returns
     the pipelines of each model batch."""
     batches: list[list[str]] = []
@@ -117,13 +118,20 @@ def frames_of(view: JobView, index: int = 0) -> dict[str, Any]:
 
 
 async def test_video_frames_run_as_items_and_batch_with_other_jobs_images(
-    api: httpx.AsyncClient, settings: Settings, config: PipelinesConfig, redis_client: redis.Redis,
+    api: httpx.AsyncClient,
+    settings: Settings,
+    config: PipelinesConfig,
+    redis_client: redis.Redis,
     model: EfficientNetLite0,
-) -> None:  # fmt: skip
+) -> None:
     clip = {"video_path": "clips/scene.mp4", "interval": {"start": 0, "end": 3}, "fps": 2}
     by_path = await submit(api, "video-classify", json={"inputs": [clip]})
-    uploaded = await submit(api, "video-classify", files=[("files", ("scene.mp4", cat_then_coffee()))],
-                            data={"options": json.dumps({"interval": {"start": 0.5}, "fps": 1})})  # fmt: skip
+    uploaded = await submit(
+        api,
+        "video-classify",
+        files=[("files", ("scene.mp4", cat_then_coffee()))],
+        data={"options": json.dumps({"interval": {"start": 0.5}, "fps": 1})},
+    )
     photo = await submit(api, "image-classify", files=[("files", ("coffee.jpg", photo_bytes("coffee.png")))])
     assert by_path["progress"] == {"done": 0, "total": 6} and uploaded["progress"] == {"done": 0, "total": 3}
 
@@ -158,8 +166,11 @@ async def test_video_frames_run_as_items_and_batch_with_other_jobs_images(
 
 
 async def test_the_upload_is_read_once_per_step_and_an_expired_one_fails_its_frames(
-    api: httpx.AsyncClient, settings: Settings, config: PipelinesConfig, redis_client: redis.Redis,
-) -> None:  # fmt: skip
+    api: httpx.AsyncClient,
+    settings: Settings,
+    config: PipelinesConfig,
+    redis_client: redis.Redis,
+) -> None:
     store = Store(redis_client, config, settings.job_ttl_s)
     store.ensure_groups([FRAME_STREAM], keys.CPU_GROUP)
     job = await submit(api, "video-classify", files=[("files", ("scene.mp4", cat_then_coffee()))])

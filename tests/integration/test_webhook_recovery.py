@@ -78,9 +78,13 @@ def attempts_of(shown: dict[str, Any]) -> list[tuple[int | None, str | None]]:
 
 
 def test_a_delivery_cut_by_a_notifier_kill_is_sent_again_within_seconds_with_the_same_id(
-    redis_client: redis.Redis, redis_url: str, tmp_path: Path, procs: Procs, hooks: list[Hook],
+    redis_client: redis.Redis,
+    redis_url: str,
+    tmp_path: Path,
+    procs: Procs,
+    hooks: list[Hook],
     api_client: TestClient,
-) -> None:  # fmt: skip
+) -> None:
     hook = start_hook(hooks)
     settings = recovery_settings(redis_url, tmp_path)
     delivery = cut_delivery(redis_client, settings, procs, hook, "k1")
@@ -98,9 +102,13 @@ def test_a_delivery_cut_by_a_notifier_kill_is_sent_again_within_seconds_with_the
 
 
 def test_a_retry_scheduled_before_its_notifier_died_is_sent_on_time_by_the_next_one(
-    redis_client: redis.Redis, redis_url: str, tmp_path: Path, procs: Procs, hooks: list[Hook],
+    redis_client: redis.Redis,
+    redis_url: str,
+    tmp_path: Path,
+    procs: Procs,
+    hooks: list[Hook],
     api_client: TestClient,
-) -> None:  # fmt: skip
+) -> None:
     # The dead notifier held rq's scheduler lock (a minute's TTL, and rq asks again only every
     # two minutes): the next notifier takes over a lock whose holder's heartbeat has lapsed.
     hook = start_hook(hooks, (500, {}), (204, {}))
@@ -121,9 +129,13 @@ def test_a_retry_scheduled_before_its_notifier_died_is_sent_on_time_by_the_next_
 
 
 def test_one_notifier_queues_an_orphan_however_many_look_at_once(
-    redis_client: redis.Redis, redis_url: str, tmp_path: Path, procs: Procs, hooks: list[Hook],
+    redis_client: redis.Redis,
+    redis_url: str,
+    tmp_path: Path,
+    procs: Procs,
+    hooks: list[Hook],
     api_client: TestClient,
-) -> None:  # fmt: skip
+) -> None:
     hook = start_hook(hooks)
     settings = recovery_settings(redis_url, tmp_path)
     delivery = cut_delivery(redis_client, settings, procs, hook, "k2")
@@ -157,9 +169,13 @@ def test_one_notifier_queues_an_orphan_however_many_look_at_once(
 
 
 def test_a_delivery_whose_crash_retries_are_spent_is_dead_lettered(
-    redis_client: redis.Redis, redis_url: str, tmp_path: Path, procs: Procs, hooks: list[Hook],
+    redis_client: redis.Redis,
+    redis_url: str,
+    tmp_path: Path,
+    procs: Procs,
+    hooks: list[Hook],
     api_client: TestClient,
-) -> None:  # fmt: skip
+) -> None:
     hook = start_hook(hooks)
     settings = recovery_settings(redis_url, tmp_path)
     delivery = cut_delivery(redis_client, settings, procs, hook, "k3")
@@ -175,9 +191,13 @@ def test_a_delivery_whose_crash_retries_are_spent_is_dead_lettered(
 
 
 def test_a_delivery_taken_off_the_queue_by_a_worker_that_died_before_starting_it_is_sent(
-    redis_client: redis.Redis, redis_url: str, tmp_path: Path, procs: Procs, hooks: list[Hook],
+    redis_client: redis.Redis,
+    redis_url: str,
+    tmp_path: Path,
+    procs: Procs,
+    hooks: list[Hook],
     api_client: TestClient,
-) -> None:  # fmt: skip
+) -> None:
     hook = start_hook(hooks)
     settings = recovery_settings(redis_url, tmp_path)
     finish_job(redis_client, settings, "t1", hook.url)  # no notifier yet: its event waits
@@ -201,9 +221,14 @@ def test_a_delivery_taken_off_the_queue_by_a_worker_that_died_before_starting_it
 
 @pytest.mark.parametrize("thread", ["events", "rq-scheduler", "webhook-recovery", "rq-worker-0"])
 def test_a_notifier_whose_thread_dies_exits_1_within_seconds_and_its_delivery_is_sent_again(
-    thread: str, redis_client: redis.Redis, redis_url: str, tmp_path: Path, procs: Procs,
-    hooks: list[Hook], api_client: TestClient,
-) -> None:  # fmt: skip
+    thread: str,
+    redis_client: redis.Redis,
+    redis_url: str,
+    tmp_path: Path,
+    procs: Procs,
+    hooks: list[Hook],
+    api_client: TestClient,
+) -> None:
     hook = start_hook(hooks)
     hook.hold.clear()  # a delivery in flight all along: the receiver holds its answer
     settings = recovery_settings(redis_url, tmp_path, webhook_concurrency=2)

@@ -144,9 +144,13 @@ def rq_idle(client: redis.Redis) -> bool:
 
 
 def test_a_receiver_that_fails_twice_then_succeeds_gets_one_verified_delivery(
-    redis_client: redis.Redis, redis_url: str, tmp_path: Path, procs: Procs, hooks: list[Hook],
+    redis_client: redis.Redis,
+    redis_url: str,
+    tmp_path: Path,
+    procs: Procs,
+    hooks: list[Hook],
     api_client: TestClient,
-) -> None:  # fmt: skip
+) -> None:
     hook = start_hook(hooks, (500, {}), (500, {}), (204, {}))
     settings = settings_for(redis_url, tmp_path)
     procs.start(settings, "workers.notifier")
@@ -165,16 +169,23 @@ def test_a_receiver_that_fails_twice_then_succeeds_gets_one_verified_delivery(
     # rq's own tools see the deliveries (JSON-serialized jobs, rq workers named after the notifier)
     info = subprocess.run(
         [str(Path(sys.executable).with_name("rq")), "info", "--url", redis_url, "--serializer", "json"],
-        capture_output=True, text=True, timeout=60, check=True,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     assert keys.WEBHOOK_QUEUE in info.stdout and "workers" in info.stdout
     assert len(hook.posts) == 3
 
 
 def test_a_receiver_that_is_down_is_dead_lettered_and_redelivered_once_it_is_up(
-    redis_client: redis.Redis, redis_url: str, tmp_path: Path, procs: Procs, hooks: list[Hook],
+    redis_client: redis.Redis,
+    redis_url: str,
+    tmp_path: Path,
+    procs: Procs,
+    hooks: list[Hook],
     api_client: TestClient,
-) -> None:  # fmt: skip
+) -> None:
     port = free_port()  # nothing listens there yet: connections are refused
     url = f"http://127.0.0.1:{port}/hook"
     settings = settings_for(redis_url, tmp_path)
@@ -277,14 +288,24 @@ def test_events_are_delivered_as_each_job_asked(
     asked = {"all": ["started", "progress", "completed"], "default": None, "started": ["started"]}
     with running(cpu, model):
         for job_id, events in asked.items():
-            queue_job(redis_client, sums, job_id, [{"v": i} for i in range(4)], webhook=hook.url,
-                      webhook_events=events)  # fmt: skip
+            queue_job(
+                redis_client,
+                sums,
+                job_id,
+                [{"v": i} for i in range(4)],
+                webhook=hook.url,
+                webhook_events=events,
+            )
         wait_until(lambda: all(is_final(redis_client, j) for j in asked), 30, "the jobs to finish")
     wait_until(
-        lambda: redis_client.xpending(keys.EVENTS, keys.NOTIFIER_GROUP)["pending"] == 0
-        and rq_idle(redis_client) and len(hook.posts) >= 4,
-        30, f"every event handled and delivered\n{procs.logs()}",
-    )  # fmt: skip
+        lambda: (
+            redis_client.xpending(keys.EVENTS, keys.NOTIFIER_GROUP)["pending"] == 0
+            and rq_idle(redis_client)
+            and len(hook.posts) >= 4
+        ),
+        30,
+        f"every event handled and delivered\n{procs.logs()}",
+    )
     got: dict[str, list[dict[str, Any]]] = {}
     for message in hook.verified():
         got.setdefault(message["data"]["id"], []).append(message)
@@ -378,4 +399,3 @@ def test_redirects_are_not_followed(hooks: list[Hook]) -> None:
     assert not outcome.ok and outcome.status_code == 307
     assert "redirects are not followed" in (outcome.error or "")
     assert len(redirect.posts) == 1 and target.posts == []
-

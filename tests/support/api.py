@@ -42,7 +42,7 @@ pipelines:
       - {{name: pre, kind: preprocess, fn: "json:dumps"}}
       - {{name: m, kind: model, model: m1}}
       - {{name: post, kind: postprocess, fn: "json:loads"}}
-"""  # fmt: skip
+"""
 
 
 PIPELINES_YAML = pipelines_yaml()

@@ -44,7 +44,11 @@ def api_process(folder: Path, redis_url: str, **settings: str) -> Iterator[ApiPr
     log = folder / f"api-{port}.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "api"], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "services.cli", "api"],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     api = ApiProcess(proc, f"http://127.0.0.1:{port}", port, log)
 

@@ -37,7 +37,9 @@ NORMALISATION = {"mean": INPUT_MEAN, "std": INPUT_SCALE}  # what the exported gr
 
 def network() -> EfficientNetLite0Net:
     net = EfficientNetLite0Net()
-    net.load_state_dict(torch.load(default_weights_path(), map_location="cpu", weights_only=True), strict=True)
+    net.load_state_dict(
+        torch.load(default_weights_path(), map_location="cpu", weights_only=True), strict=True
+    )
     return net.eval().fold_batchnorms()
 
 
@@ -51,13 +53,20 @@ def export(fmt: str, folder: Path, net: EfficientNetLite0Net | None = None) -> P
         if fmt == "torchscript":
             torch.jit.trace(net, example, check_trace=False).save(str(path))
         elif fmt == "torch.export":
-            program = torch.export.export(net, (example,), dynamic_shapes={"x": {0: Dim("batch", min=1, max=1024)}})
+            program = torch.export.export(
+                net, (example,), dynamic_shapes={"x": {0: Dim("batch", min=1, max=1024)}}
+            )
             torch.export.save(program, str(path))
         elif fmt == "onnx":
             torch.onnx.export(
-                net, (example,), str(path), dynamo=False, input_names=["images"], output_names=["logits"],
+                net,
+                (example,),
+                str(path),
+                dynamo=False,
+                input_names=["images"],
+                output_names=["logits"],
                 dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
-            )  # fmt: skip
+            )
         else:
             raise ValueError(f"unknown format {fmt!r} (known: {', '.join(FORMATS)})")
     return path

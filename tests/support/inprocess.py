@@ -40,7 +40,9 @@ def run_stages(
     return values
 
 
-def run_pipeline(config: PipelinesConfig, models: dict[str, Model], name: str, inputs: list[Any]) -> list[Any]:
+def run_pipeline(
+    config: PipelinesConfig, models: dict[str, Model], name: str, inputs: list[Any]
+) -> list[Any]:
     """Each item's final value (its result, as the job's output would hold it)."""
     sink = config.pipelines[name].sink.name
     return [codecs.decode(codecs.encode(item[sink])) for item in run_stages(config, models, name, inputs)]

@@ -82,15 +82,20 @@ class Host:
     def ip(self, *args: str) -> str:
         return _run("ip", "-n", self.ns, *args)
 
-    def popen(self, argv: Sequence[str], *, log: Path, env: dict[str, str] | None = None,
-              cwd: Path | None = None) -> subprocess.Popen[bytes]:  # fmt: skip
+    def popen(
+        self, argv: Sequence[str], *, log: Path, env: dict[str, str] | None = None, cwd: Path | None = None
+    ) -> subprocess.Popen[bytes]:
         """`argv` inside this namespace (`ip netns exec` execs it: the Popen is the process itself),
         in a process group of its own, stdout and stderr to `log`; killed when the hosts go."""
         with log.open("ab") as out:
             proc = subprocess.Popen(
-                ["ip", "netns", "exec", self.ns, *argv], env=env, cwd=cwd, stdout=out,
-                stderr=subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
+                ["ip", "netns", "exec", self.ns, *argv],
+                env=env,
+                cwd=cwd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.procs.append(proc)
         return proc
 
@@ -146,8 +151,21 @@ def two_hosts() -> Iterator[tuple[Host, Host]]:
         for host in (a, b):
             _run("ip", "netns", "add", host.ns)
             made.append(host)
-        _run("ip", "link", "add", a.ifname, "netns", a.ns,
-             "type", "veth", "peer", "name", b.ifname, "netns", b.ns)  # fmt: skip
+        _run(
+            "ip",
+            "link",
+            "add",
+            a.ifname,
+            "netns",
+            a.ns,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            b.ifname,
+            "netns",
+            b.ns,
+        )
         for host in (a, b):
             host.ip("addr", "add", f"{host.addr}/{PREFIX}", "dev", host.ifname)
             host.ip("link", "set", "lo", "up")

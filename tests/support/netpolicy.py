@@ -34,10 +34,13 @@ def may_connect(docs: list[dict[str, Any]], src: Pod, dst: Pod, port: int) -> bo
 
     def allowed(direction: str, pod: Pod, peer: Pod) -> bool:
         policies = [
-            p for p in docs if p["kind"] == "NetworkPolicy"
-            if p["metadata"]["namespace"] == pod[0] and selects(p["spec"]["podSelector"], pod[1])
+            p
+            for p in docs
+            if p["kind"] == "NetworkPolicy"
+            if p["metadata"]["namespace"] == pod[0]
+            and selects(p["spec"]["podSelector"], pod[1])
             and direction in p["spec"]["policyTypes"]
-        ]  # fmt: skip
+        ]
         if not policies:
             return True
         key, peers_key = ("ingress", "from") if direction == "Ingress" else ("egress", "to")

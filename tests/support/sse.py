@@ -21,7 +21,9 @@ from shared.embedded_redis import free_port
 async def served(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     """The app under uvicorn on a free port (lifespan and all), and a client for it."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
     task = asyncio.create_task(server.serve())
     try:
         for _ in range(500):
@@ -60,7 +62,9 @@ async def read_events(lines: AsyncIterator[str]) -> AsyncIterator[Event | str]:
         fields[name] = value
 
 
-async def collect_until(events: AsyncIterator[Event | str], name: str, timeout_s: float = 20) -> list[Event | str]:
+async def collect_until(
+    events: AsyncIterator[Event | str], name: str, timeout_s: float = 20
+) -> list[Event | str]:
     """Every event and comment up to and including the first event called `name`."""
     seen: list[Event | str] = []
 

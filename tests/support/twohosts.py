@@ -52,8 +52,9 @@ class Split:
         return path.read_text(errors="replace") if path.exists() else ""
 
     def all_logs(self, tail: int = 3000) -> str:
-        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-tail:]}"
-                         for p in sorted(self.logs.glob("*.log")))  # fmt: skip
+        return "\n".join(
+            f"--- {p.name}\n{p.read_text(errors='replace')[-tail:]}" for p in sorted(self.logs.glob("*.log"))
+        )
 
 
 def _env(**settings: str) -> dict[str, str]:
@@ -64,8 +65,7 @@ def _env(**settings: str) -> dict[str, str]:
 
 
 @contextmanager
-def split_stack(a: Host, b: Host, tmp: Path, workers_on: Host | None = None,
-                **extra: str) -> Iterator[Split]:  # fmt: skip
+def split_stack(a: Host, b: Host, tmp: Path, workers_on: Host | None = None, **extra: str) -> Iterator[Split]:
     """Start everything (see the module docstring) and wait until the API on A is ready; stopped
     with the hosts (two_hosts() kills what it started). `extra`: more DLPIPE_* settings for all."""
     workers_on = workers_on or b
@@ -101,8 +101,9 @@ def split_stack(a: Host, b: Host, tmp: Path, workers_on: Host | None = None,
 
     procs = {"redis": redis_proc}
     # the API checks a webhook URL at submit too: this test's receiver is on a test host
-    procs["api"] = start(a, "api", ["api"], redis_url=local_url, host=a.addr, port=str(API_PORT),
-                         webhook_allow_private="true")
+    procs["api"] = start(
+        a, "api", ["api"], redis_url=local_url, host=a.addr, port=str(API_PORT), webhook_allow_private="true"
+    )
     for kind in WORKER_KINDS:
         settings = {"redis_url": workers_url}
         if kind == "notifier":  # only this test's receiver, on a test host, is ever a webhook's target

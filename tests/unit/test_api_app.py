@@ -102,7 +102,9 @@ async def test_lifespan_opens_one_client_from_the_url_and_closes_it(settings: Se
     assert _Recorder.made[0].closed and app.state.redis is None
 
 
-def test_serve_runs_uvicorn_on_the_configured_address(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_serve_runs_uvicorn_on_the_configured_address(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     calls: list[tuple[Any, dict[str, Any]]] = []
     monkeypatch.setattr(server.uvicorn, "run", lambda app, **kwargs: calls.append((app, kwargs)))
     monkeypatch.setattr(server, "setup_logging", lambda level, role: None)

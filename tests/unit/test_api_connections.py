@@ -27,9 +27,16 @@ from shared.settings import Settings
 from tests.conftest import REPO
 
 LIMITS = ConnectionLimits(
-    max_header_bytes=32768, max_headers=100, header_timeout_s=10, idle_timeout_s=5, body_timeout_s=30,
-    body_min_rate=10000, max_connections=4096, drain_max_bytes=1 << 27, drain_timeout_s=10,
-)  # fmt: skip
+    max_header_bytes=32768,
+    max_headers=100,
+    header_timeout_s=10,
+    idle_timeout_s=5,
+    body_timeout_s=30,
+    body_min_rate=10000,
+    max_connections=4096,
+    drain_max_bytes=1 << 27,
+    drain_timeout_s=10,
+)
 
 
 def params(function: object) -> list[str]:
@@ -81,8 +88,19 @@ def test_the_protocol_builds_through_uvicorns_config_with_the_attributes_it_uses
         loop.close()
     assert isinstance(protocol, GuardedHttpToolsProtocol) and protocol.limits == LIMITS
     assert protocol.timeout_keep_alive == LIMITS.idle_timeout_s
-    for name in ("timeout_keep_alive_task", "connections", "cycle", "flow", "parser", "headers", "loop",
-                 "expect_100_continue", "client", "server_state", "logger"):  # fmt: skip
+    for name in (
+        "timeout_keep_alive_task",
+        "connections",
+        "cycle",
+        "flow",
+        "parser",
+        "headers",
+        "loop",
+        "expect_100_continue",
+        "client",
+        "server_state",
+        "logger",
+    ):
         assert hasattr(protocol, name), name
     assert hasattr(protocol.server_state, "default_headers")
     cycle_init = inspect.getsource(httptools_impl.RequestResponseCycle.__init__)
@@ -102,10 +120,16 @@ def test_the_protocol_factory_pickles_for_several_api_processes() -> None:
 
 def test_the_limits_come_from_the_settings() -> None:
     settings = Settings(
-        api_max_header_bytes=2048, api_max_headers=7, api_header_timeout_s=1.5, api_idle_timeout_s=2,
-        api_body_timeout_s=3, api_body_min_rate=50, api_max_connections=9, api_drain_max_bytes=0,
+        api_max_header_bytes=2048,
+        api_max_headers=7,
+        api_header_timeout_s=1.5,
+        api_idle_timeout_s=2,
+        api_body_timeout_s=3,
+        api_body_min_rate=50,
+        api_max_connections=9,
+        api_drain_max_bytes=0,
         api_drain_timeout_s=4,
-    )  # fmt: skip
+    )
     assert ConnectionLimits.from_settings(settings) == ConnectionLimits(2048, 7, 1.5, 2, 3, 50, 9, 0, 4)
     assert ConnectionLimits.from_settings(Settings()) == LIMITS  # the defaults above
 
@@ -121,9 +145,12 @@ def test_an_error_answer_is_the_apis_json_error_and_closes() -> None:
     lines = head.split(b"\r\n")
     assert lines[0] == b"HTTP/1.1 503 Service Unavailable"
     assert lines[1:] == [
-        b"server: uvicorn", b"content-type: application/json", b"content-length: %d" % len(body),
-        b"connection: close", b"retry-after: 5",
-    ]  # fmt: skip
+        b"server: uvicorn",
+        b"content-type: application/json",
+        b"content-length: %d" % len(body),
+        b"connection: close",
+        b"retry-after: 5",
+    ]
     assert json.loads(body) == {"detail": "full", "field": None}
 
 

@@ -5,7 +5,7 @@ string rules admit."""
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 import jsonschema_rs
@@ -18,14 +18,22 @@ from services.api.inputs import Limits, check_http_url, check_text, check_webhoo
 from services.api.inputs.fields import timeout_from_text, webhook_events_from_texts
 from shared.errors import InvalidRequest
 
-PATTERNS = ["NOT_BLANK", "DATA_PATH", "BASE64", "HTTP_URL", "HTTP_URL_NO_CREDENTIALS", "WEBHOOK_EVENTS_TEXT",
-            "NUMBER_TEXT", "IDEMPOTENCY_KEY"]  # fmt: skip
+PATTERNS = [
+    "NOT_BLANK",
+    "DATA_PATH",
+    "BASE64",
+    "HTTP_URL",
+    "HTTP_URL_NO_CREDENTIALS",
+    "WEBHOOK_EVENTS_TEXT",
+    "NUMBER_TEXT",
+    "IDEMPOTENCY_KEY",
+]
 WHITESPACE = " \t\n\r\x0b\x0c\x1c\x1f\x85\xa0\u1680\u2000\u2028\u3000\ufeff"
 CHECK = settings(max_examples=100, database=None, derandomize=True, deadline=None)
 LIMITS = Limits(max_inputs=10, max_input_bytes=10**6, max_timeout_s=86400)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _validator(schema_json: str) -> Any:
     return jsonschema_rs.validator_for({"type": "string", **json.loads(schema_json)}, validate_formats=True)
 
@@ -104,7 +112,9 @@ def test_multipart_webhook_events_are_accepted_exactly_when_the_pattern_admits_t
 
 
 @CHECK
-@given(st.one_of(st.floats(min_value=1e-9, max_value=86400).map(str), near(formats.NUMBER_TEXT, "0129.eE+-_ x")))
+@given(
+    st.one_of(st.floats(min_value=1e-9, max_value=86400).map(str), near(formats.NUMBER_TEXT, "0129.eE+-_ x"))
+)
 def test_a_multipart_timeout_is_accepted_exactly_when_it_is_a_number_in_range(value: str) -> None:
     in_range = value == "" or formats.matches(formats.NUMBER_TEXT, value) and 0 < float(value) <= 86400
     assert accepts(timeout_from_text, value, LIMITS) == in_range, repr(value)  # empty: no deadline

@@ -21,8 +21,14 @@ CPU = [s for stage in ("cpu.img.post", "cpu.img.pre") for s in keys.stage_stream
 MODEL = keys.stage_streams("model.m1")
 
 
-def beat(client: fakeredis.FakeRedis, settings: Settings, worker: str, kind: str, streams: list[str],
-         age_ms: int = 0) -> None:  # fmt: skip
+def beat(
+    client: fakeredis.FakeRedis,
+    settings: Settings,
+    worker: str,
+    kind: str,
+    streams: list[str],
+    age_ms: int = 0,
+) -> None:
     pipe = client.pipeline()
     add_heartbeat(pipe, worker, kind, streams, now_ms() - age_ms, settings.worker_ttl_ms)
     pipe.execute()

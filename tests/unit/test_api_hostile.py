@@ -78,8 +78,17 @@ def raw_json(text: str) -> dict[str, Any]:
         ('{"a":Infinity}', "metadata.a", "not a finite number"),
         ('{"a":-1e999}', "metadata.a", "not a finite number"),
     ],
-    ids=["300 deep", "999 deep", "1000 deep", "5000 deep", "lone surrogate", "surrogate key", "NaN",
-         "Infinity", "overflow"],  # fmt: skip
+    ids=[
+        "300 deep",
+        "999 deep",
+        "1000 deep",
+        "5000 deep",
+        "lone surrogate",
+        "surrogate key",
+        "NaN",
+        "Infinity",
+        "overflow",
+    ],
 )
 async def test_metadata_json_cannot_store_is_a_422_naming_it_and_nothing_is_written(
     api: httpx.AsyncClient, sync_redis: fakeredis.FakeRedis, metadata: str, field: str, words: str
@@ -124,7 +133,9 @@ async def test_a_part_with_huge_headers_is_refused_early(
 ) -> None:
     boundary = "b0undary"
     head = f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="a.jpg"\r\n'
-    body = (head + "X-Pad: " + "p" * 40_000 + "\r\n\r\n\xff\xd8x\r\n" + f"--{boundary}--\r\n").encode("latin-1")
+    body = (head + "X-Pad: " + "p" * 40_000 + "\r\n\r\n\xff\xd8x\r\n" + f"--{boundary}--\r\n").encode(
+        "latin-1"
+    )
     headers = {"content-type": f"multipart/form-data; boundary={boundary}"}
     response = await api.post(URL, content=body, headers=headers)
     await assert_refused(response, 422, "body", "Maximum header size exceeded", sync_redis)
@@ -137,11 +148,17 @@ async def test_a_json_body_of_too_many_values_or_bytes_is_a_413(
     api: httpx.AsyncClient, sync_redis: fakeredis.FakeRedis
 ) -> None:
     lists = '{"inputs":[' + ",".join(["[]"] * 21_000) + "]}"
-    await assert_refused(await api.post(URL, **raw_json(lists)), 413, "body", "DLPIPE_MAX_JSON_VALUES", sync_redis)
+    await assert_refused(
+        await api.post(URL, **raw_json(lists)), 413, "body", "DLPIPE_MAX_JSON_VALUES", sync_redis
+    )
     big = json.dumps({"inputs": [{"image_base64": b64(b"\xff\xd8" + b"x" * 60_000)}]})
-    await assert_refused(await api.post(URL, **raw_json(big)), 413, "body", "DLPIPE_MAX_JSON_BODY_BYTES", sync_redis)
+    await assert_refused(
+        await api.post(URL, **raw_json(big)), 413, "body", "DLPIPE_MAX_JSON_BODY_BYTES", sync_redis
+    )
     # A multipart body may be larger than a JSON one (the body cap is its limit).
-    assert (await api.post(URL, files=[("files", ("a.jpg", b"\xff\xd8" + b"x" * 60, "image/jpeg"))])).status_code == 202
+    assert (
+        await api.post(URL, files=[("files", ("a.jpg", b"\xff\xd8" + b"x" * 60, "image/jpeg"))])
+    ).status_code == 202
 
 
 # -- Idempotency-Key: the request as parsed, not its bytes ------------------------------------
@@ -163,7 +180,9 @@ async def test_the_same_request_with_other_whitespace_key_order_or_boundary_is_t
 
     form_key = {"Idempotency-Key": "same-form-1"}
     one = await api.post(URL, files=FILES, data={"timeout_s": "30"}, headers=form_key)
-    two = await api.post(URL, files=FILES, data={"timeout_s": "30"}, headers=form_key)  # httpx: a new boundary
+    two = await api.post(
+        URL, files=FILES, data={"timeout_s": "30"}, headers=form_key
+    )  # httpx: a new boundary
     assert one.status_code == two.status_code == 202 and one.json()["id"] == two.json()["id"]
     changed = [("files", ("a.jpg", b"\xff\xd8y", "image/jpeg"))]
     assert (await api.post(URL, files=changed, data={"timeout_s": "30"}, headers=form_key)).status_code == 422
@@ -196,7 +215,9 @@ async def test_a_stored_job_that_cannot_be_rendered_is_shown_without_those_parts
     sync_redis.hset(keys.job(job_id), "metadata", nested(400))
     broken = {"index": 0, "status": "succeeded", "result": {"label": "\ud800"}}
     sync_redis.hset(keys.job_outputs(job_id), "0", json.dumps(broken))
-    sync_redis.hset(keys.job_outputs(job_id), "1", json.dumps({"index": 1, "status": "succeeded", "result": 7}))
+    sync_redis.hset(
+        keys.job_outputs(job_id), "1", json.dumps({"index": 1, "status": "succeeded", "result": 7})
+    )
     for _ in range(2):  # every read, not only the first
         response = await api.get(f"/v1/jobs/{job_id}")
         assert response.status_code == 200, response.text

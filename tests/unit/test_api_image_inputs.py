@@ -29,8 +29,11 @@ OK = b64(b"\xff\xd8image")
 def root(tmp_path: Path) -> Path:
     """<tmp>/data: two/{b.jpg,a.png,notes.txt}, four/ (4 images), empty/, cat.jpg; <tmp>/secret.jpg outside."""
     data = tmp_path / "data"
-    for folder, names in {"two": ["b.jpg", "a.png", "notes.txt"], "four": ["1.jpg", "2.jpg", "3.jpg", "4.jpg"],
-                          "empty": []}.items():  # fmt: skip
+    for folder, names in {
+        "two": ["b.jpg", "a.png", "notes.txt"],
+        "four": ["1.jpg", "2.jpg", "3.jpg", "4.jpg"],
+        "empty": [],
+    }.items():
         (data / folder).mkdir(parents=True)
         for name in names:
             (data / folder / name).write_bytes(b"x")
@@ -74,7 +77,9 @@ async def test_an_image_url_is_queued_as_is_and_is_its_source(
 async def test_a_path_to_a_file_is_queued_relative_to_the_root(
     api: httpx.AsyncClient, sync_redis: fakeredis.FakeRedis, root: Path
 ) -> None:
-    response = await api.post(URL, json={"inputs": [{"path": "cat.jpg"}, {"path": str(root / "two" / "b.jpg")}]})
+    response = await api.post(
+        URL, json={"inputs": [{"path": "cat.jpg"}, {"path": str(root / "two" / "b.jpg")}]}
+    )
     assert response.status_code == 202, response.text
     view = response.json()
     assert stored_inputs(sync_redis, view["id"]) == [{"path": "cat.jpg"}, {"path": "two/b.jpg"}]
@@ -88,9 +93,16 @@ async def test_a_folder_is_one_input_per_image_in_name_order(
     assert response.status_code == 202, response.text
     view = response.json()
     assert view["progress"] == {"done": 0, "total": 3}
-    assert stored_inputs(sync_redis, view["id"]) == [{"image": b"\xff\xd8image"}, {"path": "two/a.png"},
-                                                     {"path": "two/b.jpg"}]  # fmt: skip
-    assert [(o["index"], o["source"]) for o in view["outputs"]] == [(0, None), (1, "two/a.png"), (2, "two/b.jpg")]
+    assert stored_inputs(sync_redis, view["id"]) == [
+        {"image": b"\xff\xd8image"},
+        {"path": "two/a.png"},
+        {"path": "two/b.jpg"},
+    ]
+    assert [(o["index"], o["source"]) for o in view["outputs"]] == [
+        (0, None),
+        (1, "two/a.png"),
+        (2, "two/b.jpg"),
+    ]
     assert json.loads(sync_redis.hget(keys.job(view["id"]), "sources")) == [None, "two/a.png", "two/b.jpg"]
     assert sync_redis.xlen(keys.stream("cpu.img.pre")) == 3
 
@@ -105,45 +117,106 @@ async def test_jobs_without_named_inputs_store_no_sources(
 
 
 async def test_uploaded_file_names_are_the_sources(api: httpx.AsyncClient) -> None:
-    files = [("files", ("IMG_0001.jpg", b"\xff\xd8a", "image/jpeg")), ("files", ("dog.png", b"\x89PNG", "image/png"))]
+    files = [
+        ("files", ("IMG_0001.jpg", b"\xff\xd8a", "image/jpeg")),
+        ("files", ("dog.png", b"\x89PNG", "image/png")),
+    ]
     response = await api.post(URL, files=files)
     assert response.status_code == 202, response.text
     assert [o["source"] for o in response.json()["outputs"]] == ["IMG_0001.jpg", "dog.png"]
 
 
 CASES: list[tuple[str, Any, str, str]] = [
-    ("url not http", {"inputs": [{"image_url": "ftp://images.example/a.jpg"}]}, "inputs[0].image_url", "http or https"),
+    (
+        "url not http",
+        {"inputs": [{"image_url": "ftp://images.example/a.jpg"}]},
+        "inputs[0].image_url",
+        "http or https",
+    ),
     ("url a file", {"inputs": [{"image_url": "file:///etc/passwd"}]}, "inputs[0].image_url", "http or https"),
     ("url without host", {"inputs": [{"image_url": "https:///a.jpg"}]}, "inputs[0].image_url", "no host"),
     ("url relative", {"inputs": [{"image_url": "/photos/a.jpg"}]}, "inputs[0].image_url", "http or https"),
-    ("url too long", {"inputs": [{"image_url": "https://a.example/" + "x" * 2048}]}, "inputs[0].image_url",
-     "longer than 2048"),
-    ("url with credentials", {"inputs": [{"image_url": "https://user:pw@a.example/x.jpg"}]}, "inputs[0].image_url",
-     "credentials"),
-    ("url with a space", {"inputs": [{"image_url": "https://a.example/a b.jpg"}]}, "inputs[0].image_url",
-     "whitespace"),
-    ("url bad port", {"inputs": [{"image_url": "https://a.example:99999/x"}]}, "inputs[0].image_url", "not a valid URL"),
+    (
+        "url too long",
+        {"inputs": [{"image_url": "https://a.example/" + "x" * 2048}]},
+        "inputs[0].image_url",
+        "longer than 2048",
+    ),
+    (
+        "url with credentials",
+        {"inputs": [{"image_url": "https://user:pw@a.example/x.jpg"}]},
+        "inputs[0].image_url",
+        "credentials",
+    ),
+    (
+        "url with a space",
+        {"inputs": [{"image_url": "https://a.example/a b.jpg"}]},
+        "inputs[0].image_url",
+        "whitespace",
+    ),
+    (
+        "url bad port",
+        {"inputs": [{"image_url": "https://a.example:99999/x"}]},
+        "inputs[0].image_url",
+        "not a valid URL",
+    ),
     ("url not a string", {"inputs": [{"image_url": 5}]}, "inputs[0].image_url", "string"),
-    ("url and path", {"inputs": [{"image_url": "https://a.example/x.jpg", "path": "cat.jpg"}]}, "inputs[0]",
-     "exactly one of image_base64, image_url or path"),
+    (
+        "url and path",
+        {"inputs": [{"image_url": "https://a.example/x.jpg", "path": "cat.jpg"}]},
+        "inputs[0]",
+        "exactly one of image_base64, image_url or path",
+    ),
     ("all null", {"inputs": [{"image_base64": None, "image_url": None}]}, "inputs[0]", "got none"),
     ("path up and out", {"inputs": [{"path": "../secret.jpg"}]}, "inputs[0].path", "outside the data root"),
-    ("path absolute elsewhere", {"inputs": [{"path": "/etc/passwd"}]}, "inputs[0].path", "outside the data root"),
-    ("path missing", {"inputs": [{"image_base64": OK}, {"path": "nope.jpg"}]}, "inputs[1].path", "no such file"),
+    (
+        "path absolute elsewhere",
+        {"inputs": [{"path": "/etc/passwd"}]},
+        "inputs[0].path",
+        "outside the data root",
+    ),
+    (
+        "path missing",
+        {"inputs": [{"image_base64": OK}, {"path": "nope.jpg"}]},
+        "inputs[1].path",
+        "no such file",
+    ),
     ("path empty", {"inputs": [{"path": ""}]}, "inputs[0].path", "empty path"),
     ("path NUL", {"inputs": [{"path": "cat.jpg\u0000.png"}]}, "inputs[0].path", "NUL"),
     ("path whitespace", {"inputs": [{"path": "\u3000\ufeff"}]}, "inputs[0].path", "empty path"),
-    ("path name too long", {"inputs": [{"path": "two/" + "n" * 300}]}, "inputs[0].path", "File name too long"),
-    ("url not ASCII", {"inputs": [{"image_url": "https://a.example/caf\u00e9.jpg"}]}, "inputs[0].image_url",
-     "percent-encode"),
-    ("base64 padded wrong", {"inputs": [{"image_base64": "QUJD="}]}, "inputs[0].image_base64", "not valid base64"),
+    (
+        "path name too long",
+        {"inputs": [{"path": "two/" + "n" * 300}]},
+        "inputs[0].path",
+        "File name too long",
+    ),
+    (
+        "url not ASCII",
+        {"inputs": [{"image_url": "https://a.example/caf\u00e9.jpg"}]},
+        "inputs[0].image_url",
+        "percent-encode",
+    ),
+    (
+        "base64 padded wrong",
+        {"inputs": [{"image_base64": "QUJD="}]},
+        "inputs[0].image_base64",
+        "not valid base64",
+    ),
     ("folder without images", {"inputs": [{"path": "empty"}]}, "inputs[0].path", "holds no images"),
     ("folder over the cap", {"inputs": [{"path": "four"}]}, "inputs[0].path", f"at most {MAX_INPUTS} inputs"),
-    ("folder over the cap with others", {"inputs": [{"path": "two"}, {"image_base64": OK}, {"image_base64": OK}]},
-     "inputs[0].path", "more images than this job can take"),
-    ("folder over the cap after others", {"inputs": [{"image_base64": OK}, {"image_base64": OK}, {"path": "two"}]},
-     "inputs[2].path", "more images than this job can take"),
-]  # fmt: skip
+    (
+        "folder over the cap with others",
+        {"inputs": [{"path": "two"}, {"image_base64": OK}, {"image_base64": OK}]},
+        "inputs[0].path",
+        "more images than this job can take",
+    ),
+    (
+        "folder over the cap after others",
+        {"inputs": [{"image_base64": OK}, {"image_base64": OK}, {"path": "two"}]},
+        "inputs[2].path",
+        "more images than this job can take",
+    ),
+]
 
 
 @pytest.mark.parametrize(("body", "field", "fragment"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
@@ -166,7 +239,10 @@ async def test_a_symlink_out_of_the_root_is_422(
     for path in ("escape.jpg", "elsewhere", "elsewhere/secret.jpg"):
         response = await api.post(URL, json={"inputs": [{"path": path}]})
         assert response.status_code == 422, (path, response.text)
-        assert response.json() == {"detail": "inputs[0].path: outside the data root", "field": "inputs[0].path"}
+        assert response.json() == {
+            "detail": "inputs[0].path: outside the data root",
+            "field": "inputs[0].path",
+        }
     assert no_job_written(sync_redis)
 
 
@@ -212,19 +288,30 @@ async def test_the_pipeline_and_openapi_describe_the_three_image_fields(api: htt
     schema = (await api.get("/openapi.json")).json()["components"]["schemas"]["ImageInput"]
     assert [choice["required"] for choice in schema["oneOf"]] == [["image_base64"], ["image_url"], ["path"]]
     assert {name: prop["type"] for name, prop in schema["properties"].items()} == {
-        "image_base64": ["string", "null"], "image_url": ["string", "null"], "path": ["string", "null"]
-    }  # fmt: skip
+        "image_base64": ["string", "null"],
+        "image_url": ["string", "null"],
+        "path": ["string", "null"],
+    }
     assert "DLPIPE_DATA_ROOT" in schema["properties"]["path"]["description"]
     assert schema["additionalProperties"] is False and "required" not in schema
 
 
 def test_job_views_give_every_output_its_source_pending_or_done() -> None:
-    job = {"id": "j", "pipeline": "img", "status": "running", "created_at": "1", "total": "3", "done": "1",
-           "sources": json.dumps(["a/1.jpg", None, "https://x.example/2.jpg"])}  # fmt: skip
+    job = {
+        "id": "j",
+        "pipeline": "img",
+        "status": "running",
+        "created_at": "1",
+        "total": "3",
+        "done": "1",
+        "sources": json.dumps(["a/1.jpg", None, "https://x.example/2.jpg"]),
+    }
     done = ItemOutput(index=0, status=ItemStatus.succeeded, result={"ok": 1}).model_dump_json()
     view = job_view_from_redis(job, {b"0": done.encode()})
     assert [(o.status.value, o.source) for o in view.outputs] == [
-        ("succeeded", "a/1.jpg"), ("pending", None), ("pending", "https://x.example/2.jpg")
-    ]  # fmt: skip
+        ("succeeded", "a/1.jpg"),
+        ("pending", None),
+        ("pending", "https://x.example/2.jpg"),
+    ]
     del job["sources"]
     assert [o.source for o in job_view_from_redis(job, {}).outputs] == [None, None, None]

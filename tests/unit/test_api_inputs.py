@@ -42,7 +42,8 @@ def test_invalid_base64_is_rejected_naming_the_field(text: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "url", ["http://example.com/x", "https://93.184.216.34:8443/hook?a=1", "https://[2606:4700::1]/h", None, ""]
+    "url",
+    ["http://example.com/x", "https://93.184.216.34:8443/hook?a=1", "https://[2606:4700::1]/h", None, ""],
 )
 def test_http_webhooks_are_accepted(url: str | None) -> None:
     assert check_webhook(url) == (url or None)
@@ -54,9 +55,17 @@ def test_internal_webhooks_are_accepted_when_private_addresses_are_allowed(url: 
 
 
 @pytest.mark.parametrize(
-    "url", ["ftp://example.com", "example.com/hook", "javascript:alert(1)", "http://", "https://h:99999/",
-            "https://" + "a" * 3000 + ".com", ["x"]],
-)  # fmt: skip
+    "url",
+    [
+        "ftp://example.com",
+        "example.com/hook",
+        "javascript:alert(1)",
+        "http://",
+        "https://h:99999/",
+        "https://" + "a" * 3000 + ".com",
+        ["x"],
+    ],
+)
 def test_other_webhooks_are_rejected(url: object) -> None:
     with pytest.raises(InvalidRequest) as info:
         check_webhook(url)

@@ -24,7 +24,11 @@ OK = b64(b"\xff\xd8image")
 
 
 def _no_job_written(client: fakeredis.FakeRedis) -> bool:
-    return not client.keys("dlpipe:job:*") and not client.keys("dlpipe:item:*") and not client.keys("dlpipe:stream:*")
+    return (
+        not client.keys("dlpipe:job:*")
+        and not client.keys("dlpipe:item:*")
+        and not client.keys("dlpipe:stream:*")
+    )
 
 
 async def test_json_job_is_queued_with_location_and_pending_outputs(
@@ -61,7 +65,9 @@ async def test_job_ids_are_unique(api: httpx.AsyncClient) -> None:
 
 
 async def test_data_url_prefix_is_accepted(api: httpx.AsyncClient, sync_redis: fakeredis.FakeRedis) -> None:
-    response = await api.post(URL, json={"inputs": [{"image_base64": "data:image/png;base64," + b64(b"png")}]})
+    response = await api.post(
+        URL, json={"inputs": [{"image_base64": "data:image/png;base64," + b64(b"png")}]}
+    )
     assert response.status_code == 202, response.text
     stored = sync_redis.hget(keys.item(response.json()["id"], 0), keys.INPUT_FIELD)
     assert codecs.decode(stored) == {"image": b"png"}
@@ -107,32 +113,63 @@ async def test_unknown_job_is_404(api: httpx.AsyncClient, job_id: str) -> None:
 
 BIG = b64(b"x" * (MAX_BYTES + 1))
 CASES: list[tuple[str, Any, str, str]] = [
-    ("bad base64", {"inputs": [{"image_base64": OK}, {"image_base64": OK}, {"image_base64": "no!"}]},
-     "inputs[2].image_base64", "not valid base64"),
-    ("base64 with a line break", {"inputs": [{"image_base64": OK[:4] + "\n" + OK[4:]}]},
-     "inputs[0].image_base64", "not valid base64"),
+    (
+        "bad base64",
+        {"inputs": [{"image_base64": OK}, {"image_base64": OK}, {"image_base64": "no!"}]},
+        "inputs[2].image_base64",
+        "not valid base64",
+    ),
+    (
+        "base64 with a line break",
+        {"inputs": [{"image_base64": OK[:4] + "\n" + OK[4:]}]},
+        "inputs[0].image_base64",
+        "not valid base64",
+    ),
     ("empty base64", {"inputs": [{"image_base64": ""}]}, "inputs[0].image_base64", "empty"),
     ("input too big", {"inputs": [{"image_base64": BIG}]}, "inputs[0].image_base64", f"{MAX_BYTES} bytes"),
     ("no inputs", {"inputs": []}, "inputs", "at least one"),
     ("inputs missing", {"webhook": "https://a.example"}, "inputs", "required"),
     ("inputs not a list", {"inputs": {"image_base64": OK}}, "inputs", "list"),
-    ("too many inputs", {"inputs": [{"image_base64": OK}] * (MAX_INPUTS + 1)}, "inputs", f"at most {MAX_INPUTS}"),
+    (
+        "too many inputs",
+        {"inputs": [{"image_base64": OK}] * (MAX_INPUTS + 1)},
+        "inputs",
+        f"at most {MAX_INPUTS}",
+    ),
     ("input not an object", {"inputs": ["abc"]}, "inputs[0]", "image_base64"),
     ("wrong input field", {"inputs": [{"image": OK}]}, "inputs[0].image", "not permitted"),
     ("no image field", {"inputs": [{}]}, "inputs[0]", "exactly one of image_base64, image_url or path"),
-    ("two image fields", {"inputs": [{"image_base64": OK, "image_url": "https://a.example/x.jpg"}]},
-     "inputs[0]", "got image_base64, image_url"),
+    (
+        "two image fields",
+        {"inputs": [{"image_base64": OK, "image_url": "https://a.example/x.jpg"}]},
+        "inputs[0]",
+        "got image_base64, image_url",
+    ),
     ("base64 not a string", {"inputs": [{"image_base64": 5}]}, "inputs[0].image_base64", "string"),
-    ("webhook not http", {"inputs": [{"image_base64": OK}], "webhook": "ftp://example.com/x"}, "webhook", "http"),
+    (
+        "webhook not http",
+        {"inputs": [{"image_base64": OK}], "webhook": "ftp://example.com/x"},
+        "webhook",
+        "http",
+    ),
     ("webhook without host", {"inputs": [{"image_base64": OK}], "webhook": "https:///x"}, "webhook", "host"),
     ("webhook not a string", {"inputs": [{"image_base64": OK}], "webhook": 7}, "webhook", "URL"),
     ("metadata not an object", {"inputs": [{"image_base64": OK}], "metadata": [1]}, "metadata", "object"),
     ("unknown top-level field", {"inputs": [{"image_base64": OK}], "callback": "x"}, "callback", "unknown"),
-    ("unknown priority", {"inputs": [{"image_base64": OK}], "priority": "urgent"}, "priority",
-     "'urgent' is not a priority (choose from high, normal, low)"),
-    ("priority not a string", {"inputs": [{"image_base64": OK}], "priority": 1}, "priority", "not a priority"),
+    (
+        "unknown priority",
+        {"inputs": [{"image_base64": OK}], "priority": "urgent"},
+        "priority",
+        "'urgent' is not a priority (choose from high, normal, low)",
+    ),
+    (
+        "priority not a string",
+        {"inputs": [{"image_base64": OK}], "priority": 1},
+        "priority",
+        "not a priority",
+    ),
     ("body not an object", [1, 2], "body", "object"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("body", "field", "fragment"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
@@ -163,7 +200,9 @@ def multipart(parts: list[Part]) -> tuple[bytes, dict[str, str]]:
     chunks = []
     for name, filename, content in parts:
         disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
-        chunks.append(f"--{boundary}\r\nContent-Disposition: {disposition}\r\n\r\n".encode() + content + b"\r\n")
+        chunks.append(
+            f"--{boundary}\r\nContent-Disposition: {disposition}\r\n\r\n".encode() + content + b"\r\n"
+        )
     body = b"".join(chunks) + f"--{boundary}--\r\n".encode()
     return body, {"content-type": f"multipart/form-data; boundary={boundary}"}
 
@@ -177,17 +216,27 @@ FORM_CASES: list[tuple[str, list[Part], str, str]] = [
     ("metadata not an object", [FILE, ("metadata", None, b"[1]")], "metadata", "object"),
     ("metadata as a file", [FILE, ("metadata", "m.json", b"{}")], "metadata", "text field"),
     ("webhook not http", [FILE, ("webhook", None, b"file:///etc/passwd")], "webhook", "http"),
-    ("webhook twice", [FILE, ("webhook", None, b"https://a.example"), ("webhook", None, b"https://b.example")],
-     "webhook", "more than once"),
+    (
+        "webhook twice",
+        [FILE, ("webhook", None, b"https://a.example"), ("webhook", None, b"https://b.example")],
+        "webhook",
+        "more than once",
+    ),
     ("wrong file field", [("file", "a.jpg", b"abc")], "file", "unknown form field"),
     ("files as text", [("files", None, b"abc")], "files[0]", "file upload"),
     ("unknown priority", [FILE, ("priority", None, b"HIGH")], "priority", "not a priority"),
-    ("priority twice", [FILE, ("priority", None, b"high"), ("priority", None, b"low")], "priority",
-     "more than once"),
-]  # fmt: skip
+    (
+        "priority twice",
+        [FILE, ("priority", None, b"high"), ("priority", None, b"low")],
+        "priority",
+        "more than once",
+    ),
+]
 
 
-@pytest.mark.parametrize(("parts", "field", "fragment"), [c[1:] for c in FORM_CASES], ids=[c[0] for c in FORM_CASES])
+@pytest.mark.parametrize(
+    ("parts", "field", "fragment"), [c[1:] for c in FORM_CASES], ids=[c[0] for c in FORM_CASES]
+)
 async def test_invalid_multipart_requests_are_422_naming_the_field(
     api: httpx.AsyncClient, sync_redis: fakeredis.FakeRedis, parts: list[Part], field: str, fragment: str
 ) -> None:
@@ -292,7 +341,9 @@ class _DemotedRedis(fakeredis.FakeAsyncRedis):
     ],
     ids=["READONLY", "MASTERDOWN", "NOREPLICAS"],
 )
-async def test_a_redis_failing_over_is_503_with_retry_after_not_500(settings: Settings, refusal: Exception) -> None:
+async def test_a_redis_failing_over_is_503_with_retry_after_not_500(
+    settings: Settings, refusal: Exception
+) -> None:
     app = create_app(settings, redis_factory=lambda url: _DemotedRedis(refusal))
     async with running(app, raise_app_exceptions=False) as client:
         post = await client.post(URL, json={"inputs": [{"image_base64": OK}]})

@@ -126,8 +126,14 @@ async def test_a_chunked_body_under_the_cap_is_accepted(api: httpx.AsyncClient) 
 # -- bad inputs: 422 naming what, then the next request goes through ------------------------
 
 BAD: list[tuple[str, str, dict[str, Any], dict[str, str], str, str]] = [
-    ("too many inputs", URL, {"inputs": [GOOD["inputs"][0]] * (MAX_INPUTS + 1)}, {},
-     "inputs", f"at most {MAX_INPUTS} per job"),
+    (
+        "too many inputs",
+        URL,
+        {"inputs": [GOOD["inputs"][0]] * (MAX_INPUTS + 1)},
+        {},
+        "inputs",
+        f"at most {MAX_INPUTS} per job",
+    ),
     ("timeout_s zero", URL, {**GOOD, "timeout_s": 0}, {}, "timeout_s", "more than 0"),
     ("timeout_s negative", URL, {**GOOD, "timeout_s": -3}, {}, "timeout_s", "more than 0"),
     ("timeout_s text", URL, {**GOOD, "timeout_s": "soon"}, {}, "timeout_s", "number of seconds"),
@@ -136,9 +142,15 @@ BAD: list[tuple[str, str, dict[str, Any], dict[str, str], str, str]] = [
     ("timeout_s past the job TTL", URL, {**GOOD, "timeout_s": 86401}, {}, "timeout_s", "at most 86400"),
     ("idempotency key too long", URL, GOOD, {"Idempotency-Key": "k" * 256}, "Idempotency-Key", "1 to 255"),
     ("idempotency key blank", URL, GOOD, {"Idempotency-Key": " "}, "Idempotency-Key", "printable ASCII"),
-    ("text over the input cap", "/v1/pipelines/txt/jobs", {"inputs": [{"text": "é" * 40}]}, {},
-     "inputs[0].text", "bytes"),
-]  # fmt: skip
+    (
+        "text over the input cap",
+        "/v1/pipelines/txt/jobs",
+        {"inputs": [{"text": "é" * 40}]},
+        {},
+        "inputs[0].text",
+        "bytes",
+    ),
+]
 
 
 @pytest.mark.parametrize(

@@ -20,9 +20,7 @@ from shared.settings import Settings
 from tests.support.api import fake_factory, running
 from tests.support.videos import cat_then_coffee
 
-SUBMITS = {
-    "image-classify": "image", "image-tag": "image", "text-embed": "text", "video-classify": "video"
-}  # fmt: skip
+SUBMITS = {"image-classify": "image", "image-tag": "image", "text-embed": "text", "video-classify": "video"}
 SAYS = {"image": "Each input is an image", "text": "Each input is a text", "video": "Each input is a video"}
 
 
@@ -116,9 +114,13 @@ async def test_every_json_example_is_accepted(root: Path, fake_server: fakeredis
         (path, example["value"])
         for path, item in app.openapi()["paths"].items()
         if path.startswith("/v1/pipelines/")  # the submits (the synchronous protocol routes: tests/e2e)
-        for example in item.get("post", {}).get("requestBody", {}).get("content", {})
-        .get("application/json", {}).get("examples", {}).values()
-    ]  # fmt: skip
+        for example in item.get("post", {})
+        .get("requestBody", {})
+        .get("content", {})
+        .get("application/json", {})
+        .get("examples", {})
+        .values()
+    ]
     kinds = [p.input.value for p in load_pipelines(settings.pipelines_file).pipelines.values()]
     # base64, URL and path for each image pipeline; one for each text or video pipeline
     assert len(examples) == sum(3 if kind == "image" else 1 for kind in kinds) >= 8
@@ -135,15 +137,17 @@ async def test_an_upload_as_the_multipart_schema_describes_it_is_accepted(
     settings = Settings(redis_url="redis://fake.invalid:1/0", data_root=root)
     app = create_app(settings, redis_factory=fake_factory(fake_server))
     form = {
-        "webhook": "https://example.com/hooks/dlpipe", "webhook_events": "started, completed",
-        "metadata": '{"request": "abc-123"}', "timeout_s": "30",
-    }  # fmt: skip
+        "webhook": "https://example.com/hooks/dlpipe",
+        "webhook_events": "started, completed",
+        "metadata": '{"request": "abc-123"}',
+        "timeout_s": "30",
+    }
     async with running(app) as api:
         video = [("files", ("cat.mp4", cat_then_coffee(), "video/mp4"))]
         options = {**form, "options": '{"fps": 1}'}
         response = await api.post("/v1/pipelines/video-classify/jobs", files=video, data=options)
         assert response.status_code == 202, response.text
-        text = [("files", ("a.txt", "a photo of a cat".encode(), "text/plain"))]
+        text = [("files", ("a.txt", b"a photo of a cat", "text/plain"))]
         response = await api.post("/v1/pipelines/text-embed/jobs", files=text, data={**form, "metadata": ""})
         assert response.status_code == 202, response.text
         assert response.json()["metadata"] is None  # an empty field is the same as none

@@ -75,7 +75,13 @@ async def test_openapi_documents_each_pipelines_submit_with_both_content_types(
     assert form["properties"]["files"]["items"]["format"] == "binary"
     assert form["properties"]["files"]["maxItems"] == MAX_INPUTS
     assert set(form["properties"]) == {
-        "files", "webhook", "webhook_events", "metadata", "timeout_s", "keep_inputs", "priority"
+        "files",
+        "webhook",
+        "webhook_events",
+        "metadata",
+        "timeout_s",
+        "keep_inputs",
+        "priority",
     }
     job_request = schemas["ImageJobRequest"]
     assert job_request["properties"]["inputs"]["items"] == {"$ref": "#/components/schemas/ImageInput"}

@@ -75,8 +75,10 @@ async def test_json_texts_are_queued_as_text_inputs(
 async def test_text_files_are_queued_as_their_utf8_text(
     api: httpx.AsyncClient, sync_redis: fakeredis.FakeRedis
 ) -> None:
-    files = [("files", ("a.txt", "first ünïcode".encode(), "text/plain")),
-             ("files", ("b.txt", b"second", "text/plain"))]  # fmt: skip
+    files = [
+        ("files", ("a.txt", "first ünïcode".encode(), "text/plain")),
+        ("files", ("b.txt", b"second", "text/plain")),
+    ]
     response = await api.post(URL, files=files)
     assert response.status_code == 202, response.text
     stored = stored_inputs(sync_redis, response.json()["id"], 2)
@@ -104,7 +106,7 @@ CASES: list[tuple[str, Any, str, str]] = [
     ("text too big", {"inputs": [{"text": "x" * (MAX_BYTES + 1)}]}, "inputs[0].text", f"{MAX_BYTES} bytes"),
     ("text too big in UTF-8", {"inputs": [{"text": "é" * (MAX_BYTES // 2 + 1)}]}, "inputs[0].text", "UTF-8"),
     ("input not an object", {"inputs": ["just a string"]}, "inputs[0]", "text"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("body", "field", "fragment"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
@@ -131,7 +133,7 @@ FORM_CASES: list[tuple[str, list[tuple[str, str | None, bytes]], str, str]] = [
     ("invalid UTF-8", [("files", "a.txt", b"ok"), ("files", "b.txt", b"caf\xe9")], "files[1]", "UTF-8"),
     ("blank file", [("files", "a.txt", b" \r\n ")], "files[0]", "empty"),
     ("empty file", [("files", "a.txt", b"")], "files[0]", "empty"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(

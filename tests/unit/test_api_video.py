@@ -88,8 +88,15 @@ async def test_a_video_path_becomes_one_item_per_frame_time_and_one_output(
     times = [0.0, 0.5, 1.0, 1.5, 2.0, 2.5]
     assert stored_inputs(sync_redis, view["id"]) == [{"video_path": "clips/scene.mp4", "t": t} for t in times]
     groups = json.loads(sync_redis.hget(keys.job(view["id"]), "groups"))
-    assert groups == [{"input": 0, "first": 0, "count": 6, "field": "frames",
-                       "keys": ["0.000", "0.500", "1.000", "1.500", "2.000", "2.500"]}]  # fmt: skip
+    assert groups == [
+        {
+            "input": 0,
+            "first": 0,
+            "count": 6,
+            "field": "frames",
+            "keys": ["0.000", "0.500", "1.000", "1.500", "2.000", "2.500"],
+        }
+    ]
     assert not sync_redis.keys("dlpipe:job:*:blob:*")  # a path is read where it lies
     assert (await api.get(f"/v1/jobs/{view['id']}")).json() == view
 

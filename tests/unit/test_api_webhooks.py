@@ -37,9 +37,16 @@ async def test_webhook_events_are_stored_in_canonical_order(api: httpx.AsyncClie
     assert response.status_code == 202, response.text
     hook = response.json()["webhook"]
     assert hook == {
-        "url": HOOK, "events": ["started", "progress", "completed"], "event": None, "id": None, "state": None,
-        "attempts": [], "last_status_code": None, "last_error": None, "next_attempt_at": None,
-    }  # fmt: skip
+        "url": HOOK,
+        "events": ["started", "progress", "completed"],
+        "event": None,
+        "id": None,
+        "state": None,
+        "attempts": [],
+        "last_status_code": None,
+        "last_error": None,
+        "next_attempt_at": None,
+    }
     job_id = response.json()["id"]
     assert sync_redis.hget(keys.job(job_id), "webhook_events") == b"started,progress,completed"
     assert (await api.get(f"/v1/jobs/{job_id}")).json()["webhook"] == hook
@@ -76,11 +83,22 @@ async def test_webhook_events_in_a_multipart_request(api: httpx.AsyncClient) -> 
 
 
 INTERNAL = [
-    "http://127.0.0.1:8080/h", "http://127.1/h", "http://0x7f000001/h", "http://2130706433/h",
-    "http://0177.0.0.1/h", "http://[::1]/h", "http://[::ffff:127.0.0.1]/h", "http://10.0.0.7/h",
-    "http://169.254.169.254/latest/meta-data", "http://100.64.0.1/h", "http://0.0.0.0/h",
-    "http://localhost:9/h", "http://api.localhost/h", "http://224.0.0.1/h", "http://999.1.1.1/h",
-]  # fmt: skip
+    "http://127.0.0.1:8080/h",
+    "http://127.1/h",
+    "http://0x7f000001/h",
+    "http://2130706433/h",
+    "http://0177.0.0.1/h",
+    "http://[::1]/h",
+    "http://[::ffff:127.0.0.1]/h",
+    "http://10.0.0.7/h",
+    "http://169.254.169.254/latest/meta-data",
+    "http://100.64.0.1/h",
+    "http://0.0.0.0/h",
+    "http://localhost:9/h",
+    "http://api.localhost/h",
+    "http://224.0.0.1/h",
+    "http://999.1.1.1/h",
+]
 
 
 @pytest.mark.parametrize("url", INTERNAL)
@@ -103,8 +121,20 @@ async def test_internal_webhook_addresses_are_allowed_when_configured(
 def make_delivery(client: Any, job_id: str, *finishes: tuple[str, str, str]) -> str:
     """A delivery of the job's completion, then attempts that end as (state, status, error)."""
     delivery = state.delivery_id(job_id, "1700000000000-0")
-    client.eval(scripts.WEBHOOK_CREATE, 2, keys.webhook(delivery), keys.job_webhook(job_id), delivery, job_id,
-                "job.completed", 1_700_000_000_000, now_ms(), 3600, now_ms(), "1")  # fmt: skip
+    client.eval(
+        scripts.WEBHOOK_CREATE,
+        2,
+        keys.webhook(delivery),
+        keys.job_webhook(job_id),
+        delivery,
+        job_id,
+        "job.completed",
+        1_700_000_000_000,
+        now_ms(),
+        3600,
+        now_ms(),
+        "1",
+    )
     for finish in finishes:
         attempt(client, job_id, delivery, 1, *finish)
     return delivery
@@ -119,8 +149,22 @@ def attempt(
     record = state.Attempt(now_ms(), 12, int(status) if status else None, error or None).to_json()
     nxt = str(now_ms() + 60_000) if new_state == "failed" else ""
     gone = "HTTP 410 Gone" if status == "410" else ""
-    client.eval(scripts.WEBHOOK_FINISH, 5, *dkeys, keys.job(job_id), keys.job_outputs(job_id), round_, new_state,
-                record, status, error, nxt, 3600, now_ms(), gone)  # fmt: skip
+    client.eval(
+        scripts.WEBHOOK_FINISH,
+        5,
+        *dkeys,
+        keys.job(job_id),
+        keys.job_outputs(job_id),
+        round_,
+        new_state,
+        record,
+        status,
+        error,
+        nxt,
+        3600,
+        now_ms(),
+        gone,
+    )
 
 
 def gone_again(client: Any, job_id: str, delivery: str) -> None:
@@ -147,7 +191,8 @@ async def test_get_shows_the_delivery_and_redeliver_sends_a_dead_one_again(
     hook = (await api.get(f"/v1/jobs/{job_id}")).json()["webhook"]
     assert hook["state"] == "dead" and hook["id"] == delivery and hook["event"] == "job.completed"
     assert [(a["status_code"], a["error"]) for a in hook["attempts"]] == [
-        (500, "HTTP 500"), (None, "cannot connect to hooks.example.com")
+        (500, "HTTP 500"),
+        (None, "cannot connect to hooks.example.com"),
     ]
     assert hook["last_status_code"] is None and hook["last_error"].startswith("cannot connect")
     assert hook["next_attempt_at"] is None and hook["attempts"][0]["duration_ms"] == 12
@@ -155,8 +200,13 @@ async def test_get_shows_the_delivery_and_redeliver_sends_a_dead_one_again(
     assert response.status_code == 202, response.text
     assert response.json()["state"] == "pending" and response.json()["id"] == delivery
     [(_, entry)] = sync_redis.xrange(keys.EVENTS)
-    assert entry == {b"job": job_id.encode(), b"type": b"webhook.redeliver", b"delivery": delivery.encode(),
-                     b"round": b"2", b"at": entry[b"at"]}  # fmt: skip
+    assert entry == {
+        b"job": job_id.encode(),
+        b"type": b"webhook.redeliver",
+        b"delivery": delivery.encode(),
+        b"round": b"2",
+        b"at": entry[b"at"],
+    }
     too_soon = await api.post(redeliver)
     assert too_soon.status_code == 429 and too_soon.headers["retry-after"] == "5"  # the default interval
     sync_redis.delete(keys.webhook_redelivered(job_id))  # as if the interval had passed
@@ -191,7 +241,6 @@ async def test_the_schema_documents_webhook_events_and_redelivery(api: httpx.Asy
     assert "WebhookView" in schema["components"]["schemas"]
 
 
-
 @pytest.fixture
 def limited(settings: Settings, fake_server: fakeredis.FakeServer, request: pytest.FixtureRequest) -> Any:
     """The app with DLPIPE_WEBHOOK_REDELIVER_INTERVAL_S set to the test's parameter."""
@@ -207,9 +256,10 @@ async def dead_job(api: httpx.AsyncClient, sync_redis: Any) -> tuple[str, str]:
 def refused_too_soon(response: httpx.Response, interval_s: float) -> bool:
     wait_s = int(response.headers.get("retry-after", "0"))
     return (
-        response.status_code == 429 and 1 <= wait_s <= max(1, interval_s)
+        response.status_code == 429
+        and 1 <= wait_s <= max(1, interval_s)
         and "DLPIPE_WEBHOOK_REDELIVER_INTERVAL_S" in response.json()["detail"]
-    )  # fmt: skip
+    )
 
 
 @pytest.mark.parametrize("limited", [60.0], indirect=True)

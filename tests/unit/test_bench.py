@@ -47,8 +47,16 @@ def test_latency_summary_in_ms() -> None:
 
 def test_turn_order_interleaves_systems() -> None:
     assert turn_order(["A", "B", "C"], 3) == [
-        (0, "A"), (0, "B"), (0, "C"), (1, "A"), (1, "B"), (1, "C"), (2, "A"), (2, "B"), (2, "C"),
-    ]  # fmt: skip
+        (0, "A"),
+        (0, "B"),
+        (0, "C"),
+        (1, "A"),
+        (1, "B"),
+        (1, "C"),
+        (2, "A"),
+        (2, "B"),
+        (2, "C"),
+    ]
     with pytest.raises(ValueError):
         turn_order(["A"], 0)
     with pytest.raises(ValueError):
@@ -70,8 +78,10 @@ def test_ceiling_is_cores_over_cpu_seconds_per_job() -> None:
 def test_ratios_and_counter_deltas() -> None:
     assert ratio(30.0, 20.0) == 1.5
     assert ratio(None, 2.0) is None and ratio(1.0, 0.0) is None
-    delta = counters_delta({"m": {"batches": 10, "items": 20, "forward_ms": 1000.0}},
-                           {"m": {"batches": 30, "items": 80, "forward_ms": 4000.0}, "n": {"batches": 1}})  # fmt: skip
+    delta = counters_delta(
+        {"m": {"batches": 10, "items": 20, "forward_ms": 1000.0}},
+        {"m": {"batches": 30, "items": 80, "forward_ms": 4000.0}, "n": {"batches": 1}},
+    )
     assert delta == {"m": {"batches": 20, "items": 60, "forward_ms": 3000.0}, "n": {"batches": 1}}
     activity = model_activity(delta["m"], wall_s=4.0)
     assert activity["mean_batch_size"] == 3.0
@@ -96,12 +106,20 @@ def test_dlpipe_cli_passes_bench_flags_through() -> None:
 
 def _window(jobs_per_s: float, p50: float, models: dict | None = None, cpu: dict | None = None) -> dict:
     return {
-        "workload": "image-classify", "concurrency": 8, "completed": 100, "errors": 0, "error_samples": [],
-        "wall_s": 10.0, "jobs_per_s": jobs_per_s,
+        "workload": "image-classify",
+        "concurrency": 8,
+        "completed": 100,
+        "errors": 0,
+        "error_samples": [],
+        "wall_s": 10.0,
+        "jobs_per_s": jobs_per_s,
         "latency": {"p50_ms": p50, "p95_ms": p50 * 2, "p99_ms": p50 * 3, "mean_ms": p50, "max_ms": p50 * 4},
-        "polls_per_job": None, "cpu_s_per_job": cpu or {"server": 0.05}, "cpu_s_per_job_total": 0.05,
-        "client_cpu_s_per_job": 0.002, "models": models,
-    }  # fmt: skip
+        "polls_per_job": None,
+        "cpu_s_per_job": cpu or {"server": 0.05},
+        "cpu_s_per_job_total": 0.05,
+        "client_cpu_s_per_job": 0.002,
+        "models": models,
+    }
 
 
 def _turns() -> list[dict]:
@@ -163,7 +181,7 @@ def _turns() -> list[dict]:
         )
         turns.append({"repeat": r, "system": "baseline", "windows": [_window(base, 380.0)]})
     turns.append({"repeat": 2, "system": "ray", "error": "RuntimeError: did not start"})
-    return turns  # fmt: skip
+    return turns
 
 
 def test_summary_takes_medians_and_ratios() -> None:
@@ -186,8 +204,12 @@ def test_summary_takes_medians_and_ratios() -> None:
 
 def _doc() -> dict:
     turns = _turns()
-    result = {"dlpipe_settings": {"torch_threads": 1, "preprocess_concurrency": 1}, "peers": {},
-              "wall_s": 12.0, "turns": turns}  # fmt: skip
+    result = {
+        "dlpipe_settings": {"torch_threads": 1, "preprocess_concurrency": 1},
+        "peers": {},
+        "wall_s": 12.0,
+        "turns": turns,
+    }
     options = {"repeats": 3, "peer_threads": 2, "limit_threads": [1, 2]}
     return report.build(options, result, aggregate.summarize(turns, cores=2))
 

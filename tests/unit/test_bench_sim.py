@@ -50,8 +50,13 @@ def _sim_window(system: str, load: int | str, jobs: float, duty: float, batch: f
     w = _window(jobs, p99 / 3)
     w.update({"workload": "sim-chain", "concurrency": load})
     w["latency"]["p99_ms"] = p99
-    w["device"] = {"duty_cycle": duty, "of_ceiling": round(jobs / 20.0, 4), "ceiling_items_per_s": 20.0,
-                   "overlap_s": 0.0, "models": {"sim_detect": {"mean_batch_size": batch}}}  # fmt: skip
+    w["device"] = {
+        "duty_cycle": duty,
+        "of_ceiling": round(jobs / 20.0, 4),
+        "ceiling_items_per_s": 20.0,
+        "overlap_s": 0.0,
+        "models": {"sim_detect": {"mean_batch_size": batch}},
+    }
     if isinstance(load, str):
         w["arrivals_per_s"] = 10.0
     return w
@@ -61,19 +66,44 @@ def test_the_sim_summary_keeps_the_device_figures_and_checks_the_targets() -> No
     turns = []
     for r in range(3):
         turns += [
-            {"repeat": r, "system": "dlpipe", "windows": [
-                _sim_window("dlpipe", 8, 12.0, 0.97, 4.0, 900.0), _sim_window("dlpipe", 24, 18.5 + r, 0.97, 7.6, 1500.0),
-                _sim_window("dlpipe", "poisson 50%", 10.0, 0.6, 3.0, 800.0)]},
-            {"repeat": r, "system": "dlpipe-oldest", "windows": [
-                _sim_window("dlpipe-oldest", 8, 10.0, 0.98, 2.5, 1000.0), _sim_window("dlpipe-oldest", 24, 13.0, 0.98, 4.9, 1800.0)]},
-            {"repeat": r, "system": "litserve", "windows": [_sim_window("litserve", 24, 14.0, 0.9, 6.0, 1900.0)]},
-            {"repeat": r, "system": "baseline", "windows": [_sim_window("baseline", 24, 3.0, 0.8, 1.0, 8000.0)]},
-        ]  # fmt: skip
+            {
+                "repeat": r,
+                "system": "dlpipe",
+                "windows": [
+                    _sim_window("dlpipe", 8, 12.0, 0.97, 4.0, 900.0),
+                    _sim_window("dlpipe", 24, 18.5 + r, 0.97, 7.6, 1500.0),
+                    _sim_window("dlpipe", "poisson 50%", 10.0, 0.6, 3.0, 800.0),
+                ],
+            },
+            {
+                "repeat": r,
+                "system": "dlpipe-oldest",
+                "windows": [
+                    _sim_window("dlpipe-oldest", 8, 10.0, 0.98, 2.5, 1000.0),
+                    _sim_window("dlpipe-oldest", 24, 13.0, 0.98, 4.9, 1800.0),
+                ],
+            },
+            {
+                "repeat": r,
+                "system": "litserve",
+                "windows": [_sim_window("litserve", 24, 14.0, 0.9, 6.0, 1900.0)],
+            },
+            {
+                "repeat": r,
+                "system": "baseline",
+                "windows": [_sim_window("baseline", 24, 3.0, 0.8, 1.0, 8000.0)],
+            },
+        ]
     s = aggregate.summarize(turns, cores=2)
     assert list(s["http"]["sim-chain"]) == ["8", "24", "poisson 50%"]  # clients, then open loop
     dl = s["http"]["sim-chain"]["24"]["dlpipe"]
-    assert dl["device"] == {"duty_cycle": 0.97, "of_ceiling": 0.975, "ceiling_items_per_s": 20.0, "overlap_s": 0.0,
-                            "mean_batch_size": {"sim_detect": 7.6}}  # fmt: skip
+    assert dl["device"] == {
+        "duty_cycle": 0.97,
+        "of_ceiling": 0.975,
+        "ceiling_items_per_s": 20.0,
+        "overlap_s": 0.0,
+        "mean_batch_size": {"sim_detect": 7.6},
+    }
     assert s["http"]["sim-chain"]["poisson 50%"]["dlpipe"]["arrivals_per_s"] == 10.0
     targets = s["targets"]["sim-chain@24"]
     assert targets["of_ceiling"] == {"value": 0.975, "target": 0.9, "met": True}
@@ -83,9 +113,17 @@ def test_the_sim_summary_keeps_the_device_figures_and_checks_the_targets() -> No
     )
     assert targets["vs_sequential"]["met"] and targets["duty_cycle"]["met"]
     assert targets["p99_at_8_vs_oldest"] == {"value": 900.0, "target": 1000.0, "met": True}
-    doc = report.build({"repeats": 3, "peer_threads": 2, "limit_threads": [1]},
-                       {"dlpipe_settings": {"torch_threads": 1, "preprocess_concurrency": 2}, "peers": {},
-                        "wall_s": 1.0, "turns": turns, "tuning": {"litserve": {"best": {"workers": 2}}}}, s)  # fmt: skip
+    doc = report.build(
+        {"repeats": 3, "peer_threads": 2, "limit_threads": [1]},
+        {
+            "dlpipe_settings": {"torch_threads": 1, "preprocess_concurrency": 2},
+            "peers": {},
+            "wall_s": 1.0,
+            "turns": turns,
+            "tuning": {"litserve": {"best": {"workers": 2}}},
+        },
+        s,
+    )
     assert report.validate(doc) == []
     assert doc["threads"]["peers_tuned"] == {"litserve": {"workers": 2}}
     text = report.table(doc)

@@ -33,4 +33,6 @@ def test_a_head_without_its_body_or_half_a_body_is_torn_and_a_whole_post_is_a_ho
         post(receiver.url, body)
         wait_until(lambda: receiver.answered_jobs() == {"j1"}, 10, "the whole POST to be answered")
         assert sorted(receiver.torn) == [0, 10]
-        assert [(h.job_id, h.webhook_id, h.type) for h in receiver.hooks] == [("j1", "msg_1", "job.completed")]
+        assert [(h.job_id, h.webhook_id, h.type) for h in receiver.hooks] == [
+            ("j1", "msg_1", "job.completed")
+        ]

@@ -178,7 +178,10 @@ def test_commands_reach_their_entry_points(monkeypatch: pytest.MonkeyPatch) -> N
         (MISSING_MODULE, "stage 'pre': cannot load 'no_such_module_dlpipe:f'"),
         (MISSING_ATTR, "'json' has no attribute 'no_such_function'"),
         # a param the model class does not take: dlpipe check builds every model entry
-        (BAD_MODEL_PARAM, "model 'm': params: EfficientNetLite0.__init__() got an unexpected keyword argument 'weight_path'"),
+        (
+            BAD_MODEL_PARAM,
+            "model 'm': params: EfficientNetLite0.__init__() got an unexpected keyword argument 'weight_path'",
+        ),
     ],
 )
 def test_check_rejects_bad_pipelines_file(
@@ -216,8 +219,13 @@ def test_check_as_a_process_exits_1_with_the_error(tmp_path: Path) -> None:
     env["DLPIPE_PIPELINES_FILE"] = str(path)
     done = subprocess.run(
         [sys.executable, "-m", "services.cli", "check"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 1, done.stderr
     assert "unknown model 'nope'" in done.stderr
     assert "Traceback" not in done.stderr

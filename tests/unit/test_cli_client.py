@@ -23,11 +23,16 @@ def test_folders_give_their_files_of_the_input_kind_sorted_once(tmp_path: Path) 
     make(tmp_path, ["b.jpg", "a.PNG", "notes.md", ".DS_Store", ".hidden/x.jpg", "sub/c.jpg", "sub/.d.jpg"])
     image = EXTENSIONS["image"]
     top = tmp_path.as_posix()
-    assert [s.name for s in discover([top], recursive=False, extensions=image)] == [f"{top}/a.PNG", f"{top}/b.jpg"]
+    assert [s.name for s in discover([top], recursive=False, extensions=image)] == [
+        f"{top}/a.PNG",
+        f"{top}/b.jpg",
+    ]
     names = [s.name for s in discover([top, f"{top}/b.jpg"], recursive=True, extensions=image)]
     assert names == [f"{top}/a.PNG", f"{top}/b.jpg", f"{top}/sub/c.jpg"]  # b.jpg named twice: once
     assert len(discover([top], recursive=False, extensions=None)) == 3  # --all-files (hidden still not)
-    assert [s.name for s in discover([f"{top}/notes.md"], recursive=False, extensions=image)] == [f"{top}/notes.md"]
+    assert [s.name for s in discover([f"{top}/notes.md"], recursive=False, extensions=image)] == [
+        f"{top}/notes.md"
+    ]
     with pytest.raises(InputError, match="no such file"):
         discover([f"{top}/missing"], recursive=False, extensions=image)
 
@@ -69,8 +74,15 @@ def test_the_results_file_keeps_whole_lines_and_cuts_a_torn_one(tmp_path: Path) 
 
 
 def test_the_commands_parse() -> None:
-    args = build_parser().parse_args(["submit", "image-classify", "a", "b", "--concurrency", "3", "--out", "r.jsonl"])
-    assert (args.pipeline, args.paths, args.in_flight, args.out) == ("image-classify", ["a", "b"], 3, Path("r.jsonl"))
+    args = build_parser().parse_args(
+        ["submit", "image-classify", "a", "b", "--concurrency", "3", "--out", "r.jsonl"]
+    )
+    assert (args.pipeline, args.paths, args.in_flight, args.out) == (
+        "image-classify",
+        ["a", "b"],
+        3,
+        Path("r.jsonl"),
+    )
     assert build_parser().parse_args(["jobs", "--status", "failed"]).status == "failed"
     assert build_parser().parse_args(["job", "x", "--watch"]).watch
     assert build_parser().parse_args(["cancel", "x", "--url", "http://h:1"]).url == "http://h:1"
@@ -87,8 +99,10 @@ def test_watch_falls_back_to_long_polls_on_an_api_without_the_event_stream(
     from services.cli_client.jobs import _watch
 
     base = {"id": "j1", "pipeline": "image-classify", "created_at": "2026-01-01T00:00:00Z"}
-    states = [{**base, "status": "running", "progress": {"done": 1, "total": 2}},
-              {**base, "status": "succeeded", "progress": {"done": 2, "total": 2}}]  # fmt: skip
+    states = [
+        {**base, "status": "running", "progress": {"done": 1, "total": 2}},
+        {**base, "status": "succeeded", "progress": {"done": 2, "total": 2}},
+    ]
     paths: list[str] = []
 
     def handler(request: httpx.Request) -> httpx.Response:

@@ -17,14 +17,24 @@ from dlpipe._sse import SSEParser
 
 REPO = Path(__file__).resolve().parents[2]
 JOB = {
-    "id": "j1", "pipeline": "image-classify", "status": "queued", "progress": {"done": 0, "total": 1},
-    "created_at": "2026-01-01T00:00:00Z", "outputs": [{"index": 0, "status": "pending"}],
-}  # fmt: skip
-DONE = {**JOB, "status": "succeeded", "progress": {"done": 1, "total": 1},
-        "outputs": [{"index": 0, "status": "succeeded", "result": {"labels": []}, "source": "a.jpg"}]}  # fmt: skip
+    "id": "j1",
+    "pipeline": "image-classify",
+    "status": "queued",
+    "progress": {"done": 0, "total": 1},
+    "created_at": "2026-01-01T00:00:00Z",
+    "outputs": [{"index": 0, "status": "pending"}],
+}
+DONE = {
+    **JOB,
+    "status": "succeeded",
+    "progress": {"done": 1, "total": 1},
+    "outputs": [{"index": 0, "status": "succeeded", "result": {"labels": []}, "source": "a.jpg"}],
+}
 
 
-def client_for(handler: Callable[[httpx.Request], httpx.Response], **kw: object) -> tuple[dlpipe.Client, list[float]]:
+def client_for(
+    handler: Callable[[httpx.Request], httpx.Response], **kw: object
+) -> tuple[dlpipe.Client, list[float]]:
     slept: list[float] = []
     client = dlpipe.Client("http://api.test", transport=httpx.MockTransport(handler), **kw)  # type: ignore[arg-type]
     client._sleep = slept.append  # no real waiting in tests
@@ -105,7 +115,9 @@ def test_jobs_follow_the_cursor_and_stop_at_the_limit() -> None:
         cursor = request.url.params.get("cursor")
         summary = {k: JOB[k] for k in ("pipeline", "status", "progress", "created_at")}
         page = [{**summary, "id": f"{cursor or 'p0'}-{i}"} for i in range(2)]
-        return httpx.Response(200, json={"jobs": page, "next_cursor": None if cursor == "c2" else ("c2" if cursor else "c1")})
+        return httpx.Response(
+            200, json={"jobs": page, "next_cursor": None if cursor == "c2" else ("c2" if cursor else "c1")}
+        )
 
     client, _ = client_for(handler)
     assert [j.id for j in client.jobs(status="queued")] == ["p0-0", "p0-1", "c1-0", "c1-1", "c2-0", "c2-1"]
@@ -114,10 +126,25 @@ def test_jobs_follow_the_cursor_and_stop_at_the_limit() -> None:
 
 def test_the_sse_parser_reads_fields_comments_and_multiline_data() -> None:
     parser = SSEParser()
-    events = [parser.feed(line) for line in [": keep-alive", "", "event: progress", "id: 1-0",
-              'data: {"done": 1,', 'data: "total": 2}', "", "event: other", "data:plain", ""]]  # fmt: skip
+    events = [
+        parser.feed(line)
+        for line in [
+            ": keep-alive",
+            "",
+            "event: progress",
+            "id: 1-0",
+            'data: {"done": 1,',
+            'data: "total": 2}',
+            "",
+            "event: other",
+            "data:plain",
+            "",
+        ]
+    ]
     got = [e for e in events if e is not None]
-    assert got[0].type == "progress" and got[0].id == "1-0" and got[0].data == dlpipe.Progress(done=1, total=2)
+    assert (
+        got[0].type == "progress" and got[0].id == "1-0" and got[0].data == dlpipe.Progress(done=1, total=2)
+    )
     assert got[1].type == "other" and got[1].data == "plain" and got[1].id is None
     assert parser.last_id == "1-0"
 
@@ -129,7 +156,9 @@ def test_events_reopen_the_stream_from_the_last_event_id() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         seen.append(request)
         if len(seen) == 1:  # breaks off after one event (the API restarted)
-            body = f"event: output\ndata: {output}\n\nevent: progress\nid: 5-0\ndata: {{\"done\":1,\"total\":1}}\n\n"
+            body = (
+                f'event: output\ndata: {output}\n\nevent: progress\nid: 5-0\ndata: {{"done":1,"total":1}}\n\n'
+            )
         else:
             body = f"event: completed\nid: 6-0\ndata: {json.dumps(DONE)}\n\n"
         return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=body.encode())
@@ -144,7 +173,10 @@ def test_events_reopen_the_stream_from_the_last_event_id() -> None:
 def test_async_client_retries_the_same_way() -> None:
     import asyncio
 
-    answers = [httpx.Response(503, headers={"Retry-After": "1"}, json={"detail": "x"}), httpx.Response(200, json=DONE)]
+    answers = [
+        httpx.Response(503, headers={"Retry-After": "1"}, json={"detail": "x"}),
+        httpx.Response(200, json=DONE),
+    ]
 
     async def main() -> dlpipe.JobView:
         async def handler(request: httpx.Request) -> httpx.Response:
@@ -165,15 +197,36 @@ def test_async_client_retries_the_same_way() -> None:
 
 
 PUBLIC = {
-    "APIError", "AsyncClient", "AuthenticationError", "Client", "ConflictError", "DlpipeError", "Event",
-    "InvalidRequestError", "ItemOutput", "ItemStatus", "JobStatus", "JobSummary", "JobView", "NotFoundError",
-    "PipelineInfo", "Progress", "RateLimitedError", "TransportError", "UnavailableError", "WebhookEvent",
-    "WebhookVerificationError", "__version__", "verify_webhook",
-}  # fmt: skip
+    "APIError",
+    "AsyncClient",
+    "AuthenticationError",
+    "Client",
+    "ConflictError",
+    "DlpipeError",
+    "Event",
+    "InvalidRequestError",
+    "ItemOutput",
+    "ItemStatus",
+    "JobStatus",
+    "JobSummary",
+    "JobView",
+    "NotFoundError",
+    "PipelineInfo",
+    "Progress",
+    "RateLimitedError",
+    "TransportError",
+    "UnavailableError",
+    "WebhookEvent",
+    "WebhookVerificationError",
+    "__version__",
+    "verify_webhook",
+}
 
 
 def test_the_public_surface_is_exactly_all_and_documented() -> None:
-    assert set(dlpipe.__all__) == PUBLIC, "a change to dlpipe's public API: update docs/client.md and this test"
+    assert set(dlpipe.__all__) == PUBLIC, (
+        "a change to dlpipe's public API: update docs/client.md and this test"
+    )
     assert sorted(dlpipe.__all__) == dlpipe.__all__
     for name in dlpipe.__all__:
         assert hasattr(dlpipe, name), name
@@ -181,7 +234,9 @@ def test_the_public_surface_is_exactly_all_and_documented() -> None:
     assert not stray, f"public names outside __all__: {stray}"
     guide = (REPO / "docs" / "client.md").read_text()
     assert [n for n in PUBLIC if n != "__version__" and f"`{n}" not in guide] == []
-    assert issubclass(dlpipe.InvalidRequestError, dlpipe.APIError) and issubclass(dlpipe.APIError, dlpipe.DlpipeError)
+    assert issubclass(dlpipe.InvalidRequestError, dlpipe.APIError) and issubclass(
+        dlpipe.APIError, dlpipe.DlpipeError
+    )
 
 
 BLOCKER = """
@@ -204,8 +259,14 @@ print(sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED))
 
 
 def test_dlpipe_imports_and_works_without_torch_or_the_worker_extras() -> None:
-    done = subprocess.run([sys.executable, "-c", BLOCKER], cwd=REPO, capture_output=True, text=True, timeout=60,
-                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", BLOCKER],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
 

@@ -16,10 +16,14 @@ from workers.webhooks import signing
 
 def delivery(secret: str, at: int) -> tuple[bytes, dict[str, str]]:
     view = JobView(
-        id="abc", pipeline="image-classify", status=JobStatus.succeeded, progress=Progress(done=1, total=1),
-        created_at="2026-01-01T00:00:00Z", metadata={"who": "é"},
+        id="abc",
+        pipeline="image-classify",
+        status=JobStatus.succeeded,
+        progress=Progress(done=1, total=1),
+        created_at="2026-01-01T00:00:00Z",
+        metadata={"who": "é"},
         webhook=WebhookView(url="https://example.com/hook", events=["completed"]),
-    )  # fmt: skip
+    )
     body = signing.event_body(EventType.completed, now_ms(), view)
     return body, signing.headers(signing.secret_key(secret), "msg_1", at, body)
 
@@ -40,7 +44,9 @@ def test_the_standard_webhooks_library_agrees() -> None:
     Webhook(secret).verify(body, headers)  # theirs accepts ours
     now = int(time.time())
     theirs = Webhook(secret).sign("msg_2", signing.ms_to_datetime(now * 1000), body.decode())
-    dlpipe.verify_webhook(body, {"webhook-id": "msg_2", "webhook-timestamp": str(now), "webhook-signature": theirs}, secret)
+    dlpipe.verify_webhook(
+        body, {"webhook-id": "msg_2", "webhook-timestamp": str(now), "webhook-signature": theirs}, secret
+    )
 
 
 @pytest.mark.parametrize("change", ["body", "id", "secret", "signature", "missing"])

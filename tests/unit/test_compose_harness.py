@@ -28,8 +28,11 @@ def test_a_daemon_that_exits_is_a_reason_to_skip_with_its_log(
 ) -> None:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    for tool, body in {"dockerd": "echo 'failed to start daemon: no cgroups' >&2; exit 1", "docker": "exit 1",
-                       "docker-compose": "exit 0"}.items():  # fmt: skip
+    for tool, body in {
+        "dockerd": "echo 'failed to start daemon: no cgroups' >&2; exit 1",
+        "docker": "exit 1",
+        "docker-compose": "exit 0",
+    }.items():
         (bin_dir / tool).write_text(f"#!/bin/sh\n{body}\n")
         (bin_dir / tool).chmod(0o755)
     monkeypatch.setattr(os, "geteuid", lambda: 0)

@@ -59,10 +59,15 @@ def test_a_root_reached_through_a_symlink_still_contains_its_files(tree: Path) -
 
 @pytest.mark.parametrize(
     ("value", "message"),
-    [("", "empty path"), ("  ", "empty path"), ("a\x00b", "NUL"), ("x" * 5000, "longer than 4096"),
-     ("photos/nope.jpg", "no such file or folder under the data root"),
-     ("photos/" + "n" * 300, "cannot resolve the path \\(File name too long\\)")],
-)  # fmt: skip
+    [
+        ("", "empty path"),
+        ("  ", "empty path"),
+        ("a\x00b", "NUL"),
+        ("x" * 5000, "longer than 4096"),
+        ("photos/nope.jpg", "no such file or folder under the data root"),
+        ("photos/" + "n" * 300, "cannot resolve the path \\(File name too long\\)"),
+    ],
+)
 def test_malformed_or_missing_paths_are_refused(tree: Path, value: str, message: str) -> None:
     with pytest.raises(PathRefused, match=message):
         resolve_under(tree, value)

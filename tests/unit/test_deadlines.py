@@ -54,18 +54,32 @@ def queue(client: Any, job_id: str, n: int, *, timeout_s: float | None = 30, age
     pipe = client.pipeline()
     queue_new_job(
         pipe,
-        JobRecord.new(id=job_id, pipeline=PIPELINE.name, total=n, created_ms=now_ms() - age_ms, timeout_s=timeout_s),
-        pipeline=PIPELINE, inputs=[{"v": i} for i in range(n)], ttl_s=TTL_S,
-    )  # fmt: skip
+        JobRecord.new(
+            id=job_id, pipeline=PIPELINE.name, total=n, created_ms=now_ms() - age_ms, timeout_s=timeout_s
+        ),
+        pipeline=PIPELINE,
+        inputs=[{"v": i} for i in range(n)],
+        ttl_s=TTL_S,
+    )
     pipe.execute()
 
 
 def expire(client: Any, job_id: str, now: int | None = None) -> list[int]:
     reply = client.eval(
-        scripts.EXPIRE_JOB, 6, keys.job(job_id), keys.job_outputs(job_id), keys.EVENTS,
-        keys.backlog("two"), keys.deadlines("two"), keys.METRICS,
-        now or now_ms(), TTL_S, job_id, expired_reason("%s"), TTL_EXPIRED_REASON,
-    )  # fmt: skip
+        scripts.EXPIRE_JOB,
+        6,
+        keys.job(job_id),
+        keys.job_outputs(job_id),
+        keys.EVENTS,
+        keys.backlog("two"),
+        keys.deadlines("two"),
+        keys.METRICS,
+        now or now_ms(),
+        TTL_S,
+        job_id,
+        expired_reason("%s"),
+        TTL_EXPIRED_REASON,
+    )
     return [int(x) for x in reply]
 
 
@@ -152,8 +166,10 @@ def test_after_expiry_the_workers_skip_the_jobs_items_and_record_nothing(client:
     entries = store.read(keys.CPU_GROUP, "c", STREAMS, 10, None)
     loaded = store.load(entries)
     assert [(e.item.job_id, v is not None) for e, v in zip(entries, loaded)] == [
-        ("j4", False), ("j4", False), ("later", True)
-    ]  # fmt: skip
+        ("j4", False),
+        ("j4", False),
+        ("later", True),
+    ]
     assert client.xpending(keys.stream(STREAMS[0]), keys.CPU_GROUP)["pending"] == 1  # `later`'s only
     assert completed_events(client, "j4") == 1 and backlog(client) == 1
 
@@ -171,9 +187,17 @@ def test_a_worker_finishing_the_last_item_first_leaves_the_sweep_nothing(client:
 def test_cancel_takes_the_job_out_of_the_deadlines_set(client: Any) -> None:
     queue(client, "j6", 2, age_ms=60_000)
     client.eval(
-        scripts.CANCEL_JOB, 5, keys.job("j6"), keys.job_outputs("j6"), keys.EVENTS, keys.backlog("two"),
-        keys.deadlines("two"), now_ms(), TTL_S, "j6",
-    )  # fmt: skip
+        scripts.CANCEL_JOB,
+        5,
+        keys.job("j6"),
+        keys.job_outputs("j6"),
+        keys.EVENTS,
+        keys.backlog("two"),
+        keys.deadlines("two"),
+        now_ms(),
+        TTL_S,
+        "j6",
+    )
     assert client.zscore(keys.deadlines("two"), "j6") is None
     assert expire(client, "j6") == [0, 0, 0] and completed_events(client, "j6") == 1
 

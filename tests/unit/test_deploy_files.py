@@ -134,7 +134,9 @@ def test_both_images_take_the_base_and_pip_sources_as_build_args() -> None:
         text = dockerfile.read_text()
         assert text.index("ARG BASE_IMAGE=") < text.index("FROM ${BASE_IMAGE}"), dockerfile.name
         for name in ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "PIP_NO_INDEX"):
-            assert re.search(rf"^ARG {name}$", text, re.MULTILINE), f"{dockerfile.name}: ARG {name} (no default)"
+            assert re.search(rf"^ARG {name}$", text, re.MULTILINE), (
+                f"{dockerfile.name}: ARG {name} (no default)"
+            )
         assert "PATH=/opt/dlpipe/bin:$PATH" in text, f"{dockerfile.name}: the venv first on PATH"
 
 
@@ -223,8 +225,12 @@ def _compose_command() -> list[str] | None:
 def test_compose_file_is_valid_for_compose() -> None:
     done = subprocess.run(
         [*_compose_command(), "--project-directory", str(REPO), "-f", str(COMPOSE), "config", "-q"],
-        capture_output=True, text=True, timeout=120, cwd=REPO, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -273,7 +279,9 @@ TEST_OVERRIDE = REPO / "tests/deploy/compose.test.yml"
 
 def test_cpu_override_parks_the_gpu_model_and_runs_the_same_worker_on_cpu(compose: dict[str, Any]) -> None:
     cpu = yaml.safe_load(CPU.read_text())["services"]
-    assert cpu["model"] == {"profiles": ["gpu"]}, "the GPU service only parked: Compose cannot drop a reservation"
+    assert cpu["model"] == {"profiles": ["gpu"]}, (
+        "the GPU service only parked: Compose cannot drop a reservation"
+    )
     model, base = cpu["model-cpu"], _services(compose)["model"]
     assert "deploy" not in model
     assert model["environment"] == {**base["environment"], "DLPIPE_DEVICE": "cpu"}
@@ -282,7 +290,9 @@ def test_cpu_override_parks_the_gpu_model_and_runs_the_same_worker_on_cpu(compos
     for name in ("preprocess", "notifier", "model-cpu"):
         assert cpu[name]["image"] == "dlpipe-worker-cpu:0.1.0", name  # never mistaken for the CUDA image
         build = cpu[name]["build"]
-        assert build["dockerfile"] == "Dockerfile.gpu" and build["args"]["BASE_IMAGE"].startswith("python:3.11-slim")
+        assert build["dockerfile"] == "Dockerfile.gpu" and build["args"]["BASE_IMAGE"].startswith(
+            "python:3.11-slim"
+        )
         assert build["args"]["PIP_EXTRA_INDEX_URL"] == "https://download.pytorch.org/whl/cpu"
 
 
@@ -293,20 +303,28 @@ def test_the_test_override_publishes_nothing_and_keeps_the_healthchecks() -> Non
         assert set(body.get("healthcheck", {})) <= {"interval"}, f"{name}: only how often it is polled"
 
 
-@pytest.mark.skipif(_compose_command() is None, reason="no Compose to merge the files with (apt-get install docker-compose)")
+@pytest.mark.skipif(
+    _compose_command() is None, reason="no Compose to merge the files with (apt-get install docker-compose)"
+)
 def test_cpu_override_merged_has_no_gpu_and_the_api_on_loopback() -> None:
     done = subprocess.run(
         [*_compose_command(), "--project-directory", str(REPO), "-f", str(COMPOSE), "-f", str(CPU), "config"],
-        capture_output=True, text=True, timeout=120, cwd=REPO, check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+        check=False,
         env={"PATH": os.environ["PATH"], "API_PUBLISH": "127.0.0.1:8000"},
-    )  # fmt: skip
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     services = yaml.safe_load(done.stdout)["services"]
     started = {name: body for name, body in services.items() if not body.get("profiles")}
     assert set(started) == {"redis", "api", "preprocess", "model-cpu", "notifier"}
     assert not any(body.get("deploy") for body in started.values()), "nothing started reserves a device"
     (port,) = services["api"]["ports"]
-    assert port in ("127.0.0.1:8000:8000/tcp", {"host_ip": "127.0.0.1", "published": 8000, "target": 8000}), port
+    assert port in ("127.0.0.1:8000:8000/tcp", {"host_ip": "127.0.0.1", "published": 8000, "target": 8000}), (
+        port
+    )
 
 
 def test_ci_runs_the_compose_test_after_the_suite_and_the_suite_leaves_it_out() -> None:

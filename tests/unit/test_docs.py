@@ -108,6 +108,9 @@ def test_the_layout_names_every_top_level_folder_and_file() -> None:
     tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout
     top = {line.split("/", 1)[0] + ("/" if "/" in line else "") for line in tracked.splitlines()}
     top = {name for name in top if not name.startswith(".") and name != "README.md"}
-    named = {m[1].split("/", 1)[0] + ("/" if "/" in m[1] else "")
-             for line in layout() if (m := re.match(r"([\w.-]+(?:/[\w.-]*)*)(?:\s|$)", line))}  # fmt: skip
+    named = {
+        m[1].split("/", 1)[0] + ("/" if "/" in m[1] else "")
+        for line in layout()
+        if (m := re.match(r"([\w.-]+(?:/[\w.-]*)*)(?:\s|$)", line))
+    }
     assert top - named == set(), "in the tree, not in the README's layout"

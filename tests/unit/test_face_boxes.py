@@ -126,7 +126,9 @@ def test_rows_regroup_items_of_several_rows_none_or_one() -> None:
     assert [g.tolist() for g in got] == [[0, 1], [], 2, [3]]
     with pytest.raises(RuntimeError, match="3 rows for items holding 4"):
         rows.regroup(np.arange(3))
-    stacked, counts = concat_rows([np.zeros((2, 4, 4, 3), np.uint8), np.zeros((0, 4, 4, 3), np.uint8)], (4, 4, 3), np.uint8)
+    stacked, counts = concat_rows(
+        [np.zeros((2, 4, 4, 3), np.uint8), np.zeros((0, 4, 4, 3), np.uint8)], (4, 4, 3), np.uint8
+    )
     assert stacked.shape == (2, 4, 4, 3) and counts.counts == (2, 0)
     with pytest.raises(ValueError, match="item 1: rows of shape"):
         concat_rows([np.zeros((1, 4, 4, 3), np.uint8), np.zeros((1, 5, 5, 3), np.uint8)], (4, 4, 3), np.uint8)

@@ -81,8 +81,10 @@ def test_a_fused_stage_gives_the_same_results_and_errors_one_hop_less(client: An
     for name, seen in (("fused", seen_fused), ("unfused", seen_unfused)):
         stage_s = seen["metrics"].histograms[metrics.STAGE_SECONDS]
         waits = seen["metrics"].histograms[metrics.QUEUE_WAIT]
-        counts[name] = ({k: sum(h.buckets.values()) for k, h in stage_s.items()},
-                        {k: sum(h.buckets.values()) for k, h in waits.items()})  # fmt: skip
+        counts[name] = (
+            {k: sum(h.buckets.values()) for k, h in stage_s.items()},
+            {k: sum(h.buckets.values()) for k, h in waits.items()},
+        )
         assert seen["metrics"].counters[metrics.ITEMS] == {("sums", "succeeded"): 2, ("sums", "failed"): 3}
     assert (
         counts["fused"][0]

@@ -111,12 +111,16 @@ async def test_a_write_whose_answer_was_lost_is_a_202(
             if not pipe.explicit_transaction:
                 return await execute(*a, **k)
             await execute(*a, **k)  # EXEC ran ...
-            raise WatchError("A ConnectionError occurred while watching one or more keys")  # ... its reply lost
+            raise WatchError(
+                "A ConnectionError occurred while watching one or more keys"
+            )  # ... its reply lost
 
         pipe.execute = execute_then_lose_the_answer
         return pipe
 
     monkeypatch.setattr(fakeredis.FakeAsyncRedis, "pipeline", pipeline)
-    response = await api.post("/v1/pipelines/img/jobs", json=BODY, headers={"Idempotency-Key": "lost-answer-1"})
+    response = await api.post(
+        "/v1/pipelines/img/jobs", json=BODY, headers={"Idempotency-Key": "lost-answer-1"}
+    )
     assert response.status_code == 202, response.text
     assert job_count(sync_redis) == 1 and sync_redis.exists(keys.job(response.json()["id"]))

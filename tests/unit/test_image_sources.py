@@ -53,7 +53,9 @@ def test_a_worker_without_a_root_refuses_paths(root: Path) -> None:
 def test_a_file_over_the_cap_is_refused(root: Path) -> None:
     message = failure({"path": "photos/cat.jpg"}, InputConfig(data_root=root, max_bytes=len(CAT) - 1))
     assert message == f"path photos/cat.jpg: the file is larger than {len(CAT) - 1} bytes"
-    assert load_image_bytes({"path": "photos/cat.jpg"}, InputConfig(data_root=root, max_bytes=len(CAT))) == CAT
+    assert (
+        load_image_bytes({"path": "photos/cat.jpg"}, InputConfig(data_root=root, max_bytes=len(CAT))) == CAT
+    )
 
 
 def test_an_empty_file_is_an_empty_image(root: Path) -> None:

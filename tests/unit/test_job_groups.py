@@ -36,8 +36,15 @@ PIPELINE = CONFIG.pipelines["vid"]
 
 
 def record(total: int, groups: list[dict[str, Any]] | None = None, **extra: str) -> dict[str, str]:
-    job = {"id": "j", "pipeline": "vid", "status": "running", "created_at": "1000", "total": str(total),
-           "done": "0", **extra}  # fmt: skip
+    job = {
+        "id": "j",
+        "pipeline": "vid",
+        "status": "running",
+        "created_at": "1000",
+        "total": str(total),
+        "done": "0",
+        **extra,
+    }
     if groups is not None:
         job["groups"] = json.dumps(groups)
     return job
@@ -119,10 +126,23 @@ def test_queue_new_job_stores_the_video_once_and_every_frame_names_it(client: fa
     with client.pipeline(transaction=True) as pipe:
         queue_new_job(
             pipe,
-            JobRecord.new(id="j", pipeline=PIPELINE.name, total=len(inputs), created_ms=1000, sources=["up.mp4", "b.mp4"], groups=[InputGroup(first=0, keys=["0.000", "0.500"], field="frames"),
-                    InputGroup(first=2, keys=["0.000"], field="frames")]),
-            pipeline=PIPELINE, inputs=inputs, ttl_s=600, blobs=[b"VIDEO BYTES"], item_blobs=[0, 0, None],
-        )  # fmt: skip
+            JobRecord.new(
+                id="j",
+                pipeline=PIPELINE.name,
+                total=len(inputs),
+                created_ms=1000,
+                sources=["up.mp4", "b.mp4"],
+                groups=[
+                    InputGroup(first=0, keys=["0.000", "0.500"], field="frames"),
+                    InputGroup(first=2, keys=["0.000"], field="frames"),
+                ],
+            ),
+            pipeline=PIPELINE,
+            inputs=inputs,
+            ttl_s=600,
+            blobs=[b"VIDEO BYTES"],
+            item_blobs=[0, 0, None],
+        )
         pipe.execute()
     assert client.get(keys.job_blob("j", 0)) == b"VIDEO BYTES"
     assert 0 < client.ttl(keys.job_blob("j", 0)) <= 600
@@ -165,5 +185,8 @@ def test_queue_new_job_refuses_groups_and_blobs_that_do_not_add_up(
         queue_new_job(
             client.pipeline(),
             JobRecord.new(id="j", pipeline=PIPELINE.name, total=2, created_ms=1, **record),
-            pipeline=PIPELINE, inputs=[{"t": 0}, {"t": 1}], ttl_s=600, **kwargs,
-        )  # fmt: skip
+            pipeline=PIPELINE,
+            inputs=[{"t": 0}, {"t": 1}],
+            ttl_s=600,
+            **kwargs,
+        )

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import fakeredis
-import httpx
 import pytest
 from pydantic import SecretStr
 
@@ -61,10 +60,26 @@ async def test_the_202_body_of_a_json_submit_is_the_view_read_back(tmp_path: Pat
 
 async def test_the_202_body_of_a_multipart_submit_is_the_view_read_back(tmp_path: Path) -> None:
     server = fakeredis.FakeServer()
-    form = [(name, (None, json.dumps(v) if isinstance(v, (dict, list)) else str(v).lower() if isinstance(v, bool) else str(v)))
-            for name, v in FIELDS.items() if name != "webhook_events"]  # fmt: skip
+    form = [
+        (
+            name,
+            (
+                None,
+                json.dumps(v)
+                if isinstance(v, (dict, list))
+                else str(v).lower()
+                if isinstance(v, bool)
+                else str(v),
+            ),
+        )
+        for name, v in FIELDS.items()
+        if name != "webhook_events"
+    ]
     form += [("webhook_events", (None, "started,completed"))]
-    files = [("files", ("a.jpg", b"\xff\xd8x", "image/jpeg")), ("files", ("b.jpg", b"\xff\xd8y", "image/jpeg"))]
+    files = [
+        ("files", ("a.jpg", b"\xff\xd8x", "image/jpeg")),
+        ("files", ("b.jpg", b"\xff\xd8y", "image/jpeg")),
+    ]
     body = await _submit(tmp_path, server, files=[*files, *form])
     assert [o["source"] for o in body["outputs"]] == ["a.jpg", "b.jpg"] and body["deadline_at"]
     assert body == _read_back(server, body["id"])
@@ -72,10 +87,18 @@ async def test_the_202_body_of_a_multipart_submit_is_the_view_read_back(tmp_path
 
 def test_a_record_reads_back_as_it_was_written() -> None:
     record = JobRecord.new(
-        id="j", pipeline="p", created_ms=1_000, total=3, priority=Priority.low, webhook="https://x.example/h",
-        webhook_events=["completed"], metadata={"k": "v"}, sources=["v.mp4", "b.jpg"],
-        groups=[InputGroup(first=0, keys=["0.000", "0.500"], field="frames")], timeout_s=2.5,
-    )  # fmt: skip
+        id="j",
+        pipeline="p",
+        created_ms=1_000,
+        total=3,
+        priority=Priority.low,
+        webhook="https://x.example/h",
+        webhook_events=["completed"],
+        metadata={"k": "v"},
+        sources=["v.mp4", "b.jpg"],
+        groups=[InputGroup(first=0, keys=["0.000", "0.500"], field="frames")],
+        timeout_s=2.5,
+    )
     assert JobRecord.from_hash(record.to_hash()) == record
     assert job_view_from_redis(record.to_hash(), {}) == record.to_view()
     assert record.to_view().status == JobStatus.queued and record.deadline_ms == 3_500

@@ -59,7 +59,9 @@ def assert_covers(docs: list[dict[str, Any]], config: PipelinesConfig) -> None:
     objects = by_name(docs)
     cpu = {(keys.stream(p), keys.CPU_GROUP) for s in config.cpu_streams() for p in keys.stage_streams(s)}
     model = {
-        (keys.stream(p), keys.MODEL_GROUP) for s in config.model_streams().values() for p in keys.stage_streams(s)
+        (keys.stream(p), keys.MODEL_GROUP)
+        for s in config.model_streams().values()
+        for p in keys.stage_streams(s)
     }
     assert cpu and model
     for name, streams in (("dlpipe-preprocess", cpu), ("dlpipe-model", model)):
@@ -67,8 +69,10 @@ def assert_covers(docs: list[dict[str, Any]], config: PipelinesConfig) -> None:
         assert covered(objects[name], "pendingEntriesCount") == streams, name
         assert len(objects[name]["spec"]["triggers"]) == 2 * len(streams), name
         assert objects[name]["spec"]["scaleTargetRef"] == {
-            "apiVersion": "apps/v1", "kind": "Deployment", "name": name,
-        }  # fmt: skip
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "name": name,
+        }
 
 
 @pytest.mark.parametrize("overlay", sorted(keda.OVERLAYS))
@@ -158,8 +162,9 @@ def test_a_redis_of_your_own_keeps_its_password_out(capsys: pytest.CaptureFixtur
     auth = objects[keda.REDIS_SECRET]
     assert auth["kind"] == "TriggerAuthentication"
     assert {r["parameter"]: r["key"] for r in auth["spec"]["secretTargetRef"]} == {
-        "password": "REDIS_PASSWORD", "username": "REDIS_USERNAME",
-    }  # fmt: skip
+        "password": "REDIS_PASSWORD",
+        "username": "REDIS_USERNAME",
+    }
     for name in ("dlpipe-preprocess", "dlpipe-model"):
         for trigger in objects[name]["spec"]["triggers"]:
             meta = trigger["metadata"]

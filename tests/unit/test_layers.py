@@ -17,7 +17,11 @@ def test_the_import_contracts_hold() -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     run = subprocess.run(
         [str(lint), "--config", str(REPO / "pyproject.toml"), "--no-cache"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=240,
-    )  # fmt: skip
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     assert "3 kept, 0 broken" in run.stdout, run.stdout

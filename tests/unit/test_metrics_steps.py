@@ -45,14 +45,18 @@ def test_a_job_through_the_steps_counts_items_jobs_stages_waits_and_batches(clie
     stage_s = parsed.histograms[metrics.STAGE_SECONDS]
     # prep ran for all 4 items (2 failed in it); the model and post for the 2 good ones
     assert {k: count(h) for k, h in stage_s.items()} == {
-        ("sums", "prep"): 4, ("sums", "infer"): 2, ("sums", "post"): 2
-    }  # fmt: skip
+        ("sums", "prep"): 4,
+        ("sums", "infer"): 2,
+        ("sums", "post"): 2,
+    }
     forward_s = float(client.hget(keys.model_stats("summer"), "forward_ms")) / 1000
     assert stage_s[("sums", "infer")].sum == pytest.approx(forward_s)  # the shares add up to the batch
     waits = parsed.histograms[metrics.QUEUE_WAIT]
     assert {k: count(h) for k, h in waits.items()} == {
-        ("sums", "prep"): 4, ("sums", "infer"): 2, ("sums", "post"): 2
-    }  # fmt: skip
+        ("sums", "prep"): 4,
+        ("sums", "infer"): 2,
+        ("sums", "post"): 2,
+    }
     assert all(h.sum >= 0 for h in waits.values())
     batch = parsed.histograms[metrics.BATCH_SIZE][("summer",)]
     assert batch.buckets == {2.0: 1.0} and batch.sum == 2  # one forward pass of both good items
@@ -80,8 +84,14 @@ def test_cancel_counts_the_job_and_its_unfinished_items(client: Any) -> None:
     cpu = cpu_worker(store)
     cpu.run_once()  # the bad one fails; the two others wait for the model
     cancel = client.register_script(scripts.CANCEL_JOB)
-    job_keys = [keys.job("m4"), keys.job_outputs("m4"), keys.EVENTS, keys.backlog("sums"), keys.deadlines("sums"),
-                keys.METRICS]
+    job_keys = [
+        keys.job("m4"),
+        keys.job_outputs("m4"),
+        keys.EVENTS,
+        keys.backlog("sums"),
+        keys.deadlines("sums"),
+        keys.METRICS,
+    ]
     assert cancel(keys=job_keys, args=[now_ms(), 3600, "m4"])[0] == 1
     assert cancel(keys=job_keys, args=[now_ms(), 3600, "m4"])[0] == 0  # ended already: nothing more
     parsed = stored(client)

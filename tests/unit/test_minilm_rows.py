@@ -136,13 +136,17 @@ def test_split_refuses_a_predict_output_of_the_wrong_size() -> None:
     ("value", "fragment"),
     [
         ({"input_ids": np.array([[101, 102, 0]]), "attention_mask": np.array([[1, 0, 1]])}, "1s then 0s"),
-        ({"input_ids": np.array([[101, 102], [0, 0]]), "attention_mask": np.array([[1, 1], [0, 0]])},
-         "no real"),
+        (
+            {"input_ids": np.array([[101, 102], [0, 0]]), "attention_mask": np.array([[1, 1], [0, 0]])},
+            "no real",
+        ),
         ({"input_ids": np.zeros((0, 3), np.int32), "attention_mask": np.zeros((0, 3), np.int32)}, "2-d"),
         ({"input_ids": np.ones((1, 2, 3), np.int32), "attention_mask": np.ones((1, 2, 3), np.int32)}, "2-d"),
         ({"input_ids": np.array([[101, 102]]), "attention_mask": np.array([[1, 2]])}, "1s then 0s"),
-        ({"input_ids": np.full((2, 300), 7), "attention_mask": np.ones((2, 300), np.int64)},
-         "max_seq_length"),
+        (
+            {"input_ids": np.full((2, 300), 7), "attention_mask": np.ones((2, 300), np.int64)},
+            "max_seq_length",
+        ),
     ],
     ids=["hole in the mask", "an empty row", "no rows", "3-d", "mask not 0/1", "too long"],
 )

@@ -17,7 +17,9 @@ from workers.model_loop import Computed, run_session
 class FakeWorker:
     consumer = "fake"
 
-    def __init__(self, batches: int, fail_take_at: int | None = None, fail_record_at: int | None = None) -> None:
+    def __init__(
+        self, batches: int, fail_take_at: int | None = None, fail_record_at: int | None = None
+    ) -> None:
         self.left = list(range(batches))
         self.fail_take_at = fail_take_at
         self.fail_record_at = fail_record_at

@@ -25,7 +25,10 @@ class FakeResolver:
         return self.table[host]
 
 
-def refused(host: str, resolver: FakeResolver | None = None, policy: AddressPolicy = AddressPolicy()) -> str:
+DEFAULT_POLICY = AddressPolicy()
+
+
+def refused(host: str, resolver: FakeResolver | None = None, policy: AddressPolicy = DEFAULT_POLICY) -> str:
     with pytest.raises(AddressRefused) as info:
         resolve_checked(host, 443, policy, resolver or FakeResolver({}))
     return str(info.value)
@@ -82,7 +85,9 @@ def test_internal_addresses_are_refused_in_any_spelling(host: str, reason: str) 
     assert resolver.asked == []  # a literal is never sent to the resolver
 
 
-@pytest.mark.parametrize("host", ["93.184.215.14", "8.8.8.8", "1.1.1.1", "2606:4700:4700::1111", "[2a00:1450::1]"])
+@pytest.mark.parametrize(
+    "host", ["93.184.215.14", "8.8.8.8", "1.1.1.1", "2606:4700:4700::1111", "[2a00:1450::1]"]
+)
 def test_public_literals_are_allowed(host: str) -> None:
     [address] = resolve_checked(host, 443, AddressPolicy(), FakeResolver({}))
     assert address == ipaddress.ip_address(host.strip("[]"))
@@ -116,7 +121,9 @@ def test_names_that_do_not_resolve_or_resolve_to_nothing_are_refused() -> None:
     assert "not an IP address" in refused("odd.example", FakeResolver({"odd.example": ["localhost"]}))
 
 
-@pytest.mark.parametrize("host", ["256.0.0.1", "1.2.3.256", "0x1ffffffff", "4294967296", "08.0.0.1", "1.2.65536"])
+@pytest.mark.parametrize(
+    "host", ["256.0.0.1", "1.2.3.256", "0x1ffffffff", "4294967296", "08.0.0.1", "1.2.65536"]
+)
 def test_numeric_hosts_out_of_range_are_refused_not_resolved(host: str) -> None:
     resolver = FakeResolver({host: ["93.184.215.14"]})
     assert "not a valid IPv4 address" in refused(host, resolver)
@@ -143,7 +150,7 @@ def test_allowed_networks_are_a_narrow_exception() -> None:
 
 
 def test_every_refused_range_is_refused_at_both_ends() -> None:
-    for network, reason in netguard.REFUSED_NETWORKS:
+    for network, _reason in netguard.REFUSED_NETWORKS:
         for address in (network[0], network[-1]):
             assert netguard.refusal_reason(address) is not None, (network, address)
     assert netguard.refusal_reason(ipaddress.ip_address("100.63.255.255")) is None  # just below CGNAT

@@ -68,9 +68,25 @@ def test_safe_names_pass(name: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["", ".", "..", ".hidden", "a/b.jpg", "..%2f", "a\\b", "a b.jpg", 'a".jpg', "é.jpg",
-             "x" * 129, "a\nb", "-rf", None, 3],
-)  # fmt: skip
+    "name",
+    [
+        "",
+        ".",
+        "..",
+        ".hidden",
+        "a/b.jpg",
+        "..%2f",
+        "a\\b",
+        "a b.jpg",
+        'a".jpg',
+        "é.jpg",
+        "x" * 129,
+        "a\nb",
+        "-rf",
+        None,
+        3,
+    ],
+)
 def test_unsafe_names_are_refused(name: Any) -> None:
     with pytest.raises(FileError, match="is not allowed"):
         files.check_name(name)
@@ -115,13 +131,28 @@ def test_a_result_without_files_is_left_as_it_is() -> None:
 
 def test_files_are_described_in_the_json_and_laid_out_for_the_script() -> None:
     jpeg = small_jpeg()
-    lifted = lift({"n": 2, "files": [OutputFile("a.jpg", jpeg), OutputFile("m.png", b"P", "image/png")]},
-                  job_id="j1", index=3)  # fmt: skip
-    assert lifted.result == {"n": 2, "files": [
-        {"name": "a.jpg", "content_type": "image/jpeg", "size": len(jpeg),
-         "url": "/v1/jobs/j1/outputs/3/files/a.jpg"},
-        {"name": "m.png", "content_type": "image/png", "size": 1, "url": "/v1/jobs/j1/outputs/3/files/m.png"},
-    ]}  # fmt: skip
+    lifted = lift(
+        {"n": 2, "files": [OutputFile("a.jpg", jpeg), OutputFile("m.png", b"P", "image/png")]},
+        job_id="j1",
+        index=3,
+    )
+    assert lifted.result == {
+        "n": 2,
+        "files": [
+            {
+                "name": "a.jpg",
+                "content_type": "image/jpeg",
+                "size": len(jpeg),
+                "url": "/v1/jobs/j1/outputs/3/files/a.jpg",
+            },
+            {
+                "name": "m.png",
+                "content_type": "image/png",
+                "size": 1,
+                "url": "/v1/jobs/j1/outputs/3/files/m.png",
+            },
+        ],
+    }
     first, second = files.encode("image/jpeg", jpeg), files.encode("image/png", b"P")
     assert lifted.manifest == f"3/a.jpg {len(first)} 3/m.png {len(second)}"
     assert lifted.payload == first + second and lifted.stored_bytes == len(first + second)
@@ -191,8 +222,12 @@ async def test_files_are_stored_named_in_the_json_and_served(
     job = await run_job(api, worker, "jpeg", "two", "none")
     assert job["status"] == "succeeded", job
     (described,) = job["outputs"][0]["result"]["files"]
-    assert described == {"name": "a.jpg", "content_type": "image/jpeg", "size": len(small_jpeg()),
-                         "url": f"/v1/jobs/{job['id']}/outputs/0/files/a.jpg"}  # fmt: skip
+    assert described == {
+        "name": "a.jpg",
+        "content_type": "image/jpeg",
+        "size": len(small_jpeg()),
+        "url": f"/v1/jobs/{job['id']}/outputs/0/files/a.jpg",
+    }
     served = await api.get(described["url"])
     assert served.status_code == 200 and served.content == small_jpeg()
     assert served.headers["content-type"] == "image/jpeg"

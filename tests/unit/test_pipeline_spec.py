@@ -13,7 +13,9 @@ from shared.pipeline_spec import INPUT, PipelineConfigError, load_pipelines, par
 from shared.settings import DEFAULT_PIPELINES_FILE
 
 GOOD: dict[str, Any] = {
-    "models": {"m1": {"class": "json:JSONDecoder", "batching": {"max_batch_size": 8, "max_batch_delay_ms": 5}}},
+    "models": {
+        "m1": {"class": "json:JSONDecoder", "batching": {"max_batch_size": 8, "max_batch_delay_ms": 5}}
+    },
     "pipelines": {
         "p": {
             "input": "image",
@@ -110,7 +112,10 @@ ST = ["pipelines", "p", "stages"]
     ("change", "message"),
     [
         (_set([*ST, 1, "model"], "nope"), "pipeline 'p', stage 'infer': unknown model 'nope'"),
-        (_set([*ST, 2, "needs"], ["ghost"]), "pipeline 'p', stage 'post': needs 'ghost', which no stage makes"),
+        (
+            _set([*ST, 2, "needs"], ["ghost"]),
+            "pipeline 'p', stage 'post': needs 'ghost', which no stage makes",
+        ),
         (_set([*ST, 0, "needs"], ["post"]), "pipeline 'p': stages form a cycle: pre -> post -> infer -> pre"),
         (_del(["models", "m1", "batching"]), "stage 'infer': model 'm1' has no batching settings"),
         (_set([*ST, 1, "needs"], ["pre", "input"]), "stage 'infer': a model stage takes exactly one input"),
@@ -125,7 +130,10 @@ ST = ["pipelines", "p", "stages"]
         (_set(["pipelines", "p", "extra"], 1), "pipeline 'p': extra: Extra inputs are not permitted"),
         (_set(["models", "m1", "batching", "max_batch_size"], 0), "model 'm1': batching.max_batch_size"),
         (
-            _set(["models", "m1", "batching_by_device"], {"tpu": {"max_batch_size": 8, "max_batch_delay_ms": 1}}),
+            _set(
+                ["models", "m1", "batching_by_device"],
+                {"tpu": {"max_batch_size": 8, "max_batch_delay_ms": 1}},
+            ),
             "model 'm1': batching_by_device names unknown device types tpu",
         ),
         (
@@ -157,7 +165,9 @@ def test_a_final_model_stage_is_refused() -> None:
 
 def test_unknown_callables_are_reported_with_their_stage() -> None:
     config = parse_pipelines(with_changes(_set([*ST, 0, "fn"], "no_such_module.x:f")))
-    with pytest.raises(PipelineConfigError, match="pipeline 'p', stage 'pre': cannot load 'no_such_module.x:f'"):
+    with pytest.raises(
+        PipelineConfigError, match="pipeline 'p', stage 'pre': cannot load 'no_such_module.x:f'"
+    ):
         check_callables(config, import_them=False)
     config = parse_pipelines(with_changes(_set([*ST, 0, "fn"], "json:no_such_fn")))
     check_callables(config, import_them=False)  # only the module is located without importing

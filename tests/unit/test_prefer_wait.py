@@ -67,8 +67,14 @@ class FakeEvents:
 
 def _view(status: JobStatus) -> JobView:
     return JobView.model_validate(
-        {"id": "j1", "pipeline": "p", "status": status.value, "progress": {"done": 0, "total": 1},
-         "created_at": "2026-11-25T00:00:00Z", "outputs": []}  # fmt: skip
+        {
+            "id": "j1",
+            "pipeline": "p",
+            "status": status.value,
+            "progress": {"done": 0, "total": 1},
+            "created_at": "2026-11-25T00:00:00Z",
+            "outputs": [],
+        }
     )
 
 

@@ -42,8 +42,18 @@ def test_a_binary_request_is_split_by_its_sizes() -> None:
     header = {
         "id": "r1",
         "inputs": [
-            {"name": "images", "shape": [2, 1], "datatype": "BYTES", "parameters": {"binary_data_size": len(images)}},
-            {"name": "x", "shape": [2, 2], "datatype": "FP32", "parameters": {"binary_data_size": len(floats)}},
+            {
+                "name": "images",
+                "shape": [2, 1],
+                "datatype": "BYTES",
+                "parameters": {"binary_data_size": len(images)},
+            },
+            {
+                "name": "x",
+                "shape": [2, 2],
+                "datatype": "FP32",
+                "parameters": {"binary_data_size": len(floats)},
+            },
         ],
         "outputs": [{"name": "labels", "parameters": {"binary_data": False}}],
         "parameters": {"binary_data_output": True},
@@ -76,7 +86,9 @@ def test_bad_json_tensors_are_400s_that_say_why(tensor: dict, message: str) -> N
 
 
 def test_nested_json_data_is_row_major() -> None:
-    body = json.dumps({"inputs": [{"name": "t", "shape": [2, 2], "datatype": "INT32", "data": [[1, 2], [3, 4]]}]})
+    body = json.dumps(
+        {"inputs": [{"name": "t", "shape": [2, 2], "datatype": "INT32", "data": [[1, 2], [3, 4]]}]}
+    )
     (tensor,) = oip_tensors.parse_infer_request(body.encode(), None, 1 << 20).inputs
     assert tensor.values.tolist() == [1, 2, 3, 4] and not tensor.binary
 
@@ -84,7 +96,12 @@ def test_nested_json_data_is_row_major() -> None:
 def test_results_become_tensors_padded_and_back_as_binary() -> None:
     pipeline = CONFIG.pipelines["image-classify"]
     results = [
-        {"labels": [{"index": 285, "label": "Egyptian cat", "score": 0.5}, {"index": 281, "label": "tabby", "score": 0.25}]},
+        {
+            "labels": [
+                {"index": 285, "label": "Egyptian cat", "score": 0.5},
+                {"index": 281, "label": "tabby", "score": 0.25},
+            ]
+        },
         {"labels": [{"index": 967, "label": "espresso", "score": 0.9}]},
     ]
     labels, scores, indices = oip_models.output_tensors(pipeline, results, None)
@@ -95,7 +112,9 @@ def test_results_become_tensors_padded_and_back_as_binary() -> None:
     header = json.loads(body[:length])
     assert [o["parameters"]["binary_data_size"] for o in header["outputs"]] == [4 * 4 + 25, 16]
     assert oip_tensors.split_bytes(body[length : length + 41], "x") == labels.values
-    as_json, none = oip_tensors.encode_infer_response("m", "1", oip_tensors.InferRequest("a", [], None, False), [labels])
+    as_json, none = oip_tensors.encode_infer_response(
+        "m", "1", oip_tensors.InferRequest("a", [], None, False), [labels]
+    )
     assert none is None and json.loads(as_json)["outputs"][0]["data"][0] == "Egyptian cat"
 
 
@@ -132,7 +151,12 @@ def test_errors_keep_status_message_and_retry_after_in_each_shape() -> None:
     shaped = reshape(dlpipe, openai_error)
     assert shaped.status_code == 400
     assert json.loads(shaped.body) == {
-        "error": {"message": "input[1].text: empty text", "type": "invalid_request_error", "param": "input[1].text", "code": None}
+        "error": {
+            "message": "input[1].text: empty text",
+            "type": "invalid_request_error",
+            "param": "input[1].text",
+            "code": None,
+        }
     }
     full = JSONResponse({"detail": "at capacity", "field": None}, 429, headers={"Retry-After": "3"})
     shaped = reshape(full, oip_error)

@@ -77,7 +77,9 @@ def test_entries_are_given_up_once_delivered_max_deliveries_times() -> None:
     taken = split(claimed, 2)
     assert [c.deliveries for c in taken.run] == [1] and [c.deliveries for c in taken.give_up] == [2, 3]
     reason = give_up_reason(3, "stage 'decode'")
-    assert reason == "given up after 3 deliveries: the item kept failing or killing its worker (stage 'decode')"
+    assert (
+        reason == "given up after 3 deliveries: the item kept failing or killing its worker (stage 'decode')"
+    )
 
 
 def test_dead_letter_fields_keep_the_entry_and_say_why() -> None:
@@ -186,9 +188,16 @@ def test_preprocess_gives_up_a_poison_entry_and_the_job_completes_once(client: A
     assert view.outputs[1].error == reason
     [(_, letter)] = client.xrange(keys.DEADLETTER)
     assert {k.decode(): v.decode() for k, v in letter.items()} == {
-        "job": "p1", "index": "1", "pipeline": "sums", "stage": "prep", "stream": PREP,
-        "entry_id": ids[1], "group": keys.CPU_GROUP, "deliveries": "2", "reason": reason,
-    }  # fmt: skip
+        "job": "p1",
+        "index": "1",
+        "pipeline": "sums",
+        "stage": "prep",
+        "stream": PREP,
+        "entry_id": ids[1],
+        "group": keys.CPU_GROUP,
+        "deliveries": "2",
+        "reason": reason,
+    }
     assert client.xlen(keys.EVENTS) == 1
     assert client.xpending(PREP, keys.CPU_GROUP)["pending"] == 0
 

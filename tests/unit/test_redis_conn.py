@@ -22,7 +22,9 @@ def test_sentinels_parse() -> None:
     assert settings.sentinel_nodes() == [("s1", 26379), ("s2", 26380)] and settings.redis_configured()
 
 
-@pytest.mark.parametrize("bad", ["host", "host:", ":26379", "h:port", "h:0", "h:70000", "a:1,,b:2", "a:1;b:2"])
+@pytest.mark.parametrize(
+    "bad", ["host", "host:", ":26379", "h:port", "h:0", "h:70000", "a:1,,b:2", "a:1;b:2"]
+)
 def test_a_bad_sentinel_list_is_refused_naming_the_bad_part(bad: str) -> None:
     with pytest.raises(ValidationError, match="is not host:port"):
         Settings(redis_sentinels=bad)
@@ -33,8 +35,9 @@ def test_url_and_sentinels_together_are_refused() -> None:
         Settings(redis_url="redis://h:1/0", redis_sentinels="h:26379")
 
 
-def test_a_process_with_bad_sentinels_stops_at_start(monkeypatch: pytest.MonkeyPatch,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_a_process_with_bad_sentinels_stops_at_start(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("DLPIPE_REDIS_SENTINELS", "127.0.0.1:26379,nohost")
     assert cli.main(["worker", "preprocess"]) == 2
     err = capsys.readouterr().err
@@ -62,14 +65,16 @@ def test_sync_client_uses_the_url_otherwise() -> None:
 
 
 def test_async_client_is_a_blocking_pool_either_way() -> None:
-    by_sentinel = redis_conn.async_client(Settings(redis_sentinels="127.0.0.1:1"), max_connections=9,
-                                          pool_timeout_s=2, socket_timeout=10)  # fmt: skip
+    by_sentinel = redis_conn.async_client(
+        Settings(redis_sentinels="127.0.0.1:1"), max_connections=9, pool_timeout_s=2, socket_timeout=10
+    )
     pool = by_sentinel.connection_pool
     assert isinstance(pool, redis.asyncio.sentinel.SentinelConnectionPool)
     assert isinstance(pool, redis.asyncio.BlockingConnectionPool)
     assert (pool.max_connections, pool.timeout) == (9, 2)
-    by_url = redis_conn.async_client(Settings(redis_url="redis://127.0.0.1:1/0"), max_connections=5,
-                                     pool_timeout_s=1, socket_timeout=10)  # fmt: skip
+    by_url = redis_conn.async_client(
+        Settings(redis_url="redis://127.0.0.1:1/0"), max_connections=5, pool_timeout_s=1, socket_timeout=10
+    )
     assert isinstance(by_url.connection_pool, redis.asyncio.BlockingConnectionPool)
 
 

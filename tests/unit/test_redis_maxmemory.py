@@ -31,9 +31,12 @@ def test_the_embedded_redis_command_line_carries_maxmemory_and_noeviction(
     )
     assert line["--maxmemory"] == "2gb" and line["--maxmemory-policy"] == "noeviction"
     monkeypatch.setenv("DLPIPE_REDIS_MAXMEMORY", "512MB")
-    assert options(redis_command("redis-server", 7001, tmp_path, "everysec", Settings().redis_maxmemory))[
-        "--maxmemory"
-    ] == "512MB"
+    assert (
+        options(redis_command("redis-server", 7001, tmp_path, "everysec", Settings().redis_maxmemory))[
+            "--maxmemory"
+        ]
+        == "512MB"
+    )
     for off in ("0", ""):  # no limit, still noeviction
         limit = Settings(redis_maxmemory=off).redis_maxmemory
         line = options(redis_command("redis-server", 7001, tmp_path, "everysec", limit))
@@ -51,9 +54,20 @@ def test_admission_by_bytes_counts_held_bytes_and_open_grants_and_lets_them_laps
 
     def admit(now: int, grant: str, items: int, nbytes: int, byte_cap: int = 1000) -> list[int]:
         reply = client.eval(
-            scripts.ADMIT, 4, keys.backlog("p"), keys.admissions("p"), keys.BYTES, keys.BYTE_GRANTS,
-            now, 1000, 100, grant, items, byte_cap, nbytes,
-        )  # fmt: skip
+            scripts.ADMIT,
+            4,
+            keys.backlog("p"),
+            keys.admissions("p"),
+            keys.BYTES,
+            keys.BYTE_GRANTS,
+            now,
+            1000,
+            100,
+            grant,
+            items,
+            byte_cap,
+            nbytes,
+        )
         return [int(x) for x in reply]
 
     client.hset(keys.BYTES, "held", 400)

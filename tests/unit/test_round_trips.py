@@ -47,7 +47,9 @@ def test_the_notifier_looks_up_and_acks_a_batch_of_events_in_one_round_trip_each
     assert client.xpending(keys.EVENTS, keys.NOTIFIER_GROUP)["pending"] == 0
 
 
-def test_a_later_stage_does_not_mark_its_job_running_again(client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_later_stage_does_not_mark_its_job_running_again(
+    client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     store = make_store(client)
     queue_job(client, store.config.pipelines["sums"], "r1", [{"v": 1}, {"v": 2}])
     started: list[str] = []

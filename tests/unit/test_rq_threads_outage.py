@@ -20,7 +20,9 @@ def test_a_worker_thread_survives_redis_being_away(caplog: pytest.LogCaptureFixt
     # Nothing listens there; no retries inside redis-py, so each attempt fails at once.
     client = redis.Redis(port=free_port(), socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0))
     stop = threading.Event()
-    thread = threading.Thread(target=rqthreads.run_worker, args=(rqthreads.delivery_queue(client), "w", 0, stop))
+    thread = threading.Thread(
+        target=rqthreads.run_worker, args=(rqthreads.delivery_queue(client), "w", 0, stop)
+    )
     with caplog.at_level(logging.WARNING, logger="workers.webhooks"):
         thread.start()
         try:

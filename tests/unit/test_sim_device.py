@@ -40,8 +40,12 @@ def test_two_processes_take_turns_on_the_device_and_its_log_shows_it(tmp_path: P
     seen = window(intervals, t0, t1)
     busy = sum(b.end - b.start for b in intervals)
     assert seen["duty_cycle"] == pytest.approx(busy / (t1 - t0), abs=1e-3)
-    assert seen["models"]["a"] == {"batches": 5, "items": 10, "mean_batch_size": 2.0,
-                                   "busy_s": pytest.approx(sum(b.end - b.start for b in intervals if b.model == "a"), abs=1e-3)}  # fmt: skip
+    assert seen["models"]["a"] == {
+        "batches": 5,
+        "items": 10,
+        "mean_batch_size": 2.0,
+        "busy_s": pytest.approx(sum(b.end - b.start for b in intervals if b.model == "a"), abs=1e-3),
+    }
 
 
 def test_threads_of_one_process_take_turns_too(tmp_path: Path) -> None:

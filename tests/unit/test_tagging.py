@@ -127,9 +127,10 @@ def test_label_text_fails_the_item_without_labels(labels: object) -> None:
 
 
 @pytest.mark.parametrize(
-    "taxonomy", [[], "animal", ["animal", "animal"], ["animal", "  "], ["animal", 3]],
+    "taxonomy",
+    [[], "animal", ["animal", "animal"], ["animal", "  "], ["animal", 3]],
     ids=["empty", "a string", "duplicate", "blank", "not a string"],
-)  # fmt: skip
+)
 def test_a_bad_taxonomy_is_refused(taxonomy: object) -> None:
     with pytest.raises(ValueError, match="taxonomy"):
         label_text(CAT, taxonomy=taxonomy)  # type: ignore[arg-type]

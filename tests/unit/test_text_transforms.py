@@ -91,10 +91,14 @@ def test_embedding_result_is_384_python_floats() -> None:
 
 @pytest.mark.parametrize(
     "vec",
-    [np.zeros(383, np.float32), np.zeros((1, 384), np.float32), np.full(384, np.nan, np.float32),
-     np.zeros(384, np.int64)],
+    [
+        np.zeros(383, np.float32),
+        np.zeros((1, 384), np.float32),
+        np.full(384, np.nan, np.float32),
+        np.zeros(384, np.int64),
+    ],
     ids=["short", "2-d", "nan", "ints"],
-)  # fmt: skip
+)
 def test_embedding_result_refuses_what_is_not_an_embedding(vec: np.ndarray) -> None:
     with pytest.raises(ItemError):
         embedding_result(vec)

@@ -76,9 +76,15 @@ def test_a_job_taken_and_not_started_is_stuck_once_it_stays_so_for_the_grace() -
 
 def interrupt(client: Any, delivery: str, round_: int, give_up: bool = False) -> int:
     return client.eval(
-        scripts.WEBHOOK_INTERRUPT, 2, keys.webhook(delivery), keys.webhook_attempts(delivery),
-        round_, now_ms(), 3600, "1" if give_up else "0",
-    )  # fmt: skip
+        scripts.WEBHOOK_INTERRUPT,
+        2,
+        keys.webhook(delivery),
+        keys.webhook_attempts(delivery),
+        round_,
+        now_ms(),
+        3600,
+        "1" if give_up else "0",
+    )
 
 
 def record(client: Any, delivery: str) -> tuple[dict[str, str], list[dict[str, Any]]]:
@@ -92,8 +98,9 @@ def test_an_attempt_cut_by_a_dead_notifier_is_recorded_once_and_sent_again(clien
     started_at = client.hget(keys.webhook(delivery), "started_at")
     assert interrupt(client, delivery, 1) == 1
     fields, attempts = record(client, delivery)
-    assert attempts == [{"at": int(started_at), "status_code": None, "duration_ms": None,
-                         "error": state.INTERRUPTED}]  # fmt: skip
+    assert attempts == [
+        {"at": int(started_at), "status_code": None, "duration_ms": None, "error": state.INTERRUPTED}
+    ]
     assert fields["state"] == "pending" and fields["last_error"] == state.INTERRUPTED
     assert (fields["attempts"], fields["tries"]) == ("1", "1") and "started_at" not in fields
     assert fields["next_attempt_at"]  # due now

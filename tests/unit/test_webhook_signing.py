@@ -8,7 +8,7 @@ import json
 import os
 import stat
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import format_datetime
 from pathlib import Path
 
@@ -17,9 +17,9 @@ import pytest
 from pydantic import ValidationError
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from shared import webhook_secret
 from shared.messages import EventType, JobView, WebhookState
 from shared.settings import Settings, parse_delays
-from shared import webhook_secret
 from workers.webhooks import signing
 from workers.webhooks.attempt import Decision, decide, due_at
 from workers.webhooks.delivery import RETRY_AFTER_MAX_S, Outcome, classify, parse_retry_after
@@ -36,10 +36,14 @@ def view() -> JobView:
             "progress": {"done": 1, "total": 1},
             "created_at": "2026-01-01T00:00:00Z",
             "outputs": [{"index": 0, "status": "succeeded", "result": {"n": "é"}}],
-            "webhook": {"url": "https://example.com/h", "events": ["completed"], "state": "failed",
-                        "attempts": [{"at": "2026-01-01T00:00:01Z", "status_code": 500, "duration_ms": 3}]},
+            "webhook": {
+                "url": "https://example.com/h",
+                "events": ["completed"],
+                "state": "failed",
+                "attempts": [{"at": "2026-01-01T00:00:01Z", "status_code": 500, "duration_ms": 3}],
+            },
         }
-    )  # fmt: skip
+    )
 
 
 def test_a_signed_message_verifies_with_standardwebhooks() -> None:
@@ -54,7 +58,7 @@ def test_a_signed_message_verifies_with_standardwebhooks() -> None:
     assert headers["webhook-id"] == "msg_j1_1-0" and headers["webhook-timestamp"] == str(now)
     assert headers["content-type"] == "application/json"
     assert headers["webhook-signature"] == Webhook(SECRET).sign(
-        "msg_j1_1-0", datetime.fromtimestamp(now, tz=timezone.utc), body.decode()
+        "msg_j1_1-0", datetime.fromtimestamp(now, tz=UTC), body.decode()
     )
 
 
@@ -112,9 +116,15 @@ def test_dlpipe_up_gives_its_children_a_secret_only_when_none_is_set(tmp_path: P
 
 
 @pytest.mark.parametrize(
-    "secret", ["0123456789abcdef0123456789abcdef", "whsec_", "whsec_not base64!", "whsec_" + "QUJD" * 4,
-               "whsec_" + base64.b64encode(b"x" * 65).decode()],
-)  # fmt: skip
+    "secret",
+    [
+        "0123456789abcdef0123456789abcdef",
+        "whsec_",
+        "whsec_not base64!",
+        "whsec_" + "QUJD" * 4,
+        "whsec_" + base64.b64encode(b"x" * 65).decode(),
+    ],
+)
 def test_bad_secrets_are_refused_at_start(secret: str) -> None:
     with pytest.raises(ValidationError, match="webhook_secret"):
         Settings(webhook_secret=secret)
@@ -138,9 +148,9 @@ def test_the_retry_schedule_setting() -> None:
 def test_retry_after_in_seconds_or_as_a_date_and_capped() -> None:
     now = 1_800_000_000.0
     assert parse_retry_after("7", now) == 7.0
-    later = format_datetime(datetime.fromtimestamp(now + 90, tz=timezone.utc), usegmt=True)
+    later = format_datetime(datetime.fromtimestamp(now + 90, tz=UTC), usegmt=True)
     assert parse_retry_after(later, now) == pytest.approx(90.0)
-    earlier = format_datetime(datetime.fromtimestamp(now - 90, tz=timezone.utc), usegmt=True)
+    earlier = format_datetime(datetime.fromtimestamp(now - 90, tz=UTC), usegmt=True)
     assert parse_retry_after(earlier, now) == 0.0
     assert parse_retry_after("999999", now) == RETRY_AFTER_MAX_S
     for garbage in (None, "", "soon", "-5", "1.5e3"):

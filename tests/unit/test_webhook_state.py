@@ -68,16 +68,24 @@ def test_the_scripts_name_the_event_types_the_notifier_reads(client: Any) -> Non
     assert complete_item(client, "n", 0, 10_000) == 3  # never started: COMPLETE_STAGE's job.started
     types = [(f[b"job"].decode(), f[b"type"].decode()) for _, f in client.xrange(keys.EVENTS)]
     assert types == [
-        ("s", EventType.started.value), ("s", EventType.progress.value),
-        ("n", EventType.started.value), ("n", EventType.completed.value),
-    ]  # fmt: skip
+        ("s", EventType.started.value),
+        ("s", EventType.progress.value),
+        ("n", EventType.started.value),
+        ("n", EventType.completed.value),
+    ]
 
 
 def test_started_and_progress_are_emitted_only_for_jobs_that_ask(client: Any) -> None:
     config = parse_pipelines(pipelines())
     sums = config.pipelines["sums"]
-    queue_job(client, sums, "all", [{"v": 1}, {"v": 2}, {"v": 3}], webhook=HOOK,
-              webhook_events=["started", "progress", "completed"])  # fmt: skip
+    queue_job(
+        client,
+        sums,
+        "all",
+        [{"v": 1}, {"v": 2}, {"v": 3}],
+        webhook=HOOK,
+        webhook_events=["started", "progress", "completed"],
+    )
     queue_job(client, sums, "default", [{"v": 1}, {"v": 2}], webhook=HOOK)
     queue_job(client, sums, "nohook", [{"v": 1}, {"v": 2}])
     run_jobs(client)
@@ -92,10 +100,27 @@ def complete_item(client: Any, job_id: str, index: int, at_ms: int) -> int:
     """COMPLETE_STAGE for a final result of one item, at a given time."""
     output = json.dumps({"index": index, "status": "succeeded", "result": {}})
     return client.eval(
-        scripts.COMPLETE_STAGE, 5,
-        keys.item(job_id, index), keys.job(job_id), keys.job_outputs(job_id), keys.stream("x"), keys.EVENTS,
-        "cpu", "0-1", index, at_ms, 3600, "out:post", "", output, "0", job_id, "sums", "job.completed", 0,
-    )  # fmt: skip
+        scripts.COMPLETE_STAGE,
+        5,
+        keys.item(job_id, index),
+        keys.job(job_id),
+        keys.job_outputs(job_id),
+        keys.stream("x"),
+        keys.EVENTS,
+        "cpu",
+        "0-1",
+        index,
+        at_ms,
+        3600,
+        "out:post",
+        "",
+        output,
+        "0",
+        job_id,
+        "sums",
+        "job.completed",
+        0,
+    )
 
 
 def test_progress_events_come_at_most_once_a_second_per_job(client: Any) -> None:
@@ -169,9 +194,18 @@ def begin(client: Any, delivery: str, round_: int, job_id: str = "j1") -> list[A
 def redeliver(client: Any, delivery: str, job_id: str = "j1") -> list[Any]:
     interval_ms = round(SETTINGS.webhook_redeliver_interval_s * 1000)
     reply = client.eval(
-        scripts.WEBHOOK_REDELIVER, 4, keys.webhook(delivery), keys.job_webhook(job_id), keys.EVENTS,
-        keys.webhook_redelivered(job_id), now_ms(), 3600, job_id, delivery, interval_ms,
-    )  # fmt: skip
+        scripts.WEBHOOK_REDELIVER,
+        4,
+        keys.webhook(delivery),
+        keys.job_webhook(job_id),
+        keys.EVENTS,
+        keys.webhook_redelivered(job_id),
+        now_ms(),
+        3600,
+        job_id,
+        delivery,
+        interval_ms,
+    )
     return [state.text(v) for v in reply]
 
 
@@ -306,7 +340,9 @@ def test_without_a_secret_nothing_is_sent(client: Any, deliveries: Any) -> None:
     assert "DLPIPE_WEBHOOK_SECRET is not set" in delivery_state(client, delivery)["last_error"]
 
 
-def test_a_job_that_cannot_be_rendered_is_dead_lettered_with_that_reason(client: Any, deliveries: Any) -> None:
+def test_a_job_that_cannot_be_rendered_is_dead_lettered_with_that_reason(
+    client: Any, deliveries: Any
+) -> None:
     delivery = finished_job(client)
     # A stage's result JSON cannot send (a lone surrogate), as stored by an older version.
     output = {"index": 0, "status": "succeeded", "result": {"label": "\ud800"}}

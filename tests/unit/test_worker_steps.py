@@ -257,8 +257,14 @@ def test_notifier_queues_a_delivery_per_wanted_event_and_acks_every_event(client
     store = make_store(client)
     queue_job(client, store.config.pipelines["sums"], "hooked", [{"v": 1}], webhook="http://127.0.0.1:9/hook")
     queue_job(client, store.config.pipelines["sums"], "quiet", [{"v": 2}])
-    queue_job(client, store.config.pipelines["sums"], "started-only", [{"v": 3}],
-              webhook="http://127.0.0.1:9/hook", webhook_events=["started"])  # fmt: skip
+    queue_job(
+        client,
+        store.config.pipelines["sums"],
+        "started-only",
+        [{"v": 3}],
+        webhook="http://127.0.0.1:9/hook",
+        webhook_events=["started"],
+    )
     drain(cpu_worker(store), model_worker(store, ["summer"]))
     client.xadd(keys.EVENTS, {"nonsense": "1"})
     queued: list[tuple[str, str, int, float]] = []
@@ -272,7 +278,8 @@ def test_notifier_queues_a_delivery_per_wanted_event_and_acks_every_event(client
     # 3 completions, 1 start (started-only asked for it), the nonsense entry
     assert notifier.run_once() == 5
     assert sorted((job, round_, delay) for job, _, round_, delay in queued) == [
-        ("hooked", 1, 0.0), ("started-only", 1, 0.0)
+        ("hooked", 1, 0.0),
+        ("started-only", 1, 0.0),
     ]
     by_job = {job: delivery for job, delivery, *_ in queued}
     started_hash = client.hgetall(keys.webhook(by_job["started-only"]))
@@ -344,7 +351,9 @@ def test_the_model_worker_batches_as_its_device_type_says() -> None:
     from workers.inference import model_batching
 
     data = pipelines()
-    data["models"]["tenfold"]["batching_by_device"] = {"cuda": {"max_batch_size": 64, "max_batch_delay_ms": 9}}
+    data["models"]["tenfold"]["batching_by_device"] = {
+        "cuda": {"max_batch_size": 64, "max_batch_delay_ms": 9}
+    }
     config = parse_pipelines(data)
     on_gpu = model_batching(config, ["tenfold", "exploder"], torch.device("cuda"))
     on_cpu = model_batching(config, ["tenfold", "exploder"], torch.device("cpu"))

@@ -60,7 +60,9 @@ class ExportedModel(Model):
         except ExportedModelError:
             raise
         except Exception as exc:
-            raise ExportedModelError("path", f"cannot load {path} as {self.format}: {type(exc).__name__}: {exc}") from None
+            raise ExportedModelError(
+                "path", f"cannot load {path} as {self.format}: {type(exc).__name__}: {exc}"
+            ) from None
         self._check_batch()
         log.info("loaded %s model %s on %s (%s)", self.format, path, self.device, self.config.output)
 
@@ -86,17 +88,22 @@ class ExportedModel(Model):
         if self.labels is not None:
             if len(outputs) != 1 or next(iter(outputs.values())).dim() != 2:
                 shapes = {name: tuple(t.shape) for name, t in outputs.items()}
-                raise ExportedModelError("output", f"softmax_top_k needs one output [N, classes], got {shapes}")
+                raise ExportedModelError(
+                    "output", f"softmax_top_k needs one output [N, classes], got {shapes}"
+                )
             classes = next(iter(outputs.values())).shape[1]
             if classes != len(self.labels):
                 raise ExportedModelError(
-                    "labels", f"{len(self.labels)} names in {self.config.labels} for the model's {classes} classes"
+                    "labels",
+                    f"{len(self.labels)} names in {self.config.labels} for the model's {classes} classes",
                 )
 
     def _prepare(self, batch: torch.Tensor) -> torch.Tensor:
         """uint8 NHWC images -> the model's input: layout, dtype, x * scale, (x - mean) / std."""
         if batch.dim() != 4 or batch.shape[-1] != 3 or batch.dtype != torch.uint8:
-            raise ValueError(f"expected a uint8 NHWC batch (N, H, W, 3), got {batch.dtype} {tuple(batch.shape)}")
+            raise ValueError(
+                f"expected a uint8 NHWC batch (N, H, W, 3), got {batch.dtype} {tuple(batch.shape)}"
+            )
         config = self.config
         x = batch.permute(0, 3, 1, 2) if config.layout == "NCHW" else batch
         if config.dtype == "uint8":
@@ -179,14 +186,18 @@ class OnnxModel(ExportedModel):
             if "CUDAExecutionProvider" in ort.get_available_providers():
                 providers.insert(0, ("CUDAExecutionProvider", {"device_id": device.index or 0}))
             else:
-                log.warning("onnxruntime has no CUDA execution provider (onnxruntime-gpu): %s runs on the CPU", path)
+                log.warning(
+                    "onnxruntime has no CUDA execution provider (onnxruntime-gpu): %s runs on the CPU", path
+                )
         options = ort.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
         options.inter_op_num_threads = 1
         self.session = ort.InferenceSession(str(path), options, providers=providers)
         inputs = self.session.get_inputs()
         if len(inputs) != 1:
-            raise ValueError(f"the model takes {len(inputs)} inputs ({', '.join(i.name for i in inputs)}); an image model takes one")
+            raise ValueError(
+                f"the model takes {len(inputs)} inputs ({', '.join(i.name for i in inputs)}); an image model takes one"
+            )
         self.input_name = inputs[0].name
         self.output_names = [o.name for o in self.session.get_outputs()]
         self._check_declared(inputs[0].type, inputs[0].shape)
@@ -194,22 +205,30 @@ class OnnxModel(ExportedModel):
 
     def _run(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         outputs = self.session.run(self.output_names, {self.input_name: x.detach().cpu().numpy()})
-        return {name: torch.from_numpy(np.asarray(out)) for name, out in zip(self.output_names, outputs, strict=True)}
+        return {
+            name: torch.from_numpy(np.asarray(out))
+            for name, out in zip(self.output_names, outputs, strict=True)
+        }
 
     def _check_declared(self, onnx_type: str, shape: list[Any]) -> None:
         """The input's declared dtype and fixed sides against the params, before any batch runs."""
         declared = _ONNX_TYPES.get(onnx_type, onnx_type)
         if declared != self.config.dtype:
-            raise ExportedModelError("dtype", f"the model takes {declared} input, the params say {self.config.dtype}")
+            raise ExportedModelError(
+                "dtype", f"the model takes {declared} input, the params say {self.config.dtype}"
+            )
         if len(shape) != 4:
-            raise ExportedModelError("path", f"the model's input has {len(shape)} dimensions; an image batch has 4")
+            raise ExportedModelError(
+                "path", f"the model's input has {len(shape)} dimensions; an image batch has 4"
+            )
         height, width = self.config.input_size
         expected = [3, height, width] if self.config.layout == "NCHW" else [height, width, 3]
         fixed = [(got, want) for got, want in zip(shape[1:], expected, strict=True) if isinstance(got, int)]
         if any(got != want for got, want in fixed):
             field = "layout" if 3 in shape[1:] and shape[1:].index(3) != expected.index(3) else "input_size"
             raise ExportedModelError(
-                field, f"the model takes input of shape {shape}, the params give {['N', *expected]} ({self.config.layout})"
+                field,
+                f"the model takes input of shape {shape}, the params give {['N', *expected]} ({self.config.layout})",
             )
 
 

@@ -92,7 +92,9 @@ def parse_config(params: dict[str, Any]) -> tuple[ExportedConfig, tuple[str, ...
             message = f"unknown param (known: {', '.join(ExportedConfig.model_fields)})"
         raise ExportedModelError(field, message) from None
     if config.dtype == "uint8" and (config.scale, config.mean, config.std) != (1.0, (0.0,) * 3, (1.0,) * 3):
-        raise ExportedModelError("dtype", "a uint8 input cannot be normalised (scale, mean, std): the model does it")
+        raise ExportedModelError(
+            "dtype", "a uint8 input cannot be normalised (scale, mean, std): the model does it"
+        )
     path = Path(config.path)
     if not path.is_file():
         raise ExportedModelError("path", f"no such file: {path.resolve()}")
@@ -101,7 +103,9 @@ def parse_config(params: dict[str, Any]) -> tuple[ExportedConfig, tuple[str, ...
             raise ExportedModelError("labels", "only output: softmax_top_k reads a labels file")
         return config, None
     if config.labels is None:
-        raise ExportedModelError("labels", "output: softmax_top_k needs a labels file (one class name a line)")
+        raise ExportedModelError(
+            "labels", "output: softmax_top_k needs a labels file (one class name a line)"
+        )
     try:
         names = read_labels(config.labels)
     except (OSError, UnicodeDecodeError) as exc:

@@ -97,7 +97,9 @@ class MtcnnPNet(_MtcnnModel):
         for index, level in enumerate(levels):
             by_size.setdefault(level.shape, []).append(index)
         groups = list(by_size.values())
-        images = {str(g): torch.from_numpy(np.stack([levels[i] for i in group])) for g, group in enumerate(groups)}
+        images = {
+            str(g): torch.from_numpy(np.stack([levels[i] for i in group])) for g, group in enumerate(groups)
+        }
         return {"images": images, "levels": _Levels(Rows(tuple(counts)), scales, groups)}
 
     def predict(self, batch: dict[str, Any]) -> tuple[list[torch.Tensor], _Levels]:
@@ -108,7 +110,8 @@ class MtcnnPNet(_MtcnnModel):
             hit = (prob >= self.threshold).nonzero()  # [k, 3]: image in the group, y, x
             image, y, x = hit.unbind(1)
             found = torch.cat(
-                [x[:, None].float(), y[:, None].float(), prob[image, y, x][:, None], offsets[image, :, y, x]], dim=1
+                [x[:, None].float(), y[:, None].float(), prob[image, y, x][:, None], offsets[image, :, y, x]],
+                dim=1,
             ).cpu()
             image = image.cpu()
             for j, flat in enumerate(group):
@@ -120,7 +123,9 @@ class MtcnnPNet(_MtcnnModel):
     def split(self, output: tuple[list[torch.Tensor], _Levels]) -> list[np.ndarray]:
         cells, plan = output
         per_item = plan.rows.regroup([c.numpy().astype(np.float32) for c in cells])
-        return [np.concatenate(item) if item else np.zeros((0, CELL_COLUMNS), np.float32) for item in per_item]
+        return [
+            np.concatenate(item) if item else np.zeros((0, CELL_COLUMNS), np.float32) for item in per_item
+        ]
 
 
 def _pyramid(i: int, value: Any) -> tuple[list[np.ndarray], list[float]]:
@@ -131,10 +136,17 @@ def _pyramid(i: int, value: Any) -> tuple[list[np.ndarray], list[float]]:
     if not isinstance(scales, list) or len(scales) != len(levels):
         raise ValueError(f"item {i}: a pyramid needs one scale per level")
     for level in levels:
-        if not (isinstance(level, np.ndarray) and level.dtype == np.uint8 and level.ndim == 3 and level.shape[2] == 3):
+        if not (
+            isinstance(level, np.ndarray)
+            and level.dtype == np.uint8
+            and level.ndim == 3
+            and level.shape[2] == 3
+        ):
             raise ValueError(f"item {i}: pyramid levels must be uint8 H x W x 3 arrays")
         if min(level.shape[:2]) < 12:
-            raise ValueError(f"item {i}: a pyramid level of {level.shape[1]}x{level.shape[0]} is under P-Net's 12x12")
+            raise ValueError(
+                f"item {i}: a pyramid level of {level.shape[1]}x{level.shape[0]} is under P-Net's 12x12"
+            )
     return levels, [float(s) for s in scales]
 
 
@@ -152,7 +164,9 @@ class _CropModel(_MtcnnModel):
         crops = []
         for i, value in enumerate(values):
             if not isinstance(value, dict) or "crops" not in value:
-                raise ValueError(f"item {i}: expected {{'crops': uint8 [k, {self.size}, {self.size}, 3], ...}}")
+                raise ValueError(
+                    f"item {i}: expected {{'crops': uint8 [k, {self.size}, {self.size}, 3], ...}}"
+                )
             crops.append(value["crops"])
         rows, counts = concat_rows(crops, (self.size, self.size, 3), np.uint8)
         return {"crops": torch.from_numpy(rows), "rows": counts}

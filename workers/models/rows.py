@@ -47,7 +47,9 @@ def concat_rows(values: list[np.ndarray], row_shape: tuple[int, ...], dtype: Any
     for i, value in enumerate(values):
         if not isinstance(value, np.ndarray) or value.ndim != 1 + len(row_shape):
             got = getattr(value, "shape", type(value).__name__)
-            raise ValueError(f"item {i}: expected rows of shape [k, {', '.join(map(str, row_shape))}], got {got}")
+            raise ValueError(
+                f"item {i}: expected rows of shape [k, {', '.join(map(str, row_shape))}], got {got}"
+            )
         if value.shape[1:] != row_shape or value.dtype != np.dtype(dtype):
             raise ValueError(
                 f"item {i}: rows of shape {value.shape[1:]} {value.dtype}, expected {row_shape} {np.dtype(dtype)}"

@@ -57,7 +57,14 @@ class Store:
         self.streams.ensure_groups(streams, group)
 
     def read(
-        self, group: str, consumer: str, streams: list[str], count: int, block_ms: int | None, *, pending: bool = False
+        self,
+        group: str,
+        consumer: str,
+        streams: list[str],
+        count: int,
+        block_ms: int | None,
+        *,
+        pending: bool = False,
     ) -> list[Entry]:
         """New entries of `streams` (names), or this consumer's pending ones: Streams.read."""
         return self.streams.read(group, consumer, streams, count, block_ms, pending=pending)

@@ -47,7 +47,9 @@ class Inputs:
         job_ids = list(dict.fromkeys(e.item.job_id for e in entries))
         # Only an item's first stages can find its job still queued: a later stage's entry exists
         # because an earlier stage ran, whose load marked the job running.
-        starting = list(dict.fromkeys(e.item.job_id for e in entries if set(self.stage_of(e.item).needs) <= {INPUT}))
+        starting = list(
+            dict.fromkeys(e.item.job_id for e in entries if set(self.stage_of(e.item).needs) <= {INPUT})
+        )
         for job_id in starting:
             pipe.call(job_scripts.start_job(job_id=job_id, now=stamp))
         for entry in entries:
@@ -119,9 +121,7 @@ class Inputs:
         for result in expired:
             item = result.entry.item
             log.info("job=%s stage=%s index=%d %s", item.job_id, item.stage, item.index, result.error)
-        return {(e.stream, e.entry_id) for e in ended} | {
-            (r.entry.stream, r.entry.entry_id) for r in expired
-        }
+        return {(e.stream, e.entry_id) for e in ended} | {(r.entry.stream, r.entry.entry_id) for r in expired}
 
     def _attach_blobs(self, refs: list[tuple[dict[str, Any], str]]) -> None:
         """Read each job blob once and put its bytes in the input dicts that name it, as "blob".

@@ -41,7 +41,11 @@ def need_field(need: str) -> str:
 
 class Results:
     def __init__(
-        self, client: redis.Redis, config: PipelinesConfig, ttl_s: int, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
+        self,
+        client: redis.Redis,
+        config: PipelinesConfig,
+        ttl_s: int,
+        max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
     ) -> None:
         self.redis = client
         self.config = config
@@ -101,18 +105,31 @@ class Results:
             final_json = output.model_dump_json()
         downstream = [] if final_json else pipeline.downstream(stage.name)
         assert not result.dead_letter or result.error is not None, "an entry given up fails its item"
-        pipe.call(job_scripts.complete_stage(
-            job_id=item.job_id, index=item.index, pipeline=item.pipeline,
-            stream=result.entry.stream, group=group, entry_id=result.entry.entry_id,
-            now=stamp, ttl_s=self.ttl_s, output_field=field, payload=payload,
-            final_json=final_json, failed=failed,
-            downstream=[
-                job_scripts.Downstream(
-                    # the item keeps its priority at every stage
-                    keys.stream(keys.priority_stream_name(pipeline.stream_name(d), result.entry.priority)),
-                    d.name, [need_field(n) for n in d.needs],
-                )
-                for d in downstream
-            ],
-            dead_letter=result.dead_letter,
-        ))  # fmt: skip
+        pipe.call(
+            job_scripts.complete_stage(
+                job_id=item.job_id,
+                index=item.index,
+                pipeline=item.pipeline,
+                stream=result.entry.stream,
+                group=group,
+                entry_id=result.entry.entry_id,
+                now=stamp,
+                ttl_s=self.ttl_s,
+                output_field=field,
+                payload=payload,
+                final_json=final_json,
+                failed=failed,
+                downstream=[
+                    job_scripts.Downstream(
+                        # the item keeps its priority at every stage
+                        keys.stream(
+                            keys.priority_stream_name(pipeline.stream_name(d), result.entry.priority)
+                        ),
+                        d.name,
+                        [need_field(n) for n in d.needs],
+                    )
+                    for d in downstream
+                ],
+                dead_letter=result.dead_letter,
+            )
+        )

@@ -78,9 +78,12 @@ class Streams:
         """
         start = "0" if pending else ">"
         reply = self.redis.xreadgroup(
-            group, consumer, {keys.stream(s): start for s in streams}, count=count,
+            group,
+            consumer,
+            {keys.stream(s): start for s in streams},
+            count=count,
             block=None if pending else block_ms,
-        )  # fmt: skip
+        )
         return self.entries(group, reply)
 
     def entries(self, group: str, reply: Any) -> list[Entry]:

@@ -50,8 +50,10 @@ def grouped_nms(
 ) -> np.ndarray:
     """NMS within each group (a pyramid level, say) on its own: the indices kept, in index order."""
     groups = np.asarray(groups)
-    kept = [np.flatnonzero(groups == g)[nms(boxes[groups == g], scores[groups == g], threshold, mode)]
-            for g in np.unique(groups)]  # fmt: skip
+    kept = [
+        np.flatnonzero(groups == g)[nms(boxes[groups == g], scores[groups == g], threshold, mode)]
+        for g in np.unique(groups)
+    ]
     return np.sort(np.concatenate(kept)) if kept else np.zeros(0, dtype=np.int64)
 
 
@@ -96,5 +98,7 @@ def crop_resized(image: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
         else:
             patch = np.zeros((bh, bw, 3), dtype=np.uint8)
             patch[iy0 - y0 : iy1 - y0, ix0 - x0 : ix1 - x0] = image[iy0:iy1, ix0:ix1]
-        out[i] = np.asarray(Image.fromarray(np.ascontiguousarray(patch)).resize((size, size), Image.Resampling.BOX))
+        out[i] = np.asarray(
+            Image.fromarray(np.ascontiguousarray(patch)).resize((size, size), Image.Resampling.BOX)
+        )
     return out

@@ -74,7 +74,9 @@ def decode_frame(inp: dict, max_side: int = DEFAULT_MAX_SIDE, max_pixels: int = 
 
 def decoded_image(decoded: Any) -> np.ndarray:
     image = decoded.get("image") if isinstance(decoded, dict) else None
-    if not (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3):
+    if not (
+        isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
+    ):
         raise ItemError("expected the decoded image ({'image': uint8 H x W x 3, ...})")
     return image
 
@@ -129,8 +131,15 @@ def candidates(cells: np.ndarray, nms_level: float = 0.5, nms_image: float = 0.7
     the decoded image's pixels (1-based, both edges in the box, as the reference's)."""
     cells = _rows(cells, 8, "P-Net cells")
     scale, x, y, score, offsets = cells[:, 0], cells[:, 1], cells[:, 2], cells[:, 3], cells[:, 4:8]
-    boxes = np.stack([np.floor((STRIDE * x + 1) / scale), np.floor((STRIDE * y + 1) / scale),
-                      np.floor((STRIDE * x + CELL) / scale), np.floor((STRIDE * y + CELL) / scale)], axis=1)  # fmt: skip
+    boxes = np.stack(
+        [
+            np.floor((STRIDE * x + 1) / scale),
+            np.floor((STRIDE * y + 1) / scale),
+            np.floor((STRIDE * x + CELL) / scale),
+            np.floor((STRIDE * y + CELL) / scale),
+        ],
+        axis=1,
+    )
     keep = grouped_nms(boxes, score, scale, nms_level)
     boxes, score, offsets = boxes[keep], score[keep], offsets[keep]
     keep = nms(boxes, score, nms_image)
@@ -159,7 +168,9 @@ def _check_threshold(name: str, value: float) -> None:
         raise ValueError(f"{name} must be between 0 and 1, got {value}")
 
 
-def refine(cropped: dict, scored: np.ndarray, threshold: float = RNET_THRESHOLD, nms_threshold: float = 0.7) -> np.ndarray:
+def refine(
+    cropped: dict, scored: np.ndarray, threshold: float = RNET_THRESHOLD, nms_threshold: float = 0.7
+) -> np.ndarray:
     """R-Net's scores of the 24x24 crops -> the boxes it takes for faces, float32 [M, 5]: over
     `threshold`, NMS, R-Net's regression, squared."""
     _check_threshold("threshold", threshold)
@@ -174,7 +185,11 @@ def refine(cropped: dict, scored: np.ndarray, threshold: float = RNET_THRESHOLD,
 
 
 def faces(
-    cropped: dict, scored: np.ndarray, threshold: float = ONET_THRESHOLD, nms_threshold: float = 0.7, decimals: int = 1
+    cropped: dict,
+    scored: np.ndarray,
+    threshold: float = ONET_THRESHOLD,
+    nms_threshold: float = 0.7,
+    decimals: int = 1,
 ) -> dict[str, Any]:
     """O-Net's outputs for the 48x48 crops -> the result, in the original image's pixels:
 
@@ -203,7 +218,10 @@ def faces(
     edges = np.clip(edges, 0.0, [width, height, width, height])
     found = []
     for i in keep:
-        landmarks = [[round(float(x) * sx, decimals), round(float(y) * sy, decimals)] for x, y in zip(xs[i], ys[i])]
+        landmarks = [
+            [round(float(x) * sx, decimals), round(float(y) * sy, decimals)]
+            for x, y in zip(xs[i], ys[i], strict=True)
+        ]
         box = [round(float(v), decimals) for v in edges[i]]
         found.append({"box": box, "score": round(float(score[i]), 4), "landmarks": landmarks})
     return {"faces": found, "boxes": [face["box"] for face in found]}

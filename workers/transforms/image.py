@@ -113,7 +113,9 @@ def _open(
         img = Image.open(io.BytesIO(data), formats=list(ALLOWED_FORMATS))
     except UnidentifiedImageError:
         allowed = ", ".join(ALLOWED_FORMATS)
-        raise ItemError(f"not a decodable image (cannot identify image file; allowed formats: {allowed})") from None
+        raise ItemError(
+            f"not a decodable image (cannot identify image file; allowed formats: {allowed})"
+        ) from None
     except Image.DecompressionBombError as exc:
         raise ItemError(f"image is too large: {exc}") from None
     except Exception as exc:  # a malformed header can raise nearly anything from a plugin

@@ -35,4 +35,6 @@ def ranked_labels(probs: np.ndarray, names: Sequence[str], k: int) -> dict:
     if not 1 <= k <= len(names):
         raise ValueError(f"k must be between 1 and {len(names)}, got {k}")
     order = np.argsort(-probs.astype(np.float64), kind="stable")[:k]
-    return {"labels": [{"index": int(i), "label": names[i], "score": round(float(probs[i]), 6)} for i in order]}
+    return {
+        "labels": [{"index": int(i), "label": names[i], "score": round(float(probs[i]), 6)} for i in order]
+    }

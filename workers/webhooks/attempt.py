@@ -33,8 +33,8 @@ from shared import keys, metrics
 from shared import webhooks as state
 from shared.job_record import job_view_from_redis
 from shared.messages import EventType, WebhookState
-from shared.settings import Settings
 from shared.redis import webhooks as webhook_scripts
+from shared.settings import Settings
 from workers.scripted_pipeline import ScriptedPipeline
 from workers.webhooks import signing
 from workers.webhooks.delivery import Outcome, Sender
@@ -102,12 +102,16 @@ def run_delivery(job_id: str, delivery: str, round_: int) -> Any:
     # One round trip: begin, and the job as it is now; then WAIT (DLPIPE_REDIS_MIN_REPLICAS): the
     # job's state is sent only once replicas have it, or a failover could take back what was said.
     pipe = ScriptedPipeline(ctx.redis, wait=ctx.settings)
-    pipe.call(webhook_scripts.webhook_begin(delivery=delivery, job_id=job_id, round_=round_, now=_ms(), ttl_s=ttl))
+    pipe.call(
+        webhook_scripts.webhook_begin(delivery=delivery, job_id=job_id, round_=round_, now=_ms(), ttl_s=ttl)
+    )
     pipe.pipe.hgetall(keys.job(job_id))
     pipe.pipe.hgetall(keys.job_outputs(job_id))
     begun, job, outputs = pipe.execute()
     if begun.verdict != webhook_scripts.Begin.go:
-        log.info("job=%s webhook %s round %d: nothing to do (%s)", job_id, delivery, round_, begun.verdict.value)
+        log.info(
+            "job=%s webhook %s round %d: nothing to do (%s)", job_id, delivery, round_, begun.verdict.value
+        )
         return {"skipped": begun.verdict.value}
     tries = begun.tries_before + 1  # this attempt's number in the round
     assert begun.event is not None
@@ -115,7 +119,9 @@ def run_delivery(job_id: str, delivery: str, round_: int) -> Any:
     started, started_ms = time.monotonic(), _ms()
     replicated = pipe.replicated
     if replicated is not None and not replicated.confirmed:
-        outcome = Outcome(ok=False, error=f"not sent: the job's state is not on the replicas yet ({replicated.describe()})")
+        outcome = Outcome(
+            ok=False, error=f"not sent: the job's state is not on the replicas yet ({replicated.describe()})"
+        )
     else:
         outcome = _attempt(ctx, delivery, event, event_at, gone, job, outputs)
     took_ms = int((time.monotonic() - started) * 1000)
@@ -128,10 +134,19 @@ def run_delivery(job_id: str, delivery: str, round_: int) -> Any:
     error = "" if outcome.ok else (outcome.error or "")
     metric = metrics.webhook_field(event.short, decision.state.value, outcome.status_code)
     webhook_scripts.webhook_finish(
-        delivery=delivery, job_id=job_id, round_=round_, state=decision.state, attempt_json=record.to_json(),
-        status=outcome.status_code, error=error, next_at=next_at, ttl_s=ttl, now=_ms(),
-        gone_reason=gone_reason, metric=metric,
-    ).run(ctx.redis)  # fmt: skip
+        delivery=delivery,
+        job_id=job_id,
+        round_=round_,
+        state=decision.state,
+        attempt_json=record.to_json(),
+        status=outcome.status_code,
+        error=error,
+        next_at=next_at,
+        ttl_s=ttl,
+        now=_ms(),
+        gone_reason=gone_reason,
+        metric=metric,
+    ).run(ctx.redis)
     what = f"job={job_id} webhook {event.value} {delivery} attempt {tries}"
     shown = f"HTTP {outcome.status_code}" if outcome.ok else outcome.error
     if decision.state == WebhookState.succeeded:
@@ -169,7 +184,6 @@ def _attempt(
         return Outcome(ok=False, error=f"not sent: the job cannot be rendered as JSON ({exc})", final=True)
     headers = signing.headers(ctx.key, delivery, int(time.time()), body)
     return ctx.sender.send(view.webhook.url, headers, body)
-
 
 
 def _ms() -> int:

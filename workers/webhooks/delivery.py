@@ -206,18 +206,27 @@ class Sender:
         return f"timed out after {self.timeout_s:g} s"
 
     def _post(
-        self, target: httpx.URL, host_header: str, sni: str | None, headers: dict[str, str], body: bytes,
+        self,
+        target: httpx.URL,
+        host_header: str,
+        sni: str | None,
+        headers: dict[str, str],
+        body: bytes,
         deadline: float,
-    ) -> Outcome | None:  # fmt: skip
+    ) -> Outcome | None:
         """One address; None when it cannot be connected to (the next one is tried)."""
         attempt = _Attempt()
         extensions: dict[str, Any] = {"trace": attempt.trace}
         if sni:
             extensions["sni_hostname"] = sni
         request = self.client.build_request(
-            "POST", target, content=body, headers={**headers, "Host": host_header},
-            timeout=httpx.Timeout(max(0.001, deadline - time.monotonic())), extensions=extensions,
-        )  # fmt: skip
+            "POST",
+            target,
+            content=body,
+            headers={**headers, "Host": host_header},
+            timeout=httpx.Timeout(max(0.001, deadline - time.monotonic())),
+            extensions=extensions,
+        )
         watch = self.watchdog.call_at(deadline, attempt.expire)
         try:
             response = self.client.send(request, stream=True)

@@ -41,11 +41,10 @@ from rq.job_lifecycle import record_job_failure
 from rq.worker import SimpleWorker
 
 from shared import codecs, keys
-from shared import webhooks as state
 from shared.heartbeat import is_live
 from shared.messages import now_ms
-from shared.settings import Settings
 from shared.redis import webhooks as webhook_scripts
+from shared.settings import Settings
 from workers import runtime
 from workers.webhooks.attempt import FUNCTION
 from workers.webhooks.rqthreads import NOTIFIER_FIELD
@@ -86,9 +85,12 @@ def worker_dead(worker: RqWorker, beat_ms: float | None, now: int, ttl_ms: int) 
 
 
 def orphaned(
-    running: Iterable[Running], workers: Mapping[str, RqWorker], beats: Mapping[str, float | None],
-    now: int, ttl_ms: int,
-) -> list[Running]:  # fmt: skip
+    running: Iterable[Running],
+    workers: Mapping[str, RqWorker],
+    beats: Mapping[str, float | None],
+    now: int,
+    ttl_ms: int,
+) -> list[Running]:
     """The started jobs whose rq worker is dead (`workers` by name, `beats` by notifier)."""
     found = []
     for entry in running:
@@ -158,7 +160,9 @@ class Recovery:
         pipe = self.redis.pipeline(transaction=False)
         for job_id, execution_id in ids:
             pipe.hget(Execution(execution_id, job_id, self.redis).key, "worker_name")
-        return [Running(j, e, codecs.text(w) if w else "") for (j, e), w in zip(ids, pipe.execute(), strict=True)]
+        return [
+            Running(j, e, codecs.text(w) if w else "") for (j, e), w in zip(ids, pipe.execute(), strict=True)
+        ]
 
     def _workers(self, names: set[str]) -> dict[str, RqWorker]:
         ordered = sorted(names)
@@ -166,7 +170,9 @@ class Recovery:
         for name in ordered:
             pipe.hmget(SimpleWorker.redis_worker_namespace_prefix + name, ["birth", "death", NOTIFIER_FIELD])
         return {
-            name: RqWorker(exists=birth is not None, died=death is not None, notifier=codecs.text(n) if n else None)
+            name: RqWorker(
+                exists=birth is not None, died=death is not None, notifier=codecs.text(n) if n else None
+            )
             for name, (birth, death, n) in zip(ordered, pipe.execute() if ordered else [], strict=True)
         }
 
@@ -202,7 +208,11 @@ class Recovery:
                 delivery = _delivery_of(job)
                 if running is not None and delivery is not None:
                     webhook_scripts.webhook_interrupt(
-                        delivery=delivery[1], round_=delivery[2], now=now_ms(), ttl_s=self.job_ttl_s, give_up=give_up
+                        delivery=delivery[1],
+                        round_=delivery[2],
+                        now=now_ms(),
+                        ttl_s=self.job_ttl_s,
+                        give_up=give_up,
                     ).queue(pipe)
                 pipe.execute()
             except redis.WatchError:
@@ -235,4 +245,3 @@ def _delivery_of(job: Job) -> tuple[str, str, int] | None:
         return None
     job_id, delivery, round_ = job.args
     return str(job_id), str(delivery), int(round_)
-

@@ -19,7 +19,7 @@ import itertools
 import logging
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import redis
@@ -87,7 +87,7 @@ def enqueue(
     }
     try:
         if delay_s > 0:
-            due = datetime.fromtimestamp(due_at(delay_s, time.time()), tz=timezone.utc)
+            due = datetime.fromtimestamp(due_at(delay_s, time.time()), tz=UTC)
             queue.enqueue_at(due, FUNCTION, job, delivery, round_, **options)
         else:
             queue.enqueue_call(FUNCTION, args=(job, delivery, round_), **options)
@@ -214,9 +214,13 @@ def run_scheduler(
     notifier with no live heartbeat (release_dead_lock).
     """
     scheduler = RQScheduler(
-        [keys.WEBHOOK_QUEUE], connection=client, interval=1, serializer=JSONSerializer,
-        logging_level=logging.WARNING, name=SCHEDULER_PREFIX + notifier,
-    )  # fmt: skip
+        [keys.WEBHOOK_QUEUE],
+        connection=client,
+        interval=1,
+        serializer=JSONSerializer,
+        logging_level=logging.WARNING,
+        name=SCHEDULER_PREFIX + notifier,
+    )
     lock_key = RQScheduler.get_locking_key(keys.WEBHOOK_QUEUE)
     try:
         while not stop.is_set():

@@ -13,6 +13,7 @@ the SHA-256 of its bytes; the boundary and the framing never count.
 from __future__ import annotations
 
 import hashlib
+
 from python_multipart.multipart import parse_options_header
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException

@@ -49,14 +49,18 @@ from shared.errors import InvalidRequest, cut
 from shared.job_record import InputGroup
 from shared.pipeline_spec import InputKind, PipelineSpec
 
-
 INPUT_FORMATS: dict[InputKind, InputFormat] = {
-    InputKind.image: InputFormat(json_model=ImageInput, from_json=_image_from_json, from_file=_image_from_file),
+    InputKind.image: InputFormat(
+        json_model=ImageInput, from_json=_image_from_json, from_file=_image_from_file
+    ),
     InputKind.text: InputFormat(json_model=TextInput, from_json=_text_from_json, from_file=_text_from_file),
     InputKind.video: InputFormat(
-        json_model=VideoInput, from_json=_video_from_json, from_file=None, from_upload=_video_from_upload,
+        json_model=VideoInput,
+        from_json=_video_from_json,
+        from_file=None,
+        from_upload=_video_from_upload,
         options_model=VideoOptions,
-    ),  # fmt: skip
+    ),
 }
 
 
@@ -64,7 +68,9 @@ def input_format(kind: InputKind) -> InputFormat:
     try:
         return INPUT_FORMATS[kind]
     except KeyError:
-        raise InvalidRequest(f"input kind {kind.value!r} is not supported by this API", field="inputs") from None
+        raise InvalidRequest(
+            f"input kind {kind.value!r} is not supported by this API", field="inputs"
+        ) from None
 
 
 def _check_count(count: int, field: str, limits: Limits) -> None:
@@ -74,7 +80,9 @@ def _check_count(count: int, field: str, limits: Limits) -> None:
         raise invalid(field, f"{count} inputs, at most {limits.max_inputs} per job")
 
 
-def parse_json_body(body: bytes, pipeline: PipelineSpec, limits: Limits, *, digest: bool = False) -> ParsedJob:
+def parse_json_body(
+    body: bytes, pipeline: PipelineSpec, limits: Limits, *, digest: bool = False
+) -> ParsedJob:
     """A JSON job request: {"inputs": [...], "webhook": ..., "metadata": {...}}; with `digest`, its
     fingerprint too: the SHA-256 of its canonical JSON (keys sorted, no spaces), so the same request
     with other whitespace or key order is the same request."""
@@ -115,7 +123,10 @@ def parse_json_body(body: bytes, pipeline: PipelineSpec, limits: Limits, *, dige
         parsed.extend(new)
     _check_count(taken, "inputs", limits)
     job = replace(
-        _job(parsed, webhook, metadata), webhook_events=events, timeout_s=timeout_s, keep_inputs=keep,
+        _job(parsed, webhook, metadata),
+        webhook_events=events,
+        timeout_s=timeout_s,
+        keep_inputs=keep,
         priority=priority,
     )
     return replace(job, digest=_json_digest(data)) if digest else job
@@ -228,7 +239,9 @@ def _single_text(form: FormData, name: str) -> str | None:
     return values[0]
 
 
-async def parse_form(form: FormData, pipeline: PipelineSpec, limits: Limits, *, digest: bool = False) -> ParsedJob:
+async def parse_form(
+    form: FormData, pipeline: PipelineSpec, limits: Limits, *, digest: bool = False
+) -> ParsedJob:
     """A multipart job request: files in `files` (one per input), optional `webhook`,
     `webhook_events`, `metadata`, `timeout_s`, `priority` and, for kinds that take them (video), `options`
     (JSON text, for every file). An empty text field is the same as leaving it out
@@ -237,9 +250,14 @@ async def parse_form(form: FormData, pipeline: PipelineSpec, limits: Limits, *, 
     if not fmt.takes_files:
         raise invalid(MULTIPART_FILES_FIELD, f"pipeline {pipeline.name!r} takes JSON inputs only")
     allowed = {
-        MULTIPART_FILES_FIELD, "webhook", WEBHOOK_EVENTS_FIELD, "metadata", TIMEOUT_FIELD, KEEP_INPUTS_FIELD,
+        MULTIPART_FILES_FIELD,
+        "webhook",
+        WEBHOOK_EVENTS_FIELD,
+        "metadata",
+        TIMEOUT_FIELD,
+        KEEP_INPUTS_FIELD,
         PRIORITY_FIELD,
-    }  # fmt: skip
+    }
     if fmt.options_model is not None:
         allowed.add(MULTIPART_OPTIONS_FIELD)
     unknown = sorted({key for key in form.keys() if key not in allowed})
@@ -274,12 +292,16 @@ async def parse_form(form: FormData, pipeline: PipelineSpec, limits: Limits, *, 
         # In a thread: probing a video (or decoding a large text) must not hold up the event loop.
         one = await run_in_threadpool(fmt.upload, Upload(data, source, options), where, limits, room)
         if digest:  # hashlib lets go of the GIL for large inputs
-            content = await run_in_threadpool(lambda: hashlib.sha256(data).digest())
+            content = await run_in_threadpool(hashlib.sha256, data)
+            content = content.digest()
             file_digests.append((MULTIPART_FILES_FIELD, source, content))
         taken += one.count
         parsed.append(one)
     job = replace(
-        _job(parsed, webhook, metadata), webhook_events=events, timeout_s=timeout_s, keep_inputs=keep,
+        _job(parsed, webhook, metadata),
+        webhook_events=events,
+        timeout_s=timeout_s,
+        keep_inputs=keep,
         priority=priority,
     )
     if not digest:

@@ -19,7 +19,11 @@ from shared import video
 
 
 def _frame_times(
-    info: video.VideoInfo, options: VideoInput | VideoOptions, options_field: str, room: int, limits: Limits,
+    info: video.VideoInfo,
+    options: VideoInput | VideoOptions,
+    options_field: str,
+    room: int,
+    limits: Limits,
     label: str = "",
 ) -> list[float]:
     """The frame times of a probed video: start, start + 1/fps, ... before the interval's end

@@ -104,7 +104,8 @@ def metadata(pipeline: PipelineSpec) -> ModelMetadata:
         platform=PLATFORM,
         inputs=[TensorMetadata(name=input_name(pipeline), datatype=BYTES, shape=[-1])],
         outputs=[
-            TensorMetadata(name=s.name, datatype=s.datatype, shape=[-1] * s.rank) for s in output_specs(pipeline)
+            TensorMetadata(name=s.name, datatype=s.datatype, shape=[-1] * s.rank)
+            for s in output_specs(pipeline)
         ],
     )
 

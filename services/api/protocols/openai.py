@@ -28,7 +28,9 @@ EXAMPLES: dict[str, Any] = {
     "several": {
         "summary": "Several texts, as base64 float32",
         "value": {
-            "model": "text-embed", "input": ["a photo of a cat", "a kitten"], "encoding_format": "base64"
+            "model": "text-embed",
+            "input": ["a photo of a cat", "a kitten"],
+            "encoding_format": "base64",
         },
     },
 }

@@ -21,8 +21,10 @@ DOCS = "/docs"
 OAUTH2_REDIRECT = "/docs/oauth2-redirect"  # where FastAPI's default docs had it
 ASSETS = "/docs/swagger-ui"
 MEDIA_TYPES = {
-    ".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8", ".png": "image/png",
-}  # fmt: skip
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".png": "image/png",
+}
 SERVED = {name: kind for name in vendor.KEPT for suffix, kind in MEDIA_TYPES.items() if name.endswith(suffix)}
 # The URL names the version: its bytes never change.
 IMMUTABLE = {"Cache-Control": "public, max-age=31536000, immutable", "X-Content-Type-Options": "nosniff"}

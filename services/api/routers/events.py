@@ -57,7 +57,9 @@ async def job_events(
         str | None, Header(alias="Last-Event-ID", description="Resume after this event id.")
     ] = None,
 ) -> StreamingResponse:
-    session = Session(client, request.app.state.job_events, job_id, request.app.state.stopping, settings.sse_keepalive_s)
+    session = Session(
+        client, request.app.state.job_events, job_id, request.app.state.stopping, settings.sse_keepalive_s
+    )
     opened = await session.open(last_event_id_header or last_event_id)
     if opened is None:
         raise NotFound(f"no job {shown(job_id)}")

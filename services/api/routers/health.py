@@ -14,8 +14,8 @@ from services.api.deps import ConfigDep, RedisDep, SettingsDep
 from services.api.schemas import Health, Readiness
 from shared import codecs, keys
 from shared.heartbeat import live_since, served_streams
-from shared.redis_conn import NO_PRIMARY, is_no_primary, sentinel_problem
 from shared.messages import now_ms
+from shared.redis_conn import NO_PRIMARY, is_no_primary, sentinel_problem
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +23,6 @@ router = APIRouter(tags=["health"])
 
 NOTIFIER_KIND = "notifier"
 READY_TIMEOUT_S = 2.0
-
 
 
 @router.get(
@@ -85,8 +84,10 @@ async def _replication_problem(client: Any, settings: Any) -> str | None:
         return f"{NO_PRIMARY} (the server reached is a {info.get('role')})"
     replicas = int(info.get("connected_slaves", 0))
     if replicas < settings.redis_min_replicas:
-        return (f"redis: the primary has {replicas} replicas, DLPIPE_REDIS_MIN_REPLICAS="
-                f"{settings.redis_min_replicas}: submits would get 503")  # fmt: skip
+        return (
+            f"redis: the primary has {replicas} replicas, DLPIPE_REDIS_MIN_REPLICAS="
+            f"{settings.redis_min_replicas}: submits would get 503"
+        )
     return None
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Path, Response
 
@@ -39,7 +39,6 @@ def sniff(data: bytes) -> str:
     return OCTETS
 
 
-
 def _inputs_of(total: str | None, groups: str | None) -> int:
     """How many inputs (outputs) a job has: its items less those folded into groups (videos)."""
     folded = sum(int(g["count"]) - 1 for g in json.loads(groups)) if groups else 0
@@ -52,15 +51,19 @@ def _inputs_of(total: str | None, groups: str | None) -> int:
     description=(
         "The original bytes of input `index` of a job that kept its inputs (`keep_inputs`, or "
         "`DLPIPE_KEEP_INPUTS`), while the job is kept: an uploaded file or a base64 image (a text "
-        "input as UTF-8). The content type is sniffed from the bytes (" + ", ".join(SNIFFED) +
-        f", else {OCTETS}), with `X-Content-Type-Options: nosniff`. The key may come as "
+        "input as UTF-8). The content type is sniffed from the bytes ("
+        + ", ".join(SNIFFED)
+        + f", else {OCTETS}), with `X-Content-Type-Options: nosniff`. The key may come as "
         "`?access_token=` (for `<img src>`). 404, saying why, for anything else: no such job, "
         "inputs not kept, index out of range, an input that names data elsewhere (a URL, a path)."
     ),
     response_class=Response,
     responses={
         200: {"description": "The input's bytes.", "content": {t: {} for t in (*SNIFFED, OCTETS)}},
-        404: {"model": ErrorBody, "description": "No such job, or no such kept input (the reason says which)."},
+        404: {
+            "model": ErrorBody,
+            "description": "No such job, or no such kept input (the reason says which).",
+        },
         503: {"model": ErrorBody, "description": "Redis is unavailable."},
     },
 )
@@ -88,7 +91,9 @@ async def job_input(
     if data is None:
         if not exists:
             raise NotFound(f"the inputs of job {shown(job_id)} are no longer kept (expired)")
-        raise NotFound(f"input {index} of job {shown(job_id)} is not kept: it names data elsewhere (a URL or a path)")
+        raise NotFound(
+            f"input {index} of job {shown(job_id)} is not kept: it names data elsewhere (a URL or a path)"
+        )
     return Response(
         data,
         media_type=sniff(data),

@@ -24,9 +24,10 @@ MAX_LIMIT = 200
 LOOK_FACTOR = 4  # a page looks at up to this many index members per row asked (expired ones are dropped)
 
 
-
 def _summary(row: list[Any]) -> JobSummary:
-    job_id, pipeline, status, done, total, created, completed, metadata = (codecs.text_or_none(v) for v in row)
+    job_id, pipeline, status, done, total, created, completed, metadata = (
+        codecs.text_or_none(v) for v in row
+    )
     meta = None
     if metadata:
         try:
@@ -63,9 +64,7 @@ async def list_jobs(
     client: RedisDep,
     settings: SettingsDep,
     status: Annotated[JobStatus | None, Query(description="Only jobs in this status.")] = None,
-    pipeline: Annotated[
-        str | None, Query(max_length=200, description="Only jobs of this pipeline.")
-    ] = None,
+    pipeline: Annotated[str | None, Query(max_length=200, description="Only jobs of this pipeline.")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Most jobs in the answer.")] = 50,
     cursor: Annotated[
         str | None,
@@ -76,8 +75,15 @@ async def list_jobs(
     key = keys.job_index(caller_of(request), pipeline, status.value if status else None)
     oldest = job_index.oldest_possible_ms(now_ms(), settings.job_ttl_s, OPEN_JOB_GRACE_S)
     page = await job_reads.job_page(
-        index_key=key, member=member, score=score, limit=limit, look_at=limit * LOOK_FACTOR + 50,
-        status=status, oldest_ms=oldest,
-    ).run_async(client)  # fmt: skip
-    next_cursor = None if page.next_member is None else job_index.encode_cursor(page.next_member, page.next_score)
+        index_key=key,
+        member=member,
+        score=score,
+        limit=limit,
+        look_at=limit * LOOK_FACTOR + 50,
+        status=status,
+        oldest_ms=oldest,
+    ).run_async(client)
+    next_cursor = (
+        None if page.next_member is None else job_index.encode_cursor(page.next_member, page.next_score)
+    )
     return JobList(jobs=[_summary(row) for row in page.rows], next_cursor=next_cursor)

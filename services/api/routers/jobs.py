@@ -8,13 +8,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Response
 from starlette.exceptions import HTTPException
 
+from services.api.cancel import Canceled, cancel
 from services.api.deps import OwnedJobId, RedisDep, SettingsDep, WaitersDep
 from services.api.redis_memory import read_keys
+from services.api.replication import unconfirmed
 from services.api.routers.webhooks import with_delivery_state
 from services.api.schemas import ErrorBody
 from services.api.views import job_response
-from services.api.cancel import Canceled, cancel
-from services.api.replication import unconfirmed
 from shared import keys
 from shared.errors import NotFound, shown
 from shared.job_record import job_view_from_redis
@@ -50,7 +50,9 @@ async def get_job(
     job_id: OwnedJobId,
     wait_s: Annotated[
         float,
-        Query(ge=0, le=3600, description="Wait up to this many seconds for the job to end (0: answer at once)."),
+        Query(
+            ge=0, le=3600, description="Wait up to this many seconds for the job to end (0: answer at once)."
+        ),
     ] = 0,
 ) -> Response:
     wait_s = min(wait_s, settings.max_wait_s)

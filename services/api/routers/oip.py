@@ -82,7 +82,11 @@ async def _ready(client: Any, settings: Any, streams: list[str]) -> bool:
 
 
 @router.get(
-    "", response_model=oip_models.ServerMetadata, summary="Server metadata", dependencies=KEYED, responses=_ERRORS
+    "",
+    response_model=oip_models.ServerMetadata,
+    summary="Server metadata",
+    dependencies=KEYED,
+    responses=_ERRORS,
 )
 async def server_metadata(request: Request) -> oip_models.ServerMetadata:
     extensions = ["binary_tensor_data"]
@@ -107,19 +111,25 @@ async def server_ready(client: RedisDep, config: ConfigDep, settings: SettingsDe
 
 
 @router.get(
-    "/models/{name}", response_model=oip_models.ModelMetadata, summary="Model metadata", dependencies=KEYED,
+    "/models/{name}",
+    response_model=oip_models.ModelMetadata,
+    summary="Model metadata",
+    dependencies=KEYED,
     description="The pipeline's input and output tensors (docs/protocols.md: how results become tensors).",
     responses=_ERRORS,
-)  # fmt: skip
+)
 async def model_metadata(model: ModelDep) -> oip_models.ModelMetadata:
     return oip_models.metadata(model)
 
 
 @router.get(
-    "/models/{name}/ready", response_model=ModelReady, summary="Model ready", dependencies=KEYED,
+    "/models/{name}/ready",
+    response_model=ModelReady,
+    summary="Model ready",
+    dependencies=KEYED,
     description="200 when every stream of the pipeline is served by a live worker, else 503.",
     responses={**_ERRORS, 503: {"model": ModelReady, "description": "Not ready."}},
-)  # fmt: skip
+)
 async def model_ready(model: ModelDep, client: RedisDep, settings: SettingsDep) -> JSONResponse:
     ready = await _ready(client, settings, [model.stream_name(s) for s in model.stages])
     body = ModelReady(name=model.name, ready=ready).model_dump()

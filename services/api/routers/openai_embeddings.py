@@ -4,9 +4,9 @@ job's texts, answered when it ends (services/api/sync_jobs.py). Errors in OpenAI
 
 from __future__ import annotations
 
-import orjson
 from typing import Annotated
 
+import orjson
 from fastapi import APIRouter, Body, Request, Response
 
 from services.api.deps import ConfigDep, RedisDep, SettingsDep, WaitersDep
@@ -40,7 +40,7 @@ _ERRORS = {
         "OpenAI's embeddings API on a text pipeline: `model` is the pipeline's name or its model's "
         "public name (`all-MiniLM-L6-v2`). The texts run as one job of the pipeline, batched with "
         "everyone else's, and the answer comes when it ends; `usage` counts the tokens the model saw "
-        "(docs/protocols.md). Errors come in OpenAI's shape, `{\"error\": {message, type, param, code}}`."
+        '(docs/protocols.md). Errors come in OpenAI\'s shape, `{"error": {message, type, param, code}}`.'
     ),
     responses=_ERRORS,
 )

@@ -26,9 +26,14 @@ def describe_pipeline(pipeline: PipelineSpec, config: PipelinesConfig, settings:
         )
         stages.append(
             StageInfo(
-                name=stage.name, kind=stage.kind, needs=stage.needs, fn=stage.fn, model=stage.model,
-                batching=batching, batching_by_device=by_device,
-            )  # fmt: skip
+                name=stage.name,
+                kind=stage.kind,
+                needs=stage.needs,
+                fn=stage.fn,
+                model=stage.model,
+                batching=batching,
+                batching_by_device=by_device,
+            )
         )
     return PipelineInfo(
         name=pipeline.name,

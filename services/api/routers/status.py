@@ -25,5 +25,7 @@ router = APIRouter(prefix="/v1", tags=["health"])
     ),
     responses={503: {"model": ErrorBody, "description": "Redis is unavailable."}},
 )
-async def get_status(request: Request, client: RedisDep, config: ConfigDep, settings: SettingsDep) -> SystemStatus:
+async def get_status(
+    request: Request, client: RedisDep, config: ConfigDep, settings: SettingsDep
+) -> SystemStatus:
     return await read_status(client, config, settings.worker_ttl_ms, request.app.state.status_sampler)

@@ -96,6 +96,8 @@ async def redeliver(
     if reply.outcome == webhook_scripts.Redelivery.gone:
         raise Conflict(f"job {shown(job_id)}: its webhook delivery {delivery} is gone (expired)")
     if reply.outcome == webhook_scripts.Redelivery.in_flight:
-        raise Conflict(f"job {shown(job_id)}: its webhook delivery {delivery} is still in flight ({reply.state})")
+        raise Conflict(
+            f"job {shown(job_id)}: its webhook delivery {delivery} is still in flight ({reply.state})"
+        )
     log.info("job=%s webhook %s redelivery requested (round %s)", job_id, delivery, reply.round)
     return (await with_delivery_state(client, view, deliveries)).webhook  # type: ignore[return-value]
