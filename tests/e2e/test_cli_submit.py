@@ -10,6 +10,7 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
+import psutil
 import pytest
 
 import dlpipe
@@ -154,6 +155,22 @@ def test_bad_arguments_exit_2(stack: Stack, tmp_path: Path) -> None:
     assert metadata.returncode == 2 and "JSON object" in metadata.stderr
 
 
+def model_workers(stack: Stack) -> list[psutil.Process]:
+    """The stack's model worker processes (`dlpipe worker model` and its replicas)."""
+    found = []
+    for child in psutil.Process(stack.proc.pid).children(recursive=True):
+        if "worker" in (cmd := child.cmdline()) and "model" in cmd:
+            found += [child, *child.children(recursive=True)]
+    assert found, "no model worker under dlpipe up"
+    return found
+
+
+def pause(processes: list[psutil.Process]) -> list[psutil.Process]:
+    for process in processes:
+        process.suspend()
+    return processes
+
+
 def test_ctrl_c_leaves_a_valid_file_and_says_how_to_resume(stack: Stack, tmp_path: Path) -> None:
     names = photo_folder(tmp_path / "photos")
     out = tmp_path / "results.jsonl"
@@ -177,6 +194,7 @@ def test_ctrl_c_leaves_a_valid_file_and_says_how_to_resume(stack: Stack, tmp_pat
         stderr=subprocess.PIPE,
         text=True,
     )
+    paused: list[psutil.Process] = []
     try:
         wait_until(
             lambda: out.exists() and out.read_bytes().count(b"\n") >= 2,
@@ -184,9 +202,13 @@ def test_ctrl_c_leaves_a_valid_file_and_says_how_to_resume(stack: Stack, tmp_pat
             what="a few results",
             interval_s=0.005,
         )
+        # The model worker paused, so the run cannot finish before the Ctrl-C reaches it.
+        paused = pause(model_workers(stack))
         proc.send_signal(signal.SIGINT)
         _, stderr = proc.communicate(timeout=60)
     finally:
+        for worker in paused:
+            worker.resume()
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130, stderr
