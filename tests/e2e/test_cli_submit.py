@@ -205,6 +205,10 @@ def test_ctrl_c_leaves_a_valid_file_and_says_how_to_resume(stack: Stack, tmp_pat
         # The model worker paused, so the run cannot finish before the Ctrl-C reaches it.
         paused = pause(model_workers(stack))
         proc.send_signal(signal.SIGINT)
+        # The Ctrl-C given, let the job in flight end: with it stuck, the CLI took over 60 s to exit.
+        for worker in paused:
+            worker.resume()
+        paused = []
         _, stderr = proc.communicate(timeout=60)
     finally:
         for worker in paused:
