@@ -19,6 +19,7 @@ written anything.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -141,13 +142,17 @@ OUT_OF_MEMORY_DETAIL = (
 
 # Refusals of a Redis in a failover (a primary just demoted to replica: READONLY; a replica
 # whose primary is gone: MASTERDOWN; min-replicas-to-write unmet: NOREPLICAS): the next try
-# finds the new primary (shared/redis_conn.py), so they are a 503 to retry, not a bug.
+# finds the new primary (shared/redis_conn.py), so they are a 503 to retry, not a bug. A command
+# says the code first (`READONLY You can't write ...`); a script's refused redis.call() comes
+# wrapped, the code after a `-` (`Error running script (call to f_...): @user_script:18:
+# @user_script: 18: -READONLY You can't write ...`, Redis 7.0 and 6.2).
 FAILING_OVER = ("READONLY", "MASTERDOWN", "NOREPLICAS", "TRYAGAIN", "LOADING")
 FAILING_OVER_DETAIL = "Redis is failing over (the primary changed): retry after Retry-After"
+_FAILING_OVER_CODE = re.compile(rf"(?:^|: -)(?:{'|'.join(FAILING_OVER)})\b")
 
 
 def is_failing_over(exc: Exception) -> bool:
-    return isinstance(exc, ReadOnlyError) or str(exc).lstrip().upper().startswith(FAILING_OVER)
+    return isinstance(exc, ReadOnlyError) or bool(_FAILING_OVER_CODE.search(str(exc).lstrip()))
 
 
 async def _redis_refused(request: Request, exc: Exception) -> JSONResponse:

@@ -22,6 +22,17 @@ JOBS = 300
 KILL_AFTER = 100
 
 
+def api_errors(log_text: str, last: int = 2) -> list[str]:
+    """The API's last ERROR lines, each with the traceback logged under it."""
+    found: list[list[str]] = []
+    for line in log_text.splitlines():
+        if " api[" in line and " ERROR " in line:
+            found.append([line])
+        elif found and line[:4] != found[-1][0][:4]:  # not a new log record (dated): the traceback
+            found[-1].append(line)
+    return ["\n".join(lines[:1] + lines[1:][-11:]) for lines in found[-last:]]
+
+
 def test_no_accepted_job_is_lost_in_a_sentinel_failover_with_wait(tmp_path: Path) -> None:
     topo = start_topology(tmp_path / "redis")
     try:
@@ -30,7 +41,7 @@ def test_no_accepted_job_is_lost_in_a_sentinel_failover_with_wait(tmp_path: Path
             result = run_failover(stack.base_url, topo, JOBS, KILL_AFTER)
             assert stack.proc.poll() is None, "dlpipe up died"
             restarts = stack.log().count("; restarting in ")
-            errors = [line for line in stack.log().splitlines() if " api[" in line and "ERROR" in line][-4:]
+            errors = api_errors(stack.log())
         finally:
             stop_stack(stack)
     finally:
