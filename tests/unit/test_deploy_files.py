@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import shutil
@@ -159,8 +160,25 @@ def test_gpu_image_keeps_the_base_images_torch() -> None:
     pinned = re.search(r"^torch==(\S+)$", (REPO / "constraints.txt").read_text(), re.MULTILINE)
     assert pinned and base.group(1).startswith(pinned.group(1) + "-"), "base image torch == constraints pin"
     assert "--system-site-packages" in text, "the venv sees the base image's torch"
-    installs = [c for c in _run_commands(dockerfile) if "pip install" in c and NODEPS.name not in c]
-    assert installs and all("[worker]" in c and "/tmp/constraints.txt" in c for c in installs)
+    commands = _run_commands(dockerfile)
+    installs = [c for c in commands if "pip install" in c and NODEPS.name not in c]
+    requirements, project = installs  # the requirements (a layer of their own), then the code
+    assert "-c /tmp/constraints.txt -r /tmp/requirements.txt" in requirements
+    assert project.endswith("--no-deps .")
+    (listed,) = [c for c in commands if c.endswith("> /tmp/requirements.txt")]
+    assert '["dependencies"]' in listed and '["optional-dependencies"]["worker"]' in listed
+
+
+def test_images_install_their_requirements_before_copying_the_code() -> None:
+    """A change to the code must not rebuild the dependencies' layer (torch: ~1.8 GB)."""
+    for dockerfile in DOCKERFILES:
+        text = dockerfile.read_text()
+        first_code = min(
+            text.index(f"COPY {package}/") for package in ("shared", "services", "workers", "dlpipe")
+        )
+        assert text.index("-r /tmp/requirements.txt") < first_code < text.index("--no-deps ."), (
+            dockerfile.name
+        )
 
 
 def test_the_no_deps_wheels_are_pinned_and_installed_by_the_makefile_and_the_gpu_image() -> None:
@@ -180,6 +198,32 @@ def test_the_no_deps_wheels_are_pinned_and_installed_by_the_makefile_and_the_gpu
     assert recipe.index("-e '.[") < recipe.index("--no-deps -r requirements-nodeps.txt")
 
 
+def _module_level_imports(path: Path) -> set[str]:
+    """The top-level names a module imports outside any function (what loading it needs)."""
+    tree = ast.parse(path.read_text())
+    names: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_images_copy_every_package_their_code_imports() -> None:
+    """What the images COPY is closed under module-level imports among the project's packages (an
+    image without dlpipe/, the Python client services.cli imports, did not start)."""
+    first_party = {p.name for p in REPO.iterdir() if (p / "__init__.py").is_file()}
+    for dockerfile in DOCKERFILES:
+        copied = set(re.findall(r"^COPY (\w+)/ \1/$", dockerfile.read_text(), re.MULTILINE))
+        assert copied and copied <= first_party, dockerfile.name
+        needed = set()
+        for package in copied:
+            for module in (REPO / package).rglob("*.py"):
+                needed |= _module_level_imports(module) & first_party
+        assert needed <= copied, f"{dockerfile.name} lacks {sorted(needed - copied)}"
+
+
 def test_images_run_as_non_root() -> None:
     for dockerfile in DOCKERFILES:
         users = re.findall(r"^USER (\S+)$", dockerfile.read_text(), re.MULTILINE)
@@ -190,7 +234,10 @@ def test_dockerignore_keeps_the_context_small() -> None:
     lines = (REPO / ".dockerignore").read_text().splitlines()
     ignored = {line.strip() for line in lines if line.strip() and not line.startswith("#")}
     assert {".venv", ".git", "tests", ".dlpipe"} <= ignored
-    assert not {"README.md", "pyproject.toml", "constraints.txt", "shared", "services", "workers"} & ignored
+    assert (
+        not {"README.md", "pyproject.toml", "constraints.txt", "shared", "services", "workers", "dlpipe"}
+        & ignored
+    )
 
 
 def _hadolint() -> str | None:
