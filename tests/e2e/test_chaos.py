@@ -35,6 +35,8 @@ import statistics
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -163,15 +165,16 @@ def run_chaos(stack: Stack, receiver: Receiver, started: float) -> None:
             t_kill = time.monotonic()
             kill.at_ms = int(time.time() * 1000)
             os.kill(pid, signal.SIGKILL)
-            wait_until(
-                lambda: set(live_workers(client, kind, WORKER_TTL_MS).values()) - before - {pid},
-                60,
-                f"a new {kind} worker after killing the {what}",
-                interval_s=0.02,
-            )
-            kill.replaced_s = time.monotonic() - t_kill
-            at_live = counter(kind)
-            wait_until(lambda: counter(kind) > at_live, 60, f"{kind} progress after the kill", 0.02)
+            with stalled(stack, client, f"kill {k + 1} ({what}, pid {pid})"):
+                wait_until(
+                    lambda: set(live_workers(client, kind, WORKER_TTL_MS).values()) - before - {pid},
+                    60,
+                    f"a new {kind} worker after killing the {what}",
+                    interval_s=0.02,
+                )
+                kill.replaced_s = time.monotonic() - t_kill
+                at_live = counter(kind)
+                wait_until(lambda: counter(kind) > at_live, 60, f"{kind} progress after the kill", 0.02)
             kill.resumed_s = time.monotonic() - t_kill
             kills.append(kill)
             log.warning(
@@ -244,6 +247,21 @@ def run_chaos(stack: Stack, receiver: Receiver, started: float) -> None:
     assert verdict.redelivered_posts <= concurrency * len(notifier_kills), summary
     assert len(receiver.torn) <= concurrency * len(notifier_kills), summary  # one per sending thread
     assert never == 0 and all(t < REDELIVER_MAX_S for k in notifier_kills for t in k.redeliver_s), summary
+
+
+@contextmanager
+def stalled(stack: Stack, client: redis.Redis, when: str) -> Iterator[None]:
+    """A wait that times out says where the work stands: the streams, the workers, the log's errors."""
+    try:
+        yield
+    except AssertionError as exc:
+        left = {stream: n for stream, n in unfinished_entries(client).items() if n}
+        workers = {kind: len(live_workers(client, kind, WORKER_TTL_MS)) for kind in ("preprocess", "model")}
+        noted = [line for line in stack.log().splitlines() if " ERROR " in line or " WARNING " in line]
+        raise AssertionError(
+            f"{when}: {exc}; unfinished entries {left}; live workers {workers}; the log's last "
+            f"warnings and errors: {noted[-8:]}"
+        ) from exc
 
 
 def delivery_states(client: redis.Redis, job_ids: list[str]) -> set[str]:
