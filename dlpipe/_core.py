@@ -19,6 +19,7 @@ from urllib.parse import quote
 import httpx
 
 from dlpipe._errors import error_from_response
+from shared.backoff import exponential_s, jittered
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 URL_ENV = "DLPIPE_URL"
@@ -75,8 +76,7 @@ class RetryPolicy:
     max_backoff_s: float = 30.0
 
     def backoff(self, attempt: int) -> float:
-        ceiling = min(self.max_backoff_s, self.backoff_s * (2**attempt))
-        return ceiling * (0.5 + random.random() / 2)  # noqa: S311 - jitter, not a secret
+        return jittered(exponential_s(attempt, self.backoff_s, self.max_backoff_s))
 
     def after_response(self, call: Call, response: httpx.Response, attempt: int) -> float | None:
         """Seconds to wait before sending `call` again, or None: this answer is the answer."""

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from services.children import Child, Supervisor
+from shared.children import Child, Supervisor
 from shared.embedded_redis import find_redis_server, free_port, redis_command, wait_for_redis
 
 log = logging.getLogger(__name__)

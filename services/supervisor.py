@@ -15,7 +15,7 @@ Each child runs in its own session, so a Ctrl-C in the terminal reaches only the
 (which then stops the children in order), and on Linux each child is sent SIGTERM if the
 supervisor itself dies (PR_SET_PDEATHSIG): a killed `dlpipe up` leaves no orphans behind.
 
-This module is `up()` and what it runs; services/children.py starts, restarts and stops the
+This module is `up()` and what it runs; shared/children.py starts, restarts and stops the
 processes (Child, Supervisor), services/embedded.py starts the embedded Redis.
 """
 
@@ -33,9 +33,9 @@ from typing import IO
 
 import redis
 
-from services.children import BACKOFF_BASE_S, DEFAULT_GRACE_S, Child, Supervisor
 from services.embedded import REDIS_GRACE_S, EmbeddedRedis, lock_data_dir, start_embedded_redis
 from shared import redis_conn
+from shared.children import BACKOFF_BASE_S, DEFAULT_GRACE_S, Child, Supervisor
 from shared.redis_checks import check_redis
 from shared.redis_conn import redact_url
 from shared.settings import Settings

@@ -1,11 +1,13 @@
-"""The processes `dlpipe up` supervises: start them, reap the ones that exit, restart those
-with a backoff, stop them all with a grace period.
+"""Supervised processes: start them, reap the ones that exit, restart those with a backoff, stop
+them all with a grace period. The one supervisor: `dlpipe up` runs its processes with it
+(services/supervisor.py, services/embedded.py), and so do the worker kinds that run as several
+processes (workers/pool.py).
 
 A child that exits is restarted after a backoff (1 s doubling to 30 s; reset once it has
 stayed up a while). Stopping sends every child SIGTERM (warm shutdown) and waits up to a
 grace period, then SIGKILLs what is left of each child's process group.
 
-Each child runs in its own session, so a Ctrl-C in the terminal reaches only the supervisor,
+Each child runs in its own session (unless Child.own_session is False), so a Ctrl-C in the terminal reaches only the supervisor,
 and on Linux each child is sent SIGTERM if the supervisor itself dies (PR_SET_PDEATHSIG).
 An exited child is left unreaped until its process group has been killed, so neither its pid
 nor its group id can be reused in between.
@@ -26,6 +28,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import IO
 
+from shared.backoff import exponential_s
+
 log = logging.getLogger(__name__)
 
 BACKOFF_BASE_S = 1.0  # first restart after this long
@@ -39,7 +43,7 @@ def restart_delay(failures: int, base_s: float = BACKOFF_BASE_S, cap_s: float = 
     """Seconds to wait before restarting a child that has exited `failures` times in a row."""
     if failures <= 0:
         return 0.0
-    return min(cap_s, base_s * 2 ** min(failures - 1, 62))
+    return exponential_s(failures - 1, base_s, cap_s)
 
 
 def describe_exit(code: int) -> str:
@@ -77,6 +81,9 @@ class Child:
     name: str
     argv: list[str]
     env: dict[str, str] | None = None  # None: inherit the supervisor's environment
+    # In a session (and process group) of its own, so a terminal's Ctrl-C reaches the supervisor
+    # only; False: in the supervisor's group, so whoever kills that group kills the child too.
+    own_session: bool = True
     proc: subprocess.Popen | None = None
     started_at: float = 0.0
     failures: int = 0  # exits in a row, each within STABLE_AFTER_S of its start
@@ -99,20 +106,26 @@ def _exited(proc: subprocess.Popen) -> bool:
     return info is not None
 
 
-def _kill_group(pid: int) -> bool:
-    """SIGKILL what is left of a child's process group; True if something was there."""
+def _kill(child: Child) -> bool:
+    """SIGKILL a child: what is left of its process group when it leads one, else the process
+    itself; True if something was there."""
+    assert child.proc is not None
     try:
-        os.killpg(pid, signal.SIGKILL)
+        if child.own_session:
+            os.killpg(child.proc.pid, signal.SIGKILL)
+        else:
+            child.proc.kill()
     except (ProcessLookupError, PermissionError):
         return False
     return True
 
 
-def _reap(proc: subprocess.Popen) -> int:
+def _reap(child: Child) -> int:
     """Reap an exited child, first killing anything it left behind in its process group."""
-    if proc.returncode is None:
-        _kill_group(proc.pid)  # the leader is a zombie until wait(): its group id is still ours
-    return proc.wait()
+    assert child.proc is not None
+    if child.proc.returncode is None and child.own_session:
+        _kill(child)  # the leader is a zombie until wait(): its group id is still ours
+    return child.proc.wait()
 
 
 class Supervisor:
@@ -153,7 +166,7 @@ class Supervisor:
                 stdin=subprocess.DEVNULL,
                 stdout=self.stdout,
                 stderr=self.stderr,
-                start_new_session=True,  # Ctrl-C in a terminal reaches the supervisor only
+                start_new_session=child.own_session,
                 preexec_fn=_die_with_parent(),  # noqa: PLW1509 - the supervisor forks from one thread
             )
         except OSError as exc:
@@ -194,7 +207,7 @@ class Supervisor:
             if not _exited(child.proc):
                 continue
             pid = child.proc.pid
-            code = _reap(child.proc)
+            code = _reap(child)
             child.proc = None
             self._schedule_restart(child, f"(pid {pid}) exited unexpectedly, {describe_exit(code)},")
 
@@ -208,8 +221,10 @@ class Supervisor:
     def running(self) -> list[Child]:
         return [c for c in self.children if c.proc is not None and not _exited(c.proc)]
 
-    def stop(self, grace_s: float, force: threading.Event | None = None) -> None:
-        """SIGTERM every child, wait up to `grace_s` for all to exit, then SIGKILL the rest."""
+    def stop(self, grace_s: float, force: threading.Event | None = None) -> dict[str, int]:
+        """SIGTERM every child, wait up to `grace_s` (or until `force` is set) for all to exit,
+        then SIGKILL the rest. Returns each stopped child's exit status (negative: the signal)."""
+        codes: dict[str, int] = {}
         for child in self.children:
             child.restart_at = None
         alive = [c for c in self.children if c.proc is not None]
@@ -227,7 +242,7 @@ class Supervisor:
                 assert child.proc is not None
                 if _exited(child.proc):
                     pid = child.proc.pid
-                    code = _reap(child.proc)
+                    code = codes[child.name] = _reap(child)
                     log.info("%s pid=%d stopped, %s", child.name, pid, describe_exit(code))
                     child.proc = None
                     alive.remove(child)
@@ -240,19 +255,31 @@ class Supervisor:
                     log.warning(
                         "%s pid=%d still running after %.0fs: SIGKILL", child.name, child.proc.pid, grace_s
                     )
-                    _kill_group(child.proc.pid)
-                    child.proc.wait()
+                    _kill(child)
+                    codes[child.name] = child.proc.wait()
                     child.proc = None
                 break
             waiter = force if force is not None else threading.Event()
             waiter.wait(min(0.05, remaining))
+        return codes
 
-    def run(self, stop_event: threading.Event, grace_s: float = DEFAULT_GRACE_S) -> None:
-        """Start the children, supervise them until `stop_event` is set, then stop them."""
+    def signal_running(self, signum: int) -> None:
+        """Send `signum` to every child still running."""
+        for child in self.running():
+            assert child.proc is not None
+            try:
+                child.proc.send_signal(signum)
+            except ProcessLookupError:
+                pass
+
+    def run(self, stop_event: threading.Event, grace_s: float = DEFAULT_GRACE_S) -> dict[str, int]:
+        """Start the children, supervise them until `stop_event` is set, then stop them; returns
+        their exit statuses (Supervisor.stop)."""
         self.start()
         try:
             while not stop_event.is_set():
                 self.run_once()
                 stop_event.wait(self.next_wakeup_s())
         finally:
-            self.stop(grace_s)
+            codes = self.stop(grace_s)
+        return codes

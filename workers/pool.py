@@ -1,10 +1,14 @@
 """A worker kind run as several processes: `dlpipe worker preprocess` (its concurrency) and
 `dlpipe worker model` (its replicas on a CPU) each supervise N children,
-`python -m <module> --child ...`, and restart one that dies.
+`python -m <module> --child ...`, with the one supervisor (shared/children.py): one that dies is
+restarted with a backoff (1 s doubling to 30 s, reset once it has stayed up a while).
 
-The parent turns its first SIGTERM/SIGINT into one SIGTERM per child (warm shutdown for all;
-children ignore SIGINT, which a terminal sends to the whole group); a second signal makes
-everyone exit at once. A child whose parent is gone stops by itself (runtime.watch_parent).
+The children stay in the parent's process group, so whoever kills that group (`dlpipe up`, or
+Kubernetes) kills them too. The parent turns its first SIGTERM/SIGINT into one SIGTERM per child
+(warm shutdown for all; children ignore SIGINT, which a terminal sends to the whole group) and
+gives them DLPIPE_SHUTDOWN_GRACE_S to exit before it SIGKILLs them; a second signal makes everyone
+exit at once. A child whose parent is gone stops by itself (SIGTERM from PR_SET_PDEATHSIG, and
+runtime.watch_parent).
 """
 
 from __future__ import annotations
@@ -12,16 +16,14 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import subprocess
 import sys
 import threading
 
+from shared.children import Child, Supervisor, describe_exit
 from shared.settings import Settings
 from workers import runtime
 
 log = logging.getLogger(__name__)
-
-RESTART_DELAY_S = 1.0
 
 
 def child_env(settings: Settings) -> dict[str, str]:
@@ -41,33 +43,14 @@ def prepare_child(stop: threading.Event) -> None:
 def supervise(name: str, argv: list[str], count: int, settings: Settings) -> int:
     """Run `count` children `python ARGV` until SIGTERM/SIGINT; 0 if all exit cleanly."""
     stop = threading.Event()
-    children: list[subprocess.Popen[bytes]] = []
-
-    def start(slot: int) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen([sys.executable, *argv], env=child_env(settings))
-        log.info("started %s process %d (slot %d)", name, proc.pid, slot)
-        return proc
-
-    def kill_children_now() -> None:  # second signal: the children exit at once on theirs
-        for proc in children:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-
-    runtime.install_stop_signals(stop, on_second=kill_children_now)
-    children.extend(start(slot) for slot in range(count))
-    while not stop.wait(0.2):
-        for slot, proc in enumerate(children):
-            if proc.poll() is None:
-                continue
-            log.error("%s process %d exited with code %s; restarting it", name, proc.pid, proc.returncode)
-            if stop.wait(RESTART_DELAY_S):
-                break
-            children[slot] = start(slot)
-    log.info("stopping %d %s processes (warm shutdown)", len(children), name)
-    for proc in children:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    codes = [proc.wait() for proc in children]
-    log.info("%s processes exited: %s", name, codes)
+    env = child_env(settings)
+    children = [
+        Child(f"{name}-{slot}", [sys.executable, *argv], env, own_session=False) for slot in range(count)
+    ]
+    supervisor = Supervisor(children)
+    # second signal: the children exit at once on theirs (and this process with exit code 1)
+    runtime.install_stop_signals(stop, on_second=lambda: supervisor.signal_running(signal.SIGTERM))
+    codes = supervisor.run(stop, settings.shutdown_grace_s)
+    log.info("%s processes exited: %s", name, {child: describe_exit(code) for child, code in codes.items()})
     # -SIGTERM: a child still starting (its handler not yet installed) had nothing in hand.
-    return 0 if all(code in (0, -signal.SIGTERM) for code in codes) else 1
+    return 0 if all(code in (0, -signal.SIGTERM) for code in codes.values()) else 1

@@ -16,13 +16,13 @@ import socket
 import sys
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
 import redis
 
 from shared import redis_conn
+from shared.backoff import Backoff
 from shared.callables import check_callables, resolve
 from shared.pipeline_spec import PipelineConfigError, PipelinesConfig, StageSpec, load_pipelines
 from shared.settings import Settings
@@ -154,24 +154,6 @@ def configure_stage_modules(functions: dict[str, Callable[..., Any]], settings: 
         configure = getattr(sys.modules.get(module_name), "configure", None)
         if callable(configure):
             configure(settings)
-
-
-@dataclass
-class Backoff:
-    """Growing waits between retries: initial, doubled each time, capped."""
-
-    initial_s: float = 0.2
-    max_s: float = 10.0
-
-    def delays(self) -> Callable[[], float]:
-        current = self.initial_s
-
-        def next_delay() -> float:
-            nonlocal current
-            delay, current = current, min(current * 2, self.max_s)
-            return delay
-
-        return next_delay
 
 
 def run_loop(

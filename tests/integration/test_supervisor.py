@@ -24,9 +24,9 @@ import pytest
 import redis
 
 from services import cli
-from services.children import Child, Supervisor
 from services.supervisor import CHILD_COMMANDS
 from shared import heartbeat
+from shared.children import Child, Supervisor
 from shared.embedded_redis import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -70,7 +70,7 @@ class FakeClock:
 
 
 def test_child_that_dies_is_logged_and_restarted_with_backoff(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level("INFO", logger="services.children")
+    caplog.set_level("INFO", logger="shared.children")
     clock = FakeClock()
     dies = Child("dies", [PY, "-c", "import sys; sys.exit(3)"])
     stays = Child("stays", LOOP)
@@ -136,8 +136,11 @@ def test_run_loop_restarts_until_stopped() -> None:
     assert pid_gone(steady_pid)
 
 
-def test_stop_kills_a_child_that_ignores_sigterm(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level("INFO", logger="services.children")
+@pytest.mark.parametrize("own_session", [True, False], ids=["own-session", "in-the-supervisors-group"])
+def test_stop_kills_a_child_that_ignores_sigterm(caplog: pytest.LogCaptureFixture, own_session: bool) -> None:
+    """Also a child in the supervisor's own process group (workers/pool.py's): its pid is no group
+    to kill, so the process itself is."""
+    caplog.set_level("INFO", logger="shared.children")
     stubborn = Child(
         "stubborn",
         _py(
@@ -149,14 +152,17 @@ def test_stop_kills_a_child_that_ignores_sigterm(caplog: pytest.LogCaptureFixtur
                 time.sleep(0.05)
             """
         ),
+        own_session=own_session,
     )
     sup = Supervisor([stubborn], stdout=subprocess.PIPE)
     sup.start()
     pid = stubborn.pid
     assert stubborn.proc.stdout.readline() == b"ready\n"  # its SIGTERM handler is in place
+    assert (os.getpgid(pid) == pid) is own_session
     started = time.monotonic()
-    sup.stop(grace_s=0.5)
+    codes = sup.stop(grace_s=0.5)
     assert 0.5 <= time.monotonic() - started < 10
+    assert codes == {"stubborn": -signal.SIGKILL}
     assert pid_gone(pid)
     assert f"stubborn pid={pid} still running after" in caplog.text
 

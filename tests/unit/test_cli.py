@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from services import children, cli, supervisor
-from services.children import restart_delay
+from services import cli, supervisor
 from services.supervisor import CHILD_COMMANDS
+from shared import children
+from shared.children import restart_delay
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from shared import keys
+from shared.backoff import Backoff
 from shared.messages import JobStatus
 from shared.pipeline_spec import parse_pipelines
 from shared.settings import Settings
@@ -240,7 +241,7 @@ def test_a_batch_that_keeps_raising_is_given_up_after_max_deliveries(client: Any
         model.run_once()
         cpu.run_once()
 
-    runtime.run_loop("test", step, stop, recover=model.recover, backoff=runtime.Backoff(0.001, 0.001))
+    runtime.run_loop("test", step, stop, recover=model.recover, backoff=Backoff(0.001, 0.001))
     assert len(steps) <= 50, "the batch was re-run forever"
     view = job_view(client, "p3")
     assert view.status == JobStatus.failed and view.progress.done == 2

@@ -13,6 +13,7 @@ import redis
 import torch
 
 from shared import codecs, keys
+from shared.backoff import Backoff
 from shared.messages import JobStatus
 from shared.pipeline_spec import parse_pipelines
 from shared.settings import Settings
@@ -318,7 +319,7 @@ def test_run_loop_survives_errors_and_recovers_before_the_next_step() -> None:
         step,
         stop,
         recover=lambda: recovered.append(len(steps)),
-        backoff=runtime.Backoff(initial_s=0.001, max_s=0.002),
+        backoff=Backoff(initial_s=0.001, max_s=0.002),
     )
     assert len(steps) == 4
     assert recovered == [0, 1, 2]  # at the start, then after each failed step

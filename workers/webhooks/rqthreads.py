@@ -34,9 +34,9 @@ from rq.worker import SimpleWorker
 
 from shared import keys
 from shared import webhooks as state
+from shared.backoff import Backoff
 from shared.heartbeat import is_live
 from shared.messages import now_ms
-from workers.runtime import Backoff
 from workers.webhooks.attempt import FUNCTION, DeliveryDead, due_at
 
 log = logging.getLogger("workers.webhooks")
