@@ -1,4 +1,4 @@
-"""Starting model workers: `dlpipe worker model` (serve) and `python -m workers.model_worker`
+"""Starting model workers: `dlpipe worker model` (serve) and `python -m workers.model_main`
 (one process, main).
 
 With DLPIPE_MODEL_REPLICAS above 1 (the default on a CPU with several cores: shared/cores.py),

@@ -27,7 +27,6 @@ processes (benchmarks, metrics) can read them; this process also logs them every
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 import time
 from collections import defaultdict
@@ -256,9 +255,3 @@ class ModelWorker:
             self.store.redis, keys.MODEL_GROUP, self.consumer, [keys.stream(s) for s in self.all_streams]
         )
         log.info("consumer=%s stopped", self.consumer)
-
-
-if __name__ == "__main__":  # `python -m workers.model_worker`: one model worker process
-    from workers.model_main import cli
-
-    sys.exit(cli())

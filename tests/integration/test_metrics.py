@@ -72,7 +72,7 @@ def test_metrics_show_a_run_of_real_worker_processes(
         assert canceled.status_code == 200, canceled.text
 
         procs.start(settings, "workers.preprocess", "--concurrency", "2")
-        procs.start(settings, "workers.model_worker", "--models", "summer,exploder")
+        procs.start(settings, "workers.model_main", "--models", "summer,exploder")
         procs.start(settings, "workers.notifier")
         wait_until(
             lambda: is_final(redis_client, "x1") and is_final(redis_client, "x2"),

@@ -37,7 +37,7 @@ def test_the_sim_chain_batches_on_one_device_never_two_batches_at_once(
     )
     (tmp_path / "pipelines.yaml").write_text(yaml.safe_dump(doc))
     procs.start(settings, "workers.preprocess", "--concurrency", "2")
-    procs.start(settings, "workers.model_worker")
+    procs.start(settings, "workers.model_main")
     chain = load_pipelines(settings.pipelines_file).pipelines["sim-chain"]
     jpegs = fhd_jpegs()[:2]
     for i in range(JOBS):

@@ -429,7 +429,7 @@ def test_worker_healthcheck_reads_heartbeats(
 
 # --- the real `dlpipe up` (needs the API and the workers) ----------------------------------
 
-REAL_MODULES = ("services.api.server", "workers.preprocess", "workers.model_worker", "workers.notifier")
+REAL_MODULES = ("services.api.server", "workers.preprocess", "workers.model_main", "workers.notifier")
 
 
 def _missing_modules() -> list[str]:

@@ -293,7 +293,7 @@ def test_worker_processes_run_a_job_and_deliver_its_webhook(
 ) -> None:
     settings = make_settings(redis_url, tmp_path, pipelines())
     pre = procs.start(settings, "workers.preprocess", "--concurrency", "2")
-    model = procs.start(settings, "workers.model_worker", "--models", "summer")
+    model = procs.start(settings, "workers.model_main", "--models", "summer")
     notifier = procs.start(settings, "workers.notifier")
 
     def kinds() -> list[bytes]:
@@ -349,7 +349,7 @@ def test_sigterm_lets_a_worker_finish_its_batch_and_exit_cleanly(
     else:
         doc = pipelines("SlowSumModel", model_params={"seconds": 2.0})
         stream, group, done_stream = "model.summer", keys.MODEL_GROUP, "cpu.sums.post"
-        module, args = "workers.model_worker", ()
+        module, args = "workers.model_main", ()
     settings = make_settings(redis_url, tmp_path, doc)
     config = load_pipelines(settings.pipelines_file)
     store = Store(redis_client, config, settings.job_ttl_s)
@@ -378,7 +378,7 @@ def test_a_second_signal_exits_at_once(
     cpu = PreprocessWorker(Store(redis_client, config, settings.job_ttl_s), settings, "cpu-t")
     cpu.recover()
     cpu.run_once(block_ms=1)
-    proc = procs.start(settings, "workers.model_worker")
+    proc = procs.start(settings, "workers.model_main")
     wait_for(
         lambda: pending(redis_client, "model.summer", keys.MODEL_GROUP) == 1,
         60,
