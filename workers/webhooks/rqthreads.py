@@ -11,6 +11,10 @@ attempt's own deadline (no SIGALRM outside the main thread) and whose blocking d
 every second to see a stop. rq's scheduler, which moves retries whose delay has passed (rq
 `Retry` intervals) back to the queue, runs as one more thread instead of the forked process
 rq would start.
+
+ThreadWorker overrides methods of rq's SimpleWorker, some private, and reads its private stop
+flag: rq is pinned (constraints.txt), and tests/unit/test_rq_seam.py fails on an rq whose methods
+moved or changed shape.
 """
 
 from __future__ import annotations
