@@ -39,7 +39,6 @@ from shared.codecs import CodecError
 from shared.settings import Settings
 from workers import runtime
 from workers.fusion import Fusion
-from workers.heartbeat import Heartbeat
 from workers.inference import (
     ModelStats,
     Prepared,
@@ -54,8 +53,8 @@ from workers.inference import (
 from workers.model_loop import Computed, run_overlapped
 from workers.model_queues import ModelQueues
 from workers.models.base import Model
-from workers.reclaim import Reclaimer
 from workers.scheduling import CostCurve, DeviceClock, Scheduler
+from workers.stage_worker import StageWorker
 from workers.store import Entry, StageResult, Store
 
 log = logging.getLogger("workers.model_worker")  # not __main__ under `python -m`
@@ -63,8 +62,9 @@ log = logging.getLogger("workers.model_worker")  # not __main__ under `python -m
 PREPARE_EMA = 0.2  # weight of the last batch in the mean time a batch takes to prepare
 
 
-class ModelWorker:
+class ModelWorker(StageWorker):
     kind = "model"
+    group = keys.MODEL_GROUP
 
     def __init__(
         self,
@@ -75,26 +75,19 @@ class ModelWorker:
         device: torch.device | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.store = store
-        self.settings = settings
-        self.consumer = consumer
         self.models = models
         self.device = device or torch.device("cpu")
         self.clock = clock
         self.streams = store.config.model_streams(list(models))  # model -> stream name
         # Every model's streams, one per priority (keys.stage_streams): read, reclaimed, trimmed.
-        self.all_streams = [s for stream in self.streams.values() for s in keys.stage_streams(stream)]
-        self.batching = model_batching(store.config, list(self.streams), self.device)
-        self.reclaimer = Reclaimer(
-            store.redis,
-            keys.MODEL_GROUP,
+        super().__init__(
+            store,
+            settings,
             consumer,
-            [keys.stream(s) for s in self.all_streams],
-            settings.lease_ms,
-            settings.max_deliveries,
+            [s for stream in self.streams.values() for s in keys.stage_streams(stream)],
             clock,
-            trim_interval_s=settings.stream_trim_interval_s,
         )
+        self.batching = model_batching(store.config, list(self.streams), self.device)
         self.curves = {name: CostCurve() for name in self.streams}  # forward ms = a + b * n
         self.device_clock = DeviceClock(self.curves, clock)
         scheduler = None
@@ -203,16 +196,12 @@ class ModelWorker:
 
     # -- lifecycle --------------------------------------------------------------------
 
-    def setup(self) -> None:
-        self.store.ensure_groups(self.all_streams, keys.MODEL_GROUP)
-
     def recover(self) -> None:
         """Make the groups; queue every entry this consumer read but did not finish to be taken
         back, one per step (each a delivery more: one that keeps failing is given up)."""
-        self.setup()
         self.queues.clear()
         self.device_clock.reset()
-        self.reclaimer.adopt_own()
+        super().recover()
 
     def finish(self) -> None:
         """Warm shutdown: run the entries already read, so none stay pending for this consumer."""
@@ -227,31 +216,14 @@ class ModelWorker:
         """Every ~30 s, one line per model that ran: batches, mean batch size, duty cycle."""
         self.stats_log.maybe_log(self.stats, force)
 
-    def run(self, stop: threading.Event) -> None:
-        heartbeat = Heartbeat(
-            self.store.redis,
-            self.consumer,
-            self.kind,
-            self.all_streams,
-            self.settings.heartbeat_interval_ms,
-            self.settings.worker_ttl_ms,
-        )
-        with heartbeat:
-            log.info(
-                "consumer=%s serving models %s on %s", self.consumer, ", ".join(self.streams), self.device
-            )
-            if self.settings.model_overlap:
-                run_overlapped(self, stop)
-            else:
-                runtime.run_loop(f"model {self.consumer}", self.run_once, stop, recover=self.recover)
-            try:
-                self.finish()
-            except Exception:
-                log.exception(
-                    "consumer=%s could not finish its entries in hand; they stay pending", self.consumer
-                )
+    def serving(self) -> str:
+        return f"models {', '.join(self.streams)} on {self.device}"
+
+    def loop(self, stop: threading.Event) -> None:
+        if self.settings.model_overlap:
+            run_overlapped(self, stop)
+        else:
+            super().loop(stop)
+
+    def stopped(self) -> None:
         self.log_stats(force=True)
-        runtime.retire_consumer(
-            self.store.redis, keys.MODEL_GROUP, self.consumer, [keys.stream(s) for s in self.all_streams]
-        )
-        log.info("consumer=%s stopped", self.consumer)

@@ -20,10 +20,10 @@ from shared.logs import setup_logging
 from shared.priority import CPU_READ_COUNT
 from shared.settings import Settings
 from workers import pool, runtime
-from workers.heartbeat import Heartbeat
 from workers.intake import PriorityReader
 from workers.metrics import StageMetrics
-from workers.reclaim import Reclaimer, take_work
+from workers.reclaim import take_work
+from workers.stage_worker import StageWorker
 from workers.stagecall import call_stage
 from workers.store import Entry, StageResult, Store
 
@@ -32,8 +32,9 @@ log = logging.getLogger("workers.preprocess")  # not __main__ under `python -m`
 READ_COUNT = CPU_READ_COUNT  # entries per stage per step (all priorities): shared/priority.py
 
 
-class PreprocessWorker:
+class PreprocessWorker(StageWorker):
     kind = "preprocess"
+    group = keys.CPU_GROUP
 
     def __init__(
         self,
@@ -42,32 +43,16 @@ class PreprocessWorker:
         consumer: str,
         functions: dict[str, Callable[..., Any]] | None = None,
     ) -> None:
-        self.store = store
-        self.settings = settings
-        self.consumer = consumer
         stages = store.config.cpu_streams()
         self.intake = PriorityReader(store, keys.CPU_GROUP, consumer, stages, READ_COUNT)
         self.streams = self.intake.streams  # every stage's stream of every priority
+        super().__init__(store, settings, consumer, self.streams)
         self.functions = functions if functions is not None else runtime.resolve_stage_functions(store.config)
         runtime.configure_stage_modules(self.functions, settings)
-        self.reclaimer = Reclaimer(
-            store.redis,
-            keys.CPU_GROUP,
-            consumer,
-            [keys.stream(s) for s in self.streams],
-            settings.lease_ms,
-            settings.max_deliveries,
-            trim_interval_s=settings.stream_trim_interval_s,
-        )
         self.metrics = StageMetrics()  # sent with each step's results (GET /metrics)
 
-    def setup(self) -> None:
-        self.store.ensure_groups(self.streams, keys.CPU_GROUP)
-
-    def recover(self) -> None:
-        """Make the groups, and queue what this consumer read but did not finish to be taken back."""
-        self.setup()
-        self.reclaimer.adopt_own()
+    def serving(self) -> str:
+        return f"{len(self.streams)} CPU streams"
 
     def run_once(self, block_ms: int | None = None) -> int:
         """Run one entry taken back (own unfinished, or idle under a dead worker) alone, or
@@ -104,24 +89,6 @@ class PreprocessWorker:
         """One stage on one item: fn(*needs, **params); any failure fails only this item."""
         stage = self.store.stage_of(entry.item)
         return call_stage(self.functions[stage.fn or ""], stage, entry, values)
-
-    def run(self, stop: threading.Event) -> None:
-        """Steps until `stop`; the step in hand always finishes and is acknowledged."""
-        heartbeat = Heartbeat(
-            self.store.redis,
-            self.consumer,
-            self.kind,
-            self.streams,
-            self.settings.heartbeat_interval_ms,
-            self.settings.worker_ttl_ms,
-        )
-        with heartbeat:
-            log.info("consumer=%s serving %d CPU streams", self.consumer, len(self.streams))
-            runtime.run_loop(f"preprocess {self.consumer}", self.run_once, stop, recover=self.recover)
-        runtime.retire_consumer(
-            self.store.redis, keys.CPU_GROUP, self.consumer, [keys.stream(s) for s in self.streams]
-        )
-        log.info("consumer=%s stopped", self.consumer)
 
 
 def run_child(settings: Settings) -> int:
