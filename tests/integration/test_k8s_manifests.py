@@ -25,7 +25,7 @@ import kubernetes_validate.utils
 import pytest
 import yaml
 
-from services import cli, keda
+from services import cli, cli_args, keda
 from services.supervisor import CHILD_COMMANDS
 from shared import keys
 from shared.pipeline_spec import load_pipelines
@@ -212,7 +212,7 @@ def test_each_process_runs_its_supervisor_command_with_its_probes(
     built: dict[str, list[dict[str, Any]]], overlay: str
 ) -> None:
     docs = built[overlay]
-    parser = cli.build_parser()
+    parser = cli_args.build_parser()
     specs = pod_specs(docs)
     seen = set()
     for child, args in CHILD_COMMANDS.items():

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from services import cli, supervisor
+from services import cli, cli_args, supervisor
 from services.supervisor import CHILD_COMMANDS
 from shared import children
 from shared.children import restart_delay
@@ -84,7 +84,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _parse(*argv: str):
-    return cli.build_parser().parse_args(list(argv))
+    return cli_args.build_parser().parse_args(list(argv))
 
 
 # --- parsing -------------------------------------------------------------------------------
@@ -122,10 +122,10 @@ def test_bad_arguments_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str
 def test_flags_override_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DLPIPE_PORT", "9001")
     monkeypatch.setenv("DLPIPE_HOST", "0.0.0.0")
-    assert cli.settings_from_args(_parse("up")).port == 9001
-    settings = cli.settings_from_args(_parse("api", "--port", "9002"))
+    assert cli_args.settings_from_args(_parse("up")).port == 9001
+    settings = cli_args.settings_from_args(_parse("api", "--port", "9002"))
     assert (settings.port, settings.host) == (9002, "0.0.0.0")
-    settings = cli.settings_from_args(
+    settings = cli_args.settings_from_args(
         _parse("--log-level", "debug", "worker", "preprocess", "--concurrency", "4")
     )
     assert (settings.log_level, settings.preprocess_concurrency) == ("debug", 4)
@@ -281,7 +281,7 @@ def test_restart_delay_doubles_from_1s_to_a_30s_cap() -> None:
 
 
 def test_child_commands_are_dlpipe_subcommands() -> None:
-    parser = cli.build_parser()
+    parser = cli_args.build_parser()
     assert set(CHILD_COMMANDS) == {"api", "preprocess", "model", "notifier"}
     for args in CHILD_COMMANDS.values():
         parser.parse_args(list(args))  # each one parses

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from services import cli
+from services import cli_args
 from services.supervisor import CHILD_COMMANDS
 from shared.settings import Settings
 
@@ -64,7 +64,7 @@ def test_only_the_api_publishes_a_port(compose: dict[str, Any]) -> None:
 
 def test_every_service_runs_a_supervisor_command(compose: dict[str, Any]) -> None:
     """Each dlpipe service runs one of CHILD_COMMANDS (maybe with flags), and each child has a service."""
-    parser = cli.build_parser()
+    parser = cli_args.build_parser()
     used = set()
     for name, body in _dlpipe_services(compose).items():
         command = body["command"]
@@ -86,7 +86,7 @@ def test_dlpipe_services_use_compose_redis_and_restart(compose: dict[str, Any]) 
         assert body["restart"] == "unless-stopped", name
         assert body["depends_on"]["redis"]["condition"] == "service_healthy", name
         assert body["healthcheck"]["test"][:3] == ["CMD", "dlpipe", "healthcheck"], name
-        assert body["healthcheck"]["test"][3] in ("api", *cli.WORKER_KINDS), name
+        assert body["healthcheck"]["test"][3] in ("api", *cli_args.WORKER_KINDS), name
         assert "backend" in body["networks"], name
 
 
