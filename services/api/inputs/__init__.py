@@ -20,8 +20,9 @@ one output per video, `{"frames": {"0.500": <that frame's result>, ...}}`. Every
 counts toward the job's limit of inputs.
 
 The package: `common` (limits, parsed forms, `InputFormat`, shared checks), one module per
-input kind (`image`, `text`, `video`), `fields` (the job-level fields) and `parse` (whole
-requests, and the `INPUT_FORMATS` registry). The names other modules use are re-exported here.
+input kind (`image`, `text`, `video`), `fields` (the job-level fields), `parse` (JSON requests,
+the `INPUT_FORMATS` registry and the job assembled from parsed inputs), `form` (multipart
+requests), and the readers of raw bodies, `jsonbody` and `multipart`. The names other modules use are re-exported here.
 """
 
 from services.api.formats import MAX_URL_CHARS, MAX_WEBHOOK_CHARS
@@ -53,8 +54,9 @@ from services.api.inputs.fields import (
     check_webhook,
     check_webhook_events,
 )
+from services.api.inputs.form import parse_form
 from services.api.inputs.image import expand_path
-from services.api.inputs.parse import INPUT_FORMATS, input_format, parse_form, parse_json_body, parse_values
+from services.api.inputs.parse import INPUT_FORMATS, input_format, parse_json_body, parse_values
 from services.api.inputs.text import check_text
 
 __all__ = [

@@ -1,5 +1,6 @@
-"""A whole job request, JSON body or multipart form, into a `ParsedJob`: the input kinds'
-formats (`INPUT_FORMATS`), the count limits and the job-level fields."""
+"""A JSON job request (or another protocol's values) into a `ParsedJob`: the input kinds' formats
+(`INPUT_FORMATS`), the count limits, and the job assembled from its parsed inputs (`assemble_job`:
+items, groups, blobs, what `keep_inputs` keeps). A multipart form is services/api/inputs/form.py's."""
 
 from __future__ import annotations
 
@@ -10,17 +11,12 @@ from typing import Any
 
 import orjson
 from pydantic import BaseModel, ValidationError
-from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import FormData, UploadFile
 
 from services.api.errors import describe_validation_errors
 from services.api.input_models import ImageInput, TextInput, VideoInput, VideoOptions
 from services.api.inputs.common import (
     _JSON_FIELDS,
     KEEP_INPUTS_FIELD,
-    MAX_SOURCE_CHARS,
-    MULTIPART_FILES_FIELD,
-    MULTIPART_OPTIONS_FIELD,
     PRIORITY_FIELD,
     TIMEOUT_FIELD,
     WEBHOOK_EVENTS_FIELD,
@@ -37,12 +33,9 @@ from services.api.inputs.fields import (
     check_timeout,
     check_webhook,
     check_webhook_events,
-    timeout_from_text,
-    webhook_events_from_texts,
 )
 from services.api.inputs.image import _image_from_file, _image_from_json
 from services.api.inputs.jsonbody import gc_paused, load_json
-from services.api.inputs.multipart import form_digest
 from services.api.inputs.text import _text_from_file, _text_from_json
 from services.api.inputs.video import _video_from_json, _video_from_upload
 from shared.errors import InvalidRequest, cut
@@ -73,11 +66,17 @@ def input_format(kind: InputKind) -> InputFormat:
         ) from None
 
 
-def _check_count(count: int, field: str, limits: Limits) -> None:
+def check_count(count: int, field: str, limits: Limits) -> None:
     if count == 0:
         raise invalid(field, "must hold at least one input")
     if count > limits.max_inputs:
         raise invalid(field, f"{count} inputs, at most {limits.max_inputs} per job")
+
+
+def room_left(limits: Limits, taken: int, inputs_to_come: int) -> int:
+    """Items the next input may make: what the cap allows, less what is taken and what the inputs
+    still to come need (one item each, at least)."""
+    return limits.max_inputs - taken - inputs_to_come
 
 
 def parse_json_body(
@@ -95,7 +94,7 @@ def parse_json_body(
     raw_inputs = data.get("inputs")
     if not isinstance(raw_inputs, list):
         raise invalid("inputs", "required, a list of inputs")
-    _check_count(len(raw_inputs), "inputs", limits)
+    check_count(len(raw_inputs), "inputs", limits)
     webhook = check_webhook(data.get("webhook"), allow_private=limits.webhook_allow_private)
     events = check_webhook_events(data.get(WEBHOOK_EVENTS_FIELD), webhook)
     metadata = check_metadata(data.get("metadata"))
@@ -116,14 +115,13 @@ def parse_json_body(
         except ValidationError as exc:
             message, first = describe_validation_errors(exc.errors(), prefix=where)
             raise InvalidRequest(message, field=first) from None
-        # Room left: what the cap allows, less what is taken and what the inputs still to come need.
-        room = limits.max_inputs - taken - (len(raw_inputs) - index - 1)
+        room = room_left(limits, taken, len(raw_inputs) - index - 1)
         new = fmt.from_json(item, where, limits, room)
         taken += sum(p.count for p in new)
         parsed.extend(new)
-    _check_count(taken, "inputs", limits)
+    check_count(taken, "inputs", limits)
     job = replace(
-        _job(parsed, webhook, metadata),
+        assemble_job(parsed, webhook, metadata),
         webhook_events=events,
         timeout_s=timeout_s,
         keep_inputs=keep,
@@ -139,13 +137,13 @@ def parse_values(
     go the way one uploaded file does, a model (the input kind's `json_model`) the way one JSON
     input does; errors name `field[i]`. Synchronous: an input kind that probes its uploads (video)
     belongs in a thread."""
-    _check_count(len(values), field, limits)
+    check_count(len(values), field, limits)
     fmt = input_format(pipeline.input)
     parsed: list[ParsedInput] = []
     taken = 0
     for index, value in enumerate(values):
         where = f"{field}[{index}]"
-        room = limits.max_inputs - taken - (len(values) - index - 1)
+        room = room_left(limits, taken, len(values) - index - 1)
         if isinstance(value, bytes):
             if not fmt.takes_files:
                 raise invalid(where, f"pipeline {pipeline.name!r} takes no encoded files")
@@ -158,8 +156,8 @@ def parse_values(
             new = fmt.from_json(value, where, limits, room)
         taken += sum(p.count for p in new)
         parsed.extend(new)
-    _check_count(taken, field, limits)
-    return _job(parsed, None, None)
+    check_count(taken, field, limits)
+    return assemble_job(parsed, None, None)
 
 
 def _json_digest(data: dict[str, Any]) -> str:
@@ -168,7 +166,9 @@ def _json_digest(data: dict[str, Any]) -> str:
     return hashlib.sha256(b"json\0" + canonical).hexdigest()
 
 
-def _job(parsed: list[ParsedInput], webhook: str | None, metadata: dict[str, Any] | None) -> ParsedJob:
+def assemble_job(
+    parsed: list[ParsedInput], webhook: str | None, metadata: dict[str, Any] | None
+) -> ParsedJob:
     """The job's items: an input of several items becomes a group of them; blobs are listed once."""
     inputs: list[dict[str, Any]] = []
     groups: list[InputGroup] = []
@@ -216,127 +216,3 @@ def _original(p: ParsedInput, blob: int | None) -> bytes | int | None:
     if p.items is None and isinstance(p.value.get("text"), str):
         return p.value["text"].encode("utf-8", "surrogatepass")
     return None
-
-
-def _keep_from_text(text: str | None) -> bool | None:
-    if not text:
-        return None
-    if text in ("true", "1"):
-        return True
-    if text in ("false", "0"):
-        return False
-    raise invalid(KEEP_INPUTS_FIELD, "must be true or false")
-
-
-def _single_text(form: FormData, name: str) -> str | None:
-    values = form.getlist(name)
-    if len(values) > 1:
-        raise invalid(name, "given more than once")
-    if not values:
-        return None
-    if not isinstance(values[0], str):
-        raise invalid(name, "must be a text field, not a file")
-    return values[0]
-
-
-async def parse_form(
-    form: FormData, pipeline: PipelineSpec, limits: Limits, *, digest: bool = False
-) -> ParsedJob:
-    """A multipart job request: files in `files` (one per input), optional `webhook`,
-    `webhook_events`, `metadata`, `timeout_s`, `priority` and, for kinds that take them (video), `options`
-    (JSON text, for every file). An empty text field is the same as leaving it out
-    (`webhook_events` aside: it must name events)."""
-    fmt = input_format(pipeline.input)
-    if not fmt.takes_files:
-        raise invalid(MULTIPART_FILES_FIELD, f"pipeline {pipeline.name!r} takes JSON inputs only")
-    allowed = {
-        MULTIPART_FILES_FIELD,
-        "webhook",
-        WEBHOOK_EVENTS_FIELD,
-        "metadata",
-        TIMEOUT_FIELD,
-        KEEP_INPUTS_FIELD,
-        PRIORITY_FIELD,
-    }
-    if fmt.options_model is not None:
-        allowed.add(MULTIPART_OPTIONS_FIELD)
-    unknown = sorted({key for key in form.keys() if key not in allowed})
-    if unknown:
-        accepted = ", ".join(sorted(allowed))
-        raise invalid(cut(unknown[0]), f"unknown form field (accepted: {accepted})")
-    uploads = form.getlist(MULTIPART_FILES_FIELD)
-    _check_count(len(uploads), MULTIPART_FILES_FIELD, limits)
-    webhook = check_webhook(_single_text(form, "webhook"), allow_private=limits.webhook_allow_private)
-    event_texts = form.getlist(WEBHOOK_EVENTS_FIELD)
-    if any(not isinstance(t, str) for t in event_texts):
-        raise invalid(WEBHOOK_EVENTS_FIELD, "must be a text field, not a file")
-    events = webhook_events_from_texts([str(t) for t in event_texts], webhook)
-    metadata_text = _single_text(form, "metadata")
-    metadata = None
-    if metadata_text:
-        metadata = load_json(metadata_text, "metadata")
-        if not isinstance(metadata, dict):
-            raise invalid("metadata", "must be a JSON object")
-        metadata = check_metadata(metadata)
-    timeout_s = timeout_from_text(_single_text(form, TIMEOUT_FIELD), limits)
-    keep = _keep_from_text(_single_text(form, KEEP_INPUTS_FIELD))
-    priority = check_priority(_single_text(form, PRIORITY_FIELD))
-    options = _form_options(form, fmt)
-    parsed: list[ParsedInput] = []
-    file_digests: list[tuple[str, str | None, bytes]] = []
-    taken = 0
-    for index, upload in enumerate(uploads):
-        where = f"{MULTIPART_FILES_FIELD}[{index}]"
-        data, source = await _read_part(upload, where, limits)
-        room = limits.max_inputs - taken - (len(uploads) - index - 1)
-        # In a thread: probing a video (or decoding a large text) must not hold up the event loop.
-        one = await run_in_threadpool(fmt.upload, Upload(data, source, options), where, limits, room)
-        if digest:  # hashlib lets go of the GIL for large inputs
-            content = await run_in_threadpool(hashlib.sha256, data)
-            content = content.digest()
-            file_digests.append((MULTIPART_FILES_FIELD, source, content))
-        taken += one.count
-        parsed.append(one)
-    job = replace(
-        _job(parsed, webhook, metadata),
-        webhook_events=events,
-        timeout_s=timeout_s,
-        keep_inputs=keep,
-        priority=priority,
-    )
-    if not digest:
-        return job
-    texts = [(str(key), value) for key, value in form.multi_items() if isinstance(value, str)]
-    return replace(job, digest=form_digest(texts, file_digests))
-
-
-async def _read_part(upload: UploadFile | str, where: str, limits: Limits) -> tuple[bytes, str | None]:
-    """One part of `files`: its bytes (at most the input limit, not empty) and its file name."""
-    if not isinstance(upload, UploadFile):
-        raise invalid(where, "must be a file upload (filename and content), not a text field")
-    if upload.size is not None and upload.size > limits.max_input_bytes:
-        raise invalid(where, f"input is larger than {limits.max_input_bytes} bytes")
-    data = await upload.read(limits.max_input_bytes + 1)
-    source = upload.filename[:MAX_SOURCE_CHARS] if upload.filename else None
-    if len(data) > limits.max_input_bytes:
-        raise invalid(where, f"input is larger than {limits.max_input_bytes} bytes")
-    if not data:
-        raise invalid(where, "empty file")
-    return data, source
-
-
-def _form_options(form: FormData, fmt: InputFormat) -> BaseModel | None:
-    """The `options` form field, validated by the input kind's options model (absent: its defaults)."""
-    if fmt.options_model is None:
-        return None
-    text = _single_text(form, MULTIPART_OPTIONS_FIELD)
-    if not text:
-        return fmt.options_model()
-    data = load_json(text, MULTIPART_OPTIONS_FIELD)
-    if not isinstance(data, dict):
-        raise invalid(MULTIPART_OPTIONS_FIELD, "must be a JSON object")
-    try:
-        return fmt.options_model.model_validate(data)
-    except ValidationError as exc:
-        message, first = describe_validation_errors(exc.errors(), prefix=MULTIPART_OPTIONS_FIELD)
-        raise InvalidRequest(message, field=first) from None
