@@ -80,8 +80,9 @@ class ModelWorker(StageWorker):
         self.clock = clock
         self.streams = store.config.model_streams(list(models))  # model -> stream name
         # Every model's streams, one per priority (keys.stage_streams): read, reclaimed, trimmed.
+        self.store = store
         super().__init__(
-            store,
+            store.redis,
             settings,
             consumer,
             [s for stream in self.streams.values() for s in keys.stage_streams(stream)],
@@ -195,6 +196,9 @@ class ModelWorker(StageWorker):
         return ready, rejected
 
     # -- lifecycle --------------------------------------------------------------------
+
+    def setup(self) -> None:
+        self.store.ensure_groups(self.all_streams, self.group)
 
     def recover(self) -> None:
         """Make the groups; queue every entry this consumer read but did not finish to be taken

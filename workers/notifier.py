@@ -44,7 +44,8 @@ from shared.redis import webhooks as webhook_scripts
 from shared.settings import Settings
 from workers import runtime
 from workers.heartbeat import Heartbeat
-from workers.reclaim import Reclaimer, give_up_reason
+from workers.reclaim import give_up_reason
+from workers.stage_worker import StageWorker
 from workers.webhooks import attempt, rqthreads, signing
 from workers.webhooks.delivery import Sender
 from workers.webhooks.orphans import Recovery
@@ -60,25 +61,15 @@ WATCH_S = 0.5  # how often the main thread looks at its threads
 Enqueue = Callable[[str, str, int, float], bool]
 
 
-class Notifier:
+class Notifier(StageWorker):
     """The events consumer: one step reads a few events and queues their deliveries."""
 
     kind = "notifier"
+    group = keys.NOTIFIER_GROUP
 
     def __init__(self, client: redis.Redis, settings: Settings, consumer: str, enqueue: Enqueue) -> None:
-        self.redis = client
-        self.settings = settings
-        self.consumer = consumer
+        super().__init__(client, settings, consumer, [], stream_keys=[keys.EVENTS])
         self.enqueue = enqueue
-        self.reclaimer = Reclaimer(
-            client,
-            keys.NOTIFIER_GROUP,
-            consumer,
-            [keys.EVENTS],
-            settings.lease_ms,
-            settings.max_deliveries,
-            trim_interval_s=settings.stream_trim_interval_s,
-        )
 
     def setup(self) -> None:
         try:
@@ -87,10 +78,11 @@ class Notifier:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    def recover(self) -> None:
-        """Make the group; queue the events this consumer read but did not ack to be taken back."""
-        self.setup()
-        self.reclaimer.adopt_own()
+    def serving(self) -> str:
+        return "job events"
+
+    def heartbeat(self) -> None:
+        return None  # the process's (serve): it lasts until the rq threads are done too
 
     def _read(self, start: str, count: int, block_ms: int | None) -> list[tuple[str, dict[Any, Any]]]:
         reply: Any = self.redis.xreadgroup(
@@ -192,12 +184,6 @@ class Notifier:
         if created:
             log.info("job=%s webhook %s %s queued", event.job_id, event.type.value, delivery)
         return "queued" if queued or created else "queued already"
-
-    def run(self, stop: threading.Event) -> None:
-        log.info("consumer=%s reading job events", self.consumer)
-        runtime.run_loop(f"notifier {self.consumer}", self.run_once, stop, recover=self.recover)
-        runtime.retire_consumer(self.redis, keys.NOTIFIER_GROUP, self.consumer, [keys.EVENTS])
-        log.info("consumer=%s stopped", self.consumer)
 
 
 def signing_key(settings: Settings) -> bytes | None:

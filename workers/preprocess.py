@@ -46,10 +46,14 @@ class PreprocessWorker(StageWorker):
         stages = store.config.cpu_streams()
         self.intake = PriorityReader(store, keys.CPU_GROUP, consumer, stages, READ_COUNT)
         self.streams = self.intake.streams  # every stage's stream of every priority
-        super().__init__(store, settings, consumer, self.streams)
+        super().__init__(store.redis, settings, consumer, self.streams)
+        self.store = store
         self.functions = functions if functions is not None else runtime.resolve_stage_functions(store.config)
         runtime.configure_stage_modules(self.functions, settings)
         self.metrics = StageMetrics()  # sent with each step's results (GET /metrics)
+
+    def setup(self) -> None:
+        self.store.ensure_groups(self.streams, self.group)
 
     def serving(self) -> str:
         return f"{len(self.streams)} CPU streams"

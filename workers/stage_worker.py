@@ -1,10 +1,17 @@
-"""What every stage worker shares: one consumer group over its streams, the reclaimer that takes
-back entries of dead consumers (and trims the streams), the heartbeat, the run loop that
+"""What every stream consumer shares: one consumer group over its streams, the reclaimer that
+takes back entries of dead consumers (and trims the streams), the heartbeat, the run loop that
 recovers from errors, and the warm shutdown.
 
-A worker kind (PreprocessWorker: one CPU stage per entry; ModelWorker: batches per model) is a
-StageWorker with its own `run_once()` step, which tests drive one at a time; `run(stop)` is the
-process's life around it:
+Each kind is a StageWorker with its own `run_once()` step (tests drive it one at a time), its
+`setup()` (the groups) and the hooks it needs; `run(stop)` is the same life around them:
+
+- per item: PreprocessWorker (workers/preprocess.py), one CPU stage function per entry;
+- batched: ModelWorker (workers/model_worker.py), a batch per model, its steps overlapped
+  (its `loop`);
+- deliveries: Notifier (workers/notifier.py), job events into webhook deliveries; its
+  heartbeat is its process's (the rq threads beside it live as long), so it has none here.
+
+The life:
 
 1. the heartbeat starts (workers/heartbeat.py: the API's readiness and the reclaimers of other
    workers see this consumer alive);
@@ -16,18 +23,20 @@ process's life around it:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from collections.abc import Callable
 from typing import ClassVar
 
+import redis
+
 from shared import keys
 from shared.settings import Settings
 from workers import runtime
 from workers.heartbeat import Heartbeat
 from workers.reclaim import Reclaimer
-from workers.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -38,22 +47,26 @@ class StageWorker:
 
     def __init__(
         self,
-        store: Store,
+        client: redis.Redis,
         settings: Settings,
         consumer: str,
         streams: list[str],
         clock: Callable[[], float] = time.monotonic,
+        *,
+        stream_keys: list[str] | None = None,
     ) -> None:
-        """`streams`: every stream this worker reads (each stage's, of every priority)."""
-        self.store = store
+        """`streams`: every stage stream this worker reads, by name (each stage's, of every
+        priority), which its heartbeat lists; `stream_keys`: the keys it reads, if not theirs."""
+        self.redis = client
         self.settings = settings
         self.consumer = consumer
         self.all_streams = list(streams)
+        self.stream_keys = stream_keys if stream_keys is not None else [keys.stream(s) for s in streams]
         self.reclaimer = Reclaimer(
-            store.redis,
+            client,
             self.group,
             consumer,
-            [keys.stream(s) for s in self.all_streams],
+            self.stream_keys,
             settings.lease_ms,
             settings.max_deliveries,
             clock,
@@ -67,7 +80,8 @@ class StageWorker:
         raise NotImplementedError
 
     def setup(self) -> None:
-        self.store.ensure_groups(self.all_streams, self.group)
+        """Make the consumer group on each stream (from its start, so nothing queued is missed)."""
+        raise NotImplementedError
 
     def recover(self) -> None:
         """Make the groups, and queue what this consumer read but did not finish to be taken back."""
@@ -83,7 +97,18 @@ class StageWorker:
 
     def serving(self) -> str:
         """What this worker serves, for the log line at its start."""
-        return f"{len(self.all_streams)} streams"
+        return f"{len(self.stream_keys)} streams"
+
+    def heartbeat(self) -> Heartbeat | None:
+        """This consumer's heartbeat while it runs (None: its process keeps one of its own)."""
+        return Heartbeat(
+            self.redis,
+            self.consumer,
+            self.kind,
+            self.all_streams,
+            self.settings.heartbeat_interval_ms,
+            self.settings.worker_ttl_ms,
+        )
 
     def stopped(self) -> None:
         """After the last step (counters logged one last time, say)."""
@@ -91,15 +116,7 @@ class StageWorker:
     # -- the process's life -----------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
-        heartbeat = Heartbeat(
-            self.store.redis,
-            self.consumer,
-            self.kind,
-            self.all_streams,
-            self.settings.heartbeat_interval_ms,
-            self.settings.worker_ttl_ms,
-        )
-        with heartbeat:
+        with self.heartbeat() or contextlib.nullcontext():
             log.info("%s consumer=%s serving %s", self.kind, self.consumer, self.serving())
             self.loop(stop)
             try:
@@ -109,7 +126,5 @@ class StageWorker:
                     "consumer=%s could not finish its entries in hand; they stay pending", self.consumer
                 )
         self.stopped()
-        runtime.retire_consumer(
-            self.store.redis, self.group, self.consumer, [keys.stream(s) for s in self.all_streams]
-        )
+        runtime.retire_consumer(self.redis, self.group, self.consumer, self.stream_keys)
         log.info("%s consumer=%s stopped", self.kind, self.consumer)
