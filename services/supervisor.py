@@ -29,13 +29,13 @@ import sys
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import redis
 
 from services.embedded import REDIS_GRACE_S, EmbeddedRedis, lock_data_dir, start_embedded_redis
 from shared import redis_conn
-from shared.children import BACKOFF_BASE_S, DEFAULT_GRACE_S, Child, Supervisor
+from shared.children import BACKOFF_BASE_S, DEFAULT_GRACE_S, MAX_FAILURES, Child, Supervisor
 from shared.redis_checks import check_redis
 from shared.redis_conn import redact_url
 from shared.settings import Settings
@@ -111,8 +111,10 @@ def up(
     stop_event: threading.Event | None = None,
     install_signal_handlers: bool = True,
     backoff_base_s: float = BACKOFF_BASE_S,
+    max_failures: int = MAX_FAILURES,
 ) -> int:
-    """Run the stack until SIGINT/SIGTERM (or `stop_event`); return the exit status.
+    """Run the stack until SIGINT/SIGTERM (or `stop_event`): 0; or until a child (or the embedded
+    Redis) is given up in a crash loop (shared/children.py): the rest stopped, 1.
 
     `commands` maps child names to full command lines (default: CHILD_COMMANDS as `dlpipe ...`);
     the tests pass stand-ins.
@@ -140,10 +142,11 @@ def up(
                 continue  # started under nohup: a closed terminal must not stop the stack
             previous[signum] = signal.signal(signum, on_signal)
 
-    sup_kwargs = {"backoff_base_s": backoff_base_s}
+    sup_kwargs: dict[str, Any] = {"backoff_base_s": backoff_base_s, "max_failures": max_failures}
     embedded: EmbeddedRedis | None = None
     lock: IO[bytes] | None = None
     sup: Supervisor | None = None
+    given_up: list[Child] = []
     try:
         _check_port_free(settings.host, settings.port)
         redis_url: str | None
@@ -182,6 +185,11 @@ def up(
             if embedded is not None:
                 embedded.run_once()
             sup.run_once()
+            given_up = sup.gave_up() + (embedded.sup.gave_up() if embedded is not None else [])
+            if given_up:
+                names = ", ".join(child.name for child in given_up)
+                log.error("%s keeps crashing: stopping the stack (exit status 1)", names)
+                break
             wait = sup.next_wakeup_s()
             if embedded is not None:
                 wait = min(wait, embedded.sup.next_wakeup_s())
@@ -196,4 +204,4 @@ def up(
         for signum, handler in previous.items():
             signal.signal(signum, handler)  # type: ignore[arg-type]
     log.info("stopped")
-    return 0
+    return 1 if given_up else 0

@@ -4,7 +4,10 @@ them all with a grace period. The one supervisor: `dlpipe up` runs its processes
 processes (workers/pool.py).
 
 A child that exits is restarted after a backoff (1 s doubling to 30 s; reset once it has
-stayed up a while). Stopping sends every child SIGTERM (warm shutdown) and waits up to a
+stayed up a while). A crash loop is given up loudly: a child that exited MAX_FAILURES times in
+a row, each soon after its start (about 3 minutes of tries), is not started again, and
+`gave_up()` names it; `run()` then stops the others and returns, and so does `dlpipe up`, with
+exit status 1, for its own supervisor (systemd, Compose, Kubernetes) to see. Stopping sends every child SIGTERM (warm shutdown) and waits up to a
 grace period, then SIGKILLs what is left of each child's process group.
 
 Each child runs in its own session (unless Child.own_session is False), so a Ctrl-C in the terminal reaches only the supervisor,
@@ -35,6 +38,7 @@ log = logging.getLogger(__name__)
 BACKOFF_BASE_S = 1.0  # first restart after this long
 BACKOFF_CAP_S = 30.0  # restarts never wait longer than this
 STABLE_AFTER_S = 30.0  # a child up this long has its failure count reset
+MAX_FAILURES = 10  # exits in a row (each within STABLE_AFTER_S of its start) before giving up
 DEFAULT_GRACE_S = 30.0  # how long children get to finish their warm shutdown
 POLL_INTERVAL_S = 0.25  # how often the supervisor reaps and restarts
 
@@ -89,6 +93,7 @@ class Child:
     failures: int = 0  # exits in a row, each within STABLE_AFTER_S of its start
     restart_at: float | None = None  # when a dead child is due to be started again
     restarts: int = 0
+    gave_up: bool = False  # a crash loop: MAX_FAILURES exits in a row; not started again
 
     @property
     def pid(self) -> int | None:
@@ -138,6 +143,7 @@ class Supervisor:
         backoff_base_s: float = BACKOFF_BASE_S,
         backoff_cap_s: float = BACKOFF_CAP_S,
         stable_after_s: float = STABLE_AFTER_S,
+        max_failures: int = MAX_FAILURES,
         clock: Callable[[], float] = time.monotonic,
         stdout: IO[str] | int | None = None,
         stderr: IO[str] | int | None = None,
@@ -146,6 +152,7 @@ class Supervisor:
         self.backoff_base_s = backoff_base_s
         self.backoff_cap_s = backoff_cap_s
         self.stable_after_s = stable_after_s
+        self.max_failures = max_failures
         self.clock = clock
         self.stdout = stdout
         self.stderr = stderr
@@ -180,9 +187,22 @@ class Supervisor:
         if now - child.started_at >= self.stable_after_s:
             child.failures = 0
         child.failures += 1
+        child.restarts += 1
+        if child.failures >= self.max_failures:
+            child.restart_at = None
+            child.gave_up = True
+            log.error(
+                "%s %s after %.1fs: %d exits in a row, each within %.0fs of its start; giving up on it "
+                "(a crash loop: see its log above)",
+                child.name,
+                why,
+                now - child.started_at,
+                child.failures,
+                self.stable_after_s,
+            )
+            return
         delay = restart_delay(child.failures, self.backoff_base_s, self.backoff_cap_s)
         child.restart_at = now + delay
-        child.restarts += 1
         log.warning(
             "%s %s after %.1fs; restarting in %.1fs (failure %d in a row)",
             child.name,
@@ -191,6 +211,10 @@ class Supervisor:
             delay,
             child.failures,
         )
+
+    def gave_up(self) -> list[Child]:
+        """The children in a crash loop, not started again."""
+        return [child for child in self.children if child.gave_up]
 
     def start(self) -> None:
         for child in self.children:
@@ -273,11 +297,11 @@ class Supervisor:
                 pass
 
     def run(self, stop_event: threading.Event, grace_s: float = DEFAULT_GRACE_S) -> dict[str, int]:
-        """Start the children, supervise them until `stop_event` is set, then stop them; returns
-        their exit statuses (Supervisor.stop)."""
+        """Start the children, supervise them until `stop_event` is set (or one is given up: a
+        crash loop), then stop them; returns their exit statuses (Supervisor.stop)."""
         self.start()
         try:
-            while not stop_event.is_set():
+            while not stop_event.is_set() and not self.gave_up():
                 self.run_once()
                 stop_event.wait(self.next_wakeup_s())
         finally:

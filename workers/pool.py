@@ -1,7 +1,8 @@
 """A worker kind run as several processes: `dlpipe worker preprocess` (its concurrency) and
 `dlpipe worker model` (its replicas on a CPU) each supervise N children,
 `python -m <module> --child ...`, with the one supervisor (shared/children.py): one that dies is
-restarted with a backoff (1 s doubling to 30 s, reset once it has stayed up a while).
+restarted with a backoff (1 s doubling to 30 s, reset once it has stayed up a while), and a crash
+loop is given up: the others are stopped and the parent exits 1.
 
 The children stay in the parent's process group, so whoever kills that group (`dlpipe up`, or
 Kubernetes) kills them too. The parent turns its first SIGTERM/SIGINT into one SIGTERM per child
@@ -52,5 +53,7 @@ def supervise(name: str, argv: list[str], count: int, settings: Settings) -> int
     runtime.install_stop_signals(stop, on_second=lambda: supervisor.signal_running(signal.SIGTERM))
     codes = supervisor.run(stop, settings.shutdown_grace_s)
     log.info("%s processes exited: %s", name, {child: describe_exit(code) for child, code in codes.items()})
+    if supervisor.gave_up():  # a crash loop (logged): this process exits 1 for its own supervisor
+        return 1
     # -SIGTERM: a child still starting (its handler not yet installed) had nothing in hand.
     return 0 if all(code in (0, -signal.SIGTERM) for code in codes.values()) else 1
