@@ -90,6 +90,19 @@ async def run_load(base_url: str, load: Load, on_mark: Callable[[str], None] | N
         headers["Prefer"] = f"wait={load.timeout_s:g}"
     async with httpx.AsyncClient(base_url=base_url, timeout=load.timeout_s, limits=limits) as http:
 
+        def record(started: float, problem: str | None) -> bool:
+            """Count a request that ended within the window (an error, or its latency from
+            `started`); True for one counted as completed."""
+            if not state["measuring"] or state["stop"]:
+                return False
+            if problem is not None:
+                window.errors += 1
+                if len(window.error_samples) < 5:
+                    window.error_samples.append(problem)
+                return False
+            window.latencies_s.append(time.perf_counter() - started)
+            return True
+
         async def one_request() -> tuple[float, str | None]:
             started = time.perf_counter()
             response = await http.post(load.path, content=next(bodies), headers=headers)
@@ -117,35 +130,17 @@ async def run_load(base_url: str, load: Load, on_mark: Callable[[str], None] | N
                 except (httpx.HTTPError, ValueError, KeyError) as exc:
                     started, problem = time.perf_counter(), f"{type(exc).__name__}: {exc}"
                     await asyncio.sleep(0.05)  # a server that refuses at once must not spin the client
-                if not state["measuring"] or state["stop"]:
-                    continue
-                if problem is not None:
-                    window.errors += 1
-                    if len(window.error_samples) < 5:
-                        window.error_samples.append(problem)
-                    continue
-                window.latencies_s.append(time.perf_counter() - started)
-                if state["remaining"] is not None:
+                if record(started, problem) and state["remaining"] is not None:
                     state["remaining"] -= 1
                     if state["remaining"] <= 0:
                         done_measuring.set()
-
-        async def record(started: float, problem: str | None) -> None:
-            if not state["measuring"] or state["stop"]:
-                return
-            if problem is not None:
-                window.errors += 1
-                if len(window.error_samples) < 5:
-                    window.error_samples.append(problem)
-                return
-            window.latencies_s.append(time.perf_counter() - started)
 
         async def one_arrival(arrived: float) -> None:
             try:
                 _, problem = await one_request()
             except (httpx.HTTPError, ValueError, KeyError) as exc:
                 problem = f"{type(exc).__name__}: {exc}"
-            await record(arrived, problem)
+            record(arrived, problem)
 
         async def arrivals(rate: float) -> None:
             """Poisson arrivals: exponential gaps, each request started at its arrival time."""
@@ -159,7 +154,7 @@ async def run_load(base_url: str, load: Load, on_mark: Callable[[str], None] | N
                     if delay > 0:
                         await asyncio.sleep(delay)
                     if len(in_flight) >= load.max_in_flight:
-                        await record(next_at, f"over {load.max_in_flight} requests in flight")
+                        record(next_at, f"over {load.max_in_flight} requests in flight")
                         continue
                     task = asyncio.create_task(one_arrival(next_at))
                     in_flight.add(task)

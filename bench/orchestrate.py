@@ -1,71 +1,32 @@
 """One bench run: the peers tuned (bench/tuning.py), then the turns in interleaved order (limit,
 stages, then each HTTP system, once per repeat), each turn's servers started, measured and
 stopped by process id before the next. On the simulated device (`device="sim"`, bench/simbench.py)
-each turn has a device of its own, and each workload is also loaded open-loop."""
+each turn has a device of its own, and each workload is also loaded open-loop. What a run is told
+is bench/options.py; each measured window and its record, bench/windows.py."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import noop, peers, procs, rawload, simbench, stack, systems, tuning
-from bench.client import Load, run_load
+from bench import noop, peers, simbench, stack, systems, tuning, windows
+from bench.options import Options
 from bench.photos import fhd_jpegs, request_body
-from bench.sim.pipelines import SimSpec
-from bench.stats import counters_delta, latency_summary, model_activity, turn_order
+from bench.stats import turn_order
 
 log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parent.parent
-MEASUREMENTS = ("limit", "stages")
-ALL_SYSTEMS = (*MEASUREMENTS, *systems.HTTP_SYSTEMS)
 
 OVERLOAD = 1.1  # an open-loop rate this much over a system's best closed-loop jobs/s is not run
-
-# At each end of a window: the processes' CPU times, the model counters, time.monotonic().
-Mark = tuple[procs.CpuSnapshot, dict[str, dict[str, float]] | None, float]
-
-
-@dataclass
-class Options:
-    repeats: int = 3
-    duration_s: float = 30.0
-    warmup_s: float = 5.0
-    requests: int | None = None
-    concurrency: list[int] = field(default_factory=lambda: [8])
-    api_concurrency: list[int] = field(default_factory=lambda: [4, 8])  # the API-alone turn's clients
-    api_workers: list[int] = field(default_factory=lambda: sorted({1, os.cpu_count() or 1}))  # its processes
-    api_duration_s: float = 10.0  # its measured windows (hundreds of jobs a second: 10 s is plenty)
-    poll_interval_ms: float | None = None  # None: dlpipe's clients wait (Prefer: wait, long polls)
-    workloads: list[str] = field(default_factory=lambda: ["image-classify", "image-tag"])
-    systems: list[str] = field(default_factory=lambda: list(ALL_SYSTEMS))
-    out_dir: Path = Path("docs/benchmarks")
-    cache_dir: Path = Path(".dlpipe/bench-venvs")
-    run_dir: Path = Path(".dlpipe/bench-runs")
-    base_port: int = 18100
-    limit_batches: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16])
-    limit_threads: list[int] = field(default_factory=lambda: list(range(1, (os.cpu_count() or 1) + 1)))
-    limit_seconds: float = 2.0
-    stage_seconds: float = 3.0
-    peer_threads: int = os.cpu_count() or 1
-    max_batch_size: int = 4
-    batch_timeout_ms: float = 2.0
-    dlpipe_env: dict[str, str] = field(default_factory=dict)
-    install_peers: bool = True
-    device: str = "cpu"  # "sim": the models run on the simulated accelerator (bench/sim)
-    sim: SimSpec | None = None  # its cost curves and batching (device "sim")
-    open_loop: list[float] = field(default_factory=list)  # Poisson rates, fractions of the ceiling
-    tune_seconds: float = 0.0  # each peer configuration's tuning window (0: no tuning)
-    tune_concurrency: int | None = None  # clients of the tuning windows (None: the middle one)
 
 
 def dlpipe_settings(opts: Options) -> dict[str, Any]:
@@ -117,7 +78,9 @@ def run(opts: Options) -> dict[str, Any]:
         ports,
         opts,
         peer_info,
-        lambda turn, workload, clients, short, trial: _window(turn, workload, clients, bodies, short, trial),
+        lambda turn, workload, clients, short, trial: windows.window(
+            turn, workload, clients, bodies, short, trial
+        ),
     )
     turns: list[dict[str, Any]] = []
     order = [
@@ -242,7 +205,7 @@ def _http_turn(
                         closed_best,
                     )
                     continue
-                window = _window(turn, workload, label, bodies, opts, setup, rate)
+                window = windows.window(turn, workload, label, bodies, opts, setup, rate)
                 out["windows"].append(window)
                 if rate is None:
                     closed_best = max(closed_best, window["jobs_per_s"] or 0.0)
@@ -263,7 +226,7 @@ def _api_turn(setup: systems.Setup, port: int, opts: Options) -> dict[str, Any]:
         out["start_s"] = round(out["start_s"] + time.monotonic() - t0, 1)
         try:
             for concurrency in opts.api_concurrency:
-                window = _api_window(turn, port, concurrency, opts)
+                window = windows.api_window(turn, port, concurrency, opts)
                 window["workload"] = f"{noop.PIPELINE} ({workers} API process{'es' if workers > 1 else ''})"
                 window["api_workers"] = workers
                 out["windows"].append(window)
@@ -272,119 +235,3 @@ def _api_turn(setup: systems.Setup, port: int, opts: Options) -> dict[str, Any]:
             systems.stop(turn, port)
             out["stop_s"] = round(out["stop_s"] + time.monotonic() - t1, 1)
     return out
-
-
-def _window(
-    turn: systems.Turn,
-    workload: str,
-    concurrency: int | str,
-    bodies: list[bytes],
-    opts: Options,
-    setup: systems.Setup | None = None,
-    arrivals_per_s: float | None = None,
-) -> dict[str, Any]:
-    """One measured window: `concurrency` closed-loop clients, or Poisson arrivals (then
-    `concurrency` is the window's label)."""
-    load = Load(
-        path=f"/v1/pipelines/{workload}/jobs",
-        bodies=bodies,
-        concurrency=concurrency if isinstance(concurrency, int) else 1,
-        warmup_s=opts.warmup_s,
-        duration_s=opts.duration_s,
-        requests=opts.requests,
-        poll_interval_s=None if opts.poll_interval_ms is None else opts.poll_interval_ms / 1000.0,
-        arrivals_per_s=arrivals_per_s,
-    )
-    marks: dict[str, Mark] = {}
-
-    def on_mark(which: str) -> None:
-        marks[which] = (
-            procs.cpu_snapshot(turn.processes(), turn.role),
-            turn.counters(workload),
-            time.monotonic(),
-        )
-
-    window = asyncio.run(run_load(turn.base_url, load, on_mark))
-    record = _record(turn, workload, concurrency, window, marks)
-    if arrivals_per_s is not None:
-        record["arrivals_per_s"] = round(arrivals_per_s, 3)
-    device = simbench.device_record(
-        turn.device_log, marks["start"][2], marks["end"][2], record["jobs_per_s"], opts.sim, workload
-    )
-    if device is not None:
-        record["device"] = device
-        log.info(
-            "%s %s %s: device duty %.3f, %.3f of its ceiling, batches %s",
-            turn.system,
-            workload,
-            concurrency,
-            device["duty_cycle"],
-            device["of_ceiling"] or 0,
-            {m: v["mean_batch_size"] for m, v in device["models"].items()},
-        )
-    return record
-
-
-def _api_window(turn: systems.Turn, port: int, concurrency: int, opts: Options) -> dict[str, Any]:
-    """The API alone: no-op jobs (bench/noop.py) from a lean client, answered 202 or counted as errors."""
-    marks: dict[str, Mark] = {}
-
-    def on_mark(which: str) -> None:
-        marks[which] = (procs.cpu_snapshot(turn.processes(), turn.role), None, time.monotonic())
-
-    request = rawload.request_bytes("127.0.0.1", port, f"/v1/pipelines/{noop.PIPELINE}/jobs", noop.BODY)
-    window = asyncio.run(
-        rawload.run(
-            "127.0.0.1",
-            port,
-            request,
-            concurrency,
-            min(opts.warmup_s, 2.0),
-            opts.api_duration_s,
-            on_mark=on_mark,
-        )
-    )
-    record = _record(turn, noop.PIPELINE, concurrency, window, marks)
-    record["statuses"] = {str(k): v for k, v in sorted(window.statuses.items())}
-    return record
-
-
-def _record(
-    turn: systems.Turn, workload: str, concurrency: int | str, window: Any, marks: dict[str, Mark]
-) -> dict[str, Any]:
-    """A measured window as the run's JSON keeps it."""
-    n = window.completed
-    cpu = procs.cpu_by_role(marks["start"][0], marks["end"][0])
-    models = None
-    if marks["end"][1] is not None:
-        delta = counters_delta(marks["start"][1] or {}, marks["end"][1])
-        models = {
-            name: model_activity(d, window.wall_s, turn.model_workers) for name, d in sorted(delta.items())
-        }
-    latency = latency_summary(window.latencies_s)
-    result: dict[str, Any] = {
-        "workload": workload,
-        "concurrency": concurrency,
-        "completed": n,
-        "errors": window.errors,
-        "error_samples": window.error_samples,
-        "wall_s": round(window.wall_s, 3),
-        "jobs_per_s": round(n / window.wall_s, 3) if window.wall_s > 0 else None,
-        "latency": latency,
-        "polls_per_job": round(getattr(window, "polls", 0) / n, 2) if n else None,
-        "cpu_s_per_job": {role: round(v / n, 5) for role, v in sorted(cpu.items())} if n else None,
-        "cpu_s_per_job_total": round(sum(cpu.values()) / n, 5) if n else None,
-        "client_cpu_s_per_job": round(window.client_cpu_s / n, 5) if n else None,
-        "models": models,
-    }
-    log.info(
-        "%s %s c=%s: %.2f jobs/s, p50 %s ms, p99 %s ms, %d errors",
-        turn.system,
-        workload,
-        concurrency,
-        result["jobs_per_s"] or 0,
-        result["latency"]["p50_ms"],
-        result["latency"]["p99_ms"],
-        window.errors,
-    )
-    return result

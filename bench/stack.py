@@ -90,24 +90,10 @@ def start_dlpipe(setup: Setup, port: int, system: str) -> Turn:
     from shared import keys  # noqa: PLC0415
 
     data = setup.run_dir / system
-    redis_server, redis_url = _start_redis(data)
     settings = dlpipe_env(setup, system)
-    env = {
-        **os.environ,
-        **settings,
-        "DLPIPE_REDIS_URL": redis_url,
-        "DLPIPE_PORT": str(port),
-        "DLPIPE_HOST": "127.0.0.1",
-        "DLPIPE_DATA_DIR": str(data),
-    }
-    try:
-        stack = procs.start(
-            system, _dlpipe_argv("up"), env=env, cwd=REPO, log_path=setup.run_dir / "logs" / f"{system}.log"
-        )
-    except Exception:
-        procs.stop(redis_server)
-        raise
-    base_url = f"http://127.0.0.1:{port}"
+    redis_server, stack, redis_url = _start_on_redis(
+        setup, port, system, "up", data, {**settings, "DLPIPE_DATA_DIR": str(data)}
+    )
     client = redis.Redis.from_url(redis_url)
     models = _dlpipe_models(setup.workloads, setup.pipelines_file)
 
@@ -121,21 +107,14 @@ def start_dlpipe(setup: Setup, port: int, system: str) -> Turn:
 
     turn = Turn(
         system,
-        base_url,
+        f"http://127.0.0.1:{port}",
         [redis_server, stack],
         dlpipe_role,
         counters,
         model_workers=_dlpipe_model_replicas(settings),
         device_log=setup.device_log,
     )
-    try:
-        procs.wait_until(
-            stack, lambda: procs.http_ok(f"{base_url}/readyz", timeout_s=5), setup.ready_timeout_s
-        )
-    except Exception:
-        stop(turn, port)
-        raise
-    return turn
+    return _when_ready(turn, stack, "/readyz", setup, port)
 
 
 def _api_role(p: psutil.Process) -> str:
@@ -148,31 +127,47 @@ def start_api(setup: Setup, port: int) -> Turn:
     own cost of taking a job. The backlog cap is lifted (no worker drains it)."""
     from bench.noop import PIPELINES_FILE  # noqa: PLC0415
 
-    data = setup.run_dir / "api"
-    redis_server, redis_url = _start_redis(data)
-    env = {
-        **os.environ,
+    settings = {
         "DLPIPE_LOG_LEVEL": "WARNING",
         **setup.dlpipe_env,
-        "DLPIPE_REDIS_URL": redis_url,
-        "DLPIPE_PORT": str(port),
-        "DLPIPE_HOST": "127.0.0.1",
         "DLPIPE_PIPELINES_FILE": str(PIPELINES_FILE),
         "DLPIPE_MAX_BACKLOG": str(10**12),
         "DLPIPE_API_WORKERS": str(setup.api_workers),
     }
+    redis_server, api, _ = _start_on_redis(setup, port, "api", "api", setup.run_dir / "api", settings)
+    turn = Turn("api", f"http://127.0.0.1:{port}", [redis_server, api], _api_role, lambda workload: None)
+    return _when_ready(turn, api, "/healthz", setup, port)
+
+
+def _start_on_redis(
+    setup: Setup, port: int, name: str, command: str, data: Path, settings: dict[str, str]
+) -> tuple[procs.Server, procs.Server, str]:
+    """A fresh redis-server in `data`, then `dlpipe COMMAND` on it, on `port`, with `settings`
+    over this environment: (the Redis server, the dlpipe one, the Redis URL). Redis is stopped
+    again if dlpipe does not start."""
+    redis_server, redis_url = _start_redis(data)
+    env = {
+        **os.environ,
+        **settings,
+        "DLPIPE_REDIS_URL": redis_url,
+        "DLPIPE_PORT": str(port),
+        "DLPIPE_HOST": "127.0.0.1",
+    }
     try:
-        api = procs.start(
-            "api", _dlpipe_argv("api"), env=env, cwd=REPO, log_path=setup.run_dir / "logs" / "api.log"
+        server = procs.start(
+            name, _dlpipe_argv(command), env=env, cwd=REPO, log_path=setup.run_dir / "logs" / f"{name}.log"
         )
     except Exception:
         procs.stop(redis_server)
         raise
-    base_url = f"http://127.0.0.1:{port}"
-    turn = Turn("api", base_url, [redis_server, api], _api_role, lambda workload: None)
+    return redis_server, server, redis_url
+
+
+def _when_ready(turn: Turn, server: procs.Server, path: str, setup: Setup, port: int) -> Turn:
+    """The turn once `path` answers 200; its servers stopped if it never does (or `server` exits)."""
     try:
         procs.wait_until(
-            api, lambda: procs.http_ok(f"{base_url}/healthz", timeout_s=5), setup.ready_timeout_s
+            server, lambda: procs.http_ok(f"{turn.base_url}{path}", timeout_s=5), setup.ready_timeout_s
         )
     except Exception:
         stop(turn, port)

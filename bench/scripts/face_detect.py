@@ -22,10 +22,8 @@ import base64
 import json
 import os
 import platform
-import signal
-import subprocess
 import sys
-import tempfile
+import time
 from pathlib import Path
 
 import httpx
@@ -33,8 +31,7 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from bench.scripts.e2e_throughput import REPO, model_counters, percentile, wait_ready  # noqa: E402
-from shared.embedded_redis import free_port, start_redis  # noqa: E402
+from bench.scripts import common  # noqa: E402
 
 PHOTOS = ["astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png"]
 PIPELINES = ("face-detect", "face-blur")  # face-blur: the cascade, the blur, the JPEG fetched too
@@ -70,34 +67,19 @@ async def run_clients(
 ) -> tuple[list[float], float, dict]:
     latencies: list[float] = []
     faces: dict[int, int] = {}
-    next_job = iter(range(jobs))
-    loop = asyncio.get_running_loop()
     async with httpx.AsyncClient(base_url=base_url, timeout=120) as client:
 
-        async def one_client() -> None:
-            for n in next_job:
-                start = loop.time()
-                body = {"inputs": [{"image_base64": payloads[n % len(payloads)]}]}
-                response = await client.post(f"/v1/pipelines/{pipeline}/jobs", json=body)
-                response.raise_for_status()
-                job_id = response.json()["id"]
-                while (job := (await client.get(f"/v1/jobs/{job_id}")).json())["status"] not in (
-                    "succeeded",
-                    "failed",
-                    "canceled",
-                ):
-                    await asyncio.sleep(0.02)  # the client's poll interval, not a wait for a condition
-                if job["status"] != "succeeded":
-                    raise RuntimeError(f"job {job_id} ended {job['status']}: {job}")
-                result = job["outputs"][0]["result"]
-                faces[n % len(payloads)] = len(result["faces"])
-                for described in result.get("files", []):  # face-blur: the JPEG, as a client gets it
-                    (await client.get(described["url"])).raise_for_status()
-                latencies.append(loop.time() - start)
+        async def one_job(n: int) -> None:
+            start = time.perf_counter()
+            job = await common.finished_job(client, pipeline, payloads[n % len(payloads)], poll_s=0.02)
+            result = job["outputs"][0]["result"]
+            faces[n % len(payloads)] = len(result["faces"])
+            for described in result.get("files", []):  # face-blur: the JPEG, as a client gets it
+                (await client.get(described["url"])).raise_for_status()
+            latencies.append(time.perf_counter() - start)
 
-        began = loop.time()
-        await asyncio.gather(*(one_client() for _ in range(concurrency)))
-        return latencies, loop.time() - began, {PHOTOS[i]: n for i, n in sorted(faces.items())}
+        wall_s = await common.run_jobs(jobs, concurrency, one_job)
+        return latencies, wall_s, {PHOTOS[i]: n for i, n in sorted(faces.items())}
 
 
 def main() -> None:
@@ -113,50 +95,19 @@ def main() -> None:
     args = parser.parse_args()
 
     payloads = photos()
-    tmp = Path(tempfile.mkdtemp(prefix="dlpipe-faces-"))
-    redis_proc = stack = None
-    try:
-        if args.url:
-            base_url, redis_url = args.url, args.redis_url
-        else:
-            redis_proc, redis_port = start_redis(tmp / "redis")
-            redis_url = f"redis://127.0.0.1:{redis_port}/0"
-            port = free_port()
-            env = {
-                **os.environ,
-                "DLPIPE_REDIS_URL": redis_url,
-                "DLPIPE_PORT": str(port),
-                "DLPIPE_LOG_LEVEL": "WARNING",
-            }
-            stack = subprocess.Popen(
-                [str(Path(sys.executable).with_name("dlpipe")), "up"],
-                env=env,
-                cwd=REPO,
-                start_new_session=True,
-                stdout=(tmp / "stack.log").open("wb"),
-                stderr=subprocess.STDOUT,
-            )
-            base_url = f"http://127.0.0.1:{port}"
-        wait_ready(base_url, stack)
+    with common.stack(args.url, args.redis_url, "dlpipe-faces-", {}) as (base_url, redis_url):
         asyncio.run(
             run_clients(base_url, args.pipeline, payloads, args.warmup, min(args.concurrency, args.warmup))
         )
         r = redis.Redis.from_url(redis_url) if redis_url else None
-        before, stages_before = (model_counters(r) if r else {}), stage_times(base_url, args.pipeline)
+        before, stages_before = (common.model_counters(r) if r else {}), stage_times(base_url, args.pipeline)
         latencies, wall_s, faces = asyncio.run(
             run_clients(base_url, args.pipeline, payloads, args.jobs, args.concurrency)
         )
-        after, stages_after = (model_counters(r) if r else {}), stage_times(base_url, args.pipeline)
-        models = {}
-        for name, totals in after.items():
-            delta = {k: v - before.get(name, {}).get(k, 0.0) for k, v in totals.items()}
-            if name.startswith("mtcnn") and delta.get("batches"):
-                models[name] = {
-                    "batches": int(delta["batches"]),
-                    "items": int(delta["items"]),
-                    "mean_batch_size": round(delta["items"] / delta["batches"], 2),
-                    "duty_cycle": round(delta.get("forward_ms", 0.0) / 1000 / wall_s, 3),
-                }
+        after, stages_after = (common.model_counters(r) if r else {}), stage_times(base_url, args.pipeline)
+        models = {
+            n: m for n, m in common.model_window(before, after, wall_s).items() if n.startswith("mtcnn")
+        }
         stages = {}
         for stage, (seconds, items) in stages_after.items():
             s0, n0 = stages_before.get(stage, (0.0, 0.0))
@@ -170,9 +121,7 @@ def main() -> None:
                     "concurrency": args.concurrency,
                     "wall_s": round(wall_s, 2),
                     "jobs_per_s": round(args.jobs / wall_s, 2),
-                    "latency_ms": {
-                        q: round(percentile(latencies, p) * 1000, 1) for q, p in (("p50", 0.5), ("p95", 0.95))
-                    },
+                    "latency_ms": common.latency_ms(latencies, (0.5, 0.95)),
                     "faces_per_photo": faces,
                     "models": models,
                     "stage_ms_per_item": stages,
@@ -182,13 +131,6 @@ def main() -> None:
                 indent=2,
             )
         )
-    finally:
-        if stack is not None:
-            stack.send_signal(signal.SIGTERM)
-            stack.wait(timeout=60)
-        if redis_proc is not None:
-            redis_proc.terminate()
-            redis_proc.wait(timeout=10)
 
 
 if __name__ == "__main__":

@@ -6,16 +6,32 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from bench import procs, systems
 from bench.client import Load, run_load
 from bench.measure import measure_limit
+from bench.options import Options
 from bench.photos import fhd_jpegs, request_body
 from shared.embedded_redis import free_port
 
 pytestmark = pytest.mark.bench
+
+
+def _setup(run_dir: Path, workloads: list[str], **changes: Any) -> systems.Setup:
+    """A turn's setup, small: 2 cores, 1 peer thread, no peers, the peers' batching 4 and 2 ms."""
+    defaults: dict[str, Any] = {
+        "cores": 2,
+        "peer_threads": 1,
+        "max_batch_size": 4,
+        "batch_timeout_ms": 2.0,
+        "dlpipe_env": {},
+        "peers": {},
+        "ready_timeout_s": 120.0,
+    }
+    return systems.Setup(run_dir=run_dir, workloads=workloads, **{**defaults, **changes})
 
 
 def test_model_only_limit_measures_each_configuration() -> None:
@@ -25,17 +41,7 @@ def test_model_only_limit_measures_each_configuration() -> None:
 
 
 def test_baseline_answers_the_bench_client_and_stops(tmp_path: Path) -> None:
-    setup = systems.Setup(
-        run_dir=tmp_path,
-        workloads=["image-classify"],
-        cores=2,
-        peer_threads=1,
-        max_batch_size=4,
-        batch_timeout_ms=2.0,
-        dlpipe_env={},
-        peers={},
-        ready_timeout_s=120.0,
-    )
+    setup = _setup(tmp_path, ["image-classify"])
     port = free_port()
     turn = systems.start("baseline", setup, port)
     try:
@@ -70,18 +76,8 @@ def test_the_api_alone_turn_measures_accepted_jobs_and_stops(tmp_path: Path) -> 
     client for a second, once with 1 and once with 2 API processes; everything stopped by pid."""
     from bench import orchestrate  # noqa: PLC0415
 
-    setup = systems.Setup(
-        run_dir=tmp_path,
-        workloads=[],
-        cores=2,
-        peer_threads=1,
-        max_batch_size=1,
-        batch_timeout_ms=0.0,
-        dlpipe_env={},
-        peers={},
-        ready_timeout_s=120.0,
-    )
-    opts = orchestrate.Options(api_concurrency=[2], api_workers=[1, 2], api_duration_s=1.0, warmup_s=0.5)
+    setup = _setup(tmp_path, [], max_batch_size=1, batch_timeout_ms=0.0)
+    opts = Options(api_concurrency=[2], api_workers=[1, 2], api_duration_s=1.0, warmup_s=0.5)
     port = free_port()
     out = orchestrate._http_turn("api", setup, port, [], opts)
     windows = out["windows"]
@@ -101,19 +97,8 @@ def test_a_turn_on_the_simulated_device_reads_the_device_and_loads_open_loop(tmp
     from bench.sim.pipelines import CLASSIFIER, DETECTOR, Cost, SimSpec  # noqa: PLC0415
 
     spec = SimSpec({DETECTOR: Cost(5.0, 0.5), CLASSIFIER: Cost(5.0, 0.5)}, max_batch_size=4)
-    setup = systems.Setup(
-        run_dir=tmp_path,
-        workloads=["sim-classify"],
-        cores=2,
-        peer_threads=1,
-        max_batch_size=4,
-        batch_timeout_ms=2.0,
-        dlpipe_env={},
-        peers={},
-        ready_timeout_s=120.0,
-        device="sim",
-    )
-    opts = orchestrate.Options(
+    setup = _setup(tmp_path, ["sim-classify"], device="sim")
+    opts = Options(
         concurrency=[2],
         open_loop=[0.01, 50.0],
         warmup_s=0.5,

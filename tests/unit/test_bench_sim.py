@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench import aggregate, cli, report, simbench, tuning
+from bench import aggregate, flags, report, simbench, tuning
 from bench.sim.pipelines import SimSpec
 from tests.unit.test_bench import _turns, _window
 
@@ -139,15 +139,15 @@ def test_the_cpu_summary_says_the_stack_overhead_per_job() -> None:
 
 
 def test_the_sim_flags_fill_their_own_defaults_and_refuse_what_does_not_run_there() -> None:
-    parser = cli.build_parser()
+    parser = flags.build_parser()
     args = parser.parse_args(["--device", "sim"])
-    cli._fill_defaults(args, parser)
+    flags.fill_defaults(args, parser)
     assert args.systems == ["dlpipe", "dlpipe-oldest", "baseline", "litserve"]
     assert args.workloads == ["sim-chain", "sim-classify"] and args.concurrency == [8, 24, 64]
     assert args.open_loop == [0.5, 0.9]
-    spec = cli._sim_spec(parser.parse_args(["--device", "sim", "--sim-costs", "sim_detect=10,1"]))
+    spec = flags.sim_spec(parser.parse_args(["--device", "sim", "--sim-costs", "sim_detect=10,1"]))
     assert spec.costs["sim_detect"].a_ms == 10.0 and spec.costs["sim_classify"].a_ms > 10.0
     for wrong in (["--device", "sim", "--systems", "limit"], ["--workloads", "sim-chain"]):
         args = parser.parse_args(wrong)
         with pytest.raises(SystemExit):
-            cli._fill_defaults(args, parser)
+            flags.fill_defaults(args, parser)
