@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import os
-import re
 import subprocess
 from pathlib import Path
 
@@ -12,28 +11,11 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.e2e.conftest import REPO, dlpipe_command, start_stack, stop_stack
+from tests.e2e.conftest import dlpipe_command, start_stack, stop_stack
+from tests.support.guides import write_guide_files
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
-
-GUIDE = REPO / "docs" / "custom-models.md"
-# A block whose first line names a file: `# my_models/colors.py`, or `# first-job.sh: what it does`.
-FENCE = re.compile(
-    r"```(?:python|yaml|sh)\n(?P<head># (?P<path>[\w./-]+)(?::[^\n]*)?\n)(?P<body>.*?)```", re.S
-)
-
-
-def write_guide_files(root: Path, guide: Path = GUIDE) -> dict[str, Path]:
-    """Every fenced block whose first line names a file (`# my_models/colors.py`, or
-    `# first-job.sh: what it does`) becomes that file. For this guide and for the README."""
-    written = {}
-    for match in FENCE.finditer(guide.read_text()):
-        path = root / match["path"]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(match["head"] + match["body"])
-        written[match["path"]] = path
-    return written
 
 
 def solid_jpeg(rgb: tuple[int, int, int]) -> bytes:

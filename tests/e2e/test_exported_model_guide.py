@@ -16,7 +16,7 @@ import yaml
 
 from services import cli
 from tests.e2e.conftest import REPO, dlpipe_command, start_stack, stop_stack
-from tests.e2e.test_custom_model_guide import GUIDE, write_guide_files
+from tests.support.guides import CUSTOM_MODELS, write_guide_files
 from tests.support.photos import photo_bytes
 from tests.support.waiting import wait_until
 
@@ -35,7 +35,7 @@ CAT_CLASSES = {281, 282, 283, 285, 287}  # tabby, tiger cat, Persian, Egyptian c
 
 def section_commands() -> list[str]:
     """The shell block of section 5, one command a line, comments dropped."""
-    part = GUIDE.read_text().split(SECTION, 1)[1].split("\n## ", 1)[0]
+    part = CUSTOM_MODELS.read_text().split(SECTION, 1)[1].split("\n## ", 1)[0]
     block = re.search(r"```sh\n(.*?)```", part, re.S)
     assert block, "section 5 has a sh block"
     return [line.split("#", 1)[0].strip() for line in block[1].splitlines() if line.split("#", 1)[0].strip()]
@@ -69,7 +69,7 @@ def test_the_exported_model_section_runs_as_written(
         "model 'my_classifier': params.input_size: the model takes input of shape ['batch', 3, 224, 224], "
         "the params give ['N', 3, 299, 299] (NCHW)"
     )
-    assert " ".join(quoted.split()) in " ".join(GUIDE.read_text().split())
+    assert " ".join(quoted.split()) in " ".join(CUSTOM_MODELS.read_text().split())
     assert " ".join(quoted.split()) in capsys.readouterr().err
 
     (tmp_path / "stack").mkdir()

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.e2e.test_stack import wait_final
-from tests.integration.test_face_detect import HEAD, overlap
+from tests.support.classify import wait_final
+from tests.support.faces import HEAD, overlap
 from tests.support.photos import photo_bytes, photo_rgb
 from tests.support.videos import astronaut_then_coffee
 

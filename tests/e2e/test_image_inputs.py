@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import Stack
-from tests.e2e.test_stack import CAT_CLASSES, COFFEE_CLASSES, submit, top1, wait_final
+from tests.support.classify import CAT_CLASSES, COFFEE_CLASSES, submit, top1, wait_final
 from tests.support.photos import photo_bytes
 
 pytestmark = pytest.mark.e2e

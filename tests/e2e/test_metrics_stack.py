@@ -8,7 +8,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.test_stack import b64, submit, wait_final
+from tests.support.api import b64
+from tests.support.classify import submit, wait_final
 from tests.support.photos import corrupt_bytes, photo_bytes
 from tests.support.waiting import wait_until
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import REPO, start_stack, stop_stack
-from tests.e2e.test_custom_model_guide import write_guide_files
+from tests.support.guides import write_guide_files
 from tests.support.photos import photo_bytes
 
 pytestmark = pytest.mark.e2e

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import signal
@@ -16,37 +15,12 @@ from standardwebhooks.webhooks import Webhook
 
 from shared.embedded_redis import free_port
 from tests.e2e.conftest import Stack
+from tests.support.api import b64
+from tests.support.classify import CAT_CLASSES, COFFEE_CLASSES, submit, top1, wait_final
 from tests.support.photos import corrupt_bytes, photo_bytes
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
-
-CAT_CLASSES = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
-COFFEE_CLASSES = {967, 968}  # espresso, cup
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-def submit(client: httpx.Client, inputs: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
-    response = client.post("/v1/pipelines/image-classify/jobs", json={"inputs": inputs, **extra})
-    assert response.status_code == 202, response.text
-    job = response.json()
-    assert response.headers["location"] == f"/v1/jobs/{job['id']}"
-    return job
-
-
-def wait_final(client: httpx.Client, job_id: str, timeout_s: float = 60) -> dict[str, Any]:
-    def final() -> dict[str, Any] | None:
-        job = client.get(f"/v1/jobs/{job_id}").json()
-        return job if job["status"] in ("succeeded", "failed", "canceled") else None
-
-    return wait_until(final, timeout_s=timeout_s, what=f"job {job_id} to finish")
-
-
-def top1(output: dict[str, Any]) -> int:
-    return output["result"]["labels"][0]["index"]
 
 
 def test_a_cat_photo_is_classified_as_a_cat(client: httpx.Client) -> None:

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import Stack
-from tests.e2e.test_stack import CAT_CLASSES, COFFEE_CLASSES, wait_final
+from tests.support.classify import CAT_CLASSES, COFFEE_CLASSES, wait_final
 from tests.support.videos import cat_then_coffee
 
 pytestmark = pytest.mark.e2e

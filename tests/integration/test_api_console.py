@@ -19,9 +19,9 @@ from shared.heartbeat import add_heartbeat
 from shared.messages import WorkItem, now_ms
 from shared.pipeline_spec import load_pipelines
 from shared.settings import Settings
-from tests.integration.test_api_redis import _groups, _step
 from tests.support.api import write_pipelines
 from tests.support.sse import Event, collect_until, read_events, served
+from tests.support.stages_by_hand import groups_of, run_step
 from workers.store import Entry, StageResult, Store
 
 pytestmark = pytest.mark.anyio
@@ -224,7 +224,7 @@ async def test_kept_inputs_come_back_as_sent(
 async def test_status_shows_streams_workers_rates_and_redis(
     api: httpx.AsyncClient, store: Store, redis_client: redis.Redis
 ) -> None:
-    groups = _groups(store)
+    groups = groups_of(store)
     job_id = await submit(api, 2)
     before = await api.get("/v1/status")
     assert before.status_code == 200, before.text
@@ -247,7 +247,7 @@ async def test_status_shows_streams_workers_rates_and_redis(
     ]
     sampler = api.app.state.status_sampler  # type: ignore[attr-defined]
     await sampler.sample_once()
-    while sum(_step(store, g, s) for g, s in groups):
+    while sum(run_step(store, g, s) for g, s in groups):
         pass
     redis_client.hincrby(keys.model_stats("m1"), "items", 2)
     redis_client.hincrby(keys.model_stats("m1"), "batches", 1)

@@ -12,12 +12,11 @@ ASGITransport), the real worker classes driven step by step (run_once), no sleep
 from __future__ import annotations
 
 import asyncio
-import base64
 import io
 import struct
 import zlib
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -25,23 +24,19 @@ import httpx
 import numpy as np
 import pytest
 import redis
-import torch
-import yaml
 from PIL import Image
 
 from services.api.app import create_app
 from shared import keys
-from shared.job_record import JobRecord
-from shared.jobs import queue_new_job
 from shared.messages import now_ms
 from shared.pipeline_spec import load_pipelines
 from shared.redis import scripts
 from shared.settings import Settings
-from tests.stagefns import job_view, pipelines
-from tests.support.api import running, write_pipelines
+from tests.stagefns import job_view
+from tests.support.api import api_settings, b64, backlog, job_count, running, write_pipelines
+from tests.support.stack import Stack
+from tests.support.stages_by_hand import finish_everything
 from workers import runtime
-from workers.inference import load_models
-from workers.model_worker import ModelWorker
 from workers.preprocess import PreprocessWorker
 from workers.store import StageResult, Store
 from workers.store import inputs as store_inputs
@@ -52,57 +47,17 @@ pytestmark = pytest.mark.anyio
 URL = "/v1/pipelines/img/jobs"
 
 
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
 def body(n: int, tag: str = "x") -> dict[str, Any]:
     return {"inputs": [{"image_base64": b64(f"{tag}{i}".encode())} for i in range(n)]}
 
 
-def job_count(client: redis.Redis) -> int:
-    """Job records: dlpipe:job:<id> and nothing after it (not :outputs, :blob:n, :webhook)."""
-    return sum(1 for key in client.scan_iter("dlpipe:job:*") if key.count(b":") == 2)
-
-
-def backlog(client: redis.Redis, pipeline: str) -> int:
-    return int(client.get(keys.backlog(pipeline)) or 0)
-
-
 # -- the API with the test pipeline (img: pre -> m -> post), stages finished by hand ----------
-
-
-def api_settings(tmp_path: Path, redis_url: str, **overrides: Any) -> Settings:
-    return Settings(redis_url=redis_url, pipelines_file=write_pipelines(tmp_path), job_ttl_s=600, **overrides)
 
 
 @pytest.fixture
 async def api(tmp_path: Path, redis_url: str) -> AsyncIterator[httpx.AsyncClient]:
     async with running(create_app(api_settings(tmp_path, redis_url, max_backlog=5))) as client:
         yield client
-
-
-def finish_everything(client: redis.Redis, settings_file: Path) -> int:
-    """Fail every queued item at whatever stage it is (an item that fails is finished); returns
-    how many items finished."""
-    store = Store(client, load_pipelines(settings_file), ttl_s=600)
-    groups = [
-        (keys.CPU_GROUP, store.config.cpu_streams()),
-        (keys.MODEL_GROUP, list(store.config.model_streams().values())),
-    ]
-    for group, streams in groups:
-        store.ensure_groups(streams, group)
-    finished = 0
-    while True:
-        moved = 0
-        for group, streams in groups:
-            entries = store.read(group, "test", streams, count=1000, block_ms=None)
-            values = store.load(entries)
-            results = [StageResult(e, error="stopped by the test") for e, v in zip(entries, values) if v]
-            finished += sum(1 for r in store.complete(group, results) if r >= 2)
-            moved += len(entries)
-        if not moved:
-            return finished
 
 
 async def test_over_the_backlog_cap_new_jobs_get_429_until_items_finish(
@@ -224,97 +179,6 @@ async def test_a_refused_request_gives_its_key_back(
 
 
 # -- workers: the real classes, one step at a time ------------------------------------------
-
-
-class Stack:
-    """The `sums` pipeline (prep -> model `summer` -> post), a preprocess and a model worker
-    driven by run_once, counting every stage call, and the API on the same Redis."""
-
-    def __init__(self, redis_url: str, tmp_path: Path) -> None:
-        path = tmp_path / "sums.yaml"
-        path.write_text(yaml.safe_dump(pipelines()))
-        # `post` is a stage of the preprocess worker's here (counted, stepped): not fused.
-        self.settings = Settings(
-            redis_url=redis_url, pipelines_file=path, read_block_ms=1, job_ttl_s=600, fuse_postprocess=False
-        )
-        self.client = redis.Redis.from_url(redis_url)
-        self.store = Store(self.client, load_pipelines(path), ttl_s=600)
-        self.calls: Counter[str] = Counter()
-        functions = {
-            name: self._counted(name.split(":")[1], fn)
-            for name, fn in runtime.resolve_stage_functions(self.store.config).items()
-        }
-        self.cpu = PreprocessWorker(self.store, self.settings, "cpu-1", functions=functions)
-        models = load_models(self.store.config, ["summer"], torch.device("cpu"))
-        predict = models["summer"].predict
-
-        def counted_predict(batch: torch.Tensor) -> torch.Tensor:
-            self.calls["infer"] += int(batch.shape[0])
-            return predict(batch)
-
-        models["summer"].predict = counted_predict  # type: ignore[method-assign]
-        self.model = ModelWorker(self.store, self.settings, "gpu-1", models)
-        self.cpu.recover()
-        self.model.recover()
-
-    def _counted(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-        def run(*args: Any, **kwargs: Any) -> Any:
-            self.calls[name] += 1
-            return fn(*args, **kwargs)
-
-        return run
-
-    def queue(self, job_id: str, n: int, timeout_s: float | None = None) -> None:
-        pipe = self.client.pipeline()
-        queue_new_job(
-            pipe,
-            JobRecord.new(
-                id=job_id,
-                pipeline=self.store.config.pipelines["sums"].name,
-                total=n,
-                created_ms=now_ms(),
-                timeout_s=timeout_s,
-            ),
-            pipeline=self.store.config.pipelines["sums"],
-            inputs=[{"v": i} for i in range(n)],
-            ttl_s=600,
-        )
-        pipe.execute()
-
-    def half_way(self) -> None:
-        """8 items through all stages, 8 more through prep only; the rest not started."""
-        assert self.cpu.run_once(1) == 8  # prep 0-7
-        assert self.model.run_once(1) == 8  # infer 0-7
-        assert self.cpu.run_once(1) == 16  # post 0-7, prep 8-15
-
-    def drain(self) -> None:
-        while self.cpu.run_once(1) + self.model.run_once(1):
-            pass
-
-    def nothing_pending(self) -> bool:
-        streams = [(keys.CPU_GROUP, s) for s in self.store.config.cpu_streams()]
-        streams += [(keys.MODEL_GROUP, s) for s in self.store.config.model_streams().values()]
-        for group, name in streams:
-            if not self.client.exists(keys.stream(name)):
-                continue
-            info = {g["name"].decode(): g for g in self.client.xinfo_groups(keys.stream(name))}
-            if info[group]["pending"] or info[group].get("lag"):
-                return False
-        return True
-
-    def completed_events(self, job_id: str) -> int:
-        return sum(
-            1
-            for _, f in self.client.xrange(keys.EVENTS)
-            if f[b"job"] == job_id.encode() and f[b"type"] == b"job.completed"
-        )
-
-
-@pytest.fixture
-def stack(redis_url: str, tmp_path: Path) -> Iterator[Stack]:
-    made = Stack(redis_url, tmp_path)
-    yield made
-    made.client.close()
 
 
 async def test_a_job_canceled_half_way_ends_canceled_and_nothing_of_it_runs_after(stack: Stack) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -18,7 +17,8 @@ from shared.messages import now_ms
 from shared.pipeline_spec import load_pipelines
 from shared.settings import Settings
 from tests.support.api import running, write_pipelines
-from workers.store import Entry, StageResult, Store
+from tests.support.stages_by_hand import groups_of, run_stage, run_step
+from workers.store import Store
 
 pytestmark = pytest.mark.anyio
 
@@ -41,38 +41,6 @@ async def api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-def _run_stage(entry: Entry, values: list[Any]) -> StageResult:
-    """What the test pipeline's stages do, by hand: pre -> size, m -> size * 10, post -> JSON."""
-    stage = entry.item.stage
-    if stage == "pre":
-        return StageResult(entry, value={"size": len(values[0]["image"])})
-    if stage == "m":
-        return StageResult(entry, value={"score": values[0]["size"] * 10})
-    return StageResult(entry, value={"score": values[0]["score"], "index": entry.item.index})
-
-
-def _step(store: Store, group: str, streams: list[str]) -> int:
-    """Read and complete whatever is queued for one group (in reverse order); returns how many."""
-    entries = store.read(group, "test", streams, count=100, block_ms=None)
-    if not entries:
-        return 0
-    values = store.load(entries)
-    results = [_run_stage(e, v) for e, v in zip(entries, values) if v is not None]
-    store.complete(group, list(reversed(results)))
-    return len(entries)
-
-
-def _groups(store: Store) -> list[tuple[str, list[str]]]:
-    config = store.config
-    groups = [
-        (keys.CPU_GROUP, config.cpu_streams()),
-        (keys.MODEL_GROUP, list(config.model_streams().values())),
-    ]
-    for group, streams in groups:
-        store.ensure_groups(streams, group)
-    return groups
-
-
 async def test_a_job_submitted_through_the_api_is_run_by_the_stages(
     api: httpx.AsyncClient, store: Store, redis_client: redis.Redis
 ) -> None:
@@ -81,7 +49,7 @@ async def test_a_job_submitted_through_the_api_is_run_by_the_stages(
     assert response.status_code == 202, response.text
     job_id = response.json()["id"]
     assert response.headers["location"] == f"/v1/jobs/{job_id}"
-    groups = _groups(store)
+    groups = groups_of(store)
 
     # What a preprocess worker reads: one entry per input on the first stage, each with its input.
     cpu_group, cpu_streams = groups[0]
@@ -93,14 +61,14 @@ async def test_a_job_submitted_through_the_api_is_run_by_the_stages(
     assert redis_client.ttl(keys.job(job_id)) > 0
 
     # One item through the first stage: the job reads back running, the rest still pending.
-    store.complete(cpu_group, [_run_stage(entries[1], [{"image": IMAGES[1]}])])
+    store.complete(cpu_group, [run_stage(entries[1], [{"image": IMAGES[1]}])])
     view = (await api.get(f"/v1/jobs/{job_id}")).json()
     assert view["status"] == "running" and view["progress"] == {"done": 0, "total": 3}
     store.complete(
-        cpu_group, [_run_stage(e, [{"image": IMAGES[e.item.index]}]) for e in (entries[2], entries[0])]
+        cpu_group, [run_stage(e, [{"image": IMAGES[e.item.index]}]) for e in (entries[2], entries[0])]
     )
 
-    while sum(_step(store, group, streams) for group, streams in groups):
+    while sum(run_step(store, group, streams) for group, streams in groups):
         pass
 
     response = await api.get(f"/v1/jobs/{job_id}")
@@ -126,7 +94,7 @@ async def test_multipart_job_reaches_the_workers_with_its_files(api: httpx.Async
         "/v1/pipelines/img/jobs", files=files, data={"webhook": "https://hooks.example.com/h"}
     )
     assert response.status_code == 202, response.text
-    cpu_group, cpu_streams = _groups(store)[0]
+    cpu_group, cpu_streams = groups_of(store)[0]
     entries = store.read(cpu_group, "test", cpu_streams, count=100, block_ms=None)
     assert [e.item.job_id for e in entries] == [response.json()["id"]] * 2
     assert store.load(entries) == [[{"image": IMAGES[0]}], [{"image": IMAGES[1]}]]

@@ -37,8 +37,9 @@ from shared import keys
 from shared.embedded_redis import find_redis_server, start_redis
 from shared.messages import now_ms
 from shared.redis_full import is_out_of_memory
-from tests.integration.test_api_limits import Stack, api_settings, b64, finish_everything, job_count
-from tests.support.api import running
+from tests.support.api import api_settings, b64, job_count, running
+from tests.support.stack import Stack
+from tests.support.stages_by_hand import finish_everything
 from tests.support.waiting import wait_until
 from workers.heartbeat import Heartbeat
 

@@ -27,10 +27,10 @@ from shared import keys
 from shared.job_record import JobRecord
 from shared.jobs import TTL_EXPIRED_REASON, queue_new_job
 from shared.messages import now_ms
-from tests.integration.test_api_limits import Stack, backlog, stack  # noqa: F401 - fixture
 from tests.stagefns import job_view
-from tests.support.api import write_pipelines
+from tests.support.api import backlog, write_pipelines
 from tests.support.apiproc import api_process as start_api
+from tests.support.stack import Stack
 from tests.support.waiting import wait_until
 
 SWEEP_MS = 100

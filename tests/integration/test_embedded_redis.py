@@ -13,13 +13,13 @@ from pathlib import Path
 import redis
 
 from shared.embedded_redis import free_port
-from tests.integration.test_supervisor import LOOP, UpProcess, pid_gone, ups  # noqa: F401 - fixture
+from tests.support.upprocess import LOOP, UpProcess, pid_gone
 from tests.support.waiting import wait_until
 
 
 def test_a_killed_embedded_redis_comes_back_on_its_port_with_its_data(
     tmp_path: Path,
-    ups: list[UpProcess],  # noqa: F811 - the fixture
+    ups: list[UpProcess],
 ) -> None:
     up = UpProcess(tmp_path, free_port(), {"loop": LOOP})
     ups.append(up)

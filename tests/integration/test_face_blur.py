@@ -24,12 +24,12 @@ from services.api.app import create_app
 from shared import keys
 from shared.pipeline_spec import PipelinesConfig, load_pipelines
 from shared.settings import Settings
-from tests.integration.test_face_detect import HEAD, overlap
 from tests.stagefns import job_view
 from tests.support.api import running, write_pipelines
+from tests.support.faces import HEAD, overlap
+from tests.support.output_files import CAP, PIPELINES, assert_expire_together
 from tests.support.photos import photo_bytes, photo_rgb
 from tests.support.videos import astronaut_then_coffee
-from tests.unit.test_output_files import CAP, PIPELINES, assert_expire_together
 from workers.inference import load_models
 from workers.model_worker import ModelWorker
 from workers.models.base import Model

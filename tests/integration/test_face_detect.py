@@ -19,6 +19,7 @@ from PIL import Image
 
 from shared.pipeline_spec import PipelinesConfig, load_pipelines
 from shared.settings import Settings
+from tests.support.faces import HEAD, overlap
 from tests.support.inprocess import run_stages
 from tests.support.photos import photo_bytes
 from workers.inference import load_models
@@ -27,7 +28,6 @@ from workers.models.base import Model
 from workers.models.faces import MtcnnONet, MtcnnPNet
 
 PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg")
-HEAD = (160, 50, 260, 190)  # x1, y1, x2, y2 on the astronaut
 MODELS = ["mtcnn_pnet", "mtcnn_rnet", "mtcnn_onet"]
 
 
@@ -45,13 +45,6 @@ def models(config: PipelinesConfig) -> dict[str, Model]:
 def stages(config: PipelinesConfig, models: dict[str, Model]) -> dict[str, dict[str, Any]]:
     inputs = [{"image": photo_bytes(name, fmt=None)} for name in PHOTOS]
     return dict(zip(PHOTOS, run_stages(config, models, "face-detect", inputs), strict=True))
-
-
-def overlap(box: list[float], region: tuple[float, ...]) -> float:
-    """The share of `box` that lies inside `region`."""
-    w = max(0.0, min(box[2], region[2]) - max(box[0], region[0]))
-    h = max(0.0, min(box[3], region[3]) - max(box[1], region[1]))
-    return w * h / ((box[2] - box[0]) * (box[3] - box[1]))
 
 
 def test_the_three_nets_load_strictly_without_importing_facenet_pytorch() -> None:

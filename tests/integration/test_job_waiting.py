@@ -17,8 +17,8 @@ import pytest
 from services.api.app import create_app
 from shared.pipeline_spec import load_pipelines
 from shared.settings import Settings
-from tests.integration.test_api_redis import _groups, _step
 from tests.support.api import running, write_pipelines
+from tests.support.stages_by_hand import groups_of, run_step
 from workers.store import Store
 
 pytestmark = pytest.mark.anyio
@@ -56,10 +56,10 @@ class Stages:
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        groups = _groups(self.store)
+        groups = groups_of(self.store)
         self.go.wait()
         while not self.stop.is_set():
-            if not sum(_step(self.store, group, streams) for group, streams in groups):
+            if not sum(run_step(self.store, group, streams) for group, streams in groups):
                 self.stop.wait(0.01)
 
 

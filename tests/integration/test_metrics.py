@@ -18,10 +18,11 @@ from shared import keys
 from shared.embedded_redis import free_port
 from shared.pipeline_spec import load_pipelines
 from shared.redis import scripts
-from tests.integration.test_webhooks import Hook, hooks, settings_for, start_hook, wait_state  # noqa: F401
-from tests.integration.test_workers import Procs, is_final, procs  # noqa: F401 - fixtures
 from tests.stagefns import queue_job
+from tests.support.hooks import Hook, settings_for, start_hook, wait_state
+from tests.support.procs import Procs
 from tests.support.waiting import wait_until
+from tests.support.workers import is_final
 
 API_KEY = "a-key-for-v1-routes"
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -47,7 +48,7 @@ def test_metrics_show_a_run_of_real_worker_processes(
     redis_url: str,
     tmp_path: Path,
     procs: Procs,
-    hooks: list[Hook],  # noqa: F811
+    hooks: list[Hook],
 ) -> None:
     settings = settings_for(redis_url, tmp_path)
     config = load_pipelines(settings.pipelines_file)

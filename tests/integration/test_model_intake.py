@@ -12,8 +12,8 @@ import torch
 
 from shared.pipeline_spec import load_pipelines
 from shared.settings import Settings
-from tests.integration.test_workers import make_settings
 from tests.stagefns import pipelines, queue_job
+from tests.support.workers import make_settings
 from workers.inference import load_models
 from workers.model_worker import ModelWorker
 from workers.preprocess import PreprocessWorker

@@ -11,8 +11,10 @@ import redis
 
 from shared import keys
 from shared.pipeline_spec import load_pipelines
-from tests.integration.test_workers import Procs, is_final, make_settings, procs, wait_for  # noqa: F401
 from tests.stagefns import pipelines, queue_job
+from tests.support.procs import Procs
+from tests.support.waiting import wait_for
+from tests.support.workers import is_final, make_settings
 
 
 def _model_workers(client: redis.Redis) -> dict[str, int]:

@@ -12,8 +12,9 @@ import redis
 from shared import keys
 from shared.messages import JobStatus
 from shared.priority import Priority
-from tests.integration.test_workers import is_final, make_settings, pending, running, thread_workers, wait_for
 from tests.stagefns import job_view, pipelines, queue_job
+from tests.support.waiting import wait_for
+from tests.support.workers import is_final, make_settings, pending, running, thread_workers
 
 STAGES = ["cpu.sums.prep", "model.summer", "cpu.sums.post"]
 

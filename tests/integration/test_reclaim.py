@@ -19,19 +19,11 @@ from shared import keys
 from shared.messages import JobStatus
 from shared.pipeline_spec import load_pipelines
 from shared.settings import Settings
-from tests.integration.test_workers import (  # noqa: F401 - `procs` and `receiver` are fixtures
-    Procs,
-    Receiver,
-    is_final,
-    make_settings,
-    pending,
-    procs,
-    receiver,
-    running,
-    thread_workers,
-)
 from tests.stagefns import job_view, pipelines, queue_job
+from tests.support.hooks import Receiver
+from tests.support.procs import Procs
 from tests.support.waiting import wait_until
+from tests.support.workers import is_final, make_settings, pending, running, thread_workers
 from workers.preprocess import PreprocessWorker
 from workers.reclaim import Reclaimer
 from workers.store import Store

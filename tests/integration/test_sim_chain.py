@@ -17,8 +17,10 @@ from bench.sim.device import LOG_FILE
 from shared import keys
 from shared.messages import JobStatus
 from shared.pipeline_spec import load_pipelines
-from tests.integration.test_workers import Procs, is_final, make_settings, procs, wait_for  # noqa: F401
 from tests.stagefns import job_view, queue_job
+from tests.support.procs import Procs
+from tests.support.waiting import wait_for
+from tests.support.workers import is_final, make_settings
 
 JOBS = 24
 

@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from shared.redis import scripts
-from tests.unit.test_reclaim import FakeClock
+from tests.support.clock import FakeClock
 from workers.reclaim import Reclaimer
 
 STREAM = "dlpipe:stream:cpu.p.s"

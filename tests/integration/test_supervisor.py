@@ -12,12 +12,10 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import textwrap
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -28,42 +26,11 @@ from services.supervisor import CHILD_COMMANDS
 from shared import heartbeat
 from shared.children import Child, Supervisor
 from shared.embedded_redis import free_port
+from tests.support.clock import FakeClock
+from tests.support.upprocess import LOOP, PY, UpProcess, pid_gone
+from tests.support.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
-PY = sys.executable
-LOOP = [PY, "-c", "import time\nwhile True: time.sleep(0.05)"]
-
-
-def wait_until(predicate: Callable[[], object], timeout_s: float, what: str) -> object:
-    """Poll `predicate` until it returns something truthy; fail after `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        threading.Event().wait(0.02)
-
-
-def pid_gone(pid: int) -> bool:
-    """The process no longer exists (or is a zombie waiting to be reaped by someone else)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 # --- the Supervisor class, in this process -------------------------------------------------
@@ -71,7 +38,7 @@ class FakeClock:
 
 def test_child_that_dies_is_logged_and_restarted_with_backoff(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level("INFO", logger="shared.children")
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     dies = Child("dies", [PY, "-c", "import sys; sys.exit(3)"])
     stays = Child("stays", LOOP)
     sup = Supervisor([dies, stays], clock=clock, stable_after_s=30.0)
@@ -125,7 +92,7 @@ def test_run_loop_restarts_until_stopped() -> None:
     runner = threading.Thread(target=sup.run, args=(stop,), kwargs={"grace_s": 10})
     runner.start()
     try:
-        wait_until(lambda: flaky.restarts >= 3, 30, "three restarts of the flaky child")
+        wait_for(lambda: flaky.restarts >= 3, 30, "three restarts of the flaky child")
         steady_pid = steady.pid
         assert steady_pid and steady.restarts == 0
     finally:
@@ -169,16 +136,6 @@ def test_stop_kills_a_child_that_ignores_sigterm(caplog: pytest.LogCaptureFixtur
 
 # --- `up()` in a process of its own, with stand-in children --------------------------------
 
-UP_SCRIPT = """
-import json, sys
-from shared.logs import setup_logging
-from shared.settings import Settings
-from services import supervisor
-setup_logging("INFO", "up")
-commands = json.loads(sys.argv[1])
-sys.exit(supervisor.up(Settings(), commands, grace_s=float(sys.argv[2]), backoff_base_s=0.05))
-"""
-
 # Marks itself ready; on SIGTERM checks the Redis it was given still answers (Redis must be
 # stopped after the children), writes what it saw, and exits 0. It leaves a grandchild behind.
 WARM_CHILD = """
@@ -219,86 +176,6 @@ while True:
 """
 
 
-class UpProcess:
-    """A supervisor process running `up()` with stand-in children; its log goes to a file."""
-
-    def __init__(
-        self,
-        tmp: Path,
-        port: int,
-        commands: dict[str, list[str]],
-        grace_s: float = 10.0,
-        redis_url: str | None = None,
-        data_dir: Path | None = None,
-    ) -> None:
-        import json
-
-        self.tmp = tmp
-        self.log_path = tmp / f"up-{port}-{time.monotonic_ns()}.log"
-        script = tmp / "up_script.py"
-        script.write_text(UP_SCRIPT)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("DLPIPE_")}
-        env["PYTHONPATH"] = str(REPO)
-        env["DLPIPE_PORT"] = str(port)
-        env["DLPIPE_DATA_DIR"] = str(data_dir or tmp / "data")
-        if redis_url:
-            env["DLPIPE_REDIS_URL"] = redis_url
-        self._log = open(self.log_path, "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [PY, str(script), json.dumps(commands), str(grace_s)],
-            cwd=REPO,
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def log(self) -> str:
-        return self.log_path.read_text()
-
-    def wait_started(self, timeout_s: float = 60) -> str:
-        def started() -> str | None:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"supervisor exited with {self.proc.returncode}:\n{self.log()}")
-            text = self.log()
-            return text if "API: http://" in text else None
-
-        return wait_until(started, timeout_s, "the supervisor to start its children")  # type: ignore[return-value]
-
-    def pids(self) -> dict[str, int]:
-        return {name: int(pid) for name, pid in re.findall(r"started (\w+) pid=(\d+)", self.log())}
-
-    def redis_url(self) -> str | None:
-        found = re.search(
-            r"Redis: (redis://127\.0\.0\.1:(\d+)/0) \(embedded redis-server pid=(\d+)", self.log()
-        )
-        if not found:
-            return None
-        assert int(found.group(2)) != 6379, "the embedded Redis must never take 6379"
-        return found.group(1)
-
-    def terminate(self, timeout_s: float = 60) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=timeout_s)
-        finally:
-            self._log.close()
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=30)
-        self._log.close()
-
-
-@pytest.fixture
-def ups() -> Iterator[list[UpProcess]]:
-    """Supervisor processes started by a test; killed at the end if the test left them running."""
-    started: list[UpProcess] = []
-    yield started
-    for up in started:
-        up.kill()
-
-
 def _py(code: str, *args: str) -> list[str]:
     return [PY, "-c", textwrap.dedent(code), *args]
 
@@ -317,10 +194,8 @@ def test_sigterm_stops_children_warmly_then_redis(tmp_path: Path, ups: list[UpPr
     url = up.redis_url()
     assert url
     redis_pid = up.pids()["redis"]
-    warm_pid, grandchild_pid = map(
-        int, wait_until(lambda: _read(out / "warm.ready"), 30, "warm child").split()
-    )
-    stubborn_pid = int(wait_until(lambda: _read(out / "stubborn.ready"), 30, "stubborn child"))
+    warm_pid, grandchild_pid = map(int, wait_for(lambda: _read(out / "warm.ready"), 30, "warm child").split())
+    stubborn_pid = int(wait_for(lambda: _read(out / "stubborn.ready"), 30, "stubborn child"))
     assert warm_pid == up.pids()["warm"] and stubborn_pid == up.pids()["stubborn"]
 
     assert up.terminate() == 0
@@ -330,7 +205,7 @@ def test_sigterm_stops_children_warmly_then_redis(tmp_path: Path, ups: list[UpPr
     assert re.search(r"stubborn pid=\d+ still running after 1s: SIGKILL", log)
     assert log.index("stubborn pid=") < log.index("stopping redis pid=")  # children first, Redis last
     for pid in (warm_pid, grandchild_pid, stubborn_pid, redis_pid):
-        wait_until(lambda pid=pid: pid_gone(pid), 10, f"pid {pid} to be gone")
+        wait_for(lambda pid=pid: pid_gone(pid), 10, f"pid {pid} to be gone")
 
 
 def _read(path: Path) -> str | None:
@@ -377,7 +252,7 @@ def test_embedded_redis_persists_with_aof_and_two_ups_share_nothing(
     redis_pid_a = a.pids()["redis"]
     assert a.terminate() == 0
     assert b.terminate() == 0
-    wait_until(lambda: pid_gone(redis_pid_a), 10, "A's redis-server to be gone")
+    wait_for(lambda: pid_gone(redis_pid_a), 10, "A's redis-server to be gone")
 
     again = UpProcess(tmp_path, port_a, {"loop": LOOP})  # same port: same data folder
     ups.append(again)
@@ -398,7 +273,7 @@ def test_no_embedded_redis_when_url_is_set(tmp_path: Path, redis_url: str, ups: 
     assert "no embedded server" in log
     assert up.redis_url() is None
     assert set(up.pids()) == {"env"}
-    assert wait_until(lambda: _read(out / "env.txt"), 30, "the child's env") == redis_url
+    assert wait_for(lambda: _read(out / "env.txt"), 30, "the child's env") == redis_url
     assert not (tmp_path / "data" / f"redis-{port}").exists()
     assert up.terminate() == 0
     client = redis.Redis.from_url(redis_url)
@@ -465,7 +340,7 @@ def test_dlpipe_up_runs_the_real_stack(tmp_path: Path) -> None:
                 except OSError:
                     return False
 
-            wait_until(ready, 180, "/readyz to answer 200")
+            wait_for(ready, 180, "/readyz to answer 200")
             log = log_path.read_text()
             assert "exited unexpectedly" not in log, log
             pids = {name: int(pid) for name, pid in re.findall(r"started (\w+) pid=(\d+)", log)}
@@ -486,4 +361,4 @@ def test_dlpipe_up_runs_the_real_stack(tmp_path: Path) -> None:
                 proc.kill()
                 proc.wait()
     for pid in pids.values():
-        wait_until(lambda pid=pid: pid_gone(pid), 10, f"pid {pid} to be gone")
+        wait_for(lambda pid=pid: pid_gone(pid), 10, f"pid {pid} to be gone")

@@ -25,19 +25,16 @@ from shared import webhooks as state
 from shared.heartbeat import live_since
 from shared.messages import now_ms
 from shared.settings import Settings
-from tests.integration.test_webhooks import (  # noqa: F401 - `api_client`, `hooks`, `procs` are fixtures
+from tests.support.hooks import (
     Hook,
-    api_client,
     delivery_queue,
     finish_job,
-    hooks,
-    procs,
     rq_idle,
     settings_for,
     start_hook,
     wait_state,
 )
-from tests.integration.test_workers import Procs
+from tests.support.procs import Procs
 from tests.support.waiting import wait_until
 from workers import notifier
 from workers.notifier import Notifier

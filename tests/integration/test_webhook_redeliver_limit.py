@@ -11,17 +11,8 @@ import httpx
 import redis
 
 from shared.embedded_redis import free_port
-from tests.integration.test_webhooks import (  # noqa: F401 - `hooks` and `procs` are fixtures
-    Hook,
-    finish_job,
-    hooks,
-    procs,
-    rq_idle,
-    settings_for,
-    start_hook,
-    wait_state,
-)
-from tests.integration.test_workers import Procs
+from tests.support.hooks import Hook, finish_job, rq_idle, settings_for, start_hook, wait_state
+from tests.support.procs import Procs
 from tests.support.waiting import wait_until
 
 INTERVAL_S = 60  # longer than the test: only the first call may redeliver

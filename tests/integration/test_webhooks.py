@@ -12,135 +12,33 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import pytest
 import redis
 from fastapi.testclient import TestClient
-from rq import Queue
 from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
-from standardwebhooks.webhooks import Webhook
 
 from services.api.app import create_app
 from shared import keys
 from shared.embedded_redis import free_port
 from shared.netguard import AddressPolicy
-from shared.settings import Settings
-from tests.integration.test_workers import (  # noqa: F401 - `procs` is a fixture
-    Procs,
-    is_final,
-    make_settings,
-    procs,
-    running,
-    thread_workers,
+from tests.stagefns import queue_job
+from tests.support.hooks import (
+    Hook,
+    finish_job,
+    rq_idle,
+    settings_for,
+    start_hook,
+    wait_state,
+    webhook_of,
 )
-from tests.stagefns import pipelines, queue_job
+from tests.support.procs import Procs
 from tests.support.waiting import wait_until
-from tests.unit.test_webhook_signing import SECRET
+from tests.support.workers import is_final, running, thread_workers
 from workers.webhooks import signing
 from workers.webhooks.delivery import Sender
-
-
-class Hook:
-    """A receiver on 127.0.0.1 answering each POST from a script of (status, headers); the last
-    answer repeats. Records (time, headers, body) of every POST; `hold` keeps answers back."""
-
-    def __init__(self, *answers: tuple[int, dict[str, str]], port: int = 0) -> None:
-        self.answers = list(answers) or [(204, {})]
-        self.posts: list[tuple[float, dict[str, str], bytes]] = []
-        self.hold = threading.Event()
-        self.hold.set()
-        hook = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
-                body = self.rfile.read(int(self.headers.get("content-length", 0)))
-                hook.posts.append((time.monotonic(), dict(self.headers), body))
-                hook.hold.wait(30)
-                status, headers = hook.answers.pop(0) if len(hook.answers) > 1 else hook.answers[0]
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def verified(self) -> list[dict[str, Any]]:
-        """Every POST, checked by standardwebhooks (raises if one does not verify)."""
-        return [Webhook(SECRET).verify(body, headers) for _, headers, body in self.posts]
-
-    def close(self) -> None:
-        self.hold.set()
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def hooks() -> Iterator[list[Hook]]:
-    started: list[Hook] = []
-    yield started
-    for hook in started:
-        hook.close()
-
-
-def start_hook(hooks: list[Hook], *answers: tuple[int, dict[str, str]], port: int = 0) -> Hook:
-    hook = Hook(*answers, port=port)
-    hooks.append(hook)
-    return hook
-
-
-def settings_for(redis_url: str, tmp_path: Path, **more: Any) -> Settings:
-    return make_settings(redis_url, tmp_path, pipelines()).model_copy(update=more)
-
-
-@pytest.fixture
-def api_client(redis_url: str, tmp_path: Path) -> Iterator[TestClient]:
-    with TestClient(create_app(settings_for(redis_url, tmp_path))) as client:
-        yield client
-
-
-def webhook_of(api: TestClient, job_id: str) -> dict[str, Any]:
-    response = api.get(f"/v1/jobs/{job_id}")
-    assert response.status_code == 200, response.text
-    return response.json()["webhook"]
-
-
-def wait_state(api: TestClient, job_id: str, state: str, timeout_s: float, what: str) -> dict[str, Any]:
-    """Poll GET /v1/jobs/{id} until its webhook is in `state`; the webhook then."""
-
-    def check() -> dict[str, Any] | None:
-        hook = webhook_of(api, job_id)
-        return hook if hook["state"] == state else None
-
-    return wait_until(check, timeout_s, what)
-
-
-def finish_job(client: redis.Redis, settings: Settings, job_id: str, url: str, **options: Any) -> None:
-    """Run a one-item job through worker loops in this process until it is final."""
-    store, cpu, model = thread_workers(client, settings)
-    with running(cpu, model):
-        queue_job(client, store.config.pipelines["sums"], job_id, [{"v": 1}], webhook=url, **options)
-        wait_until(lambda: is_final(client, job_id), 30, f"job {job_id} to finish")
-
-
-def delivery_queue(client: redis.Redis) -> Queue:
-    return Queue(keys.WEBHOOK_QUEUE, connection=client, serializer=JSONSerializer)
-
-
-def rq_idle(client: redis.Redis) -> bool:
-    """Nothing queued, running or scheduled for a retry in rq."""
-    queue = delivery_queue(client)
-    return not (queue.count or queue.started_job_registry.count or queue.scheduled_job_registry.count)
 
 
 def test_a_receiver_that_fails_twice_then_succeeds_gets_one_verified_delivery(

@@ -8,22 +8,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis
-import torch
-import yaml
 from standardwebhooks.webhooks import Webhook
 
 from shared import keys
@@ -31,46 +22,15 @@ from shared.embedded_redis import free_port, start_redis
 from shared.messages import JobStatus
 from shared.pipeline_spec import load_pipelines
 from shared.settings import Settings
-from tests.conftest import REPO
 from tests.stagefns import job_view, pipelines, queue_job
-from tests.unit.test_webhook_signing import SECRET as WEBHOOK_SECRET
-from workers.inference import load_models
-from workers.model_worker import ModelWorker
+from tests.support.hooks import Receiver
+from tests.support.procs import Procs
+from tests.support.waiting import wait_for
+from tests.support.webhooks import SECRET as WEBHOOK_SECRET
+from tests.support.workers import is_final, make_settings, pending, running, thread_workers
 from workers.notifier import serve as serve_notifier
 from workers.preprocess import PreprocessWorker
 from workers.store import Store
-
-
-def wait_for(condition: Callable[[], Any], timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(0.02)
-
-
-def make_settings(redis_url: str, tmp_path: Path, doc: dict[str, Any]) -> Settings:
-    path = tmp_path / "pipelines.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    return Settings(
-        redis_url=redis_url,
-        pipelines_file=path,
-        read_block_ms=100,
-        heartbeat_interval_ms=200,
-        torch_threads=1,
-        device="cpu",
-        webhook_timeout_s=5,
-        webhook_secret=WEBHOOK_SECRET,
-        webhook_allow_private=True,  # the receivers listen on 127.0.0.1
-        webhook_retry_schedule_s="0,1,1",
-        log_level="INFO",
-        # These tests follow each item through every stage's stream, `post` included: the model
-        # worker leaves it to the preprocess workers (the fused path: tests/*/test_fusion.py).
-        fuse_postprocess=False,
-    )
 
 
 class NotifierThreads:
@@ -83,129 +43,6 @@ class NotifierThreads:
 
     def run(self, stop: threading.Event) -> None:
         serve_notifier(self.settings, stop, self.consumer)
-
-
-def pending(client: redis.Redis, stream_name: str, group: str) -> int:
-    try:
-        return client.xpending(keys.stream(stream_name), group)["pending"]
-    except redis.ResponseError:  # no group yet
-        return 0
-
-
-def is_final(client: redis.Redis, job_id: str) -> bool:
-    return bool(client.hget(keys.job(job_id), "status") in (b"succeeded", b"failed", b"canceled"))
-
-
-@contextmanager
-def running(*workers: Any) -> Iterator[threading.Event]:
-    """Run the workers' real loops in threads; stop and join them on exit."""
-    stop = threading.Event()
-    threads = [threading.Thread(target=w.run, args=(stop,), daemon=True) for w in workers]
-    for thread in threads:
-        thread.start()
-    try:
-        yield stop
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join(timeout=10)
-        assert not any(t.is_alive() for t in threads), "a worker loop did not stop"
-
-
-class Receiver:
-    """A webhook receiver on 127.0.0.1 that records each POST and answers 204."""
-
-    def __init__(self) -> None:
-        self.posts: list[tuple[str, dict[str, str], bytes]] = []
-        posts = self.posts
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("content-length", 0)))
-                posts.append((self.path, dict(self.headers), body))
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    rec = Receiver()
-    yield rec
-    rec.close()
-
-
-class Procs:
-    """Worker processes started with `python -m`, their logs in files, killed if left running."""
-
-    def __init__(self, tmp_path: Path) -> None:
-        self.tmp_path = tmp_path
-        self.started: list[tuple[subprocess.Popen[bytes], Path]] = []
-
-    def start(
-        self, settings: Settings, module: str, *args: str, own_group: bool = False
-    ) -> subprocess.Popen[bytes]:
-        log_path = self.tmp_path / f"{module}-{len(self.started)}.log"
-        env = {**os.environ, **settings.worker_env(), "PYTHONPATH": str(REPO)}
-        with log_path.open("wb") as log_file:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", module, *args],
-                cwd=REPO,
-                env=env,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                process_group=0 if own_group else None,  # own_group: a terminal's group, for Ctrl-C
-            )
-        self.started.append((proc, log_path))
-        return proc
-
-    def log(self, proc: subprocess.Popen[bytes]) -> str:
-        return next(path for p, path in self.started if p is proc).read_text()
-
-    def logs(self) -> str:
-        return "\n".join(f"--- {path.name}\n{path.read_text()}" for _, path in self.started)
-
-    def stop(self, proc: subprocess.Popen[bytes], timeout_s: float = 20, ctrl_c: bool = False) -> int:
-        """SIGTERM the process; or, with ctrl_c, SIGINT its whole process group (as a terminal does)."""
-        if ctrl_c:
-            os.killpg(proc.pid, signal.SIGINT)
-        else:
-            proc.send_signal(signal.SIGTERM)
-        try:
-            return proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(f"{proc.args} did not exit after SIGTERM\n{self.logs()}") from None
-
-    def kill_all(self) -> None:
-        for proc, _ in self.started:
-            if proc.poll() is None:
-                proc.kill()  # preprocess children notice their parent is gone and exit
-                proc.wait(timeout=10)
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Procs]:
-    started = Procs(tmp_path)
-    yield started
-    started.kill_all()
-
-
-def thread_workers(client: redis.Redis, settings: Settings) -> tuple[Store, PreprocessWorker, ModelWorker]:
-    config = load_pipelines(settings.pipelines_file)
-    store = Store(client, config, settings.job_ttl_s)
-    models = load_models(config, ["summer"], torch.device("cpu"))
-    return store, PreprocessWorker(store, settings, "cpu-t"), ModelWorker(store, settings, "model-t", models)
 
 
 # -- loops in threads ------------------------------------------------------------------

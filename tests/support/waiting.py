@@ -1,4 +1,8 @@
-"""Poll for a condition with a deadline (tests never sleep to wait for things)."""
+"""Poll for a condition with a deadline (tests never sleep to wait for things).
+
+wait_until goes on through a check that raises (the last error is reported on timeout);
+wait_for fails at once if its check raises.
+"""
 
 from __future__ import annotations
 
@@ -25,6 +29,19 @@ def wait_until(check: Callable[[], T], timeout_s: float, what: str, interval_s: 
             detail = f" (last error: {last_error!r})" if last_error else ""
             raise AssertionError(f"timed out after {timeout_s}s waiting for {what}{detail}")
         time.sleep(interval_s)
+
+
+def wait_for(condition: Callable[[], T], timeout_s: float, what: str) -> T:
+    """Call `condition` every 20 ms until it returns something truthy; return that, or fail after
+    `timeout_s`. An exception from `condition` is not caught: it fails the test there and then."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+        time.sleep(0.02)
 
 
 async def wait_until_async(

@@ -18,7 +18,7 @@ from services.api.app import create_app
 from services.api.routers import ui
 from shared.settings import Settings
 from tests.support.api import fake_factory, running
-from tests.unit.test_api_docs import links_of
+from tests.support.links import links_of
 
 pytestmark = pytest.mark.anyio
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import tomllib
-from html.parser import HTMLParser
 from pathlib import Path
 
 import fakeredis
@@ -18,28 +17,12 @@ from services.api import vendor
 from services.api.app import create_app
 from shared.settings import Settings
 from tests.support.api import fake_factory, running
+from tests.support.links import links_of
 
 pytestmark = pytest.mark.anyio
 
 REPO = Path(__file__).resolve().parents[2]
 CONTENT_TYPES = {".js": "text/javascript", ".css": "text/css", ".png": "image/png"}
-
-
-class Links(HTMLParser):
-    """Every src and href of a page."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.urls: list[str] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.urls += [value or "" for name, value in attrs if name in ("src", "href")]
-
-
-def links_of(page: str) -> list[str]:
-    parser = Links()
-    parser.feed(page)
-    return parser.urls
 
 
 def test_the_vendored_files_are_the_ones_on_record() -> None:

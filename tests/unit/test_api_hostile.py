@@ -20,8 +20,15 @@ import uvicorn
 from services.api.app import create_app
 from shared import keys
 from shared.settings import Settings
-from tests.support.api import b64, fake_factory, make_settings, running, write_pipelines
-from tests.unit.test_api_limits import PIPELINES_YAML, job_count
+from tests.support.api import (
+    IMG_AND_TXT_YAML,
+    b64,
+    fake_factory,
+    job_count,
+    make_settings,
+    running,
+    write_pipelines,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -34,7 +41,7 @@ FILES = [("files", ("a.jpg", b"\xff\xd8x", "image/jpeg"))]
 def _settings(tmp_path: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = {"max_json_values": 20_000, "max_json_body_bytes": 64 * 1024}
     values.update(overrides)
-    return make_settings(write_pipelines(tmp_path, PIPELINES_YAML), **values)
+    return make_settings(write_pipelines(tmp_path, IMG_AND_TXT_YAML), **values)
 
 
 @pytest.fixture

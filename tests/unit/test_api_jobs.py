@@ -16,20 +16,12 @@ from shared import codecs, keys
 from shared.embedded_redis import free_port
 from shared.jobs import OPEN_JOB_GRACE_S
 from shared.settings import Settings
-from tests.support.api import MAX_BYTES, MAX_INPUTS, b64, running
+from tests.support.api import MAX_BYTES, MAX_INPUTS, Part, b64, multipart, no_job_written, running
 
 pytestmark = pytest.mark.anyio
 
 URL = "/v1/pipelines/img/jobs"
 OK = b64(b"\xff\xd8image")
-
-
-def _no_job_written(client: fakeredis.FakeRedis) -> bool:
-    return (
-        not client.keys("dlpipe:job:*")
-        and not client.keys("dlpipe:item:*")
-        and not client.keys("dlpipe:stream:*")
-    )
 
 
 async def test_json_job_is_queued_with_location_and_pending_outputs(
@@ -102,7 +94,7 @@ async def test_unknown_pipeline_is_404(api: httpx.AsyncClient, sync_redis: faker
     response = await api.post("/v1/pipelines/nope/jobs", json={"inputs": [{"image_base64": OK}]})
     assert response.status_code == 404
     assert "nope" in response.json()["detail"] and "img" in response.json()["detail"]
-    assert _no_job_written(sync_redis)
+    assert no_job_written(sync_redis)
 
 
 @pytest.mark.parametrize("job_id", ["0123456789abcdef0123456789abcdef", "bad:id!", "x" * 65])
@@ -182,7 +174,7 @@ async def test_invalid_json_requests_are_422_naming_the_field(
     error = response.json()
     assert error["field"] == field
     assert error["detail"].startswith(f"{field}: ") and fragment in error["detail"]
-    assert _no_job_written(sync_redis)
+    assert no_job_written(sync_redis)
 
 
 async def test_malformed_json_is_422(api: httpx.AsyncClient) -> None:
@@ -191,21 +183,7 @@ async def test_malformed_json_is_422(api: httpx.AsyncClient) -> None:
     assert response.json()["field"] == "body" and "not valid JSON" in response.json()["detail"]
 
 
-Part = tuple[str, str | None, bytes]  # form field name, file name (None: a text field), content
 FILE: Part = ("files", "a.jpg", b"abc")
-
-
-def multipart(parts: list[Part]) -> tuple[bytes, dict[str, str]]:
-    """A multipart/form-data body built by hand (httpx sends text-only forms urlencoded)."""
-    boundary = "testboundary7f3a"
-    chunks = []
-    for name, filename, content in parts:
-        disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
-        chunks.append(
-            f"--{boundary}\r\nContent-Disposition: {disposition}\r\n\r\n".encode() + content + b"\r\n"
-        )
-    body = b"".join(chunks) + f"--{boundary}--\r\n".encode()
-    return body, {"content-type": f"multipart/form-data; boundary={boundary}"}
 
 
 FORM_CASES: list[tuple[str, list[Part], str, str]] = [
@@ -247,7 +225,7 @@ async def test_invalid_multipart_requests_are_422_naming_the_field(
     error = response.json()
     assert error["field"] == field, error
     assert error["detail"].startswith(f"{field}: ") and fragment in error["detail"]
-    assert _no_job_written(sync_redis)
+    assert no_job_written(sync_redis)
 
 
 async def test_hand_built_multipart_is_accepted(api: httpx.AsyncClient) -> None:

@@ -19,28 +19,19 @@ from services.api.app import create_app
 from shared import keys
 from shared.redis import scripts
 from shared.settings import Settings
-from tests.support.api import MAX_INPUTS, b64, fake_factory, make_settings, running, write_pipelines
+from tests.support.api import (
+    IMG_AND_TXT_YAML,
+    MAX_INPUTS,
+    b64,
+    fake_factory,
+    job_count,
+    make_settings,
+    running,
+    write_pipelines,
+)
 
 pytestmark = pytest.mark.anyio
 
-PIPELINES_YAML = """\
-models:
-  m1:
-    class: json:JSONDecoder
-    batching: {max_batch_size: 4, max_batch_delay_ms: 2}
-pipelines:
-  img:
-    input: image
-    stages:
-      - {name: pre, kind: preprocess, fn: "json:dumps"}
-      - {name: m, kind: model, model: m1}
-      - {name: post, kind: postprocess, fn: "json:loads"}
-  txt:
-    input: text
-    stages:
-      - {name: pre, kind: preprocess, fn: "json:dumps"}
-      - {name: post, kind: postprocess, fn: "json:loads"}
-"""
 URL = "/v1/pipelines/img/jobs"
 GOOD = {"inputs": [{"image_base64": b64(b"\xff\xd8image")}]}
 MAX_BODY = 4096
@@ -48,7 +39,7 @@ KEYS = ("first-key-0123456789", "second-key-abcdefgh")
 
 
 def _settings(tmp_path: Path, **overrides: Any) -> Settings:
-    return make_settings(write_pipelines(tmp_path, PIPELINES_YAML), max_body_bytes=MAX_BODY, **overrides)
+    return make_settings(write_pipelines(tmp_path, IMG_AND_TXT_YAML), max_body_bytes=MAX_BODY, **overrides)
 
 
 @pytest.fixture
@@ -60,11 +51,6 @@ def settings(tmp_path: Path) -> Settings:
 async def api(settings: Settings, fake_server: fakeredis.FakeServer) -> AsyncIterator[httpx.AsyncClient]:
     async with running(create_app(settings, redis_factory=fake_factory(fake_server))) as client:
         yield client
-
-
-def job_count(client: fakeredis.FakeRedis) -> int:
-    """Job records: dlpipe:job:<id> and nothing after it (not :outputs, :blob:n, :webhook)."""
-    return sum(1 for key in client.scan_iter("dlpipe:job:*") if key.count(b":") == 2)
 
 
 async def assert_still_serving(api: httpx.AsyncClient, headers: dict[str, str] | None = None) -> None:

@@ -20,11 +20,12 @@ from tests.support.api import (
     MAX_INPUTS,
     fake_factory,
     make_settings,
+    multipart,
+    no_job_written,
     pipelines_yaml,
     running,
     write_pipelines,
 )
-from tests.unit.test_api_jobs import _no_job_written, multipart
 
 pytestmark = pytest.mark.anyio
 
@@ -118,7 +119,7 @@ async def test_invalid_text_inputs_are_422_naming_the_field(
     error = response.json()
     assert error["field"] == field, error
     assert error["detail"].startswith(f"{field}: ") and fragment in error["detail"], error
-    assert _no_job_written(sync_redis)
+    assert no_job_written(sync_redis)
 
 
 async def test_a_lone_surrogate_is_422(api: httpx.AsyncClient, sync_redis: fakeredis.FakeRedis) -> None:
@@ -126,7 +127,7 @@ async def test_a_lone_surrogate_is_422(api: httpx.AsyncClient, sync_redis: faker
     response = await api.post(URL, content=body, headers={"content-type": "application/json"})
     assert response.status_code == 422, response.text
     assert response.json()["field"] == "inputs[0].text" and "surrogate" in response.json()["detail"]
-    assert _no_job_written(sync_redis)
+    assert no_job_written(sync_redis)
 
 
 FORM_CASES: list[tuple[str, list[tuple[str, str | None, bytes]], str, str]] = [
@@ -148,4 +149,4 @@ async def test_invalid_text_files_are_422_naming_the_field(
     error = response.json()
     assert error["field"] == field, error
     assert error["detail"].startswith(f"{field}: ") and fragment in error["detail"], error
-    assert _no_job_written(sync_redis)
+    assert no_job_written(sync_redis)

@@ -21,6 +21,7 @@ from bench.stats import (
 from services.cli import build_parser
 from shared.pipeline_spec import load_pipelines
 from shared.settings import DEFAULT_PIPELINES_FILE
+from tests.support.benchruns import sample_turns
 
 
 @pytest.mark.parametrize("q", [0.0, 0.25, 0.5, 0.9, 0.95, 0.99, 1.0])
@@ -104,88 +105,8 @@ def test_dlpipe_cli_passes_bench_flags_through() -> None:
     assert args.bench_args == ["--repeats", "1", "--duration-s", "5", "-h"]
 
 
-def _window(jobs_per_s: float, p50: float, models: dict | None = None, cpu: dict | None = None) -> dict:
-    return {
-        "workload": "image-classify",
-        "concurrency": 8,
-        "completed": 100,
-        "errors": 0,
-        "error_samples": [],
-        "wall_s": 10.0,
-        "jobs_per_s": jobs_per_s,
-        "latency": {"p50_ms": p50, "p95_ms": p50 * 2, "p99_ms": p50 * 3, "mean_ms": p50, "max_ms": p50 * 4},
-        "polls_per_job": None,
-        "cpu_s_per_job": cpu or {"server": 0.05},
-        "cpu_s_per_job_total": 0.05,
-        "client_cpu_s_per_job": 0.002,
-        "models": models,
-    }
-
-
-def _turns() -> list[dict]:
-    dl_cpu = {
-        "api": 0.002,
-        "redis": 0.001,
-        "supervisor": 0.0,
-        "notifier": 0.0005,
-        "model": 0.03,
-        "preprocess": 0.007,
-    }
-    turns = []
-    for r, (dl, base) in enumerate([(30.0, 20.0), (32.0, 21.0), (28.0, 19.0)]):
-        turns.append(
-            {
-                "repeat": r,
-                "system": "limit",
-                "limit": {
-                    "model": "efficientnet_lite0",
-                    "configs": [
-                        {"batch": 1, "threads": 1, "images_per_s": 34.0 + r},
-                        {"batch": 4, "threads": 2, "images_per_s": 50.0},
-                    ],
-                },
-            }
-        )
-        turns.append(
-            {
-                "repeat": r,
-                "system": "stages",
-                "stages": {
-                    "torch_threads": 1,
-                    "workloads": {
-                        "image-classify": {
-                            "batch_sizes": {
-                                "1": {
-                                    "stages": {
-                                        "decode": {"cpu_ms": 6.0},
-                                        "classify": {"cpu_ms": 30.0},
-                                        "top5": {"cpu_ms": 0.2},
-                                    }
-                                }
-                            }
-                        }
-                    },
-                },
-            }
-        )
-        turns.append(
-            {
-                "repeat": r,
-                "system": "dlpipe",
-                "windows": [
-                    _window(
-                        dl, 250.0, {"efficientnet_lite0": {"duty_cycle": 0.9, "mean_batch_size": 1.5}}, dl_cpu
-                    )
-                ],
-            }
-        )
-        turns.append({"repeat": r, "system": "baseline", "windows": [_window(base, 380.0)]})
-    turns.append({"repeat": 2, "system": "ray", "error": "RuntimeError: did not start"})
-    return turns
-
-
 def test_summary_takes_medians_and_ratios() -> None:
-    s = aggregate.summarize(_turns(), cores=2)
+    s = aggregate.summarize(sample_turns(), cores=2)
     dl = s["http"]["image-classify"]["8"]["dlpipe"]
     assert dl["jobs_per_s"] == 30.0 and dl["jobs_per_s_each"] == [30.0, 32.0, 28.0]
     assert dl["latency_ms"] == {"p50": 250.0, "p95": 500.0, "p99": 750.0}
@@ -203,7 +124,7 @@ def test_summary_takes_medians_and_ratios() -> None:
 
 
 def _doc() -> dict:
-    turns = _turns()
+    turns = sample_turns()
     result = {
         "dlpipe_settings": {"torch_threads": 1, "preprocess_concurrency": 1},
         "peers": {},

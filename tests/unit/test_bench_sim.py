@@ -8,7 +8,7 @@ import pytest
 
 from bench import aggregate, flags, report, simbench, tuning
 from bench.sim.pipelines import SimSpec
-from tests.unit.test_bench import _turns, _window
+from tests.support.benchruns import sample_turns, sample_window
 
 
 def test_a_sim_window_list_is_the_clients_then_poisson_rates_of_the_ceiling() -> None:
@@ -47,7 +47,7 @@ def test_tuning_tries_the_peers_shapes_and_keeps_the_best_without_errors() -> No
 
 
 def _sim_window(system: str, load: int | str, jobs: float, duty: float, batch: float, p99: float) -> dict:
-    w = _window(jobs, p99 / 3)
+    w = sample_window(jobs, p99 / 3)
     w.update({"workload": "sim-chain", "concurrency": load})
     w["latency"]["p99_ms"] = p99
     w["device"] = {
@@ -131,7 +131,7 @@ def test_the_sim_summary_keeps_the_device_figures_and_checks_the_targets() -> No
 
 
 def test_the_cpu_summary_says_the_stack_overhead_per_job() -> None:
-    s = aggregate.summarize(_turns(), cores=2)
+    s = aggregate.summarize(sample_turns(), cores=2)
     # dlpipe's 50 ms of CPU per job against the stages' 36.2 ms, each run alone
     assert s["ratios"]["image-classify"]["8"]["dlpipe_stack_overhead_ms_per_job"] == pytest.approx(13.8)
     assert s["targets"]["image-classify@8"]["stack_overhead_ms_per_job"]["met"] is False

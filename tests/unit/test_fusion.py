@@ -12,7 +12,7 @@ from shared import keys, metrics
 from shared.pipeline_spec import load_pipelines, parse_pipelines
 from shared.settings import DEFAULT_PIPELINES_FILE
 from tests.stagefns import job_view, pipelines, queue_job
-from tests.unit.test_worker_steps import SETTINGS, cpu_worker, drain, model_worker
+from tests.support.worker_steps import SETTINGS, cpu_worker, drain, model_worker
 from workers.fusion import Fusion, fused_stage
 from workers.store import Store
 

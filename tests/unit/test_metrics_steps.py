@@ -11,8 +11,8 @@ from shared import keys, metrics
 from shared.messages import now_ms
 from shared.redis import scripts
 from tests.stagefns import queue_job
-from tests.unit.test_worker_steps import SETTINGS, cpu_worker, drain, make_store
-from tests.unit.test_worker_steps import model_worker as fused_model_worker
+from tests.support.worker_steps import SETTINGS, cpu_worker, drain, make_store
+from tests.support.worker_steps import model_worker as fused_model_worker
 from workers.model_worker import ModelWorker
 
 # These steps run `post` in the preprocess worker, as a stage of its own (its queue wait, its

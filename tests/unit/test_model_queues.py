@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 from tests.stagefns import queue_job
-from tests.unit.test_worker_steps import SETTINGS, cpu_worker, make_store, model_worker
+from tests.support.worker_steps import SETTINGS, cpu_worker, make_store, model_worker
 
 
 def setup(client: Any, scheduler: str, replicas: int = 1) -> tuple[Any, Any, Any]:

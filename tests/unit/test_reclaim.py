@@ -17,6 +17,7 @@ from shared.messages import JobStatus
 from shared.pipeline_spec import parse_pipelines
 from shared.settings import Settings
 from tests.stagefns import job_view, pipelines, queue_job
+from tests.support.clock import FakeClock
 from workers import runtime
 from workers.inference import load_models
 from workers.model_worker import ModelWorker
@@ -36,14 +37,6 @@ from workers.store import StageResult, Store
 
 SETTINGS = Settings(redis_url="redis://unused", read_block_ms=1, max_deliveries=2)
 PREP = keys.stream("cpu.sums.prep")
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def make_store(client: Any) -> Store:

@@ -10,7 +10,7 @@ import pytest
 from shared import keys
 from shared.redis import scripts
 from tests.stagefns import queue_job
-from tests.unit.test_worker_steps import SETTINGS, cpu_worker, make_store
+from tests.support.worker_steps import SETTINGS, cpu_worker, make_store
 from workers import scripted_pipeline
 from workers.notifier import Notifier
 

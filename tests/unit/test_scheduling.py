@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.support.clock import FakeClock
 from workers.scheduling import CostCurve, DeviceClock, ModelQueue, Scheduler
 
 
@@ -14,14 +15,6 @@ def curve_of(a: float, b: float, sizes: tuple[int, ...] = (1, 2, 4, 8)) -> CostC
     for n in sizes:
         curve.add(n, a + b * n)
     return curve
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 # -- the cost curve ------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from shared import keys
 from shared import webhooks as state
 from shared.messages import now_ms
 from shared.redis import scripts
-from tests.unit.test_webhook_state import begin, finished_job, redeliver
+from tests.support.webhooks import begin, finished_job, redeliver
 from workers.webhooks.orphans import RqWorker, Running, orphaned, stuck, worker_dead
 
 NOW = 1_000_000

@@ -20,11 +20,10 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from shared import webhook_secret
 from shared.messages import EventType, JobView, WebhookState
 from shared.settings import Settings, parse_delays
+from tests.support.webhooks import SECRET
 from workers.webhooks import signing
 from workers.webhooks.attempt import Decision, decide, due_at
 from workers.webhooks.delivery import RETRY_AFTER_MAX_S, Outcome, classify, parse_retry_after
-
-SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
 
 
 def view() -> JobView:

@@ -23,19 +23,13 @@ from shared.pipeline_spec import parse_pipelines
 from shared.redis import scripts
 from shared.settings import Settings
 from tests.stagefns import pipelines, queue_job
-from tests.unit.test_webhook_signing import SECRET
+from tests.support.webhooks import HOOK, SECRET, SETTINGS, begin, finished_job, make_notifier, redeliver
 from workers.inference import load_models
 from workers.model_worker import ModelWorker
-from workers.notifier import Notifier
 from workers.preprocess import PreprocessWorker
 from workers.store import Store
 from workers.webhooks import attempt
 from workers.webhooks.delivery import Sender
-
-SETTINGS = Settings(
-    redis_url="redis://unused", read_block_ms=1, webhook_secret=SECRET, webhook_retry_schedule_s="0,1,1"
-)
-HOOK = "http://hooks.example.com/in"
 
 
 def events(client: Any) -> list[tuple[str, str]]:
@@ -145,31 +139,6 @@ def test_progress_events_come_at_most_once_a_second_per_job(client: Any) -> None
 # -- the notifier's events consumer ---------------------------------------------------------
 
 
-def make_notifier(client: Any) -> tuple[Notifier, list[tuple[str, str, int, float]]]:
-    queued: list[tuple[str, str, int, float]] = []
-
-    def enqueue(job_id: str, delivery: str, round_: int, delay_s: float) -> bool:
-        queued.append((job_id, delivery, round_, delay_s))
-        return True
-
-    notifier = Notifier(client, SETTINGS, "n-1", enqueue)
-    notifier.recover()
-    return notifier, queued
-
-
-def finished_job(client: Any, job_id: str = "j1", url: str = HOOK, wanted: list[str] | None = None) -> str:
-    """A finished job with a webhook, its completion event taken by the notifier: its delivery id."""
-    sums = parse_pipelines(pipelines()).pipelines["sums"]
-    queue_job(client, sums, job_id, [{"v": 1}], webhook=url, webhook_events=wanted)
-    client.hset(keys.job(job_id), mapping={"status": "succeeded", "done": 1, "completed_at": now_ms()})
-    client.xadd(keys.EVENTS, {"job": job_id, "type": "job.completed", "at": now_ms()})
-    notifier, queued = make_notifier(client)
-    notifier.run_once()
-    [(_, delivery, round_, delay)] = [q for q in queued if q[0] == job_id]
-    assert (round_, delay) == (1, 0.0)
-    return delivery
-
-
 def test_events_nobody_asked_for_are_not_delivered(client: Any) -> None:
     sums = parse_pipelines(pipelines()).pipelines["sums"]
     queue_job(client, sums, "only-started", [{"v": 1}], webhook=HOOK, webhook_events=["started"])
@@ -184,29 +153,6 @@ def test_events_nobody_asked_for_are_not_delivered(client: Any) -> None:
 
 
 # -- the state machine -------------------------------------------------------------------
-
-
-def begin(client: Any, delivery: str, round_: int, job_id: str = "j1") -> list[Any]:
-    dkeys = [keys.webhook(delivery), keys.webhook_attempts(delivery), keys.job_webhook(job_id)]
-    return [state.text(v) for v in client.eval(scripts.WEBHOOK_BEGIN, 3, *dkeys, round_, now_ms(), 3600)]
-
-
-def redeliver(client: Any, delivery: str, job_id: str = "j1") -> list[Any]:
-    interval_ms = round(SETTINGS.webhook_redeliver_interval_s * 1000)
-    reply = client.eval(
-        scripts.WEBHOOK_REDELIVER,
-        4,
-        keys.webhook(delivery),
-        keys.job_webhook(job_id),
-        keys.EVENTS,
-        keys.webhook_redelivered(job_id),
-        now_ms(),
-        3600,
-        job_id,
-        delivery,
-        interval_ms,
-    )
-    return [state.text(v) for v in reply]
 
 
 def test_an_attempt_cut_short_is_recorded_and_rounds_do_not_mix(client: Any) -> None:

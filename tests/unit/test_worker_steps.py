@@ -16,44 +16,18 @@ from shared import codecs, keys
 from shared.backoff import Backoff
 from shared.messages import JobStatus
 from shared.pipeline_spec import parse_pipelines
-from shared.settings import Settings
 from tests.conftest import REPO
 from tests.stagefns import job_view, pipelines, queue_job
+from tests.support.worker_steps import SETTINGS, cpu_worker, drain, make_store, model_worker
 from workers import runtime
 from workers.heartbeat import Heartbeat
 from workers.inference import load_models
 from workers.model_worker import ModelWorker
 from workers.notifier import Notifier
-from workers.preprocess import PreprocessWorker
-from workers.store import Store
-
-SETTINGS = Settings(redis_url="redis://unused", read_block_ms=1)
-
-
-def make_store(client: Any, **options: Any) -> Store:
-    return Store(client, parse_pipelines(pipelines(**options)), ttl_s=3600)
-
-
-def cpu_worker(store: Store) -> PreprocessWorker:
-    worker = PreprocessWorker(store, SETTINGS, "cpu-1")
-    worker.recover()
-    return worker
-
-
-def model_worker(store: Store, names: list[str] | None, settings: Settings = SETTINGS) -> ModelWorker:
-    worker = ModelWorker(store, settings, "gpu-1", load_models(store.config, names, torch.device("cpu")))
-    worker.recover()
-    return worker
 
 
 def pending(client: Any, stream_name: str, group: str) -> int:
     return client.xpending(keys.stream(stream_name), group)["pending"]
-
-
-def drain(*workers: Any) -> None:
-    """Step every worker until none has anything left."""
-    while sum(worker.run_once() for worker in workers):
-        pass
 
 
 # -- preprocess ------------------------------------------------------------------------
