@@ -10,13 +10,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 from fastapi.testclient import TestClient
 
 from services.api.app import create_app
-from tests.support.hooks import Hook, Receiver, settings_for
+from shared.pipeline_spec import PipelinesConfig, load_pipelines
+from shared.settings import Settings
+from tests.support.hooks import Hook, Receiver, Rig, settings_for
 from tests.support.procs import Procs
 from tests.support.stack import Stack
 from tests.support.upprocess import UpProcess
+from workers.models.base import Model
 
 
 @pytest.fixture
@@ -50,6 +54,36 @@ def api_client(redis_url: str, tmp_path: Path) -> Iterator[TestClient]:
     tests' settings (tests.support.hooks.settings_for)."""
     with TestClient(create_app(settings_for(redis_url, tmp_path))) as client:
         yield client
+
+
+@pytest.fixture
+def rig(
+    redis_client: redis.Redis,
+    redis_url: str,
+    tmp_path: Path,
+    procs: Procs,
+    hooks: list[Hook],
+    api_client: TestClient,
+) -> Rig:
+    """The webhook tests' Redis, processes, receivers and API together (tests.support.hooks.Rig)."""
+    return Rig(redis_client, redis_url, tmp_path, procs, hooks, api_client)
+
+
+@pytest.fixture(scope="module")
+def bundled_config() -> PipelinesConfig:
+    """The bundled pipelines file (the default DLPIPE_PIPELINES_FILE), loaded once a module."""
+    return load_pipelines(Settings().pipelines_file)
+
+
+@pytest.fixture(scope="module")
+def mtcnn_nets(bundled_config: PipelinesConfig) -> dict[str, Model]:
+    """MTCNN's three nets with their real weights, as the bundled file builds them, on the CPU;
+    loaded once a module."""
+    import torch
+
+    from workers.inference import load_models
+
+    return load_models(bundled_config, ["mtcnn_pnet", "mtcnn_rnet", "mtcnn_onet"], torch.device("cpu"))
 
 
 @pytest.fixture

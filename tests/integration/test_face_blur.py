@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,6 @@ import httpx
 import numpy as np
 import pytest
 import redis
-import torch
 from PIL import Image
 
 from services.api.app import create_app
@@ -30,25 +29,12 @@ from tests.support.faces import HEAD, overlap
 from tests.support.output_files import CAP, PIPELINES, assert_expire_together
 from tests.support.photos import photo_bytes, photo_rgb
 from tests.support.videos import astronaut_then_coffee
-from workers.inference import load_models
 from workers.model_worker import ModelWorker
 from workers.models.base import Model
 from workers.preprocess import PreprocessWorker
 from workers.store import Store
 
 pytestmark = pytest.mark.anyio
-
-MODELS = ["mtcnn_pnet", "mtcnn_rnet", "mtcnn_onet"]
-
-
-@pytest.fixture(scope="module")
-def config() -> PipelinesConfig:
-    return load_pipelines(Settings().pipelines_file)
-
-
-@pytest.fixture(scope="module")
-def models(config: PipelinesConfig) -> dict[str, Model]:
-    return load_models(config, MODELS, torch.device("cpu"))
 
 
 @pytest.fixture
@@ -65,12 +51,15 @@ async def api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 def workers(
     client: redis.Redis,
     settings: Settings,
-    config: PipelinesConfig,
-    models: dict[str, Model],
+    bundled_config: PipelinesConfig,
+    mtcnn_nets: dict[str, Model],
     max_file_bytes: int = 16 << 20,
 ) -> list[Any]:
-    store = Store(client, config, settings.job_ttl_s, max_file_bytes)
-    steps = [PreprocessWorker(store, settings, "cpu-blur"), ModelWorker(store, settings, "gpu-blur", models)]
+    store = Store(client, bundled_config, settings.job_ttl_s, max_file_bytes)
+    steps = [
+        PreprocessWorker(store, settings, "cpu-blur"),
+        ModelWorker(store, settings, "gpu-blur", mtcnn_nets),
+    ]
     for worker in steps:
         worker.setup()
     return steps
@@ -99,22 +88,42 @@ async def served_image(api: httpx.AsyncClient, described: dict[str, Any]) -> np.
     return np.asarray(Image.open(io.BytesIO(response.content), formats=["JPEG"]).convert("RGB"), dtype=int)
 
 
+RunJob = Callable[..., Awaitable[tuple[str, dict[str, Any]]]]
+
+
+@pytest.fixture
+def run_job(
+    api: httpx.AsyncClient,
+    settings: Settings,
+    bundled_config: PipelinesConfig,
+    mtcnn_nets: dict[str, Model],
+    redis_client: redis.Redis,
+) -> RunJob:
+    """`await run_job(pipeline, **request)`: the job submitted through the API and run through
+    the workers' steps (output files capped at `max_file_bytes`) until it is final; its id and
+    its GET /v1/jobs/{id}."""
+
+    async def run(
+        pipeline: str, max_file_bytes: int = 16 << 20, **request: Any
+    ) -> tuple[str, dict[str, Any]]:
+        job_id = await submit(api, pipeline, **request)
+        steps = workers(redis_client, settings, bundled_config, mtcnn_nets, max_file_bytes)
+        run_until_final(redis_client, job_id, steps)
+        return job_id, (await api.get(f"/v1/jobs/{job_id}")).json()
+
+    return run
+
+
 def mean_diff(a: np.ndarray, b: np.ndarray, region: tuple[int, int, int, int]) -> float:
     x1, y1, x2, y2 = region
     return float(np.abs(a[y1:y2, x1:x2].astype(int) - b[y1:y2, x1:x2].astype(int)).mean())
 
 
 async def test_the_served_jpeg_has_the_face_blurred_and_the_rest_as_it_was(
-    api: httpx.AsyncClient,
-    settings: Settings,
-    config: PipelinesConfig,
-    models: dict[str, Model],
-    redis_client: redis.Redis,
+    api: httpx.AsyncClient, run_job: RunJob, redis_client: redis.Redis
 ) -> None:
     photos = [(name, photo_bytes(name, fmt=None)) for name in ("astronaut.png", "coffee.png")]
-    job_id = await submit(api, "face-blur", files=[("files", photo) for photo in photos])
-    run_until_final(redis_client, job_id, workers(redis_client, settings, config, models))
-    job = (await api.get(f"/v1/jobs/{job_id}")).json()
+    job_id, job = await run_job("face-blur", files=[("files", photo) for photo in photos])
     assert job["status"] == "succeeded", job
     astronaut, coffee = (output["result"] for output in job["outputs"])
     (face,) = astronaut["faces"]
@@ -137,21 +146,12 @@ async def test_the_served_jpeg_has_the_face_blurred_and_the_rest_as_it_was(
     assert_expire_together(redis_client, keys.job_files(job_id), keys.job_outputs(job_id))
 
 
-async def test_video_blur_gives_each_frame_its_jpeg(
-    api: httpx.AsyncClient,
-    settings: Settings,
-    config: PipelinesConfig,
-    models: dict[str, Model],
-    redis_client: redis.Redis,
-) -> None:
-    job_id = await submit(
-        api,
+async def test_video_blur_gives_each_frame_its_jpeg(api: httpx.AsyncClient, run_job: RunJob) -> None:
+    job_id, job = await run_job(
         "video-blur",
         files=[("files", ("scene.mp4", astronaut_then_coffee()))],
         data={"options": json.dumps({"fps": 1})},
     )
-    run_until_final(redis_client, job_id, workers(redis_client, settings, config, models))
-    job = (await api.get(f"/v1/jobs/{job_id}")).json()
     assert job["status"] == "succeeded", job
     frames = job["outputs"][0]["result"]["frames"]
     assert list(frames) == ["0.000", "1.000", "2.000"]
@@ -165,17 +165,10 @@ async def test_video_blur_gives_each_frame_its_jpeg(
 
 
 async def test_a_jpeg_over_the_cap_fails_its_item_with_the_reason(
-    api: httpx.AsyncClient,
-    settings: Settings,
-    config: PipelinesConfig,
-    models: dict[str, Model],
-    redis_client: redis.Redis,
+    api: httpx.AsyncClient, run_job: RunJob, redis_client: redis.Redis
 ) -> None:
     photo = ("a.png", photo_bytes("astronaut.png", fmt=None))
-    job_id = await submit(api, "face-blur", files=[("files", photo)])
-    steps = workers(redis_client, settings, config, models, max_file_bytes=10_000)
-    run_until_final(redis_client, job_id, steps)
-    job = (await api.get(f"/v1/jobs/{job_id}")).json()
+    job_id, job = await run_job("face-blur", max_file_bytes=10_000, files=[("files", photo)])
     assert job["status"] == "failed" and job["error"] == "all 1 items failed"
     (output,) = job["outputs"]
     assert output["status"] == "failed" and output["result"] is None

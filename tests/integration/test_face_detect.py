@@ -17,28 +17,15 @@ import pytest
 import torch
 from PIL import Image
 
-from shared.pipeline_spec import PipelinesConfig, load_pipelines
-from shared.settings import Settings
+from shared.pipeline_spec import PipelinesConfig
 from tests.support.faces import HEAD, overlap
 from tests.support.inprocess import run_stages
 from tests.support.photos import photo_bytes
-from workers.inference import load_models
 from workers.models import mtcnn
 from workers.models.base import Model
 from workers.models.faces import MtcnnONet, MtcnnPNet
 
 PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg")
-MODELS = ["mtcnn_pnet", "mtcnn_rnet", "mtcnn_onet"]
-
-
-@pytest.fixture(scope="module")
-def config() -> PipelinesConfig:
-    return load_pipelines(Settings().pipelines_file)
-
-
-@pytest.fixture(scope="module")
-def models(config: PipelinesConfig) -> dict[str, Model]:
-    return load_models(config, MODELS, torch.device("cpu"))
 
 
 @pytest.fixture(scope="module")
@@ -90,9 +77,11 @@ def test_each_stage_narrows_the_candidates(stages: dict[str, dict[str, Any]]) ->
 
 
 def test_a_photo_alone_gets_what_it_gets_in_a_batch_of_four(
-    config: PipelinesConfig, models: dict[str, Model], stages: dict[str, dict[str, Any]]
+    bundled_config: PipelinesConfig, mtcnn_nets: dict[str, Model], stages: dict[str, dict[str, Any]]
 ) -> None:
-    (alone,) = run_stages(config, models, "face-detect", [{"image": photo_bytes("astronaut.png", fmt=None)}])
+    (alone,) = run_stages(
+        bundled_config, mtcnn_nets, "face-detect", [{"image": photo_bytes("astronaut.png", fmt=None)}]
+    )
     batched = stages["astronaut.png"]
     assert np.array_equal(alone["pnet"], batched["pnet"])  # same sizes, same forward passes
     np.testing.assert_allclose(alone["rnet"], batched["rnet"], atol=1e-4)  # rows among others' rows
@@ -111,8 +100,8 @@ def test_same_sized_pyramids_share_their_forward_passes(stages: dict[str, dict[s
         pnet.collate([astronaut, {"levels": astronaut["levels"], "scales": []}])
 
 
-def test_a_batch_whose_items_hold_no_crops_runs(models: dict[str, Model]) -> None:
-    onet = models["mtcnn_onet"]
+def test_a_batch_whose_items_hold_no_crops_runs(mtcnn_nets: dict[str, Model]) -> None:
+    onet = mtcnn_nets["mtcnn_onet"]
     assert isinstance(onet, MtcnnONet)
     empty = {"crops": np.zeros((0, 48, 48, 3), np.uint8)}
     with torch.inference_mode():
@@ -123,7 +112,7 @@ def test_a_batch_whose_items_hold_no_crops_runs(models: dict[str, Model]) -> Non
 
 
 def test_images_too_small_or_too_plain_for_a_face_get_none(
-    config: PipelinesConfig, models: dict[str, Model]
+    bundled_config: PipelinesConfig, mtcnn_nets: dict[str, Model]
 ) -> None:
     def png(size: tuple[int, int]) -> bytes:
         out = io.BytesIO()
@@ -131,6 +120,8 @@ def test_images_too_small_or_too_plain_for_a_face_get_none(
         return out.getvalue()
 
     # 10 x 10: no pyramid level at all (under P-Net's window); 64 x 48 grey: levels, no cell
-    items = run_stages(config, models, "face-detect", [{"image": png((10, 10))}, {"image": png((64, 48))}])
+    items = run_stages(
+        bundled_config, mtcnn_nets, "face-detect", [{"image": png((10, 10))}, {"image": png((64, 48))}]
+    )
     assert [len(item["pyramid"]["levels"]) for item in items][0] == 0
     assert [item["faces"] for item in items] == [{"faces": [], "boxes": []}] * 2

@@ -27,14 +27,20 @@ def step(cpu, model) -> int:  # type: ignore[no-untyped-def]
     return cpu.run_once(block_ms=1) + model.run_once(block_ms=1)
 
 
+def stepped_by_hand(client: redis.Redis, redis_url: str, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """The `sums` workers (batches of up to 4, no delay), recovered, to step by hand: the
+    pipeline, the cpu worker, the model worker."""
+    settings = make_settings(redis_url, tmp_path, pipelines(max_batch_size=4, max_batch_delay_ms=0))
+    store, cpu, model = thread_workers(client, settings)
+    cpu.recover()
+    model.recover()
+    return store.config.pipelines["sums"], cpu, model
+
+
 def test_a_high_job_overtakes_a_low_backlog_at_every_stage(
     redis_client: redis.Redis, redis_url: str, tmp_path: Path
 ) -> None:
-    settings = make_settings(redis_url, tmp_path, pipelines(max_batch_size=4, max_batch_delay_ms=0))
-    store, cpu, model = thread_workers(redis_client, settings)
-    cpu.recover()
-    model.recover()
-    sums = store.config.pipelines["sums"]
+    sums, cpu, model = stepped_by_hand(redis_client, redis_url, tmp_path)
     queue_job(redis_client, sums, "low", [{"v": i} for i in range(60)], priority=Priority.low)
     for _ in range(3):  # the low backlog is being worked: some of it is in every stage
         step(cpu, model)
@@ -61,11 +67,7 @@ def test_a_high_job_overtakes_a_low_backlog_at_every_stage(
 def test_low_still_progresses_under_a_high_flood(
     redis_client: redis.Redis, redis_url: str, tmp_path: Path
 ) -> None:
-    settings = make_settings(redis_url, tmp_path, pipelines(max_batch_size=4, max_batch_delay_ms=0))
-    store, cpu, model = thread_workers(redis_client, settings)
-    cpu.recover()
-    model.recover()
-    sums = store.config.pipelines["sums"]
+    sums, cpu, model = stepped_by_hand(redis_client, redis_url, tmp_path)
     queue_job(redis_client, sums, "flood", [{"v": i} for i in range(150)], priority=Priority.high)
     queue_job(redis_client, sums, "low", [{"v": i} for i in range(4)], priority=Priority.low)
     while not is_final(redis_client, "low"):

@@ -27,6 +27,7 @@ from shared.netguard import AddressPolicy
 from tests.stagefns import queue_job
 from tests.support.hooks import (
     Hook,
+    Rig,
     finish_job,
     rq_idle,
     settings_for,
@@ -41,20 +42,13 @@ from workers.webhooks import signing
 from workers.webhooks.delivery import Sender
 
 
-def test_a_receiver_that_fails_twice_then_succeeds_gets_one_verified_delivery(
-    redis_client: redis.Redis,
-    redis_url: str,
-    tmp_path: Path,
-    procs: Procs,
-    hooks: list[Hook],
-    api_client: TestClient,
-) -> None:
-    hook = start_hook(hooks, (500, {}), (500, {}), (204, {}))
-    settings = settings_for(redis_url, tmp_path)
-    procs.start(settings, "workers.notifier")
-    finish_job(redis_client, settings, "f1", hook.url)
-    shown = wait_state(api_client, "f1", "succeeded", 30, f"the delivery to succeed\n{procs.logs()}")
-    wait_until(lambda: rq_idle(redis_client), 10, "rq to have nothing left for it")
+def test_a_receiver_that_fails_twice_then_succeeds_gets_one_verified_delivery(rig: Rig) -> None:
+    hook = start_hook(rig.hooks, (500, {}), (500, {}), (204, {}))
+    settings = settings_for(rig.redis_url, rig.tmp_path)
+    rig.procs.start(settings, "workers.notifier")
+    finish_job(rig.client, settings, "f1", hook.url)
+    shown = wait_state(rig.api, "f1", "succeeded", 30, f"the delivery to succeed\n{rig.procs.logs()}")
+    wait_until(lambda: rq_idle(rig.client), 10, "rq to have nothing left for it")
     messages = hook.verified()
     assert len(messages) == 3 and all(m["type"] == "job.completed" for m in messages)
     assert [m["data"]["status"] for m in messages] == ["succeeded"] * 3
@@ -66,7 +60,7 @@ def test_a_receiver_that_fails_twice_then_succeeds_gets_one_verified_delivery(
     assert shown["last_status_code"] == 204 and shown["next_attempt_at"] is None
     # rq's own tools see the deliveries (JSON-serialized jobs, rq workers named after the notifier)
     info = subprocess.run(
-        [str(Path(sys.executable).with_name("rq")), "info", "--url", redis_url, "--serializer", "json"],
+        [str(Path(sys.executable).with_name("rq")), "info", "--url", rig.redis_url, "--serializer", "json"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -76,38 +70,31 @@ def test_a_receiver_that_fails_twice_then_succeeds_gets_one_verified_delivery(
     assert len(hook.posts) == 3
 
 
-def test_a_receiver_that_is_down_is_dead_lettered_and_redelivered_once_it_is_up(
-    redis_client: redis.Redis,
-    redis_url: str,
-    tmp_path: Path,
-    procs: Procs,
-    hooks: list[Hook],
-    api_client: TestClient,
-) -> None:
+def test_a_receiver_that_is_down_is_dead_lettered_and_redelivered_once_it_is_up(rig: Rig) -> None:
     port = free_port()  # nothing listens there yet: connections are refused
     url = f"http://127.0.0.1:{port}/hook"
-    settings = settings_for(redis_url, tmp_path)
-    procs.start(settings, "workers.notifier")
-    finish_job(redis_client, settings, "d1", url)
-    dead = wait_state(api_client, "d1", "dead", 30, f"the delivery to be dead-lettered\n{procs.logs()}")
+    settings = settings_for(rig.redis_url, rig.tmp_path)
+    rig.procs.start(settings, "workers.notifier")
+    finish_job(rig.client, settings, "d1", url)
+    dead = wait_state(rig.api, "d1", "dead", 30, f"the delivery to be dead-lettered\n{rig.procs.logs()}")
     assert len(dead["attempts"]) == 3
     assert all(a["status_code"] is None and "cannot connect" in a["error"] for a in dead["attempts"])
     assert dead["last_error"].startswith("cannot connect") and dead["next_attempt_at"] is None
-    failed = FailedJobRegistry(keys.WEBHOOK_QUEUE, connection=redis_client, serializer=JSONSerializer)
+    failed = FailedJobRegistry(keys.WEBHOOK_QUEUE, connection=rig.client, serializer=JSONSerializer)
     # rq's failed registry holds it too: rq moves it there once the attempt has raised, just
     # after the attempt recorded the delivery as dead
     wait_until(lambda: failed.get_job_ids() == [f"{dead['id']}_r1"], 10, "rq's failed registry to hold it")
-    hook = start_hook(hooks, port=port)
-    response = api_client.post("/v1/jobs/d1/webhook/redeliver")
+    hook = start_hook(rig.hooks, port=port)
+    response = rig.api.post("/v1/jobs/d1/webhook/redeliver")
     assert response.status_code == 202, response.text
     assert response.json()["state"] == "pending"
-    wait_until(lambda: hook.posts, 30, f"the redelivery\n{procs.logs()}")
-    again = wait_state(api_client, "d1", "succeeded", 10, "the redelivery's success")
+    wait_until(lambda: hook.posts, 30, f"the redelivery\n{rig.procs.logs()}")
+    again = wait_state(rig.api, "d1", "succeeded", 10, "the redelivery's success")
     [message] = hook.verified()
     assert message["data"]["id"] == "d1" and hook.posts[0][1]["webhook-id"] == dead["id"]
     assert [a["status_code"] for a in again["attempts"]] == [None, None, None, 204]
     # succeeded, so not in flight: 429 within DLPIPE_WEBHOOK_REDELIVER_INTERVAL_S of the last, else 202
-    assert api_client.post("/v1/jobs/d1/webhook/redeliver").status_code in (202, 429)
+    assert rig.api.post("/v1/jobs/d1/webhook/redeliver").status_code in (202, 429)
 
 
 class Listener:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from standardwebhooks.webhooks import Webhook
 from shared import keys
 from shared.settings import Settings
 from tests.stagefns import pipelines, queue_job
+from tests.support.procs import Procs
 from tests.support.waiting import wait_until
 from tests.support.webhooks import SECRET
 from tests.support.workers import is_final, make_settings, running, thread_workers
@@ -89,6 +91,20 @@ class Hook:
         self.hold.set()
         self.server.shutdown()
         self.server.server_close()
+
+
+@dataclass
+class Rig:
+    """What a webhook test on a real redis-server works with (the `rig` fixture, in
+    tests/integration/conftest.py): the test's Redis, its notifier processes, its receivers and
+    the API in-process."""
+
+    client: redis.Redis
+    redis_url: str
+    tmp_path: Path
+    procs: Procs
+    hooks: list[Hook]
+    api: TestClient
 
 
 def start_hook(hooks: list[Hook], *answers: tuple[int, dict[str, str]], port: int = 0) -> Hook:

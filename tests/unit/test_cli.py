@@ -19,59 +19,32 @@ REPO = Path(__file__).resolve().parents[2]
 
 BAD_YAML = "models: {m: {class: 'a.b:C'}\npipelines: [unclosed\n"
 
-UNKNOWN_MODEL = """
-models: {}
+
+def one_pipeline(stage: str, models: str = " {}") -> str:
+    """A pipelines file: `models:` then `models`, and pipeline `p` (image input) of `stage` and json:dumps."""
+    return f"""
+models:{models}
 pipelines:
   p:
     input: image
     stages:
-      - {name: m, kind: model, model: nope}
-      - {name: post, kind: postprocess, fn: json:dumps}
+      - {stage}
+      - {{name: post, kind: postprocess, fn: json:dumps}}
 """
 
-MISSING_MODULE = """
-models: {}
-pipelines:
-  p:
-    input: image
-    stages:
-      - {name: pre, kind: preprocess, fn: no_such_module_dlpipe:f}
-      - {name: post, kind: postprocess, fn: json:dumps}
-"""
 
-MISSING_ATTR = """
-models: {}
-pipelines:
-  p:
-    input: image
-    stages:
-      - {name: pre, kind: preprocess, fn: json:no_such_function}
-      - {name: post, kind: postprocess, fn: json:dumps}
-"""
-
-BAD_MODEL_PARAM = """
-models:
+UNKNOWN_MODEL = one_pipeline("{name: m, kind: model, model: nope}")
+MISSING_MODULE = one_pipeline("{name: pre, kind: preprocess, fn: no_such_module_dlpipe:f}")
+MISSING_ATTR = one_pipeline("{name: pre, kind: preprocess, fn: json:no_such_function}")
+BAD_MODEL_PARAM = one_pipeline(
+    "{name: m, kind: model, model: m}",
+    models="""
   m:
     class: workers.models.efficientnet_lite:EfficientNetLite0
     params: {weight_path: /models/lite0.pth}
-    batching: {max_batch_size: 4, max_batch_delay_ms: 2}
-pipelines:
-  p:
-    input: image
-    stages:
-      - {name: m, kind: model, model: m}
-      - {name: post, kind: postprocess, fn: json:dumps}
-"""
-
-GOOD = """
-models: {}
-pipelines:
-  p:
-    input: image
-    stages:
-      - {name: pre, kind: preprocess, fn: json:loads}
-      - {name: post, kind: postprocess, fn: json:dumps}
-"""
+    batching: {max_batch_size: 4, max_batch_delay_ms: 2}""",
+)
+GOOD = one_pipeline("{name: pre, kind: preprocess, fn: json:loads}")
 
 
 @pytest.fixture(autouse=True)
@@ -81,6 +54,20 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
         if name.startswith("DLPIPE_"):
             monkeypatch.delenv(name)
     monkeypatch.setattr(cli, "setup_logging", lambda level, role: None)
+
+
+def run_python(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`python *args` in the repository, with no DLPIPE_* from the caller's shell but `env`."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("DLPIPE_")}
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=REPO,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def _parse(*argv: str):
@@ -216,17 +203,7 @@ def test_check_accepts_good_file(tmp_path: Path, capsys: pytest.CaptureFixture[s
 def test_check_as_a_process_exits_1_with_the_error(tmp_path: Path) -> None:
     path = tmp_path / "pipelines.yaml"
     path.write_text(UNKNOWN_MODEL)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DLPIPE_")}
-    env["DLPIPE_PIPELINES_FILE"] = str(path)
-    done = subprocess.run(
-        [sys.executable, "-m", "services.cli", "check"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_python("-m", "services.cli", "check", DLPIPE_PIPELINES_FILE=str(path))
     assert done.returncode == 1, done.stderr
     assert "unknown model 'nope'" in done.stderr
     assert "Traceback" not in done.stderr
@@ -241,16 +218,7 @@ def test_cli_and_check_no_import_do_not_import_torch() -> None:
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
         "sys.exit(rc)\n"
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DLPIPE_")}
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_python("-c", code)
     assert done.returncode == 0, done.stdout + done.stderr
 
 
