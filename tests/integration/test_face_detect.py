@@ -29,9 +29,9 @@ PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg")
 
 
 @pytest.fixture(scope="module")
-def stages(config: PipelinesConfig, models: dict[str, Model]) -> dict[str, dict[str, Any]]:
+def stages(bundled_config: PipelinesConfig, mtcnn_nets: dict[str, Model]) -> dict[str, dict[str, Any]]:
     inputs = [{"image": photo_bytes(name, fmt=None)} for name in PHOTOS]
-    return dict(zip(PHOTOS, run_stages(config, models, "face-detect", inputs), strict=True))
+    return dict(zip(PHOTOS, run_stages(bundled_config, mtcnn_nets, "face-detect", inputs), strict=True))
 
 
 def test_the_three_nets_load_strictly_without_importing_facenet_pytorch() -> None:

@@ -127,6 +127,19 @@ def no_job_written(client: redis.Redis) -> bool:
     )
 
 
+async def assert_422_naming(
+    api: httpx.AsyncClient, url: str, body: Any, field: str, fragment: str, client: redis.Redis
+) -> None:
+    """POST `body` as JSON to `url`: a 422 whose `field` is `field` and whose detail starts with
+    it and says `fragment`; no job written."""
+    response = await api.post(url, json=body)
+    assert response.status_code == 422, response.text
+    error = response.json()
+    assert error["field"] == field, error
+    assert error["detail"].startswith(f"{field}: ") and fragment in error["detail"], error
+    assert no_job_written(client)
+
+
 def backlog(client: redis.Redis, pipeline: str) -> int:
     """The pipeline's backlog counter: items accepted and not finished."""
     return int(client.get(keys.backlog(pipeline)) or 0)

@@ -17,7 +17,15 @@ from shared import codecs, keys
 from shared.job_record import job_view_from_redis
 from shared.messages import ItemOutput, ItemStatus
 from shared.settings import Settings
-from tests.support.api import MAX_INPUTS, b64, fake_factory, make_settings, running, write_pipelines
+from tests.support.api import (
+    MAX_INPUTS,
+    assert_422_naming,
+    b64,
+    fake_factory,
+    make_settings,
+    running,
+    write_pipelines,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -223,12 +231,7 @@ CASES: list[tuple[str, Any, str, str]] = [
 async def test_invalid_image_inputs_are_422_naming_the_field(
     api: httpx.AsyncClient, sync_redis: fakeredis.FakeRedis, body: Any, field: str, fragment: str
 ) -> None:
-    response = await api.post(URL, json=body)
-    assert response.status_code == 422, response.text
-    error = response.json()
-    assert error["field"] == field, error
-    assert error["detail"].startswith(f"{field}: ") and fragment in error["detail"], error
-    assert no_job_written(sync_redis)
+    await assert_422_naming(api, URL, body, field, fragment, sync_redis)
 
 
 async def test_a_symlink_out_of_the_root_is_422(

@@ -16,7 +16,16 @@ from shared import codecs, keys
 from shared.embedded_redis import free_port
 from shared.jobs import OPEN_JOB_GRACE_S
 from shared.settings import Settings
-from tests.support.api import MAX_BYTES, MAX_INPUTS, Part, b64, multipart, no_job_written, running
+from tests.support.api import (
+    MAX_BYTES,
+    MAX_INPUTS,
+    Part,
+    assert_422_naming,
+    b64,
+    multipart,
+    no_job_written,
+    running,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -169,12 +178,7 @@ CASES: list[tuple[str, Any, str, str]] = [
 async def test_invalid_json_requests_are_422_naming_the_field(
     api: httpx.AsyncClient, sync_redis: fakeredis.FakeRedis, body: Any, field: str, fragment: str
 ) -> None:
-    response = await api.post(URL, json=body)
-    assert response.status_code == 422, response.text
-    error = response.json()
-    assert error["field"] == field
-    assert error["detail"].startswith(f"{field}: ") and fragment in error["detail"]
-    assert no_job_written(sync_redis)
+    await assert_422_naming(api, URL, body, field, fragment, sync_redis)
 
 
 async def test_malformed_json_is_422(api: httpx.AsyncClient) -> None:

@@ -18,6 +18,7 @@ from shared.settings import Settings
 from tests.support.api import (
     MAX_BYTES,
     MAX_INPUTS,
+    assert_422_naming,
     fake_factory,
     make_settings,
     multipart,
@@ -114,12 +115,7 @@ CASES: list[tuple[str, Any, str, str]] = [
 async def test_invalid_text_inputs_are_422_naming_the_field(
     api: httpx.AsyncClient, sync_redis: fakeredis.FakeRedis, body: Any, field: str, fragment: str
 ) -> None:
-    response = await api.post(URL, json=body)
-    assert response.status_code == 422, response.text
-    error = response.json()
-    assert error["field"] == field, error
-    assert error["detail"].startswith(f"{field}: ") and fragment in error["detail"], error
-    assert no_job_written(sync_redis)
+    await assert_422_naming(api, URL, body, field, fragment, sync_redis)
 
 
 async def test_a_lone_surrogate_is_422(api: httpx.AsyncClient, sync_redis: fakeredis.FakeRedis) -> None:
