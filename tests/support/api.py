@@ -128,11 +128,11 @@ def no_job_written(client: redis.Redis) -> bool:
 
 
 async def assert_422_naming(
-    api: httpx.AsyncClient, url: str, body: Any, field: str, fragment: str, client: redis.Redis
+    api: httpx.AsyncClient, url: str, field: str, fragment: str, client: redis.Redis, **request: Any
 ) -> None:
-    """POST `body` as JSON to `url`: a 422 whose `field` is `field` and whose detail starts with
-    it and says `fragment`; no job written."""
-    response = await api.post(url, json=body)
+    """POST `request` (json=, or content= and headers=) to `url`: a 422 whose `field` is `field`
+    and whose detail starts with it and says `fragment`; no job written."""
+    response = await api.post(url, **request)
     assert response.status_code == 422, response.text
     error = response.json()
     assert error["field"] == field, error

@@ -231,7 +231,7 @@ CASES: list[tuple[str, Any, str, str]] = [
 async def test_invalid_image_inputs_are_422_naming_the_field(
     api: httpx.AsyncClient, sync_redis: fakeredis.FakeRedis, body: Any, field: str, fragment: str
 ) -> None:
-    await assert_422_naming(api, URL, body, field, fragment, sync_redis)
+    await assert_422_naming(api, URL, field, fragment, sync_redis, json=body)
 
 
 async def test_a_symlink_out_of_the_root_is_422(
