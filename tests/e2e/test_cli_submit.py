@@ -9,6 +9,7 @@ import subprocess
 import uuid
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -30,6 +31,40 @@ def cli(stack: Stack, *args: str, timeout: float = 180) -> subprocess.CompletedP
     )
 
 
+def submit_args(photos: Path, out: Path, run: str, *more: str) -> list[str]:
+    """`dlpipe submit image-classify` of the folder `photos` into `out`, options `more`, tagged `run`."""
+    return [
+        "submit",
+        "image-classify",
+        str(photos),
+        "--out",
+        str(out),
+        *more,
+        "--metadata",
+        json.dumps({"run": run}),
+        "--no-progress",
+    ]
+
+
+def start_cli(stack: Stack, args: list[str], **popen: Any) -> subprocess.Popen:
+    """The CLI started on `args` against the stack, its stdout dropped and its stderr piped."""
+    return subprocess.Popen(
+        [*dlpipe_command(), *args, "--url", stack.base_url],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        **popen,
+    )
+
+
+def wait_for_results(out: Path, count: int) -> None:
+    wait_until(
+        lambda: out.exists() and out.read_bytes().count(b"\n") >= count,
+        timeout_s=120,
+        what="a few results",
+        interval_s=0.005,
+    )
+
+
 @pytest.fixture
 def api(stack: Stack) -> dlpipe.Client:
     with dlpipe.Client(stack.base_url) as client:
@@ -42,16 +77,7 @@ def test_a_folder_gives_one_line_per_input_and_a_failure_sets_the_exit_code(
     names = photo_folder(tmp_path / "photos", corrupt=True)
     (tmp_path / "photos" / "notes.md").write_text("not a photo: left out of the folder")
     out, run = tmp_path / "results.jsonl", uuid.uuid4().hex
-    args = [
-        "submit",
-        "image-classify",
-        str(tmp_path / "photos"),
-        "--out",
-        str(out),
-        "--metadata",
-        json.dumps({"run": run}),
-        "--no-progress",
-    ]
+    args = submit_args(tmp_path / "photos", out, run)
     first = cli(stack, *args)
     assert first.returncode == 1, first.stderr  # bad.jpg failed
     lines = read_lines(out)
@@ -78,30 +104,10 @@ def test_a_killed_run_resumes_with_every_input_once_and_no_second_job(
 ) -> None:
     names = photo_folder(tmp_path / "photos")
     out, run = tmp_path / "results.jsonl", uuid.uuid4().hex
-    args = [
-        "submit",
-        "image-classify",
-        str(tmp_path / "photos"),
-        "--out",
-        str(out),
-        "--per-job",
-        "2",
-        "--concurrency",
-        "2",
-        "--metadata",
-        json.dumps({"run": run}),
-        "--no-progress",
-    ]
-    proc = subprocess.Popen(
-        [*dlpipe_command(), *args, "--url", stack.base_url], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
+    args = submit_args(tmp_path / "photos", out, run, "--per-job", "2", "--concurrency", "2")
+    proc = start_cli(stack, args)
     try:
-        wait_until(
-            lambda: out.exists() and out.read_bytes().count(b"\n") >= 4,
-            timeout_s=120,
-            what="a few results",
-            interval_s=0.005,
-        )
+        wait_for_results(out, 4)
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.wait(timeout=30)
@@ -176,24 +182,10 @@ def test_ctrl_c_leaves_a_valid_file_and_says_how_to_resume(stack: Stack, tmp_pat
     # in 0.9 s in CI, before the poller saw two of them).
     names = photo_folder(tmp_path / "photos", count=150)
     out = tmp_path / "results.jsonl"
-    args = [
-        "submit",
-        "image-classify",
-        str(tmp_path / "photos"),
-        "--out",
-        str(out),
-        "--per-job",
-        "1",
-        "--concurrency",
-        "1",
-        "--metadata",
-        json.dumps({"run": uuid.uuid4().hex}),
-        "--no-progress",
-    ]
-    proc = subprocess.Popen(
-        [*dlpipe_command(), *args, "--url", stack.base_url],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+    args = submit_args(tmp_path / "photos", out, uuid.uuid4().hex, "--per-job", "1", "--concurrency", "1")
+    proc = start_cli(
+        stack,
+        args,
         text=True,
         # A shell's background job (CI may start the suite so) ignores SIGINT, and a Python started
         # with it ignored never raises KeyboardInterrupt: give the CLI the default, as a terminal would.
@@ -201,12 +193,7 @@ def test_ctrl_c_leaves_a_valid_file_and_says_how_to_resume(stack: Stack, tmp_pat
     )
     paused: list[psutil.Process] = []
     try:
-        wait_until(
-            lambda: out.exists() and out.read_bytes().count(b"\n") >= 2,
-            timeout_s=120,
-            what="a few results",
-            interval_s=0.005,
-        )
+        wait_for_results(out, 2)
         # The model worker paused, so the run cannot finish before the Ctrl-C reaches it.
         paused = pause(model_workers(stack))
         proc.send_signal(signal.SIGINT)
