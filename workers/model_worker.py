@@ -79,12 +79,12 @@ class ModelWorker(StageWorker):
         self.device = device or torch.device("cpu")
         self.clock = clock
         self.streams = store.config.model_streams(list(models))  # model -> stream name
-        # Every model's streams, one per priority (keys.stage_streams): read, reclaimed, trimmed.
         self.store = store
         super().__init__(
             store.redis,
             settings,
             consumer,
+            # Every model's streams, one per priority (keys.stage_streams): read, reclaimed, trimmed.
             [s for stream in self.streams.values() for s in keys.stage_streams(stream)],
             clock,
         )

@@ -42,8 +42,8 @@ log = logging.getLogger(__name__)
 
 
 class StageWorker:
-    kind: ClassVar[str]  # the heartbeat's kind: "preprocess" or "model"
-    group: ClassVar[str]  # the consumer group it reads with (keys.CPU_GROUP, keys.MODEL_GROUP)
+    kind: ClassVar[str]  # the heartbeat's kind: "preprocess", "model" or "notifier"
+    group: ClassVar[str]  # its consumer group: keys.CPU_GROUP, keys.MODEL_GROUP or keys.NOTIFIER_GROUP
 
     def __init__(
         self,
