@@ -22,7 +22,9 @@ SETTINGS = Settings(
 HOOK = "http://hooks.example.com/in"
 
 
-def make_notifier(client: Any) -> tuple[Notifier, list[tuple[str, str, int, float]]]:
+def make_notifier(
+    client: Any, settings: Settings = SETTINGS
+) -> tuple[Notifier, list[tuple[str, str, int, float]]]:
     """The notifier's events consumer, its rq enqueue replaced by a list of what it queued."""
     queued: list[tuple[str, str, int, float]] = []
 
@@ -30,7 +32,7 @@ def make_notifier(client: Any) -> tuple[Notifier, list[tuple[str, str, int, floa
         queued.append((job_id, delivery, round_, delay_s))
         return True
 
-    notifier = Notifier(client, SETTINGS, "n-1", enqueue)
+    notifier = Notifier(client, settings, "n-1", enqueue)
     notifier.recover()
     return notifier, queued
 

@@ -18,12 +18,12 @@ from shared.messages import JobStatus
 from shared.pipeline_spec import parse_pipelines
 from tests.conftest import REPO
 from tests.stagefns import job_view, pipelines, queue_job
+from tests.support.webhooks import make_notifier
 from tests.support.worker_steps import SETTINGS, cpu_worker, drain, make_store, model_worker
 from workers import runtime
 from workers.heartbeat import Heartbeat
 from workers.inference import load_models
 from workers.model_worker import ModelWorker
-from workers.notifier import Notifier
 
 
 def pending(client: Any, stream_name: str, group: str) -> int:
@@ -242,14 +242,7 @@ def test_notifier_queues_a_delivery_per_wanted_event_and_acks_every_event(client
     )
     drain(cpu_worker(store), model_worker(store, ["summer"]))
     client.xadd(keys.EVENTS, {"nonsense": "1"})
-    queued: list[tuple[str, str, int, float]] = []
-
-    def enqueue(job_id: str, delivery: str, round_: int, delay_s: float) -> bool:
-        queued.append((job_id, delivery, round_, delay_s))
-        return True
-
-    notifier = Notifier(client, SETTINGS, "n-1", enqueue)
-    notifier.recover()
+    notifier, queued = make_notifier(client, SETTINGS)
     # 3 completions, 1 start (started-only asked for it), the nonsense entry
     assert notifier.run_once() == 5
     assert sorted((job, round_, delay) for job, _, round_, delay in queued) == [
