@@ -114,3 +114,14 @@ def test_the_layout_names_every_top_level_folder_and_file() -> None:
         if (m := re.match(r"([\w.-]+(?:/[\w.-]*)*)(?:\s|$)", line))
     }
     assert top - named == set(), "in the tree, not in the README's layout"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_test_a_page_names_exists(page: Path) -> None:
+    """A page saying which test runs its example names a test module (and test) that is there."""
+    missing = []
+    for path, name in re.findall(r"(tests/[\w/]+\.py)(?:::(\w+))?", page.read_text()):
+        module = REPO / path
+        if not module.is_file() or (name and f"def {name}(" not in module.read_text()):
+            missing.append(f"{path}::{name}" if name else path)
+    assert missing == [], missing
